@@ -1,0 +1,24 @@
+"""adaptive-decoder: let a frozen causal LM choose its own decoding hyperparameters.
+
+Core pieces: `AdaptiveDecoderHead` (the head), `AdaptiveDecodingModel` (generate with it),
+`apply_sampling_params` (per-row temperature/top-k/top-p), `load_base_model` (HF id, dir or embedded GGUF).
+"""
+
+from .generation import AdaptiveDecodingModel, AdaptiveGenerateOutput, compute_head_inputs
+from .head import FACTORS, AdaptiveDecoderConfig, AdaptiveDecoderHead
+from .models import encode_prompts, load_base_model
+from .sampling import apply_sampling_params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FACTORS",
+    "AdaptiveDecoderConfig",
+    "AdaptiveDecoderHead",
+    "AdaptiveDecodingModel",
+    "AdaptiveGenerateOutput",
+    "apply_sampling_params",
+    "compute_head_inputs",
+    "encode_prompts",
+    "load_base_model",
+]

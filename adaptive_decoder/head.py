@@ -1,0 +1,266 @@
+"""AdaptiveDecoder head: a small MLP on the frozen LM's final hidden state that picks decoding hyperparameters.
+
+The head outputs one categorical distribution per *factor* (temperature, top-p, top-k). The factors are
+independent given the hidden state, so the joint log-probability of a choice is the sum over the active
+factors; LPO only ever needs that joint log-probability (see `AdaptiveDecoderHead.log_prob`).
+
+Bin conventions (validated in `AdaptiveDecoderConfig`):
+  temperature: strictly ascending, >= 0; 0.0 means greedy (exact argmax).
+  top_p:       in (0, 1], strictly descending (least to most restrictive); 1.0 means off.
+  top_k:       integers >= 0, least to most restrictive; 0 means off and may only come first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+FACTORS = ("temperature", "top_p", "top_k")
+LEVELS = ("token", "sequence")
+SELECTIONS = ("argmax", "sample")
+
+
+def _check_bins(factor: str, bins) -> list:
+    bins = list(bins)
+    if not bins:
+        raise ValueError(f"{factor}_bins is empty: give at least one value")
+    if len(set(bins)) != len(bins):
+        raise ValueError(f"{factor}_bins has duplicated values: {bins}")
+    for b in bins:
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b):
+            raise ValueError(f"{factor}_bins must hold finite numbers, got {b!r} in {bins}")
+        if b < 0:
+            raise ValueError(f"{factor}_bins must be non-negative, got {b} in {bins}")
+    if factor == "temperature":
+        if bins != sorted(bins):
+            raise ValueError(f"temperature_bins must be sorted ascending, got {bins}")
+        return [float(b) for b in bins]
+    if factor == "top_p":
+        bad = [b for b in bins if not 0.0 < b <= 1.0]
+        if bad:
+            raise ValueError(f"top_p_bins must lie in (0, 1], got {bad} in {bins}")
+        if bins != sorted(bins, reverse=True):
+            raise ValueError(f"top_p_bins must be sorted descending (least to most restrictive), got {bins}")
+        return [float(b) for b in bins]
+    # top_k: 0 (off) behaves like +inf, so it may only come first; the rest descend.
+    if any(float(b) != int(b) for b in bins):
+        raise ValueError(f"top_k_bins must be integers, got {bins}")
+    bins = [int(b) for b in bins]
+    as_inf = [math.inf if b == 0 else b for b in bins]
+    if as_inf != sorted(as_inf, reverse=True):
+        raise ValueError(f"top_k_bins must be sorted from least to most restrictive (0 = off first, then descending), got {bins}")
+    return bins
+
+
+@dataclass
+class AdaptiveDecoderConfig:
+    """Configuration of an `AdaptiveDecoderHead`. Saved as `config.json` next to the weights."""
+
+    hidden_size: int | None = field(default=None, metadata={"help": "Hidden size of the base LM (taken from its config)."})
+    base_model: str | None = field(default=None, metadata={"help": "Identity of the base LM the head was built for."})
+    num_layers: int = field(default=3, metadata={"help": "MLP depth (linear layers, incl. the output layer). The paper used ~3."})
+    intermediate_size: int = field(default=256, metadata={"help": "Width of the MLP's hidden layers."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout between MLP layers (training only)."})
+    temperature_bins: list = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metadata={"help": "Temperature choices; 0.0 = greedy."})
+    top_p_bins: list = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.8], metadata={"help": "Top-p choices; 1.0 = off."})
+    top_k_bins: list = field(default_factory=lambda: [0, 50, 20], metadata={"help": "Top-k choices; 0 = off."})
+    factors: list = field(default_factory=lambda: list(FACTORS), metadata={"help": "Factors the head learns; the others use `fixed`."})
+    fixed: dict = field(default_factory=lambda: {"temperature": 1.0, "top_p": 1.0, "top_k": 0}, metadata={"help": "Values of inactive factors."})
+    level: str = field(default="token", metadata={"help": "'token' decides every step (ADtok); 'sequence' once from the last prompt token (ADseq)."})
+    selection: str = field(default="argmax", metadata={"help": "'argmax' for inference, 'sample' for exploration during data collection."})
+
+    def __post_init__(self):
+        for f in FACTORS:
+            setattr(self, f"{f}_bins", _check_bins(f, getattr(self, f"{f}_bins")))
+        self.factors = list(self.factors)
+        unknown = [f for f in self.factors if f not in FACTORS]
+        if unknown:
+            raise ValueError(f"unknown factors {unknown}; valid: {list(FACTORS)}")
+        if len(set(self.factors)) != len(self.factors):
+            raise ValueError(f"factors has duplicates: {self.factors}")
+        self.fixed = {**{"temperature": 1.0, "top_p": 1.0, "top_k": 0}, **dict(self.fixed)}
+        bad = [k for k in self.fixed if k not in FACTORS]
+        if bad:
+            raise ValueError(f"unknown keys in fixed: {bad}; valid: {list(FACTORS)}")
+        if self.fixed["temperature"] < 0 or not 0 < self.fixed["top_p"] <= 1 or self.fixed["top_k"] < 0:
+            raise ValueError(f"fixed values out of range: {self.fixed}")
+        if self.level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        if self.hidden_size is not None and self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be positive, got {self.hidden_size}")
+
+    def bins(self, factor: str) -> list:
+        return getattr(self, f"{factor}_bins")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AdaptiveDecoderConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown AdaptiveDecoderConfig keys {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptive-decoder", tags=["adaptive-decoding"]):
+    """MLP trunk + one linear output per active factor (factorized categorical distributions)."""
+
+    def __init__(self, config: AdaptiveDecoderConfig):
+        super().__init__()
+        if isinstance(config, dict):
+            config = AdaptiveDecoderConfig.from_dict(config)
+        if config.hidden_size is None:
+            raise ValueError("AdaptiveDecoderConfig.hidden_size is required (take it from the base model's config)")
+        self.config = config
+        layers, width = [], config.hidden_size
+        for _ in range(config.num_layers - 1):
+            layers += [nn.Linear(width, config.intermediate_size), nn.GELU(), nn.Dropout(config.dropout)]
+            width = config.intermediate_size
+        self.trunk = nn.Sequential(*layers)
+        self.outputs = nn.ModuleDict({f: nn.Linear(width, len(config.bins(f))) for f in config.factors})
+        # Value tables as buffers so `values()` follows the head's device; top_p thresholds are computed in
+        # float64 then cast, exactly like HF's `scores <= (1 - top_p)` with a Python float.
+        for f in FACTORS:
+            dtype = {"temperature": torch.float32, "top_p": torch.float64, "top_k": torch.long}[f]
+            self.register_buffer(f"_{f}_values", torch.tensor(config.bins(f), dtype=dtype), persistent=False)
+
+    @property
+    def factors(self) -> list:
+        return self.config.factors
+
+    def forward(self, hidden: torch.Tensor) -> dict:
+        # The base LM may run in bf16/fp16; the head is small and stays in its own dtype.
+        h = self.trunk(hidden.to(self.outputs[self.factors[0]].weight.dtype)) if self.factors else hidden
+        return {f: self.outputs[f](h) for f in self.factors}
+
+    def probs(self, hidden: torch.Tensor) -> dict:
+        return {f: logits.softmax(-1) for f, logits in self(hidden).items()}
+
+    def log_prob(self, hidden: torch.Tensor, choices: dict) -> torch.Tensor:
+        """Joint log-probability of `choices` (bin indices per active factor): the sum over active factors."""
+        missing = [f for f in self.factors if f not in choices]
+        if missing:
+            raise ValueError(f"choices lack active factors {missing}")
+        total = None
+        for f, logits in self(hidden).items():
+            idx = choices[f].long()
+            lp = logits.log_softmax(-1).gather(-1, idx.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            total = lp if total is None else total + lp
+        if total is None:
+            return hidden.new_zeros(hidden.shape[:-1])
+        return total
+
+    def entropy(self, hidden: torch.Tensor) -> torch.Tensor:
+        total = hidden.new_zeros(hidden.shape[:-1], dtype=torch.float32)
+        for logits in self(hidden).values():
+            logp = logits.float().log_softmax(-1)
+            total = total + -(logp.exp() * logp).sum(-1)
+        return total
+
+    @torch.no_grad()
+    def select(self, hidden: torch.Tensor, selection: str | None = None, generator: torch.Generator | None = None,
+               epsilon: float = 0.0) -> dict:
+        """Pick a bin per active factor: argmax, or a sample from (1-epsilon)*pi + epsilon*uniform."""
+        selection = selection or self.config.selection
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        out = {}
+        for f, logits in self(hidden).items():
+            if selection == "argmax":
+                out[f] = logits.argmax(-1)
+                continue
+            p = logits.float().softmax(-1)
+            if epsilon > 0:
+                p = (1 - epsilon) * p + epsilon / p.shape[-1]
+            flat = p.reshape(-1, p.shape[-1])
+            out[f] = torch.multinomial(flat, 1, generator=generator).reshape(p.shape[:-1])
+        return out
+
+    def values(self, choices: dict, shape=None) -> dict:
+        """Map bin indices to hyperparameter values; inactive factors get `config.fixed`.
+
+        Indices of -1 (a finished row) map to the fixed value; `shape` is needed only when no factor is active.
+        """
+        if shape is None:
+            if not choices:
+                raise ValueError("values() needs `shape` when no factor is active")
+            shape = next(iter(choices.values())).shape
+        out = {}
+        for f in FACTORS:
+            table = getattr(self, f"_{f}_values")
+            fixed = torch.full(shape, self.config.fixed[f], dtype=table.dtype, device=table.device)
+            if f in choices:
+                idx = choices[f].to(table.device)
+                out[f] = torch.where(idx >= 0, table[idx.clamp(min=0)], fixed)
+            else:
+                out[f] = fixed
+        return out
+
+    # --- persistence: safetensors + JSON only, never pickle -------------------------------------------
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision=None, cache_dir=None, force_download=False, proxies=None,
+                         resume_download=None, local_files_only=False, token=None, map_location="cpu",
+                         strict=True, **model_kwargs):
+        from huggingface_hub import hf_hub_download
+        from safetensors.torch import load_file
+
+        if Path(model_id).is_dir():
+            weights = Path(model_id) / "model.safetensors"
+            if not weights.exists():
+                raise FileNotFoundError(f"{model_id} has no model.safetensors (adaptive-decoder never loads pickled weights)")
+        else:
+            weights = hf_hub_download(model_id, "model.safetensors", revision=revision, cache_dir=cache_dir,
+                                      force_download=force_download, token=token, local_files_only=local_files_only)
+        model = cls(**model_kwargs)
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types for truncated / garbage files
+            raise ValueError(f"cannot read head weights {weights}: the file is corrupt or not safetensors ({e})") from e
+        try:
+            model.load_state_dict(state, strict=strict)
+        except RuntimeError as e:
+            raise ValueError(f"head weights {weights} do not match its config.json: {e}") from e
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            cfg_file = path / "config.json"
+            if not cfg_file.exists():
+                raise FileNotFoundError(f"{path} has no config.json: not an AdaptiveDecoderHead checkpoint")
+            try:
+                json.loads(cfg_file.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"corrupt head config {cfg_file}: {e}") from e
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def check_compatible(self, model) -> None:
+        """Raise a clear error if this head cannot sit on `model` (hidden size mismatch)."""
+        hidden = model_hidden_size(model)
+        if hidden != self.config.hidden_size:
+            name = getattr(model.config, "_name_or_path", None) or type(model).__name__
+            raise ValueError(
+                f"head was built for base model {self.config.base_model!r} with hidden size {self.config.hidden_size}, "
+                f"but {name!r} has hidden size {hidden}"
+            )
+
+
+def model_hidden_size(model) -> int:
+    cfg = model.config
+    cfg = getattr(cfg, "get_text_config", lambda: cfg)()
+    return int(cfg.hidden_size)

