@@ -124,7 +124,8 @@ class AdaptiveDecodingModel:
             generator = torch.Generator(device=self.model.device)
             generator.manual_seed(int(head_seed) if head_seed is not None else int(torch.randint(0, 2**62, (1,))))
         rec = _StepRecorder(self, force, selection, epsilon, generator, return_head_inputs)
-        procs = LogitsProcessorList(list(logits_processor or []) + [SamplingParamsProcessor(rec.decide)])
+        pad_len = (attention_mask != 0).int().argmax(dim=1).repeat_interleave(kwargs.get("num_return_sequences", 1))
+        procs = LogitsProcessorList(list(logits_processor or []) + [SamplingParamsProcessor(rec.decide, pad_len)])
         handle = self.model.get_output_embeddings().register_forward_pre_hook(rec.hook)
         try:
             seqs = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True,

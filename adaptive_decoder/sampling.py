@@ -25,8 +25,10 @@ def _as_row_tensor(x, n: int, dtype, device) -> torch.Tensor:
 
 
 def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, temperature, top_p, top_k,
-                          repetition_penalty=None) -> torch.Tensor:
+                          repetition_penalty=None, padding_lengths=None) -> torch.Tensor:
     """Return processed scores [B, V]. Each hyperparameter is a scalar or a length-B tensor/list.
+
+    `padding_lengths` [B]: left-padding tokens the repetition penalty ignores (as generate does).
 
     temperature 0 keeps only the argmax (after the repetition penalty), so sampling from it is greedy decoding.
     top_p 1.0 and top_k 0 are off; repetition_penalty 1.0 (or None) is off.
@@ -38,6 +40,9 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
         if bool((pen != 1.0).any()):
             # Same as RepetitionPenaltyLogitsProcessor, with a [B, 1] penalty.
             ids = input_ids.clamp(max=vocab)
+            if padding_lengths is not None:  # padding ids map to the dropped extra column
+                pos = torch.arange(ids.shape[1], device=dev)
+                ids = ids.masked_fill(pos[None, :] < padding_lengths.to(dev)[:, None], vocab)
             padded = torch.nn.functional.pad(scores, (0, 1))
             score = padded.gather(1, ids)
             pen_col = pen[:, None]
@@ -91,10 +96,11 @@ class SamplingParamsProcessor(LogitsProcessor):
     Used with `generate(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)` so no stock warper runs.
     """
 
-    def __init__(self, decide):
+    def __init__(self, decide, padding_lengths: torch.Tensor | None = None):
         self.decide = decide
+        self.padding_lengths = padding_lengths
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         v = self.decide(input_ids)
         return apply_sampling_params(input_ids, scores, v["temperature"], v["top_p"], v["top_k"],
-                                     v.get("repetition_penalty"))
+                                     v.get("repetition_penalty"), self.padding_lengths)

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random causal LMs (fast, offline) and the optional ../shared data directory."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(os.environ.get("ADAPTIVE_DECODER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def shared_data(rel: str) -> Path:
+    """Path under ../shared/data, or skip the test with the reason when it is absent."""
+    p = SHARED / "data" / rel
+    if not p.exists():
+        pytest.skip(f"needs {p} (the project's ../shared data directory is not beside this checkout)")
+    return p
+
+
+def tiny_llama(vocab_size=128, hidden_size=32, seed=0, eos_token_id=1, pad_token_id=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=2)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = pad_token_id
+    model.generation_config.eos_token_id = eos_token_id
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real embedded SmolLM2-135M-Instruct (integration tests)."""
+    from adaptive_decoder.models import load_base_model
+
+    try:
+        return load_base_model("smollm2")
+    except ImportError as e:
+        pytest.skip(str(e))

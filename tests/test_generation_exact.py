@@ -1,0 +1,127 @@
+"""The contract that makes fixed-temperature baselines and AD comparable: forcing the head's choice gives
+token-for-token the same output as plain `generate` with those values and the same seed."""
+
+import pytest
+import torch
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
+from conftest import tiny_llama
+
+
+def _prompts(batch=3, length=6, vocab=128, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    ids[0, :2] = 0  # left padding on the first row
+    mask[0, :2] = 0
+    return ids, mask
+
+
+def _forced_head(model, t_idx, p_idx, k_idx, level="token", temps=None, tops=None, topk=None):
+    """A head whose argmax is a fixed bin for every input: zero weights, a large bias on the wanted bin."""
+    cfg = AdaptiveDecoderConfig(hidden_size=model.config.hidden_size, level=level,
+                                temperature_bins=temps or [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                                top_p_bins=tops or [1.0, 0.95, 0.9, 0.8], top_k_bins=topk or [0, 50, 20])
+    head = AdaptiveDecoderHead(cfg)
+    with torch.no_grad():
+        for f, idx in (("temperature", t_idx), ("top_p", p_idx), ("top_k", k_idx)):
+            lin = head.outputs[f]
+            lin.weight.zero_()
+            lin.bias.fill_(-10.0)
+            lin.bias[idx] = 10.0
+    return head
+
+
+def _plain(model, ids, mask, seed, **kw):
+    torch.manual_seed(seed)
+    return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, **kw)
+
+
+def _adaptive(adm, ids, mask, seed, **kw):
+    torch.manual_seed(seed)
+    return adm.generate(ids, mask, max_new_tokens=24, **kw)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_head_forced_t1_equals_plain_sampling(tiny_model, level):
+    ids, mask = _prompts()
+    head = _forced_head(tiny_model, t_idx=5, p_idx=0, k_idx=0, level=level)  # T=1.0, top-p 1.0, top-k off
+    adm = AdaptiveDecodingModel(tiny_model, head=head)
+    for seed in (0, 1, 2):
+        ref = _plain(tiny_model, ids, mask, seed, do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
+        out = _adaptive(adm, ids, mask, seed)
+        assert torch.equal(out.sequences, ref)
+    # and the recorded choices are the forced bins
+    assert set(out.values["temperature"][out.step_mask if level == "token" else slice(None)].tolist()) == {1.0}
+
+
+def test_head_forced_greedy_equals_greedy_generate(tiny_model):
+    ids, mask = _prompts()
+    head = _forced_head(tiny_model, t_idx=0, p_idx=2, k_idx=1)  # T=0 wins over any top-p / top-k
+    adm = AdaptiveDecodingModel(tiny_model, head=head)
+    ref = _plain(tiny_model, ids, mask, 0, do_sample=False)
+    out = _adaptive(adm, ids, mask, 123)
+    assert torch.equal(out.sequences, ref)
+
+
+@pytest.mark.parametrize("how", ["force", "head"])
+def test_forced_07_09_20_equals_generate(tiny_model, how):
+    ids, mask = _prompts()
+    if how == "head":
+        head = _forced_head(tiny_model, t_idx=1, p_idx=1, k_idx=1, temps=[0.0, 0.7, 1.0], tops=[1.0, 0.9], topk=[0, 20])
+        adm, kw = AdaptiveDecodingModel(tiny_model, head=head), {}
+    else:
+        adm, kw = AdaptiveDecodingModel(tiny_model), {"force": {"temperature": 0.7, "top_p": 0.9, "top_k": 20}}
+    for seed in (0, 3):
+        ref = _plain(tiny_model, ids, mask, seed, do_sample=True, temperature=0.7, top_p=0.9, top_k=20)
+        out = _adaptive(adm, ids, mask, seed, **kw)
+        assert torch.equal(out.sequences, ref)
+
+
+def test_num_return_sequences_and_repetition_penalty_match_generate(tiny_model):
+    ids, mask = _prompts(batch=2)
+    adm = AdaptiveDecodingModel(tiny_model)
+    ref = _plain(tiny_model, ids, mask, 7, do_sample=True, temperature=0.6, top_p=0.95, top_k=50,
+                 repetition_penalty=1.3, num_return_sequences=3)
+    out = _adaptive(adm, ids, mask, 7, num_return_sequences=3,
+                    force={"temperature": 0.6, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.3})
+    assert torch.equal(out.sequences, ref)
+    assert out.sequences.shape[0] == 6
+
+
+def test_per_row_values_match_rowwise_generate(tiny_model):
+    """Mixed per-row configs in one batch equal each row generated alone with its own config (same draw stream)."""
+    ids, mask = _prompts(batch=3)
+    ids, mask = ids[1:], mask[1:]  # no padding so rows are numerically independent of the batch
+    configs = [dict(temperature=0.0, top_p=1.0, top_k=0), dict(temperature=0.9, top_p=0.8, top_k=0)]
+    adm = AdaptiveDecodingModel(tiny_model)
+    torch.manual_seed(5)
+    mixed = adm.generate(ids, mask, max_new_tokens=16,
+                         force={k: [c[k] for c in configs] for k in configs[0]}).sequences
+    greedy = tiny_model.generate(input_ids=ids[:1], attention_mask=mask[:1], max_new_tokens=16, do_sample=False)
+    assert torch.equal(mixed[0], greedy[0])
+    # the sampled row is unaffected by what the greedy row does: change row 0's config, row 1 stays identical
+    torch.manual_seed(5)
+    other = adm.generate(ids, mask, max_new_tokens=16,
+                         force={"temperature": [1.0, 0.9], "top_p": [0.5, 0.8], "top_k": [5, 0]}).sequences
+    assert torch.equal(other[1], mixed[1])
+
+
+def test_finished_rows_are_masked_and_do_not_affect_others():
+    model = tiny_llama(seed=3)
+    ids, mask = _prompts(batch=2)
+    adm_head = _forced_head(model, t_idx=5, p_idx=0, k_idx=0)
+    adm = AdaptiveDecodingModel(model, head=adm_head)
+    torch.manual_seed(0)
+    free = adm.generate(ids, mask, max_new_tokens=20)
+    # make row 0 stop right away by declaring its first generated token to be EOS
+    first = int(free.sequences[0, ids.shape[1]])
+    torch.manual_seed(0)
+    stopped = adm.generate(ids, mask, max_new_tokens=20, eos_token_id=[first, 1])
+    assert stopped.step_mask[0].sum() == 1
+    assert stopped.completion_ids[0] == [first]
+    assert (stopped.choices["temperature"][0, 1:] == -1).all()
+    # row 1's tokens are the same as long as it has not produced the new EOS itself
+    gen1 = free.sequences[1, ids.shape[1]:].tolist()
+    cut = gen1.index(first) + 1 if first in gen1 else len(gen1)
+    assert stopped.sequences[1, ids.shape[1]:ids.shape[1] + cut].tolist() == gen1[:cut]

@@ -1,0 +1,131 @@
+"""AdaptiveDecoderHead: config validation, probabilities, log-probs, selection, save/load."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
+from conftest import tiny_llama
+
+
+def make_head(**kw):
+    torch.manual_seed(0)
+    return AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=16, intermediate_size=8, **kw))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"temperature_bins": [0.0, 0.6, 0.4]}, "sorted ascending"),
+    ({"temperature_bins": [0.0, 0.2, 0.2]}, "duplicated"),
+    ({"temperature_bins": [-0.2, 0.5]}, "non-negative"),
+    ({"temperature_bins": []}, "empty"),
+    ({"top_p_bins": [1.0, 1.5]}, r"\(0, 1\]"),
+    ({"top_p_bins": [0.8, 0.9, 1.0]}, "descending"),
+    ({"top_p_bins": [1.0, 0.0]}, r"\(0, 1\]"),
+    ({"top_k_bins": [20, 50]}, "least to most restrictive"),
+    ({"top_k_bins": [50, 0]}, "least to most restrictive"),
+    ({"top_k_bins": [0, 2.5]}, "integers"),
+    ({"top_k_bins": [0, -5]}, "non-negative"),
+    ({"level": "paragraph"}, "level"),
+    ({"selection": "beam"}, "selection"),
+    ({"factors": ["temperature", "min_p"]}, "unknown factors"),
+    ({"temperature_bins": [0.0, float("nan")]}, "finite"),
+])
+def test_bad_bins_and_options_raise_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        AdaptiveDecoderConfig(hidden_size=16, **kw)
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match="tempreature_bins"):
+        AdaptiveDecoderConfig.from_dict({"hidden_size": 8, "tempreature_bins": [0.0, 1.0]})
+
+
+def test_log_prob_is_sum_over_active_factors_and_matches_probs():
+    head = make_head()
+    h = torch.randn(5, 16)
+    choices = {"temperature": torch.tensor([0, 1, 2, 3, 5]), "top_p": torch.tensor([0, 1, 2, 3, 0]),
+               "top_k": torch.tensor([2, 1, 0, 0, 1])}
+    probs = head.probs(h)
+    expected = sum(probs[f].gather(-1, choices[f][:, None]).squeeze(-1).log() for f in choices)
+    torch.testing.assert_close(head.log_prob(h, choices), expected)
+    # entropy = sum of factor entropies
+    ent = sum(-(p * p.log()).sum(-1) for p in probs.values())
+    torch.testing.assert_close(head.entropy(h), ent)
+
+
+def test_inactive_factor_uses_fixed_value_and_is_not_in_log_prob():
+    head = make_head(factors=["temperature"], fixed={"top_p": 0.9, "top_k": 20})
+    h = torch.randn(3, 16)
+    assert set(head(h)) == {"temperature"}
+    ch = head.select(h)
+    vals = head.values(ch)
+    assert vals["top_p"].tolist() == pytest.approx([0.9] * 3)
+    assert vals["top_k"].tolist() == [20] * 3
+    lp = head.log_prob(h, {"temperature": ch["temperature"], "top_p": torch.zeros(3, dtype=torch.long)})
+    torch.testing.assert_close(lp, head.probs(h)["temperature"].max(-1).values.log())
+
+
+def test_argmax_and_sampling_selection():
+    head = make_head()
+    h = torch.randn(4, 16)
+    am = head.select(h, "argmax")
+    for f, p in head.probs(h).items():
+        assert torch.equal(am[f], p.argmax(-1))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    s1 = head.select(h[:1].expand(2000, 16), "sample", generator=g1)
+    s2 = head.select(h[:1].expand(2000, 16), "sample", generator=g2)
+    assert all(torch.equal(s1[f], s2[f]) for f in s1)  # seeded and reproducible
+    # empirical frequencies follow the head's probabilities
+    freq = torch.bincount(s1["temperature"], minlength=6).float() / 2000
+    torch.testing.assert_close(freq, head.probs(h[:1])["temperature"][0], atol=0.04, rtol=0)
+    # epsilon=1 is uniform over bins
+    su = head.select(h[:1].expand(3000, 16), "sample", generator=g1, epsilon=1.0)
+    assert (torch.bincount(su["top_k"], minlength=3).float() / 3000 - 1 / 3).abs().max() < 0.04
+
+
+def test_save_load_roundtrip_safetensors_json(tmp_path):
+    head = make_head(level="sequence", top_k_bins=[0, 40])
+    head.config.base_model = "tiny-llama"
+    head.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors"}
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["hidden_size"] == 16 and cfg["base_model"] == "tiny-llama" and cfg["level"] == "sequence"
+    loaded = AdaptiveDecoderHead.from_pretrained(tmp_path)
+    assert loaded.config == head.config
+    h = torch.randn(2, 16)
+    for f in head.factors:
+        torch.testing.assert_close(loaded(h)[f], head(h)[f])
+
+
+def test_corrupt_checkpoint_and_no_pickle(tmp_path):
+    head = make_head()
+    head.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="corrupt"):
+        AdaptiveDecoderHead.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(head.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="never loads pickled"):
+        AdaptiveDecoderHead.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{ broken")
+    with pytest.raises(ValueError, match="corrupt head config"):
+        AdaptiveDecoderHead.from_pretrained(tmp_path)
+
+
+def test_head_for_another_model_fails_naming_both_sizes(tmp_path):
+    head = make_head()
+    head.config.base_model = "some-16-dim-model"
+    head.save_pretrained(tmp_path)
+    model = tiny_llama(hidden_size=32)
+    with pytest.raises(ValueError, match=r"some-16-dim-model.*16.*32"):
+        AdaptiveDecodingModel.from_pretrained(tmp_path, model)
+
+
+def test_values_mark_finished_rows():
+    head = make_head()
+    vals = head.values({"temperature": torch.tensor([2, -1]), "top_p": torch.tensor([1, -1]), "top_k": torch.tensor([0, 2])})
+    assert vals["temperature"].tolist() == pytest.approx([0.4, 1.0])
+    assert vals["top_k"].tolist() == [0, 20]
+    assert math.isclose(vals["top_p"][0].item(), 0.95)
