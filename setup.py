@@ -1,14 +1,14 @@
 from setuptools import find_packages, setup
 
 # torch is pinned because an unpinned requirement pulls several GB of CUDA wheels on CPU machines.
-# GPU users install their own CUDA build of torch first; pip then keeps it (any 2.x satisfies >=).
+# GPU users install the CUDA build of the same version first (e.g. torch==2.13.0+cu128 from the PyTorch index):
+# a local version label satisfies "==2.13.0", so pip keeps it.
 TORCH = "torch==2.13.0"
 
 extras = {
     "train": ["trl>=1.16", "deepspeed>=0.19", "wandb>=0.31", "peft>=0.13"],
     "eval": ["sacrebleu>=2.4", "matplotlib>=3.8", "wandb>=0.31"],
-    "models": ["gguf>=0.10"],
-}
+    }
 extras["dev"] = sorted({d for v in extras.values() for d in v} | {"pytest>=8", "hypothesis>=6"})
 extras["all"] = extras["dev"]
 
@@ -19,7 +19,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["adaptive_decoder", "adaptive_decoder.*"]),
-    package_data={"adaptive_decoder": ["data/*.jsonl", "data/*.json", "data/*.txt"]},
+    package_data={"adaptive_decoder": ["data/*", "tasks/data/*"]},
     install_requires=[
         TORCH,
         "transformers>=5.0,<6",
@@ -30,6 +30,7 @@ setup(
         "tqdm>=4.60",
         "numpy>=1.24",
         "sacrebleu>=2.4",
+        "gguf>=0.10",  # the embedded default models ship as GGUF files
     ],
     extras_require=extras,
 )

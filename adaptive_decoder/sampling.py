@@ -24,6 +24,14 @@ def _as_row_tensor(x, n: int, dtype, device) -> torch.Tensor:
     return t
 
 
+def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return x if rows.numel() == x.shape[0] else x.index_select(0, rows)
+
+
+def _put_rows(x: torch.Tensor, rows: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
+    return sub if rows.numel() == x.shape[0] else x.index_copy(0, rows, sub)
+
+
 def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, temperature, top_p, top_k,
                           repetition_penalty=None, padding_lengths=None) -> torch.Tensor:
     """Return processed scores [B, V]. Each hyperparameter is a scalar or a length-B tensor/list.
@@ -59,33 +67,37 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.argmax(-1, keepdim=True), True)
         scores = torch.where(greedy[:, None] & ~keep, torch.full_like(scores, NEG_INF), scores)
     scaled = ~greedy & (temp != 1.0)
-    if bool(scaled.any()):
-        # dividing by a [B, 1] tensor gives the same float32 result per row as HF's scalar division
+    # dividing by a [B, 1] tensor gives the same float32 result per row as HF's scalar division
+    if bool(scaled.all()):
+        scores = scores / temp.to(scores.dtype)[:, None]
+    elif bool(scaled.any()):
         scores = torch.where(scaled[:, None], scores / torch.where(scaled, temp, 1.0).to(scores.dtype)[:, None], scores)
 
     k = _as_row_tensor(top_k, n, torch.long, dev)
     if bool((k < 0).any()):
         raise ValueError(f"top_k must be >= 0, got {k.tolist()}")
     k = k.clamp(max=vocab)
-    if bool((k > 0).any()):
-        kmax = int(k.max())
-        kth = torch.topk(scores, kmax, dim=-1).values.gather(1, (k.clamp(min=1) - 1)[:, None])
-        remove = (scores < kth) & (k > 0)[:, None]
-        scores = scores.masked_fill(remove, NEG_INF)
+    # Greedy rows already hold a single finite logit, which top-k and top-p always keep: skip them.
+    rows = ((k > 0) & ~greedy).nonzero().squeeze(1)
+    if rows.numel():
+        sub, kr = _rows(scores, rows), _rows(k, rows)
+        kth = torch.topk(sub, int(kr.max()), dim=-1).values.gather(1, (kr - 1)[:, None])
+        scores = _put_rows(scores, rows, sub.masked_fill(sub < kth, NEG_INF))
 
     # float64 so that float32(1 - p) matches HF's `1 - top_p` computed on a Python float
     p = _as_row_tensor(top_p, n, torch.float64, dev)
     if bool(((p <= 0) | (p > 1)).any()):
         raise ValueError(f"top_p must lie in (0, 1], got {p.tolist()}")
-    active = p < 1.0
-    if bool(active.any()):
-        thr = (1.0 - p).to(torch.float32)
-        sorted_logits, sorted_idx = torch.sort(scores, descending=False)
+    # Sorting the vocabulary is the most expensive step: only rows with top-p < 1 pay for it.
+    rows = ((p < 1.0) & ~greedy).nonzero().squeeze(1)
+    if rows.numel():
+        sub, thr = _rows(scores, rows), (1.0 - _rows(p, rows)).to(torch.float32)
+        sorted_logits, sorted_idx = torch.sort(sub, descending=False)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        remove_sorted = (cum <= thr[:, None]) & active[:, None]
+        remove_sorted = cum <= thr[:, None]
         remove_sorted[..., -1:] = False  # keep at least one token
         remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
-        scores = scores.masked_fill(remove, NEG_INF)
+        scores = _put_rows(scores, rows, sub.masked_fill(remove, NEG_INF))
     return scores
 
 

