@@ -1,0 +1,233 @@
+"""Rewards: GSM8K extraction, sacrebleu parity, concept coverage, repetition, fluency, reward model, composite."""
+
+import math
+
+import pytest
+import sacrebleu
+import torch
+
+from adaptive_decoder.rewards import (
+    BLEU,
+    ChrF,
+    CompositeReward,
+    ConceptCoverage,
+    Fluency,
+    GSM8KCorrectness,
+    Repetition,
+    RewardModelScorer,
+    build_reward,
+    distinct_n,
+    extract_gsm8k_answer,
+    gsm8k_gold,
+    repeated_ngram_rate,
+    word_forms,
+)
+from conftest import tiny_llama
+
+
+def tiny_tokenizer():
+    """Byte-level tokenizer with no merges (259 ids: <pad>=0, </s>=1, <s>=2, then one id per byte): offline,
+    lossless on any text, and small enough for 2-layer test models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<s>": 2}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.padding_side = "left"
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------- GSM8K
+@pytest.mark.parametrize(
+    "text,mode,expected",
+    [
+        ("She pays $1,200.50 in total.", "flexible", "1200.50"),
+        ("So the answer is 18.", "flexible", "18"),
+        ("3 + 4 = 7, then 7 * 2 = 14. #### 14", "strict", "14"),
+        ("3 + 4 = 7, then 7 * 2 = 14. #### 14", "flexible", "14"),
+        ("The result is 14 but #### 15 is written", "strict", "15"),
+        ("The answer is 42", "strict", None),          # no '#### ' marker: strict gives nothing
+        ("The answer is 42", "flexible", "42"),
+        ("#### 1,000", "strict", "1000"),
+        ("I owe -5 dollars", "flexible", "-5"),
+        ("no number here...", "flexible", None),        # '...' matches lm-eval's regex but holds no digit
+        ("", "flexible", None),
+    ],
+)
+def test_gsm8k_extraction(text, mode, expected):
+    assert extract_gsm8k_answer(text, mode) == expected
+
+
+def test_gsm8k_correctness_strict_vs_flexible_and_numeric_equality():
+    ex = [{"answer": "Janet makes 9 * 2 = $<<9*2=18>>18.\n#### 18"}] * 4
+    texts = ["She makes $18.", "#### 18", "#### 18.0", "The answer is 17"]
+    assert GSM8KCorrectness("flexible").score(texts, ex) == [1.0, 1.0, 1.0, 0.0]
+    assert GSM8KCorrectness("strict").score(texts, ex) == [0.0, 1.0, 1.0, 0.0]
+    money = [{"answer": "#### 1,200.5"}]
+    assert GSM8KCorrectness().score(["It costs $1,200.50."], money) == [1.0]
+
+
+def test_gsm8k_bad_input():
+    assert gsm8k_gold("work\n#### 1,000") == "1000"
+    assert gsm8k_gold("72") == "72"
+    with pytest.raises(ValueError, match="no '#### <number>'"):
+        gsm8k_gold("the answer is seventy")
+    with pytest.raises(ValueError, match="unknown GSM8K extraction mode 'loose'"):
+        GSM8KCorrectness("loose")
+    with pytest.raises(ValueError, match="needs the field 'answer'"):
+        GSM8KCorrectness().score(["18"], [{"question": "q"}])
+    with pytest.raises(ValueError, match="2 completions but 1 examples"):
+        GSM8KCorrectness().score(["18", "19"], [{"answer": "#### 18"}])
+
+
+# ---------------------------------------------------------------------------------------------- translation
+def test_chrf_and_bleu_match_sacrebleu_directly():
+    hyps = ["The goods cost less than 20 euro.", "Fee equals forty percent of goods value", "completely unrelated"]
+    refs = ["The goods cost less than 20 euros.", "The fee would equal 40% of the value of the goods...", "The cat sat."]
+    ex = [{"reference": r} for r in refs]
+    chrf = ChrF().score(hyps, ex)
+    bleu = BLEU().score(hyps, ex)
+    for h, r, c, b in zip(hyps, refs, chrf, bleu):
+        assert c == pytest.approx(sacrebleu.sentence_chrf(h, [r]).score / 100, abs=1e-12)
+        assert b == pytest.approx(sacrebleu.sentence_bleu(h, [r]).score / 100, abs=1e-12)
+    assert chrf[0] > chrf[1] > chrf[2] and 0 <= min(chrf) and max(chrf) <= 1
+    assert ChrF().score(["  "], [{"reference": "x"}]) == [0.0]
+    assert BLEU().score([""], [{"reference": "x"}]) == [0.0]
+    assert ChrF().score(["same sentence"], [{"reference": "same sentence"}]) == [pytest.approx(1.0)]
+
+
+# ---------------------------------------------------------------------------------------------- concepts
+def test_concept_coverage_with_inflections():
+    ex = [{"concepts": ["dog", "carry", "stop", "dance", "ball"]}]
+    text = "The DOGS carried it; she stopped dancing near the wall."
+    # dogs, carried, stopped, dancing hit; ball does not ("wall" is no form of it)
+    assert ConceptCoverage().score([text], ex) == [pytest.approx(4 / 5)]
+    assert ConceptCoverage().score([""], ex) == [0.0]
+    assert {"carries", "carried", "stopping", "danced", "dancer"} <= word_forms("carry") | word_forms("stop") | word_forms("dance")
+    assert "ran" not in word_forms("run")  # irregular forms are documented as not covered
+    # a multi-word concept needs all its words; substrings of other words never count
+    ex2 = [{"concepts": ["ice cream", "cat"]}]
+    assert ConceptCoverage().score(["creamy ice and a category"], ex2) == [0.0]
+    assert ConceptCoverage().score(["Ice cream for the cat"], ex2) == [1.0]
+    with pytest.raises(ValueError, match="non-empty list"):
+        ConceptCoverage().score(["x"], [{"concepts": "dog cat"}])
+
+
+# ---------------------------------------------------------------------------------------------- repetition
+def test_repetition_scores_a_greedy_loop_low():
+    loop = "the cat sat on the mat . " * 10
+    varied = "A quiet fox crossed the frozen river while distant bells rang over the sleeping town ."
+    rep = Repetition(n=3)
+    s_loop, s_varied, s_empty, s_short = rep.score([loop, varied, "", "hi there"])
+    assert s_varied == 1.0
+    # 70 words -> 68 trigrams, 6 distinct (the loop has period 7 words: 7 distinct trigrams)
+    grams = 70 - 2
+    assert s_loop == pytest.approx(7 / grams)
+    assert s_loop < 0.15
+    assert s_empty == 0.0 and s_short == 1.0
+    assert repeated_ngram_rate("a b a b", 2) == pytest.approx(1 / 3)
+    assert distinct_n("a b a b", 2) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="integer >= 1"):
+        Repetition(n=0)
+
+
+# ---------------------------------------------------------------------------------------------- fluency
+@pytest.fixture(scope="module")
+def lm_and_tok():
+    return tiny_llama(vocab_size=260, hidden_size=32, seed=3), tiny_tokenizer()
+
+
+def test_fluency_is_the_mean_token_log_likelihood_and_batch_invariant(lm_and_tok):
+    model, tok = lm_and_tok
+    flu = Fluency(model, tok, batch_size=4)
+    ex = [{"prompt": "Tell me a story."}, {"prompt": "Q"}, {"prompt": "A much longer prompt, with more bytes in it."}]
+    comps = ["Once upon a time.", "xq!", "ok"]
+    batched = flu.score(comps, ex)
+    alone = [flu.score([c], [e])[0] for c, e in zip(comps, ex)]
+    assert batched == pytest.approx(alone, abs=1e-5)
+    for c, e, got in zip(comps, ex, batched):  # hand computation: one unpadded forward
+        p = tok(e["prompt"])["input_ids"]  # no chat template: BOS-less plain encoding like encode_prompts
+        ids = tok(c, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = model(torch.tensor([p + ids])).logits[0].log_softmax(-1)
+        want = sum(logp[len(p) - 1 + t, i].item() for t, i in enumerate(ids)) / len(ids)
+        assert got == pytest.approx(want, abs=1e-5)
+        assert -math.log(260) - 3 < got < 0  # a near-uniform random LM: about -log(V) per token
+    assert flu.score([""], [{"prompt": "x"}]) == [-20.0]  # empty completion -> the floor, never NaN
+    assert Fluency(model, tok, floor=-1.0).score(["abc"], [{"prompt": "x"}]) == [-1.0]  # clamped
+    with pytest.raises(ValueError, match="needs a scorer LM"):
+        build_reward({"fluency": {}})
+
+
+# ---------------------------------------------------------------------------------------------- reward model
+@pytest.fixture(scope="module")
+def reward_model():
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, num_labels=1, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    return LlamaForSequenceClassification(cfg).eval()
+
+
+def test_reward_model_scorer_batched_equals_single_and_manual(reward_model):
+    tok = tiny_tokenizer()
+    rm = RewardModelScorer(reward_model, tok, batch_size=2)
+    ex = [{"prompt": "Hi"}, {"prompt": "Write a poem about the sea"}, {"prompt": "2+2?"}]
+    comps = ["Hello!", "Waves.", "It is four, because two plus two makes four."]
+    batched = rm.score(comps, ex)
+    for c, e, got in zip(comps, ex, batched):
+        enc = tok(f"{e['prompt']}\n\n{c}", return_tensors="pt")
+        with torch.no_grad():
+            want = reward_model(**enc).logits[0, 0].item()
+        assert got == pytest.approx(want, abs=1e-5)
+    assert len(set(round(x, 6) for x in batched)) == 3
+
+
+def test_reward_model_scorer_applies_chat_template(reward_model):
+    tok = tiny_tokenizer()
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    rm = RewardModelScorer(reward_model, tok)
+    assert rm.format("Q?", "A.") == "<user>Q?\n<assistant>A.\n"
+    got = rm.score(["A."], [{"prompt": "Q?"}])[0]
+    with torch.no_grad():
+        want = reward_model(**tok("<user>Q?\n<assistant>A.\n", return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_reward_model_from_path_via_build_reward(reward_model, tmp_path):
+    reward_model.save_pretrained(tmp_path / "rm")
+    tiny_tokenizer().save_pretrained(tmp_path / "rm")
+    r = build_reward({"reward_model": {"path": str(tmp_path / "rm"), "batch_size": 2, "weight": 0.5}})
+    direct = RewardModelScorer(reward_model, tiny_tokenizer()).score(["x y"], [{"prompt": "p"}])[0]
+    assert r.score(["x y"], [{"prompt": "p"}]) == [pytest.approx(0.5 * direct, abs=1e-5)]
+    with pytest.raises(ValueError, match="needs 'path:'"):
+        build_reward({"reward_model": {"batch_size": 2}})
+
+
+# ---------------------------------------------------------------------------------------------- composite
+def test_composite_weights_and_components():
+    r = build_reward({"gsm8k": {"weight": 1.0, "mode": "strict"}, "repetition": {"weight": 0.25, "n": 2}})
+    ex = [{"answer": "#### 4"}, {"answer": "#### 4"}]
+    comps = r.score_components(["so #### 4", "4 4 4 4 4"], ex)
+    assert comps["gsm8k"] == [1.0, 0.0]
+    assert comps["repetition"] == [1.0, pytest.approx(1 - 3 / 4)]
+    assert comps["total"] == [pytest.approx(1.25), pytest.approx(0.25 * 0.25)]
+    assert r.score(["so #### 4", "4 4 4 4 4"], ex) == comps["total"]
+    assert isinstance(r, CompositeReward)
+
+
+def test_unknown_reward_names_and_keys_are_named():
+    with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['rouge'\]"):
+        build_reward({"rouge": {}, "bleu": {}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['ngram'\] for reward 'repetition'"):
+        build_reward({"repetition": {"ngram": 3}})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        build_reward({})
+    with pytest.raises(ValueError, match="weight must be a finite number"):
+        build_reward({"bleu": {"weight": float("nan")}})
