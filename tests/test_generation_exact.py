@@ -125,3 +125,28 @@ def test_finished_rows_are_masked_and_do_not_affect_others():
     gen1 = free.sequences[1, ids.shape[1]:].tolist()
     cut = gen1.index(first) + 1 if first in gen1 else len(gen1)
     assert stopped.sequences[1, ids.shape[1]:ids.shape[1] + cut].tolist() == gen1[:cut]
+
+
+def test_apply_sampling_params_per_row_equals_hf_warpers_row_by_row():
+    """Every row of a mixed batch (greedy, top-p only, top-k only, both, neither) is bit-identical to HF's stock
+    warpers applied to that row alone with its scalar values."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from adaptive_decoder.sampling import apply_sampling_params
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 500, generator=g) * 3
+    ids = torch.randint(0, 500, (6, 7), generator=g)
+    rows = [(0.0, 0.9, 20), (0.7, 0.9, 0), (0.7, 1.0, 20), (1.0, 0.95, 50), (0.4, 1.0, 0), (1.0, 1.0, 0)]
+    out = apply_sampling_params(ids, scores, [r[0] for r in rows], torch.tensor([r[1] for r in rows], dtype=torch.float64),
+                                [r[2] for r in rows])
+    for i, (t, p, k) in enumerate(rows):
+        row = scores[i:i + 1]
+        if t == 0.0:
+            ref = torch.full_like(row, -float("inf"))
+            ref[0, row.argmax()] = row.max()
+        else:
+            warpers = ([TemperatureLogitsWarper(t)] if t != 1.0 else []) + ([TopKLogitsWarper(k)] if k else []) + \
+                      ([TopPLogitsWarper(p)] if p < 1.0 else [])
+            ref = LogitsProcessorList(warpers)(ids[i:i + 1], row.clone())
+        assert torch.equal(out[i:i + 1], ref), f"row {i} {(t, p, k)}"
