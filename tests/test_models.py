@@ -79,3 +79,24 @@ def test_smollm2_untrained_head_generates_and_forced_greedy_matches_hf(smollm2):
     forced = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=12, force={"temperature": 0.0})
     ref = model.generate(**enc, max_new_tokens=12, do_sample=False)
     assert torch.equal(forced.sequences, ref)
+
+
+@pytest.mark.slow
+def test_gemma3_second_architecture_without_chat_template():
+    """Model-agnostic check on Gemma-3-270M base (another architecture, no chat template, hidden size 640)."""
+    try:
+        model, tok = models.load_base_model("gemma3")
+    except ImportError as e:
+        pytest.skip(str(e))
+    assert not models.has_chat_template(tok)
+    prompts = ["The capital of France is", "Once upon a time"]
+    enc = encode_prompts(tok, prompts)
+    assert tok.decode(enc["input_ids"][0], skip_special_tokens=True) == prompts[0]  # no template wrapping
+    torch.manual_seed(0)
+    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=model.config.hidden_size, base_model="gemma3",
+                                                     level="sequence"))
+    adm = AdaptiveDecodingModel(model, tok, head)
+    out = adm.generate_text(prompts, max_new_tokens=8)
+    assert out.choices["temperature"].shape == (2,) and len(out.texts) == 2
+    forced = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=8, force={"temperature": 0.0})
+    assert torch.equal(forced.sequences, model.generate(**enc, max_new_tokens=8, do_sample=False))
