@@ -1,0 +1,487 @@
+"""LPO sample collection: draw N samples per prompt with the head exploring, score them, store them crash-safely.
+
+On-disk layout of a collection directory (append-only; nothing is ever rewritten except the manifest):
+
+    manifest.json                   identity (base model, head, settings, tasks), shard list, done prompt ids
+    shards/shard-00000.jsonl        one JSON line per sample; a shard holds whole prompt groups only
+    hidden/shard-00000.safetensors  fp16 head inputs of the samples that can enter pairs ("<prompt_id>::<j>")
+
+Crash safety: a shard (and its hidden-state file) is written to a temporary name, fsync'ed and renamed; only then
+is the manifest (also tmp + rename) updated to list it and its prompts as done. A kill -9 at any point leaves
+either the old manifest (the unlisted shard is ignored and rewritten on resume, with the same seeds) or the new
+one, so a prompt's samples are never lost or duplicated. Readers only read shards the manifest lists.
+
+The base LM is frozen, so the head's inputs never change: we keep them (fp16) for the samples that can enter
+pairs while the byte budget lasts; `adaptive_decoder.pairs.PairDataset` recomputes the rest with one
+teacher-forced forward pass (`adaptive_decoder.generation.compute_head_inputs`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from .generation import AdaptiveDecodingModel
+from .models import encode_prompts
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CACHE_WHICH = ("extremes", "all", "none")
+
+# --------------------------------------------------------------------------------------------------------
+# Prompt sources. A small self-contained loader; `adaptive_decoder.tasks` can replace it (same record fields).
+# A prompt record: {"id", "task", "prompt", + the fields its reward reads: "answer" | "concepts" | "reference"}.
+# --------------------------------------------------------------------------------------------------------
+
+SOURCES = ("gsm8k", "commongen", "translation", "prompts", "arithmetic")
+DEFAULT_TEMPLATES = {
+    "gsm8k": "{question}\nSolve it step by step and write the final answer after '####'.",
+    "commongen": "Write a short story of two or three sentences that uses all of these words: {concepts}.",
+    "translation": "Translate the following text into {tgt_lang}. Reply with the translation only.\n\n{source}",
+    "prompts": "{prompt}",
+    "arithmetic": "What is {question}? Reply with the number only.",
+}
+_LANG = {"en": "English", "de": "German", "zh": "Chinese", "fr": "French", "es": "Spanish", "cs": "Czech", "ru": "Russian", "ja": "Japanese"}
+
+
+@dataclass
+class TaskSpec:
+    """One task of a collection run, as written under `tasks:` in the collect YAML."""
+
+    source: str = field(metadata={"help": f"Prompt source format: one of {SOURCES}."})
+    reward: dict = field(metadata={"help": "Reward spec for adaptive_decoder.rewards.build_reward."})
+    path: str | None = field(default=None, metadata={"help": "JSONL file (not needed for 'arithmetic')."})
+    num_prompts: int | None = field(default=None, metadata={"help": "Use the first N prompts (after offset); None = all."})
+    offset: int = field(default=0, metadata={"help": "Skip this many records first."})
+    template: str | None = field(default=None, metadata={"help": "Prompt template with {field} placeholders; default per source."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Per-task generation length (default: the run's)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the synthetic 'arithmetic' source."})
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "TaskSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"task {name!r}: expected a mapping of options, got {d!r}")
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"task {name!r}: unknown key(s) {unknown}; valid: {valid}")
+        missing = [k for k in ("source", "reward") if k not in d]
+        if missing:
+            raise ValueError(f"task {name!r}: missing required key(s) {missing}")
+        spec = cls(**d)
+        if spec.source not in SOURCES:
+            raise ValueError(f"task {name!r}: unknown source {spec.source!r}; valid: {list(SOURCES)}")
+        if spec.source != "arithmetic" and not spec.path:
+            raise ValueError(f"task {name!r}: source {spec.source!r} needs path: (a JSONL file)")
+        if spec.source == "arithmetic" and not spec.num_prompts:
+            raise ValueError(f"task {name!r}: the synthetic 'arithmetic' source needs num_prompts")
+        return spec
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt file {p} not found")
+    out = []
+    with open(p, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{p}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            out.append((lineno, rec))
+    return out
+
+
+def _need(rec: dict, key: str, where: str):
+    if key not in rec:
+        raise ValueError(f"{where}: record lacks field {key!r} (has {sorted(rec)})")
+    return rec[key]
+
+
+def load_task_prompts(name: str, spec: TaskSpec | dict) -> list[dict]:
+    """Prompt records for one task. Ids are "<task>/<record index>" so they stay stable across runs."""
+    if isinstance(spec, dict):
+        spec = TaskSpec.from_dict(name, spec)
+    template = spec.template or DEFAULT_TEMPLATES[spec.source]
+    out = []
+    if spec.source == "arithmetic":
+        rng = random.Random(spec.seed)
+        for i in range(spec.offset + spec.num_prompts):
+            a, b = rng.randint(2, 60), rng.randint(2, 40)
+            op = rng.choice("+-")
+            if i < spec.offset:
+                continue
+            q = f"{a} {op} {b}"
+            rec = {"question": q, "answer": f"#### {a + b if op == '+' else a - b}"}
+            out.append({"id": f"{name}/{i}", "task": name, "prompt": template.format(**rec), "answer": rec["answer"]})
+        return out
+    rows = _read_jsonl(spec.path)[spec.offset:]
+    if spec.num_prompts is not None:
+        rows = rows[: spec.num_prompts]
+    for k, (lineno, rec) in enumerate(rows):
+        where, i = f"{spec.path}:{lineno}", spec.offset + k
+        fields_ = dict(rec)
+        ex = {"id": f"{name}/{i}", "task": name}
+        if spec.source == "gsm8k":
+            _need(rec, "question", where)
+            ex["answer"] = _need(rec, "answer", where)
+        elif spec.source == "commongen":
+            if "concepts" in rec:
+                concepts = list(rec["concepts"])
+            else:  # CommonGen's "field_N#look_V#stand_V": drop the POS tags
+                concepts = [c.split("_")[0] for c in str(_need(rec, "concept_set", where)).split("#")]
+            ex["concepts"] = concepts
+            fields_["concepts"] = ", ".join(concepts)
+        elif spec.source == "translation":
+            _need(rec, "source", where)
+            ex["reference"] = _need(rec, "reference", where)
+            fields_.setdefault("tgt_lang", "English")
+            fields_["tgt_lang"] = _LANG.get(fields_["tgt_lang"], fields_["tgt_lang"])
+        else:
+            _need(rec, "prompt", where)
+        try:
+            ex["prompt"] = template.format(**fields_)
+        except KeyError as e:
+            raise ValueError(f"task {name!r}: template field {e} is not in the record at {where} (has {sorted(rec)})") from None
+        out.append(ex)
+    if not out:
+        raise ValueError(f"task {name!r}: no prompts (path={spec.path}, offset={spec.offset}, num_prompts={spec.num_prompts})")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Identity: a collection must come from one base model, one head and one setting.
+# --------------------------------------------------------------------------------------------------------
+
+
+def tensor_fingerprint(named_tensors) -> str:
+    """Cheap content hash: names, shapes and the first 256 values of every tensor."""
+    h = hashlib.sha256()
+    for name, t in named_tensors:
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_identity(model) -> dict:
+    """Name, hidden size and content fingerprint of a base LM (a cache from another model is refused)."""
+    from .head import model_hidden_size
+
+    return {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
+            "hidden_size": model_hidden_size(model),
+            "fingerprint": tensor_fingerprint(model.named_parameters())}
+
+
+def head_identity(head) -> dict:
+    return {"config": head.config.to_dict(), "fingerprint": tensor_fingerprint(head.state_dict().items())}
+
+
+@dataclass
+class CollectionSettings:
+    """How samples are drawn and stored (library-level; `training/collect.py` fills it from YAML)."""
+
+    num_samples: int = field(default=8, metadata={"help": "Samples per prompt (the paper: best-vs-worst of N)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Default generation length (tasks may override)."})
+    epsilon: float = field(default=0.0, metadata={"help": "Epsilon-uniform mix into the head's bin distribution, so every bin gets explored."})
+    selection: str = field(default="sample", metadata={"help": "'sample' (exploration) or 'argmax'."})
+    seed: int = field(default=0, metadata={"help": "Base seed; each prompt batch derives its token and head seeds from it and its prompt ids."})
+    prompts_per_batch: int = field(default=4, metadata={"help": "Prompts per generate call (rows = this * num_samples)."})
+    chat: bool | None = field(default=None, metadata={"help": "Chat template: None = use it when the tokenizer has one."})
+    cache_budget_mb: float = field(default=512.0, metadata={"help": "Byte budget of the fp16 hidden-state cache; beyond it PairDataset recomputes."})
+    cache_which: str = field(default="extremes", metadata={"help": f"Which samples to cache: {CACHE_WHICH}; 'extremes' = best and worst of each prompt (what best-vs-worst pairs use)."})
+
+    def __post_init__(self):
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 to form preference pairs, got {self.num_samples}")
+        if self.max_new_tokens < 1 or self.prompts_per_batch < 1:
+            raise ValueError("max_new_tokens and prompts_per_batch must be >= 1")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {self.epsilon}")
+        if self.selection not in ("sample", "argmax"):
+            raise ValueError(f"selection must be 'sample' or 'argmax', got {self.selection!r}")
+        if self.cache_which not in CACHE_WHICH:
+            raise ValueError(f"cache_which must be one of {CACHE_WHICH}, got {self.cache_which!r}")
+        if self.cache_budget_mb < 0:
+            raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
+
+    def identity(self) -> dict:
+        # Settings that change what a sample means; batch size and cache budget do not.
+        return {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat")}
+
+
+class CollectionMismatchError(ValueError):
+    """The collection directory was made with another base model / head / settings."""
+
+
+def _describe_diff(old, new, prefix="") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _describe_diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]}: stored {old!r}, now {new!r}"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Atomic writing
+# --------------------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_bytes(path: Path, data: bytes):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_manifest(root) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} is not a sample collection: no {MANIFEST} (run training/collect.py first)")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt collection manifest {path}: {e}") from e
+    if m.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {m.get('format_version')!r}, this library reads {FORMAT_VERSION}")
+    return m
+
+
+class CollectionWriter:
+    """Append whole prompt groups to a collection directory, atomically; refuses a mismatched directory."""
+
+    def __init__(self, root, identity: dict):
+        self.root = Path(root)
+        (self.root / "shards").mkdir(parents=True, exist_ok=True)
+        (self.root / "hidden").mkdir(parents=True, exist_ok=True)
+        for tmp in list(self.root.glob("*.tmp")) + list(self.root.glob("*/*.tmp")):
+            tmp.unlink()  # leftovers of a killed write
+        if (self.root / MANIFEST).exists():
+            self.manifest = read_manifest(self.root)
+            self._check(identity)
+        else:
+            self.manifest = {"format_version": FORMAT_VERSION, **identity, "shards": [], "done": [], "hidden_bytes": 0}
+            self._save()
+        self.done = set(self.manifest["done"])
+
+    def _check(self, identity: dict):
+        m = self.manifest
+        diffs = []
+        for key in ("base_model", "head", "settings"):
+            diffs += _describe_diff({key: m.get(key)}, {key: identity[key]})
+        for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change
+            if task in m["tasks"]:
+                diffs += _describe_diff({"tasks": {task: m["tasks"][task]}}, {"tasks": {task: spec}})
+        if diffs:
+            raise CollectionMismatchError(
+                f"{self.root} holds samples from a different setup, refusing to mix them:\n  " + "\n  ".join(diffs)
+                + "\nUse a new output_dir (or restore the original base model / head / settings to resume).")
+        m["tasks"].update(identity["tasks"])
+
+    def _save(self):
+        _atomic_write_bytes(self.root / MANIFEST, json.dumps(self.manifest, indent=1).encode())
+
+    def write_group(self, records: list[dict], hidden: dict[str, torch.Tensor]):
+        """Write one shard holding every sample of some prompts, then mark those prompts done."""
+        from safetensors.torch import save_file
+
+        ids = list(dict.fromkeys(r["prompt_id"] for r in records))
+        again = [i for i in ids if i in self.done]
+        if again:
+            raise ValueError(f"prompts {again[:5]} are already in {self.root}; refusing to duplicate their samples")
+        name = f"shard-{len(self.manifest['shards']):05d}"
+        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
+        _atomic_write_bytes(self.root / "shards" / f"{name}.jsonl", lines)
+        nbytes = 0
+        if hidden:
+            tmp = self.root / "hidden" / f"{name}.safetensors.tmp"
+            save_file({k: v.contiguous() for k, v in hidden.items()}, str(tmp))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / "hidden" / f"{name}.safetensors")
+            _fsync_dir(self.root / "hidden")
+            nbytes = sum(v.numel() * v.element_size() for v in hidden.values())
+        task_of = {r["prompt_id"]: r["task"] for r in records}
+        self.manifest["shards"].append({"name": name, "prompt_ids": ids, "prompt_tasks": [task_of[i] for i in ids],
+                                        "num_records": len(records),
+                                        "hidden": bool(hidden), "hidden_bytes": nbytes})
+        self.manifest["done"].extend(ids)
+        self.manifest["hidden_bytes"] += nbytes
+        self._save()  # the commit point
+        self.done.update(ids)
+
+
+def read_collection(root) -> tuple[dict, list[dict]]:
+    """(manifest, sample records of every shard the manifest lists). Unlisted (half-written) shards are ignored."""
+    root = Path(root)
+    m = read_manifest(root)
+    records, seen = [], set()
+    for shard in m["shards"]:
+        path = root / "shards" / f"{shard['name']}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is listed in the manifest but missing: the collection is damaged")
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        if len(rows) != shard["num_records"]:
+            raise ValueError(f"{path}: {len(rows)} records, manifest says {shard['num_records']}: the collection is damaged")
+        for r in rows:
+            key = (r["prompt_id"], r["sample_index"])
+            if key in seen:
+                raise ValueError(f"duplicated sample {key} in {root}")
+            seen.add(key)
+            r["shard"] = shard["name"]
+        records.extend(rows)
+    return m, records
+
+
+def hidden_key(prompt_id: str, sample_index: int) -> str:
+    return f"{prompt_id}::{sample_index}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Collection loop
+# --------------------------------------------------------------------------------------------------------
+
+
+def _batch_seed(seed: int, prompt_ids: list[str]) -> int:
+    h = hashlib.sha256(f"{seed}|{'|'.join(prompt_ids)}".encode()).digest()
+    return int.from_bytes(h[:7], "little")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _to_cache(totals: list[float], which: str) -> list[int]:
+    """Indices (within a prompt group) of the samples whose hidden states we keep."""
+    if which == "none":
+        return []
+    if which == "all":
+        return list(range(len(totals)))
+    ok = [t for t in totals if _finite(t)]
+    if not ok:
+        return []
+    hi, lo = max(ok), min(ok)
+    return [j for j, t in enumerate(totals) if _finite(t) and t in (hi, lo)]
+
+
+def _jsonable(v):
+    return v.item() if v.dim() == 0 else v.tolist()
+
+
+def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, output_dir, settings: CollectionSettings,
+            task_specs: dict | None = None, progress: bool = True) -> dict:
+    """Collect `settings.num_samples` scored samples for every prompt not yet done in `output_dir`.
+
+    prompts: records {"id", "task", "prompt", ...reward fields}; rewards: {task: CompositeReward};
+    task_specs: {task: TaskSpec or dict} (stored in the manifest; per-task max_new_tokens). Resumable: prompts
+    already in the manifest are skipped. Returns a summary dict (counts, wall time is the caller's business).
+    """
+    from tqdm.auto import tqdm
+
+    if adm.head is None:
+        raise ValueError("collection samples latent choices from a head: attach one (AdaptiveDecodingModel(..., head=))")
+    if adm.tokenizer is None:
+        raise ValueError("collection needs the tokenizer (AdaptiveDecodingModel(model, tokenizer, head))")
+    ids = [p["id"] for p in prompts]
+    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if dup:
+        raise ValueError(f"duplicated prompt ids {dup[:5]}")
+    missing = sorted({p["task"] for p in prompts} - set(rewards))
+    if missing:
+        raise ValueError(f"no reward configured for task(s) {missing}")
+    specs = {t: (asdict(s) if not isinstance(s, dict) else dict(s)) for t, s in (task_specs or {}).items()}
+    for t in {p["task"] for p in prompts}:
+        specs.setdefault(t, {})
+    identity = {"base_model": model_identity(adm.model), "head": head_identity(adm.head),
+                "settings": settings.identity(), "tasks": specs}
+    writer = CollectionWriter(output_dir, identity)
+    budget = int(settings.cache_budget_mb * 2**20)
+    todo = [p for p in prompts if p["id"] not in writer.done]
+    n = settings.num_samples
+    level = adm.head.config.level
+    summary = {"prompts_total": len(prompts), "prompts_already_done": len(prompts) - len(todo), "prompts_collected": 0,
+               "samples_collected": 0, "nonfinite_rewards": 0, "samples_cached": 0, "samples_not_cached_budget": 0}
+
+    batches = []
+    for task in dict.fromkeys(p["task"] for p in todo):  # batch within a task: one reward, one length
+        group = [p for p in todo if p["task"] == task]
+        batches += [group[i : i + settings.prompts_per_batch] for i in range(0, len(group), settings.prompts_per_batch)]
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="collect", unit="prompt", disable=not progress)
+    for batch in batches:
+        task = batch[0]["task"]
+        max_new = specs[task].get("max_new_tokens") or settings.max_new_tokens
+        seed = _batch_seed(settings.seed, [p["id"] for p in batch])
+        enc = encode_prompts(adm.tokenizer, [p["prompt"] for p in batch], chat=settings.chat).to(adm.model.device)
+        torch.manual_seed(seed)
+        out = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new, num_return_sequences=n,
+                           selection=settings.selection, epsilon=settings.epsilon, head_seed=seed, return_head_inputs=True)
+        examples = [p for p in batch for _ in range(n)]
+        scores = rewards[task].score_components(out.texts, examples)
+        records, hidden = [], {}
+        for i, p in enumerate(batch):
+            mask = enc["attention_mask"][i].bool()
+            prompt_ids = enc["input_ids"][i][mask].tolist()
+            rows = range(i * n, (i + 1) * n)
+            totals = [scores["total"][r] for r in rows]
+            keep = set(_to_cache(totals, settings.cache_which))
+            for j, r in enumerate(rows):
+                t = len(out.completion_ids[r])
+                choices = {f: _jsonable(c[r] if level == "sequence" else c[r, :t]) for f, c in out.choices.items()}
+                values = {k: _jsonable(v[r] if level == "sequence" else v[r, :t]) for k, v in out.values.items()}
+                cached = False
+                if j in keep:
+                    h = out.head_inputs[r] if level == "sequence" else out.head_inputs[r, :t]
+                    h = h.to(torch.float16)
+                    size = h.numel() * h.element_size()
+                    if writer.manifest["hidden_bytes"] + sum(v.numel() * 2 for v in hidden.values()) + size <= budget:
+                        hidden[hidden_key(p["id"], j)] = h
+                        cached = True
+                        summary["samples_cached"] += 1
+                    else:
+                        summary["samples_not_cached_budget"] += 1
+                rew = {k: float(v[r]) for k, v in scores.items()}
+                summary["nonfinite_rewards"] += not math.isfinite(rew["total"])
+                records.append({"prompt_id": p["id"], "task": task, "sample_index": j, "prompt": p["prompt"],
+                                "prompt_ids": prompt_ids, "completion": out.texts[r], "completion_ids": out.completion_ids[r],
+                                "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed})
+        writer.write_group(records, hidden)
+        summary["prompts_collected"] += len(batch)
+        summary["samples_collected"] += len(records)
+        bar.update(len(batch))
+        bar.set_postfix(task=task, mean_reward=f"{sum(x for x in scores['total'] if math.isfinite(x)) / max(1, len(scores['total'])):.3f}")
+    bar.close()
+    summary["hidden_bytes"] = writer.manifest["hidden_bytes"]
+    return summary

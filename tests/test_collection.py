@@ -1,0 +1,266 @@
+"""Sample collection: records, hidden-state cache, budget, identity refusal, resume (incl. kill -9 of a subprocess)."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
+from adaptive_decoder.collection import (
+    CollectionMismatchError,
+    CollectionSettings,
+    collect,
+    hidden_key,
+    load_task_prompts,
+    read_collection,
+)
+from adaptive_decoder.models import prepare_tokenizer
+from adaptive_decoder.rewards import build_reward
+from conftest import tiny_llama
+from test_rewards import tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_YAML = ROOT / "configs" / "lpo" / "collect_tiny.yaml"
+REWARD = {"repetition": {"weight": 1.0, "n": 1}, "gsm8k": {"weight": 0.5}}
+
+
+def make_adm(level="sequence", seed=0, model_seed=0, bins=(0.0, 0.5, 1.0, 1.5)):
+    model = tiny_llama(vocab_size=259, hidden_size=32, seed=model_seed)
+    tok = prepare_tokenizer(tiny_tokenizer(), model)
+    torch.manual_seed(seed)
+    cfg = AdaptiveDecoderConfig(hidden_size=32, num_layers=2, intermediate_size=16, temperature_bins=list(bins),
+                                top_p_bins=[1.0, 0.9], top_k_bins=[0, 20], level=level, selection="sample")
+    return AdaptiveDecodingModel(model, tok, AdaptiveDecoderHead(cfg))
+
+
+def prompts(n=5, seed=0, task="arith"):
+    return load_task_prompts(task, {"source": "arithmetic", "num_prompts": n, "seed": seed, "reward": REWARD})
+
+
+def run(adm, out, ps, **kw):
+    settings = CollectionSettings(**{"num_samples": 4, "max_new_tokens": 6, "epsilon": 0.3, "prompts_per_batch": 2, **kw})
+    rewards = {t: build_reward(REWARD, adm.model, adm.tokenizer) for t in {p["task"] for p in ps}}
+    return collect(adm, ps, rewards, out, settings, progress=False)
+
+
+@pytest.mark.parametrize("level", ["sequence", "token"])
+def test_records_choices_values_rewards_and_cache(tmp_path, level):
+    adm = make_adm(level)
+    ps = prompts(5)
+    summary = run(adm, tmp_path, ps)
+    manifest, recs = read_collection(tmp_path)
+    assert summary["samples_collected"] == len(recs) == 20 and sorted(manifest["done"]) == sorted(p["id"] for p in ps)
+    cfg = adm.head.config
+    reward = build_reward(REWARD, adm.model, adm.tokenizer)
+    by_prompt = {}
+    for r in recs:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+        t = len(r["completion_ids"])
+        assert 1 <= t <= 6 and r["completion"] == adm.tokenizer.decode(r["completion_ids"], skip_special_tokens=True)
+        for f in cfg.factors:  # applied values are the chosen bins' values
+            c, v = r["choices"][f], r["values"][f]
+            if level == "sequence":
+                assert isinstance(c, int) and v == pytest.approx(cfg.bins(f)[c])
+            else:
+                assert len(c) == len(v) == t and all(x == pytest.approx(cfg.bins(f)[i]) for i, x in zip(c, v))
+        ex = next(p for p in ps if p["id"] == r["prompt_id"])
+        want = reward.score_components([r["completion"]], [ex])
+        assert r["rewards"] == {k: pytest.approx(v[0]) for k, v in want.items()}
+        assert r["rewards"]["total"] == pytest.approx(r["rewards"]["repetition"] + 0.5 * r["rewards"]["gsm8k"])
+    assert sorted(by_prompt) == sorted(p["id"] for p in ps)
+    hidden = {}
+    for f in (tmp_path / "hidden").glob("*.safetensors"):
+        hidden.update(load_file(str(f)))
+    for pid, group in by_prompt.items():
+        assert sorted(r["sample_index"] for r in group) == [0, 1, 2, 3]
+        totals = [r["rewards"]["total"] for r in group]
+        for r in group:  # "extremes": exactly the best and worst samples are cached, fp16, one entry per step
+            extreme = r["rewards"]["total"] in (max(totals), min(totals))
+            assert r["cached"] == extreme == (hidden_key(pid, r["sample_index"]) in hidden)
+            if r["cached"]:
+                h = hidden[hidden_key(pid, r["sample_index"])]
+                assert h.dtype == torch.float16
+                assert h.shape == ((32,) if level == "sequence" else (len(r["completion_ids"]), 32))
+    assert manifest["hidden_bytes"] == sum(v.numel() * 2 for v in hidden.values())
+    assert summary["samples_cached"] == len(hidden)
+
+
+def test_epsilon_one_explores_every_bin(tmp_path):
+    # epsilon=1: uniform over bins regardless of the head; 10 prompts x 4 samples cover all 4 temperature bins
+    run(make_adm(), tmp_path, prompts(10), epsilon=1.0)
+    _, recs = read_collection(tmp_path)
+    assert {r["choices"]["temperature"] for r in recs} == {0, 1, 2, 3}
+
+
+def test_cache_budget_is_respected(tmp_path):
+    budget_bytes = 5 * 32 * 2  # room for five sequence-level vectors
+    summary = run(make_adm(), tmp_path, prompts(6), cache_budget_mb=budget_bytes / 2**20, cache_which="all")
+    manifest, recs = read_collection(tmp_path)
+    assert summary["samples_cached"] == 5 and summary["samples_not_cached_budget"] == 24 - 5
+    assert manifest["hidden_bytes"] == budget_bytes
+    assert sum(r["cached"] for r in recs) == 5
+    assert sum(r["cached"] for r in recs if r["prompt_id"] == "arith/0") == 4  # first come, first stored
+
+
+def test_resume_skips_done_prompts_and_equals_an_uninterrupted_run(tmp_path):
+    ps = prompts(6)
+    run(make_adm(), tmp_path / "a", ps[:2])
+    second = run(make_adm(), tmp_path / "a", ps)
+    assert second["prompts_already_done"] == 2 and second["prompts_collected"] == 4
+    run(make_adm(), tmp_path / "b", ps)
+    strip = lambda recs: sorted((json.dumps({k: v for k, v in r.items() if k != "shard"}, sort_keys=True) for r in recs))  # noqa: E731
+    assert strip(read_collection(tmp_path / "a")[1]) == strip(read_collection(tmp_path / "b")[1])
+    again = run(make_adm(), tmp_path / "a", ps)  # nothing left to do
+    assert again["prompts_collected"] == 0 and len(read_collection(tmp_path / "a")[1]) == 24
+
+
+def test_half_written_shard_from_a_kill_is_ignored_and_replaced(tmp_path):
+    ps = prompts(4)
+    run(make_adm(), tmp_path, ps[:2])
+    # what a kill between writing shard 1 and committing the manifest leaves behind:
+    (tmp_path / "shards" / "shard-00001.jsonl").write_text('{"prompt_id": "arith/2", "garbage": true}\n')
+    (tmp_path / "shards" / "shard-00002.jsonl.tmp").write_text("partial")
+    (tmp_path / "manifest.json.tmp").write_text("{partial")
+    assert len(read_collection(tmp_path)[1]) == 8  # readers only see listed shards
+    run(make_adm(), tmp_path, ps)
+    manifest, recs = read_collection(tmp_path)
+    assert len(recs) == 16 and not list(tmp_path.rglob("*.tmp"))
+    assert all("garbage" not in r for r in recs)
+
+
+def test_mismatched_collection_is_refused(tmp_path):
+    run(make_adm(), tmp_path, prompts(2))
+    with pytest.raises(CollectionMismatchError, match=r"base_model\.fingerprint"):
+        run(make_adm(model_seed=1), tmp_path, prompts(3))
+    with pytest.raises(CollectionMismatchError, match=r"head\.config\.temperature_bins"):
+        run(make_adm(bins=(0.0, 1.0)), tmp_path, prompts(3))
+    with pytest.raises(CollectionMismatchError, match=r"head\.fingerprint"):
+        run(make_adm(seed=5), tmp_path, prompts(3))
+    with pytest.raises(CollectionMismatchError, match=r"settings\.num_samples: stored 4, now 3"):
+        run(make_adm(), tmp_path, prompts(3), num_samples=3)
+    assert len(read_collection(tmp_path)[1]) == 8  # nothing was written by the refused runs
+
+
+def test_bad_prompts_and_settings(tmp_path):
+    adm = make_adm()
+    with pytest.raises(ValueError, match="duplicated prompt ids"):
+        run(adm, tmp_path, prompts(2) + prompts(1))
+    with pytest.raises(ValueError, match=r"no reward configured for task\(s\) \['other'\]"):
+        collect(adm, prompts(1, task="other"), {"arith": build_reward(REWARD)}, tmp_path, CollectionSettings(), progress=False)
+    with pytest.raises(ValueError, match="num_samples must be >= 2"):
+        CollectionSettings(num_samples=1)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['paht'\]"):
+        load_task_prompts("x", {"source": "gsm8k", "paht": "a.jsonl", "reward": REWARD})
+    with pytest.raises(ValueError, match="unknown source 'mmlu'"):
+        load_task_prompts("x", {"source": "mmlu", "path": "a.jsonl", "reward": REWARD})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "no answer"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: record lacks field 'answer'"):
+        load_task_prompts("g", {"source": "gsm8k", "path": str(bad), "reward": REWARD})
+
+
+def test_prompt_sources(tmp_path):
+    cg = tmp_path / "cg.jsonl"
+    cg.write_text('{"concept_set": "field_N#look_V#stand_V"}\n{"concepts": ["dog", "kite"]}\n')
+    out = load_task_prompts("stories", {"source": "commongen", "path": str(cg), "reward": REWARD})
+    assert [o["concepts"] for o in out] == [["field", "look", "stand"], ["dog", "kite"]]
+    assert "field, look, stand" in out[0]["prompt"] and [o["id"] for o in out] == ["stories/0", "stories/1"]
+    tr = tmp_path / "tr.jsonl"
+    tr.write_text('{"src_lang": "de", "tgt_lang": "en", "source": "Hallo", "reference": "Hello"}\n')
+    (t,) = load_task_prompts("mt", {"source": "translation", "path": str(tr), "reward": REWARD})
+    assert t["reference"] == "Hello" and "English" in t["prompt"] and "Hallo" in t["prompt"]
+    a = load_task_prompts("a", {"source": "arithmetic", "num_prompts": 3, "offset": 2, "reward": REWARD})
+    full = load_task_prompts("a", {"source": "arithmetic", "num_prompts": 5, "reward": REWARD})
+    assert a == full[2:]  # offset keeps ids and content stable
+    q = a[0]["prompt"].split("What is ")[1].split("?")[0]
+    assert a[0]["answer"] == f"#### {eval(q)}"  # noqa: S307 (our own "a + b" string)
+
+
+# ------------------------------------------------------------------------------------------- the recipe
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_llama(vocab_size=259, hidden_size=32, seed=0).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return d
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_recipe_unknown_config_keys_are_named(tmp_path, tiny_model_dir):
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import collect as recipe
+    finally:
+        sys.path.pop(0)
+    cfg = yaml.safe_load(TINY_YAML.read_text())
+    base = ["--base_model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**cfg, "num_sampels": 3}))
+    with pytest.raises(ValueError, match="num_sampels"):
+        recipe.main(["--config", str(bad)] + base)
+    with pytest.raises(ValueError, match="--epsilom"):
+        recipe.main(["--config", str(TINY_YAML), "--epsilom", "0.1"] + base)
+    bad.write_text(yaml.safe_dump({**cfg, "tasks": {"echo": {**cfg["tasks"]["echo"], "max_tokens": 5}}}))
+    with pytest.raises(ValueError, match=r"task 'echo': unknown key\(s\) \['max_tokens'\]"):
+        recipe.main(["--config", str(bad)] + base)
+    bad.write_text(yaml.safe_dump({**cfg, "head": {**cfg["head"], "levels": "token"}}))
+    with pytest.raises(ValueError, match="unknown AdaptiveDecoderConfig keys \\['levels'\\]"):
+        recipe.main(["--config", str(bad)] + base)
+    # and a good run in-process: pair statistics land next to the samples
+    summary = recipe.main(["--config", str(TINY_YAML)] + base)
+    assert summary["samples_collected"] == 10 * 4 and (tmp_path / "o" / "pair_stats.png").stat().st_size > 1000
+    assert summary["pairs"]["pairs"] + summary["pairs"]["prompts_all_tied"] == 10
+
+
+def test_kill_9_mid_collection_then_resume(tmp_path, tiny_model_dir):
+    """SIGKILL training/collect.py while it writes shards; the restart completes every prompt exactly once."""
+    cfg = yaml.safe_load(TINY_YAML.read_text())
+    cfg.update(prompts_per_batch=1, max_new_tokens=24, progress=False, report=False)
+    cfg["tasks"] = {"arithmetic": {**cfg["tasks"]["arithmetic"], "num_prompts": 60}}
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "training" / "collect.py"), "--config", str(conf),
+           "--base_model", str(tiny_model_dir), "--output_dir", str(out)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    manifest, killed_at = out / "manifest.json", None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            n_done = len(json.loads(manifest.read_text())["done"])
+        except (FileNotFoundError, json.JSONDecodeError):
+            n_done = 0
+        if n_done >= 3:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_at = n_done
+            break
+        time.sleep(0.01)
+    assert killed_at is not None, f"collect.py ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL
+    m, recs = read_collection(out)
+    assert 3 <= len(m["done"]) < 60, "the kill should land mid-collection"
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["prompts_already_done"] >= killed_at and summary["prompts_total"] == 60
+    m, recs = read_collection(out)
+    counts = {}
+    for r in recs:
+        counts.setdefault(r["prompt_id"], []).append(r["sample_index"])
+    assert len(counts) == 60 and all(sorted(v) == [0, 1, 2, 3] for v in counts.values())
+    assert len(m["done"]) == len(set(m["done"])) == 60
+    assert all(math.isfinite(r["rewards"]["total"]) for r in recs)

@@ -1,0 +1,89 @@
+"""Collect reward-scored samples for LPO (thin recipe over adaptive_decoder.collection).
+
+    python training/collect.py --config configs/lpo/collect_smollm2_mix.yaml [--num_samples 4 ...]
+
+Re-running with the same output_dir resumes: prompts already in its manifest are skipped; a directory made with a
+different base model / head / settings is refused. At the end it writes best-vs-worst pair statistics
+(pair_stats.json + pair_stats.png) next to the samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field, fields
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from trl import TrlParser  # noqa: E402
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, load_base_model  # noqa: E402
+from adaptive_decoder.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
+from adaptive_decoder.head import model_hidden_size  # noqa: E402
+from adaptive_decoder.pairs import collection_pair_report  # noqa: E402
+from adaptive_decoder.rewards import build_reward  # noqa: E402
+
+logger = logging.getLogger("collect")
+
+
+@dataclass
+class CollectConfig(CollectionSettings):
+    output_dir: str = field(default=None, metadata={"help": "Collection directory (created, or resumed if it exists)."})
+    base_model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
+    head_path: str | None = field(default=None, metadata={"help": "Saved head to collect with (e.g. a previous round); None = fresh head."})
+    head: dict = field(default_factory=dict, metadata={"help": "AdaptiveDecoderConfig options of a fresh head (bins, factors, level, ...)."})
+    head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
+    tasks: dict = field(default_factory=dict, metadata={"help": "task name -> {source, path, num_prompts, reward, template, max_new_tokens}."})
+    dtype: str = field(default="float32", metadata={"help": "Base LM dtype (float32 / bfloat16 / float16)."})
+    device: str | None = field(default=None, metadata={"help": "Device for the base LM and head (default: cuda if available, else cpu)."})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
+    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+    report: bool = field(default=True, metadata={"help": "Write best-vs-worst pair statistics (JSON + PNG) at the end."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+        if not self.tasks:
+            raise ValueError("tasks is empty: configure at least one task (see configs/lpo/collect_tiny.yaml)")
+
+
+def build_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
+    if cfg.head_path:
+        if cfg.head:
+            raise ValueError("give either head_path (a saved head) or head (options of a fresh head), not both")
+        return AdaptiveDecoderHead.from_pretrained(cfg.head_path)
+    opts = {"hidden_size": model_hidden_size(model), "base_model": getattr(model.config, "_name_or_path", None),
+            "selection": "sample", **cfg.head}
+    torch.manual_seed(cfg.head_init_seed)
+    return AdaptiveDecoderHead(AdaptiveDecoderConfig.from_dict(opts))
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (cfg,) = TrlParser((CollectConfig,)).parse_args_and_config(argv)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    specs = {name: TaskSpec.from_dict(name, spec) for name, spec in cfg.tasks.items()}
+    prompts = [p for name, spec in specs.items() for p in load_task_prompts(name, spec)]
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_base_model(cfg.base_model, dtype=getattr(torch, cfg.dtype), device=device)
+    head = build_head(cfg, model)
+    adm = AdaptiveDecodingModel(model, tok, head)
+    rewards = {name: build_reward(spec.reward, model=model, tokenizer=tok) for name, spec in specs.items()}
+    settings = CollectionSettings(**{f.name: getattr(cfg, f.name) for f in fields(CollectionSettings)})
+    t0 = time.time()
+    summary = collect(adm, prompts, rewards, cfg.output_dir, settings, task_specs=specs, progress=cfg.progress)
+    summary["wall_s"] = round(time.time() - t0, 1)
+    if cfg.report:
+        summary["pairs"] = collection_pair_report(cfg.output_dir)
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
