@@ -1,0 +1,569 @@
+"""Evaluation harness: every decoding method on every task, resumable, with statistics, tables, plots and wandb.
+
+Work is split into *units* (method, task, split, prompt). Each finished unit (its k samples, the values the
+policy applied, every metric) is appended to `<output_dir>/units.jsonl` as soon as its generate batch finishes,
+so a killed run loses at most the batch in flight; a restart skips finished units and never recomputes them.
+
+Seeding: batches are fixed chunks of each task's prompt list and batch b of (task, split) is generated with the
+seed crc32(f"{seed}:{task}:{split}:{b}") for EVERY method, so methods see the same token randomness (paired
+comparisons with common random numbers) and a unit's samples do not depend on which methods run.
+
+Oracle: each fixed-grid candidate runs on a held-out dev split of the task (disjoint from the test prompts); the
+best mean dev reward picks the setting, which then decodes the test prompts. When that same fixed setting was
+also run on the test prompts (method "fixed"), its units are reused: same policy, prompts and seeds give the
+same samples by construction, so recomputing them would only cost time.
+
+Outputs in `output_dir`: units.jsonl (resume log), results.json (config, every sample with its applied values
+and chosen bins, per-method metrics, paired comparisons), results.md (tables; a win rate is never shown without
+its CI), reward_vs_temperature.png, chosen_params.png, and an offline wandb run (tables + images).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .policies import DEFAULT_TEMPERATURES, AdaptivePolicy, FixedPolicy, OraclePolicy, build_policies, POLICIES
+from .stats import bootstrap_mean_ci, format_ci, paired_comparison
+from .tasks import TASKS, get_task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    """Configuration of `run_evaluation` (YAML via `eval/run_suite.py --config`, CLI flags override)."""
+
+    model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
+    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM (float32, bfloat16, float16)."})
+    device: str | None = field(default=None, metadata={"help": "Device for the LM (cpu, cuda, cuda:0); default: cuda if available."})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU runs); default: torch's choice."})
+    chat: bool | None = field(default=None, metadata={"help": "Use the chat template (default: when the tokenizer has one)."})
+    tasks: list[str] = field(default_factory=lambda: ["gsm8k", "translation", "constrained_writing", "creative_writing"],
+                             metadata={"help": f"Tasks to run; valid: {sorted(TASKS)}."})
+    task_options: dict | str | None = field(default=None, metadata={
+        "help": "Per-task options {task: {path|hf_id|hf_split|hf_config|reward|num_fewshot|...}} (JSON on the CLI). "
+                "Without path/hf_id a task uses its built-in prompt set."})
+    num_prompts: int = field(default=20, metadata={"help": "Test prompts per task (deterministic subset)."})
+    num_dev_prompts: int = field(default=10, metadata={"help": "Held-out dev prompts per task for the oracle (disjoint from test)."})
+    methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle"],
+                               metadata={"help": f"Methods; valid: {sorted(POLICIES)}."})
+    temperatures: list[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES),
+                                      metadata={"help": "Fixed-temperature grid (method 'fixed' and the oracle's candidates)."})
+    fixed_top_p: float = field(default=1.0, metadata={"help": "top_p used by every fixed-grid setting (1.0 = off)."})
+    fixed_top_k: int = field(default=0, metadata={"help": "top_k used by every fixed-grid setting (0 = off)."})
+    head_paths: list[str] = field(default_factory=list, metadata={"help": "Saved AdaptiveDecoder heads for method 'adaptive' (ADseq/ADtok)."})
+    skip_missing_heads: bool = field(default=False, metadata={"help": "Drop head paths that do not exist (with a warning) instead of failing."})
+    strict_base_model: bool = field(default=True, metadata={"help": "Refuse a head whose recorded base model differs from `model`."})
+    method_options: dict | str | None = field(default=None, metadata={"help": "Extra options per method, e.g. {hag: {adapter_path: ...}} (JSON on the CLI)."})
+    num_samples: int = field(default=4, metadata={"help": "Samples per prompt (k); diversity metrics compare them."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation length cap."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (each with num_samples rows)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the prompt subsets and of the token sampling."})
+    fluency: bool = field(default=True, metadata={"help": "Score fluency with the base LM (one extra forward per sample)."})
+    on_bad_line: str = field(default="fail", metadata={"help": "Malformed data line: 'fail' (error naming the line) or 'skip' (warn)."})
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where units.jsonl, results.json/.md and plots go."})
+    n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
+    plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
+    report_to: str = field(default="wandb", metadata={"help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'."})
+    wandb_project: str = field(default="adaptive-decoder-eval", metadata={"help": "wandb project name."})
+    run_name: str | None = field(default=None, metadata={"help": "wandb run name (default: output_dir's name)."})
+    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+
+    def __post_init__(self):
+        for name in ("task_options", "method_options"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{name} must be a JSON object, got {v!r} ({e})") from None
+            v = dict(v or {})
+            setattr(self, name, v)
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; valid: {sorted(TASKS)}")
+        unknown = sorted(set(self.task_options) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"task_options for task(s) {unknown} that are not in tasks={self.tasks}")
+        unknown = sorted(set(self.methods) - set(POLICIES))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; valid: {sorted(POLICIES)}")
+        if not self.tasks or not self.methods:
+            raise ValueError("give at least one task and one method")
+        if self.on_bad_line not in ("fail", "skip"):
+            raise ValueError(f"on_bad_line must be 'fail' or 'skip', got {self.on_bad_line!r}")
+        if self.report_to not in ("wandb", "none"):
+            raise ValueError(f"report_to must be 'wandb' or 'none', got {self.report_to!r}")
+        for name in ("num_prompts", "num_samples", "max_new_tokens", "batch_size", "n_bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if "oracle" in self.methods and self.num_dev_prompts < 1:
+            raise ValueError("method 'oracle' needs num_dev_prompts >= 1 (its held-out dev split)")
+
+    # fields whose change invalidates finished units (checked on resume)
+    _RESULT_FIELDS = ("model", "dtype", "chat", "task_options", "num_prompts", "num_dev_prompts", "temperatures",
+                      "fixed_top_p", "fixed_top_k", "head_paths", "method_options", "num_samples", "max_new_tokens",
+                      "batch_size", "seed", "fluency")
+
+    def fingerprint(self) -> dict:
+        return {k: getattr(self, k) for k in self._RESULT_FIELDS}
+
+
+# ------------------------------------------------------------------------------------------------------------
+class UnitStore:
+    """Append-only JSONL of finished units, keyed by (method, task, split, prompt_id).
+
+    A torn last line (the process died mid-write) is cut off on open; a garbled line elsewhere is dropped with a
+    warning (its unit is recomputed). Appends are flushed and fsync'ed per batch.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.units: dict = {}
+        if self.path.exists():
+            self._load()
+
+    @staticmethod
+    def key(method, task, split, prompt_id) -> tuple:
+        return (method, task, split, str(prompt_id))
+
+    def _load(self):
+        raw = self.path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            cut = raw.rfind(b"\n") + 1
+            logger.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", self.path, len(raw) - cut)
+            raw = raw[:cut]
+            self.path.write_bytes(raw)
+        bad = []
+        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                u = json.loads(line)
+                self.units[self.key(u["method"], u["task"], u["split"], u["prompt_id"])] = u
+            except (ValueError, KeyError, TypeError):
+                bad.append(lineno)
+        if bad:
+            logger.warning("%s: ignoring %d unreadable line(s) %s; those units will be recomputed", self.path, len(bad), bad[:10])
+
+    def done(self, method, task, split, prompt_id) -> bool:
+        return self.key(method, task, split, prompt_id) in self.units
+
+    def get(self, method, task, split, prompt_id) -> dict:
+        return self.units[self.key(method, task, split, prompt_id)]
+
+    def add(self, units: list):
+        if not units:
+            return
+        data = "".join(json.dumps(u, ensure_ascii=False) + "\n" for u in units)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        for u in units:
+            self.units[self.key(u["method"], u["task"], u["split"], u["prompt_id"])] = u
+
+
+def batch_seed(seed: int, task: str, split: str, batch: int) -> int:
+    return zlib.crc32(f"{seed}:{task}:{split}:{batch}".encode())
+
+
+def _build_unit(policy_name, task, split, example, out, b, seed, seconds) -> dict:
+    samples_metrics, prompt_metrics = task.score(out.texts, example)
+    samples = []
+    for j, text in enumerate(out.texts):
+        s = {"text": text, "num_tokens": len(out.completion_ids[j]), "values": out.values[j], "metrics": samples_metrics[j]}
+        if "choices" in out.extra:
+            s["choices"] = out.extra["choices"][j]
+        samples.append(s)
+    extra = {k: v for k, v in out.extra.items() if k != "choices"}
+    rewards = [m["reward"] for m in samples_metrics]
+    return {"method": policy_name, "task": task.name, "split": split, "prompt_id": example["id"], "batch": b,
+            "seed": seed, "example": example, "samples": samples, "prompt_metrics": prompt_metrics,
+            "reward": sum(rewards) / len(rewards), "extra": extra, "gen_seconds": seconds}
+
+
+class Evaluator:
+    """Runs the units of a config against a model; `run()` returns the aggregated results dict."""
+
+    def __init__(self, cfg: EvalConfig, model=None, tokenizer=None):
+        self.cfg = cfg
+        self.out_dir = Path(cfg.output_dir)
+        self.policies = self._build_policies()  # before loading the model: bad methods fail fast
+        self.tasks = {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
+        self.splits = {}
+        for name, task in self.tasks.items():
+            n_dev = cfg.num_dev_prompts if self.oracles else 0
+            self.splits[name] = task.split(cfg.num_prompts, n_dev, cfg.seed)
+        self.model, self.tokenizer = model, tokenizer
+        self.adm = None
+
+    # --- setup ----------------------------------------------------------------------------------------------
+    def _build_policies(self) -> list:
+        cfg, out = self.cfg, []
+        grid = dict(temperatures=cfg.temperatures, top_p=cfg.fixed_top_p, top_k=cfg.fixed_top_k)
+        for m in cfg.methods:
+            opts = dict(cfg.method_options.get(m) or {})
+            if m in ("fixed", "oracle"):
+                opts = {**grid, **opts}
+            if m == "adaptive":
+                paths = list(cfg.head_paths) + ([opts.pop("head_path")] if "head_path" in opts else [])
+                missing = [p for p in paths if not Path(p).exists()]
+                if missing and cfg.skip_missing_heads:
+                    logger.warning("skipping missing head(s) %s (skip_missing_heads=True)", missing)
+                    paths = [p for p in paths if p not in missing]
+                    if not paths:
+                        continue
+                elif missing:
+                    raise FileNotFoundError(f"head path(s) {missing} do not exist (a directory saved by "
+                                            "AdaptiveDecoderHead.save_pretrained); set skip_missing_heads to drop them")
+                opts = {"head_paths": paths, "strict_base_model": cfg.strict_base_model, "model_name": cfg.model, **opts}
+            out.extend(build_policies(m, **opts))
+        names = [p.name for p in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two methods share the name(s) {dup}; give one of them a name= in method_options")
+        if not out:
+            raise ValueError("no method left to run (every adaptive head was missing?)")
+        return out
+
+    @property
+    def oracles(self) -> list:
+        return [p for p in self.policies if isinstance(p, OraclePolicy)]
+
+    def _load_model(self):
+        import torch
+
+        from .generation import AdaptiveDecodingModel
+        from .models import load_base_model
+
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
+        if self.model is None:
+            device = self.cfg.device or ("cuda" if torch.cuda.is_available() else None)
+            self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=getattr(torch, self.cfg.dtype), device=device)
+        self.adm = AdaptiveDecodingModel(self.model, self.tokenizer)
+        for p in self.policies:  # a head for another base model is refused before any generation
+            if isinstance(p, AdaptivePolicy):
+                p._bound(self.adm)
+
+    def _check_resume(self):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        cfg_file = self.out_dir / "run_config.json"
+        fp = json.loads(json.dumps(self.cfg.fingerprint()))
+        if cfg_file.exists():
+            old = json.loads(cfg_file.read_text())
+            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            if diff:
+                raise ValueError(f"{self.out_dir} holds units of a run with a different config ({', '.join(diff)} differ); "
+                                 "finished units would not match. Use another output_dir or delete that directory.")
+        else:
+            cfg_file.write_text(json.dumps(fp, indent=2))
+        self.store = UnitStore(self.out_dir / "units.jsonl")
+
+    # --- running --------------------------------------------------------------------------------------------
+    def _plan(self) -> list:
+        """(policy, task, split, examples) jobs in execution order; oracle dev candidates come first per task."""
+        jobs = []
+        for tname in self.cfg.tasks:
+            test, dev = self.splits[tname]
+            seen = set()
+            for o in self.oracles:
+                for c in o.candidates:
+                    if c.name not in seen:
+                        seen.add(c.name)
+                        jobs.append((c, tname, "dev", dev))
+            for p in self.policies:
+                jobs.append((p, tname, "test", test))
+        return jobs
+
+    def _todo(self, policy, tname, split, examples) -> int:
+        return sum(not self.store.done(policy.name, tname, split, e["id"]) for e in examples)
+
+    def run(self) -> dict:
+        t0 = time.time()
+        self._check_resume()
+        jobs = self._plan()
+        total = sum(self._todo(*j) for j in jobs)
+        done_before = len(self.store.units)
+        if total == 0:
+            logger.info("all units already finished in %s; aggregating", self.out_dir)
+        else:
+            self._load_model()
+            scorer = (self.model, self.tokenizer) if self.cfg.fluency else (None, None)
+            for t in self.tasks.values():
+                t.setup_scoring(*scorer)
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="eval units", unit="prompt", disable=not self.cfg.progress, dynamic_ncols=True)
+            try:
+                for policy, tname, split, examples in jobs:
+                    if isinstance(policy, OraclePolicy):
+                        self._fit_oracle(policy, tname)
+                    self._run_job(policy, self.tasks[tname], split, examples, bar)
+            finally:
+                bar.close()
+        results = self.aggregate(time.time() - t0, units_computed=len(self.store.units) - done_before)
+        write_outputs(results, self.out_dir, self.cfg)
+        return results
+
+    def _dev_scores(self, oracle: OraclePolicy, tname: str) -> dict:
+        _, dev = self.splits[tname]
+        return {c.name: _mean([self.store.get(c.name, tname, "dev", e["id"])["reward"] for e in dev]) for c in oracle.candidates}
+
+    def _fit_oracle(self, oracle: OraclePolicy, tname: str):
+        oracle.fit(self._dev_scores(oracle, tname))
+
+    def _run_job(self, policy, task, split, examples, bar):
+        cfg = self.cfg
+        reuse = None
+        if isinstance(policy, OraclePolicy):  # same fixed policy, prompts and seeds -> same samples: reuse
+            reuse = next((p for p in self.policies if isinstance(p, FixedPolicy) and not isinstance(p, OraclePolicy)
+                          and p.name == policy.chosen.name and p.config == policy.chosen.config), None)
+        for b in range(0, len(examples), cfg.batch_size):
+            chunk = examples[b:b + cfg.batch_size]
+            todo = [e for e in chunk if not self.store.done(policy.name, task.name, split, e["id"])]
+            if not todo:
+                continue
+            bi = b // cfg.batch_size
+            seed = batch_seed(cfg.seed, task.name, split, bi)
+            if reuse is not None and all(self.store.done(reuse.name, task.name, split, e["id"]) for e in todo):
+                units = []
+                for e in todo:
+                    u = dict(self.store.get(reuse.name, task.name, split, e["id"]))
+                    u["method"] = policy.name
+                    u["extra"] = {**u.get("extra", {}), "oracle_choice": policy.chosen.name, "reused_from": reuse.name}
+                    units.append(u)
+            else:
+                bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")
+                start = time.time()
+                outs = policy.generate(self.adm, [e["prompt"] for e in todo], num_samples=cfg.num_samples,
+                                       max_new_tokens=cfg.max_new_tokens, seed=seed, chat=cfg.chat)
+                secs = (time.time() - start) / len(todo)
+                units = [_build_unit(policy.name, task, split, e, o, bi, seed, secs) for e, o in zip(todo, outs)]
+            self.store.add(units)
+            bar.update(len(todo))
+
+    # --- aggregation ----------------------------------------------------------------------------------------
+    def aggregate(self, wall_seconds: float, units_computed: int = 0) -> dict:
+        cfg = self.cfg
+        fixed = [p for p in self.policies if type(p) is FixedPolicy]
+        res = {"config": asdict(cfg), "wall_seconds": wall_seconds, "units_computed_this_run": units_computed,
+               "methods": {p.name: p.describe() for p in self.policies}, "tasks": {}, "comparisons": [], "units": []}
+        for tname, task in self.tasks.items():
+            test, dev = self.splits[tname]
+            tres = {"source": task.source, "num_test": len(test), "num_dev": len(dev), "reward": task.reward_spec, "methods": {}}
+            per_prompt = {}
+            for p in self.policies:
+                if isinstance(p, OraclePolicy):
+                    p.fit(self._dev_scores(p, tname))
+                    tres.setdefault("oracle", {})[p.name] = {"chosen": p.chosen.name, "dev_scores": p.dev_scores}
+                units = [self.store.get(p.name, tname, "test", e["id"]) for e in test]
+                rewards = [u["reward"] for u in units]
+                per_prompt[p.name] = rewards
+                ci = bootstrap_mean_ci(rewards, n_boot=cfg.n_bootstrap, seed=cfg.seed)
+                tres["methods"][p.name] = {"reward": ci, "metrics": task.summarize(units),
+                                           "mean_new_tokens": _mean([s["num_tokens"] for u in units for s in u["samples"]]),
+                                           "gen_seconds_per_prompt": _mean([u.get("gen_seconds", 0.0) for u in units]),
+                                           "chosen": chosen_values(units)}
+                res["units"].extend(units)
+            for p in self.policies:
+                if type(p) is FixedPolicy:
+                    continue
+                for f in fixed:
+                    c = paired_comparison(per_prompt[p.name], per_prompt[f.name], n_boot=cfg.n_bootstrap, seed=cfg.seed)
+                    res["comparisons"].append({"task": tname, "method": p.name, "baseline": f.name,
+                                               "baseline_temperature": f.temperature, **c})
+            res["tasks"][tname] = tres
+        for o in self.oracles:
+            for tname in self.cfg.tasks:
+                res["units"].extend(self.store.get(c.name, tname, "dev", e["id"]) for c in o.candidates
+                                    for e in self.splits[tname][1] if self.store.done(c.name, tname, "dev", e["id"]))
+        return res
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None and isinstance(x, (int, float)) and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def chosen_values(units: list) -> dict:
+    """{factor: {value: count}} over all samples (token level: over all real steps) of some units."""
+    out = {}
+    for u in units:
+        for s in u["samples"]:
+            for k, v in s["values"].items():
+                for x in (v if isinstance(v, list) else [v]):
+                    if x is None or (isinstance(x, float) and math.isnan(x)):
+                        continue
+                    key = f"{x:g}" if isinstance(x, float) else str(x)
+                    out.setdefault(k, {})
+                    out[k][key] = out[k].get(key, 0) + 1
+    return out
+
+
+def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
+    """Run (or resume) an evaluation; returns the results dict also written to `cfg.output_dir`/results.json."""
+    return Evaluator(cfg, model, tokenizer).run()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reports: markdown, plots, wandb
+# ------------------------------------------------------------------------------------------------------------
+_HEADLINE = {"gsm8k": ["acc_strict", "acc_flexible"], "translation": ["corpus_bleu", "corpus_chrf", "chrf"],
+             "constrained_writing": ["concepts", "repetition", "fluency", "self_bleu", "distinct_2"],
+             "creative_writing": ["reward_model", "repetition", "fluency", "self_bleu", "distinct_2"]}
+
+
+def _fmt(x, digits=3):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def markdown_table(results: dict) -> str:
+    cfg = results["config"]
+    lines = ["# Evaluation results", "",
+             f"Model `{cfg['model']}`; {cfg['num_samples']} samples per prompt, max_new_tokens={cfg['max_new_tokens']}, "
+             f"seed {cfg['seed']}; wall clock {results['wall_seconds']:.0f} s. Rewards are per-prompt means over the "
+             f"samples; intervals are 95% bootstrap CIs over prompts ({cfg['n_bootstrap']} resamples).", "",
+             "## Mean reward per task", ""]
+    tasks = list(results["tasks"])
+    methods = list(results["methods"])
+    lines += ["| method | " + " | ".join(f"{t} (n={results['tasks'][t]['num_test']})" for t in tasks) + " |",
+              "|---|" + "---|" * len(tasks)]
+    for m in methods:
+        cells = [format_ci(**{k: results["tasks"][t]["methods"][m]["reward"][k] for k in ("mean", "lo", "hi")}) for t in tasks]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for t in tasks:
+        tr = results["tasks"][t]
+        keys = [k for k in _HEADLINE.get(t, []) if any(tr["methods"][m]["metrics"].get(k) is not None for m in methods)]
+        lines += ["", f"## {t}", "", f"Source: `{tr['source']}`; reward: `{json.dumps(tr['reward'])}`."]
+        for name, o in tr.get("oracle", {}).items():
+            lines.append(f"Oracle `{name}` chose `{o['chosen']}` on {tr['num_dev']} dev prompts "
+                         f"(dev rewards: {', '.join(f'{k} {v:.3f}' for k, v in o['dev_scores'].items())}).")
+        lines += ["", "| method | reward [95% CI] | " + " | ".join(keys) + " | new tokens |", "|---|---|" + "---|" * (len(keys) + 1)]
+        for m in methods:
+            r = tr["methods"][m]
+            lines.append(f"| {m} | {format_ci(r['reward']['mean'], r['reward']['lo'], r['reward']['hi'])} | "
+                         + " | ".join(_fmt(r["metrics"].get(k)) for k in keys) + f" | {_fmt(r['mean_new_tokens'], 1)} |")
+        comps = [c for c in results["comparisons"] if c["task"] == t]
+        if comps:
+            lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs fixed setting; win rate with 95% "
+                      "bootstrap CI; p: two-sided paired bootstrap):", "",
+                      "| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |", "|---|---|---|---|---|---|---|"]
+            for c in comps:
+                lines.append(f"| {c['method']} | {c['baseline']} | {format_ci(c['win'], c['win_lo'], c['win_hi'], 2)} | "
+                             f"{c['tie']:.2f} | {c['loss']:.2f} | {format_ci(c['mean_diff'], c['diff_lo'], c['diff_hi'])} | "
+                             f"{c['p_value']:.3g} |")
+    if not results["comparisons"]:
+        lines += ["", "(No paired comparisons: add method 'fixed' to compare against fixed temperatures.)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
+    """Per task: mean reward (95% CI bars) of each fixed temperature; the other methods as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    fixed = [(n, d["temperature"]) for n, d in results["methods"].items() if d["type"] == "FixedPolicy"]
+    others = [n for n, d in results["methods"].items() if d["type"] != "FixedPolicy"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, t in zip(axes[0], tasks):
+        ms = results["tasks"][t]["methods"]
+        if fixed:
+            xs = [temp for _, temp in fixed]
+            ys = [ms[n]["reward"]["mean"] for n, _ in fixed]
+            err = [[y - ms[n]["reward"]["lo"] for (n, _), y in zip(fixed, ys)], [ms[n]["reward"]["hi"] - y for (n, _), y in zip(fixed, ys)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", color="black", capsize=3, label="fixed temperature")
+        for i, n in enumerate(others):
+            r = ms[n]["reward"]
+            c = colors[i % len(colors)]
+            ax.axhline(r["mean"], color=c, ls="--", label=n)
+            ax.axhspan(r["lo"], r["hi"], color=c, alpha=0.08)
+        ax.set_title(t)
+        ax.set_xlabel("temperature")
+        ax.set_ylabel("mean reward per prompt")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_chosen_params(results: dict, path: Path) -> Path | None:
+    """Distribution of the temperature / top-p / top-k each adaptive method chose, per task (the paper's Fig. 4):
+    grouped bars of the share of decisions (sequence level: samples; token level: generated tokens) per value."""
+    adaptive = [n for n, d in results["methods"].items() if d["type"] not in ("FixedPolicy", "GreedyPolicy", "OraclePolicy")]
+    if not adaptive:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    factors = ["temperature", "top_p", "top_k"]
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(12, 2.8 * len(tasks)), squeeze=False)
+    for r, t in enumerate(tasks):
+        for c, f in enumerate(factors):
+            ax = axes[r][c]
+            vals = sorted({v for m in adaptive for v in results["tasks"][t]["methods"][m]["chosen"].get(f, {})}, key=float)
+            width = 0.8 / len(adaptive)
+            for i, m in enumerate(adaptive):
+                counts = results["tasks"][t]["methods"][m]["chosen"].get(f, {})
+                tot = sum(counts.values()) or 1
+                ax.bar([j + i * width for j in range(len(vals))], [counts.get(v, 0) / tot for v in vals], width, label=m)
+            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(vals))], vals, fontsize=8)
+            ax.set_title(f"{t}: {f}", fontsize=9)
+            ax.set_ylim(0, 1)
+            if c == 0:
+                ax.set_ylabel("share of decisions")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def log_wandb(results: dict, cfg: EvalConfig, images: list):
+    try:
+        import wandb
+    except ImportError:
+        logger.warning("report_to='wandb' but wandb is not installed (pip install wandb); skipping wandb logging")
+        return
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run = wandb.init(project=cfg.wandb_project, name=cfg.run_name or Path(cfg.output_dir).name, dir=cfg.output_dir,
+                     config=results["config"], reinit="finish_previous")
+    summary = wandb.Table(columns=["task", "method", "reward", "reward_lo", "reward_hi"])
+    for t, tr in results["tasks"].items():
+        for m, r in tr["methods"].items():
+            summary.add_data(t, m, r["reward"]["mean"], r["reward"]["lo"], r["reward"]["hi"])
+    cols = ["task", "method", "baseline", "win", "win_lo", "win_hi", "tie", "loss", "mean_diff", "diff_lo", "diff_hi", "p_value"]
+    comps = wandb.Table(columns=cols, data=[[c[k] for k in cols] for c in results["comparisons"]])
+    log = {"summary": summary, "comparisons": comps}
+    for p in images:
+        log[f"plots/{Path(p).stem}"] = wandb.Image(str(p))
+    run.log(log)
+    run.finish()
+
+
+def write_outputs(results: dict, out_dir: Path, cfg: EvalConfig):
+    out_dir = Path(out_dir)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    (out_dir / "results.md").write_text(markdown_table(results))
+    images = []
+    if cfg.plots:
+        images = [p for p in (plot_reward_vs_temperature(results, out_dir / "reward_vs_temperature.png"),
+                              plot_chosen_params(results, out_dir / "chosen_params.png")) if p is not None]
+    if cfg.report_to == "wandb":
+        log_wandb(results, cfg, images)

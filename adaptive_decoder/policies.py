@@ -1,0 +1,301 @@
+"""Decoding policies: every method the evaluation compares, behind one interface.
+
+A policy decides the decoding hyperparameters; the tokens always come from `AdaptiveDecodingModel.generate`
+(`force=` for fixed configs, the head for AD), so differences between methods come only from the policy.
+
+    policy.generate(adm, prompts, num_samples=k, max_new_tokens=64, seed=0) -> [PolicyOutput per prompt]
+
+Seeding: `torch.manual_seed(seed)` right before the generate call, and the head's own generator (AD with
+selection="sample") is seeded with `seed` too. Two policies called with the same prompts and seed therefore
+see the same token randomness (common random numbers, which makes paired comparisons sharper).
+
+Registry (`build_policies(method, **options)`, one method name may expand to several policies):
+    greedy                      temperature 0 (exact argmax)
+    fixed                       one policy per temperature of a grid (default 0.0..1.0 step 0.2), optional
+                                fixed top_p / top_k / repetition_penalty
+    random                      a random (temperature, top_p, top_k) per prompt, drawn from the head's bins
+    adaptive                    ADseq / ADtok from saved heads (`head_path` or `head_paths`)
+    oracle                      best fixed setting per task, chosen on a held-out dev split (`OraclePolicy.fit`)
+    hag, hag_untrained          `adaptive_decoder.hag.HAGPolicy` (imported lazily): "hag" -> HAGPolicy(**options),
+                                "hag_untrained" -> HAGPolicy(untrained=True, **options)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from .generation import AdaptiveDecodingModel
+from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
+
+DEFAULT_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+@dataclass
+class PolicyOutput:
+    """The k samples of one prompt."""
+
+    texts: list
+    completion_ids: list
+    values: list                     # per sample: {"temperature", "top_p", "top_k", "repetition_penalty"} -> float
+                                     # (token level: a list per step, real steps only)
+    extra: dict = field(default_factory=dict)   # e.g. {"choices": [...]} for AD, {"config_text", "parse_failed"} for HAG
+
+
+class DecodingPolicy:
+    """Base class. Subclasses set `name` and implement `generate`."""
+
+    name: str = "policy"
+
+    def generate(self, adm: AdaptiveDecodingModel, prompts: list, *, num_samples: int, max_new_tokens: int,
+                 seed: int, chat: bool | None = None) -> list:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """JSON-able description stored in results.json."""
+        return {"name": self.name, "type": type(self).__name__}
+
+
+# ------------------------------------------------------------------------------------------------------------
+def split_output(out, n_prompts: int, k: int, replicate: bool = False, extra: list | None = None) -> list:
+    """Cut an `AdaptiveGenerateOutput` (HF row order: prompt i, sample j -> row i*k+j) into PolicyOutputs.
+
+    replicate=True: `out` holds ONE row per prompt (greedy), copied k times.
+    """
+    per = 1 if replicate else k
+    rows = out.completion_ids
+    texts = out.texts if out.texts is not None else [""] * len(rows)
+    res = []
+    for i in range(n_prompts):
+        idx = [i * per + (0 if replicate else j) for j in range(k)]
+        vals = [_row_values(out.values, out.step_mask, r) for r in idx]
+        ex = dict(extra[i]) if extra else {}
+        if out.choices:
+            ex["choices"] = [_row_values(out.choices, out.step_mask, r) for r in idx]
+        if replicate:
+            ex["replicated"] = True
+        res.append(PolicyOutput(texts=[texts[r] for r in idx], completion_ids=[list(rows[r]) for r in idx],
+                                values=vals, extra=ex))
+    return res
+
+
+def _row_values(d: dict, step_mask, r: int) -> dict:
+    out = {}
+    for k, v in d.items():
+        v = v[r]
+        if v.dim() == 0:
+            out[k] = v.item()
+        else:  # token level: real steps only
+            out[k] = v[step_mask[r].to(v.device)].tolist()
+    return out
+
+
+def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *, num_samples: int,
+                    max_new_tokens: int, seed: int, chat: bool | None = None, extra: list | None = None) -> list:
+    """Generate k samples per prompt with one fixed config per prompt (dict of temperature/top_p/top_k/
+    repetition_penalty), all through `adm.generate(force=...)`. When every config is greedy (temperature 0) the
+    k samples are identical by construction, so one row per prompt is generated and replicated."""
+    if len(configs) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(configs)} configs")
+    greedy = all(float(c.get("temperature", 1.0)) == 0.0 for c in configs)
+    per = 1 if greedy else num_samples
+    keys = sorted({k for c in configs for k in c})
+    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+    force = {k: [c.get(k, defaults.get(k)) for c in configs for _ in range(per)] for k in keys}
+    torch.manual_seed(seed)
+    out = adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens, num_return_sequences=per,
+                            force=force)
+    return split_output(out, len(prompts), num_samples, replicate=greedy, extra=extra)
+
+
+# ------------------------------------------------------------------------------------------------------------
+class FixedPolicy(DecodingPolicy):
+    """One fixed config for every prompt (the hand-tuned baseline)."""
+
+    def __init__(self, temperature: float, top_p: float = 1.0, top_k: int = 0, repetition_penalty: float | None = None,
+                 name: str | None = None):
+        self.config = {"temperature": float(temperature), "top_p": float(top_p), "top_k": int(top_k)}
+        if repetition_penalty is not None:
+            self.config["repetition_penalty"] = float(repetition_penalty)
+        self.temperature = float(temperature)
+        if name is None:
+            name = f"T={temperature:.1f}" if round(temperature, 1) == temperature else f"T={temperature:g}"
+            if top_p != 1.0:
+                name += f",p={top_p:g}"
+            if top_k:
+                name += f",k={top_k}"
+            if repetition_penalty not in (None, 1.0):
+                name += f",rp={repetition_penalty:g}"
+        self.name = name
+
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+        return forced_generate(adm, prompts, [self.config] * len(prompts), num_samples=num_samples,
+                               max_new_tokens=max_new_tokens, seed=seed, chat=chat)
+
+    def describe(self):
+        return {**super().describe(), **self.config}
+
+
+class GreedyPolicy(FixedPolicy):
+    def __init__(self, name: str = "greedy"):
+        super().__init__(0.0, name=name)
+
+
+class RandomPolicy(DecodingPolicy):
+    """A uniformly random (temperature, top_p, top_k) per prompt, shared by its k samples.
+
+    The draw depends only on (seed, prompt text), so it does not change with batching or on resume."""
+
+    def __init__(self, temperature_bins=None, top_p_bins=None, top_k_bins=None, name: str = "random"):
+        d = AdaptiveDecoderConfig()
+        self.bins = {"temperature": list(temperature_bins or d.temperature_bins),
+                     "top_p": list(top_p_bins or d.top_p_bins), "top_k": [int(k) for k in (top_k_bins or d.top_k_bins)]}
+        AdaptiveDecoderConfig(**{f"{k}_bins": v for k, v in self.bins.items()})  # validates the bins
+        self.name = name
+
+    def config_for(self, prompt: str, seed: int) -> dict:
+        rng = random.Random(f"{seed}:{prompt}")
+        return {k: rng.choice(v) for k, v in self.bins.items()}
+
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+        configs = [self.config_for(p, seed) for p in prompts]
+        return forced_generate(adm, prompts, configs, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                               seed=seed, chat=chat)
+
+    def describe(self):
+        return {**super().describe(), "bins": self.bins}
+
+
+def check_base_model(head: AdaptiveDecoderHead, model, requested: str | None = None, source: str = "head") -> None:
+    """Refuse a head trained for another base model: hidden size (always) and the recorded base-model identity."""
+    head.check_compatible(model)
+    want = head.config.base_model
+    if not want:
+        return
+    from .models import EMBEDDED
+
+    have = getattr(model.config, "_name_or_path", "") or ""
+    names = {have, requested} | {a for a, info in EMBEDDED.items() if info["identity"] == have}
+    if want in names or EMBEDDED.get(want, {}).get("identity") in names:
+        return
+    raise ValueError(f"{source} was trained for base model {want!r} but the evaluated model is {have!r}"
+                     f"{f' (requested as {requested!r})' if requested else ''}; a head only works on the LM whose hidden "
+                     "states it was trained on. If this is the same model under another name, pass strict_base_model=False.")
+
+
+class AdaptivePolicy(DecodingPolicy):
+    """ADseq / ADtok: the saved head chooses the decoding hyperparameters (argmax unless `selection` says)."""
+
+    def __init__(self, head_path=None, head: AdaptiveDecoderHead | None = None, name: str | None = None,
+                 selection: str | None = None, strict_base_model: bool = True, model_name: str | None = None):
+        if (head_path is None) == (head is None):
+            raise ValueError("AdaptivePolicy needs exactly one of head_path= or head=")
+        self.head_path = str(head_path) if head_path is not None else None
+        self.head = head if head is not None else AdaptiveDecoderHead.from_pretrained(head_path)
+        self.selection, self.strict, self.model_name = selection, strict_base_model, model_name
+        self.name = name or ("adseq" if self.head.config.level == "sequence" else "adtok")
+        self._adm = None
+
+    def _bound(self, adm: AdaptiveDecodingModel) -> AdaptiveDecodingModel:
+        if self._adm is None or self._adm.model is not adm.model:
+            src = f"head {self.head_path}" if self.head_path else "head"
+            if self.strict:
+                check_base_model(self.head, adm.model, self.model_name, src)
+            else:
+                self.head.check_compatible(adm.model)
+            self._adm = AdaptiveDecodingModel(adm.model, adm.tokenizer, self.head)  # adm itself is left untouched
+        return self._adm
+
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+        local = self._bound(adm)
+        torch.manual_seed(seed)
+        out = local.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens,
+                                  num_return_sequences=num_samples, selection=self.selection, head_seed=seed)
+        return split_output(out, len(prompts), num_samples)
+
+    def describe(self):
+        return {**super().describe(), "head_path": self.head_path, "level": self.head.config.level,
+                "selection": self.selection or self.head.config.selection, "factors": list(self.head.factors)}
+
+
+class OraclePolicy(DecodingPolicy):
+    """The best fixed setting for a task, chosen on a held-out dev split (the bar AutoDeco compares to).
+
+    `fit({candidate name: dev mean reward})` picks the best (ties -> the earlier candidate); then `generate`
+    decodes exactly like that fixed policy. Use one OraclePolicy per task."""
+
+    def __init__(self, candidates: list, name: str = "oracle"):
+        if not candidates:
+            raise ValueError("OraclePolicy needs at least one fixed candidate")
+        self.candidates = list(candidates)
+        self.name = name
+        self.chosen: FixedPolicy | None = None
+        self.dev_scores: dict = {}
+
+    def fit(self, dev_scores: dict) -> FixedPolicy:
+        missing = [c.name for c in self.candidates if c.name not in dev_scores]
+        if missing:
+            raise ValueError(f"oracle: no dev score for candidates {missing}")
+        self.dev_scores = {c.name: float(dev_scores[c.name]) for c in self.candidates}
+        self.chosen = max(self.candidates, key=lambda c: (self.dev_scores[c.name], -self.candidates.index(c)))
+        return self.chosen
+
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+        if self.chosen is None:
+            raise RuntimeError("OraclePolicy.fit(dev_scores) must run before generate")
+        outs = self.chosen.generate(adm, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed, chat=chat)
+        for o in outs:
+            o.extra["oracle_choice"] = self.chosen.name
+        return outs
+
+    def describe(self):
+        return {**super().describe(), "candidates": [c.name for c in self.candidates],
+                "chosen": self.chosen.describe() if self.chosen else None, "dev_scores": self.dev_scores}
+
+
+# ------------------------------------------------------------------------------------------------------------
+def _grid(temperatures=None, top_p: float = 1.0, top_k: int = 0, repetition_penalty: float | None = None) -> list:
+    temps = DEFAULT_TEMPERATURES if temperatures is None else list(temperatures)
+    if not temps:
+        raise ValueError("the fixed grid needs at least one temperature")
+    return [FixedPolicy(t, top_p, top_k, repetition_penalty) for t in temps]
+
+
+def _adaptive(head_path=None, head_paths=None, **kw) -> list:
+    paths = ([head_path] if head_path else []) + list(head_paths or [])
+    if not paths:
+        raise ValueError("method 'adaptive' needs head_path= (or head_paths=[...]): a directory saved by "
+                         "AdaptiveDecoderHead.save_pretrained")
+    return [AdaptivePolicy(p, **kw) for p in paths]
+
+
+def _hag(untrained: bool, **options) -> list:
+    try:
+        from .hag import HAGPolicy  # noqa: PLC0415  (written by the HAG issue; optional here)
+    except ImportError as e:
+        raise ImportError(f"method {'hag_untrained' if untrained else 'hag'!r} needs adaptive_decoder.hag.HAGPolicy, "
+                          f"which could not be imported ({e}); it is added by the HAG baseline") from e
+    return [HAGPolicy(untrained=True, **options) if untrained else HAGPolicy(**options)]
+
+
+POLICIES = {
+    "greedy": lambda **kw: [GreedyPolicy(**kw)],
+    "fixed": _grid,
+    "random": lambda **kw: [RandomPolicy(**kw)],
+    "adaptive": _adaptive,
+    "oracle": lambda name="oracle", **kw: [OraclePolicy(_grid(**kw), name=name)],
+    "hag": lambda **kw: _hag(False, **kw),
+    "hag_untrained": lambda **kw: _hag(True, **kw),
+}
+
+
+def build_policies(method: str, **options) -> list:
+    """Policies for one method name of the registry (a grid method expands to several)."""
+    if method not in POLICIES:
+        raise ValueError(f"unknown method {method!r}; valid: {sorted(POLICIES)}")
+    try:
+        return POLICIES[method](**options)
+    except TypeError as e:  # an unexpected keyword from a config file
+        raise ValueError(f"bad options for method {method!r}: {e}") from None

@@ -1,0 +1,30 @@
+"""Evaluate decoding methods (greedy, fixed temperatures, random, oracle, AD heads, HAG) on the task suite.
+
+    python eval/run_suite.py --config configs/eval/quick.yaml
+    python eval/run_suite.py --config configs/eval/full.yaml --output_dir runs/eval_full --num_prompts 500
+
+Every EvalConfig field can be set in the YAML or overridden on the command line; an unknown key is an error
+naming it. Re-running with the same output_dir resumes: finished (method, task, prompt) units are skipped.
+"""
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+from trl import TrlParser  # noqa: E402
+
+from adaptive_decoder.evaluation import EvalConfig, run_evaluation  # noqa: E402
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (cfg,) = TrlParser((EvalConfig,)).parse_args_and_config(argv)
+    results = run_evaluation(cfg)
+    print((open(os.path.join(cfg.output_dir, "results.md")).read()))
+    print(f"wrote {cfg.output_dir}/results.json, results.md and plots; wall clock {results['wall_seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
