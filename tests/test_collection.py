@@ -30,7 +30,7 @@ from test_rewards import tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = ROOT / "configs" / "lpo" / "collect_tiny.yaml"
-REWARD = {"repetition": {"weight": 1.0, "n": 1}, "gsm8k": {"weight": 0.5}}
+REWARD = {"fluency": {"weight": 1.0}, "repetition": {"weight": 0.5, "n": 1}}  # fluency: a continuous signal
 
 
 def make_adm(level="sequence", seed=0, model_seed=0, bins=(0.0, 0.5, 1.0, 1.5)):
@@ -75,7 +75,7 @@ def test_records_choices_values_rewards_and_cache(tmp_path, level):
         ex = next(p for p in ps if p["id"] == r["prompt_id"])
         want = reward.score_components([r["completion"]], [ex])
         assert r["rewards"] == {k: pytest.approx(v[0]) for k, v in want.items()}
-        assert r["rewards"]["total"] == pytest.approx(r["rewards"]["repetition"] + 0.5 * r["rewards"]["gsm8k"])
+        assert r["rewards"]["total"] == pytest.approx(r["rewards"]["fluency"] + 0.5 * r["rewards"]["repetition"])
     assert sorted(by_prompt) == sorted(p["id"] for p in ps)
     hidden = {}
     for f in (tmp_path / "hidden").glob("*.safetensors"):
@@ -155,7 +155,7 @@ def test_bad_prompts_and_settings(tmp_path):
     with pytest.raises(ValueError, match="duplicated prompt ids"):
         run(adm, tmp_path, prompts(2) + prompts(1))
     with pytest.raises(ValueError, match=r"no reward configured for task\(s\) \['other'\]"):
-        collect(adm, prompts(1, task="other"), {"arith": build_reward(REWARD)}, tmp_path, CollectionSettings(), progress=False)
+        collect(adm, prompts(1, task="other"), {"arith": build_reward({"gsm8k": {}})}, tmp_path, CollectionSettings(), progress=False)
     with pytest.raises(ValueError, match="num_samples must be >= 2"):
         CollectionSettings(num_samples=1)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['paht'\]"):

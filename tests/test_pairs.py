@@ -1,0 +1,163 @@
+"""Preference pairs: modes, ties, non-finite rewards, statistics (Fig. 7), PairDataset cache vs recompute."""
+
+import math
+
+import pytest
+import torch
+
+from adaptive_decoder.collection import CollectionMismatchError, CollectionSettings, collect, read_collection
+from adaptive_decoder.pairs import PairDataset, build_pairs, collection_pair_report, pair_statistics, plot_pair_statistics
+from adaptive_decoder.rewards import CompositeReward, Repetition
+from test_collection import make_adm, prompts, run
+
+
+def rec(pid, j, total, task="t", choices=None):
+    return {"prompt_id": pid, "task": task, "sample_index": j, "rewards": {"total": total},
+            "choices": choices if choices is not None else {"temperature": j % 3}}
+
+
+def test_best_vs_worst_default():
+    recs = [rec("a", j, r) for j, r in enumerate([0.2, 0.9, 0.1, 0.9])] + [rec("b", j, r, task="u") for j, r in enumerate([1.0, 3.0])]
+    pairs, st = build_pairs(recs)
+    assert [(p.prompt_id, p.chosen, p.rejected, p.reward_chosen, p.reward_rejected) for p in pairs] == [
+        ("a", 1, 2, 0.9, 0.1), ("b", 1, 0, 3.0, 1.0)]  # tie for best (j=1, j=3) broken by sample index
+    assert st["pairs"] == 2 and st["pairs_per_task"] == {"t": 1, "u": 1} and st["ties_skipped"] == 0
+
+
+def test_top_k_vs_bottom_k_and_all_pairs_with_ties():
+    recs = [rec("a", j, r) for j, r in enumerate([5.0, 1.0, 3.0, 1.0, 4.0])]
+    pairs, st = build_pairs(recs, mode="top_k_vs_bottom_k", k=2)
+    # ranked: j0 5.0, j4 4.0, j2 3.0, j1 1.0, j3 1.0 -> top {0, 4} x bottom {1, 3}
+    assert sorted((p.chosen, p.rejected) for p in pairs) == [(0, 1), (0, 3), (4, 1), (4, 3)]
+    pairs, st = build_pairs(recs, mode="top_k_vs_bottom_k", k=10)  # k capped at group size // 2 = 2
+    assert len(pairs) == 4
+    pairs, st = build_pairs(recs, mode="all_pairs")
+    assert len(pairs) == 9 and st["ties_skipped"] == 1  # 10 pairs, (1, 3) is a tie
+    assert all(p.reward_chosen > p.reward_rejected for p in pairs)
+    pairs, st = build_pairs(recs, mode="all_pairs", eps=1.0)  # |diff| <= 1 is a tie: (5,4), (4,3), (1,1)
+    assert len(pairs) == 7 and st["ties_skipped"] == 3
+
+
+def test_all_tie_groups_nonfinite_rewards_and_empty_prompts_are_counted():
+    recs = ([rec("tied", j, 0.5) for j in range(4)]
+            + [rec("almost", 0, 0.5), rec("almost", 1, 0.5 + 1e-9)]
+            + [rec("nan", 0, float("nan")), rec("nan", 1, 1.0), rec("nan", 2, float("inf")), rec("nan", 3, 0.0)]
+            + [rec("lonely", 0, float("-inf")), rec("lonely", 1, 2.0)]
+            + [rec("none", 0, None), {**rec("none", 1, 0.0), "rewards": {}}])
+    pairs, st = build_pairs(recs, prompt_ids=["tied", "almost", "nan", "lonely", "none", "never_sampled"])
+    assert [(p.prompt_id, p.chosen, p.rejected) for p in pairs] == [("nan", 1, 3)]  # NaN / inf never used
+    assert st["prompts"] == 6 and st["prompts_no_samples"] == 1
+    assert st["prompts_all_tied"] == 2 and st["ties_skipped"] == 2
+    assert st["nonfinite_dropped"] == 2 + 1 + 2 and st["prompts_too_few_valid"] == 2
+    with pytest.raises(ValueError, match="unknown pair mode 'best'"):
+        build_pairs(recs, mode="best")
+    with pytest.raises(ValueError, match="integer k >= 1"):
+        build_pairs(recs, mode="top_k_vs_bottom_k", k=0)
+
+
+def test_pair_statistics_counts_by_task_and_factor(tmp_path):
+    cfg = {"hidden_size": 8, "factors": ["temperature", "top_k"], "temperature_bins": [0.0, 0.5, 1.0],
+           "top_k_bins": [0, 20], "level": "token"}
+    recs = [rec("a", 0, 1.0, "math", {"temperature": [0, 0, 1], "top_k": [1, 1, 1]}),
+            rec("a", 1, 0.0, "math", {"temperature": [2, 2], "top_k": [0, 1]}),
+            rec("b", 0, 0.0, "story", {"temperature": [2], "top_k": [0]}),
+            rec("b", 1, 2.0, "story", {"temperature": [1, 2, 2, 2], "top_k": [0, 0, 0, 0]})]
+    pairs, _ = build_pairs(recs)
+    st = pair_statistics(pairs, recs, cfg)
+    assert st["tasks"]["math"]["temperature"] == {"chosen": [2, 1, 0], "rejected": [0, 0, 2]}
+    assert st["tasks"]["math"]["top_k"] == {"chosen": [0, 3], "rejected": [1, 1]}
+    assert st["tasks"]["story"]["temperature"] == {"chosen": [0, 1, 3], "rejected": [0, 0, 1]}
+    assert st["tasks"]["all"]["temperature"] == {"chosen": [2, 2, 3], "rejected": [0, 0, 3]}
+    assert st["bins"] == {"temperature": [0.0, 0.5, 1.0], "top_k": [0, 20]} and st["num_pairs"] == 2
+    png = plot_pair_statistics(st, tmp_path / "fig7.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+# ------------------------------------------------------------------------------------------- PairDataset
+@pytest.mark.parametrize("level", ["sequence", "token"])
+def test_pair_dataset_cache_and_recompute_give_the_same_tensors_and_loss(tmp_path, level):
+    adm = make_adm(level)
+    run(adm, tmp_path, prompts(6), max_new_tokens=8, cache_which="all")
+    cached = PairDataset(tmp_path)
+    assert cached.stats["samples_recomputed"] == 0 and len(cached) > 0
+    recomputed = PairDataset(tmp_path, model=adm.model, use_cache=False)
+    assert recomputed.stats["samples_cached"] == 0 and len(recomputed) == len(cached)
+    head = adm.head
+    for a, b in zip(cached, recomputed):
+        assert a["prompt_id"] == b["prompt_id"] and a["reward_chosen"] > a["reward_rejected"]
+        for side in ("chosen", "rejected"):
+            x, y = a[f"{side}_inputs"], b[f"{side}_inputs"]
+            assert x.dtype == y.dtype == torch.float16 and x.shape == y.shape
+            assert x.shape == ((32,) if level == "sequence" else (len(a[f"{side}_choices"]["temperature"]), 32))
+            torch.testing.assert_close(x.float(), y.float(), atol=2e-3, rtol=2e-3)
+            for f in head.factors:
+                assert a[f"{side}_choices"][f].dtype == torch.long
+                assert torch.equal(a[f"{side}_choices"][f], b[f"{side}_choices"][f])
+        # the quantity LPO is built from: log-prob margin of chosen over rejected latents, summed over steps
+        margin = lambda d: (head.log_prob(d["chosen_inputs"].float(), d["chosen_choices"]).sum()  # noqa: E731
+                            - head.log_prob(d["rejected_inputs"].float(), d["rejected_choices"]).sum())
+        assert margin(a).item() == pytest.approx(margin(b).item(), abs=1e-3)
+    _, recs = read_collection(tmp_path)
+    assert {k for k in ("chosen_inputs", "chosen_choices", "rejected_inputs", "rejected_choices", "reward_chosen",
+                        "reward_rejected", "task", "prompt_id")} == set(cached[0])
+    assert len(recs) == 24
+
+
+def test_pair_dataset_mixes_cache_and_recompute_within_budget(tmp_path):
+    adm = make_adm()
+    run(adm, tmp_path, prompts(6), cache_budget_mb=4 * 32 * 2 / 2**20)  # room for four vectors
+    with pytest.raises(ValueError, match="have no cached head inputs .* pass model="):
+        PairDataset(tmp_path)
+    ds = PairDataset(tmp_path, model=adm.model)
+    assert ds.stats["samples_cached"] >= 1 and ds.stats["samples_recomputed"] >= 1
+    full = PairDataset(tmp_path, model=adm.model, use_cache=False)
+    for a, b in zip(ds, full):
+        torch.testing.assert_close(a["chosen_inputs"].float(), b["chosen_inputs"].float(), atol=2e-3, rtol=2e-3)
+
+
+def test_pair_dataset_refuses_other_base_model_and_head_config(tmp_path):
+    adm = make_adm()
+    run(adm, tmp_path, prompts(3))
+    with pytest.raises(CollectionMismatchError, match="different base model"):
+        PairDataset(tmp_path, model=make_adm(model_seed=1).model)
+    with pytest.raises(CollectionMismatchError, match=r"temperature_bins: stored \[0.0, 0.5, 1.0, 1.5\], now \[0.0, 1.0\]"):
+        PairDataset(tmp_path, head_config=make_adm(bins=(0.0, 1.0)).head.config)
+    other_arch = adm.head.config.to_dict() | {"num_layers": 3, "intermediate_size": 64}  # architecture may differ
+    assert len(PairDataset(tmp_path, head_config=other_arch)) == PairDataset(tmp_path).stats["pairs"]
+    with pytest.raises(ValueError, match=r"tasks \['nope'\] have no samples"):
+        PairDataset(tmp_path, tasks=["nope"])
+
+
+class _NanEveryOther:
+    """A reward that fails (NaN) on every other sample, like a flaky reward model."""
+
+    name = "flaky"
+
+    def score(self, completions, examples):
+        return [float("nan") if i % 2 else float(len(c)) for i, c in enumerate(completions)]
+
+
+def test_nan_rewards_from_a_collection_are_dropped_and_counted(tmp_path):
+    adm = make_adm()
+    ps = prompts(3)
+    reward = CompositeReward({"flaky": (_NanEveryOther(), 1.0), "repetition": (Repetition(), 0.0)})
+    summary = collect(adm, ps, {"arith": reward}, tmp_path, CollectionSettings(num_samples=4, max_new_tokens=6), progress=False)
+    assert summary["nonfinite_rewards"] == 6
+    _, recs = read_collection(tmp_path)
+    assert sum(math.isnan(r["rewards"]["total"]) for r in recs) == 6  # stored as-is, never silently replaced
+    counts = collection_pair_report(tmp_path)
+    assert counts["nonfinite_dropped"] == 6 and counts["samples"] == 12
+    ds = PairDataset(tmp_path, model=adm.model)
+    assert all(math.isfinite(x["reward_chosen"]) and math.isfinite(x["reward_rejected"]) for x in ds)
+    assert all(x["chosen_choices"]["temperature"].ndim == 0 for x in ds)
+    assert (tmp_path / "pair_stats.png").exists() and (tmp_path / "pair_stats.json").exists()
+
+
+def test_pair_dataset_works_with_a_dataloader(tmp_path):
+    adm = make_adm()
+    run(adm, tmp_path, prompts(4))
+    ds = PairDataset(tmp_path)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds))))  # sequence level: default collate stacks
+    assert batch["chosen_inputs"].shape == (len(ds), 32) and batch["chosen_choices"]["temperature"].shape == (len(ds),)
+    st = ds.statistics()
+    assert sum(st["tasks"]["all"]["temperature"]["chosen"]) == len(ds)
