@@ -9,9 +9,10 @@ seed crc32(f"{seed}:{task}:{split}:{b}") for EVERY method, so methods see the sa
 comparisons with common random numbers) and a unit's samples do not depend on which methods run.
 
 Oracle: each fixed-grid candidate runs on a held-out dev split of the task (disjoint from the test prompts); the
-best mean dev reward picks the setting, which then decodes the test prompts. When that same fixed setting was
-also run on the test prompts (method "fixed"), its units are reused: same policy, prompts and seeds give the
-same samples by construction, so recomputing them would only cost time.
+best mean dev reward picks the setting, which then decodes the test prompts.
+Reuse: two methods with the same fixed config (greedy and T=0.0; the oracle and the grid setting it chose) would
+produce identical samples (same config, prompts and seeds), so the second copies the first one's units
+(marked extra.reused_from) instead of recomputing them.
 
 Outputs in `output_dir`: units.jsonl (resume log), results.json (config, every sample with its applied values
 and chosen bins, per-method metrics, paired comparisons), results.md (tables; a win rate is never shown without
@@ -29,7 +30,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .policies import DEFAULT_TEMPERATURES, AdaptivePolicy, FixedPolicy, OraclePolicy, build_policies, POLICIES
+from .policies import (DEFAULT_TEMPERATURES, POLICIES, AdaptivePolicy, FixedPolicy, GreedyPolicy, OraclePolicy,
+                       build_policies)
 from .stats import bootstrap_mean_ci, format_ci, paired_comparison
 from .tasks import TASKS, get_task
 
@@ -321,12 +323,21 @@ class Evaluator:
     def _fit_oracle(self, oracle: OraclePolicy, tname: str):
         oracle.fit(self._dev_scores(oracle, tname))
 
+    def _reusable(self, policy, task, split, todo):
+        """A policy already run here with the same fixed config (greedy == T=0.0, oracle == its chosen setting):
+        same config, prompts and batch seeds give the same samples by construction, so its units are copied."""
+        target = policy.chosen if isinstance(policy, OraclePolicy) else policy
+        if not isinstance(target, FixedPolicy):
+            return None
+        pool = self.policies + [c for o in self.oracles for c in o.candidates]
+        for q in pool:
+            if (type(q) in (FixedPolicy, GreedyPolicy) and q.name != policy.name and q.config == target.config
+                    and all(self.store.done(q.name, task.name, split, e["id"]) for e in todo)):
+                return q
+        return None
+
     def _run_job(self, policy, task, split, examples, bar):
         cfg = self.cfg
-        reuse = None
-        if isinstance(policy, OraclePolicy):  # same fixed policy, prompts and seeds -> same samples: reuse
-            reuse = next((p for p in self.policies if isinstance(p, FixedPolicy) and not isinstance(p, OraclePolicy)
-                          and p.name == policy.chosen.name and p.config == policy.chosen.config), None)
         for b in range(0, len(examples), cfg.batch_size):
             chunk = examples[b:b + cfg.batch_size]
             todo = [e for e in chunk if not self.store.done(policy.name, task.name, split, e["id"])]
@@ -334,12 +345,15 @@ class Evaluator:
                 continue
             bi = b // cfg.batch_size
             seed = batch_seed(cfg.seed, task.name, split, bi)
-            if reuse is not None and all(self.store.done(reuse.name, task.name, split, e["id"]) for e in todo):
+            reuse = self._reusable(policy, task, split, todo)
+            if reuse is not None:
                 units = []
                 for e in todo:
                     u = dict(self.store.get(reuse.name, task.name, split, e["id"]))
                     u["method"] = policy.name
-                    u["extra"] = {**u.get("extra", {}), "oracle_choice": policy.chosen.name, "reused_from": reuse.name}
+                    u["extra"] = {**u.get("extra", {}), "reused_from": reuse.name}
+                    if isinstance(policy, OraclePolicy):
+                        u["extra"]["oracle_choice"] = policy.chosen.name
                     units.append(u)
             else:
                 bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")

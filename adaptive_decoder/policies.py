@@ -86,10 +86,15 @@ def _row_values(d: dict, step_mask, r: int) -> dict:
     for k, v in d.items():
         v = v[r]
         if v.dim() == 0:
-            out[k] = v.item()
+            out[k] = _clean(v.item())
         else:  # token level: real steps only
-            out[k] = v[step_mask[r].to(v.device)].tolist()
+            out[k] = [_clean(x) for x in v[step_mask[r].to(v.device)].tolist()]
     return out
+
+
+def _clean(x):
+    # float32 bin values (0.4000000059604645) stored as the number the user configured
+    return round(x, 6) if isinstance(x, float) else x
 
 
 def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *, num_samples: int,
@@ -201,10 +206,13 @@ class AdaptivePolicy(DecodingPolicy):
     def _bound(self, adm: AdaptiveDecodingModel) -> AdaptiveDecodingModel:
         if self._adm is None or self._adm.model is not adm.model:
             src = f"head {self.head_path}" if self.head_path else "head"
-            if self.strict:
-                check_base_model(self.head, adm.model, self.model_name, src)
-            else:
-                self.head.check_compatible(adm.model)
+            try:
+                if self.strict:
+                    check_base_model(self.head, adm.model, self.model_name, src)
+                else:
+                    self.head.check_compatible(adm.model)
+            except ValueError as e:
+                raise ValueError(f"{src} cannot be used: {e}") from None
             self._adm = AdaptiveDecodingModel(adm.model, adm.tokenizer, self.head)  # adm itself is left untouched
         return self._adm
 
