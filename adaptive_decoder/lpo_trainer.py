@@ -271,8 +271,11 @@ class LPOTrainer:
 
         self.train_dataset = train_dataset
         self.sampler = EpochShuffleSampler(len(train_dataset), cfg.seed)
+        # own generator: starting a DataLoader iterator otherwise draws from the global torch RNG, and a resumed
+        # run starts one more iterator than an uninterrupted one did (dropout would then see other numbers)
         loader = torch.utils.data.DataLoader(train_dataset, batch_size=cfg.per_device_train_batch_size,
-                                             sampler=self.sampler, collate_fn=collate_pairs)
+                                             sampler=self.sampler, collate_fn=collate_pairs,
+                                             generator=torch.Generator().manual_seed(cfg.seed))
         policy = _PolicyLogps(head, cfg.token_aggregation)
         optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         # steps per epoch as each process sees them after sharding
