@@ -1,0 +1,840 @@
+"""The reproduction experiment: collect -> LPO-train ADseq / ADtok -> evaluate against every baseline -> aggregate.
+
+One call, `run_experiment(ExperimentConfig(...))`, drives the whole pipeline on top of the other library modules:
+
+    splits       per task, a deterministic split of the task's examples into disjoint train / dev / test prompts
+                 (shuffled with `split_seed`; test first, then dev, then train; a prompt text never appears in two
+                 splits). The same splits serve every seed, so seeds vary only the sampling and the head init.
+    for each seed:
+      collect-<level>  LPO samples on the TRAIN prompts with a freshly initialised head exploring
+                       (`adaptive_decoder.collection.collect`, rewards = the evaluation rewards of each task)
+      train-<level>    LPO on best-vs-worst pairs of that collection (`adaptive_decoder.lpo_trainer.LPOTrainer`),
+                       starting from (and referencing) the collecting head
+      eval             greedy, the fixed-temperature grid, random, the per-task oracle (fitted on DEV prompts),
+                       the trained heads (ADseq / ADtok) and optionally HAG on the TEST prompts
+                       (`adaptive_decoder.evaluation.Evaluator`)
+    aggregate    per method x task: mean reward with a 95% bootstrap CI over prompts (each prompt's reward averaged
+                 over seeds), paired win rates / mean differences with p-values vs every fixed temperature
+                 (`adaptive_decoder.stats`), the learned temperature / top-p / top-k distributions per task, plots,
+                 `summary.md` and `summary.json`, and the verdict on the bar (see `check_bar`).
+
+Resume: each stage directory gets a `stage_done.json` (its settings fingerprint, summary and wall time) written
+atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
+library it calls (collection manifest, LPO checkpoints, evaluation unit log). A finished stage whose settings
+changed is refused (use a new run_dir) rather than silently mixed. The base LM is loaded only if a stage runs.
+
+Everything lives under `run_dir`:
+    experiment_config.json, splits.json
+    seed-<s>/collect-<level>/  (collection + collect_head/)   seed-<s>/train-<level>/head/   seed-<s>/eval/
+    summary.md, summary.json, reward_vs_temperature.png, learned_params.png, paired_differences.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+LEVELS = ("sequence", "token")
+LEVEL_METHOD = {"sequence": "adseq", "token": "adtok"}
+SPLIT_KEYS = ("num_train", "num_dev", "num_test")
+# keys of the nested option dicts that the experiment sets itself (per seed / per stage)
+_MANAGED = {
+    "collect": {"seed", "max_new_tokens", "chat"},
+    "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
+            "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
+            "overwrite_output_dir", "head_init_seed"},
+    "eval": {"model", "dtype", "device", "torch_threads", "chat", "tasks", "task_options", "num_prompts",
+             "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
+             "progress", "report_to", "skip_missing_heads", "n_bootstrap"},
+}
+
+
+def _as_dict(name: str, v) -> dict:
+    if v is None:
+        return {}
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name} must be a mapping (JSON object on the command line), got {v!r} ({e})") from None
+    if not isinstance(v, dict):
+        raise ValueError(f"{name} must be a mapping, got {type(v).__name__}: {v!r}")
+    return dict(v)
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole experiment (YAML via `experiments/run.py --config`, CLI flags override; unknown keys are errors)."""
+
+    run_dir: str = field(default=None, metadata={"help": "Directory for every output of the run (created; rerun = resume)."})
+    model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
+    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM."})
+    device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for this process (CPU)."})
+    chat: bool | None = field(default=None, metadata={"help": "Chat template (default: when the tokenizer has one)."})
+    tasks: dict | str | None = field(default=None, metadata={
+        "help": "task name -> options: the evaluation task options (path, hf_id, reward, num_fewshot, template, ...; see "
+                "adaptive_decoder.tasks) plus optional per-task num_train / num_dev / num_test. JSON on the CLI."})
+    num_train: int = field(default=16, metadata={"help": "Train prompts per task (collection), unless the task sets its own."})
+    num_dev: int = field(default=4, metadata={"help": "Dev prompts per task (the oracle's choice), unless the task sets its own."})
+    num_test: int = field(default=8, metadata={"help": "Test prompts per task (the reported numbers), unless the task sets its own."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the train/dev/test split (shared by all seeds)."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds: each one reruns collection, training and evaluation sampling."})
+    levels: list[str] = field(default_factory=lambda: ["sequence", "token"], metadata={"help": f"Heads to train: {LEVELS} (ADseq, ADtok)."})
+    head: dict | str | None = field(default=None, metadata={"help": "AdaptiveDecoderConfig options of the heads (bins, factors, num_layers, ...); level is set per head."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Generation length cap, in collection and evaluation alike."})
+    collect: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
+    lpo: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.lpo_trainer.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
+    methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle", "adaptive"],
+                               metadata={"help": "Evaluation methods (adaptive = the trained heads); add 'hag' / 'hag_untrained' for HAG."})
+    temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                                      metadata={"help": "Fixed-temperature grid (baselines and the oracle's candidates)."})
+    eval: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.evaluation.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
+    n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
+    report_to: str = field(default="none", metadata={"help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars."})
+    plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
+
+    def __post_init__(self):
+        if not self.run_dir:
+            raise ValueError("run_dir is required")
+        self.tasks = _as_dict("tasks", self.tasks)
+        if not self.tasks:
+            raise ValueError("tasks is empty: configure at least one task (e.g. tasks: {gsm8k: {}, constrained_writing: {}})")
+        from .tasks import TASKS
+
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; valid: {sorted(TASKS)}")
+        self.tasks = {t: _as_dict(f"tasks.{t}", o) for t, o in self.tasks.items()}
+        for name in ("head", "collect", "lpo", "eval"):
+            setattr(self, name, _as_dict(name, getattr(self, name)))
+        self._check_nested()
+        bad = sorted(set(self.levels) - set(LEVELS))
+        if bad or not self.levels or len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels must be distinct values from {LEVELS}, got {self.levels}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds}")
+        for name in ("num_train", "num_test", "max_new_tokens", "n_bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_dev < 0:
+            raise ValueError(f"num_dev must be >= 0, got {self.num_dev}")
+        for t in self.tasks:
+            n = self.split_sizes(t)
+            if n["num_train"] < 1 or n["num_test"] < 1 or n["num_dev"] < 0:
+                raise ValueError(f"task {t!r}: need num_train >= 1, num_test >= 1, num_dev >= 0; got {n}")
+            if "oracle" in self.methods and n["num_dev"] < 1:
+                raise ValueError(f"task {t!r}: the oracle needs dev prompts (num_dev >= 1)")
+        if self.report_to not in ("none", "wandb"):
+            raise ValueError(f"report_to must be 'none' or 'wandb', got {self.report_to!r}")
+        if "adaptive" not in self.methods:
+            raise ValueError("methods must include 'adaptive' (the trained heads are what the experiment tests)")
+        if not self.temperatures or "fixed" not in self.methods:
+            raise ValueError("methods must include 'fixed' with a non-empty temperatures grid (the bar compares to it)")
+
+    def _check_nested(self):
+        from .collection import CollectionSettings
+        from .evaluation import EvalConfig
+        from .head import AdaptiveDecoderConfig
+        from .lpo_trainer import LPOConfig
+
+        valid = {"collect": {f.name for f in fields(CollectionSettings)}, "lpo": {f.name for f in fields(LPOConfig)},
+                 "eval": {f.name for f in fields(EvalConfig)}}
+        for name, ok in valid.items():
+            opts = getattr(self, name)
+            managed = sorted(set(opts) & _MANAGED[name])
+            if managed:
+                raise ValueError(f"{name}: {managed} are set by the experiment itself (use the top-level options); "
+                                 f"settable here: {sorted(ok - _MANAGED[name])}")
+            unknown = sorted(set(opts) - ok)
+            if unknown:
+                raise ValueError(f"{name}: unknown key(s) {unknown}; valid: {sorted(ok - _MANAGED[name])}")
+        unknown = sorted(set(self.head) - set(AdaptiveDecoderConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"head: unknown key(s) {unknown}; valid: {sorted(AdaptiveDecoderConfig.__dataclass_fields__)}")
+        if "level" in self.head or "hidden_size" in self.head:
+            raise ValueError("head: 'level' comes from `levels` and 'hidden_size' from the model; remove them")
+
+    def split_sizes(self, task: str) -> dict:
+        opts = self.tasks[task]
+        return {k: int(opts.get(k, getattr(self, k))) for k in SPLIT_KEYS}
+
+    def task_options(self, task: str) -> dict:
+        """The evaluation-task options of `task` (without the split sizes)."""
+        return {k: v for k, v in self.tasks[task].items() if k not in SPLIT_KEYS}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Splits
+# ------------------------------------------------------------------------------------------------------------
+def split_examples(examples: list[dict], num_test: int, num_dev: int, num_train: int, seed: int, name: str = "task") -> dict:
+    """Deterministic disjoint {"test", "dev", "train"} lists of examples: shuffle with (name, seed), then test, dev,
+    train in that order. Examples whose prompt text equals one already placed in an earlier split are skipped, so no
+    prompt appears in two splits even if the source repeats it."""
+    import random
+
+    order = list(range(len(examples)))
+    random.Random(f"experiment-split:{name}:{seed}").shuffle(order)
+    want = {"test": num_test, "dev": num_dev, "train": num_train}
+    out = {k: [] for k in want}
+    seen = set()
+    it = iter(order)
+    for split in ("test", "dev", "train"):
+        while len(out[split]) < want[split]:
+            try:
+                ex = examples[next(it)]
+            except StopIteration:
+                raise ValueError(f"task {name!r}: asked for {num_test} test + {num_dev} dev + {num_train} train prompts "
+                                 f"but it has only {len(set(e['prompt'] for e in examples))} distinct prompts") from None
+            if ex["prompt"] in seen:
+                continue
+            seen.add(ex["prompt"])
+            out[split].append(ex)
+    return out
+
+
+def make_splits(cfg: ExperimentConfig) -> dict:
+    """{task: {"test"|"dev"|"train": [example, ...]}} for the configured tasks (examples from the task registry)."""
+    from .tasks import get_task
+
+    out = {}
+    for t in cfg.tasks:
+        task = get_task(t, **cfg.task_options(t))
+        n = cfg.split_sizes(t)
+        out[t] = split_examples(task.examples(), n["num_test"], n["num_dev"], n["num_train"], cfg.split_seed, t)
+    return out
+
+
+def splits_digest(splits: dict) -> dict:
+    """JSON-able record of a split: ids and a hash of the prompts, per task and split."""
+    rec = {}
+    for t, parts in splits.items():
+        rec[t] = {s: {"ids": [e["id"] for e in exs], "sha256": hashlib.sha256(
+            "\n".join(e["prompt"] for e in exs).encode()).hexdigest()[:16]} for s, exs in parts.items()}
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage bookkeeping
+# ------------------------------------------------------------------------------------------------------------
+DONE = "stage_done.json"
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def _atomic_write(path: Path, text: str):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _diff(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def stage_done(stage_dir: Path, fingerprint: dict) -> dict | None:
+    """The stage's record if it finished with the same settings; None if it has not finished; error if it
+    finished with other settings."""
+    path = Path(stage_dir) / DONE
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    diff = _diff(rec.get("fingerprint", {}), _jsonable(fingerprint))
+    if diff:
+        raise ValueError(f"{stage_dir} finished with different settings ({', '.join(diff)} differ); "
+                         "use a new run_dir (or delete that stage directory to redo it)")
+    return rec
+
+
+def mark_done(stage_dir: Path, fingerprint: dict, summary: dict, wall_s: float) -> dict:
+    rec = {"fingerprint": _jsonable(fingerprint), "summary": _jsonable(summary), "wall_s": round(wall_s, 2),
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _atomic_write(Path(stage_dir) / DONE, json.dumps(rec, indent=1))
+    return rec
+
+
+class TaskReward:
+    """The evaluation reward of a task, for collection: the task's reward spec applied to its post-processed text
+    (e.g. translation's first line), so LPO optimises exactly what the evaluation scores."""
+
+    def __init__(self, task, model=None, tokenizer=None):
+        from .rewards import build_reward
+
+        self.task = task
+        self.reward = build_reward(task.reward_spec, model=model, tokenizer=tokenizer)
+
+    def score_components(self, completions: list[str], examples: list[dict]) -> dict:
+        return self.reward.score_components([self.task.postprocess(c or "") for c in completions], examples)
+
+    def score(self, completions, examples):
+        return self.score_components(completions, examples)["total"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The pipeline
+# ------------------------------------------------------------------------------------------------------------
+class Experiment:
+    """Runs (or resumes) the stages of an `ExperimentConfig`. `model`/`tokenizer` may be given (tests, notebooks);
+    otherwise the base LM is loaded on first need."""
+
+    def __init__(self, cfg: ExperimentConfig, model=None, tokenizer=None):
+        from .tasks import get_task
+
+        self.cfg = cfg
+        self.root = Path(cfg.run_dir)
+        self.model, self.tokenizer = model, tokenizer
+        self.tasks = {t: get_task(t, **cfg.task_options(t)) for t in cfg.tasks}
+        self.splits = {}
+        for t, task in self.tasks.items():
+            n = cfg.split_sizes(t)
+            self.splits[t] = split_examples(task.examples(), n["num_test"], n["num_dev"], n["num_train"], cfg.split_seed, t)
+        self.timings: dict = {}
+        self.stages_run: list[str] = []
+        self.stages_skipped: list[str] = []
+
+    # --- setup ---------------------------------------------------------------------------------------------
+    def _prepare_run_dir(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        digest = splits_digest(self.splits)
+        path = self.root / "splits.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            changed = sorted(t for t in set(old) & set(digest) if old[t] != digest[t])
+            if changed:
+                raise ValueError(f"{self.root} was started with other train/dev/test splits for task(s) {changed} "
+                                 "(task data, split sizes or split_seed changed); use a new run_dir")
+            digest = {**old, **digest}
+        _atomic_write(path, json.dumps(digest, indent=1))
+        _atomic_write(self.root / "experiment_config.json", json.dumps(_jsonable(asdict(self.cfg)), indent=1))
+
+    def _ensure_model(self):
+        if self.model is not None:
+            return
+        from .models import load_base_model
+
+        device = self.cfg.device or ("cuda" if torch.cuda.is_available() else None)
+        logger.info("loading base model %s", self.cfg.model)
+        t0 = time.time()
+        self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=getattr(torch, self.cfg.dtype), device=device)
+        self.timings["load_model"] = round(time.time() - t0, 2)
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.root / f"seed-{seed}"
+
+    def head_path(self, seed: int, level: str) -> Path:
+        return self.seed_dir(seed) / f"train-{level}" / "head"
+
+    def _train_prompts(self) -> list[dict]:
+        return [{**ex, "id": f"{t}/{ex['id']}", "task": t} for t, parts in self.splits.items() for ex in parts["train"]]
+
+    def _run_stage(self, name: str, stage_dir: Path, fingerprint: dict, fn):
+        rec = stage_done(stage_dir, fingerprint)
+        if rec is not None:
+            logger.info("stage %s: already done (%.1f s), skipping", name, rec["wall_s"])
+            self.stages_skipped.append(name)
+            self.timings[name] = rec["wall_s"]
+            return rec
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        summary = fn()
+        rec = mark_done(stage_dir, fingerprint, summary, time.time() - t0)
+        self.stages_run.append(name)
+        self.timings[name] = rec["wall_s"]
+        return rec
+
+    # --- stages --------------------------------------------------------------------------------------------
+    def _collect_fingerprint(self, seed, level) -> dict:
+        cfg = self.cfg
+        return {"model": cfg.model, "dtype": cfg.dtype, "chat": cfg.chat, "head": cfg.head, "level": level, "seed": seed,
+                "collect": cfg.collect, "max_new_tokens": cfg.max_new_tokens,
+                "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
+                "rewards": {t: self.tasks[t].reward_spec for t in self.tasks}}
+
+    def collect_stage(self, seed: int, level: str) -> dict:
+        from .collection import CollectionSettings, collect
+        from .generation import AdaptiveDecodingModel
+        from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead, model_hidden_size
+        from .pairs import collection_pair_report
+
+        cfg = self.cfg
+        out = self.seed_dir(seed) / f"collect-{level}"
+
+        def run():
+            self._ensure_model()
+            head_dir = out / "collect_head"
+            if (head_dir / "model.safetensors").exists():
+                head = AdaptiveDecoderHead.from_pretrained(head_dir)
+            else:
+                opts = {"hidden_size": model_hidden_size(self.model),
+                        "base_model": getattr(self.model.config, "_name_or_path", None) or cfg.model,
+                        "selection": "sample", **cfg.head, "level": level}
+                torch.manual_seed(seed)
+                head = AdaptiveDecoderHead(AdaptiveDecoderConfig.from_dict(opts))
+                head.save_pretrained(head_dir)
+            settings = CollectionSettings(**{**cfg.collect, "seed": seed, "max_new_tokens": cfg.max_new_tokens, "chat": cfg.chat})
+            rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
+            specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
+            adm = AdaptiveDecodingModel(self.model, self.tokenizer, head.to(self.model.device))
+            summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
+            summary["pairs"] = collection_pair_report(out, **{k: v for k, v in
+                                                              (("mode", cfg.lpo.get("pair_mode")), ("k", cfg.lpo.get("pair_k")),
+                                                               ("eps", cfg.lpo.get("pair_eps"))) if v is not None})
+            return summary
+
+        return self._run_stage(f"seed-{seed}/collect-{level}", out, self._collect_fingerprint(seed, level), run)
+
+    def train_stage(self, seed: int, level: str) -> dict:
+        from .lpo_trainer import LPOConfig, LPOTrainer, build_head_and_dataset
+
+        cfg = self.cfg
+        out = self.seed_dir(seed) / f"train-{level}"
+        collection = self.seed_dir(seed) / f"collect-{level}"
+        fp = {"collect": self._collect_fingerprint(seed, level), "lpo": cfg.lpo}
+
+        def run():
+            lcfg = LPOConfig(**{**cfg.lpo, "output_dir": str(out), "collection_dir": str(collection),
+                                "head_path": str(collection / "collect_head"), "seed": seed, "resume": True,
+                                "torch_threads": cfg.torch_threads, "progress": cfg.progress, "report_to": cfg.report_to,
+                                "base_model": cfg.model})
+            head, dataset = build_head_and_dataset(lcfg)
+            trainer = LPOTrainer(lcfg, head, dataset)
+            summary = trainer.train()
+            summary["pair_stats"] = getattr(dataset, "stats", None)
+            summary["final_logs"] = trainer.history[-1] if trainer.history else None
+            return summary
+
+        return self._run_stage(f"seed-{seed}/train-{level}", out, fp, run)
+
+    def eval_config(self, seed: int):
+        from .evaluation import EvalConfig
+
+        cfg = self.cfg
+        sizes = [(len(p["test"]), len(p["dev"])) for p in self.splits.values()]
+        opts = dict(cfg.eval)
+        if any(m in cfg.methods for m in ("random",)):  # random configs come from the heads' bins
+            mo = dict(opts.get("method_options") or {})
+            if isinstance(mo, str):
+                mo = json.loads(mo)
+            rnd = dict(mo.get("random") or {})
+            for f in ("temperature", "top_p", "top_k"):
+                if f"{f}_bins" in cfg.head:
+                    rnd.setdefault(f"{f}_bins", cfg.head[f"{f}_bins"])
+            if rnd:
+                mo["random"] = rnd
+            opts["method_options"] = mo
+        return EvalConfig(**{**opts, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
+                             "torch_threads": cfg.torch_threads, "chat": cfg.chat, "tasks": list(cfg.tasks),
+                             "task_options": {t: cfg.task_options(t) for t in cfg.tasks},
+                             # the real splits are set below; these only have to be valid for every task
+                             "num_prompts": min(s[0] for s in sizes), "num_dev_prompts": min(s[1] for s in sizes),
+                             "methods": list(cfg.methods), "temperatures": list(cfg.temperatures),
+                             "head_paths": [str(self.head_path(seed, lv)) for lv in cfg.levels],
+                             "output_dir": str(self.seed_dir(seed) / "eval"), "seed": seed,
+                             "max_new_tokens": cfg.max_new_tokens, "progress": cfg.progress,
+                             "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap})
+
+    def eval_stage(self, seed: int) -> dict:
+        from .evaluation import Evaluator
+
+        out = self.seed_dir(seed) / "eval"
+        ecfg = self.eval_config(seed)
+        fp = {"eval": asdict(ecfg), "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()}),
+              "heads": {lv: self._head_fingerprint(seed, lv) for lv in self.cfg.levels}}
+
+        def run():
+            self._ensure_model()
+            ev = Evaluator(ecfg, self.model, self.tokenizer)
+            # the experiment's splits (disjoint from the collection's train prompts) replace the evaluator's own
+            for t, task in ev.tasks.items():
+                by_id = {e["id"]: e for e in task.examples()}
+                ev.splits[t] = ([by_id[e["id"]] for e in self.splits[t]["test"]],
+                                [by_id[e["id"]] for e in self.splits[t]["dev"]])
+            res = ev.run()
+            return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"]}
+
+        return self._run_stage(f"seed-{seed}/eval", out, fp, run)
+
+    def _head_fingerprint(self, seed, level) -> str | None:
+        p = self.head_path(seed, level) / "model.safetensors"
+        return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() else None
+
+    # --- driver --------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        t0 = time.time()
+        self._prepare_run_dir()
+        plan = [(s, kind, lv) for s in self.cfg.seeds for kind, lv in
+                [("collect", lv) for lv in self.cfg.levels] + [("train", lv) for lv in self.cfg.levels] + [("eval", None)]]
+        bar = tqdm(plan, desc="experiment", unit="stage", disable=not self.cfg.progress, position=0)
+        for seed, kind, lv in bar:
+            bar.set_postfix_str(f"seed {seed}: {kind}{'-' + lv if lv else ''}")
+            if kind == "collect":
+                self.collect_stage(seed, lv)
+            elif kind == "train":
+                self.train_stage(seed, lv)
+            else:
+                self.eval_stage(seed)
+        bar.close()
+        summary = aggregate(self.root, self.cfg, self.timings)
+        summary["wall_s_this_invocation"] = round(time.time() - t0, 1)
+        summary["stages_run"], summary["stages_skipped"] = self.stages_run, self.stages_skipped
+        write_summary(self.root, summary, self.cfg)
+        return summary
+
+
+def run_experiment(cfg: ExperimentConfig, model=None, tokenizer=None) -> dict:
+    """Run or resume the experiment; returns the aggregated summary (also in run_dir/summary.json / summary.md)."""
+    return Experiment(cfg, model, tokenizer).run()
+
+
+def save_tiny_model(out_dir, tokenizer_source: str = "smollm2", hidden_size: int = 32, seed: int = 0) -> Path:
+    """Save a 2-layer random Llama with a real tokenizer (default: SmolLM2's, chat template included) to `out_dir`,
+    loadable with `load_base_model(out_dir)`: the model of the tiny experiment config and of the tests."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from .models import resolve_model_source
+
+    src, extra, _ = resolve_model_source(tokenizer_source)
+    tok = AutoTokenizer.from_pretrained(src, **extra)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    torch.manual_seed(seed)
+    mcfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       eos_token_id=tok.eos_token_id, pad_token_id=pad, bos_token_id=tok.bos_token_id,
+                       tie_word_embeddings=True)
+    model = LlamaForCausalLM(mcfg).eval()
+    model.generation_config.pad_token_id = pad
+    model.generation_config.eos_token_id = tok.eos_token_id
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Aggregation over seeds
+# ------------------------------------------------------------------------------------------------------------
+OVERALL = "overall"
+
+
+def load_seed_results(root: Path, seeds: list[int]) -> dict:
+    out = {}
+    for s in seeds:
+        path = Path(root) / f"seed-{s}" / "eval" / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: seed {s} has not been evaluated")
+        out[s] = json.loads(path.read_text())
+    return out
+
+
+def per_prompt_rewards(results_by_seed: dict) -> tuple[dict, dict]:
+    """({task: {method: {prompt_id: [reward per seed]}}}, {method: description}) from the test units."""
+    table: dict = {}
+    methods: dict = {}
+    for res in results_by_seed.values():
+        methods.update(res["methods"])
+        for u in res["units"]:
+            if u["split"] != "test":
+                continue
+            table.setdefault(u["task"], {}).setdefault(u["method"], {}).setdefault(u["prompt_id"], []).append(u["reward"])
+    return table, methods
+
+
+def _mean_rewards(by_prompt: dict, prompt_ids: list) -> list[float]:
+    return [sum(by_prompt[p]) / len(by_prompt[p]) for p in prompt_ids]
+
+
+def check_bar(summary: dict, method: str = "adseq") -> dict:
+    """The bar of the reproduction: `method`'s overall mean reward above the best single fixed temperature with the
+    paired 95% interval of the difference excluding zero, and its mean within (or above) the oracle's 95% CI."""
+    ov = summary["tasks"][OVERALL]
+    if method not in ov["methods"]:
+        return {"method": method, "evaluated": False, "met": False}
+    fixed = [m for m, d in summary["methods"].items() if d.get("type") == "FixedPolicy"]
+    best = max(fixed, key=lambda m: ov["methods"][m]["reward"]["mean"])
+    comp = next(c for c in summary["comparisons"] if c["task"] == OVERALL and c["method"] == method and c["baseline"] == best)
+    beats = comp["diff_lo"] > 0
+    out = {"method": method, "evaluated": True, "best_fixed": best, "best_fixed_mean": ov["methods"][best]["reward"]["mean"],
+           "method_mean": ov["methods"][method]["reward"]["mean"], "diff": comp["mean_diff"],
+           "diff_ci": [comp["diff_lo"], comp["diff_hi"]], "p_value": comp["p_value"], "beats_best_fixed": beats}
+    oracle = [m for m, d in summary["methods"].items() if d.get("type") == "OraclePolicy"]
+    if oracle:
+        o = ov["methods"][oracle[0]]["reward"]
+        out["oracle_ci"] = [o["lo"], o["hi"]]
+        out["within_oracle_ci"] = out["method_mean"] >= o["lo"]
+    out["met"] = bool(beats and out.get("within_oracle_ci", True))
+    return out
+
+
+def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
+    """Summary over seeds: per-task and overall mean rewards with CIs, paired comparisons vs each fixed temperature,
+    chosen-parameter distributions, the oracle's choices, training diagnostics and the bar verdict."""
+    from .evaluation import chosen_values
+    from .stats import bootstrap_mean_ci, paired_comparison
+
+    root = Path(root)
+    results = load_seed_results(root, cfg.seeds)
+    table, methods = per_prompt_rewards(results)
+    tasks = [t for t in cfg.tasks if t in table]
+    nb = cfg.n_bootstrap
+    summary = {"seeds": list(cfg.seeds), "model": cfg.model, "methods": methods, "tasks": {}, "comparisons": [],
+               "per_seed": {}, "timings": dict(timings or {})}
+    method_names = list(methods)
+    fixed = [m for m in method_names if methods[m].get("type") == "FixedPolicy"]
+    others = [m for m in method_names if m not in fixed]
+    pooled = {m: [] for m in method_names}
+    for t in tasks:
+        ids = sorted(set.intersection(*(set(table[t][m]) for m in method_names)))
+        rewards = {m: _mean_rewards(table[t][m], ids) for m in method_names}
+        for m in method_names:
+            pooled[m].extend(rewards[m])
+        summary["tasks"][t] = {"num_test": len(ids), "methods": {m: {"reward": bootstrap_mean_ci(rewards[m], nb, seed=0)}
+                                                                 for m in method_names}}
+        for m in others:
+            for f in fixed:
+                c = paired_comparison(rewards[m], rewards[f], n_boot=nb, seed=0)
+                summary["comparisons"].append({"task": t, "method": m, "baseline": f,
+                                               "baseline_temperature": methods[f].get("temperature"), **c})
+    summary["tasks"][OVERALL] = {"num_test": len(pooled[method_names[0]]),
+                                 "methods": {m: {"reward": bootstrap_mean_ci(pooled[m], nb, seed=0)} for m in method_names}}
+    for m in others:
+        for f in fixed:
+            c = paired_comparison(pooled[m], pooled[f], n_boot=nb, seed=0)
+            summary["comparisons"].append({"task": OVERALL, "method": m, "baseline": f,
+                                           "baseline_temperature": methods[f].get("temperature"), **c})
+    # per seed: overall mean of each method (seed-to-seed spread) and the oracle's choice per task
+    for s, res in results.items():
+        ps = {"overall": {}, "oracle_choice": {}}
+        for m in method_names:
+            vals = [u["reward"] for u in res["units"] if u["split"] == "test" and u["method"] == m]
+            ps["overall"][m] = sum(vals) / len(vals) if vals else None
+        for t, tr in res["tasks"].items():
+            for name, o in tr.get("oracle", {}).items():
+                ps["oracle_choice"][t] = o["chosen"]
+        summary["per_seed"][str(s)] = ps
+    # what the adaptive methods (and HAG) chose, per task, over every test sample of every seed
+    chooser = [m for m in method_names if methods[m].get("type") not in ("FixedPolicy", "GreedyPolicy", "OraclePolicy")]
+    for t in tasks:
+        units = [u for res in results.values() for u in res["units"] if u["split"] == "test" and u["task"] == t]
+        for m in chooser:
+            summary["tasks"][t]["methods"][m]["chosen"] = chosen_values([u for u in units if u["method"] == m])
+        for m in method_names:  # task metrics averaged over seeds (accuracy, chrF, coverage, diversity, ...)
+            per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
+            keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
+            summary["tasks"][t]["methods"][m]["metrics"] = {
+                k: _mean_or_none([d.get(k) for d in per_seed]) for k in keys}
+    summary["training"] = _training_diagnostics(root, cfg)
+    summary["bar"] = {LEVEL_METHOD[lv]: check_bar(summary, LEVEL_METHOD[lv]) for lv in cfg.levels}
+    return summary
+
+
+def _mean_or_none(xs):
+    xs = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _training_diagnostics(root: Path, cfg: ExperimentConfig) -> dict:
+    """Per seed and level: pairs per task, ties, final LPO accuracy / margin, the trained head's bin histogram."""
+    out = {}
+    for s in cfg.seeds:
+        for lv in cfg.levels:
+            d = {}
+            cdone = root / f"seed-{s}" / f"collect-{lv}" / DONE
+            tdone = root / f"seed-{s}" / f"train-{lv}" / DONE
+            if cdone.is_file():
+                c = json.loads(cdone.read_text())
+                d["collect_wall_s"] = c["wall_s"]
+                d["samples"] = c["summary"].get("samples_collected")
+                d["pairs"] = c["summary"].get("pairs")
+            if tdone.is_file():
+                t = json.loads(tdone.read_text())
+                d["train_wall_s"] = t["wall_s"]
+                fl = t["summary"].get("final_logs") or {}
+                d["final"] = {k: fl.get(k) for k in ("step", "loss", "rewards/accuracies", "rewards/margins", "entropy") if k in fl}
+                d["bin_histograms"] = t["summary"].get("bin_histograms")
+            out[f"seed-{s}/{lv}"] = d
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reports
+# ------------------------------------------------------------------------------------------------------------
+def _ci(r: dict, digits: int = 3) -> str:
+    from .stats import format_ci
+
+    return format_ci(r["mean"], r["lo"], r["hi"], digits)
+
+
+def _share_table(chosen: dict, factor: str) -> str:
+    counts = chosen.get(factor, {})
+    tot = sum(counts.values())
+    if not tot:
+        return "n/a"
+    return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: float(kv[0])))
+
+
+def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
+    tasks = [t for t in summary["tasks"] if t != OVERALL] + [OVERALL]
+    methods = list(summary["methods"])
+    L = ["# Experiment summary", "",
+         f"Model `{cfg.model}`; seeds {cfg.seeds}; heads: {', '.join(LEVEL_METHOD[lv] for lv in cfg.levels)}; "
+         f"{cfg.max_new_tokens} max new tokens. Each prompt's reward is its mean over the k samples and over seeds; "
+         f"intervals are 95% bootstrap CIs over test prompts ({cfg.n_bootstrap} resamples). `overall` pools the test "
+         "prompts of every task.", ""]
+    for lv, b in summary["bar"].items():
+        if not b.get("evaluated"):
+            L.append(f"**Bar ({lv})**: not evaluated.")
+            continue
+        verdict = "MET" if b["met"] else "NOT MET"
+        L.append(f"**Bar ({lv}) {verdict}**: overall mean {b['method_mean']:.3f} vs best fixed `{b['best_fixed']}` "
+                 f"{b['best_fixed_mean']:.3f}; paired difference {b['diff']:+.3f} [95% CI {b['diff_ci'][0]:+.3f}, "
+                 f"{b['diff_ci'][1]:+.3f}], p = {b['p_value']:.3g}"
+                 + (f"; oracle CI [{b['oracle_ci'][0]:.3f}, {b['oracle_ci'][1]:.3f}] "
+                    f"({'within/above' if b['within_oracle_ci'] else 'below'})" if "oracle_ci" in b else "") + ".")
+    L += ["", "## Mean reward per task (95% CI)", "",
+          "| method | " + " | ".join(f"{t} (n={summary['tasks'][t]['num_test']})" for t in tasks) + " |",
+          "|---|" + "---|" * len(tasks)]
+    for m in methods:
+        L.append(f"| {m} | " + " | ".join(_ci(summary["tasks"][t]["methods"][m]["reward"]) for t in tasks) + " |")
+    L += ["", "Per-seed overall means: " + "; ".join(
+        f"seed {s}: " + ", ".join(f"{m} {v:.3f}" for m, v in ps["overall"].items() if v is not None)
+        for s, ps in summary["per_seed"].items()), ""]
+    oc = {t: [ps["oracle_choice"].get(t) for ps in summary["per_seed"].values()] for t in tasks if t != OVERALL}
+    if any(any(v) for v in oc.values()):
+        L += ["Oracle's choice on the dev prompts (per seed): " + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
+    comps = summary["comparisons"]
+    L += ["## Paired comparisons vs each fixed temperature", "",
+          "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
+          "paired-bootstrap p-value.", ""]
+    for t in tasks:
+        rows = [c for c in comps if c["task"] == t]
+        if not rows:
+            continue
+        L += [f"### {t}", "", "| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |",
+              "|---|---|---|---|---|---|---|"]
+        for c in rows:
+            L.append(f"| {c['method']} | {c['baseline']} | {c['win']:.2f} [{c['win_lo']:.2f}, {c['win_hi']:.2f}] | "
+                     f"{c['tie']:.2f} | {c['loss']:.2f} | {c['mean_diff']:+.3f} [{c['diff_lo']:+.3f}, {c['diff_hi']:+.3f}] "
+                     f"| {c['p_value']:.3g} |")
+        L.append("")
+    choosers = [m for m in methods if any("chosen" in summary["tasks"][t]["methods"].get(m, {}) for t in tasks if t != OVERALL)]
+    if choosers:
+        L += ["## Learned decoding parameters per task (share of decisions on the test prompts, all seeds)", "",
+              "| method | task | temperature | top_p | top_k |", "|---|---|---|---|---|"]
+        for m in choosers:
+            for t in tasks:
+                ch = summary["tasks"].get(t, {}).get("methods", {}).get(m, {}).get("chosen")
+                if ch is not None:
+                    L.append(f"| {m} | {t} | {_share_table(ch, 'temperature')} | {_share_table(ch, 'top_p')} | "
+                             f"{_share_table(ch, 'top_k')} |")
+        L.append("")
+    L += ["## Task metrics (mean over seeds)", ""]
+    for t in tasks:
+        if t == OVERALL:
+            continue
+        ms = summary["tasks"][t]["methods"]
+        keys = sorted({k for m in methods for k in ms[m].get("metrics", {})} - {"reward"})
+        if not keys:
+            continue
+        L += [f"### {t}", "", "| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for m in methods:
+            vals = ms[m].get("metrics", {})
+            L.append(f"| {m} | " + " | ".join("n/a" if vals.get(k) is None else f"{vals[k]:.3f}" for k in keys) + " |")
+        L.append("")
+    L += ["## Training diagnostics", "", "| seed/level | samples | pairs (per task) | ties skipped | final LPO accuracy | "
+          "final loss | collect s | train s |", "|---|---|---|---|---|---|---|---|"]
+    for k, d in summary["training"].items():
+        p = d.get("pairs") or {}
+        fin = d.get("final") or {}
+        acc = fin.get("rewards/accuracies")
+        loss = fin.get("loss")
+        L.append(f"| {k} | {d.get('samples', 'n/a')} | {p.get('pairs', 'n/a')} ({json.dumps(p.get('pairs_per_task', {}))}) | "
+                 f"{p.get('ties_skipped', 'n/a')} | {'n/a' if acc is None else f'{acc:.2f}'} | "
+                 f"{'n/a' if loss is None else f'{loss:.4f}'} | {d.get('collect_wall_s', 'n/a')} | {d.get('train_wall_s', 'n/a')} |")
+    L += ["", "## Wall-clock time per stage (seconds; a resumed stage shows its original time)", "",
+          "| stage | seconds |", "|---|---|"]
+    for k, v in summary["timings"].items():
+        L.append(f"| {k} | {v} |")
+    if summary.get("plots"):
+        L += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in summary["plots"]]
+    return "\n".join(L) + "\n"
+
+
+def _plot_results_view(summary: dict) -> dict:
+    """The aggregated summary in the shape `adaptive_decoder.evaluation`'s plotting functions read."""
+    return {"methods": summary["methods"],
+            "tasks": {t: {"methods": {m: {"reward": r["reward"], "chosen": r.get("chosen", {})}
+                                      for m, r in tr["methods"].items()}} for t, tr in summary["tasks"].items()}}
+
+
+def plot_paired_differences(summary: dict, path: Path) -> Path | None:
+    """Overall mean difference (95% CI) of each non-fixed method vs each fixed temperature: the bar at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [c for c in summary["comparisons"] if c["task"] == OVERALL]
+    if not rows:
+        return None
+    methods = list(dict.fromkeys(c["method"] for c in rows))
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+    y = 0
+    ticks, labels = [], []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, m in enumerate(methods):
+        for c in (c for c in rows if c["method"] == m):
+            ax.errorbar([c["mean_diff"]], [y], xerr=[[c["mean_diff"] - c["diff_lo"]], [c["diff_hi"] - c["mean_diff"]]],
+                        fmt="o", color=colors[i % len(colors)], capsize=3)
+            ticks.append(y)
+            labels.append(f"{m} - {c['baseline']}")
+            y -= 1
+        y -= 0.5
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xlabel("overall mean reward difference (95% paired bootstrap CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
+    from .evaluation import plot_chosen_params, plot_reward_vs_temperature
+
+    root = Path(root)
+    plots = []
+    if cfg.plots:
+        view = _plot_results_view(summary)
+        for fn, name in ((plot_reward_vs_temperature, "reward_vs_temperature.png"),
+                         (plot_chosen_params, "learned_params.png")):
+            v = view
+            if name == "learned_params.png":  # per task only (overall mixes tasks)
+                v = {**view, "tasks": {t: d for t, d in view["tasks"].items() if t != OVERALL}}
+            p = fn(v, root / name)
+            if p is not None:
+                plots.append(str(p))
+        p = plot_paired_differences(summary, root / "paired_differences.png")
+        if p is not None:
+            plots.append(str(p))
+    summary["plots"] = plots
+    _atomic_write(root / "summary.json", json.dumps(_jsonable(summary), indent=1))
+    _atomic_write(root / "summary.md", summary_markdown(summary, cfg))
+
+
+__all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "check_bar", "make_splits", "run_experiment",
+           "save_tiny_model", "split_examples", "splits_digest", "summary_markdown"]
