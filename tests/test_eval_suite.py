@@ -1,0 +1,281 @@
+"""Evaluation harness end to end on a tiny random Llama: every method, outputs, resume after SIGKILL, bad input."""
+
+import importlib.util
+import json
+import os
+import signal
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
+from adaptive_decoder.evaluation import EvalConfig, UnitStore, run_evaluation
+from adaptive_decoder.policies import FixedPolicy, OraclePolicy, RandomPolicy, build_policies
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_TASKS = ["gsm8k", "translation", "constrained_writing", "creative_writing"]
+
+
+def char_tokenizer():
+    """Character-level tokenizer (ids < 128) so a tiny random Llama can decode real text, offline."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "</s>", "<s>", "<unk>"] + list(string.printable[:95]))}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", bos_token="<s>", unk_token="<unk>")
+
+
+def save_tiny(path: Path, zero_lm_head: bool = False) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=1, pad_token_id=0, bos_token_id=2)
+    model = LlamaForCausalLM(cfg)
+    if zero_lm_head:  # all logits equal -> greedy picks id 0 (= pad) -> every completion is empty
+        model.lm_head.weight.data.zero_()
+    model.save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
+def save_head(path: Path, level: str, base_model: str, hidden: int = 32) -> str:
+    torch.manual_seed(1)
+    AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=hidden, base_model=base_model, level=level)).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def tiny_cfg(model_dir, out, **kw) -> EvalConfig:
+    base = dict(model=str(model_dir), tasks=ALL_TASKS, num_prompts=3, num_dev_prompts=2, methods=["greedy", "fixed"],
+                temperatures=[0.0, 1.0], num_samples=2, max_new_tokens=6, batch_size=2, n_bootstrap=200,
+                report_to="none", progress=False, torch_threads=1, output_dir=str(out))
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def units_by(results, method, task, split="test"):
+    return {u["prompt_id"]: u for u in results["units"] if (u["method"], u["task"], u["split"]) == (method, task, split)}
+
+
+# --------------------------------------------------------------------------------------------------------
+def test_end_to_end_every_method(tiny_dir, tmp_path):
+    heads = [save_head(tmp_path / "seq", "sequence", str(tiny_dir)), save_head(tmp_path / "tok", "token", str(tiny_dir))]
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", methods=["greedy", "fixed", "random", "oracle", "adaptive"],
+                   head_paths=heads, report_to="wandb")
+    res = run_evaluation(cfg)
+    methods = ["greedy", "T=0.0", "T=1.0", "random", "oracle", "adseq", "adtok"]
+    assert list(res["methods"]) == methods
+    for t in ALL_TASKS:
+        for m in methods:
+            us = units_by(res, m, t)
+            assert len(us) == 3 and all(len(u["samples"]) == 2 for u in us.values()), (m, t)
+            r = res["tasks"][t]["methods"][m]["reward"]
+            assert r["lo"] <= r["mean"] <= r["hi"]
+        # greedy and T=0.0 are the same config: same samples (the second reuses the first)
+        g, t0 = units_by(res, "greedy", t), units_by(res, "T=0.0", t)
+        assert all(g[k]["samples"] == t0[k]["samples"] for k in g)
+        # the oracle decodes the test prompts with the setting that won on the dev split
+        o = res["tasks"][t]["oracle"]["oracle"]
+        assert o["chosen"] == max(o["dev_scores"], key=lambda k: (o["dev_scores"][k], -list(o["dev_scores"]).index(k)))
+        chosen = units_by(res, o["chosen"], t)
+        assert all(u["samples"] == chosen[k]["samples"] for k, u in units_by(res, "oracle", t).items())
+        assert len(units_by(res, "T=1.0", t, "dev")) == 2
+    # dev and test prompts are disjoint
+    dev_ids = set(units_by(res, "T=1.0", "gsm8k", "dev"))
+    assert not dev_ids & set(units_by(res, "T=1.0", "gsm8k", "test"))
+    # AD samples carry the chosen bins: one per sample (sequence) or one per generated token (token level)
+    s = next(iter(units_by(res, "adseq", "gsm8k").values()))["samples"][0]
+    assert isinstance(s["choices"]["temperature"], int) and isinstance(s["values"]["temperature"], float)
+    s = next(iter(units_by(res, "adtok", "gsm8k").values()))["samples"][0]
+    assert len(s["choices"]["temperature"]) == len(s["values"]["top_p"]) == s["num_tokens"]
+    # every non-fixed method is compared with every fixed temperature on every task
+    assert len(res["comparisons"]) == len(ALL_TASKS) * 5 * 2
+    out = tmp_path / "out"
+    md = (out / "results.md").read_text()
+    assert "| adtok | T=1.0 |" in md and "win [95% CI]" in md
+    for c in res["comparisons"]:  # the table never shows a win rate without its interval
+        assert f"{c['win']:.2f} [{c['win_lo']:.2f}, {c['win_hi']:.2f}]" in md
+    assert json.loads((out / "results.json").read_text())["config"]["model"] == str(tiny_dir)
+    for png in ("reward_vs_temperature.png", "chosen_params.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "wandb").glob("offline-run-*")), "offline wandb run missing"
+    # the translation summary has corpus metrics, the writing tasks diversity and fluency
+    assert res["tasks"]["translation"]["methods"]["T=1.0"]["metrics"]["corpus_chrf"] is not None
+    assert "self_bleu" in res["tasks"]["constrained_writing"]["methods"]["T=1.0"]["metrics"]
+    assert res["tasks"]["creative_writing"]["methods"]["T=1.0"]["metrics"]["fluency"] < 0
+
+
+def test_samples_do_not_depend_on_which_other_methods_run(tiny_dir, tmp_path):
+    a = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "a", tasks=["translation"], methods=["fixed"]))
+    b = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "b", tasks=["translation"], methods=["random", "fixed"]))
+    ua, ub = units_by(a, "T=1.0", "translation"), units_by(b, "T=1.0", "translation")
+    assert {k: u["samples"] for k, u in ua.items()} == {k: u["samples"] for k, u in ub.items()}
+
+
+def test_empty_generations_are_scored(tmp_path):
+    model_dir = save_tiny(tmp_path / "mute", zero_lm_head=True)
+    res = run_evaluation(tiny_cfg(model_dir, tmp_path / "out", methods=["greedy"], num_dev_prompts=0))
+    for t in ALL_TASKS:
+        us = units_by(res, "greedy", t)
+        assert all(s["text"] == "" and s["num_tokens"] == 0 for u in us.values() for s in u["samples"])
+    rewards = {t: res["tasks"][t]["methods"]["greedy"]["reward"]["mean"] for t in ALL_TASKS}
+    # documented empty values: no answer, chrF 0, no coverage + repetition 0, repetition 0 + 0.1 * fluency floor (-20)
+    assert rewards == pytest.approx({"gsm8k": 0.0, "translation": 0.0, "constrained_writing": 0.0, "creative_writing": -2.0})
+    assert "greedy" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_resume_after_sigkill_skips_finished_units(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    cfg = {"model": str(tiny_dir), "tasks": ALL_TASKS, "num_prompts": 6, "num_dev_prompts": 2,
+           "methods": ["greedy", "fixed", "random", "oracle"], "temperatures": [0.0, 0.5, 1.0], "num_samples": 2,
+           "max_new_tokens": 24, "batch_size": 1, "n_bootstrap": 100, "report_to": "none", "torch_threads": 1,
+           "output_dir": str(out)}
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    total = len(ALL_TASKS) * (6 * 6 + 3 * 2)  # greedy, 3 fixed, random, oracle on 6 test prompts + 3 candidates on 2 dev
+    cmd = [sys.executable, str(REPO / "eval" / "run_suite.py"), "--config", str(cfg_file)]
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    units = out / "units.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if units.exists() and units.read_bytes().count(b"\n") >= 8:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = units.read_bytes()
+    done_before = before[: before.rfind(b"\n") + 1].count(b"\n")
+    assert 8 <= done_before < total
+
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    after = units.read_bytes()
+    assert after.startswith(before[: before.rfind(b"\n") + 1])  # finished units untouched, never rewritten
+    lines = [json.loads(x) for x in after.decode().splitlines()]
+    keys = [(u["method"], u["task"], u["split"], u["prompt_id"]) for u in lines]
+    assert len(keys) == len(set(keys)) == total  # nothing recomputed twice, nothing missing
+    res = json.loads((out / "results.json").read_text())
+    assert res["units_computed_this_run"] == total - done_before
+    assert all(res["tasks"][t]["methods"][m]["reward"]["n"] == 6 for t in ALL_TASKS for m in res["methods"])
+    # a third run finds everything done and only aggregates
+    run3 = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    assert units.read_bytes() == after and "all units already finished" in run3.stderr
+
+
+def test_torn_last_line_is_dropped_and_recomputed(tiny_dir, tmp_path):
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["fixed"], num_dev_prompts=0)
+    run_evaluation(cfg)
+    units = tmp_path / "out" / "units.jsonl"
+    lines = units.read_text().splitlines(keepends=True)
+    units.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # died mid-write
+    assert len(UnitStore(units).units) == len(lines) - 1
+    res = run_evaluation(cfg)
+    assert res["units_computed_this_run"] == 1
+    assert units.read_text().count("\n") == len(lines)
+
+
+def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
+    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0))
+    with pytest.raises(ValueError, match=r"different config \(max_new_tokens, seed differ\)"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0,
+                                seed=5, max_new_tokens=7))
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+def test_unknown_task_method_and_config_key(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \['constrained_writing', 'creative_writing', 'gsm8k', 'translation'\]"):
+        EvalConfig(tasks=["gsm9k"])
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'fixed', 'greedy', 'hag', 'hag_untrained', 'oracle', 'random'\]"):
+        EvalConfig(methods=["greedy", "beam"])
+    with pytest.raises(ValueError, match="task_options for task"):
+        EvalConfig(tasks=["gsm8k"], task_options={"translation": {}})
+    spec = importlib.util.spec_from_file_location("run_suite", REPO / "eval" / "run_suite.py")
+    run_suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_suite)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [gsm8k]\nnum_promts: 3\n")
+    with pytest.raises(ValueError, match="num_promts"):
+        run_suite.main(["--config", str(bad)])
+    good = tmp_path / "good.yaml"
+    good.write_text("tasks: [gsm8k]\n")
+    with pytest.raises(ValueError, match="bogus_flag"):  # unknown CLI flag
+        run_suite.main(["--config", str(good), "--bogus_flag", "1"])
+
+
+def test_task_options_reach_the_task_and_bad_data_fails(tiny_dir, tmp_path):
+    bad = tmp_path / "g.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{oops\n' + '{"question": "2+2?", "answer": "#### 4"}\n' * 3)
+    with pytest.raises(ValueError, match=r"g\.jsonl:2: malformed"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks=["gsm8k"], task_options={"gsm8k": {"path": str(bad)}},
+                                num_dev_prompts=0))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], num_dev_prompts=0, methods=["greedy"],
+                                  task_options=json.dumps({"gsm8k": {"path": str(bad)}}), on_bad_line="skip"))
+    assert res["tasks"]["gsm8k"]["source"] == str(bad) and res["tasks"]["gsm8k"]["num_test"] == 3
+
+
+def test_head_for_another_base_model_is_refused(tiny_dir, tmp_path):
+    other = save_head(tmp_path / "other", "sequence", "HuggingFaceTB/SmolLM2-1.7B-Instruct")
+    with pytest.raises(ValueError, match=r"other cannot be used: .*trained for base model 'HuggingFaceTB/SmolLM2-1.7B-Instruct'"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks=["gsm8k"], methods=["adaptive"], head_paths=[other]))
+    wide = save_head(tmp_path / "wide", "sequence", str(tiny_dir), hidden=48)
+    with pytest.raises(ValueError, match="hidden size 48"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], methods=["adaptive"], head_paths=[wide]))
+    with pytest.raises(FileNotFoundError, match="skip_missing_heads"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o3", tasks=["gsm8k"], methods=["adaptive"],
+                                head_paths=[str(tmp_path / "nope")]))
+    # skip_missing_heads drops it; greedy still runs
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o4", tasks=["gsm8k"], methods=["greedy", "adaptive"],
+                                  head_paths=[str(tmp_path / "nope")], skip_missing_heads=True, num_dev_prompts=0))
+    assert list(res["methods"]) == ["greedy"]
+
+
+# --- policies ---------------------------------------------------------------------------------------------
+def test_fixed_policy_is_exactly_force_generate(tiny_dir):
+    from adaptive_decoder.models import load_base_model
+
+    model, tok = load_base_model(str(tiny_dir))
+    adm = AdaptiveDecodingModel(model, tok)
+    prompts = ["Hello there", "What is 2+2?"]
+    outs = FixedPolicy(0.7, top_p=0.9, top_k=20).generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=11)
+    torch.manual_seed(11)
+    ref = adm.generate_text(prompts, max_new_tokens=5, num_return_sequences=3, force={"temperature": 0.7, "top_p": 0.9, "top_k": 20})
+    assert [t for o in outs for t in o.texts] == ref.texts  # prompt i, sample j = row i*3+j
+    assert outs[1].values[2] == {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "repetition_penalty": 1.0}
+    g = build_policies("greedy")[0].generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=0)
+    assert g[0].extra["replicated"] and len(set(g[0].texts)) == 1
+
+
+def test_random_oracle_and_hag_registry():
+    r = RandomPolicy()
+    assert r.config_for("a prompt", 3) == r.config_for("a prompt", 3)
+    assert len({tuple(r.config_for(f"p{i}", 0).values()) for i in range(50)}) > 10
+    grid = build_policies("fixed", temperatures=[0.2, 0.6, 1.0])
+    assert [p.name for p in grid] == ["T=0.2", "T=0.6", "T=1.0"]
+    o = OraclePolicy(grid)
+    with pytest.raises(RuntimeError, match="fit"):
+        o.generate(None, ["x"], num_samples=1, max_new_tokens=1, seed=0)
+    assert o.fit({"T=0.2": 0.5, "T=0.6": 0.7, "T=1.0": 0.7}).name == "T=0.6"  # ties -> the earlier candidate
+    with pytest.raises(ValueError, match=r"no dev score for candidates \['T=1.0'\]"):
+        o.fit({"T=0.2": 0.5, "T=0.6": 0.7})
+    with pytest.raises(ValueError, match="unknown method 'nucleus'"):
+        build_policies("nucleus")
+    with pytest.raises(ValueError, match="bad options for method 'fixed'"):
+        build_policies("fixed", temperature=[0.5])
+    if importlib.util.find_spec("adaptive_decoder.hag") is None:
+        with pytest.raises(ImportError, match="adaptive_decoder.hag.HAGPolicy"):
+            build_policies("hag_untrained")
