@@ -264,3 +264,31 @@ def test_kill_9_mid_collection_then_resume(tmp_path, tiny_model_dir):
     assert len(counts) == 60 and all(sorted(v) == [0, 1, 2, 3] for v in counts.values())
     assert len(m["done"]) == len(set(m["done"])) == 60
     assert all(math.isfinite(r["rewards"]["total"]) for r in recs)
+
+
+def test_recipe_collects_with_a_saved_head(tmp_path, tiny_model_dir):
+    """Iterative rounds: collect with a trained (saved) head; its own selection is overridden to 'sample'."""
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import collect as recipe
+    finally:
+        sys.path.pop(0)
+    cfg = AdaptiveDecoderConfig(hidden_size=32, base_model=str(tiny_model_dir), num_layers=1, temperature_bins=[0.0, 1.0],
+                                factors=["temperature"], level="token", selection="argmax")
+    torch.manual_seed(0)
+    AdaptiveDecoderHead(cfg).save_pretrained(tmp_path / "head")
+    base = ["--config", str(TINY_YAML), "--base_model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match="either head_path .* or head"):
+        recipe.main(base + ["--head_path", str(tmp_path / "head")])
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(TINY_YAML.read_text()).items() if k != "head"}))
+    recipe.main(["--config", str(bare)] + base[2:] + ["--head_path", str(tmp_path / "head"), "--epsilon", "0.0"])
+    manifest, recs = read_collection(tmp_path / "o")
+    assert manifest["head"]["config"]["level"] == "token" and manifest["head"]["config"]["factors"] == ["temperature"]
+    assert all(set(r["choices"]) == {"temperature"} and len(r["choices"]["temperature"]) == len(r["completion_ids"]) for r in recs)
+    # sampled, not argmax: a prompt's samples share the first step's hidden state, so under argmax they would all
+    # make the same first choice; sampling makes some prompt's samples differ
+    first = {}
+    for r in recs:
+        first.setdefault(r["prompt_id"], set()).add(r["choices"]["temperature"][0])
+    assert any(len(v) == 2 for v in first.values())
