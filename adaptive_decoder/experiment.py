@@ -451,7 +451,8 @@ class Experiment:
 
         out = self.seed_dir(seed) / "eval"
         ecfg = self.eval_config(seed)
-        fp = {"eval": asdict(ecfg), "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()}),
+        # paths are left out (a moved run dir still resumes); the heads are identified by their content
+        fp = {"eval": {k: v for k, v in asdict(ecfg).items() if k not in ("output_dir", "head_paths")}, "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()}),
               "heads": {lv: self._head_fingerprint(seed, lv) for lv in self.cfg.levels}}
 
         def run():

