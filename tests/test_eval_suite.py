@@ -140,25 +140,25 @@ def test_empty_generations_are_scored(tmp_path):
 
 def test_resume_after_sigkill_skips_finished_units(tiny_dir, tmp_path):
     out = tmp_path / "out"
-    cfg = {"model": str(tiny_dir), "tasks": ALL_TASKS, "num_prompts": 6, "num_dev_prompts": 2,
-           "methods": ["greedy", "fixed", "random", "oracle"], "temperatures": [0.0, 0.5, 1.0], "num_samples": 2,
-           "max_new_tokens": 24, "batch_size": 1, "n_bootstrap": 100, "report_to": "none", "torch_threads": 1,
-           "output_dir": str(out)}
-    cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg))
+    cfg_file = REPO / "configs" / "eval" / "tiny.yaml"  # the shipped tiny config, model/output_dir from the CLI
+    cfg = yaml.safe_load(cfg_file.read_text())
+    assert cfg["num_prompts"] == 6 and cfg["num_dev_prompts"] == 2 and len(cfg["temperatures"]) == 3
     total = len(ALL_TASKS) * (6 * 6 + 3 * 2)  # greedy, 3 fixed, random, oracle on 6 test prompts + 3 candidates on 2 dev
-    cmd = [sys.executable, str(REPO / "eval" / "run_suite.py"), "--config", str(cfg_file)]
+    cmd = [sys.executable, str(REPO / "eval" / "run_suite.py"), "--config", str(cfg_file), "--model", str(tiny_dir),
+           "--output_dir", str(out)]
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(tmp_path / "first_run.log", "wb")  # a file, not a pipe: a full pipe would stall the child
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     units = out / "units.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if units.exists() and units.read_bytes().count(b"\n") >= 8:
             break
         time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'first_run.log').read_text()[-2000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    log.close()
     before = units.read_bytes()
     done_before = before[: before.rfind(b"\n") + 1].count(b"\n")
     assert 8 <= done_before < total
