@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -279,6 +280,19 @@ def read_manifest(root) -> dict:
     return m
 
 
+def _lock_dir(root: Path):
+    """Exclusive advisory lock so two processes never append to one collection (released even on kill -9)."""
+    import fcntl
+
+    f = open(root / ".lock", "w")  # noqa: SIM115 (held for the writer's lifetime)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RuntimeError(f"another process is writing to the collection {root}; wait for it or use another output_dir") from None
+    return f
+
+
 class CollectionWriter:
     """Append whole prompt groups to a collection directory, atomically; refuses a mismatched directory."""
 
@@ -286,6 +300,7 @@ class CollectionWriter:
         self.root = Path(root)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
         (self.root / "hidden").mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_dir(self.root)
         for tmp in list(self.root.glob("*.tmp")) + list(self.root.glob("*/*.tmp")):
             tmp.unlink()  # leftovers of a killed write
         if (self.root / MANIFEST).exists():
@@ -341,6 +356,11 @@ class CollectionWriter:
         self.manifest["hidden_bytes"] += nbytes
         self._save()  # the commit point
         self.done.update(ids)
+
+    def close(self):
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def read_collection(root) -> tuple[dict, list[dict]]:
@@ -416,7 +436,7 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     if adm.tokenizer is None:
         raise ValueError("collection needs the tokenizer (AdaptiveDecodingModel(model, tokenizer, head))")
     ids = [p["id"] for p in prompts]
-    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    dup = sorted(i for i, c in Counter(ids).items() if c > 1)
     if dup:
         raise ValueError(f"duplicated prompt ids {dup[:5]}")
     missing = sorted({p["task"] for p in prompts} - set(rewards))
@@ -430,8 +450,6 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     writer = CollectionWriter(output_dir, identity)
     budget = int(settings.cache_budget_mb * 2**20)
     todo = [p for p in prompts if p["id"] not in writer.done]
-    n = settings.num_samples
-    level = adm.head.config.level
     summary = {"prompts_total": len(prompts), "prompts_already_done": len(prompts) - len(todo), "prompts_collected": 0,
                "samples_collected": 0, "nonfinite_rewards": 0, "samples_cached": 0, "samples_not_cached_budget": 0}
 
@@ -440,48 +458,57 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
         group = [p for p in todo if p["task"] == task]
         batches += [group[i : i + settings.prompts_per_batch] for i in range(0, len(group), settings.prompts_per_batch)]
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="collect", unit="prompt", disable=not progress)
-    for batch in batches:
-        task = batch[0]["task"]
-        max_new = specs[task].get("max_new_tokens") or settings.max_new_tokens
-        seed = _batch_seed(settings.seed, [p["id"] for p in batch])
-        enc = encode_prompts(adm.tokenizer, [p["prompt"] for p in batch], chat=settings.chat).to(adm.model.device)
-        torch.manual_seed(seed)
-        out = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new, num_return_sequences=n,
-                           selection=settings.selection, epsilon=settings.epsilon, head_seed=seed, return_head_inputs=True)
-        examples = [p for p in batch for _ in range(n)]
-        scores = rewards[task].score_components(out.texts, examples)
-        records, hidden = [], {}
-        for i, p in enumerate(batch):
-            mask = enc["attention_mask"][i].bool()
-            prompt_ids = enc["input_ids"][i][mask].tolist()
-            rows = range(i * n, (i + 1) * n)
-            totals = [scores["total"][r] for r in rows]
-            keep = set(_to_cache(totals, settings.cache_which))
-            for j, r in enumerate(rows):
-                t = len(out.completion_ids[r])
-                choices = {f: _jsonable(c[r] if level == "sequence" else c[r, :t]) for f, c in out.choices.items()}
-                values = {k: _jsonable(v[r] if level == "sequence" else v[r, :t]) for k, v in out.values.items()}
-                cached = False
-                if j in keep:
-                    h = out.head_inputs[r] if level == "sequence" else out.head_inputs[r, :t]
-                    h = h.to(torch.float16)
-                    size = h.numel() * h.element_size()
-                    if writer.manifest["hidden_bytes"] + sum(v.numel() * 2 for v in hidden.values()) + size <= budget:
-                        hidden[hidden_key(p["id"], j)] = h
-                        cached = True
-                        summary["samples_cached"] += 1
-                    else:
-                        summary["samples_not_cached_budget"] += 1
-                rew = {k: float(v[r]) for k, v in scores.items()}
-                summary["nonfinite_rewards"] += not math.isfinite(rew["total"])
-                records.append({"prompt_id": p["id"], "task": task, "sample_index": j, "prompt": p["prompt"],
-                                "prompt_ids": prompt_ids, "completion": out.texts[r], "completion_ids": out.completion_ids[r],
-                                "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed})
-        writer.write_group(records, hidden)
-        summary["prompts_collected"] += len(batch)
-        summary["samples_collected"] += len(records)
-        bar.update(len(batch))
-        bar.set_postfix(task=task, mean_reward=f"{sum(x for x in scores['total'] if math.isfinite(x)) / max(1, len(scores['total'])):.3f}")
-    bar.close()
+    try:
+        for batch in batches:
+            task = batch[0]["task"]
+            records, hidden, totals = _sample_batch(adm, batch, rewards[task], specs[task], settings, writer, budget, summary)
+            writer.write_group(records, hidden)
+            summary["prompts_collected"] += len(batch)
+            summary["samples_collected"] += len(records)
+            bar.update(len(batch))
+            finite = [x for x in totals if math.isfinite(x)]
+            bar.set_postfix(task=task, mean_reward=f"{sum(finite) / max(1, len(finite)):.3f}")
+    finally:
+        bar.close()
+        writer.close()
     summary["hidden_bytes"] = writer.manifest["hidden_bytes"]
     return summary
+
+
+def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
+    """Generate num_samples per prompt of one single-task batch, score them, pick what to cache."""
+    n, level = settings.num_samples, adm.head.config.level
+    seed = _batch_seed(settings.seed, [p["id"] for p in batch])  # same prompts -> same samples after a resume
+    enc = encode_prompts(adm.tokenizer, [p["prompt"] for p in batch], chat=settings.chat).to(adm.model.device)
+    torch.manual_seed(seed)
+    out = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens,
+                       num_return_sequences=n, selection=settings.selection, epsilon=settings.epsilon, head_seed=seed,
+                       return_head_inputs=True)
+    scores = reward.score_components(out.texts, [p for p in batch for _ in range(n)])
+    records, hidden = [], {}
+    used = writer.manifest["hidden_bytes"]
+    for i, p in enumerate(batch):
+        prompt_ids = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
+        rows = range(i * n, (i + 1) * n)
+        keep = set(_to_cache([scores["total"][r] for r in rows], settings.cache_which))
+        for j, r in enumerate(rows):
+            t = len(out.completion_ids[r])
+            choices = {f: _jsonable(c[r] if level == "sequence" else c[r, :t]) for f, c in out.choices.items()}
+            values = {k: _jsonable(v[r] if level == "sequence" else v[r, :t]) for k, v in out.values.items()}
+            cached = False
+            if j in keep:
+                h = (out.head_inputs[r] if level == "sequence" else out.head_inputs[r, :t]).to(torch.float16)
+                size = h.numel() * h.element_size()
+                if used + size <= budget:
+                    hidden[hidden_key(p["id"], j)] = h
+                    used += size
+                    cached = True
+                    summary["samples_cached"] += 1
+                else:
+                    summary["samples_not_cached_budget"] += 1
+            rew = {k: float(v[r]) for k, v in scores.items()}
+            summary["nonfinite_rewards"] += not math.isfinite(rew["total"])
+            records.append({"prompt_id": p["id"], "task": p["task"], "sample_index": j, "prompt": p["prompt"],
+                            "prompt_ids": prompt_ids, "completion": out.texts[r], "completion_ids": out.completion_ids[r],
+                            "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed})
+    return records, hidden, scores["total"]

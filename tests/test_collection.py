@@ -150,6 +150,19 @@ def test_mismatched_collection_is_refused(tmp_path):
     assert len(read_collection(tmp_path)[1]) == 8  # nothing was written by the refused runs
 
 
+def test_two_writers_on_one_collection_are_refused(tmp_path):
+    from adaptive_decoder.collection import CollectionWriter
+
+    run(make_adm(), tmp_path, prompts(1))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    identity = {k: manifest[k] for k in ("base_model", "head", "settings", "tasks")}
+    w = CollectionWriter(tmp_path, identity)
+    with pytest.raises(RuntimeError, match="another process is writing"):
+        run(make_adm(), tmp_path, prompts(2))
+    w.close()
+    assert run(make_adm(), tmp_path, prompts(2))["prompts_collected"] == 1
+
+
 def test_bad_prompts_and_settings(tmp_path):
     adm = make_adm()
     with pytest.raises(ValueError, match="duplicated prompt ids"):
