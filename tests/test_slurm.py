@@ -1,0 +1,254 @@
+"""The project's sbatch scripts on a real single-node Slurm cluster started on this machine.
+
+Opt-in (CI sets it): ADAPTIVE_DECODER_SLURM_TEST=1. Needs slurmctld, slurmd, munged (Debian: slurm-wlm munge).
+slurm/local_cluster.sh writes slurm.conf/cgroup.conf under a temp dir, starts its own munged + slurmctld + slurmd
+on 127.0.0.1 and free ports, and the fixture stops exactly those PIDs at the end.
+
+What runs, all on CPU with the scripts' GPU defaults overridden (--gpus-per-node=0, 2 CPUs, gloo):
+  collect.sbatch -> train_lpo.sbatch (2 processes, DDP over gloo, afterok dependency) -> eval_suite.sbatch with
+  the trained head; then the two ways a job is interrupted: the time-limit warning (USR1 -> the script requeues
+  itself) and scancel + resubmission into the same run directory. Both must resume from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM = REPO / "slurm"
+BINARIES = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "slurmctld", "slurmd", "munged")
+
+
+def _missing_binaries():
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    return [b for b in BINARIES if shutil.which(b, path=path) is None]
+
+
+if os.environ.get("ADAPTIVE_DECODER_SLURM_TEST") != "1":
+    pytest.skip("real-Slurm test is opt-in: set ADAPTIVE_DECODER_SLURM_TEST=1", allow_module_level=True)
+if _missing_binaries():
+    pytest.skip(f"Slurm/munge binaries not found: {_missing_binaries()} (apt-get install slurm-wlm munge)",
+                allow_module_level=True)
+
+
+# ---------------------------------------------------------------------------------------------------- cluster
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "PATH": os.environ["PATH"] + ":/usr/sbin:/sbin", "CPUS": "2"}
+    start = subprocess.run(["bash", str(SLURM / "local_cluster.sh"), "start", str(d)], env=env,
+                           capture_output=True, text=True, timeout=180)
+    try:
+        assert start.returncode == 0, f"cluster did not start:\n{start.stdout}\n{start.stderr}\n{_logs(d)}"
+        env["SLURM_CONF"] = str(d / "etc" / "slurm.conf")
+        yield {"dir": d, "env": env}
+    finally:
+        stop = subprocess.run(["bash", str(SLURM / "local_cluster.sh"), "stop", str(d)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        pids = [ln.split() for ln in stop.stdout.splitlines() if ln.startswith("stopped")]
+        for _, name, _, pid in pids:  # "stopped munged (pid 123)": each recorded daemon is gone
+            assert not Path(f"/proc/{pid.rstrip(')')}").exists(), f"{name} still running after stop"
+
+
+def _logs(d: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted((d / "log").glob("*")) if p.is_file())
+
+
+def sh(cluster, *cmd, **kw) -> str:
+    r = subprocess.run(list(cmd), env={**cluster["env"], **kw.pop("env", {})}, capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert r.returncode == 0, f"{cmd} failed: {r.stdout}\n{r.stderr}"
+    return r.stdout.strip()
+
+
+CPU = ["--gpus-per-node=0", "--cpus-per-task=2", "--time=10"]
+
+
+def submit(cluster, script, run_dir, recipe_args, sbatch_opts=(), **env) -> str:
+    env = {"PYTHON": sys.executable, "RUN_DIR": str(run_dir), "OMP_NUM_THREADS": "1", **env}
+    out = sh(cluster, "bash", str(SLURM / "submit.sh"), str(SLURM / script), *CPU, *sbatch_opts, "--",
+             *recipe_args, env=env)
+    job, rdir = out.split()
+    assert Path(rdir) == Path(run_dir).resolve()
+    return job
+
+
+def job_info(cluster, job) -> dict:
+    out = sh(cluster, "scontrol", "show", "job", "-o", job)
+    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+
+def wait_done(cluster, job, run_dir, timeout=400) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        info = job_info(cluster, job)
+        if info["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return info
+        time.sleep(1)
+    pytest.fail(f"job {job} not done after {timeout}s: {job_info(cluster, job)}\n{job_log(run_dir)}")
+
+
+def job_log(run_dir) -> str:
+    return "\n".join(p.read_text() for p in sorted(Path(run_dir, "logs").glob("*.out")))
+
+
+def assert_completed(info, run_dir):
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{job_log(run_dir)[-6000:]}"
+
+
+def wait_for(pred, what, timeout, run_dir):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}\n{job_log(run_dir)[-4000:]}")
+
+
+# ---------------------------------------------------------------------------------------------------- models
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from conftest import tiny_llama
+    from test_rewards import tiny_tokenizer
+
+    d = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_llama(vocab_size=259, hidden_size=32, seed=0).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+def test_cluster_is_ours_and_single_node(cluster):
+    conf = (cluster["dir"] / "etc" / "slurm.conf").read_text()
+    for line in ("ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres"):
+        assert line in conf
+    assert "(127.0.0.1)" in conf and "CgroupPlugin=cgroup/v1" in (cluster["dir"] / "etc" / "cgroup.conf").read_text()
+    nodes = sh(cluster, "sinfo", "-h", "-N", "-o", "%N %c %t").split("\n")
+    assert len(nodes) == 1 and nodes[0].split()[1:] == ["2", "idle"]
+
+
+def test_collect_train_eval_pipeline(cluster, tiny_model_dir, tmp_path):
+    """collect -> LPO on 2 gloo processes -> eval with the trained head, chained with afterok dependencies."""
+    runs = tmp_path / "runs"
+    collect = submit(cluster, "collect.sbatch", runs / "collect",
+                     ["--config", "configs/lpo/collect_tiny.yaml", "--base_model", str(tiny_model_dir)])
+    # LPO on the collection: the tiny training config minus its synthetic-data and head-bin settings
+    train_cfg = yaml.safe_load((REPO / "configs/lpo/train_tiny.yaml").read_text())
+    for k in ("synthetic_pairs", "synthetic_hidden_size"):
+        train_cfg.pop(k)
+    train_cfg.update(head={"num_layers": 2, "intermediate_size": 16}, collection_dir=str(runs / "collect" / "out"))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train_cfg))
+    lpo = submit(cluster, "train_lpo.sbatch", runs / "lpo", ["--config", str(tmp_path / "train.yaml"), "--report_to", "none"],
+                 [f"--dependency=afterok:{collect}"], NPROC_PER_NODE="2",
+                 ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
+    head = runs / "lpo" / "out" / "head"
+    ev = submit(cluster, "eval_suite.sbatch", runs / "eval",
+                ["--config", "configs/eval/tiny.yaml", "--model", str(tiny_model_dir), "--tasks", "gsm8k",
+                 "--methods", "greedy", "adaptive", "--head_paths", str(head), "--num_prompts", "2",
+                 "--num_dev_prompts", "0", "--max_new_tokens", "6", "--report_to", "none"],
+                 [f"--dependency=afterok:{lpo}"])
+
+    assert_completed(wait_done(cluster, collect, runs / "collect"), runs / "collect")
+    manifest = json.loads((runs / "collect" / "out" / "manifest.json").read_text())
+    assert len(manifest["done"]) == 10  # 6 arithmetic + 4 echo prompts of collect_tiny.yaml
+
+    assert_completed(wait_done(cluster, lpo, runs / "lpo"), runs / "lpo")
+    log = job_log(runs / "lpo")
+    assert "1 node(s) x 2 process(es)" in log
+    assert (head / "model.safetensors").exists() and (head / "config.json").exists()
+    final = [json.loads(ln) for ln in (runs / "lpo" / "out" / "metrics.jsonl").read_text().splitlines() if "final" in ln]
+    assert final and final[-1]["num_processes"] == 2 and final[-1]["ranks_agree"] is True
+    assert json.loads((head / "config.json").read_text())["hidden_size"] == 32
+
+    assert_completed(wait_done(cluster, ev, runs / "eval"), runs / "eval")
+    res = json.loads((runs / "eval" / "out" / "results.json").read_text())
+    assert "greedy" in res["methods"] and any(m.startswith("ad") for m in res["methods"]), res["methods"]
+    assert (runs / "eval" / "out" / "results.md").exists()
+    # every job recorded its resolved launch settings in its run directory
+    for r in ("collect", "lpo", "eval"):
+        assert "world_size=" in (runs / r / "logs" / "jobs.txt").read_text()
+
+
+LONG = ["--config", "configs/lpo/train_tiny.yaml", "--synthetic_pairs", "64", "--max_steps", "400",
+        "--save_steps", "20", "--logging_steps", "20", "--report_to", "none", "--plot", "false"]
+
+
+def _checkpoints(run_dir):
+    d = Path(run_dir) / "out" / "checkpoints"
+    return sorted(p.name for p in d.glob("step-*")) if d.is_dir() else []
+
+
+def _assert_resumed_and_complete(run_dir):
+    log = job_log(run_dir)
+    m = re.search(r"resumed from \S+step-(\d+) at step (\d+)", log)
+    assert m, f"no resume in the log:\n{log[-4000:]}"
+    assert int(m.group(2)) > 0
+    rows = [json.loads(ln) for ln in (Path(run_dir) / "out" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "final" not in r]
+    assert steps == list(range(20, 401, 20)), steps  # every logging step exactly once across the two attempts
+    assert rows[-1]["final"] and rows[-1]["step"] == 400 and rows[-1]["ranks_agree"]
+    assert (Path(run_dir) / "out" / "head" / "model.safetensors").exists()
+    return int(m.group(2))
+
+
+def test_time_limit_signal_requeues_and_resumes(cluster, tmp_path):
+    """Slurm's warning signal (--signal=B:USR1@...) makes the batch script requeue itself; the rerun resumes."""
+    run = tmp_path / "requeue"
+    job = submit(cluster, "train_lpo.sbatch", run, LONG, NPROC_PER_NODE="2",
+                 ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
+    wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run)
+    # what Slurm sends when the time limit approaches (the sbatch scripts ask for it with --signal=B:USR1@180)
+    sh(cluster, "scancel", "--signal=USR1", "--batch", job)
+    wait_for(lambda: job_info(cluster, job).get("Restarts") == "1", "the requeue", 120, run)
+    sh(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")  # Slurm holds a requeued job ~2 minutes
+    info = wait_done(cluster, job, run)
+    assert_completed(info, run)
+    assert "requeueing job" in job_log(run)
+    assert "restart=1" in (run / "logs" / "jobs.txt").read_text()
+    _assert_resumed_and_complete(run)
+
+
+def test_scancel_then_resubmit_same_run_dir_resumes(cluster, tmp_path):
+    run = tmp_path / "resubmit"
+    job = submit(cluster, "train_lpo.sbatch", run, LONG, NPROC_PER_NODE="2",
+                 ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
+    wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run)
+    sh(cluster, "scancel", job)
+    assert wait_done(cluster, job, run)["JobState"] == "CANCELLED"
+    assert not (run / "out" / "head").exists()  # it really was stopped before the end
+    job2 = submit(cluster, "train_lpo.sbatch", run, LONG, NPROC_PER_NODE="2",
+                  ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
+    assert job2 != job
+    assert_completed(wait_done(cluster, job2, run), run)
+    _assert_resumed_and_complete(run)
+
+
+def test_outside_slurm_single_node_fallback_and_errors(tmp_path):
+    """The scripts run without Slurm (documented fallback) and refuse a multi-node launch without a rendezvous."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PYTHON=sys.executable, RUN_DIR=str(tmp_path / "local"), LAUNCHER="python", OMP_NUM_THREADS="1")
+    r = subprocess.run(["bash", str(SLURM / "train_lpo.sbatch"), "--config", "configs/lpo/train_tiny.yaml",
+                        "--report_to", "none", "--plot", "false"], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "single-node fallback" in r.stderr
+    assert (tmp_path / "local" / "out" / "head" / "model.safetensors").exists()
+
+    r = subprocess.run(["bash", str(SLURM / "train_lpo.sbatch"), "--config", "configs/lpo/train_tiny.yaml"],
+                       env={**env, "NNODES": "2"}, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "set MASTER_ADDR and NODE_RANK" in r.stderr
+    r = subprocess.run(["bash", str(SLURM / "train_lpo.sbatch")], env={**env, "SLURM_JOB_ID": "7"}, cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "SLURM_JOB_NODELIST is not" in r.stderr
