@@ -279,3 +279,23 @@ def test_random_oracle_and_hag_registry():
     if importlib.util.find_spec("adaptive_decoder.hag") is None:
         with pytest.raises(ImportError, match="adaptive_decoder.hag.HAGPolicy"):
             build_policies("hag_untrained")
+
+
+def test_creative_writing_reward_model_score(tmp_path):
+    """With reward_model= configured, the creative-writing reward IS the reward model's score (a tiny random
+    sequence-classification Llama here), reported per sample next to the quality metrics."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from adaptive_decoder.tasks import get_task
+
+    torch.manual_seed(0)
+    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                    num_attention_heads=4, num_key_value_heads=2, num_labels=1,
+                                                    pad_token_id=0, eos_token_id=1, bos_token_id=2))
+    rm.save_pretrained(tmp_path / "rm")
+    char_tokenizer().save_pretrained(tmp_path / "rm")
+    task = get_task("creative_writing", reward_model=str(tmp_path / "rm"))
+    task.setup_scoring()  # no scorer LM: fluency is left out, the reward model is still used
+    samples, per_prompt = task.score(["Once upon a time.", "The end, the end, the end."], {"id": "0", "prompt": "Write."})
+    assert all(s["reward"] == s["reward_model"] for s in samples)
+    assert samples[0]["reward"] != samples[1]["reward"] and "repetition" in samples[0] and "self_bleu" in per_prompt
