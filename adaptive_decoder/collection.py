@@ -44,7 +44,7 @@ CACHE_WHICH = ("extremes", "all", "none")
 # A prompt record: {"id", "task", "prompt", + the fields its reward reads: "answer" | "concepts" | "reference"}.
 # --------------------------------------------------------------------------------------------------------
 
-SOURCES = ("gsm8k", "commongen", "translation", "prompts", "arithmetic")
+SOURCES = ("gsm8k", "commongen", "translation", "prompts", "arithmetic", "registry")
 DEFAULT_TEMPLATES = {
     "gsm8k": "{question}\nSolve it step by step and write the final answer after '####'.",
     "commongen": "Write a short story of two or three sentences that uses all of these words: {concepts}.",
@@ -59,14 +59,16 @@ _LANG = {"en": "English", "de": "German", "zh": "Chinese", "fr": "French", "es":
 class TaskSpec:
     """One task of a collection run, as written under `tasks:` in the collect YAML."""
 
-    source: str = field(metadata={"help": f"Prompt source format: one of {SOURCES}."})
-    reward: dict = field(metadata={"help": "Reward spec for adaptive_decoder.rewards.build_reward."})
+    source: str = field(metadata={"help": f"Prompt source format: one of {SOURCES}; 'registry' = an adaptive_decoder.tasks task."})
+    reward: dict | None = field(default=None, metadata={"help": "Reward spec for adaptive_decoder.rewards.build_reward (registry tasks default to the task's reward)."})
     path: str | None = field(default=None, metadata={"help": "JSONL file (not needed for 'arithmetic')."})
     num_prompts: int | None = field(default=None, metadata={"help": "Use the first N prompts (after offset); None = all."})
     offset: int = field(default=0, metadata={"help": "Skip this many records first."})
     template: str | None = field(default=None, metadata={"help": "Prompt template with {field} placeholders; default per source."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Per-task generation length (default: the run's)."})
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic 'arithmetic' source."})
+    eval_task: str | None = field(default=None, metadata={"help": "source 'registry': the adaptive_decoder.tasks name (gsm8k, translation, ...)."})
+    task_options: dict = field(default_factory=dict, metadata={"help": "source 'registry': options of that task (num_fewshot, template, ...)."})
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> "TaskSpec":
@@ -76,13 +78,23 @@ class TaskSpec:
         unknown = sorted(set(d) - set(valid))
         if unknown:
             raise ValueError(f"task {name!r}: unknown key(s) {unknown}; valid: {valid}")
-        missing = [k for k in ("source", "reward") if k not in d]
-        if missing:
-            raise ValueError(f"task {name!r}: missing required key(s) {missing}")
+        if "source" not in d:
+            raise ValueError(f"task {name!r}: missing required key 'source'")
         spec = cls(**d)
         if spec.source not in SOURCES:
             raise ValueError(f"task {name!r}: unknown source {spec.source!r}; valid: {list(SOURCES)}")
-        if spec.source != "arithmetic" and not spec.path:
+        if spec.source == "registry":
+            if not spec.eval_task:
+                raise ValueError(f"task {name!r}: source 'registry' needs eval_task: (e.g. gsm8k, constrained_writing)")
+            if spec.template:
+                raise ValueError(f"task {name!r}: registry tasks build their own prompts; set template under task_options")
+            if spec.reward is None:  # the registry task's own reward, recorded explicitly in the manifest
+                spec.reward = _registry_task(spec).reward_spec
+        elif spec.eval_task or spec.task_options:
+            raise ValueError(f"task {name!r}: eval_task / task_options only apply to source 'registry'")
+        if spec.reward is None:
+            raise ValueError(f"task {name!r}: missing required key 'reward'")
+        if spec.source not in ("arithmetic", "registry") and not spec.path:
             raise ValueError(f"task {name!r}: source {spec.source!r} needs path: (a JSONL file)")
         if spec.source == "arithmetic" and not spec.num_prompts:
             raise ValueError(f"task {name!r}: the synthetic 'arithmetic' source needs num_prompts")
@@ -114,12 +126,24 @@ def _need(rec: dict, key: str, where: str):
     return rec[key]
 
 
+def _registry_task(spec: TaskSpec):
+    from .tasks import get_task
+
+    return get_task(spec.eval_task, path=spec.path, **({"reward": spec.reward} if spec.reward else {}), **spec.task_options)
+
+
 def load_task_prompts(name: str, spec: TaskSpec | dict) -> list[dict]:
     """Prompt records for one task. Ids are "<task>/<record index>" so they stay stable across runs."""
     if isinstance(spec, dict):
         spec = TaskSpec.from_dict(name, spec)
-    template = spec.template or DEFAULT_TEMPLATES[spec.source]
     out = []
+    if spec.source == "registry":  # first num_prompts examples after offset, in file order
+        exs = _registry_task(spec).examples()[spec.offset:]
+        exs = exs if spec.num_prompts is None else exs[: spec.num_prompts]
+        if not exs:
+            raise ValueError(f"task {name!r}: no prompts (eval_task={spec.eval_task}, offset={spec.offset})")
+        return [{**ex, "id": f"{name}/{ex['id']}", "task": name} for ex in exs]
+    template = spec.template or DEFAULT_TEMPLATES[spec.source]
     if spec.source == "arithmetic":
         rng = random.Random(spec.seed)
         for i in range(spec.offset + spec.num_prompts):

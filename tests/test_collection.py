@@ -198,6 +198,26 @@ def test_prompt_sources(tmp_path):
     assert a[0]["answer"] == f"#### {eval(q)}"  # noqa: S307 (our own "a + b" string)
 
 
+def test_registry_tasks_as_prompt_source():
+    from adaptive_decoder.tasks import get_task
+
+    spec = {"source": "registry", "eval_task": "constrained_writing", "num_prompts": 3, "offset": 1}
+    out = load_task_prompts("cw", spec)
+    want = get_task("constrained_writing").examples()[1:4]
+    assert [o["prompt"] for o in out] == [w["prompt"] for w in want] and [o["concepts"] for o in out] == [w["concepts"] for w in want]
+    assert [o["id"] for o in out] == [f"cw/{w['id']}" for w in want] and {o["task"] for o in out} == {"cw"}
+    from adaptive_decoder.collection import TaskSpec
+
+    assert TaskSpec.from_dict("cw", spec).reward == get_task("constrained_writing").reward_spec  # the task's own reward
+    assert TaskSpec.from_dict("cw", {**spec, "reward": {"concepts": {}}}).reward == {"concepts": {}}
+    with pytest.raises(ValueError, match="needs eval_task"):
+        TaskSpec.from_dict("cw", {"source": "registry"})
+    with pytest.raises(ValueError, match="only apply to source 'registry'"):
+        TaskSpec.from_dict("a", {"source": "arithmetic", "num_prompts": 2, "reward": REWARD, "eval_task": "gsm8k"})
+    with pytest.raises(ValueError, match="missing required key 'reward'"):
+        TaskSpec.from_dict("a", {"source": "arithmetic", "num_prompts": 2})
+
+
 # ------------------------------------------------------------------------------------------- the recipe
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
