@@ -387,6 +387,9 @@ class Evaluator:
                                            "mean_new_tokens": _mean([s["num_tokens"] for u in units for s in u["samples"]]),
                                            "gen_seconds_per_prompt": _mean([u.get("gen_seconds", 0.0) for u in units]),
                                            "chosen": chosen_values(units)}
+                flags = [u["extra"]["parse_failed"] for u in units if "parse_failed" in u.get("extra", {})]
+                if flags:  # HAG: how often the model's config text could not be parsed (default config used)
+                    tres["methods"][p.name]["parse_failed_rate"] = sum(map(bool, flags)) / len(flags)
                 res["units"].extend(units)
             for p in self.policies:
                 if type(p) is FixedPolicy:
@@ -466,6 +469,10 @@ def markdown_table(results: dict) -> str:
             r = tr["methods"][m]
             lines.append(f"| {m} | {format_ci(r['reward']['mean'], r['reward']['lo'], r['reward']['hi'])} | "
                          + " | ".join(_fmt(r["metrics"].get(k)) for k in keys) + f" | {_fmt(r['mean_new_tokens'], 1)} |")
+        for m in methods:
+            if "parse_failed_rate" in tr["methods"][m]:
+                lines.append(f"\n{m}: config text unparseable for {tr['methods'][m]['parse_failed_rate']:.0%} of prompts "
+                             "(the default config was used for them).")
         comps = [c for c in results["comparisons"] if c["task"] == t]
         if comps:
             lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs fixed setting; win rate with 95% "
