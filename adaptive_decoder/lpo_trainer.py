@@ -582,6 +582,12 @@ def build_head_and_dataset(cfg: LPOConfig):
     manifest = read_manifest(cfg.collection_dir)
     collected = dict(manifest["head"]["config"])
     head = _load_or_build_head(cfg, AdaptiveDecoderConfig.from_dict({**collected, **cfg.head}))
+    from .collection import head_identity
+
+    if head_identity(head)["fingerprint"] == manifest["head"].get("fingerprint"):
+        logger.info("the initial head is the collecting head (LPO's reference = the sampling policy)")
+    else:
+        logger.info("the initial head differs from the collecting head (other head_path / head_init_seed / options)")
     kw = dict(mode=cfg.pair_mode, k=cfg.pair_k, eps=cfg.pair_eps, tasks=cfg.tasks, head_config=head.config,
               use_cache=cfg.use_cache)
     try:

@@ -263,3 +263,15 @@ def test_synthetic_pairs_follow_the_contract():
     t = ex["chosen_inputs"].shape[0]
     assert ex["chosen_choices"]["temperature"].tolist() == [5] * t
     assert (ex["rejected_choices"]["temperature"] != 5).all()
+
+
+def test_default_initial_head_is_the_collecting_head(tmp_path, collection, caplog):
+    # same head config + same init seed as the collection: LPO's reference is then the sampling policy
+    adm, _, cached = collection
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="adaptive_decoder.lpo_trainer"):
+        head, _ = build_head_and_dataset(config(tmp_path, synthetic_pairs=0, collection_dir=str(cached), head={}))
+    for k, v in adm.head.state_dict().items():
+        assert torch.equal(head.state_dict()[k], v), k
+    assert "is the collecting head" in caplog.text
