@@ -1,0 +1,182 @@
+"""HAG data search (prune + greedy, budget, resume) and the TRL SFT recipe, on tiny random models (offline)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from adaptive_decoder.generation import AdaptiveDecodingModel
+from adaptive_decoder.hag import KEYS, parse_config
+from adaptive_decoder.hag_search import ConfigSearch, SearchSettings, SearchSpace, canonical, read_records
+from test_hag import char_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_TINY = ROOT / "configs" / "hag" / "build_tiny.yaml"
+SFT_TINY = ROOT / "configs" / "hag" / "sft_tiny.yaml"
+
+
+def _recipe(name):
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def save_tiny(path: Path) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=1, pad_token_id=0, bos_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("hag") / "model")
+
+
+# ------------------------------------------------------------------------------------------ search logic
+class ScriptedScorer:
+    """Reward = a known function of the config that produced the row (read back from the forced values), so the
+    search outcome can be computed by hand: best at temperature 0.9, top_p 0.9, top_k 0, repetition 1.1."""
+
+    def __init__(self, adm):
+        self.adm = adm
+
+    def score(self, texts, examples):
+        # every generate call since the last scoring (max_rows may split one step into several calls)
+        vals = {k: torch.cat([v[k] for v in self.adm.pending]) for k in KEYS}
+        self.adm.pending.clear()
+        assert len(vals["temperature"]) == len(texts)
+        return [-abs(t - 0.9) - abs(p - 0.9) - k / 100 - abs(r - 1.1)
+                for t, p, k, r in zip(vals["temperature"].tolist(), vals["top_p"].tolist(), vals["top_k"].tolist(),
+                                      vals["repetition_penalty"].tolist())]
+
+
+class RecordingADM(AdaptiveDecodingModel):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls, self.pending = [], []
+
+    def generate(self, *a, **kw):
+        out = super().generate(*a, **kw)
+        self.pending.append(out.values)
+        self.calls.append(out.values["temperature"].numel())
+        return out
+
+
+def test_prune_then_greedy_finds_the_hand_computed_best_and_respects_budget():
+    from conftest import tiny_llama
+
+    adm = RecordingADM(tiny_llama(vocab_size=128, hidden_size=32), char_tokenizer())
+    scorer = ScriptedScorer(adm)
+    space = SearchSpace(temperature=[0.0, 0.3, 0.6, 0.9], top_p=[1.0, 0.9, 0.5], top_k=[0, 20],
+                        repetition_penalty=[1.0, 1.1, 1.5], base={"temperature": 0.3, "top_p": 1.0, "top_k": 20,
+                                                                   "repetition_penalty": 1.0})
+    settings = SearchSettings(samples_per_config=2, max_new_tokens=2, keep_per_key=2, prune_margin=1.0, chat=False,
+                              max_rows=7)
+    exs = [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two two"}]
+    recs = ConfigSearch(adm, scorer.score, space, settings).search(exs)
+    for r in recs:
+        # the optimum is off the base's axes: only the greedy phase (moving several coordinates) can reach it
+        assert r["best_config"] == {"temperature": 0.9, "top_p": 0.9, "top_k": 0, "repetition_penalty": 1.1}
+        assert r["best_reward"] == pytest.approx(0.0, abs=1e-6)
+        assert r["kept"] == {"temperature": [0.9, 0.6], "top_p": [0.9, 1.0], "top_k": [0, 20],
+                             "repetition_penalty": [1.1, 1.0]}
+        # cost accounting: a greedy config is one sample, every other config samples_per_config samples
+        want = sum(1 if e["config"]["temperature"] == 0 else 2 for e in r["evaluated"])
+        assert r["samples"] == want and r["num_configs"] == len({canonical(e["config"]) for e in r["evaluated"]})
+        assert not r["all_tied"] and r["base_reward"] is not None
+    assert max(adm.calls) <= 7  # max_rows splits the batched generate calls
+    # budget: never more samples per prompt than allowed, and the best so far is still returned
+    adm.calls.clear()
+    small = SearchSettings(**{**settings.__dict__, "budget_samples": 5})
+    recs = ConfigSearch(adm, scorer.score, space, small).search(exs)
+    assert all(r["samples"] <= 5 for r in recs) and all(parse_config(", ".join(f"{k}={r['best_config'][k]}" for k in KEYS)).status == "ok" for r in recs)
+
+
+def test_ties_keep_the_first_evaluated_config_and_are_flagged():
+    from conftest import tiny_llama
+
+    adm = AdaptiveDecodingModel(tiny_llama(vocab_size=128, hidden_size=32), char_tokenizer())
+    space = SearchSpace(temperature=[0.0, 0.5], top_p=[1.0], top_k=[0], repetition_penalty=[1.0],
+                        base={"temperature": 0.5, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0})
+    rec = ConfigSearch(adm, lambda t, e: [0.0] * len(t), space,
+                       SearchSettings(samples_per_config=2, max_new_tokens=2, chat=False)).search([{"id": "x", "prompt": "p"}])[0]
+    assert rec["all_tied"] and rec["best_config"]["temperature"] == 0.0  # the temperature sweep runs first
+
+
+def test_space_and_settings_validation():
+    with pytest.raises(ValueError, match="top_p"):
+        SearchSpace(top_p=[1.0, 1.5])
+    with pytest.raises(ValueError, match="base temperature must be > 0"):
+        SearchSpace(base={"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0})
+    with pytest.raises(ValueError, match="duplicates"):
+        SearchSpace(top_k=[0, 0])
+    with pytest.raises(ValueError, match="samples_per_config"):
+        SearchSettings(samples_per_config=0)
+
+
+# ------------------------------------------------------------------------------------------ the build recipe
+def _build_args(tiny_dir, out, extra=()):
+    return ["--config", str(BUILD_TINY), "--base_model", str(tiny_dir), "--output_dir", str(out), *extra]
+
+
+def _strip(recs):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in recs]
+
+
+def test_build_recipe_outputs_and_resume_equals_uninterrupted(tmp_path, tiny_dir):
+    build = _recipe("build_hag_data")
+    full = tmp_path / "full"
+    summary = build.main(_build_args(tiny_dir, full))
+    recs = read_records(full / "search.jsonl")
+    assert len(recs) == 6 and {r["task"] for r in recs} == {"gsm8k", "constrained_writing"}
+    assert summary["prompts"] == 6 and summary["samples_generated"] == sum(r["samples"] for r in recs) > 0
+    assert all(r["samples"] <= 40 for r in recs) and summary["this_run"]["seconds"] >= 0
+    sft = [json.loads(x) for x in (full / "sft.jsonl").read_text().splitlines()]
+    assert len(sft) == summary["sft_examples"] == 6 - summary["dropped_all_tied"]
+    for s in sft:
+        assert s["prompt"][0]["role"] == "user" and parse_config(s["completion"][0]["content"]).status == "ok"
+    assert (full / "best_configs.png").stat().st_size > 1000
+    # a crash after the first chunk (2 prompts) with a torn third line: the restart redoes only the rest
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "search_config.json").write_text((full / "search_config.json").read_text())
+    lines = (full / "search.jsonl").read_text().splitlines(keepends=True)
+    (part / "search.jsonl").write_text("".join(lines[:2]) + lines[2][:40])
+    summary2 = build.main(_build_args(tiny_dir, part))
+    assert summary2["this_run"]["samples"] == sum(r["samples"] for r in recs[2:])
+    assert _strip(read_records(part / "search.jsonl")) == _strip(recs)
+    # a finished directory: nothing left to do
+    assert build.main(_build_args(tiny_dir, part))["this_run"]["samples"] == 0
+
+
+def test_build_recipe_refuses_changed_settings_and_unknown_keys(tmp_path, tiny_dir):
+    build = _recipe("build_hag_data")
+    out = tmp_path / "o"
+    cfg = yaml.safe_load(BUILD_TINY.read_text())
+    cfg["tasks"] = {"gsm8k": {"num_prompts": 1}}
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(out)])
+    with pytest.raises(ValueError, match="samples_per_config"):
+        build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(out),
+                    "--samples_per_config", "3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**cfg, "samples_per_confg": 2}))
+    with pytest.raises(ValueError, match="samples_per_confg"):
+        build.main(["--config", str(bad), "--output_dir", str(out)])
+    bad.write_text(yaml.safe_dump({**cfg, "space": {"temprature": [0.1]}}))
+    with pytest.raises(ValueError, match="temprature"):
+        build.main(["--config", str(bad), "--output_dir", str(out)])
+    bad.write_text(yaml.safe_dump({**cfg, "tasks": {"gsm8k": {"num_prompts": 1, "fewshot": 2}}}))
+    with pytest.raises(ValueError, match="fewshot"):
+        build.main(["--config", str(bad), "--output_dir", str(out)])

@@ -1,0 +1,147 @@
+"""Build HAG SFT data: the best decoding config per training prompt, found by prune-then-greedy search.
+
+    python training/build_hag_data.py --config configs/hag/build_smollm2.yaml [--budget_samples 60 ...]
+
+Writes to output_dir:
+    search.jsonl        one record per prompt (every config tried, its rewards, the best one); the resume log:
+                        re-running skips finished prompts; a directory made with other settings is refused
+    sft.jsonl           the SFT dataset for training/train_hag.py (conversational prompt -> config line)
+    summary.json        cost (samples generated, wall clock, configs evaluated) and outcome per task
+    best_configs.png    distribution of the chosen temperature / top_p / top_k / repetition_penalty per task
+See adaptive_decoder/hag_search.py for the search itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from trl import TrlParser  # noqa: E402
+
+from adaptive_decoder.generation import AdaptiveDecodingModel  # noqa: E402
+from adaptive_decoder.hag import KEYS  # noqa: E402
+from adaptive_decoder.hag_search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
+from adaptive_decoder.models import load_base_model  # noqa: E402
+from adaptive_decoder.tasks import get_task  # noqa: E402
+
+logger = logging.getLogger("build_hag_data")
+_TASK_KEYS = {"num_prompts", "seed"}  # everything else in a task entry goes to adaptive_decoder.tasks.get_task
+
+
+@dataclass
+class BuildHAGConfig(SearchSettings):
+    output_dir: str = field(default=None, metadata={"help": "Output directory (created, or resumed if it exists)."})
+    base_model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
+    tasks: dict = field(default_factory=dict, metadata={
+        "help": "task name -> {num_prompts, seed, and get_task options: path, reward, num_fewshot, template, ...}."})
+    space: dict = field(default_factory=dict, metadata={"help": "SearchSpace grids: temperature/top_p/top_k/repetition_penalty lists and base."})
+    drop_all_tied: bool = field(default=True, metadata={"help": "Leave prompts where every config tied out of sft.jsonl."})
+    dtype: str = field(default="float32", metadata={"help": "Base LM dtype."})
+    device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})
+    plot: bool = field(default=True, metadata={"help": "Write best_configs.png."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+        if not self.tasks:
+            raise ValueError("tasks is empty: configure at least one task (see configs/hag/build_tiny.yaml)")
+        for name, spec in self.tasks.items():
+            if not isinstance(spec, dict) or "num_prompts" not in spec:
+                raise ValueError(f"task {name!r}: needs a mapping with num_prompts (and get_task options), got {spec!r}")
+        unknown = sorted(set(self.space) - {f.name for f in fields(SearchSpace)})
+        if unknown:
+            raise ValueError(f"unknown space key(s) {unknown}; valid: {[f.name for f in fields(SearchSpace)]}")
+
+
+def load_examples(tasks_cfg: dict) -> tuple[dict, list]:
+    """({name: Task}, examples): num_prompts per task, a deterministic subset (seeded shuffle), ids "<task>/<id>"."""
+    tasks, examples = {}, []
+    for name, spec in tasks_cfg.items():
+        opts = {k: v for k, v in spec.items() if k not in _TASK_KEYS}
+        task = get_task(name, **opts)
+        subset, _ = task.split(int(spec["num_prompts"]), 0, int(spec.get("seed", 0)))
+        tasks[name] = task
+        examples += [{**e, "id": f"{name}/{e['id']}", "task": name} for e in subset]
+    return tasks, examples
+
+
+def plot_best_configs(records: list, path: Path) -> Path | None:
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in records})
+    fig, axes = plt.subplots(1, len(KEYS), figsize=(3.6 * len(KEYS), 3.2), squeeze=False)
+    width = 0.8 / len(tasks)
+    for ax, k in zip(axes[0], KEYS):
+        vals = sorted({r["best_config"][k] for r in records})
+        for i, t in enumerate(tasks):
+            rs = [r for r in records if r["task"] == t]
+            ax.bar([j + i * width for j in range(len(vals))],
+                   [sum(r["best_config"][k] == v for r in rs) / len(rs) for v in vals], width, label=t)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(vals))], [f"{v:g}" for v in vals], fontsize=8)
+        ax.set_title(k, fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("share of prompts")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("HAG search: best config per prompt", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (cfg,) = TrlParser((BuildHAGConfig,)).parse_args_and_config(argv)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    space = SearchSpace(**cfg.space)
+    settings = SearchSettings(**{f.name: getattr(cfg, f.name) for f in fields(SearchSettings)})
+    tasks, examples = load_examples(cfg.tasks)  # before the model: bad task options fail fast
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_base_model(cfg.base_model, dtype=getattr(torch, cfg.dtype), device=device)
+    adm = AdaptiveDecodingModel(model, tok)
+    scorer = task_scorer(tasks, model=model, tokenizer=tok)
+    fingerprint = {"base_model": cfg.base_model, "tasks": cfg.tasks}
+    t0 = time.time()
+    summary = run_search(adm, examples, scorer, cfg.output_dir, space, settings, progress=cfg.progress,
+                         fingerprint=fingerprint)
+    out = Path(cfg.output_dir)
+    records = read_records(out / "search.jsonl")
+    wanted = {e["id"] for e in examples}
+    records = [r for r in records if r["prompt_id"] in wanted]
+    sft = sft_records(records, drop_all_tied=cfg.drop_all_tied)
+    tmp = out / "sft.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in sft:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, out / "sft.jsonl")
+    summary.update(sft_examples=len(sft), dropped_all_tied=len(records) - len(sft), wall_seconds=round(time.time() - t0, 1),
+                   config=asdict(cfg))
+    if cfg.plot:
+        p = plot_best_configs(records, out / "best_configs.png")
+        summary["plot"] = str(p) if p else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    logger.info("HAG data: %d prompts (%d SFT examples, %d all-tied dropped); %d samples generated in total, "
+                "this run %.0fs / %s samples -> %s", summary["prompts"], len(sft), summary["dropped_all_tied"],
+                summary["samples_generated"], summary["this_run"]["seconds"], summary["this_run"]["samples"], out)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
