@@ -246,7 +246,7 @@ class LPOTrainer:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         set_seed(cfg.seed)
-        if not cfg.resume and acc.is_main_process and self._checkpoints() and not cfg.overwrite_output_dir:
+        if not cfg.resume and self._checkpoints() and not cfg.overwrite_output_dir:  # every rank: no one hangs
             raise ValueError(f"{self.ckpt_root} already holds checkpoints: pass --resume to continue that run, "
                              "or --overwrite_output_dir to start over")
         acc.wait_for_everyone()
