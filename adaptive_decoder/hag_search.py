@@ -337,7 +337,7 @@ def sft_records(records: list, drop_all_tied: bool = True, template: str | None 
     drop_all_tied: a prompt where every config scored the same (e.g. a GSM8K problem no config solves) carries
     no signal about which config is better, so it is left out by default."""
     return [sft_example(r["prompt"], r["best_config"], template, prompt_id=r["prompt_id"], task=r.get("task"),
-                        reward=r["best_reward"])
+                        task_prompt=r["prompt"], reward=r["best_reward"])
             for r in records if not (drop_all_tied and r["all_tied"])]
 
 

@@ -180,3 +180,82 @@ def test_build_recipe_refuses_changed_settings_and_unknown_keys(tmp_path, tiny_d
     bad.write_text(yaml.safe_dump({**cfg, "tasks": {"gsm8k": {"num_prompts": 1, "fewshot": 2}}}))
     with pytest.raises(ValueError, match="fewshot"):
         build.main(["--config", str(bad), "--output_dir", str(out)])
+
+
+# ------------------------------------------------------------------------------------------ the SFT recipe
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_dir(tmp_path_factory):
+    d = save_tiny(tmp_path_factory.mktemp("hagchat") / "model")
+    tok = char_tokenizer()
+    tok.chat_template = CHAT
+    tok.save_pretrained(d)
+    return d
+
+
+def _sft_args(base, data, out, extra=()):
+    return ["--config", str(SFT_TINY), "--base_model", str(base), "--dataset_path", str(data), "--output_dir", str(out),
+            *extra]
+
+
+def test_sft_lora_run_saves_adapter_and_merged_model_usable_by_hag_policy(tmp_path, tiny_chat_dir):
+    build, train = _recipe("build_hag_data"), _recipe("train_hag")
+    data = tmp_path / "data"
+    build.main(["--config", str(BUILD_TINY), "--base_model", str(tiny_chat_dir), "--output_dir", str(data),
+                "--drop_all_tied", "false"])
+    out = tmp_path / "sft"
+    meta = train.main(_sft_args(tiny_chat_dir, data, out))
+    assert meta["steps"] == 3 and meta["train_examples"] == 6 and meta["chat_template"] is True
+    assert torch.isfinite(torch.tensor(meta["train_loss"]))
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "merged" / "config.json").exists()
+    assert json.loads((out / "adapter" / "hag_training.json").read_text())["base_model"] == str(tiny_chat_dir)
+    # the merged model and the adapter (merged on load onto the recorded base model) write the same configs
+    from adaptive_decoder.hag import HAGPolicy
+    from adaptive_decoder.models import load_base_model
+
+    model, tok = load_base_model(str(tiny_chat_dir))
+    adm = AdaptiveDecodingModel(model, tok)
+    prompts = ["What is 3 + 4?", "Write about a dog."]
+    a = HAGPolicy(model_path=str(out / "merged"), max_config_tokens=16).propose(adm, prompts)
+    b = HAGPolicy(model_path=str(out / "adapter"), max_config_tokens=16).propose(adm, prompts)
+    assert [t for t, _ in a] == [t for t, _ in b]
+
+
+def test_sft_full_finetune_teaches_the_config_line_end_to_end(tmp_path, tiny_chat_dir):
+    """Full fine-tuning memorises two SFT examples; HAGPolicy then writes exactly those config lines and stage 2
+    applies them: the TRL tokenisation and HAGPolicy's stage-1 prompt must agree for this to work."""
+    from adaptive_decoder.hag import HAGPolicy, sft_example
+    from adaptive_decoder.models import load_base_model
+
+    targets = {"Add 2 and 5.": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0},
+               "Tell a story.": {"temperature": 1.2, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1}}
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(sft_example(p, c, task_prompt=p)) + "\n" for p, c in targets.items()))
+    train = _recipe("train_hag")
+    out = tmp_path / "full"
+    meta = train.main(_sft_args(tiny_chat_dir, data, out, ["--use_lora", "false", "--max_steps", "120",
+                                                            "--learning_rate", "3e-3", "--lr_scheduler_type", "constant"]))
+    assert meta["final_loss"] < 0.1 and not (out / "adapter").exists()
+    model, tok = load_base_model(str(tiny_chat_dir))
+    adm = AdaptiveDecodingModel(model, tok)
+    pol = HAGPolicy(model_path=str(out / "merged"), max_config_tokens=70)
+    outs = pol.generate(adm, list(targets), num_samples=2, max_new_tokens=3, seed=0)
+    for o, want in zip(outs, targets.values()):
+        assert o.extra["parse_failed"] is False and o.extra["config"] == want
+        assert all(v == pytest.approx(want) for v in o.values)
+    assert pol.stats.failure_rate == 0.0
+
+
+def test_sft_recipe_errors(tmp_path, tiny_chat_dir):
+    train = _recipe("train_hag")
+    with pytest.raises(ValueError, match="lora_rank"):
+        train.main(_sft_args(tiny_chat_dir, tmp_path, tmp_path / "o", ["--lora_rank", "4"]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(SFT_TINY.read_text()), "lora_alhpa": 3}))
+    with pytest.raises(ValueError, match="lora_alhpa"):
+        train.main(["--config", str(bad), "--dataset_path", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="build_hag_data.py"):
+        train.main(_sft_args(tiny_chat_dir, tmp_path / "none.jsonl", tmp_path / "o"))
