@@ -99,6 +99,7 @@ class ExperimentConfig:
                                metadata={"help": "Evaluation methods (adaptive = the trained heads); add 'hag' / 'hag_untrained' for HAG."})
     temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                                       metadata={"help": "Fixed-temperature grid (baselines and the oracle's candidates)."})
+    hag_model_path: str | None = field(default=None, metadata={"help": "A trained HAG model (training/train_hag.py output): adds method 'hag' with it."})
     eval: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.evaluation.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
     report_to: str = field(default="none", metadata={"help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
@@ -136,6 +137,11 @@ class ExperimentConfig:
                 raise ValueError(f"task {t!r}: need num_train >= 1, num_test >= 1, num_dev >= 0; got {n}")
             if "oracle" in self.methods and n["num_dev"] < 1:
                 raise ValueError(f"task {t!r}: the oracle needs dev prompts (num_dev >= 1)")
+        if self.hag_model_path and "hag" not in self.methods:
+            self.methods = [*self.methods, "hag"]
+        if "hag" in self.methods and not self.hag_model_path and "hag" not in (self.eval.get("method_options") or {}):
+            raise ValueError("method 'hag' needs hag_model_path (a model saved by training/train_hag.py); "
+                             "use 'hag_untrained' to let the base model propose its own config")
         if self.report_to not in ("none", "wandb"):
             raise ValueError(f"report_to must be 'none' or 'wandb', got {self.report_to!r}")
         if "adaptive" not in self.methods:
@@ -424,17 +430,19 @@ class Experiment:
         cfg = self.cfg
         sizes = [(len(p["test"]), len(p["dev"])) for p in self.splits.values()]
         opts = dict(cfg.eval)
-        if any(m in cfg.methods for m in ("random",)):  # random configs come from the heads' bins
-            mo = dict(opts.get("method_options") or {})
-            if isinstance(mo, str):
-                mo = json.loads(mo)
+        mo = opts.get("method_options") or {}
+        mo = dict(json.loads(mo) if isinstance(mo, str) else mo)
+        if "random" in cfg.methods:  # random configs come from the heads' bins (active factors; fixed otherwise)
             rnd = dict(mo.get("random") or {})
+            from .head import AdaptiveDecoderConfig
+
+            hc = AdaptiveDecoderConfig.from_dict({**cfg.head, "hidden_size": 1})
             for f in ("temperature", "top_p", "top_k"):
-                if f"{f}_bins" in cfg.head:
-                    rnd.setdefault(f"{f}_bins", cfg.head[f"{f}_bins"])
-            if rnd:
-                mo["random"] = rnd
-            opts["method_options"] = mo
+                rnd.setdefault(f"{f}_bins", hc.bins(f) if f in hc.factors else [hc.fixed[f]])
+            mo["random"] = rnd
+        if cfg.hag_model_path:
+            mo["hag"] = {"model_path": cfg.hag_model_path, **dict(mo.get("hag") or {})}
+        opts["method_options"] = mo
         return EvalConfig(**{**opts, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
                              "torch_threads": cfg.torch_threads, "chat": cfg.chat, "tasks": list(cfg.tasks),
                              "task_options": {t: cfg.task_options(t) for t in cfg.tasks},
