@@ -359,7 +359,7 @@ class Evaluator:
                 bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")
                 start = time.time()
                 outs = policy.generate(self.adm, [e["prompt"] for e in todo], num_samples=cfg.num_samples,
-                                       max_new_tokens=cfg.max_new_tokens, seed=seed, chat=cfg.chat)
+                                       max_new_tokens=task.max_new_tokens or cfg.max_new_tokens, seed=seed, chat=cfg.chat)
                 secs = (time.time() - start) / len(todo)
                 units = [_build_unit(policy.name, task, split, e, o, bi, seed, secs) for e, o in zip(todo, outs)]
             self.store.add(units)
@@ -373,7 +373,8 @@ class Evaluator:
                "methods": {p.name: p.describe() for p in self.policies}, "tasks": {}, "comparisons": [], "units": []}
         for tname, task in self.tasks.items():
             test, dev = self.splits[tname]
-            tres = {"source": task.source, "num_test": len(test), "num_dev": len(dev), "reward": task.reward_spec, "methods": {}}
+            tres = {"source": task.source, "num_test": len(test), "num_dev": len(dev), "reward": task.reward_spec,
+                "max_new_tokens": task.max_new_tokens or cfg.max_new_tokens, "methods": {}}
             per_prompt = {}
             for p in self.policies:
                 if isinstance(p, OraclePolicy):
@@ -439,6 +440,9 @@ _HEADLINE = {"gsm8k": ["acc_strict", "acc_flexible"], "translation": ["corpus_bl
              "creative_writing": ["reward_model", "repetition", "fluency", "self_bleu", "distinct_2"]}
 
 
+SMALL_N = 20  # below this many prompts the percentile bootstrap is unreliable; the table says so
+
+
 def _fmt(x, digits=3):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -460,7 +464,8 @@ def markdown_table(results: dict) -> str:
     for t in tasks:
         tr = results["tasks"][t]
         keys = [k for k in _HEADLINE.get(t, []) if any(tr["methods"][m]["metrics"].get(k) is not None for m in methods)]
-        lines += ["", f"## {t}", "", f"Source: `{tr['source']}`; reward: `{json.dumps(tr['reward'])}`."]
+        lines += ["", f"## {t}", "", f"Source: `{tr['source']}`; reward: `{json.dumps(tr['reward'])}`; "
+                  f"max_new_tokens={tr.get('max_new_tokens', cfg['max_new_tokens'])}."]
         for name, o in tr.get("oracle", {}).items():
             lines.append(f"Oracle `{name}` chose `{o['chosen']}` on {tr['num_dev']} dev prompts "
                          f"(dev rewards: {', '.join(f'{k} {v:.3f}' for k, v in o['dev_scores'].items())}).")
@@ -482,6 +487,10 @@ def markdown_table(results: dict) -> str:
                 lines.append(f"| {c['method']} | {c['baseline']} | {format_ci(c['win'], c['win_lo'], c['win_hi'], 2)} | "
                              f"{c['tie']:.2f} | {c['loss']:.2f} | {format_ci(c['mean_diff'], c['diff_lo'], c['diff_hi'])} | "
                              f"{c['p_value']:.3g} |")
+    small = [t for t in tasks if results["tasks"][t]["num_test"] < SMALL_N]
+    if small:
+        lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
+                  "intervals are too narrow and p-values too small (a smoke test, not evidence)."]
     if not results["comparisons"]:
         lines += ["", "(No paired comparisons: add method 'fixed' to compare against fixed temperatures.)"]
     return "\n".join(lines) + "\n"
@@ -509,7 +518,7 @@ def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
         for i, n in enumerate(others):
             r = ms[n]["reward"]
             c = colors[i % len(colors)]
-            ax.axhline(r["mean"], color=c, ls="--", label=n)
+            ax.axhline(r["mean"], color=c, ls=["--", ":", "-.", (0, (5, 1))][i % 4], lw=1.6, label=n)  # overlaps stay visible
             ax.axhspan(r["lo"], r["hi"], color=c, alpha=0.08)
         ax.set_title(t)
         ax.set_xlabel("temperature")

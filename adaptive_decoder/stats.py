@@ -66,7 +66,7 @@ def paired_comparison(a, b, n_boot: int = 10000, alpha: float = 0.05, seed: int 
     le = int(np.sum(boot_d <= tie_tol)) + 1
     ge = int(np.sum(boot_d >= -tie_tol)) + 1
     p = min(1.0, 2 * min(le, ge) / (n_boot + 1))
-    return {"n": int(d.size), "win": float(win.mean()), "tie": float(1 - win.mean() - loss.mean()),
+    return {"n": int(d.size), "win": float(win.mean()), "tie": float(np.mean(~win & ~loss)),
             "loss": float(loss.mean()), "win_lo": win_lo, "win_hi": win_hi, "mean_diff": float(d.mean()),
             "diff_lo": diff_lo, "diff_hi": diff_hi, "p_value": float(p)}
 

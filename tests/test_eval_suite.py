@@ -228,6 +228,16 @@ def test_task_options_reach_the_task_and_bad_data_fails(tiny_dir, tmp_path):
     assert res["tasks"]["gsm8k"]["source"] == str(bad) and res["tasks"]["gsm8k"]["num_test"] == 3
 
 
+def test_per_task_max_new_tokens(tiny_dir, tmp_path):
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks=["gsm8k", "translation"], methods=["fixed"],
+                                  num_dev_prompts=0, max_new_tokens=6, task_options={"gsm8k": {"max_new_tokens": 2}}))
+    longest = {t: max(s["num_tokens"] for u in res["units"] if u["task"] == t for s in u["samples"]) for t in ("gsm8k", "translation")}
+    assert longest["gsm8k"] <= 2 < longest["translation"] <= 6
+    assert res["tasks"]["gsm8k"]["max_new_tokens"] == 2 and "max_new_tokens=2" in (tmp_path / "o" / "results.md").read_text()
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], task_options={"gsm8k": {"max_new_tokens": 0}}))
+
+
 def test_head_for_another_base_model_is_refused(tiny_dir, tmp_path):
     other = save_head(tmp_path / "other", "sequence", "HuggingFaceTB/SmolLM2-1.7B-Instruct")
     with pytest.raises(ValueError, match=r"other cannot be used: .*trained for base model 'HuggingFaceTB/SmolLM2-1.7B-Instruct'"):

@@ -31,15 +31,20 @@ class Task:
     diversity: bool = False      # report self-BLEU / distinct-n across the k samples of a prompt
 
     def __init__(self, path: str | None = None, hf_id: str | None = None, hf_split: str = "test",
-                 hf_config: str | None = None, reward: dict | None = None, on_bad_line: str = "fail", **options):
+                 hf_config: str | None = None, reward: dict | None = None, on_bad_line: str = "fail",
+                 max_new_tokens: int | None = None, **options):
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            valid = sorted(["path", "hf_id", "hf_split", "hf_config", "reward", "on_bad_line", *self.options])
+            valid = sorted(["path", "hf_id", "hf_split", "hf_config", "reward", "on_bad_line", "max_new_tokens", *self.options])
             raise ValueError(f"unknown option(s) {unknown} for task {self.name!r}; valid: {valid}")
         if path is not None and hf_id is not None:
             raise ValueError(f"task {self.name!r}: give either path= or hf_id=, not both")
         self.path, self.hf_id, self.hf_split, self.hf_config = path, hf_id, hf_split, hf_config
         self.on_bad_line = on_bad_line
+        if max_new_tokens is not None and int(max_new_tokens) < 1:
+            raise ValueError(f"task {self.name!r}: max_new_tokens must be >= 1, got {max_new_tokens}")
+        # generation length this task needs (e.g. GSM8K reasoning vs a one-line translation); None = the run's default
+        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         self.opts = {**self.options, **options}
         self.reward_spec = dict(reward) if reward else self._default_reward()
         self._examples = None
