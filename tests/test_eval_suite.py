@@ -112,7 +112,9 @@ def test_end_to_end_every_method(tiny_dir, tmp_path):
     assert json.loads((out / "results.json").read_text())["config"]["model"] == str(tiny_dir)
     for png in ("reward_vs_temperature.png", "chosen_params.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert list((out / "wandb").glob("offline-run-*")), "offline wandb run missing"
+    media = list((out / "wandb").glob("offline-run-*/files/media/**/*"))  # offline wandb: tables + images logged
+    assert {p.name.split("_0_")[0] for p in media if p.suffix in (".png", ".json")} >= {
+        "reward_vs_temperature", "chosen_params", "summary", "comparisons"}, media
     # the translation summary has corpus metrics, the writing tasks diversity and fluency
     assert res["tasks"]["translation"]["methods"]["T=1.0"]["metrics"]["corpus_chrf"] is not None
     assert "self_bleu" in res["tasks"]["constrained_writing"]["methods"]["T=1.0"]["metrics"]
