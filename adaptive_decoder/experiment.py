@@ -184,29 +184,46 @@ class ExperimentConfig:
 # ------------------------------------------------------------------------------------------------------------
 # Splits
 # ------------------------------------------------------------------------------------------------------------
-def split_examples(examples: list[dict], num_test: int, num_dev: int, num_train: int, seed: int, name: str = "task") -> dict:
-    """Deterministic disjoint {"test", "dev", "train"} lists of examples: shuffle with (name, seed), then test, dev,
-    train in that order. Examples whose prompt text equals one already placed in an earlier split are skipped, so no
-    prompt appears in two splits even if the source repeats it."""
+def prompt_group(example: dict) -> str:
+    """What must not be shared between splits: the prompt text, except that EQ-Bench creative-writing examples
+    ("<prompt key>:<seed index>", one writing prompt filled with different seed modifiers) group by their writing
+    prompt, so train and test never hold variants of the same prompt."""
+    pid = str(example.get("id", ""))
+    if ":" in pid:
+        return "key:" + pid.split(":")[0]
+    return "prompt:" + example["prompt"]
+
+
+def split_examples(examples: list[dict], num_test: int, num_dev: int, num_train: int, seed: int, name: str = "task",
+                   group=prompt_group) -> dict:
+    """Deterministic disjoint {"test", "dev", "train"} lists of examples: shuffle with (name, seed), then fill test,
+    dev, train in that order. An example whose group (`prompt_group`: its prompt text, or its EQ-Bench writing
+    prompt) already went to another split is skipped, so no prompt appears in two splits."""
     import random
 
     order = list(range(len(examples)))
     random.Random(f"experiment-split:{name}:{seed}").shuffle(order)
+    pos = {i: k for k, i in enumerate(order)}
+    groups: dict = {}  # group -> example indices (shuffled order, each prompt text once overall)
+    texts: set = set()
+    for i in order:
+        if examples[i]["prompt"] in texts:
+            continue
+        texts.add(examples[i]["prompt"])
+        groups.setdefault(group(examples[i]), []).append(i)
+    glist = list(groups.values())
     want = {"test": num_test, "dev": num_dev, "train": num_train}
-    out = {k: [] for k in want}
-    seen = set()
-    it = iter(order)
-    for split in ("test", "dev", "train"):
-        while len(out[split]) < want[split]:
-            try:
-                ex = examples[next(it)]
-            except StopIteration:
-                raise ValueError(f"task {name!r}: asked for {num_test} test + {num_dev} dev + {num_train} train prompts "
-                                 f"but it has only {len(set(e['prompt'] for e in examples))} distinct prompts") from None
-            if ex["prompt"] in seen:
-                continue
-            seen.add(ex["prompt"])
-            out[split].append(ex)
+    out, g = {}, 0
+    for split in ("test", "dev", "train"):  # whole groups go to one split
+        chosen: list = []
+        while len(chosen) < want[split] and g < len(glist):
+            chosen.extend(glist[g])
+            g += 1
+        if len(chosen) < want[split]:
+            raise ValueError(f"task {name!r}: asked for {num_test} test + {num_dev} dev + {num_train} train prompts but "
+                             f"it has only {len(texts)} distinct prompts in {len(glist)} groups (a group never spans "
+                             f"two splits); the {split} split got {len(chosen)}")
+        out[split] = [examples[i] for i in sorted(chosen, key=pos.get)[: want[split]]]
     return out
 
 
@@ -846,4 +863,4 @@ def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
 
 
 __all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "check_bar", "make_splits", "run_experiment",
-           "save_tiny_model", "split_examples", "splits_digest", "summary_markdown"]
+           "prompt_group", "save_tiny_model", "split_examples", "splits_digest", "summary_markdown"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaptive_decoder.experiment import (ExperimentConfig, TaskReward, check_bar, make_splits, split_examples,
+from adaptive_decoder.experiment import (SPLIT_KEYS, ExperimentConfig, TaskReward, check_bar, make_splits, split_examples,
                                          splits_digest)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,16 @@ def test_split_examples_never_puts_one_prompt_in_two_splits():
         split_examples(exs, 3, 2, 6, seed=0, name="dup")
 
 
+def test_split_groups_eqbench_seed_variants():
+    # EQ-Bench style ids "<prompt key>:<seed>": all variants of one writing prompt land in one split
+    exs = [{"id": f"{k}:{j}", "prompt": f"story {k} with seed {j}"} for k in range(6) for j in range(3)]
+    s = split_examples(exs, 3, 3, 6, seed=0)
+    keys = [{e["id"].split(":")[0] for e in s[k]} for k in ("test", "dev", "train")]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    with pytest.raises(ValueError, match="the train split got"):
+        split_examples(exs, 3, 3, 13, seed=0)
+
+
 def test_make_splits_builtin_tasks_disjoint_and_stable():
     cfg = _cfg()
     s1, s2 = make_splits(cfg), make_splits(cfg)
@@ -65,6 +75,20 @@ def test_make_splits_builtin_tasks_disjoint_and_stable():
     assert splits_digest(make_splits(_cfg(split_seed=1))) != splits_digest(s1)
     with pytest.raises(ValueError, match="asked for 5 test"):
         make_splits(_cfg(tasks={"constrained_writing": {"num_train": 100}}))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# configs
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_experiment_config_loads(path):
+    cfg = ExperimentConfig(**yaml.safe_load(path.read_text()))
+    assert cfg.seeds and "adaptive" in cfg.methods
+    if path.stem.endswith("_mix"):  # the full experiments: four task families, three seeds, both heads
+        assert len(cfg.tasks) == 4 and len(cfg.seeds) == 3 and set(cfg.levels) == {"sequence", "token"}
+    if all(Path(ROOT, o["path"]).exists() for o in cfg.tasks.values() if "path" in o):
+        splits = make_splits(cfg)
+        for t, parts in splits.items():
+            assert [len(parts[k]) for k in ("test", "dev", "train")] == [cfg.split_sizes(t)[k] for k in SPLIT_KEYS[::-1]]
 
 
 # ------------------------------------------------------------------------------------------------------------
