@@ -115,7 +115,16 @@ class EvalConfig:
                       "batch_size", "seed", "fluency")
 
     def fingerprint(self) -> dict:
-        return {k: getattr(self, k) for k in self._RESULT_FIELDS}
+        fp = {k: getattr(self, k) for k in self._RESULT_FIELDS}
+        # a head retrained in place must not be mistaken for the one whose units are on disk
+        fp["head_digests"] = {p: _file_digest(Path(p) / "model.safetensors") for p in self.head_paths}
+        return fp
+
+
+def _file_digest(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------------------------

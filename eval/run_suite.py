@@ -4,7 +4,9 @@
     python eval/run_suite.py --config configs/eval/full.yaml --output_dir runs/eval_full --num_prompts 500
 
 Every EvalConfig field can be set in the YAML or overridden on the command line; an unknown key is an error
-naming it. Re-running with the same output_dir resumes: finished (method, task, prompt) units are skipped.
+naming it. Re-running with the same output_dir resumes: finished (method, task, prompt) units are skipped, and
+adding methods or tasks computes only the new units. Changing anything that alters samples (model, seed, lengths,
+subsets, a head's weights, ...) is refused for an existing output_dir.
 """
 
 import logging
