@@ -108,13 +108,16 @@ def assert_completed(info, run_dir):
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{job_log(run_dir)[-6000:]}"
 
 
-def wait_for(pred, what, timeout, run_dir):
+def wait_for(pred, what, timeout, run_dir, cluster=None, job=None):
+    """Poll pred(); fail early (with the job's log) if the job ends first."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
             return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}\n{job_log(run_dir)[-4000:]}")
+        if job and job_info(cluster, job)["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+            pytest.fail(f"job {job} ended while waiting for {what}: {job_info(cluster, job)}\n{job_log(run_dir)[-8000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}\n{job_log(run_dir)[-8000:]}")
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -208,11 +211,13 @@ def test_time_limit_signal_requeues_and_resumes(cluster, tmp_path):
     run = tmp_path / "requeue"
     job = submit(cluster, "train_lpo.sbatch", run, LONG, NPROC_PER_NODE="2",
                  ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
-    wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run)
+    wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run, cluster, job)
     # what Slurm sends when the time limit approaches (the sbatch scripts ask for it with --signal=B:USR1@180)
     sh(cluster, "scancel", "--signal=USR1", "--batch", job)
     wait_for(lambda: job_info(cluster, job).get("Restarts") == "1", "the requeue", 120, run)
-    sh(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")  # Slurm holds a requeued job ~2 minutes
+    # Slurm holds a requeued job ~2 minutes once it is PENDING again (after COMPLETING): release it at once
+    wait_for(lambda: job_info(cluster, job)["JobState"] == "PENDING", "the requeued job to be pending", 120, run)
+    sh(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")
     info = wait_done(cluster, job, run)
     assert_completed(info, run)
     assert "requeueing job" in job_log(run)
@@ -224,7 +229,7 @@ def test_scancel_then_resubmit_same_run_dir_resumes(cluster, tmp_path):
     run = tmp_path / "resubmit"
     job = submit(cluster, "train_lpo.sbatch", run, LONG, NPROC_PER_NODE="2",
                  ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
-    wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run)
+    wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run, cluster, job)
     sh(cluster, "scancel", job)
     assert wait_done(cluster, job, run)["JobState"] == "CANCELLED"
     assert not (run / "out" / "head").exists()  # it really was stopped before the end
