@@ -111,14 +111,13 @@ class EvalConfig:
 
     # fields whose change invalidates finished units (checked on resume)
     _RESULT_FIELDS = ("model", "dtype", "chat", "task_options", "num_prompts", "num_dev_prompts", "temperatures",
-                      "fixed_top_p", "fixed_top_k", "head_paths", "method_options", "num_samples", "max_new_tokens",
+                      "fixed_top_p", "fixed_top_k", "method_options", "num_samples", "max_new_tokens",
                       "batch_size", "seed", "fluency")
 
     def fingerprint(self) -> dict:
-        fp = {k: getattr(self, k) for k in self._RESULT_FIELDS}
-        # a head retrained in place must not be mistaken for the one whose units are on disk
-        fp["head_digests"] = {p: _file_digest(Path(p) / "model.safetensors") for p in self.head_paths}
-        return fp
+        # head_paths is not here: adding a head is like adding a method; the heads' weights are checked per
+        # method name by the Evaluator (a head retrained in place must not reuse the old head's units)
+        return {k: getattr(self, k) for k in self._RESULT_FIELDS}
 
 
 def _file_digest(path: Path) -> str | None:
@@ -269,14 +268,18 @@ class Evaluator:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.out_dir / "run_config.json"
         fp = json.loads(json.dumps(self.cfg.fingerprint()))
+        heads = {p.name: _file_digest(Path(p.head_path) / "model.safetensors") for p in self.policies
+                 if isinstance(p, AdaptivePolicy) and p.head_path}
         if cfg_file.exists():
             old = json.loads(cfg_file.read_text())
+            old_heads = old.pop("heads", {})
             diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            diff += [f"weights of head {n!r}" for n in sorted(set(heads) & set(old_heads)) if heads[n] != old_heads[n]]
             if diff:
                 raise ValueError(f"{self.out_dir} holds units of a run with a different config ({', '.join(diff)} differ); "
                                  "finished units would not match. Use another output_dir or delete that directory.")
-        else:
-            cfg_file.write_text(json.dumps(fp, indent=2))
+            heads = {**old_heads, **heads}
+        cfg_file.write_text(json.dumps({**fp, "heads": heads}, indent=2))
         self.store = UnitStore(self.out_dir / "units.jsonl")
 
     # --- running --------------------------------------------------------------------------------------------

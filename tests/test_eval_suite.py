@@ -196,16 +196,17 @@ def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match=r"different config \(max_new_tokens, seed differ\)"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0,
                                 seed=5, max_new_tokens=7))
-    # adding a method is fine (only its units run); retraining a head in place is not
+    # adding a method or a head is fine (only its units run); retraining a head in place is not
     res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "random"], num_dev_prompts=0))
     assert res["units_computed_this_run"] == 3 and list(res["methods"]) == ["greedy", "random"]
     head = save_head(tmp_path / "head", "sequence", str(tiny_dir))
     kw = dict(tasks=["gsm8k"], methods=["greedy", "adaptive"], num_dev_prompts=0, head_paths=[head])
-    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out2", **kw))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
+    assert res["units_computed_this_run"] == 3 and "adseq" in res["methods"]
     torch.manual_seed(7)
     AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, base_model=str(tiny_dir), level="sequence")).save_pretrained(head)
-    with pytest.raises(ValueError, match=r"\(head_digests differ\)"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out2", **kw))
+    with pytest.raises(ValueError, match=r"\(weights of head 'adseq' differ\)"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
 
 
 # --- bad input --------------------------------------------------------------------------------------------
