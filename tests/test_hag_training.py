@@ -166,7 +166,14 @@ def test_build_recipe_refuses_changed_settings_and_unknown_keys(tmp_path, tiny_d
     cfg["tasks"] = {"gsm8k": {"num_prompts": 1}}
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump(cfg))
-    build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(out)])
+    first = read_records(Path(build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(out)])
+                              ["config"]["output_dir"]) / "search.jsonl")
+    # growing the prompt set is allowed: the seeded subset of 2 extends the one of 1, only the new prompt is searched
+    cfg["tasks"] = {"gsm8k": {"num_prompts": 2}}
+    conf.write_text(yaml.safe_dump(cfg))
+    grown = build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(out)])
+    recs = read_records(out / "search.jsonl")
+    assert len(recs) == 2 and _strip(recs[:1]) == _strip(first) and grown["this_run"]["samples"] == recs[1]["samples"]
     with pytest.raises(ValueError, match="samples_per_config"):
         build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(out),
                     "--samples_per_config", "3"])

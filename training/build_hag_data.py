@@ -66,13 +66,15 @@ class BuildHAGConfig(SearchSettings):
 
 def load_examples(tasks_cfg: dict) -> tuple[dict, list]:
     """({name: Task}, examples): num_prompts per task, a deterministic subset (seeded shuffle), ids "<task>/<id>"."""
-    tasks, examples = {}, []
+    tasks, per_task = {}, []
     for name, spec in tasks_cfg.items():
         opts = {k: v for k, v in spec.items() if k not in _TASK_KEYS}
         task = get_task(name, **opts)
         subset, _ = task.split(int(spec["num_prompts"]), 0, int(spec.get("seed", 0)))
         tasks[name] = task
-        examples += [{**e, "id": f"{name}/{e['id']}", "task": name} for e in subset]
+        per_task.append([{**e, "id": f"{name}/{e['id']}", "task": name} for e in subset])
+    # round robin over tasks, so a run stopped early still covers every task family
+    examples = [lst[i] for i in range(max(map(len, per_task))) for lst in per_task if i < len(lst)]
     return tasks, examples
 
 
@@ -117,7 +119,10 @@ def main(argv=None) -> dict:
     model, tok = load_base_model(cfg.base_model, dtype=getattr(torch, cfg.dtype), device=device)
     adm = AdaptiveDecodingModel(model, tok)
     scorer = task_scorer(tasks, model=model, tokenizer=tok)
-    fingerprint = {"base_model": cfg.base_model, "tasks": cfg.tasks}
+    # num_prompts is left out: a seeded subset of n+m prompts extends the one of n, so a finished directory can
+    # be grown by raising num_prompts (the prompts already searched are kept)
+    fingerprint = {"base_model": cfg.base_model,
+                   "tasks": {n: {k: v for k, v in s.items() if k != "num_prompts"} for n, s in cfg.tasks.items()}}
     t0 = time.time()
     summary = run_search(adm, examples, scorer, cfg.output_dir, space, settings, progress=cfg.progress,
                          fingerprint=fingerprint)
