@@ -36,6 +36,10 @@ from adaptive_decoder.rewards import build_reward
 REWARD = {"fluency": {"weight": 1.0}, "repetition": {"weight": 0.5, "n": 2}}
 
 
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def epoch(head, ref, data, batch_size, opt) -> float:
     """One pass over `data`; returns seconds. Everything that depends on where inputs come from is inside."""
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate_pairs,
@@ -72,6 +76,7 @@ def main(argv=None):
     adm = AdaptiveDecodingModel(model, tok, head)
     prompts = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": args.prompts, "seed": 0, "reward": REWARD})
     with tempfile.TemporaryDirectory() as root:
+        log(f"collecting {args.prompts} prompts x {args.samples} samples into {root}")
         t0 = time.perf_counter()
         settings = CollectionSettings(num_samples=args.samples, max_new_tokens=args.max_new_tokens, epsilon=0.5,
                                       prompts_per_batch=4, cache_which="all", cache_budget_mb=1024)
@@ -79,6 +84,7 @@ def main(argv=None):
         t_collect = time.perf_counter() - t0
         cached = PairDataset(root, mode="all_pairs", head_config=cfg)
         recomputed = PairDataset(root, mode="all_pairs", head_config=cfg, use_cache=False, model=model)
+    log(f"collected in {t_collect:.1f}s; {len(cached)} pairs")
     n = min(args.pairs, len(cached))
     if n < args.pairs:
         print(f"note: only {n} pairs formed (ties skipped); raise --prompts/--samples for more", file=sys.stderr)
@@ -94,9 +100,10 @@ def main(argv=None):
     opt = torch.optim.AdamW(train_head.parameters(), lr=1e-3)
     epoch(train_head, ref, data_c, args.batch_size, opt)  # warm-up (allocator, first-call overheads)
     t_cache, t_recompute = [], []
-    for _ in range(args.repeats):
+    for i in range(args.repeats):
         t_recompute.append(epoch(train_head, ref, data_r, args.batch_size, opt))
         t_cache.append(epoch(train_head, ref, data_c, args.batch_size, opt))
+        log(f"repeat {i + 1}/{args.repeats}: recompute {t_recompute[-1]:.2f}s, cache {t_cache[-1] * 1000:.1f}ms")
     cache_s, recompute_s = statistics.median(t_cache), statistics.median(t_recompute)
     info = {"model": args.model, "level": args.level, "pairs": n, "head_decisions_per_epoch": steps,
             "samples_per_epoch_recomputed": 2 * n, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
