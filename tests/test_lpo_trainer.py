@@ -275,3 +275,10 @@ def test_default_initial_head_is_the_collecting_head(tmp_path, collection, caplo
     for k, v in adm.head.state_dict().items():
         assert torch.equal(head.state_dict()[k], v), k
     assert "is the collecting head" in caplog.text
+
+
+def test_empty_pair_set_is_refused(tmp_path):
+    cfg = config(tmp_path)
+    head, _ = build_head_and_dataset(cfg)
+    with pytest.raises(ValueError, match="no preference pairs"):
+        LPOTrainer(cfg, head, [])
