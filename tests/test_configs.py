@@ -1,0 +1,222 @@
+"""Every file under configs/ is loaded and validated against what consumes it; unknown keys fail.
+
+  recipe YAMLs (lpo/, eval/, hag/, experiments/, models/*/) -> the recipe's dataclasses through TrlParser, exactly
+      as `python <recipe> --config FILE` parses them (plus the nested task specs of collection configs);
+  accelerate/*.yaml -> accelerate's ClusterConfig (the class `accelerate launch --config_file` builds);
+  deepspeed/*.json  -> valid JSON with the keys DeepSpeed needs, and a ZeRO section DeepSpeed's own model accepts;
+  sweeps/*.yaml     -> the program exists and every parameter is an LPOConfig field.
+A file that matches no rule fails the test: a new config family must say how it is validated.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+ALL = sorted(p for p in CONFIGS.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
+
+
+def _recipe_module(rel: str):
+    path = REPO / rel
+    if not path.exists():
+        pytest.skip(f"{rel} has not landed yet: cannot validate its configs")
+    name = "recipe_" + path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def _lpo():
+    from adaptive_decoder.lpo_trainer import LPOConfig
+
+    return (LPOConfig,)
+
+
+def _collect():
+    return (_recipe_module("training/collect.py").CollectConfig,)
+
+
+def _eval():
+    from adaptive_decoder.evaluation import EvalConfig
+
+    return (EvalConfig,)
+
+
+def _hag_build():
+    return (_recipe_module("training/build_hag_data.py").BuildHAGConfig,)
+
+
+def _hag_sft():
+    from trl import SFTConfig
+
+    return (_recipe_module("training/train_hag.py").HAGTrainArguments, SFTConfig)
+
+
+def _experiment():
+    from adaptive_decoder.experiment import ExperimentConfig
+
+    return (ExperimentConfig,)
+
+
+def recipe_classes(path: Path):
+    """The dataclasses a recipe YAML is parsed into, by directory and file name; None if not a recipe config."""
+    rel = path.relative_to(CONFIGS)
+    family, name = rel.parts[0], path.stem
+    if family == "lpo":
+        return _collect() if name.startswith("collect") else _lpo() if name.startswith("train") else None
+    if family == "eval":
+        return _eval()
+    if family == "hag":
+        return {"build": _hag_build, "sft": _hag_sft, "eval": _eval}[name.split("_")[0]]()
+    if family == "experiments":
+        return _experiment()
+    if family == "models" and len(rel.parts) == 3:
+        return {"collect": _collect, "train_lpo": _lpo, "eval": _eval}[name]()
+    return None
+
+
+def parse_recipe(path: Path, classes, tmp_out="/tmp/adaptive-decoder-config-test"):
+    """Parse as `recipe --config path` would; configs documented to take output_dir on the CLI get a dummy one."""
+    from trl import TrlParser
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    extra = []
+    if "output_dir" not in raw and any("output_dir" in c.__dataclass_fields__ for c in classes):
+        extra = ["--output_dir", tmp_out]
+    return TrlParser(classes).parse_args_and_config(["--config", str(path), *extra])
+
+
+RECIPE_FAMILIES = ("lpo", "eval", "hag", "experiments", "models")
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_is_valid(path):
+    family = path.relative_to(CONFIGS).parts[0]
+    if family in RECIPE_FAMILIES and path.suffix in (".yaml", ".yml"):
+        classes = recipe_classes(path)
+        assert classes, f"{path}: no recipe known for this file name; add it to recipe_classes()"
+        parsed = parse_recipe(path, classes)
+        raw = yaml.safe_load(path.read_text())
+        for key, value in raw.items():  # what the YAML says is what the recipe gets
+            owner = next(o for o in parsed if key in o.__dataclass_fields__)
+            got = getattr(owner, key)
+            if isinstance(value, (int, float, str, bool)) and isinstance(got, (int, float, str, bool)) and key not in ("output_dir", "run_dir", "logging_dir"):
+                assert got == value or str(got).lower() == str(value).lower(), (key, got, value)
+        if classes == _collect():
+            from adaptive_decoder.collection import TaskSpec
+
+            for name, spec in parsed[0].tasks.items():
+                TaskSpec.from_dict(name, spec)
+    elif family == "accelerate":
+        check_accelerate(path)
+    elif family == "deepspeed":
+        check_deepspeed(path)
+    elif family == "sweeps":
+        check_sweep(path)
+    elif path.name != "README.md":
+        pytest.fail(f"{path}: no validation rule for configs/{family}/ (add one to tests/test_configs.py)")
+
+
+# ------------------------------------------------------------------------------------------------- accelerate
+def check_accelerate(path: Path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cfg = ClusterConfig.from_yaml_file(str(path))  # unknown keys -> TypeError naming them
+    raw = yaml.safe_load(path.read_text())
+    assert cfg.num_processes >= 1 and cfg.num_machines >= 1 and cfg.num_processes % cfg.num_machines == 0
+    ds = (raw.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    if ds:
+        assert (REPO / ds).exists(), f"{path}: deepspeed_config_file {ds} does not exist"
+    if str(cfg.distributed_type).endswith("MULTI_GPU"):
+        assert cfg.use_cpu is False and cfg.num_processes >= 2
+
+
+# ------------------------------------------------------------------------------------------------- deepspeed
+DS_TOP_KEYS = {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
+               "zero_optimization", "zero_allow_untested_optimizer", "bf16", "fp16", "steps_per_print",
+               "wall_clock_breakdown", "optimizer", "scheduler", "activation_checkpointing", "communication_data_type"}
+
+
+def check_deepspeed(path: Path):
+    cfg = json.loads(path.read_text())
+    unknown = sorted(set(cfg) - DS_TOP_KEYS)
+    assert not unknown, f"{path}: unknown top-level keys {unknown}"
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "zero_optimization"):
+        assert key in cfg, f"{path}: missing {key}"
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    zero = DeepSpeedZeroConfig(**cfg["zero_optimization"])  # pydantic: rejects unknown or mistyped ZeRO keys
+    assert int(zero.stage) == int(path.stem.replace("zero", "")), f"{path}: file name and ZeRO stage disagree"
+
+
+# ------------------------------------------------------------------------------------------------- sweeps
+def check_sweep(path: Path):
+    from adaptive_decoder.lpo_trainer import LPOConfig
+    from adaptive_decoder.sweep_report import expand_command, load_sweep
+
+    sweep = load_sweep(path)
+    assert sweep["program"] == "training/train_lpo.py" and (REPO / sweep["program"]).exists()
+    unknown = sorted(set(sweep["parameters"]) - set(LPOConfig.__dataclass_fields__))
+    assert not unknown, f"{path}: parameters {unknown} are not LPOConfig fields"
+    assert sweep["metric"]["goal"] in ("minimize", "maximize")
+    cmd = " ".join(expand_command(sweep, {}))
+    for word in cmd.split():  # every config file the command points at exists
+        if word.startswith("configs/"):
+            assert (REPO / word).exists(), f"{path}: {word} does not exist"
+
+
+# ------------------------------------------------------------------------------------------------- unknown keys
+def test_unknown_keys_fail_in_every_family(tmp_path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    # recipe YAML: a misspelt key is named
+    bad = tmp_path / "train.yaml"
+    bad.write_text((CONFIGS / "lpo" / "train_tiny.yaml").read_text() + "\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        parse_recipe(bad, _lpo())
+    bad = tmp_path / "eval.yaml"
+    bad.write_text((CONFIGS / "eval" / "tiny.yaml").read_text() + "\nnum_prompt: 3\n")
+    with pytest.raises(ValueError, match="num_prompt"):
+        parse_recipe(bad, _eval())
+    # accelerate
+    bad = tmp_path / "acc.yaml"
+    bad.write_text((CONFIGS / "accelerate" / "multi_gpu.yaml").read_text() + "\nnum_procesess: 4\n")
+    with pytest.raises((TypeError, ValueError), match="num_procesess"):
+        ClusterConfig.from_yaml_file(str(bad))
+    # deepspeed: top level and inside zero_optimization
+    ds = json.loads((CONFIGS / "deepspeed" / "zero3.json").read_text())
+    (tmp_path / "zero3.json").write_text(json.dumps({**ds, "zero_optimisation": {}}))
+    with pytest.raises(AssertionError, match="zero_optimisation"):
+        check_deepspeed(tmp_path / "zero3.json")
+    ds["zero_optimization"]["stage3_prefetch_bucket"] = 1
+    (tmp_path / "zero3.json").write_text(json.dumps(ds))
+    with pytest.raises(Exception, match="stage3_prefetch_bucket"):
+        check_deepspeed(tmp_path / "zero3.json")
+    # sweep parameter that LPOConfig does not have
+    sweep = yaml.safe_load((CONFIGS / "sweeps" / "lpo_tiny_grid.yaml").read_text())
+    sweep["parameters"]["bta"] = {"values": [1]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+    with pytest.raises(AssertionError, match="bta"):
+        check_sweep(tmp_path / "s.yaml")
+
+
+def test_model_presets_cover_both_models_and_every_stage():
+    for model in ("llama3.1-8b-instruct", "qwen2.5-7b-instruct"):
+        d = CONFIGS / "models" / model
+        assert sorted(p.name for p in d.glob("*.yaml")) == ["collect.yaml", "eval.yaml", "train_lpo.yaml"]
+        collect = yaml.safe_load((d / "collect.yaml").read_text())
+        ev = yaml.safe_load((d / "eval.yaml").read_text())
+        assert collect["base_model"] == ev["model"] == yaml.safe_load((d / "train_lpo.yaml").read_text())["base_model"]
+        # a reward model scores the open-ended task in both collection and evaluation
+        assert any("reward_model" in t["reward"] for t in collect["tasks"].values())
+        assert ev["task_options"]["creative_writing"].get("reward_model")
