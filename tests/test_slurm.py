@@ -257,3 +257,27 @@ def test_outside_slurm_single_node_fallback_and_errors(tmp_path):
     r = subprocess.run(["bash", str(SLURM / "train_lpo.sbatch")], env={**env, "SLURM_JOB_ID": "7"}, cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "SLURM_JOB_NODELIST is not" in r.stderr
+
+
+def test_offline_sweep_agent_array(cluster, tmp_path):
+    """sweep_agent.sbatch as a job array over a grid sweep YAML (no wandb server): task i runs grid point i with
+    the agent's arguments; the sweep report then reads the runs."""
+    run = tmp_path / "sweep"
+    job = submit(cluster, "sweep_agent.sbatch", run,
+                 ["configs/sweeps/lpo_tiny_grid.yaml", "--report_to", "none", "--plot", "false", "--progress", "false"],
+                 ["--array=1-2"])
+    root = job.split("_")[0]
+    deadline = time.time() + 400
+    while time.time() < deadline and sh(cluster, "squeue", "-h", "-j", root, "-o", "%i"):
+        time.sleep(1)
+    for task in ("1", "2"):
+        info = job_info(cluster, f"{root}_{task}")
+        assert info["JobState"] == "COMPLETED", f"{info}\n{job_log(run)[-6000:]}"
+    from adaptive_decoder.sweep_report import read_runs, write_report
+
+    runs = read_runs([run / "out"])
+    assert sorted(r.name for r in runs) == ["lpo_tiny_grid-001", "lpo_tiny_grid-002"]
+    assert sorted((r.params["beta"], r.params["learning_rate"]) for r in runs) == [(0.1, 0.03), (1.0, 0.001)]
+    assert all(r.config["beta"] == r.params["beta"] for r in runs)
+    s = write_report(runs, run / "report", metric="loss")
+    assert (run / "report" / "report.md").exists() and s["best"]["name"] in {r.name for r in runs}
