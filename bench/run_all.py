@@ -35,9 +35,10 @@ def _last_json_line(text: str) -> dict | None:
     return None
 
 
-def run_child(cmd: list, log: Path) -> dict:
+def run_child(cmd: list, log: Path, threads: int) -> dict:
     """Run a benchmark; returns rc, wall seconds, child max RSS (bytes) and its stdout."""
-    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+    # OMP_NUM_THREADS also pins the scripts without a --threads flag (torch reads it at start-up)
+    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads)}
     t0 = time.time()
     with open(log, "w") as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=HERE.parent)
@@ -51,15 +52,15 @@ def bench_specs(args, tmp: Path) -> dict:
     py, m = sys.executable, args.model
     t = str(args.threads)
     return {
-        "decode": ([py, str(HERE / "decode_overhead.py"), "--model", m, "--batch", "8", "--new-tokens", "32",
+        "decode": ([py, str(HERE / "decode_overhead.py"), "--model", m, "--batch", "8", "--new-tokens", "24",
                     "--repeats", "3", "--json", str(tmp / "decode.json")], tmp / "decode.json"),
         "lpo": ([py, str(HERE / "lpo_train_speed.py"), "--model", m, "--level", "token", "--pairs", "16",
                  "--prompts", "4", "--samples", "4", "--max-new-tokens", "24", "--repeats", "3", "--threads", t], None),
-        "collect": ([py, str(HERE / "collect_throughput.py"), "--model", m, "--prompts", "8", "--samples", "4",
-                     "--new-tokens", "32", "--repeats", "2", "--threads", t, "--json", str(tmp / "collect.json")],
+        "collect": ([py, str(HERE / "collect_throughput.py"), "--model", m, "--prompts", "4", "--samples", "4",
+                     "--new-tokens", "24", "--repeats", "2", "--threads", t, "--json", str(tmp / "collect.json")],
                     tmp / "collect.json"),
-        "eval": ([py, str(HERE / "eval_throughput.py"), "--model", m, "--prompts", "4", "--dev-prompts", "2",
-                  "--samples", "2", "--new-tokens", "32", "--threads", t, "--json", str(tmp / "eval.json")],
+        "eval": ([py, str(HERE / "eval_throughput.py"), "--model", m, "--prompts", "2", "--dev-prompts", "1",
+                  "--samples", "2", "--new-tokens", "24", "--threads", t, "--json", str(tmp / "eval.json")],
                  tmp / "eval.json"),
     }
 
@@ -93,7 +94,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--only", nargs="+", choices=["decode", "lpo", "collect", "eval"], default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per benchmark (1 on a shared machine)")
     ap.add_argument("--json", default=None, help="write every measurement to this JSON file")
     args = ap.parse_args(argv)
     rows, everything = [], {}
@@ -103,7 +104,7 @@ def main(argv=None):
         for name in args.only or list(specs):
             cmd, json_path = specs[name]
             print(f"[run_all] {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-            res = run_child(cmd, tmp / f"{name}.log")
+            res = run_child(cmd, tmp / f"{name}.log", args.threads)
             data = None
             if res["rc"] == 0:
                 data = json.loads(json_path.read_text()) if json_path else _last_json_line(res["output"])
