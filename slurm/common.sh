@@ -45,7 +45,9 @@ ad_dist_env() {
     [ -n "${SLURM_JOB_NODELIST:-}" ] || ad_die "SLURM_JOB_ID is set but SLURM_JOB_NODELIST is not: not inside an sbatch/salloc allocation?"
     command -v scontrol >/dev/null || ad_die "scontrol not on PATH inside the job"
     NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
-    MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) ||
+      ad_die "scontrol show hostnames '$SLURM_JOB_NODELIST' failed (no slurm.conf / SLURM_CONF on this node?)"
+    [ -n "$MASTER_ADDR" ] || ad_die "no host in SLURM_JOB_NODELIST='$SLURM_JOB_NODELIST'"
     MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
     AD_UNDER_SLURM=1
   else

@@ -281,3 +281,33 @@ def test_offline_sweep_agent_array(cluster, tmp_path):
     assert all(r.config["beta"] == r.params["beta"] for r in runs)
     s = write_report(runs, run / "report", metric="loss")
     assert (run / "report" / "report.md").exists() and s["best"]["name"] in {r.name for r in runs}
+
+
+def test_multi_node_launch_is_derived_from_slurm_variables(cluster, tmp_path):
+    """What each node of a 2 x 8-GPU allocation would launch (PYTHON=echo prints the command instead of running)."""
+    fake = {"SLURM_JOB_ID": "4321", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_NUM_NODES": "2",
+            "SLURM_GPUS_ON_NODE": "8", "PYTHON": "echo", "REPO": str(REPO)}
+    env = {k: v for k, v in cluster["env"].items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    script = ("source slurm/common.sh; ad_dist_env; "
+              "echo ENV $NNODES $MASTER_ADDR $MASTER_PORT $NPROC_PER_NODE $WORLD_SIZE; "
+              "for rank in 0 1; do SLURM_NODEID=$rank bash slurm/node_launch.sh training/train_lpo.py --config x.yaml; done")
+
+    def run(**extra):
+        r = subprocess.run(["bash", "-c", script], env={**env, **fake, **extra}, cwd=REPO, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    env_line, node0, node1 = run()
+    assert env_line.split() == ["ENV", "2", "gpu07", str(20000 + 4321 % 20000), "8", "16"]
+    for rank, line in ((0, node0), (1, node1)):
+        args = line.split()
+        assert args[:3] == ["-m", "accelerate.commands.launch", "--config_file"]
+        assert args[3] == "configs/accelerate/multi_node.yaml"
+        got = dict(zip(args[4:14:2], args[5:14:2]))
+        assert got == {"--num_machines": "2", "--machine_rank": str(rank), "--num_processes": "16",
+                       "--main_process_ip": "gpu07", "--main_process_port": "24321"}
+        assert args[14:] == ["training/train_lpo.py", "--config", "x.yaml"]
+    _, t0, t1 = run(LAUNCHER="torchrun", SLURM_GPUS_ON_NODE="gpu:4")
+    assert t1.split()[:13] == ["-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1", "--nproc_per_node",
+                               "4", "--master_addr", "gpu07", "--master_port", "24321", "training/train_lpo.py"]
