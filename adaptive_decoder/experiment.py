@@ -92,7 +92,7 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds: each one reruns collection, training and evaluation sampling."})
     levels: list[str] = field(default_factory=lambda: ["sequence", "token"], metadata={"help": f"Heads to train: {LEVELS} (ADseq, ADtok)."})
     head: dict | str | None = field(default=None, metadata={"help": "AdaptiveDecoderConfig options of the heads (bins, factors, num_layers, ...); level is set per head."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Generation length cap, in collection and evaluation alike."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Generation length cap, in collection and evaluation alike (a task's own max_new_tokens option overrides it for that task)."})
     collect: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
     lpo: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.lpo_trainer.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
     methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle", "adaptive"],
@@ -410,6 +410,9 @@ class Experiment:
             settings = CollectionSettings(**{**cfg.collect, "seed": seed, "max_new_tokens": cfg.max_new_tokens, "chat": cfg.chat})
             rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
             specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
+            for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
+                if spec["task_options"].get("max_new_tokens"):
+                    spec["max_new_tokens"] = int(spec["task_options"]["max_new_tokens"])
             adm = AdaptiveDecodingModel(self.model, self.tokenizer, head.to(self.model.device))
             summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
             summary["pairs"] = collection_pair_report(out, **{k: v for k, v in

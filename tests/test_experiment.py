@@ -160,6 +160,13 @@ def test_pipeline_end_to_end(finished_run):
         assert test_ids == set(s["test"]["ids"]) and dev_ids == set(s["dev"]["ids"])
         assert not (test_ids & dev_ids or test_ids & set(s["train"]["ids"]) or dev_ids & set(s["train"]["ids"]))
 
+    # a task's own max_new_tokens holds in collection and evaluation alike (the random model rarely stops early)
+    shards = [json.loads(ln) for f in sorted((seed / "collect-sequence" / "shards").glob("*.jsonl"))
+              for ln in f.read_text().splitlines()]
+    for t, n in (("gsm8k", 4), ("constrained_writing", cfg["max_new_tokens"])):
+        assert max(len(r["completion_ids"]) for r in shards if r["task"] == t) == n
+        assert max(s["num_tokens"] for u in units if u["task"] == t for s in u["samples"]) == n
+
     # aggregation: every method on every task; paired comparisons vs every fixed temperature; the bar verdict
     methods = set(summary["methods"])
     assert {"greedy", "random", "oracle", "adseq", "adtok", "T=0.0", "T=0.5", "T=1.0"} <= methods
