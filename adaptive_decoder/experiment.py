@@ -660,7 +660,11 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     for t in tasks:
         units = [u for res in results.values() for u in res["units"] if u["split"] == "test" and u["task"] == t]
         for m in chooser:
-            summary["tasks"][t]["methods"][m]["chosen"] = chosen_values([u for u in units if u["method"] == m])
+            mu = [u for u in units if u["method"] == m]
+            summary["tasks"][t]["methods"][m]["chosen"] = chosen_values(mu)
+            flags = [u["extra"]["parse_failed"] for u in mu if "parse_failed" in u.get("extra", {})]
+            if flags:  # HAG: how often the config text could not be parsed (the default config was used)
+                summary["tasks"][t]["methods"][m]["parse_failure_rate"] = sum(map(bool, flags)) / len(flags)
         for m in method_names:  # task metrics averaged over seeds (accuracy, chrF, coverage, diversity, ...)
             per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
             keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
@@ -771,6 +775,11 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
                     L.append(f"| {m} | {t} | {_share_table(ch, 'temperature')} | {_share_table(ch, 'top_p')} | "
                              f"{_share_table(ch, 'top_k')} |")
         L.append("")
+        pf = [(m, t, summary["tasks"][t]["methods"][m]["parse_failure_rate"]) for m in choosers for t in tasks
+              if "parse_failure_rate" in summary["tasks"].get(t, {}).get("methods", {}).get(m, {})]
+        if pf:
+            L += ["HAG config-text parse failures (the default config was used): "
+                  + "; ".join(f"{m} on {t}: {100 * r:.0f}%" for m, t, r in pf) + ".", ""]
     L += ["## Task metrics (mean over seeds)", ""]
     for t in tasks:
         if t == OVERALL:
