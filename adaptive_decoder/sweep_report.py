@@ -435,11 +435,14 @@ def _plot_grid(s, path):
             grid[i][j] = r.summary[metric]
     fig, ax = plt.subplots(figsize=(1.6 * len(ub) + 2.5, 1.2 * len(ua) + 1.8))
     im = ax.imshow(grid, cmap="viridis_r" if s["goal"] == "minimize" else "viridis", aspect="auto")
+    vals = [v for row in grid for v in row if not math.isnan(v)]
+    lo, hi = min(vals), max(vals)
     for i in range(len(ua)):
         for j in range(len(ub)):
             if not math.isnan(grid[i][j]):
-                ax.text(j, i, f"{grid[i][j]:.3g}", ha="center", va="center", color="w", fontsize=9,
-                        path_effects=None)
+                t = (grid[i][j] - lo) / ((hi - lo) or 1.0)
+                light = t < 0.5 if s["goal"] == "minimize" else t > 0.5  # the yellow end of viridis
+                ax.text(j, i, f"{grid[i][j]:.3g}", ha="center", va="center", color="k" if light else "w", fontsize=9)
     ax.set_xticks(range(len(ub)))
     ax.set_xticklabels([_fmt(u) for u in ub])
     ax.set_yticks(range(len(ua)))
