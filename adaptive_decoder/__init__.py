@@ -7,6 +7,8 @@ Core pieces: `AdaptiveDecoderHead` (the head), `AdaptiveDecodingModel` (generate
 from .generation import AdaptiveDecodingModel, AdaptiveGenerateOutput, compute_head_inputs
 from .head import FACTORS, AdaptiveDecoderConfig, AdaptiveDecoderHead
 from .models import encode_prompts, load_base_model
+from .pairs import PairDataset, build_pairs
+from .rewards import build_reward
 from .sampling import apply_sampling_params
 
 __version__ = "0.1.0"
@@ -21,4 +23,7 @@ __all__ = [
     "compute_head_inputs",
     "encode_prompts",
     "load_base_model",
+    "PairDataset",
+    "build_pairs",
+    "build_reward",
 ]

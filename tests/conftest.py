@@ -34,6 +34,23 @@ def tiny_llama(vocab_size=128, hidden_size=32, seed=0, eos_token_id=1, pad_token
     return model
 
 
+def tiny_tokenizer():
+    """Byte-level tokenizer with no merges (259 ids: <pad>=0, </s>=1, <s>=2, then one id per byte): offline,
+    lossless on any text, and small enough for 2-layer test models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<s>": 2}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.padding_side = "left"
+    return tok
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     return tiny_llama()

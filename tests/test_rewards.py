@@ -22,24 +22,7 @@ from adaptive_decoder.rewards import (
     repeated_ngram_rate,
     word_forms,
 )
-from conftest import tiny_llama
-
-
-def tiny_tokenizer():
-    """Byte-level tokenizer with no merges (259 ids: <pad>=0, </s>=1, <s>=2, then one id per byte): offline,
-    lossless on any text, and small enough for 2-layer test models."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "</s>": 1, "<s>": 2}
-    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[ch] = len(vocab)
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tok.padding_side = "left"
-    return tok
+from conftest import tiny_llama, tiny_tokenizer  # noqa: F401  (tiny_tokenizer re-exported for other test modules)
 
 
 # ---------------------------------------------------------------------------------------------- GSM8K
