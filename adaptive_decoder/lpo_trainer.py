@@ -482,22 +482,36 @@ class LPOTrainer:
 # reporting
 def task_bin_histograms(head: AdaptiveDecoderHead, dataset, batch_size: int = 256) -> dict:
     """Per task and factor: argmax-bin counts of `head` on the pairs' chosen samples (sequence level: one decision
-    per prompt, the hidden state of its last prompt token; token level: every step of the chosen sample)."""
+    per prompt, the hidden state of its last prompt token; token level: every step of the chosen sample), plus
+    the head's mean bin probabilities ("mean_probs") and expected value ("expected") over the same decisions."""
     head = head.eval()
     bins = {f: head.config.bins(f) for f in head.factors}
-    out = {"bins": bins, "level": head.config.level, "tasks": {}}
+    out = {"bins": bins, "level": head.config.level, "tasks": {}, "mean_probs": {}, "expected": {}}
+    prob_sums: dict = {}
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_pairs)
     for batch in loader:
         with torch.no_grad():
-            picks = head.select(batch["chosen_inputs"].to(next(head.parameters()).device), "argmax")
+            inputs = batch["chosen_inputs"].to(next(head.parameters()).device)
+            picks, probs = head.select(inputs, "argmax"), head.probs(inputs)
         for f, idx in picks.items():
-            idx = idx.cpu()
+            idx, p = idx.cpu(), probs[f].float().cpu()
             for i, task in enumerate(batch["task"]):
-                row = idx[i][batch["chosen_mask"][i]] if idx.dim() == 2 else idx[i : i + 1]
+                if idx.dim() == 2:
+                    keep = batch["chosen_mask"][i]
+                    row, prow = idx[i][keep], p[i][keep]
+                else:
+                    row, prow = idx[i : i + 1], p[i : i + 1]
                 for t in (task, "all"):
                     h = out["tasks"].setdefault(t, {g: [0] * len(b) for g, b in bins.items()})
                     for b in row.tolist():
                         h[f][b] += 1
+                    acc = prob_sums.setdefault(t, {}).setdefault(f, torch.zeros(len(bins[f])))
+                    acc += prow.sum(0)
+    for t, per in prob_sums.items():
+        for f, total in per.items():
+            mean = (total / max(sum(out["tasks"][t][f]), 1)).tolist()
+            out["mean_probs"].setdefault(t, {})[f] = [round(v, 4) for v in mean]
+            out["expected"].setdefault(t, {})[f] = round(sum(m * v for m, v in zip(mean, bins[f])), 4)
     return out
 
 
@@ -553,7 +567,8 @@ def plot_bin_histograms(hist: dict, path) -> Path:
             ax.set_xticks(range(len(counts)))
             ax.set_xticklabels([str(b) for b in hist["bins"][f]], fontsize=8)
             ax.set_ylim(0, 1)
-            ax.set_title(f"{task}: {f} (n={sum(counts)})", fontsize=9)
+            exp = hist.get("expected", {}).get(task, {}).get(f)
+            ax.set_title(f"{task}: {f} (n={sum(counts)}" + (f", E={exp:.2f})" if exp is not None else ")"), fontsize=9)
     fig.suptitle(f"trained head's argmax bins on the training prompts ({hist['level']} level)", fontsize=10)
     fig.tight_layout()
     path = Path(path)

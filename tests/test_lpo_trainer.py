@@ -104,6 +104,9 @@ def test_training_run_writes_outputs_and_learns_the_task_preferences(tmp_path, l
     assert hist["low"]["temperature"][0] == sum(hist["low"]["temperature"])
     assert hist["high"]["temperature"][-1] == sum(hist["high"]["temperature"])
     assert hist["high"]["top_p"][-1] == sum(hist["high"]["top_p"])
+    full = json.loads((out / "bin_histograms.json").read_text())
+    assert full["expected"]["low"]["temperature"] < 0.2 < 0.8 < full["expected"]["high"]["temperature"]
+    assert sum(full["mean_probs"]["all"]["top_p"]) == pytest.approx(1.0, abs=1e-3)
     assert len(list((out / "checkpoints").iterdir())) == cfg.save_total_limit  # rotation
     assert (out / "reference_head" / "model.safetensors").exists()
 
