@@ -556,20 +556,26 @@ def plot_bin_histograms(hist: dict, path) -> Path:
 
     tasks = [t for t in hist["tasks"] if t != "all"] + (["all"] if "all" in hist["tasks"] else [])
     factors = list(hist["bins"])
-    fig, axes = plt.subplots(max(len(tasks), 1), len(factors), figsize=(3.5 * len(factors), 2.4 * max(len(tasks), 1)),
+    fig, axes = plt.subplots(max(len(tasks), 1), len(factors), figsize=(max(4.5 * len(factors), 6), 2.4 * max(len(tasks), 1)),
                              squeeze=False)
     for i, task in enumerate(tasks):
         for j, f in enumerate(factors):
             counts = hist["tasks"][task][f]
             total = sum(counts) or 1
             ax = axes[i][j]
-            ax.bar(range(len(counts)), [c / total for c in counts], color="tab:blue")
+            x = range(len(counts))
+            ax.bar([v - 0.2 for v in x], [c / total for c in counts], width=0.4, color="tab:blue", label="argmax share")
+            probs = hist.get("mean_probs", {}).get(task, {}).get(f)
+            if probs is not None:
+                ax.bar([v + 0.2 for v in x], probs, width=0.4, color="tab:orange", label="mean probability")
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7)
             ax.set_xticks(range(len(counts)))
             ax.set_xticklabels([str(b) for b in hist["bins"][f]], fontsize=8)
             ax.set_ylim(0, 1)
             exp = hist.get("expected", {}).get(task, {}).get(f)
             ax.set_title(f"{task}: {f} (n={sum(counts)}" + (f", E={exp:.2f})" if exp is not None else ")"), fontsize=9)
-    fig.suptitle(f"trained head's argmax bins on the training prompts ({hist['level']} level)", fontsize=10)
+    fig.suptitle(f"trained head on the training prompts ({hist['level']} level)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
