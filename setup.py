@@ -7,7 +7,8 @@ TORCH = "torch==2.13.0"
 
 extras = {
     "train": ["trl>=1.16", "deepspeed>=0.19", "wandb>=0.31", "peft>=0.13"],
-    "eval": ["sacrebleu>=2.4", "matplotlib>=3.8", "wandb>=0.31"],
+    "eval": ["sacrebleu>=2.4", "matplotlib>=3.8", "wandb>=0.31", "trl>=1.16"],
+    "datasets": ["datasets>=2.19"],  # only for tasks loaded by HF dataset id
     }
 extras["dev"] = sorted({d for v in extras.values() for d in v} | {"pytest>=8", "hypothesis>=6"})
 extras["all"] = extras["dev"]

@@ -7,7 +7,9 @@ Core pieces: `AdaptiveDecoderHead` (the head), `AdaptiveDecodingModel` (generate
 from .generation import AdaptiveDecodingModel, AdaptiveGenerateOutput, compute_head_inputs
 from .head import FACTORS, AdaptiveDecoderConfig, AdaptiveDecoderHead
 from .models import encode_prompts, load_base_model
+from .evaluation import EvalConfig, run_evaluation
 from .pairs import PairDataset, build_pairs
+from .policies import DecodingPolicy, PolicyOutput, build_policies
 from .rewards import build_reward
 from .sampling import apply_sampling_params
 
@@ -26,4 +28,9 @@ __all__ = [
     "PairDataset",
     "build_pairs",
     "build_reward",
+    "DecodingPolicy",
+    "PolicyOutput",
+    "build_policies",
+    "EvalConfig",
+    "run_evaluation",
 ]
