@@ -407,7 +407,13 @@ class Experiment:
                 torch.manual_seed(seed)
                 head = AdaptiveDecoderHead(AdaptiveDecoderConfig.from_dict(opts))
                 head.save_pretrained(head_dir)
-            settings = CollectionSettings(**{**cfg.collect, "seed": seed, "max_new_tokens": cfg.max_new_tokens, "chat": cfg.chat})
+            extra = {}
+            if "cache_which" not in cfg.collect and cfg.lpo.get("pair_mode", "best_vs_worst") != "best_vs_worst":
+                # pairs beyond best-vs-worst use other samples too: cache them all, or every LPO epoch would
+                # recompute their head inputs with the LM (a small MLP epoch becoming an LM forward per sample)
+                extra["cache_which"] = "all"
+            settings = CollectionSettings(**{**cfg.collect, **extra, "seed": seed, "max_new_tokens": cfg.max_new_tokens,
+                                             "chat": cfg.chat})
             rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
             specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
             for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it

@@ -167,6 +167,11 @@ def test_pipeline_end_to_end(finished_run):
         assert max(len(r["completion_ids"]) for r in shards if r["task"] == t) == n
         assert max(s["num_tokens"] for u in units if u["task"] == t for s in u["samples"]) == n
 
+    # pairs other than best-vs-worst: every sample's head inputs are cached, so LPO never runs the LM
+    assert all(r["cached"] for r in shards)
+    train = json.loads((seed / "train-sequence" / "stage_done.json").read_text())["summary"]
+    assert train["pair_stats"]["samples_recomputed"] == 0 and train["pair_stats"]["pairs"] > 0
+
     # aggregation: every method on every task; paired comparisons vs every fixed temperature; the bar verdict
     methods = set(summary["methods"])
     assert {"greedy", "random", "oracle", "adseq", "adtok", "T=0.0", "T=0.5", "T=1.0"} <= methods
