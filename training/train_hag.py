@@ -117,6 +117,23 @@ def config_accuracy(model, tok, rows: list) -> dict:
                                                        for (t, _), r in list(zip(got, rows))[:5]]}
 
 
+def dequantized_for_training(model):
+    """transformers dequantizes GGUF weights to ordinary float tensors on load, but keeps a GGUF "quantizer" on the
+    model, and Trainer refuses to train a GGUF-quantized model. The tensors are plain floats, so drop the marker
+    (also from the config, so the saved merged model is a normal float checkpoint)."""
+    q = getattr(model, "hf_quantizer", None)
+    if q is None or str(getattr(q.quantization_config, "quant_method", "")).lower().split(".")[-1] != "gguf":
+        return model
+    model.hf_quantizer = None
+    try:
+        model.is_quantized = False
+    except AttributeError:  # a read-only property derived from hf_quantizer
+        pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, sft_cfg = TrlParser((HAGTrainArguments, SFTConfig)).parse_args_and_config(argv)
@@ -127,6 +144,7 @@ def main(argv=None) -> dict:
     rows = load_sft(args.dataset_path)
     train_rows, eval_rows = split_rows(rows, args.eval_fraction, args.split_seed)
     model, tok = load_base_model(args.base_model, dtype=getattr(torch, args.dtype))
+    model = dequantized_for_training(model)
     chat = has_chat_template(tok)
     model.train()
     peft_config = None
