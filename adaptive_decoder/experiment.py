@@ -289,6 +289,23 @@ def mark_done(stage_dir: Path, fingerprint: dict, summary: dict, wall_s: float) 
     return rec
 
 
+class _Memoized(torch.utils.data.Dataset):
+    """Keeps the items of a dataset after their first access (pairs whose head inputs had to be recomputed with
+    the LM: a collection made before its cache covered every sample)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.items = dataset, {}
+        self.stats = getattr(dataset, "stats", None)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if i not in self.items:
+            self.items[i] = self.dataset[i]
+        return self.items[i]
+
+
 class TaskReward:
     """The evaluation reward of a task, for collection: the task's reward spec applied to its post-processed text
     (e.g. translation's first line), so LPO optimises exactly what the evaluation scores."""
@@ -442,6 +459,8 @@ class Experiment:
                                 "torch_threads": cfg.torch_threads, "progress": cfg.progress, "report_to": cfg.report_to,
                                 "base_model": cfg.model})
             head, dataset = build_head_and_dataset(lcfg)
+            if getattr(dataset, "stats", {}).get("samples_recomputed"):
+                dataset = _Memoized(dataset)  # recompute uncached head inputs once, not once per epoch
             trainer = LPOTrainer(lcfg, head, dataset)
             summary = trainer.train()
             summary["pair_stats"] = getattr(dataset, "stats", None)
