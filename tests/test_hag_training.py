@@ -266,3 +266,26 @@ def test_sft_recipe_errors(tmp_path, tiny_chat_dir):
         train.main(["--config", str(bad), "--dataset_path", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="build_hag_data.py"):
         train.main(_sft_args(tiny_chat_dir, tmp_path / "none.jsonl", tmp_path / "o"))
+
+
+def test_gguf_quantizer_marker_is_dropped_before_training():
+    """SmolLM2 comes from GGUF: transformers dequantizes it to floats but leaves a GGUF quantizer that Trainer
+    refuses to train; a model with another quantizer is left alone."""
+    from types import SimpleNamespace
+
+    from conftest import tiny_llama
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    train = _recipe("train_hag")
+    m = tiny_llama()
+    m.hf_quantizer = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="gguf"), is_trainable=False)
+    m.is_quantized = True
+    m.config.quantization_config = {"quant_method": "gguf"}
+    with pytest.raises(ValueError, match="quantized"):
+        validate_quantization_for_training(m)
+    m = train.dequantized_for_training(m)
+    validate_quantization_for_training(m)
+    assert m.hf_quantizer is None and not hasattr(m.config, "quantization_config")
+    other = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="bitsandbytes"))
+    m.hf_quantizer = other
+    assert train.dequantized_for_training(m).hf_quantizer is other
