@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 TORCH = "torch==2.13.0"
 
 extras = {
-    "train": ["trl>=1.16", "deepspeed>=0.19", "wandb>=0.31", "peft>=0.13"],
+    "train": ["trl>=1.16", "deepspeed>=0.19", "wandb>=0.31", "peft>=0.13", "matplotlib>=3.8"],
     "eval": ["sacrebleu>=2.4", "matplotlib>=3.8", "wandb>=0.31", "trl>=1.16"],
     "datasets": ["datasets>=2.19"],  # only for tasks loaded by HF dataset id
     }

@@ -60,7 +60,7 @@ class LPOConfig:
     synthetic_hidden_size: int = field(default=16, metadata={"help": "Hidden size of the synthetic pairs."})
     # --- head ---------------------------------------------------------------------------------------------
     head_path: str | None = field(default=None, metadata={"help": "Saved head to start from (e.g. the collecting head or a previous round)."})
-    head: dict = field(default_factory=dict, metadata={"help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the collection's)."})
+    head: dict | str | None = field(default_factory=dict, metadata={"help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the collection's). A mapping, or YAML/JSON text on the CLI (as `wandb agent` passes it)."})
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     # --- loss ---------------------------------------------------------------------------------------------
     loss_type: str = field(default="lpo", metadata={"help": f"{LOSS_TYPES}: LPO (preference) or the NLL-on-chosen baseline."})
@@ -93,6 +93,15 @@ class LPOConfig:
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png and bin_histograms.png at the end."})
 
     def __post_init__(self):
+        if self.head is None:
+            self.head = {}
+        if isinstance(self.head, str):  # `--head={'level': 'token'}` from the CLI or a sweep agent
+            import yaml  # noqa: PLC0415
+
+            parsed = yaml.safe_load(self.head) or {}
+            if not isinstance(parsed, dict):
+                raise ValueError(f"head must be a mapping of head options, got {self.head!r}")
+            self.head = parsed
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if bool(self.collection_dir) == bool(self.synthetic_pairs):
@@ -368,6 +377,8 @@ class LPOTrainer:
 
         cfg, acc = self.config, self.accelerator
         self.out.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:  # what this run was asked to do, for sweep reports and humans
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=str))
         if cfg.report_to == "wandb":
             os.environ.setdefault("WANDB_MODE", "offline")
             acc.init_trackers(cfg.wandb_project, config=asdict(cfg),

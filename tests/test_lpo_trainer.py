@@ -99,6 +99,7 @@ def test_training_run_writes_outputs_and_learns_the_task_preferences(tmp_path, l
     assert logs[-1]["loss"] < logs[0]["loss"] and logs[-1]["rewards/accuracies"] > 0.9
     assert rows[-1]["final"] is True
     assert (out / "training_curves.png").stat().st_size > 1000 and (out / "bin_histograms.png").exists()
+    assert json.loads((out / "config.json").read_text())["beta"] == cfg.beta  # read by sweep reports
     # the synthetic "low" task prefers the lowest bins, "high" the highest: the trained head must have learned it
     hist = json.loads((out / "bin_histograms.json").read_text())["tasks"]
     assert hist["low"]["temperature"][0] == sum(hist["low"]["temperature"])
