@@ -328,12 +328,15 @@ class RewardModelScorer:
 
     name = "reward_model"
 
-    def __init__(self, model_or_path, tokenizer=None, batch_size: int = 8, max_length: int = 2048, label_index: int = 0, device=None):
+    def __init__(self, model_or_path, tokenizer=None, batch_size: int = 8, max_length: int = 2048, label_index: int = 0,
+                 device=None, trust_remote_code: bool = False, dtype=None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if isinstance(model_or_path, str):
-            model = AutoModelForSequenceClassification.from_pretrained(model_or_path)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_path)
+            # ArmoRM ships its own modelling code: it needs trust_remote_code=True (opt-in, it runs that code)
+            model = AutoModelForSequenceClassification.from_pretrained(model_or_path, trust_remote_code=trust_remote_code,
+                                                                       dtype=dtype)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_path, trust_remote_code=trust_remote_code)
         else:
             model = model_or_path
         if tokenizer is None:
