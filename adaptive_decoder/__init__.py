@@ -6,6 +6,7 @@ Core pieces: `AdaptiveDecoderHead` (the head), `AdaptiveDecodingModel` (generate
 
 from .generation import AdaptiveDecodingModel, AdaptiveGenerateOutput, compute_head_inputs
 from .head import FACTORS, AdaptiveDecoderConfig, AdaptiveDecoderHead
+from .hag import HAGPolicy, ParseStats, format_config, parse_config
 from .lpo import collate_pairs, compute_loss, lpo_loss, nll_loss, pair_log_probs
 from .models import encode_prompts, load_base_model
 from .evaluation import EvalConfig, run_evaluation
@@ -29,6 +30,10 @@ __all__ = [
     "PairDataset",
     "build_pairs",
     "build_reward",
+    "HAGPolicy",
+    "ParseStats",
+    "format_config",
+    "parse_config",
     "collate_pairs",
     "compute_loss",
     "lpo_loss",

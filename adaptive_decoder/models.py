@@ -85,11 +85,30 @@ def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | No
     tok = AutoTokenizer.from_pretrained(source, **extra)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **kwargs)
     model.config._name_or_path = identity
+    if "gguf_file" in extra:
+        _drop_gguf_quantizer(model)
     if device is not None:
         model = model.to(device)
     model.eval().requires_grad_(False)
     prepare_tokenizer(tok, model)
     return model, tok
+
+
+def _drop_gguf_quantizer(model):
+    """transformers dequantizes GGUF weights to ordinary float tensors on load, but keeps a GGUF "quantizer" on the
+    model, and Trainer refuses to train a GGUF-quantized model. The tensors are plain floats, so drop the marker
+    (also from the config, so the saved merged model is a normal float checkpoint)."""
+    q = getattr(model, "hf_quantizer", None)
+    if q is None or str(getattr(q.quantization_config, "quant_method", "")).lower().split(".")[-1] != "gguf":
+        return model
+    model.hf_quantizer = None
+    try:
+        model.is_quantized = False
+    except AttributeError:  # a read-only property derived from hf_quantizer
+        pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
 
 
 def prepare_tokenizer(tok, model=None):

@@ -276,16 +276,17 @@ def test_gguf_quantizer_marker_is_dropped_before_training():
     from conftest import tiny_llama
     from transformers.trainer_utils import validate_quantization_for_training
 
-    train = _recipe("train_hag")
+    from adaptive_decoder.models import _drop_gguf_quantizer
+
     m = tiny_llama()
     m.hf_quantizer = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="gguf"), is_trainable=False)
     m.is_quantized = True
     m.config.quantization_config = {"quant_method": "gguf"}
     with pytest.raises(ValueError, match="quantized"):
         validate_quantization_for_training(m)
-    m = train.dequantized_for_training(m)
+    m = _drop_gguf_quantizer(m)
     validate_quantization_for_training(m)
     assert m.hf_quantizer is None and not hasattr(m.config, "quantization_config")
     other = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="bitsandbytes"))
     m.hf_quantizer = other
-    assert train.dequantized_for_training(m).hf_quantizer is other
+    assert _drop_gguf_quantizer(m).hf_quantizer is other

@@ -62,6 +62,7 @@ def test_smollm2_chat_template_and_padding(smollm2):
     assert mask[1, 0] == 0 and mask[1, -1] == 1, "the shorter prompt must be padded on the left"
     assert torch.all(mask[:, 1:] >= mask[:, :-1]), "padding only on the left"
     assert all(not p.requires_grad for p in model.parameters())
+    assert getattr(model, "hf_quantizer", None) is None, "dequantized GGUF weights must not keep a quantizer marker"
 
 
 def test_smollm2_untrained_head_generates_and_forced_greedy_matches_hf(smollm2):

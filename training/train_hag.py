@@ -117,23 +117,6 @@ def config_accuracy(model, tok, rows: list) -> dict:
                                                        for (t, _), r in list(zip(got, rows))[:5]]}
 
 
-def dequantized_for_training(model):
-    """transformers dequantizes GGUF weights to ordinary float tensors on load, but keeps a GGUF "quantizer" on the
-    model, and Trainer refuses to train a GGUF-quantized model. The tensors are plain floats, so drop the marker
-    (also from the config, so the saved merged model is a normal float checkpoint)."""
-    q = getattr(model, "hf_quantizer", None)
-    if q is None or str(getattr(q.quantization_config, "quant_method", "")).lower().split(".")[-1] != "gguf":
-        return model
-    model.hf_quantizer = None
-    try:
-        model.is_quantized = False
-    except AttributeError:  # a read-only property derived from hf_quantizer
-        pass
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    return model
-
-
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, sft_cfg = TrlParser((HAGTrainArguments, SFTConfig)).parse_args_and_config(argv)
@@ -144,7 +127,6 @@ def main(argv=None) -> dict:
     rows = load_sft(args.dataset_path)
     train_rows, eval_rows = split_rows(rows, args.eval_fraction, args.split_seed)
     model, tok = load_base_model(args.base_model, dtype=getattr(torch, args.dtype))
-    model = dequantized_for_training(model)
     chat = has_chat_template(tok)
     model.train()
     peft_config = None
@@ -163,7 +145,8 @@ def main(argv=None) -> dict:
         sft_cfg.eval_strategy = "no"
     trainer = SFTTrainer(model=model, args=sft_cfg, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tok, peft_config=peft_config)
-    result = trainer.train()
+    # requeued Slurm jobs pass the newest checkpoint-N here (slurm/train_hag.sbatch)
+    result = trainer.train(resume_from_checkpoint=sft_cfg.resume_from_checkpoint)
     meta = {"base_model": args.base_model, "use_lora": args.use_lora, "train_examples": len(train_rows),
             "held_out": len(eval_rows), "dataset_path": args.dataset_path, "chat_template": chat,
             "train_loss": result.training_loss, "steps": result.global_step, "args": asdict(args),
