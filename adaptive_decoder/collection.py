@@ -32,6 +32,7 @@ import torch
 
 from .generation import AdaptiveDecodingModel
 from .models import encode_prompts
+from .tasks.io import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -101,25 +102,6 @@ class TaskSpec:
         return spec
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"prompt file {p} not found")
-    out = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{p}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            out.append((lineno, rec))
-    return out
-
-
 def _need(rec: dict, key: str, where: str):
     if key not in rec:
         raise ValueError(f"{where}: record lacks field {key!r} (has {sorted(rec)})")
@@ -155,7 +137,7 @@ def load_task_prompts(name: str, spec: TaskSpec | dict) -> list[dict]:
             rec = {"question": q, "answer": f"#### {a + b if op == '+' else a - b}"}
             out.append({"id": f"{name}/{i}", "task": name, "prompt": template.format(**rec), "answer": rec["answer"]})
         return out
-    rows = _read_jsonl(spec.path)[spec.offset:]
+    rows = read_jsonl(spec.path, expected=f"one JSON object per line with the fields of source {spec.source!r}")[spec.offset:]
     if spec.num_prompts is not None:
         rows = rows[: spec.num_prompts]
     for k, (lineno, rec) in enumerate(rows):

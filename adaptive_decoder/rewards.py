@@ -129,7 +129,22 @@ class GSM8KCorrectness:
         ]
 
 
-class ChrF:
+class _SentenceMetric:
+    """A sacrebleu sentence metric against example["reference"], scaled to [0, 1]; an empty completion gets 0."""
+
+    name = "sentence_metric"
+    metric = None
+
+    def score(self, completions: list[str], examples: list[dict]) -> list[float]:
+        _check_batch(completions, examples, self.name)
+        out = []
+        for c, e in zip(completions, examples):
+            ref = _require(e, "reference", self.name)
+            out.append(self.metric.sentence_score(c.strip(), [ref]).score / 100.0 if c.strip() else 0.0)
+        return out
+
+
+class ChrF(_SentenceMetric):
     """Sentence-level chrF (sacrebleu, default chrF2) against example["reference"], scaled to [0, 1]. Empty -> 0."""
 
     name = "chrf"
@@ -139,16 +154,8 @@ class ChrF:
 
         self.metric = CHRF(char_order=char_order, word_order=word_order, beta=beta)
 
-    def score(self, completions: list[str], examples: list[dict]) -> list[float]:
-        _check_batch(completions, examples, self.name)
-        out = []
-        for c, e in zip(completions, examples):
-            ref = _require(e, "reference", self.name)
-            out.append(self.metric.sentence_score(c.strip(), [ref]).score / 100.0 if c.strip() else 0.0)
-        return out
 
-
-class BLEU:
+class BLEU(_SentenceMetric):
     """Sentence-level BLEU (sacrebleu, exponential smoothing) against example["reference"], in [0, 1]. Empty -> 0."""
 
     name = "bleu"
@@ -157,14 +164,6 @@ class BLEU:
         from sacrebleu.metrics import BLEU as _SacreBLEU
 
         self.metric = _SacreBLEU(tokenize=tokenize, effective_order=True)
-
-    def score(self, completions: list[str], examples: list[dict]) -> list[float]:
-        _check_batch(completions, examples, self.name)
-        out = []
-        for c, e in zip(completions, examples):
-            ref = _require(e, "reference", self.name)
-            out.append(self.metric.sentence_score(c.strip(), [ref]).score / 100.0 if c.strip() else 0.0)
-        return out
 
 
 _WORD_RE = re.compile(r"[a-z]+")
