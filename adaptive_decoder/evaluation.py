@@ -203,13 +203,25 @@ def _build_unit(policy_name, task, split, example, out, b, seed, seconds) -> dic
 class Evaluator:
     """Runs the units of a config against a model; `run()` returns the aggregated results dict."""
 
-    def __init__(self, cfg: EvalConfig, model=None, tokenizer=None):
+    def __init__(self, cfg: EvalConfig, model=None, tokenizer=None, splits: dict | None = None):
+        """`splits` ({task: (test_examples, dev_examples)}) replaces the tasks' own subset/seed split, e.g. to keep
+        evaluation prompts disjoint from the prompts a head was trained on."""
         self.cfg = cfg
         self.out_dir = Path(cfg.output_dir)
         self.policies = self._build_policies()  # before loading the model: bad methods fail fast
         self.tasks = {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
+        if splits is not None and set(splits) != set(self.tasks):
+            raise ValueError(f"splits must cover exactly the configured tasks {sorted(self.tasks)}, got {sorted(splits)}")
         self.splits = {}
         for name, task in self.tasks.items():
+            if splits is not None:  # matched by id onto this task's own records (the caller may hold copies)
+                by_id = {e["id"]: e for e in task.examples()}
+                test, dev = splits[name]
+                missing = [e["id"] for e in (*test, *dev) if e["id"] not in by_id]
+                if missing:
+                    raise ValueError(f"task {name!r}: split examples {missing[:5]} are not among the task's examples")
+                self.splits[name] = ([by_id[e["id"]] for e in test], [by_id[e["id"]] for e in dev])
+                continue
             n_dev = cfg.num_dev_prompts if self.oracles else 0
             self.splits[name] = task.split(cfg.num_prompts, n_dev, cfg.seed)
         self.model, self.tokenizer = model, tokenizer

@@ -510,12 +510,9 @@ class Experiment:
 
         def run():
             self._ensure_model()
-            ev = Evaluator(ecfg, self.model, self.tokenizer)
             # the experiment's splits (disjoint from the collection's train prompts) replace the evaluator's own
-            for t, task in ev.tasks.items():
-                by_id = {e["id"]: e for e in task.examples()}
-                ev.splits[t] = ([by_id[e["id"]] for e in self.splits[t]["test"]],
-                                [by_id[e["id"]] for e in self.splits[t]["dev"]])
+            splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in ecfg.tasks}
+            ev = Evaluator(ecfg, self.model, self.tokenizer, splits=splits)
             res = ev.run()
             return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"]}
 

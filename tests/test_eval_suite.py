@@ -322,3 +322,19 @@ def test_creative_writing_reward_model_score(tmp_path):
     samples, per_prompt = task.score(["Once upon a time.", "The end, the end, the end."], {"id": "0", "prompt": "Write."})
     assert all(s["reward"] == s["reward_model"] for s in samples)
     assert samples[0]["reward"] != samples[1]["reward"] and "repetition" in samples[0] and "self_bleu" in per_prompt
+
+
+def test_explicit_splits_replace_the_task_subset_and_are_checked(tiny_dir, tmp_path):
+    """Callers (the experiment driver) pass disjoint test/dev prompts; unknown tasks or examples are refused."""
+    from adaptive_decoder.evaluation import Evaluator
+    from adaptive_decoder.tasks import get_task
+
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "oracle"])
+    exs = get_task("gsm8k").examples()
+    ev = Evaluator(cfg, splits={"gsm8k": (exs[10:12], exs[20:21])})
+    assert [e["id"] for e in ev.splits["gsm8k"][0]] == [e["id"] for e in exs[10:12]]
+    assert [e["id"] for e in ev.splits["gsm8k"][1]] == [exs[20]["id"]]
+    with pytest.raises(ValueError, match=r"splits must cover exactly the configured tasks \['gsm8k'\]"):
+        Evaluator(cfg, splits={"translation": ([], [])})
+    with pytest.raises(ValueError, match=r"split examples \['nope'\] are not among the task's examples"):
+        Evaluator(cfg, splits={"gsm8k": ([{"id": "nope"}], [])})
