@@ -52,6 +52,15 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama + the byte-level tokenizer saved with save_pretrained: a model path for the recipes."""
+    d = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_llama(vocab_size=259, hidden_size=32, seed=0).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
 def tiny_model():
     return tiny_llama()
 

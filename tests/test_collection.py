@@ -25,8 +25,7 @@ from adaptive_decoder.collection import (
 )
 from adaptive_decoder.models import prepare_tokenizer
 from adaptive_decoder.rewards import build_reward
-from conftest import tiny_llama
-from test_rewards import tiny_tokenizer
+from conftest import tiny_llama, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = ROOT / "configs" / "lpo" / "collect_tiny.yaml"
@@ -219,14 +218,6 @@ def test_registry_tasks_as_prompt_source():
 
 
 # ------------------------------------------------------------------------------------------- the recipe
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_llama(vocab_size=259, hidden_size=32, seed=0).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return d
-
-
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -22,7 +22,7 @@ from adaptive_decoder.rewards import (
     repeated_ngram_rate,
     word_forms,
 )
-from conftest import tiny_llama, tiny_tokenizer  # noqa: F401  (tiny_tokenizer re-exported for other test modules)
+from conftest import tiny_llama, tiny_tokenizer
 
 
 # ---------------------------------------------------------------------------------------------- GSM8K

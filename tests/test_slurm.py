@@ -120,18 +120,6 @@ def wait_for(pred, what, timeout, run_dir, cluster=None, job=None):
     pytest.fail(f"timed out waiting for {what}\n{job_log(run_dir)[-8000:]}")
 
 
-# ---------------------------------------------------------------------------------------------------- models
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from conftest import tiny_llama
-    from test_rewards import tiny_tokenizer
-
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_llama(vocab_size=259, hidden_size=32, seed=0).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return d
-
-
 # ---------------------------------------------------------------------------------------------------- tests
 def test_cluster_is_ours_and_single_node(cluster):
     conf = (cluster["dir"] / "etc" / "slurm.conf").read_text()
