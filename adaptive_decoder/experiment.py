@@ -42,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from .configs import as_mapping
+
 logger = logging.getLogger(__name__)
 
 LEVELS = ("sequence", "token")
@@ -57,19 +59,6 @@ _MANAGED = {
              "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
              "progress", "report_to", "skip_missing_heads", "n_bootstrap"},
 }
-
-
-def _as_dict(name: str, v) -> dict:
-    if v is None:
-        return {}
-    if isinstance(v, str):
-        try:
-            v = json.loads(v)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{name} must be a mapping (JSON object on the command line), got {v!r} ({e})") from None
-    if not isinstance(v, dict):
-        raise ValueError(f"{name} must be a mapping, got {type(v).__name__}: {v!r}")
-    return dict(v)
 
 
 @dataclass
@@ -109,7 +98,7 @@ class ExperimentConfig:
     def __post_init__(self):
         if not self.run_dir:
             raise ValueError("run_dir is required")
-        self.tasks = _as_dict("tasks", self.tasks)
+        self.tasks = as_mapping("tasks", self.tasks)
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (e.g. tasks: {gsm8k: {}, constrained_writing: {}})")
         from .tasks import TASKS
@@ -117,9 +106,9 @@ class ExperimentConfig:
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; valid: {sorted(TASKS)}")
-        self.tasks = {t: _as_dict(f"tasks.{t}", o) for t, o in self.tasks.items()}
+        self.tasks = {t: as_mapping(f"tasks.{t}", o) for t, o in self.tasks.items()}
         for name in ("head", "collect", "lpo", "eval"):
-            setattr(self, name, _as_dict(name, getattr(self, name)))
+            setattr(self, name, as_mapping(name, getattr(self, name)))
         self._check_nested()
         bad = sorted(set(self.levels) - set(LEVELS))
         if bad or not self.levels or len(set(self.levels)) != len(self.levels):

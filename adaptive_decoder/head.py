@@ -22,6 +22,8 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .models import EMBEDDED
+
 logger = logging.getLogger(__name__)
 FACTORS = ("temperature", "top_p", "top_k")
 LEVELS = ("token", "sequence")
@@ -273,8 +275,6 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
 
 def canonical_model_name(name: str) -> str:
     """Embedded short names ("smollm2") and their recorded identities compare equal."""
-    from .models import EMBEDDED  # noqa: PLC0415  (models imports nothing from here; avoid a cycle at import)
-
     return EMBEDDED[name]["identity"] if name in EMBEDDED else name
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .configs import as_mapping
 from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
 from .lpo import AGGREGATIONS, LOSS_TYPES, collate_pairs, compute_loss, pair_log_probs
 
@@ -93,15 +94,7 @@ class LPOConfig:
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png and bin_histograms.png at the end."})
 
     def __post_init__(self):
-        if self.head is None:
-            self.head = {}
-        if isinstance(self.head, str):  # `--head={'level': 'token'}` from the CLI or a sweep agent
-            import yaml  # noqa: PLC0415
-
-            parsed = yaml.safe_load(self.head) or {}
-            if not isinstance(parsed, dict):
-                raise ValueError(f"head must be a mapping of head options, got {self.head!r}")
-            self.head = parsed
+        self.head = as_mapping("head", self.head)  # a dict from YAML, text from the CLI or a sweep agent
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if bool(self.collection_dir) == bool(self.synthetic_pairs):

@@ -286,3 +286,15 @@ def test_empty_pair_set_is_refused(tmp_path):
     head, _ = build_head_and_dataset(cfg)
     with pytest.raises(ValueError, match="no preference pairs"):
         LPOTrainer(cfg, head, [])
+
+
+def test_head_options_as_text_from_the_command_line(tmp_path):
+    """`wandb agent` passes `--head={'level': 'token', ...}`: text parsed as YAML/JSON; anything but a mapping fails."""
+    kw = dict(output_dir=str(tmp_path), synthetic_pairs=4)
+    assert LPOConfig(head="{'level': 'token', 'temperature_bins': [0.0, 0.5]}", **kw).head == \
+        {"level": "token", "temperature_bins": [0.0, 0.5]}
+    assert LPOConfig(head={"level": "sequence"}, **kw).head == {"level": "sequence"}
+    assert LPOConfig(head=None, **kw).head == {}
+    for bad in ("[1, 2]", "level", "", "{level: [unclosed"):
+        with pytest.raises(ValueError, match="head must be a mapping"):
+            LPOConfig(head=bad, **kw)
