@@ -347,6 +347,11 @@ def task_scorer(tasks: dict, model=None, tokenizer=None):
     from .rewards import build_reward
 
     rewards = {name: build_reward(t.reward_spec, model=model, tokenizer=tokenizer) for name, t in tasks.items()}
+    for name, r in rewards.items():
+        grouped = [k for k, (c, _) in r.components.items() if getattr(c, "needs_group", False)]
+        if grouped:  # the search scores each config on 1-2 samples, mixed with other configs of the same prompt
+            raise ValueError(f"task {name!r}: reward component(s) {grouped} compare the samples of a prompt with each "
+                             "other, which the per-config HAG search cannot do; leave them out of the search reward")
 
     def score(texts, examples):
         out = [0.0] * len(texts)

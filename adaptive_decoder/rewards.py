@@ -255,6 +255,57 @@ class Repetition:
         return [self.empty_score if not c.split() else 1.0 - repeated_ngram_rate(c, self.n) for c in completions]
 
 
+class Novelty:
+    """Diversity in [0, 1] of each sample among the other samples of the same prompt (pool diversity, as in DivPO):
+    1 - max_{j != i} Jaccard(n-grams of sample i, n-grams of sample j), over lower-cased whitespace words.
+
+    Why: a per-sample reward can only favour a temperature above 0 for open-ended tasks if some term sees the
+    other samples. With it, k identical greedy samples score 0 each; k samples that share no n-gram score 1.
+    Samples are grouped by their example's "id" (or "prompt" when there is no id): pass all the samples of a
+    prompt in one `score` call (the evaluation's k samples, the collection's N samples). A group with a single
+    sample has no pool to compare with and is an error, not a silent 0 or 1. `reduce="mean"` uses the mean
+    instead of the max similarity. An empty completion scores 0 (silence is not novel); a text with fewer than n
+    words counts as one n-gram of all its words.
+    """
+
+    name = "novelty"
+    needs_group = True  # the value of a sample depends on the other samples of its prompt in the same call
+
+    def __init__(self, n: int = 2, reduce: str = "max"):
+        if int(n) != n or n < 1:
+            raise ValueError(f"novelty n must be an integer >= 1, got {n!r}")
+        if reduce not in ("max", "mean"):
+            raise ValueError(f"novelty reduce must be 'max' or 'mean', got {reduce!r}")
+        self.n, self.reduce = int(n), reduce
+
+    def _grams(self, text: str) -> frozenset:
+        toks = text.lower().split()
+        if len(toks) < self.n:
+            return frozenset([tuple(toks)]) if toks else frozenset()
+        return frozenset(tuple(toks[i : i + self.n]) for i in range(len(toks) - self.n + 1))
+
+    def score(self, completions: list[str], examples: list[dict]) -> list[float]:
+        _check_batch(completions, examples, self.name)
+        groups: dict = {}
+        for i, e in enumerate(examples):
+            key = e.get("id", e.get("prompt")) if isinstance(e, dict) else None
+            if key is None:
+                raise ValueError("reward 'novelty' groups samples by their example's 'id' or 'prompt'; the example has neither")
+            groups.setdefault(key, []).append(i)
+        grams = [self._grams(c or "") for c in completions]
+        out = [0.0] * len(completions)
+        for key, idx in groups.items():
+            if len(idx) < 2:
+                raise ValueError(f"reward 'novelty' compares the samples of one prompt, but prompt {key!r} has a single "
+                                 "sample in this call: generate >= 2 samples per prompt (num_samples)")
+            for i in idx:
+                if not grams[i]:
+                    continue
+                sims = [len(grams[i] & grams[j]) / len(grams[i] | grams[j]) for j in idx if j != i]
+                out[i] = 1.0 - (max(sims) if self.reduce == "max" else sum(sims) / len(sims))
+        return out
+
+
 def _prompt_ids(tokenizer, prompt: str, chat: bool | None) -> list[int]:
     """Token ids of a prompt exactly as generation encodes it (`adaptive_decoder.models.encode_prompts`):
     chat template + generation prompt when the tokenizer has one (and chat is not False), else plain encoding."""
@@ -412,6 +463,7 @@ REWARDS = {
     "bleu": BLEU,
     "concepts": ConceptCoverage,
     "repetition": Repetition,
+    "novelty": Novelty,
     "fluency": Fluency,
     "reward_model": RewardModelScorer,
 }

@@ -214,3 +214,41 @@ def test_unknown_reward_names_and_keys_are_named():
         build_reward({})
     with pytest.raises(ValueError, match="weight must be a finite number"):
         build_reward({"bleu": {"weight": float("nan")}})
+
+
+def test_novelty_is_one_minus_nearest_jaccard_within_each_prompt():
+    from adaptive_decoder.rewards import Novelty
+
+    a, b, c = "the cat sat down", "the cat ran off", "a dog barked"
+    # bigrams: a {the cat, cat sat, sat down}; b {the cat, cat ran, ran off}; c {a dog, dog barked}
+    # J(a,b) = 1/5, J(a,c) = J(b,c) = 0
+    ex1, ex2 = {"id": "1"}, {"id": "2"}
+    got = Novelty(n=2).score([a, b, c, a, a], [ex1, ex1, ex1, ex2, ex2])
+    assert got == pytest.approx([0.8, 0.8, 1.0, 0.0, 0.0])  # prompt 2: two identical samples (greedy) -> 0
+    mean = Novelty(n=2, reduce="mean").score([a, b, c], [ex1] * 3)
+    assert mean == pytest.approx([0.9, 0.9, 1.0])
+    # empty text is never novel; a text shorter than n is one n-gram of all its words
+    assert Novelty(n=2).score(["", "hi", "hi", "yes"], [ex1] * 4) == pytest.approx([0.0, 0.0, 0.0, 1.0])
+    # grouping falls back to the prompt when there is no id
+    assert Novelty().score([a, c], [{"prompt": "p"}] * 2) == pytest.approx([1.0, 1.0])
+
+
+def test_novelty_bad_input_is_named():
+    from adaptive_decoder.rewards import Novelty
+
+    with pytest.raises(ValueError, match="single sample"):
+        Novelty().score(["x y", "x y"], [{"id": "1"}, {"id": "2"}])
+    with pytest.raises(ValueError, match="reduce"):
+        Novelty(reduce="min")
+    with pytest.raises(ValueError, match="neither"):
+        Novelty().score(["a", "b"], [{}, {}])
+    assert build_reward({"novelty": {"weight": 0.5, "n": 1}}).score(["a b", "a c"], [{"id": 0}] * 2) == pytest.approx([1/3, 1/3])
+
+
+def test_hag_search_refuses_group_rewards():
+    from adaptive_decoder.hag_search import task_scorer
+    from adaptive_decoder.tasks import get_task
+
+    task = get_task("constrained_writing", reward={"concepts": {}, "novelty": {}})
+    with pytest.raises(ValueError, match="novelty"):
+        task_scorer({"constrained_writing": task})
