@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .policies import (DEFAULT_TEMPERATURES, POLICIES, AdaptivePolicy, FixedPolicy, GreedyPolicy, OraclePolicy,
                        build_policies)
+from .plotting import pyplot, save_figure
 from .stats import bootstrap_mean_ci, format_ci, paired_comparison
 from .tasks import TASKS, get_task
 
@@ -522,10 +523,7 @@ def markdown_table(results: dict) -> str:
 
 def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
     """Per task: mean reward (95% CI bars) of each fixed temperature; the other methods as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = list(results["tasks"])
     fixed = [(n, d["temperature"]) for n, d in results["methods"].items() if d["type"] == "FixedPolicy"]
@@ -548,10 +546,7 @@ def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
         ax.set_xlabel("temperature")
         ax.set_ylabel("mean reward per prompt")
     axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_chosen_params(results: dict, path: Path) -> Path | None:
@@ -560,10 +555,7 @@ def plot_chosen_params(results: dict, path: Path) -> Path | None:
     adaptive = [n for n, d in results["methods"].items() if d["type"] not in ("FixedPolicy", "GreedyPolicy", "OraclePolicy")]
     if not adaptive:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = list(results["tasks"])
     factors = ["temperature", "top_p", "top_k"]
@@ -583,10 +575,7 @@ def plot_chosen_params(results: dict, path: Path) -> Path | None:
             if c == 0:
                 ax.set_ylabel("share of decisions")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def log_wandb(results: dict, cfg: EvalConfig, images: list):

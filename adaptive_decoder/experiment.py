@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from .configs import as_mapping
+from .plotting import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -832,10 +833,7 @@ def _plot_results_view(summary: dict) -> dict:
 
 def plot_paired_differences(summary: dict, path: Path) -> Path | None:
     """Overall mean difference (95% CI) of each non-fixed method vs each fixed temperature: the bar at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [c for c in summary["comparisons"] if c["task"] == OVERALL]
     if not rows:
@@ -856,10 +854,7 @@ def plot_paired_differences(summary: dict, path: Path) -> Path | None:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(ticks, labels, fontsize=7)
     ax.set_xlabel("overall mean reward difference (95% paired bootstrap CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:

@@ -37,6 +37,7 @@ from torch import nn
 from .configs import as_mapping
 from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
 from .lpo import AGGREGATIONS, LOSS_TYPES, collate_pairs, compute_loss, pair_log_probs
+from .plotting import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -527,10 +528,7 @@ def _read_history(history) -> list[dict]:
 
 def plot_training_curves(history, path) -> Path | None:
     """Loss, chosen-vs-rejected accuracy, reward margin and head entropy vs step (from logs or metrics.jsonl)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = _read_history(history)
     if not rows:
@@ -544,19 +542,12 @@ def plot_training_curves(history, path) -> Path | None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_bin_histograms(hist: dict, path) -> Path:
     """One row per task, one column per factor: fraction of the trained head's argmax decisions per bin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = [t for t in hist["tasks"] if t != "all"] + (["all"] if "all" in hist["tasks"] else [])
     factors = list(hist["bins"])
@@ -580,11 +571,7 @@ def plot_bin_histograms(hist: dict, path) -> Path:
             exp = hist.get("expected", {}).get(task, {}).get(f)
             ax.set_title(f"{task}: {f} (n={sum(counts)}" + (f", E={exp:.2f})" if exp is not None else ")"), fontsize=9)
     fig.suptitle(f"trained head on the training prompts ({hist['level']} level)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 # ---------------------------------------------------------------------------------------------------------------

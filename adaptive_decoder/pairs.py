@@ -21,6 +21,7 @@ import torch
 from .collection import CollectionMismatchError, _describe_diff, hidden_key, model_identity, read_collection
 from .generation import compute_head_inputs
 from .head import AdaptiveDecoderConfig
+from .plotting import pyplot, save_figure
 
 PAIR_MODES = ("best_vs_worst", "top_k_vs_bottom_k", "all_pairs")
 # Head-config keys that give a stored choice index its meaning (architecture keys may differ between heads).
@@ -120,10 +121,7 @@ def pair_statistics(pairs: list[Pair], records: list[dict], head_config: Adaptiv
 
 def plot_pair_statistics(stats: dict, path) -> Path:
     """Grouped bars (fraction of chosen vs rejected decisions per bin): one row per task, one column per factor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = [t for t in stats["tasks"] if t != "all"] + ["all"]
     factors = list(stats["bins"])
@@ -147,11 +145,7 @@ def plot_pair_statistics(stats: dict, path) -> Path:
             if j == 0:
                 ax.set_ylabel("fraction of decisions")
     fig.suptitle(f"{stats['num_pairs']} preference pairs ({stats['level']} level)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def collection_pair_report(root, mode: str = "best_vs_worst", k: int = 2, eps: float = 1e-6) -> dict:

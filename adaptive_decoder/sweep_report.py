@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from .plotting import pyplot, save_figure
+
 __all__ = ["SweepRun", "agent_args", "expand_command", "flatten", "grid_points", "load_sweep", "read_local_runs",
            "read_runs", "read_wandb_api_runs", "read_wandb_offline_runs", "run_id_for", "summarize", "write_report"]
 
@@ -382,15 +384,6 @@ def write_report(runs: list[SweepRun], out_dir, metric: str = "loss", goal: str 
     return summary
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _positions(values):
     """x positions for parameter values: numeric values keep their order (log scale handled by caller)."""
     uniq = sorted({repr(v): v for v in values}.values(), key=lambda v: (not _num(v), v if _num(v) else repr(v)))
@@ -398,7 +391,7 @@ def _positions(values):
 
 
 def _plot_per_param(s, path):
-    plt = _plt()
+    plt = pyplot()
     params = s["params"] or ["(run)"]
     fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.2), squeeze=False)
     metric = s["metric"]
@@ -417,14 +410,11 @@ def _plot_per_param(s, path):
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{metric} per hyperparameter ({s['goal']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _plot_grid(s, path):
-    plt = _plt()
+    plt = pyplot()
     (pa, pb), metric = s["params"], s["metric"]
     pos_a, ua = _positions([_pval(r, pa) for r in s["ranked"]])
     pos_b, ub = _positions([_pval(r, pb) for r in s["ranked"]])
@@ -451,16 +441,13 @@ def _plot_grid(s, path):
     ax.set_ylabel(pa)
     fig.colorbar(im, ax=ax, label=metric)
     ax.set_title(f"{metric} over the {pa} x {pb} grid", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _plot_parallel(s, path):
     """Parallel coordinates: one vertical axis per parameter (values spread evenly) and the metric last; one line
     per run, coloured by the metric."""
-    plt = _plt()
+    plt = pyplot()
     params, metric, runs = s["params"], s["metric"], s["ranked"]
     cols = []
     for p in params:
@@ -484,14 +471,11 @@ def _plot_parallel(s, path):
     ax.set_xticklabels(params + [metric], fontsize=9)
     ax.set_yticks([])
     ax.set_title(f"parallel coordinates (thick line: best run {runs[0].name})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _plot_curves(s, path):
-    plt = _plt()
+    plt = pyplot()
     metric = s["metric"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for r in s["ranked"]:
@@ -503,7 +487,4 @@ def _plot_curves(s, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"{metric} during training", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -226,6 +226,21 @@ def test_collection_reward_is_the_evaluation_reward():
     assert collected[0] == pytest.approx(1.0)  # first line only, as the evaluation scores it
 
 
+def test_group_reward_is_the_same_in_collection_and_evaluation():
+    # novelty compares the samples of one prompt: collection scores a batch of several prompts' groups at once,
+    # evaluation one prompt's k samples; both must give each sample the same value
+    from adaptive_decoder.tasks import get_task
+
+    task = get_task("constrained_writing", reward={"concepts": {}, "novelty": {"n": 1}})
+    a, b = task.examples()[:2]
+    ta = ["the dog ran to the river", "the dog ran to the river", "a lantern by the river"]
+    tb = ["x y", "y z", "x y"]
+    per_prompt = [m["reward"] for m in task.score(ta, a)[0]] + [m["reward"] for m in task.score(tb, b)[0]]
+    batched = TaskReward(task).score(ta + tb, [a] * 3 + [b] * 3)
+    assert batched == pytest.approx(per_prompt)
+    assert TaskReward(task).score_components(ta, [a] * 3)["novelty"][:2] == [0.0, 0.0]  # identical samples
+
+
 def test_resume_skips_finished_stages(finished_run, monkeypatch):
     run_dir, argv, summary = finished_run
     from adaptive_decoder.generation import AdaptiveDecodingModel

@@ -31,6 +31,7 @@ from adaptive_decoder.hag import KEYS  # noqa: E402
 from adaptive_decoder.hag_search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
 from adaptive_decoder.models import load_base_model  # noqa: E402
 from adaptive_decoder.tasks import get_task  # noqa: E402
+from adaptive_decoder.plotting import pyplot, save_figure  # noqa: E402
 
 logger = logging.getLogger("build_hag_data")
 _TASK_KEYS = {"num_prompts", "seed"}  # everything else in a task entry goes to adaptive_decoder.tasks.get_task
@@ -81,10 +82,7 @@ def load_examples(tasks_cfg: dict) -> tuple[dict, list]:
 def plot_best_configs(records: list, path: Path) -> Path | None:
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = sorted({r["task"] for r in records})
     fig, axes = plt.subplots(1, len(KEYS), figsize=(3.6 * len(KEYS), 3.2), squeeze=False)
@@ -101,10 +99,7 @@ def plot_best_configs(records: list, path: Path) -> Path | None:
     axes[0][0].set_ylabel("share of prompts")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("HAG search: best config per prompt", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> dict:
