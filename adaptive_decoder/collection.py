@@ -32,6 +32,7 @@ import torch
 
 from .generation import AdaptiveDecodingModel
 from .models import encode_prompts
+from .rewards import needs_group
 from .tasks.io import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,10 @@ class CollectionSettings:
     chat: bool | None = field(default=None, metadata={"help": "Chat template: None = use it when the tokenizer has one."})
     cache_budget_mb: float = field(default=512.0, metadata={"help": "Byte budget of the fp16 hidden-state cache; beyond it PairDataset recomputes."})
     cache_which: str = field(default="extremes", metadata={"help": f"Which samples to cache: {CACHE_WHICH}; 'extremes' = best and worst of each prompt (what best-vs-worst pairs use)."})
+    group_reward_twins: bool = field(default=True, metadata={"help": (
+        "Sequence level, with a reward that compares the samples of a prompt (novelty): score each sample against a "
+        "twin drawn with the same decoding values, as the evaluation's k samples of one choice are, instead of "
+        "against the other choices of the exploration pool. Costs one more generate call per batch.")})
 
     def __post_init__(self):
         if self.num_samples < 2:
@@ -229,7 +234,7 @@ class CollectionSettings:
 
     def identity(self) -> dict:
         # Settings that change what a sample means; batch size and cache budget do not.
-        return {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat")}
+        return {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins")}
 
 
 class CollectionMismatchError(ValueError):
@@ -490,7 +495,7 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
     out = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens,
                        num_return_sequences=n, selection=settings.selection, epsilon=settings.epsilon, head_seed=seed,
                        return_head_inputs=True)
-    scores = reward.score_components(out.texts, [p for p in batch for _ in range(n)])
+    scores = _score(adm, enc, out, batch, reward, spec, settings, seed)
     records, hidden = [], {}
     used = writer.manifest["hidden_bytes"]
     for i, p in enumerate(batch):
@@ -518,3 +523,22 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
                             "prompt_ids": prompt_ids, "completion": out.texts[r], "completion_ids": out.completion_ids[r],
                             "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed})
     return records, hidden, scores["total"]
+
+
+def _score(adm, enc, out, batch, reward, spec, settings, seed) -> dict:
+    """Reward components of every row. A group reward (e.g. novelty) compares the samples of a prompt, and its
+    value depends on who else is in the group. In this pool the rows of a prompt use different decoding values,
+    so a lone greedy sample looks novel next to sampled ones; at evaluation a sequence-level head decodes all k
+    samples of a prompt with its one choice, and k greedy samples are identical. With `group_reward_twins`, each
+    row is scored in a group of two: itself and a twin generated with the same values (the twin is scored, not
+    kept)."""
+    n = settings.num_samples
+    examples = [p for p in batch for _ in range(n)]
+    if not (settings.group_reward_twins and adm.head.config.level == "sequence" and needs_group(reward)):
+        return reward.score_components(out.texts, examples)
+    torch.manual_seed(seed ^ 0x7717)
+    twin = adm.generate(enc["input_ids"].repeat_interleave(n, 0), enc["attention_mask"].repeat_interleave(n, 0),
+                        max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens, force=dict(out.values))
+    keyed = [{**e, "id": f"{e['id']}#{r}"} for r, e in enumerate(examples)]
+    scores = reward.score_components(out.texts + twin.texts, keyed + keyed)
+    return {k: v[: len(out.texts)] for k, v in scores.items()}

@@ -344,11 +344,11 @@ def sft_records(records: list, drop_all_tied: bool = True, template: str | None 
 def task_scorer(tasks: dict, model=None, tokenizer=None):
     """A scorer(texts, examples) for `ConfigSearch` from eval tasks {name: Task}: each example's "task" picks the
     task, whose `postprocess` filter and reward spec (adaptive_decoder.rewards.build_reward) score the text."""
-    from .rewards import build_reward
+    from .rewards import build_reward, group_components
 
     rewards = {name: build_reward(t.reward_spec, model=model, tokenizer=tokenizer) for name, t in tasks.items()}
     for name, r in rewards.items():
-        grouped = [k for k, (c, _) in r.components.items() if getattr(c, "needs_group", False)]
+        grouped = group_components(r)
         if grouped:  # the search scores each config on 1-2 samples, mixed with other configs of the same prompt
             raise ValueError(f"task {name!r}: reward component(s) {grouped} compare the samples of a prompt with each "
                              "other, which the per-config HAG search cannot do; leave them out of the search reward")

@@ -472,6 +472,20 @@ _INJECTED = {"fluency": {"model", "tokenizer"}}
 _ALIASES = {"reward_model": {"path": "model_or_path"}}
 
 
+def group_components(reward) -> list[str]:
+    """Names of the components of a reward (a CompositeReward, or an object wrapping one as `.reward`) whose value
+    for a sample depends on the other samples of its prompt (`needs_group`, e.g. novelty)."""
+    inner = getattr(reward, "reward", reward)
+    comps = getattr(inner, "components", None)
+    if comps is None:
+        return [getattr(inner, "name", "reward")] if getattr(inner, "needs_group", False) else []
+    return [k for k, (c, _) in comps.items() if getattr(c, "needs_group", False)]
+
+
+def needs_group(reward) -> bool:
+    return bool(group_components(reward))
+
+
 def _valid_keys(name: str) -> list[str]:
     params = [p for p in inspect.signature(REWARDS[name].__init__).parameters if p != "self"]
     params = [p for p in params if p not in _INJECTED.get(name, set())]

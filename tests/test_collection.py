@@ -316,3 +316,27 @@ def test_recipe_collects_with_a_saved_head(tmp_path, tiny_model_dir):
     for r in recs:
         first.setdefault(r["prompt_id"], set()).add(r["choices"]["temperature"][0])
     assert any(len(v) == 2 for v in first.values())
+
+
+def test_group_reward_scores_each_sample_against_a_same_values_twin(tmp_path):
+    # novelty at sequence level: a greedy sample's twin is itself, so its novelty is exactly 0 (as the evaluation of
+    # a head choosing T=0 sees it); scored against the mixed pool instead, greedy samples look novel
+    spec = {"novelty": {"n": 1}, "fluency": {"weight": 0.1}}
+
+    def go(out, twins):
+        adm = make_adm("sequence", bins=(0.0, 1.5))
+        ps = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": 6, "seed": 0, "reward": spec})
+        settings = CollectionSettings(num_samples=4, max_new_tokens=6, epsilon=0.5, prompts_per_batch=3,
+                                      group_reward_twins=twins)
+        collect(adm, ps, {"arith": build_reward(spec, adm.model, adm.tokenizer)}, out, settings, progress=False)
+        return read_collection(out)[1]
+
+    with_twins, pooled = go(tmp_path / "twins", True), go(tmp_path / "pool", False)
+    greedy = [r for r in with_twins if r["values"]["temperature"] == 0.0]
+    hot = [r for r in with_twins if r["values"]["temperature"] > 0]
+    assert greedy and hot
+    assert all(r["rewards"]["novelty"] == 0.0 for r in greedy)
+    assert any(r["rewards"]["novelty"] > 0 for r in hot)
+    # same samples either way (the twin pass draws from its own seed); only the novelty term differs
+    assert [r["completion"] for r in with_twins] == [r["completion"] for r in pooled]
+    assert any(r["rewards"]["novelty"] > 0 for r in pooled if r["values"]["temperature"] == 0.0)
