@@ -264,12 +264,21 @@ class LPOTrainer:
         self.ref_head = None
         if cfg.loss_type == "lpo" and cfg.reference == "initial":
             ref_dir = self.out / "reference_head"
-            if cfg.resume and (ref_dir / "model.safetensors").exists():
+            # every rank looks before any rank writes, so all take the same branch (a rank that looked while
+            # the main process was half-way through saving once read a directory with no config.json)
+            saved = cfg.resume and (ref_dir / "config.json").exists() and (ref_dir / "model.safetensors").exists()
+            acc.wait_for_everyone()
+            if saved:
                 self.ref_head = AdaptiveDecoderHead.from_pretrained(ref_dir)
             else:
                 self.ref_head = copy.deepcopy(head)
-                if acc.is_main_process:
-                    self.ref_head.save_pretrained(ref_dir)
+                if acc.is_main_process:  # written whole, then renamed: a crash mid-save leaves no half checkpoint
+                    tmp = self.out / "reference_head.tmp"
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    self.ref_head.save_pretrained(tmp)
+                    shutil.rmtree(ref_dir, ignore_errors=True)
+                    os.replace(tmp, ref_dir)
+            acc.wait_for_everyone()
             self.ref_head.requires_grad_(False).eval().to(acc.device)
 
         self.train_dataset = train_dataset

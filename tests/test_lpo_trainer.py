@@ -170,6 +170,18 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
     assert s["step"] == 2
 
 
+def test_resume_over_a_half_written_reference_head_rewrites_it(tmp_path):
+    # a run killed (or a rank that looked) while the reference head was being saved: weights but no config.json
+    ref = tmp_path / "run" / "reference_head"
+    ref.mkdir(parents=True)
+    (ref / "model.safetensors").write_bytes(b"partial")
+    trainer, s = train(config(tmp_path, resume=True, max_steps=2))
+    assert s["step"] == 2
+    saved = AdaptiveDecoderHead.from_pretrained(ref).state_dict()
+    assert all(torch.equal(saved[k], v.cpu()) for k, v in trainer.ref_head.state_dict().items())
+    assert not (tmp_path / "run" / "reference_head.tmp").exists()
+
+
 # --------------------------------------------------------------------------------------------------- real data
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
