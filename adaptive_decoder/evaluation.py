@@ -112,12 +112,12 @@ class EvalConfig:
 
     # fields whose change invalidates finished units (checked on resume)
     _RESULT_FIELDS = ("model", "dtype", "chat", "task_options", "num_prompts", "num_dev_prompts", "temperatures",
-                      "fixed_top_p", "fixed_top_k", "method_options", "num_samples", "max_new_tokens",
-                      "batch_size", "seed", "fluency")
+                      "fixed_top_p", "fixed_top_k", "num_samples", "max_new_tokens", "batch_size", "seed", "fluency")
 
     def fingerprint(self) -> dict:
-        # head_paths is not here: adding a head is like adding a method; the heads' weights are checked per
-        # method name by the Evaluator (a head retrained in place must not reuse the old head's units)
+        # head_paths and method_options are not here: adding a head or a method (with its options) to a finished
+        # run only adds units. The Evaluator checks them per method instead: a head's weights, and the options of
+        # every method that already has units (a head retrained in place must not reuse the old head's units).
         return {k: getattr(self, k) for k in self._RESULT_FIELDS}
 
 
@@ -231,6 +231,7 @@ class Evaluator:
     # --- setup ----------------------------------------------------------------------------------------------
     def _build_policies(self) -> list:
         cfg, out = self.cfg, []
+        self._methods_of: dict[tuple, set] = {}
         grid = dict(temperatures=cfg.temperatures, top_p=cfg.fixed_top_p, top_k=cfg.fixed_top_k)
         for m in cfg.methods:
             opts = dict(cfg.method_options.get(m) or {})
@@ -248,7 +249,12 @@ class Evaluator:
                     raise FileNotFoundError(f"head path(s) {missing} do not exist (a directory saved by "
                                             "AdaptiveDecoderHead.save_pretrained); set skip_missing_heads to drop them")
                 opts = {"head_paths": paths, "strict_base_model": cfg.strict_base_model, "model_name": cfg.model, **opts}
-            out.extend(build_policies(m, **opts))
+            built = build_policies(m, **opts)
+            for p in built:  # (unit name, split) -> the method whose options produced it
+                self._methods_of.setdefault((p.name, "test"), set()).add(m)
+                for c in getattr(p, "candidates", []):  # an oracle's candidates run on the dev split
+                    self._methods_of.setdefault((c.name, "dev"), set()).add(m)
+            out.extend(built)
         names = [p.name for p in out]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -283,17 +289,26 @@ class Evaluator:
         fp = json.loads(json.dumps(self.cfg.fingerprint()))
         heads = {p.name: _file_digest(Path(p.head_path) / "model.safetensors") for p in self.policies
                  if isinstance(p, AdaptivePolicy) and p.head_path}
+        opts = json.loads(json.dumps({m: self.cfg.method_options.get(m) for m in self.cfg.methods}))
+        self.store = UnitStore(self.out_dir / "units.jsonl")
         if cfg_file.exists():
             old = json.loads(cfg_file.read_text())
             old_heads = old.pop("heads", {})
+            # options per method; a file written before they were kept that way has them all in one field
+            old_opts = old.pop("methods", None)
+            if old_opts is None:
+                old_opts = dict(old.pop("method_options", None) or {})
             diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
             diff += [f"weights of head {n!r}" for n in sorted(set(heads) & set(old_heads)) if heads[n] != old_heads[n]]
+            # a method's options matter only where it has finished units: a new method (or one whose units were
+            # deleted) may come with any options
+            has_units = {m for name, _, split, _ in self.store.units for m in self._methods_of.get((name, split), ())}
+            diff += [f"method_options of {m!r}" for m in sorted(has_units) if opts[m] != old_opts.get(m)]
             if diff:
                 raise ValueError(f"{self.out_dir} holds units of a run with a different config ({', '.join(diff)} differ); "
                                  "finished units would not match. Use another output_dir or delete that directory.")
-            heads = {**old_heads, **heads}
-        cfg_file.write_text(json.dumps({**fp, "heads": heads}, indent=2))
-        self.store = UnitStore(self.out_dir / "units.jsonl")
+            heads, opts = {**old_heads, **heads}, {**old_opts, **opts}
+        cfg_file.write_text(json.dumps({**fp, "heads": heads, "methods": opts}, indent=2))
 
     # --- running --------------------------------------------------------------------------------------------
     def _plan(self) -> list:

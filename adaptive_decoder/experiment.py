@@ -258,14 +258,15 @@ def _diff(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def stage_done(stage_dir: Path, fingerprint: dict) -> dict | None:
+def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | None:
     """The stage's record if it finished with the same settings; None if it has not finished; error if it
-    finished with other settings."""
+    finished with other settings. `normalize(old_fingerprint)` maps a record written by an older version."""
     path = Path(stage_dir) / DONE
     if not path.is_file():
         return None
     rec = json.loads(path.read_text())
-    diff = _diff(rec.get("fingerprint", {}), _jsonable(fingerprint))
+    old = rec.get("fingerprint", {})
+    diff = _diff(normalize(old) if normalize else old, _jsonable(fingerprint))
     if diff:
         raise ValueError(f"{stage_dir} finished with different settings ({', '.join(diff)} differ); "
                          "use a new run_dir (or delete that stage directory to redo it)")
@@ -370,9 +371,10 @@ class Experiment:
     def _train_prompts(self) -> list[dict]:
         return [{**ex, "id": f"{t}/{ex['id']}", "task": t} for t, parts in self.splits.items() for ex in parts["train"]]
 
-    def _run_stage(self, name: str, stage_dir: Path, fingerprint: dict, fn):
-        rec = stage_done(stage_dir, fingerprint)
-        if rec is not None:
+    def _run_stage(self, name: str, stage_dir: Path, fingerprint: dict, fn, covers=None, normalize=None):
+        """Run `fn` unless the stage finished with this fingerprint (and, if given, `covers(record)` holds)."""
+        rec = stage_done(stage_dir, fingerprint, normalize)
+        if rec is not None and (covers is None or covers(rec)):
             logger.info("stage %s: already done (%.1f s), skipping", name, rec["wall_s"])
             self.stages_skipped.append(name)
             self.timings[name] = rec["wall_s"]
@@ -380,7 +382,8 @@ class Experiment:
         stage_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         summary = fn()
-        rec = mark_done(stage_dir, fingerprint, summary, time.time() - t0)
+        # a stage extended after it finished (a method added to an evaluation) reports its whole compute time
+        rec = mark_done(stage_dir, fingerprint, summary, time.time() - t0 + (rec["wall_s"] if rec else 0.0))
         self.stages_run.append(name)
         self.timings[name] = rec["wall_s"]
         return rec
@@ -494,9 +497,26 @@ class Experiment:
 
         out = self.seed_dir(seed) / "eval"
         ecfg = self.eval_config(seed)
-        # paths are left out (a moved run dir still resumes); the heads are identified by their content
-        fp = {"eval": {k: v for k, v in asdict(ecfg).items() if k not in ("output_dir", "head_paths")}, "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()}),
+        # the settings that change results (not paths, threads, progress bars); heads are identified by their
+        # content. Methods and their options are left out: adding one (e.g. --hag_model_path after the run) reruns
+        # the stage, and the Evaluator computes only the new method's units (it refuses changed options of
+        # methods that have units).
+        result_fields = set(ecfg.fingerprint())
+        fp = {"eval": _jsonable(ecfg.fingerprint()),
+              "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()}),
               "heads": {lv: self._head_fingerprint(seed, lv) for lv in self.cfg.levels}}
+        wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
+
+        def done_methods(rec):  # records written before methods left the fingerprint keep them in it
+            return rec["summary"].get("methods") or {k: rec["fingerprint"]["eval"].get(k) for k in wanted}
+
+        def covers(rec):  # every wanted method ran, with the options wanted now
+            old = done_methods(rec)
+            return set(wanted["methods"]) <= set(old["methods"]) and all(
+                (wanted["method_options"] or {}).get(m) == (old["method_options"] or {}).get(m) for m in wanted["methods"])
+
+        def normalize(old):  # records written when the whole EvalConfig was the fingerprint
+            return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result_fields}}
 
         def run():
             self._ensure_model()
@@ -504,9 +524,9 @@ class Experiment:
             splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in ecfg.tasks}
             ev = Evaluator(ecfg, self.model, self.tokenizer, splits=splits)
             res = ev.run()
-            return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"]}
+            return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"], "methods": wanted}
 
-        return self._run_stage(f"seed-{seed}/eval", out, fp, run)
+        return self._run_stage(f"seed-{seed}/eval", out, fp, run, covers=covers, normalize=normalize)
 
     def _head_fingerprint(self, seed, level) -> str | None:
         p = self.head_path(seed, level) / "model.safetensors"

@@ -199,6 +199,13 @@ def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
     # adding a method or a head is fine (only its units run); retraining a head in place is not
     res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "random"], num_dev_prompts=0))
     assert res["units_computed_this_run"] == 3 and list(res["methods"]) == ["greedy", "random"]
+    # a method that has units keeps its options; a new one may bring its own (a trained HAG added to a finished run)
+    with pytest.raises(ValueError, match=r"\(method_options of 'random' differ\)"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "random"],
+                                num_dev_prompts=0, method_options={"random": {"temperature_bins": [0.5]}}))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "random", "fixed"],
+                                  num_dev_prompts=0, method_options={"fixed": {"temperatures": [0.3]}}))
+    assert res["units_computed_this_run"] == 3 and list(res["methods"]) == ["greedy", "random", "T=0.3"]
     head = save_head(tmp_path / "head", "sequence", str(tiny_dir))
     kw = dict(tasks=["gsm8k"], methods=["greedy", "adaptive"], num_dev_prompts=0, head_paths=[head])
     res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))

@@ -264,6 +264,26 @@ def test_changed_settings_are_refused_on_resume(finished_run):
         _load_cli().main(argv + ["--split_seed", "7"])
 
 
+def test_a_method_added_to_a_finished_run_computes_only_its_units(finished_run):
+    run_dir, argv, summary = finished_run
+    units = run_dir / "seed-0" / "eval" / "units.jsonl"
+    n_before = len(units.read_text().splitlines())
+    cfg = yaml.safe_load(TINY.read_text())
+    added = _load_cli().main(argv + ["--methods", *cfg["methods"], "hag_untrained"])
+    assert added["stages_run"] == ["seed-0/eval"] and len(added["stages_skipped"]) == 4
+    new = [json.loads(ln) for ln in units.read_text().splitlines()[n_before:]]
+    assert {u["method"] for u in new} == {"hag_untrained"} and len(new) == 2 * cfg["num_test"]
+    assert set(added["methods"]) == set(summary["methods"]) | {"hag_untrained"}
+    for m, r in summary["tasks"]["overall"]["methods"].items():
+        assert added["tasks"]["overall"]["methods"][m]["reward"] == r["reward"]
+    # the original method list is covered by the finished stage: nothing reruns
+    assert _load_cli().main(argv)["stages_run"] == []
+    # changed options of a method that has units: refused by the evaluator, naming the method
+    ev = {**cfg["eval"], "method_options": {"random": {"temperature_bins": [0.5]}}}
+    with pytest.raises(ValueError, match=r"method_options of 'random' differ"):
+        _load_cli().main(argv + ["--eval", json.dumps(ev)])
+
+
 def test_resume_finishes_an_interrupted_eval_only(finished_run):
     # runs last: it edits the shared run in place (the evaluator's resume log records the head paths, so a copy
     # of the run directory elsewhere would not resume its evaluation)
@@ -271,7 +291,9 @@ def test_resume_finishes_an_interrupted_eval_only(finished_run):
     ev = run_dir / "seed-0" / "eval"
     (ev / "stage_done.json").unlink()  # as if killed mid-evaluation: the stage marker is written last
     lines = (ev / "units.jsonl").read_text().splitlines(keepends=True)
-    (ev / "units.jsonl").write_text("".join(lines[:-3]))
+    # lose the last three units of the run's own methods (a method added by an earlier test is not rerun here)
+    lost = [i for i, ln in enumerate(lines) if json.loads(ln)["method"] in summary["methods"]][-3:]
+    (ev / "units.jsonl").write_text("".join(ln for i, ln in enumerate(lines) if i not in lost))
     again = _load_cli().main(argv)
     assert again["stages_run"] == ["seed-0/eval"]
     assert again["stages_skipped"] == ["seed-0/collect-sequence", "seed-0/collect-token", "seed-0/train-sequence",
