@@ -532,7 +532,10 @@ def markdown_table(results: dict) -> str:
         lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
                   "intervals are too narrow and p-values too small (a smoke test, not evidence)."]
     if not results["comparisons"]:
-        lines += ["", "(No paired comparisons: add method 'fixed' to compare against fixed temperatures.)"]
+        only_fixed = all(m.get("type") == "FixedPolicy" for m in results["methods"].values())
+        lines += ["", "(No paired comparisons: only fixed temperatures were run; add a method such as 'oracle' or "
+                  "'adaptive' to compare it with them.)" if only_fixed else
+                  "(No paired comparisons: add method 'fixed' to compare against fixed temperatures.)"]
     return "\n".join(lines) + "\n"
 
 

@@ -137,7 +137,8 @@ def test_empty_generations_are_scored(tmp_path):
     rewards = {t: res["tasks"][t]["methods"]["greedy"]["reward"]["mean"] for t in ALL_TASKS}
     # documented empty values: no answer, chrF 0, no coverage + repetition 0, repetition 0 + 0.1 * fluency floor (-20)
     assert rewards == pytest.approx({"gsm8k": 0.0, "translation": 0.0, "constrained_writing": 0.0, "creative_writing": -2.0})
-    assert "greedy" in (tmp_path / "out" / "results.md").read_text()
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "greedy" in md and "add method 'fixed' to compare" in md
 
 
 def test_resume_after_sigkill_skips_finished_units(tiny_dir, tmp_path):
@@ -253,7 +254,9 @@ def test_per_task_max_new_tokens(tiny_dir, tmp_path):
                                   num_dev_prompts=0, max_new_tokens=6, task_options={"gsm8k": {"max_new_tokens": 2}}))
     longest = {t: max(s["num_tokens"] for u in res["units"] if u["task"] == t for s in u["samples"]) for t in ("gsm8k", "translation")}
     assert longest["gsm8k"] <= 2 < longest["translation"] <= 6
-    assert res["tasks"]["gsm8k"]["max_new_tokens"] == 2 and "max_new_tokens=2" in (tmp_path / "o" / "results.md").read_text()
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert res["tasks"]["gsm8k"]["max_new_tokens"] == 2 and "max_new_tokens=2" in md
+    assert "only fixed temperatures were run" in md  # nothing to pair them with, and the note says what to add
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], task_options={"gsm8k": {"max_new_tokens": 0}}))
 
