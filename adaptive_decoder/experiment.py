@@ -497,25 +497,28 @@ class Experiment:
 
         out = self.seed_dir(seed) / "eval"
         ecfg = self.eval_config(seed)
-        # the settings that change results (not paths, threads, progress bars); heads are identified by their
-        # content. Methods and their options are left out: adding one (e.g. --hag_model_path after the run) reruns
-        # the stage, and the Evaluator computes only the new method's units (it refuses changed options of
-        # methods that have units).
+        # the settings that change results (not paths, threads, progress bars). Methods, their options and the
+        # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
+        # and the Evaluator computes only the new units (it refuses changed options of methods that have units
+        # and changed weights of a head that has units).
         result_fields = set(ecfg.fingerprint())
         fp = {"eval": _jsonable(ecfg.fingerprint()),
-              "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()}),
-              "heads": {lv: self._head_fingerprint(seed, lv) for lv in self.cfg.levels}}
+              "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
         wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
+        heads = {lv: self._head_fingerprint(seed, lv) for lv in self.cfg.levels}
 
         def done_methods(rec):  # records written before methods left the fingerprint keep them in it
             return rec["summary"].get("methods") or {k: rec["fingerprint"]["eval"].get(k) for k in wanted}
 
-        def covers(rec):  # every wanted method ran, with the options wanted now
+        def covers(rec):  # every wanted method and head ran, with the options and weights wanted now
             old = done_methods(rec)
+            old_heads = rec["summary"].get("heads") or rec["fingerprint"].get("heads") or {}
             return set(wanted["methods"]) <= set(old["methods"]) and all(
-                (wanted["method_options"] or {}).get(m) == (old["method_options"] or {}).get(m) for m in wanted["methods"])
+                (wanted["method_options"] or {}).get(m) == (old["method_options"] or {}).get(m) for m in wanted["methods"]
+            ) and all(old_heads.get(lv) == h for lv, h in heads.items())
 
-        def normalize(old):  # records written when the whole EvalConfig was the fingerprint
+        def normalize(old):  # records written when the whole EvalConfig (and the heads) were the fingerprint
+            old = {k: v for k, v in old.items() if k != "heads"}
             return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result_fields}}
 
         def run():
@@ -524,7 +527,8 @@ class Experiment:
             splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in ecfg.tasks}
             ev = Evaluator(ecfg, self.model, self.tokenizer, splits=splits)
             res = ev.run()
-            return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"], "methods": wanted}
+            return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"], "methods": wanted,
+                    "heads": heads}
 
         return self._run_stage(f"seed-{seed}/eval", out, fp, run, covers=covers, normalize=normalize)
 

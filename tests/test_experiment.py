@@ -284,6 +284,24 @@ def test_a_method_added_to_a_finished_run_computes_only_its_units(finished_run):
         _load_cli().main(argv + ["--eval", json.dumps(ev)])
 
 
+def test_a_head_level_added_to_a_finished_run_evaluates_only_the_new_head(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = ["--config", str(TINY), "--model", str(tiny_model_dir), "--run_dir", str(run_dir)]
+    first = _load_cli().main(argv + ["--levels", "sequence"])
+    assert "adtok" not in first["methods"]
+    units = run_dir / "seed-0" / "eval" / "units.jsonl"
+    n_before = len(units.read_text().splitlines())
+    both = _load_cli().main(argv)  # tiny.yaml has levels [sequence, token]
+    assert both["stages_run"] == ["seed-0/collect-token", "seed-0/train-token", "seed-0/eval"]
+    new = [json.loads(ln) for ln in units.read_text().splitlines()[n_before:]]
+    assert {u["method"] for u in new} == {"adtok"} and len(new) == 2 * yaml.safe_load(TINY.read_text())["num_test"]
+    for m, r in first["tasks"]["overall"]["methods"].items():  # nothing that ran before was redone
+        assert both["tasks"]["overall"]["methods"][m]["reward"] == r["reward"]
+    # both heads are covered now, and the sequence head alone is a subset: nothing reruns
+    assert _load_cli().main(argv)["stages_run"] == []
+    assert _load_cli().main(argv + ["--levels", "sequence"])["stages_run"] == []
+
+
 def test_resume_finishes_an_interrupted_eval_only(finished_run):
     # runs last: it edits the shared run in place (the evaluator's resume log records the head paths, so a copy
     # of the run directory elsewhere would not resume its evaluation)
