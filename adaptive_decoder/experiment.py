@@ -470,14 +470,16 @@ class Experiment:
         opts = dict(cfg.eval)
         mo = opts.get("method_options") or {}
         mo = dict(json.loads(mo) if isinstance(mo, str) else mo)
-        if "random" in cfg.methods:  # random configs come from the heads' bins (active factors; fixed otherwise)
-            rnd = dict(mo.get("random") or {})
+        for m in ("random", "random_token"):  # random configs come from the heads' bins (active factors; fixed otherwise)
+            if m not in cfg.methods:
+                continue
+            rnd = dict(mo.get(m) or {})
             from .head import AdaptiveDecoderConfig
 
             hc = AdaptiveDecoderConfig.from_dict({**cfg.head, "hidden_size": 1})
             for f in ("temperature", "top_p", "top_k"):
                 rnd.setdefault(f"{f}_bins", hc.bins(f) if f in hc.factors else [hc.fixed[f]])
-            mo["random"] = rnd
+            mo[m] = rnd
         if cfg.hag_model_path:
             mo["hag"] = {"model_path": cfg.hag_model_path, **dict(mo.get("hag") or {})}
         opts["method_options"] = mo

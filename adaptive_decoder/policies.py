@@ -14,6 +14,8 @@ Registry (`build_policies(method, **options)`, one method name may expand to sev
     fixed                       one policy per temperature of a grid (default 0.0..1.0 step 0.2), optional
                                 fixed top_p / top_k / repetition_penalty
     random                      a random (temperature, top_p, top_k) per prompt, drawn from the head's bins
+    random_token                a new uniformly random choice from the same bins at every generated token (the
+                                control for ADtok: mixing temperatures within a sequence without learning)
     adaptive                    ADseq / ADtok from saved heads (`head_path` or `head_paths`)
     oracle                      best fixed setting per task, chosen on a held-out dev split (`OraclePolicy.fit`)
     hag, hag_untrained          `adaptive_decoder.hag.HAGPolicy` (imported lazily): "hag" -> HAGPolicy(**options),
@@ -173,6 +175,42 @@ class RandomPolicy(DecodingPolicy):
         return {**super().describe(), "bins": self.bins}
 
 
+class TokenRandomPolicy(RandomPolicy):
+    """A uniformly random (temperature, top_p, top_k) at every generated token, drawn from the same bins.
+
+    Decodes through the token-level head path with a head whose logits are all zero (a uniform distribution)
+    and selection="sample", so it differs from ADtok only in that nothing was learned. The head's generator is
+    seeded with `seed`, like ADtok's sampled selection."""
+
+    def __init__(self, temperature_bins=None, top_p_bins=None, top_k_bins=None, name: str = "random_token"):
+        super().__init__(temperature_bins, top_p_bins, top_k_bins, name=name)
+        self._adm = None
+
+    def _uniform_head(self, model) -> AdaptiveDecoderHead:
+        from .head import model_hidden_size
+
+        active = [f for f, b in self.bins.items() if len(b) > 1]
+        fixed = {f: b[0] for f, b in self.bins.items() if len(b) == 1}
+        cfg = AdaptiveDecoderConfig(hidden_size=model_hidden_size(model), level="token", selection="sample",
+                                    factors=active, fixed={**AdaptiveDecoderConfig().fixed, **fixed},
+                                    **{f"{f}_bins": b for f, b in self.bins.items() if f in active})
+        head = AdaptiveDecoderHead(cfg)
+        with torch.no_grad():
+            for p in head.parameters():
+                p.zero_()  # zero logits for every factor: uniform over its bins, whatever the hidden state
+        return head
+
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+        if not any(len(b) > 1 for b in self.bins.values()):
+            raise ValueError(f"{self.name}: every factor has a single bin {self.bins}; nothing to randomize")
+        if self._adm is None or self._adm.model is not adm.model:
+            self._adm = AdaptiveDecodingModel(adm.model, adm.tokenizer, self._uniform_head(adm.model).to(adm.model.device))
+        torch.manual_seed(seed)
+        out = self._adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens,
+                                      num_return_sequences=num_samples, selection="sample", head_seed=seed)
+        return split_output(out, len(prompts), num_samples)
+
+
 def check_base_model(head: AdaptiveDecoderHead, model, requested: str | None = None, source: str = "head") -> None:
     """Refuse a head trained for another base model: hidden size (always) and the recorded base-model identity."""
     head.check_compatible(model)
@@ -292,6 +330,7 @@ POLICIES = {
     "greedy": lambda **kw: [GreedyPolicy(**kw)],
     "fixed": _grid,
     "random": lambda **kw: [RandomPolicy(**kw)],
+    "random_token": lambda **kw: [TokenRandomPolicy(**kw)],
     "adaptive": _adaptive,
     "oracle": lambda name="oracle", **kw: [OraclePolicy(_grid(**kw), name=name)],
     "hag": lambda **kw: _hag(False, **kw),

@@ -314,6 +314,29 @@ def test_random_oracle_and_hag_registry():
             build_policies("hag_untrained")
 
 
+def test_random_token_draws_a_uniform_choice_at_every_token(tiny_dir):
+    from adaptive_decoder.models import load_base_model
+
+    model, tok = load_base_model(str(tiny_dir))
+    adm = AdaptiveDecodingModel(model, tok)
+    (pol,) = build_policies("random_token", temperature_bins=[0.0, 0.5, 1.0], top_p_bins=[0.9], top_k_bins=[0])
+    prompts = ["Hello there", "What is 2+2?", "Name a colour", "Count to three"]
+    outs = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=5)
+    temps = [t for o in outs for v in o.values for t in v["temperature"]]
+    assert len(temps) > 100 and set(temps) <= {0.0, 0.5, 1.0}
+    assert {p for o in outs for v in o.values for p in v["top_p"]} == {0.9}  # a single bin stays fixed
+    share = {t: temps.count(t) / len(temps) for t in (0.0, 0.5, 1.0)}
+    assert all(0.2 < f < 0.47 for f in share.values()), share  # uniform, not learned
+    assert any(len(set(v["temperature"])) > 1 for o in outs for v in o.values)  # it changes within a sequence
+    again = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=5)
+    assert [o.texts for o in again] == [o.texts for o in outs] and [o.values for o in again] == [o.values for o in outs]
+    other = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=6)
+    assert [o.values for o in other] != [o.values for o in outs]
+    with pytest.raises(ValueError, match="nothing to randomize"):
+        build_policies("random_token", temperature_bins=[0.7], top_p_bins=[1.0], top_k_bins=[0])[0].generate(
+            adm, prompts, num_samples=1, max_new_tokens=2, seed=0)
+
+
 def test_creative_writing_reward_model_score(tmp_path):
     """With reward_model= configured, the creative-writing reward IS the reward model's score (a tiny random
     sequence-classification Llama here), reported per sample next to the quality metrics."""
