@@ -663,6 +663,9 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     method_names = list(methods)
     fixed = [m for m in method_names if methods[m].get("type") == "FixedPolicy"]
     others = [m for m in method_names if m not in fixed]
+    # an AD head is also paired with the oracle and the random controls: does it beat choosing without learning?
+    controls = [m for m in ("oracle", "random", "random_token") if m in method_names]
+    baselines = {m: fixed + (controls if methods[m].get("type") == "AdaptivePolicy" else []) for m in others}
     pooled = {m: [] for m in method_names}
     for t in tasks:
         ids = sorted(set.intersection(*(set(table[t][m]) for m in method_names)))
@@ -672,14 +675,14 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
         summary["tasks"][t] = {"num_test": len(ids), "methods": {m: {"reward": bootstrap_mean_ci(rewards[m], nb, seed=0)}
                                                                  for m in method_names}}
         for m in others:
-            for f in fixed:
+            for f in baselines[m]:
                 c = paired_comparison(rewards[m], rewards[f], n_boot=nb, seed=0)
                 summary["comparisons"].append({"task": t, "method": m, "baseline": f,
                                                "baseline_temperature": methods[f].get("temperature"), **c})
     summary["tasks"][OVERALL] = {"num_test": len(pooled[method_names[0]]),
                                  "methods": {m: {"reward": bootstrap_mean_ci(pooled[m], nb, seed=0)} for m in method_names}}
     for m in others:
-        for f in fixed:
+        for f in baselines[m]:
             c = paired_comparison(pooled[m], pooled[f], n_boot=nb, seed=0)
             summary["comparisons"].append({"task": OVERALL, "method": m, "baseline": f,
                                            "baseline_temperature": methods[f].get("temperature"), **c})
@@ -790,7 +793,7 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
     comps = summary["comparisons"]
     L += ["## Paired comparisons vs each fixed temperature", "",
           "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
-          "paired-bootstrap p-value.", ""]
+          "paired-bootstrap p-value. AD heads are also compared with the oracle and the random controls.", ""]
     for t in tasks:
         rows = [c for c in comps if c["task"] == t]
         if not rows:

@@ -179,8 +179,17 @@ def test_pipeline_end_to_end(finished_run):
         assert set(summary["tasks"][t]["methods"]) == methods
         assert summary["tasks"][t]["num_test"] == (8 if t == "overall" else cfg["num_test"])
     fixed = {m for m in methods if m.startswith("T=")}
-    for m in methods - fixed:
-        assert {c["baseline"] for c in summary["comparisons"] if c["method"] == m and c["task"] == "overall"} == fixed
+    for m in methods - fixed:  # the heads also against the oracle and the per-prompt random control
+        want = fixed | ({"oracle", "random"} if m in ("adseq", "adtok") else set())
+        assert {c["baseline"] for c in summary["comparisons"] if c["method"] == m and c["task"] == "overall"} == want
+    c = next(c for c in summary["comparisons"] if (c["method"], c["baseline"], c["task"]) == ("adseq", "oracle", "gsm8k"))
+    from adaptive_decoder.stats import paired_comparison
+    units = [json.loads(ln) for ln in (seed / "eval" / "units.jsonl").read_text().splitlines()]
+    per = {m: {u["prompt_id"]: u["reward"] for u in units if (u["method"], u["task"], u["split"]) == (m, "gsm8k", "test")}
+           for m in ("adseq", "oracle")}
+    ids = sorted(per["adseq"])
+    ref = paired_comparison([per["adseq"][i] for i in ids], [per["oracle"][i] for i in ids], n_boot=cfg["n_bootstrap"], seed=0)
+    assert c["mean_diff"] == pytest.approx(ref["mean_diff"])  # one seed: the per-prompt rewards are the units'
     # overall = the pooled per-prompt rewards: its mean is the mean of the two equally sized tasks
     for m in methods:
         r = [summary["tasks"][t]["methods"][m]["reward"]["mean"] for t in ("gsm8k", "constrained_writing")]
