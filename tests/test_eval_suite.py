@@ -221,7 +221,7 @@ def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
 def test_unknown_task_method_and_config_key(tmp_path):
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \['constrained_writing', 'creative_writing', 'gsm8k', 'translation'\]"):
         EvalConfig(tasks=["gsm9k"])
-    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'fixed', 'greedy', 'hag', 'hag_untrained', 'oracle', 'random'\]"):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'fixed', 'greedy', 'hag', 'hag_untrained', 'oracle', 'random', 'random_token'\]"):
         EvalConfig(methods=["greedy", "beam"])
     with pytest.raises(ValueError, match="task_options for task"):
         EvalConfig(tasks=["gsm8k"], task_options={"translation": {}})
