@@ -470,16 +470,14 @@ class Experiment:
         opts = dict(cfg.eval)
         mo = opts.get("method_options") or {}
         mo = dict(json.loads(mo) if isinstance(mo, str) else mo)
-        for m in ("random", "random_token"):  # random configs come from the heads' bins (active factors; fixed otherwise)
-            if m not in cfg.methods:
-                continue
-            rnd = dict(mo.get(m) or {})
+        random_methods = [m for m in ("random", "random_token") if m in cfg.methods]
+        if random_methods:  # random configs come from the heads' bins (active factors; fixed otherwise)
             from .head import AdaptiveDecoderConfig
 
             hc = AdaptiveDecoderConfig.from_dict({**cfg.head, "hidden_size": 1})
-            for f in ("temperature", "top_p", "top_k"):
-                rnd.setdefault(f"{f}_bins", hc.bins(f) if f in hc.factors else [hc.fixed[f]])
-            mo[m] = rnd
+            bins = {f"{f}_bins": hc.bins(f) if f in hc.factors else [hc.fixed[f]] for f in ("temperature", "top_p", "top_k")}
+            for m in random_methods:
+                mo[m] = {**bins, **dict(mo.get(m) or {})}
         if cfg.hag_model_path:
             mo["hag"] = {"model_path": cfg.hag_model_path, **dict(mo.get("hag") or {})}
         opts["method_options"] = mo
@@ -503,8 +501,8 @@ class Experiment:
         # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
         # and the Evaluator computes only the new units (it refuses changed options of methods that have units
         # and changed weights of a head that has units).
-        result_fields = set(ecfg.fingerprint())
-        fp = {"eval": _jsonable(ecfg.fingerprint()),
+        result = _jsonable(ecfg.fingerprint())
+        fp = {"eval": result,
               "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
         wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
         heads = {lv: self._head_fingerprint(seed, lv) for lv in self.cfg.levels}
@@ -521,7 +519,7 @@ class Experiment:
 
         def normalize(old):  # records written when the whole EvalConfig (and the heads) were the fingerprint
             old = {k: v for k, v in old.items() if k != "heads"}
-            return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result_fields}}
+            return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result}}
 
         def run():
             self._ensure_model()

@@ -178,13 +178,15 @@ class RandomPolicy(DecodingPolicy):
 class TokenRandomPolicy(RandomPolicy):
     """A uniformly random (temperature, top_p, top_k) at every generated token, drawn from the same bins.
 
-    Decodes through the token-level head path with a head whose logits are all zero (a uniform distribution)
-    and selection="sample", so it differs from ADtok only in that nothing was learned. The head's generator is
-    seeded with `seed`, like ADtok's sampled selection."""
+    It is ADtok's own decoding path (`AdaptivePolicy` with selection="sample") with a head whose logits are all
+    zero (a uniform distribution), so it differs from ADtok only in that nothing was learned. The head's
+    generator is seeded with `seed`, like ADtok's sampled selection."""
 
     def __init__(self, temperature_bins=None, top_p_bins=None, top_k_bins=None, name: str = "random_token"):
         super().__init__(temperature_bins, top_p_bins, top_k_bins, name=name)
-        self._adm = None
+        if not any(len(b) > 1 for b in self.bins.values()):
+            raise ValueError(f"{self.name}: every factor has a single bin {self.bins}; nothing to randomize")
+        self._model, self._policy = None, None
 
     def _uniform_head(self, model) -> AdaptiveDecoderHead:
         from .head import model_hidden_size
@@ -201,14 +203,12 @@ class TokenRandomPolicy(RandomPolicy):
         return head
 
     def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
-        if not any(len(b) > 1 for b in self.bins.values()):
-            raise ValueError(f"{self.name}: every factor has a single bin {self.bins}; nothing to randomize")
-        if self._adm is None or self._adm.model is not adm.model:
-            self._adm = AdaptiveDecodingModel(adm.model, adm.tokenizer, self._uniform_head(adm.model).to(adm.model.device))
-        torch.manual_seed(seed)
-        out = self._adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens,
-                                      num_return_sequences=num_samples, selection="sample", head_seed=seed)
-        return split_output(out, len(prompts), num_samples)
+        if self._model is not adm.model:  # the head's input size is the model's hidden size
+            self._model = adm.model
+            self._policy = AdaptivePolicy(head=self._uniform_head(adm.model), name=self.name, selection="sample",
+                                          strict_base_model=False)
+        return self._policy.generate(adm, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                                     seed=seed, chat=chat)
 
 
 def check_base_model(head: AdaptiveDecoderHead, model, requested: str | None = None, source: str = "head") -> None:
