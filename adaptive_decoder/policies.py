@@ -194,7 +194,7 @@ class TokenRandomPolicy(RandomPolicy):
         active = [f for f, b in self.bins.items() if len(b) > 1]
         fixed = {f: b[0] for f, b in self.bins.items() if len(b) == 1}
         cfg = AdaptiveDecoderConfig(hidden_size=model_hidden_size(model), level="token", selection="sample",
-                                    factors=active, fixed={**AdaptiveDecoderConfig().fixed, **fixed},
+                                    factors=active, fixed=fixed,
                                     **{f"{f}_bins": b for f, b in self.bins.items() if f in active})
         head = AdaptiveDecoderHead(cfg)
         with torch.no_grad():
