@@ -233,6 +233,10 @@ class LPOTrainer:
 
     `callbacks`: callables `cb(trainer, step, logs)` run on every process after each optimizer step (`logs` is
     the metrics dict on logging steps, else None); raising from one stops training (checkpoints stay valid).
+    Without an `accelerator` argument the trainer makes its own and `train()` ends it (trackers finished, process
+    group destroyed), so a multi-process launch runs one `train()` per process; pass your own accelerator to keep
+    using it afterwards (with
+    report_to="wandb" it is ended either way, as accelerate's `end_training` is what finishes the trackers).
     """
 
     def __init__(self, config: LPOConfig, head: AdaptiveDecoderHead, train_dataset, callbacks=None, accelerator=None):
@@ -243,6 +247,7 @@ class LPOTrainer:
             raise ValueError("the training set has no preference pairs (all prompts tied / no valid samples?)")
         self.out = Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
+        self._made_accelerator = accelerator is None  # then train() ends it (see the end of train)
         if accelerator is None:
             accelerator = make_accelerator(cfg)
         self.accelerator = acc = accelerator
@@ -442,7 +447,10 @@ class LPOTrainer:
             bar.close()
         self.save_checkpoint()
         summary = self._finish(time.time() - t0, samples)
-        if cfg.report_to == "wandb":
+        if self._made_accelerator or cfg.report_to == "wandb":
+            # finish the trackers and destroy the process group. A gloo group left to interpreter exit can abort a
+            # rank (SIGABRT, "terminate called without an active exception") after a run that finished and saved
+            # everything, and the launcher then reports the job as failed (pytorch/pytorch#190489).
             acc.end_training()
         return summary
 

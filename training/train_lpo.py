@@ -40,10 +40,6 @@ def main(argv=None) -> dict:
     summary = trainer.train()
     if trainer.accelerator.is_main_process:
         print(json.dumps({k: v for k, v in summary.items() if k != "bin_histograms"}))
-    # Release the process group before the interpreter exits: gloo's worker threads, left to interpreter
-    # finalization, can abort a rank (SIGABRT, "terminate called without an active exception") after a run that
-    # finished and saved everything, and the launcher then reports the job as failed (pytorch/pytorch#190489).
-    trainer.accelerator.state.destroy_process_group()
     return summary
 
 
