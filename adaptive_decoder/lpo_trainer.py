@@ -235,8 +235,8 @@ class LPOTrainer:
     the metrics dict on logging steps, else None); raising from one stops training (checkpoints stay valid).
     Without an `accelerator` argument the trainer makes its own and `train()` ends it (trackers finished, process
     group destroyed), so a multi-process launch runs one `train()` per process; pass your own accelerator to keep
-    using it afterwards (with
-    report_to="wandb" it is ended either way, as accelerate's `end_training` is what finishes the trackers).
+    using it afterwards (with report_to="wandb" it is ended either way: accelerate's `end_training` is what
+    finishes the trackers).
     """
 
     def __init__(self, config: LPOConfig, head: AdaptiveDecoderHead, train_dataset, callbacks=None, accelerator=None):
