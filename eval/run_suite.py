@@ -15,18 +15,18 @@ import sys
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from trl import TrlParser  # noqa: E402
 
+from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder.evaluation import EvalConfig, run_evaluation  # noqa: E402
 
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (cfg,) = TrlParser((EvalConfig,)).parse_args_and_config(argv)
+    (cfg,) = parse_recipe_config((EvalConfig,), argv, __doc__)
     results = run_evaluation(cfg)
     print((open(os.path.join(cfg.output_dir, "results.md")).read()))
     print(f"wrote {cfg.output_dir}/results.json, results.md and plots; wall clock {results['wall_seconds']:.1f} s")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_recipe(main)

@@ -17,14 +17,14 @@ import time
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from trl import TrlParser  # noqa: E402
 
+from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder.experiment import ExperimentConfig, run_experiment  # noqa: E402
 
 
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (cfg,) = TrlParser((ExperimentConfig,)).parse_args_and_config(argv)
+    (cfg,) = parse_recipe_config((ExperimentConfig,), argv, __doc__)
     if cfg.torch_threads:
         import torch
 
@@ -38,4 +38,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_recipe(main)

@@ -87,13 +87,13 @@ def recipe_classes(path: Path):
 
 def parse_recipe(path: Path, classes, tmp_out="/tmp/adaptive-decoder-config-test"):
     """Parse as `recipe --config path` would; configs documented to take output_dir on the CLI get a dummy one."""
-    from trl import TrlParser
+    from adaptive_decoder.configs import parse_recipe_config
 
     raw = yaml.safe_load(path.read_text()) or {}
     extra = []
     if "output_dir" not in raw and any("output_dir" in c.__dataclass_fields__ for c in classes):
         extra = ["--output_dir", tmp_out]
-    return TrlParser(classes).parse_args_and_config(["--config", str(path), *extra])
+    return parse_recipe_config(classes, ["--config", str(path), *extra])
 
 
 RECIPE_FAMILIES = ("lpo", "eval", "hag", "experiments", "models")
@@ -208,6 +208,57 @@ def test_unknown_keys_fail_in_every_family(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
     with pytest.raises(AssertionError, match="bta"):
         check_sweep(tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--temp", "0.3"], "unknown flag --temp (did you mean '--temperatures'?)"),       # was taken as the whole grid
+    (["--num_prompt", "3"], "unknown flag --num_prompt (did you mean '--num_prompts'?)"),
+    (["--temperatures=0.3"], None),                                                      # the full name still works
+])
+def test_abbreviated_or_unknown_flags_are_refused_with_a_suggestion(args, named):
+    from adaptive_decoder.configs import ConfigError, parse_recipe_config
+
+    argv = ["--config", str(CONFIGS / "eval" / "tiny.yaml"), *args]
+    if named is None:
+        (cfg,) = parse_recipe_config(_eval(), argv)
+        assert cfg.temperatures == [0.3]
+        return
+    with pytest.raises(ConfigError) as e:
+        parse_recipe_config(_eval(), argv)
+    assert named in str(e.value)
+
+
+def test_a_yaml_key_typo_is_named_with_the_file_and_a_suggestion(tmp_path):
+    from adaptive_decoder.configs import ConfigError, parse_recipe_config
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("num_samples: 2\nprompts_per_bach: 4\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'prompts_per_bach' \(did you mean 'prompts_per_batch'\?\)"):
+        parse_recipe_config((_recipe_module("training/collect.py").CollectConfig,), ["--config", str(bad)])
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        parse_recipe_config(_eval(), ["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_recipe_cli_prints_one_line_and_exits_2_on_a_config_mistake():
+    import subprocess
+
+    r = subprocess.run([sys.executable, "training/collect.py", "--config", "configs/lpo/collect_tiny.yaml",
+                        "--num_sample", "3"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    err = [ln for ln in r.stderr.splitlines() if ln.strip() and "wandb" not in ln.lower()]
+    assert err == ["collect.py: error: unknown flag --num_sample (did you mean '--num_samples'?); "
+                   "flags are never abbreviated"], r.stderr
+
+
+def test_recipe_help_shows_config_the_usage_examples_and_plain_no_flags():
+    import subprocess
+
+    r = subprocess.run([sys.executable, "eval/run_suite.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0
+    assert "--config FILE" in r.stdout and "python eval/run_suite.py --config configs/eval/quick.yaml" in r.stdout
+    no_fluency = r.stdout[r.stdout.index("--no_fluency"):].split("\n")[1]
+    assert "Set fluency to False." in no_fluency and "default" not in no_fluency
 
 
 def test_model_presets_cover_both_models_and_every_stage():

@@ -24,8 +24,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from trl import TrlParser  # noqa: E402
 
+from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder.generation import AdaptiveDecodingModel  # noqa: E402
 from adaptive_decoder.hag import KEYS  # noqa: E402
 from adaptive_decoder.hag_search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
@@ -104,7 +104,7 @@ def plot_best_configs(records: list, path: Path) -> Path | None:
 
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (cfg,) = TrlParser((BuildHAGConfig,)).parse_args_and_config(argv)
+    (cfg,) = parse_recipe_config((BuildHAGConfig,), argv, __doc__)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     space = SearchSpace(**cfg.space)
@@ -144,4 +144,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

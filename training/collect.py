@@ -19,8 +19,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from trl import TrlParser  # noqa: E402
 
+from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, load_base_model  # noqa: E402
 from adaptive_decoder.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
 from adaptive_decoder.head import model_hidden_size  # noqa: E402
@@ -65,7 +65,7 @@ def build_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (cfg,) = TrlParser((CollectConfig,)).parse_args_and_config(argv)
+    (cfg,) = parse_recipe_config((CollectConfig,), argv, __doc__)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     specs = {name: TaskSpec.from_dict(name, spec) for name, spec in cfg.tasks.items()}
@@ -86,4 +86,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

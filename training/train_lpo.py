@@ -19,15 +19,15 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from trl import TrlParser  # noqa: E402
 
+from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer, build_head_and_dataset  # noqa: E402
 
 
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one INFO line per saved file otherwise
-    (cfg,) = TrlParser((LPOConfig,)).parse_args_and_config(argv)
+    (cfg,) = parse_recipe_config((LPOConfig,), argv, __doc__)
     if cfg.torch_threads:
         import torch
 
@@ -44,4 +44,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)
