@@ -350,25 +350,26 @@ class LPOTrainer:
 
     def _resume(self):
         ckpts = self._checkpoints()
-        if not ckpts:
-            logger.info("resume: no checkpoint in %s, starting fresh", self.ckpt_root)
-            return
-        last = ckpts[-1]
-        state = json.loads((last / "trainer_state.json").read_text())
-        if state["num_processes"] != self.accelerator.num_processes or state["steps_per_epoch"] != self.steps_per_epoch:
-            raise ValueError(f"{last} was written by a run with {state['num_processes']} processes and "
-                             f"{state['steps_per_epoch']} steps/epoch; this run has {self.accelerator.num_processes} and "
-                             f"{self.steps_per_epoch}: resume with the same launch setup and batch size")
-        self.accelerator.load_state(str(last))
-        self.global_step = int(state["global_step"])
-        # keep the metrics of the steps before the checkpoint, drop those logged after it (they will be redone)
+        if ckpts:
+            last = ckpts[-1]
+            state = json.loads((last / "trainer_state.json").read_text())
+            if state["num_processes"] != self.accelerator.num_processes or state["steps_per_epoch"] != self.steps_per_epoch:
+                raise ValueError(f"{last} was written by a run with {state['num_processes']} processes and "
+                                 f"{state['steps_per_epoch']} steps/epoch; this run has {self.accelerator.num_processes} "
+                                 f"and {self.steps_per_epoch}: resume with the same launch setup and batch size")
+            self.accelerator.load_state(str(last))
+            self.global_step = int(state["global_step"])
+        # keep the metrics of the steps up to the checkpoint, drop those logged after it (they will be redone);
+        # with no checkpoint that is every row: a kill can come between a logging step and the first save
         mpath = self.out / "metrics.jsonl"
         if self.accelerator.is_main_process and mpath.exists():
-            keep = [ln for ln in mpath.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.global_step
-                    and "final" not in json.loads(ln)]
-            mpath.write_text("".join(k + "\n" for k in keep))
-            self.history = [json.loads(k) for k in keep]
-        logger.info("resumed from %s at step %d", last, self.global_step)
+            rows = [json.loads(ln) for ln in mpath.read_text().splitlines() if ln.strip()]
+            self.history = [r for r in rows if r.get("step", 0) <= self.global_step and "final" not in r]
+            mpath.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        if ckpts:
+            logger.info("resumed from %s at step %d", ckpts[-1], self.global_step)
+        else:
+            logger.info("resume: no checkpoint in %s, starting fresh", self.ckpt_root)
 
     # ------------------------------------------------------------------------------------------------------
     def _log(self, logs: dict):

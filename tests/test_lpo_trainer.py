@@ -170,6 +170,22 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
     assert s["step"] == 2
 
 
+def test_crash_before_the_first_checkpoint_logs_each_step_once_after_resume(tmp_path):
+    """A kill between a logging step and the first checkpoint (a Slurm time-limit signal can come at any moment):
+    the resumed run starts fresh and must not keep the killed attempt's metrics rows beside its own."""
+    def crash(trainer, step, logs):
+        if step == 3:
+            raise Crash("killed after the first logged steps, before the first checkpoint")
+
+    cfg = config(tmp_path, save_steps=4, logging_steps=1, max_steps=6, resume=True)
+    with pytest.raises(Crash):
+        train(cfg, callbacks=[crash])
+    assert not (Path(cfg.output_dir) / "checkpoints").exists() or not any((Path(cfg.output_dir) / "checkpoints").glob("step-*"))
+    train(cfg)
+    rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "final" not in r] == [1, 2, 3, 4, 5, 6]
+
+
 def test_resume_over_a_half_written_reference_head_rewrites_it(tmp_path):
     # a run killed (or a rank that looked) while the reference head was being saved: weights but no config.json
     ref = tmp_path / "run" / "reference_head"
