@@ -232,6 +232,7 @@ class Evaluator:
     def _build_policies(self) -> list:
         cfg, out = self.cfg, []
         self._methods_of: dict[tuple, set] = {}
+        self.skipped_heads: list[str] = []
         grid = dict(temperatures=cfg.temperatures, top_p=cfg.fixed_top_p, top_k=cfg.fixed_top_k)
         for m in cfg.methods:
             opts = dict(cfg.method_options.get(m) or {})
@@ -242,6 +243,7 @@ class Evaluator:
                 missing = [p for p in paths if not Path(p).exists()]
                 if missing and cfg.skip_missing_heads:
                     logger.warning("skipping missing head(s) %s (skip_missing_heads=True)", missing)
+                    self.skipped_heads += missing
                     paths = [p for p in paths if p not in missing]
                     if not paths:
                         continue
@@ -410,6 +412,7 @@ class Evaluator:
         cfg = self.cfg
         fixed = [p for p in self.policies if type(p) is FixedPolicy]
         res = {"config": asdict(cfg), "wall_seconds": wall_seconds, "units_computed_this_run": units_computed,
+               "skipped_heads": list(getattr(self, "skipped_heads", [])),
                "methods": {p.name: p.describe() for p in self.policies}, "tasks": {}, "comparisons": [], "units": []}
         for tname, task in self.tasks.items():
             test, dev = self.splits[tname]

@@ -26,6 +26,9 @@ def main(argv=None):
     results = run_evaluation(cfg)
     print((open(os.path.join(cfg.output_dir, "results.md")).read()))
     print(f"wrote {cfg.output_dir}/results.json, results.md and plots; wall clock {results['wall_seconds']:.1f} s")
+    if results.get("skipped_heads"):  # said last: a run that evaluated no head must not look like one that did
+        print(f"WARNING: no head at {', '.join(results['skipped_heads'])}: method 'adaptive' was not evaluated "
+              "(train one with `make demo`, or pass --head_paths)")
 
 
 if __name__ == "__main__":

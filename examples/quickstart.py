@@ -1,7 +1,7 @@
 """Quickstart: attach an (untrained or saved) AdaptiveDecoder head to SmolLM2-135M-Instruct and generate.
 
     python examples/quickstart.py                       # untrained head, token level
-    python examples/quickstart.py --level sequence --head runs/demo/lpo/head
+    python examples/quickstart.py --level sequence --head runs/demo/seed-0/train-sequence/head
 
 Each answer is printed with the temperature / top-p / top-k the head chose (sequence level: one choice;
 token level: the most frequent choice and the mean temperature over the answer's tokens).
@@ -9,6 +9,7 @@ token level: the most frequent choice and the mean temperature over the answer's
 
 import argparse
 import time
+from pathlib import Path
 from collections import Counter
 
 import torch
@@ -35,7 +36,8 @@ def describe(out, row: int, level: str) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
     ap.add_argument("--model", default="smollm2", help="embedded name (smollm2, gemma3), HF id or local dir")
     ap.add_argument("--head", default=None, help="saved head directory (default: a fresh untrained head)")
     ap.add_argument("--level", choices=["token", "sequence"], default="token")
@@ -43,6 +45,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("prompts", nargs="*", help="prompts (default: four built-in ones)")
     args = ap.parse_args()
+    if args.head and not Path(args.head).is_dir():  # before the model load, not after it
+        ap.error(f"--head: directory not found: {args.head} (`make demo` writes runs/demo/seed-0/train-sequence/head)")
 
     t0 = time.perf_counter()
     model, tok = load_base_model(args.model)
