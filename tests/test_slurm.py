@@ -181,36 +181,50 @@ def _checkpoints(run_dir):
     return sorted(p.name for p in d.glob("step-*")) if d.is_dir() else []
 
 
+def _steps_logged_once(run_dir):
+    rows = [json.loads(ln) for ln in (Path(run_dir) / "out" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "final" not in r]
+    assert steps == list(range(20, 401, 20)), steps
+    assert rows[-1]["final"] and rows[-1]["step"] == 400 and rows[-1]["ranks_agree"]
+
+
 def _assert_resumed_and_complete(run_dir):
     log = job_log(run_dir)
     m = re.search(r"resumed from \S+step-(\d+) at step (\d+)", log)
     assert m, f"no resume in the log:\n{log[-4000:]}"
     assert int(m.group(2)) > 0
-    rows = [json.loads(ln) for ln in (Path(run_dir) / "out" / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in rows if "final" not in r]
-    assert steps == list(range(20, 401, 20)), steps  # every logging step exactly once across the two attempts
-    assert rows[-1]["final"] and rows[-1]["step"] == 400 and rows[-1]["ranks_agree"]
+    _steps_logged_once(run_dir)  # every logging step exactly once across the two attempts
     assert (Path(run_dir) / "out" / "head" / "model.safetensors").exists()
     return int(m.group(2))
 
 
-def test_time_limit_signal_requeues_and_resumes(cluster, tmp_path):
-    """Slurm's warning signal (--signal=B:USR1@...) makes the batch script requeue itself; the rerun resumes."""
+@pytest.mark.parametrize("when", ["after_a_checkpoint", "before_the_first_checkpoint"])
+def test_time_limit_signal_requeues_and_resumes(cluster, tmp_path, when):
+    """Slurm's warning signal (--signal=B:USR1@...) makes the batch script requeue itself; the rerun resumes from
+    the newest checkpoint, or starts over when the signal came before there was one."""
     run = tmp_path / "requeue"
     job = submit(cluster, "train_lpo.sbatch", run, LONG, NPROC_PER_NODE="2",
                  ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
-    wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run, cluster, job)
+    if when == "after_a_checkpoint":
+        wait_for(lambda: _checkpoints(run), "the first checkpoint", 300, run, cluster, job)
+    else:  # the trainer has started and may have logged steps, but (almost surely) saved nothing yet
+        wait_for(lambda: "starting fresh" in job_log(run), "the trainer to start", 300, run, cluster, job)
     # what Slurm sends when the time limit approaches (the sbatch scripts ask for it with --signal=B:USR1@180)
     sh(cluster, "scancel", "--signal=USR1", "--batch", job)
     wait_for(lambda: job_info(cluster, job).get("Restarts") == "1", "the requeue", 120, run)
-    # Slurm holds a requeued job ~2 minutes once it is PENDING again (after COMPLETING): release it at once
+    # Slurm holds a requeued job (~2 min) because slurmd revoked the job's credential when it killed it, and refuses
+    # ("Job credential revoked") a new one issued in the same second or earlier. Release it early, but 2 s out:
+    # StartTime=now lost that race under load and the job ended FAILED without running again.
     wait_for(lambda: job_info(cluster, job)["JobState"] == "PENDING", "the requeued job to be pending", 120, run)
-    sh(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")
+    sh(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now+2")
     info = wait_done(cluster, job, run)
     assert_completed(info, run)
     assert "requeueing job" in job_log(run)
     assert "restart=1" in (run / "logs" / "jobs.txt").read_text()
-    _assert_resumed_and_complete(run)
+    if when == "after_a_checkpoint":
+        _assert_resumed_and_complete(run)
+    else:
+        _steps_logged_once(run)
 
 
 def test_scancel_then_resubmit_same_run_dir_resumes(cluster, tmp_path):
