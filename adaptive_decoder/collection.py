@@ -33,6 +33,7 @@ import torch
 from .generation import AdaptiveDecodingModel
 from .models import encode_prompts
 from .rewards import needs_group
+from .storage import atomic_write_bytes, fsync_dir, lock_dir
 from .tasks.io import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -250,34 +251,6 @@ def _describe_diff(old, new, prefix="") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: stored {old!r}, now {new!r}"]
 
 
-# --------------------------------------------------------------------------------------------------------
-# Atomic writing
-# --------------------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def read_manifest(root) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():
@@ -291,19 +264,6 @@ def read_manifest(root) -> dict:
     return m
 
 
-def _lock_dir(root: Path):
-    """Exclusive advisory lock so two processes never append to one collection (released even on kill -9)."""
-    import fcntl
-
-    f = open(root / ".lock", "w")  # noqa: SIM115 (held for the writer's lifetime)
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise RuntimeError(f"another process is writing to the collection {root}; wait for it or use another output_dir") from None
-    return f
-
-
 class CollectionWriter:
     """Append whole prompt groups to a collection directory, atomically; refuses a mismatched directory."""
 
@@ -311,7 +271,7 @@ class CollectionWriter:
         self.root = Path(root)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
         (self.root / "hidden").mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_dir(self.root)
+        self._lock = lock_dir(self.root, "collection")
         for tmp in list(self.root.glob("*.tmp")) + list(self.root.glob("*/*.tmp")):
             tmp.unlink()  # leftovers of a killed write
         if (self.root / MANIFEST).exists():
@@ -337,7 +297,7 @@ class CollectionWriter:
         m["tasks"].update(identity["tasks"])
 
     def _save(self):
-        _atomic_write_bytes(self.root / MANIFEST, json.dumps(self.manifest, indent=1).encode())
+        atomic_write_bytes(self.root / MANIFEST, json.dumps(self.manifest, indent=1).encode())
 
     def write_group(self, records: list[dict], hidden: dict[str, torch.Tensor]):
         """Write one shard holding every sample of some prompts, then mark those prompts done."""
@@ -349,7 +309,7 @@ class CollectionWriter:
             raise ValueError(f"prompts {again[:5]} are already in {self.root}; refusing to duplicate their samples")
         name = f"shard-{len(self.manifest['shards']):05d}"
         lines = "".join(json.dumps(r) + "\n" for r in records).encode()
-        _atomic_write_bytes(self.root / "shards" / f"{name}.jsonl", lines)
+        atomic_write_bytes(self.root / "shards" / f"{name}.jsonl", lines)
         nbytes = 0
         if hidden:
             tmp = self.root / "hidden" / f"{name}.safetensors.tmp"
@@ -357,7 +317,7 @@ class CollectionWriter:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.root / "hidden" / f"{name}.safetensors")
-            _fsync_dir(self.root / "hidden")
+            fsync_dir(self.root / "hidden")
             nbytes = sum(v.numel() * v.element_size() for v in hidden.values())
         task_of = {r["prompt_id"]: r["task"] for r in records}
         self.manifest["shards"].append({"name": name, "prompt_ids": ids, "prompt_tasks": [task_of[i] for i in ids],

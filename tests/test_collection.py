@@ -156,7 +156,7 @@ def test_two_writers_on_one_collection_are_refused(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     identity = {k: manifest[k] for k in ("base_model", "head", "settings", "tasks")}
     w = CollectionWriter(tmp_path, identity)
-    with pytest.raises(RuntimeError, match="another process is writing"):
+    with pytest.raises(RuntimeError, match=rf"another process is writing to the collection {tmp_path} \(pid {os.getpid()} on "):
         run(make_adm(), tmp_path, prompts(2))
     w.close()
     assert run(make_adm(), tmp_path, prompts(2))["prompts_collected"] == 1
