@@ -3,6 +3,8 @@
 Work is split into *units* (method, task, split, prompt). Each finished unit (its k samples, the values the
 policy applied, every metric) is appended to `<output_dir>/units.jsonl` as soon as its generate batch finishes,
 so a killed run loses at most the batch in flight; a restart skips finished units and never recomputes them.
+One run at a time per output_dir: a second process is refused (`adaptive_decoder.storage.lock_dir`, the lock the
+sample collection uses) instead of computing and appending every unit a second time.
 
 Seeding: batches are fixed chunks of each task's prompt list and batch b of (task, split) is generated with the
 seed crc32(f"{seed}:{task}:{split}:{b}") for EVERY method, so methods see the same token randomness (paired
@@ -34,6 +36,7 @@ from .policies import (DEFAULT_TEMPERATURES, POLICIES, AdaptivePolicy, FixedPoli
                        build_policies)
 from .plotting import pyplot, save_figure
 from .stats import bootstrap_mean_ci, format_ci, paired_comparison
+from .storage import lock_dir
 from .tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
@@ -333,6 +336,13 @@ class Evaluator:
 
     def run(self) -> dict:
         t0 = time.time()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # one run per output_dir: a second one would compute and append every unit again (and both would
+        # rewrite run_config.json and the results); the lock is held from the resume check to the last output
+        with lock_dir(self.out_dir, "evaluation output directory"):
+            return self._run(t0)
+
+    def _run(self, t0: float) -> dict:
         self._check_resume()
         jobs = self._plan()
         total = sum(self._todo(*j) for j in jobs)

@@ -7,6 +7,7 @@ Every EvalConfig field can be set in the YAML or overridden on the command line;
 naming it. Re-running with the same output_dir resumes: finished (method, task, prompt) units are skipped, and
 adding methods or tasks computes only the new units. Changing anything that alters samples (model, seed, lengths,
 subsets, a head's weights, ...) is refused for an existing output_dir.
+A second run on an output_dir that a running one is writing to is refused, naming that process.
 """
 
 import logging

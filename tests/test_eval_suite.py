@@ -192,6 +192,20 @@ def test_torn_last_line_is_dropped_and_recomputed(tiny_dir, tmp_path):
     assert units.read_text().count("\n") == len(lines)
 
 
+def test_a_second_run_on_one_output_dir_is_refused(tiny_dir, tmp_path):
+    from adaptive_decoder.storage import lock_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tiny_cfg(tiny_dir, out, tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0)
+    with lock_dir(out, "evaluation output directory"):  # what a first run_suite.py holds while it runs
+        with pytest.raises(RuntimeError, match=rf"another process is writing to the evaluation output directory {out} "
+                                               rf"\(pid {os.getpid()} on "):
+            run_evaluation(cfg)
+        assert not (out / "units.jsonl").exists() and not (out / "run_config.json").exists()
+    assert run_evaluation(cfg)["units_computed_this_run"] == 3  # the lock is gone with its holder
+
+
 def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
     run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0))
     with pytest.raises(ValueError, match=r"different config \(max_new_tokens, seed differ\)"):
