@@ -11,6 +11,11 @@ is the manifest (also tmp + rename) updated to list it and its prompts as done. 
 either the old manifest (the unlisted shard is ignored and rewritten on resume, with the same seeds) or the new
 one, so a prompt's samples are never lost or duplicated. Readers only read shards the manifest lists.
 
+Integrity: the manifest records each listed file's byte length and sha256. A file changed after its commit (a
+torn last line from an interrupted copy, a truncated or edited file) no longer matches: readers refuse it naming
+the file, and the next writer (rerunning the same collect command) unlists the shard and deletes its files,
+so `collect` draws its prompts again, in the same batch with the same seed, i.e. the same samples.
+
 The base LM is frozen, so the head's inputs never change: we keep them (fp16) for the samples that can enter
 pairs while the byte budget lasts; `adaptive_decoder.pairs.PairDataset` recomputes the rest with one
 teacher-forced forward pass (`adaptive_decoder.generation.compute_head_inputs`).
@@ -22,7 +27,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -33,7 +37,7 @@ import torch
 from .generation import AdaptiveDecodingModel
 from .models import encode_prompts
 from .rewards import needs_group
-from .storage import atomic_write_bytes, fsync_dir, lock_dir
+from .storage import atomic_write_bytes, lock_dir
 from .tasks.io import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -264,8 +268,68 @@ def read_manifest(root) -> dict:
     return m
 
 
+class DamagedShardError(ValueError):
+    """A file the manifest lists is missing or is not the file that was committed (torn, truncated, altered)."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}; the collection is damaged: rerun the same collect command (same config "
+                         "and output_dir) to repair it, it recollects the prompts of that shard")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _shard_files(root: Path, name: str) -> tuple[Path, Path]:
+    return root / "shards" / f"{name}.jsonl", root / "hidden" / f"{name}.safetensors"
+
+
+def _verified_bytes(path: Path, nbytes: int | None, sha: str | None) -> bytes:
+    """The file's bytes if they are the ones the manifest recorded (manifests written before the digests were
+    kept have none: only the parse below can catch damage there)."""
+    if not path.is_file():
+        raise DamagedShardError(path, "listed in the manifest but missing")
+    raw = path.read_bytes()
+    if nbytes is not None and len(raw) != nbytes:
+        raise DamagedShardError(path, f"{len(raw)} bytes, the manifest recorded {nbytes}")
+    if sha is not None and _sha256(raw) != sha:
+        raise DamagedShardError(path, "its content differs from the checksum in the manifest")
+    return raw
+
+
+def _parse_shard(path: Path, raw: bytes, num_records: int) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:  # JSONDecodeError, or a multi-byte character cut in half
+            raise DamagedShardError(path, f"line {lineno} is not valid JSON ({e})") from None
+    if len(rows) != num_records:
+        raise DamagedShardError(path, f"{len(rows)} records, the manifest says {num_records}")
+    return rows
+
+
+def _read_shard(root: Path, shard: dict, hidden_checksum: bool) -> list[dict]:
+    """Records of one listed shard, verified; its hidden-state file is checked by checksum or (cheaply, for
+    readers that only open the tensors they need) by size."""
+    path, hidden = _shard_files(root, shard["name"])
+    rows = _parse_shard(path, _verified_bytes(path, shard.get("bytes"), shard.get("sha256")), shard["num_records"])
+    if shard["hidden"]:
+        if hidden_checksum:
+            _verified_bytes(hidden, shard.get("hidden_file_bytes"), shard.get("hidden_sha256"))
+        elif not hidden.is_file():
+            raise DamagedShardError(hidden, "listed in the manifest but missing")
+        elif shard.get("hidden_file_bytes") not in (None, hidden.stat().st_size):
+            raise DamagedShardError(hidden, f"{hidden.stat().st_size} bytes, the manifest recorded {shard['hidden_file_bytes']}")
+    return rows
+
+
 class CollectionWriter:
-    """Append whole prompt groups to a collection directory, atomically; refuses a mismatched directory."""
+    """Append whole prompt groups to a collection directory, atomically; refuses a mismatched directory and
+    unlists damaged shards on open (their prompts are then not done, so `collect` draws them again)."""
 
     def __init__(self, root, identity: dict):
         self.root = Path(root)
@@ -277,6 +341,7 @@ class CollectionWriter:
         if (self.root / MANIFEST).exists():
             self.manifest = read_manifest(self.root)
             self._check(identity)
+            self._drop_damaged()
         else:
             self.manifest = {"format_version": FORMAT_VERSION, **identity, "shards": [], "done": [], "hidden_bytes": 0}
             self._save()
@@ -296,35 +361,56 @@ class CollectionWriter:
                 + "\nUse a new output_dir (or restore the original base model / head / settings to resume).")
         m["tasks"].update(identity["tasks"])
 
+    def _drop_damaged(self):
+        damaged = []
+        for shard in self.manifest["shards"]:
+            try:
+                _read_shard(self.root, shard, hidden_checksum=True)
+            except DamagedShardError as e:
+                logger.warning("%s: %s; recollecting its %d prompt(s)", e.path, e.problem, len(shard["prompt_ids"]))
+                damaged.append(shard)
+        if not damaged:
+            return
+        m, lost = self.manifest, {pid for sh in damaged for pid in sh["prompt_ids"]}
+        m["shards"] = [sh for sh in m["shards"] if sh not in damaged]
+        m["done"] = [pid for pid in m["done"] if pid not in lost]
+        m["hidden_bytes"] -= sum(sh["hidden_bytes"] for sh in damaged)
+        self._save()  # unlisted before deleted: a kill in between leaves only ignored files
+        for sh in damaged:
+            for path in _shard_files(self.root, sh["name"]):
+                path.unlink(missing_ok=True)
+
+    def _next_name(self) -> str:
+        # after the max, not the count: a shard dropped as damaged leaves a gap, and its successors stay listed
+        used = [int(sh["name"].rsplit("-", 1)[1]) for sh in self.manifest["shards"]]
+        return f"shard-{max(used, default=-1) + 1:05d}"
+
     def _save(self):
         atomic_write_bytes(self.root / MANIFEST, json.dumps(self.manifest, indent=1).encode())
 
     def write_group(self, records: list[dict], hidden: dict[str, torch.Tensor]):
         """Write one shard holding every sample of some prompts, then mark those prompts done."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         ids = list(dict.fromkeys(r["prompt_id"] for r in records))
         again = [i for i in ids if i in self.done]
         if again:
             raise ValueError(f"prompts {again[:5]} are already in {self.root}; refusing to duplicate their samples")
-        name = f"shard-{len(self.manifest['shards']):05d}"
+        name = self._next_name()
+        shard_path, hidden_path = _shard_files(self.root, name)
         lines = "".join(json.dumps(r) + "\n" for r in records).encode()
-        atomic_write_bytes(self.root / "shards" / f"{name}.jsonl", lines)
-        nbytes = 0
-        if hidden:
-            tmp = self.root / "hidden" / f"{name}.safetensors.tmp"
-            save_file({k: v.contiguous() for k, v in hidden.items()}, str(tmp))
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.root / "hidden" / f"{name}.safetensors")
-            fsync_dir(self.root / "hidden")
-            nbytes = sum(v.numel() * v.element_size() for v in hidden.values())
+        atomic_write_bytes(shard_path, lines)
         task_of = {r["prompt_id"]: r["task"] for r in records}
-        self.manifest["shards"].append({"name": name, "prompt_ids": ids, "prompt_tasks": [task_of[i] for i in ids],
-                                        "num_records": len(records),
-                                        "hidden": bool(hidden), "hidden_bytes": nbytes})
+        entry = {"name": name, "prompt_ids": ids, "prompt_tasks": [task_of[i] for i in ids], "num_records": len(records),
+                 "bytes": len(lines), "sha256": _sha256(lines), "hidden": bool(hidden), "hidden_bytes": 0}
+        if hidden:
+            blob = save({k: v.contiguous() for k, v in hidden.items()})
+            atomic_write_bytes(hidden_path, blob)
+            entry.update(hidden_bytes=sum(v.numel() * v.element_size() for v in hidden.values()),
+                         hidden_file_bytes=len(blob), hidden_sha256=_sha256(blob))
+        self.manifest["shards"].append(entry)
         self.manifest["done"].extend(ids)
-        self.manifest["hidden_bytes"] += nbytes
+        self.manifest["hidden_bytes"] += entry["hidden_bytes"]
         self._save()  # the commit point
         self.done.update(ids)
 
@@ -335,18 +421,13 @@ class CollectionWriter:
 
 
 def read_collection(root) -> tuple[dict, list[dict]]:
-    """(manifest, sample records of every shard the manifest lists). Unlisted (half-written) shards are ignored."""
+    """(manifest, sample records of every shard the manifest lists). Unlisted (half-written) shards are ignored;
+    a listed one that is not what was committed raises DamagedShardError, naming the file and the repair."""
     root = Path(root)
     m = read_manifest(root)
     records, seen = [], set()
     for shard in m["shards"]:
-        path = root / "shards" / f"{shard['name']}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is listed in the manifest but missing: the collection is damaged")
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        if len(rows) != shard["num_records"]:
-            raise ValueError(f"{path}: {len(rows)} records, manifest says {shard['num_records']}: the collection is damaged")
+        rows = _read_shard(root, shard, hidden_checksum=False)
         for r in rows:
             key = (r["prompt_id"], r["sample_index"])
             if key in seen:

@@ -51,6 +51,10 @@ def run(adm, out, ps, **kw):
     return collect(adm, ps, rewards, out, settings, progress=False)
 
 
+def _strip(recs):  # records without the shard they sit in (which differs between runs)
+    return sorted(json.dumps({k: v for k, v in r.items() if k != "shard"}, sort_keys=True) for r in recs)
+
+
 @pytest.mark.parametrize("level", ["sequence", "token"])
 def test_records_choices_values_rewards_and_cache(tmp_path, level):
     adm = make_adm(level)
@@ -116,8 +120,7 @@ def test_resume_skips_done_prompts_and_equals_an_uninterrupted_run(tmp_path):
     second = run(make_adm(), tmp_path / "a", ps)
     assert second["prompts_already_done"] == 2 and second["prompts_collected"] == 4
     run(make_adm(), tmp_path / "b", ps)
-    strip = lambda recs: sorted((json.dumps({k: v for k, v in r.items() if k != "shard"}, sort_keys=True) for r in recs))  # noqa: E731
-    assert strip(read_collection(tmp_path / "a")[1]) == strip(read_collection(tmp_path / "b")[1])
+    assert _strip(read_collection(tmp_path / "a")[1]) == _strip(read_collection(tmp_path / "b")[1])
     again = run(make_adm(), tmp_path / "a", ps)  # nothing left to do
     assert again["prompts_collected"] == 0 and len(read_collection(tmp_path / "a")[1]) == 24
 
@@ -134,6 +137,58 @@ def test_half_written_shard_from_a_kill_is_ignored_and_replaced(tmp_path):
     manifest, recs = read_collection(tmp_path)
     assert len(recs) == 16 and not list(tmp_path.rglob("*.tmp"))
     assert all("garbage" not in r for r in recs)
+
+
+def _tear_last_line(path: Path):
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+
+
+def _flip_a_digit(path: Path):  # same length, still valid JSON: only a checksum sees it
+    text = path.read_text()
+    i = text.index('"seed": ') + len('"seed": ')
+    path.write_text(text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1:])
+
+
+@pytest.mark.parametrize("damage", [_tear_last_line, _flip_a_digit])
+def test_a_damaged_shard_is_refused_by_readers_and_recollected_on_resume(tmp_path, damage):
+    from adaptive_decoder.pairs import PairDataset
+
+    ps = prompts(6)
+    run(make_adm(), tmp_path / "a", ps, cache_which="all")  # 3 shards of 2 prompts
+    run(make_adm(), tmp_path / "b", ps, cache_which="all")  # the undamaged twin
+    damage(tmp_path / "a" / "shards" / "shard-00001.jsonl")
+    fix = "rerun the same collect command"
+    with pytest.raises(ValueError, match=rf"shard-00001\.jsonl.*{fix}"):
+        read_collection(tmp_path / "a")
+    with pytest.raises(ValueError, match=rf"shard-00001\.jsonl.*{fix}"):
+        PairDataset(tmp_path / "a")  # what train_lpo.py reads
+    summary = run(make_adm(), tmp_path / "a", ps, cache_which="all")
+    assert summary["prompts_already_done"] == 4 and summary["prompts_collected"] == 2
+    manifest, recs = read_collection(tmp_path / "a")
+    assert _strip(recs) == _strip(read_collection(tmp_path / "b")[1])  # the same seeds give the same samples again
+    assert sorted(manifest["done"]) == sorted(p["id"] for p in ps) and len(manifest["done"]) == 6
+    assert manifest["hidden_bytes"] == read_collection(tmp_path / "b")[0]["hidden_bytes"]
+    listed = {sh["name"] for sh in manifest["shards"]}
+    assert {f.name.split(".")[0] for f in (tmp_path / "a").glob("*/shard-*")} == listed  # the damaged files are gone
+    assert len(PairDataset(tmp_path / "a")) > 0
+
+
+def test_a_torn_shard_of_a_manifest_without_checksums_is_named(tmp_path):
+    # collections written before shards carried their length and checksum: a line that does not parse is still
+    # reported with its file, and a resume recollects that shard
+    ps = prompts(4)
+    run(make_adm(), tmp_path, ps)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    for sh in m["shards"]:
+        for k in ("bytes", "sha256", "hidden_file_bytes", "hidden_sha256"):
+            sh.pop(k, None)
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    _tear_last_line(tmp_path / "shards" / "shard-00001.jsonl")
+    with pytest.raises(ValueError, match=r"shard-00001\.jsonl: line 8 .*rerun the same collect command"):
+        read_collection(tmp_path)
+    assert run(make_adm(), tmp_path, ps)["prompts_collected"] == 2
+    assert len(read_collection(tmp_path)[1]) == 16
 
 
 def test_mismatched_collection_is_refused(tmp_path):

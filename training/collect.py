@@ -3,8 +3,9 @@
     python training/collect.py --config configs/lpo/collect_smollm2_mix.yaml [--num_samples 4 ...]
 
 Re-running with the same output_dir resumes: prompts already in its manifest are skipped; a directory made with a
-different base model / head / settings is refused. At the end it writes best-vs-worst pair statistics
-(pair_stats.json + pair_stats.png) next to the samples.
+different base model / head / settings is refused. A shard file that no longer matches the manifest (e.g. a torn
+last line) is dropped with a warning and its prompts are collected again. At the end it writes best-vs-worst pair
+statistics (pair_stats.json + pair_stats.png) next to the samples.
 """
 
 from __future__ import annotations
