@@ -214,7 +214,9 @@ class CollectionSettings:
     epsilon: float = field(default=0.0, metadata={"help": "Epsilon-uniform mix into the head's bin distribution, so every bin gets explored."})
     selection: str = field(default="sample", metadata={"help": "'sample' (exploration) or 'argmax'."})
     seed: int = field(default=0, metadata={"help": "Base seed; each prompt batch derives its token and head seeds from it and its prompt ids."})
-    prompts_per_batch: int = field(default=4, metadata={"help": "Prompts per generate call (rows = this * num_samples)."})
+    prompts_per_batch: int = field(default=4, metadata={"help": (
+        "Prompts per generate call (rows = this * num_samples). Fixed for a collection: a batch's seed and its "
+        "prompts' padding depend on which prompts share it, so a resume must batch as the first run did.")})
     chat: bool | None = field(default=None, metadata={"help": "Chat template: None = use it when the tokenizer has one."})
     cache_budget_mb: float = field(default=512.0, metadata={"help": "Byte budget of the fp16 hidden-state cache; beyond it PairDataset recomputes."})
     cache_which: str = field(default="extremes", metadata={"help": f"Which samples to cache: {CACHE_WHICH}; 'extremes' = best and worst of each prompt (what best-vs-worst pairs use)."})
@@ -238,8 +240,11 @@ class CollectionSettings:
             raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
 
     def identity(self) -> dict:
-        # Settings that change what a sample means; batch size and cache budget do not.
-        return {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins")}
+        # Settings that change the samples. The batch size does: a batch's token and head seeds come from its prompt
+        # ids, and its prompts are left-padded to the longest one, which changes the LM's logits in the last bits,
+        # so no per-prompt seeding could make a prompt's samples independent of its batch. The cache budget does not.
+        return {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
+                                              "prompts_per_batch")}
 
 
 class CollectionMismatchError(ValueError):
@@ -349,6 +354,10 @@ class CollectionWriter:
 
     def _check(self, identity: dict):
         m = self.manifest
+        if "prompts_per_batch" not in m["settings"]:  # written before the batch size was part of the identity
+            logger.warning("%s does not record prompts_per_batch; resuming with %d, which can only reproduce an "
+                           "uninterrupted run if the first run used it too", self.root, identity["settings"]["prompts_per_batch"])
+            m["settings"]["prompts_per_batch"] = identity["settings"]["prompts_per_batch"]
         diffs = []
         for key in ("base_model", "head", "settings"):
             diffs += _describe_diff({key: m.get(key)}, {key: identity[key]})

@@ -204,6 +204,27 @@ def test_mismatched_collection_is_refused(tmp_path):
     assert len(read_collection(tmp_path)[1]) == 8  # nothing was written by the refused runs
 
 
+def test_resume_with_another_prompts_per_batch_is_refused(tmp_path):
+    # a batch's seed and its prompts' padding depend on which prompts share it: resuming a killed run with other
+    # batches would give other samples than the uninterrupted run, so the batch size is part of the identity
+    ps = prompts(6)
+    run(make_adm(), tmp_path, ps[:2], prompts_per_batch=2)  # what a run killed after its first batch leaves
+    with pytest.raises(CollectionMismatchError, match=r"settings\.prompts_per_batch: stored 2, now 3"):
+        run(make_adm(), tmp_path, ps, prompts_per_batch=3)
+    assert len(read_collection(tmp_path)[1]) == 8
+    assert run(make_adm(), tmp_path, ps, prompts_per_batch=2)["prompts_collected"] == 4
+
+
+def test_a_manifest_without_prompts_per_batch_is_resumed_and_records_it(tmp_path):
+    # collections written before the batch size was part of the identity cannot be checked; they resume as before
+    run(make_adm(), tmp_path, prompts(2))
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    del m["settings"]["prompts_per_batch"]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    assert run(make_adm(), tmp_path, prompts(4))["prompts_collected"] == 2
+    assert read_collection(tmp_path)[0]["settings"]["prompts_per_batch"] == 2
+
+
 def test_two_writers_on_one_collection_are_refused(tmp_path):
     from adaptive_decoder.collection import CollectionWriter
 
