@@ -20,7 +20,7 @@ from transformers import LogitsProcessorList
 
 from .head import FACTORS, AdaptiveDecoderHead
 from .models import encode_prompts, model_max_length
-from .sampling import SamplingParamsProcessor
+from .sampling import SamplingParamsProcessor, validate_sampling_value
 
 # kwargs that would switch on a stock warper or a search we do not support; sampling values go through force=
 _REFUSED = {"temperature", "top_p", "top_k", "do_sample", "min_p", "typical_p", "repetition_penalty"}
@@ -195,6 +195,7 @@ class AdaptiveDecodingModel:
 
 
 def _normalise_force(force: dict, n: int, device) -> dict:
+    """Forced values as [n] tensors (defaults filled in), each checked by `validate_sampling_value`."""
     allowed = set(FACTORS) | {"repetition_penalty"}
     unknown = sorted(set(force) - allowed)
     if unknown:
@@ -203,20 +204,14 @@ def _normalise_force(force: dict, n: int, device) -> dict:
     dtypes = {"temperature": torch.float32, "top_p": torch.float64, "top_k": torch.long, "repetition_penalty": torch.float32}
     out = {}
     for k, default in defaults.items():
-        v = torch.as_tensor(force.get(k, default), dtype=dtypes[k], device=device)
+        # validated before the cast to its dtype: the cast would turn top_k=2.7 into 2 and hide a NaN's origin
+        v = validate_sampling_value(k, force.get(k, default), label=f"force[{k!r}]")
+        v = torch.as_tensor(v, dtype=dtypes[k], device=device)
         if v.dim() == 0:
             v = v.expand(n).clone()
         if v.shape != (n,):
             raise ValueError(f"force[{k!r}] needs a scalar or {n} values (rows after num_return_sequences), got {tuple(v.shape)}")
         out[k] = v
-    if bool((out["temperature"] < 0).any()):
-        raise ValueError(f"force temperature must be >= 0, got {out['temperature'].tolist()}")
-    if bool(((out["top_p"] <= 0) | (out["top_p"] > 1)).any()):
-        raise ValueError(f"force top_p must lie in (0, 1], got {out['top_p'].tolist()}")
-    if bool((out["top_k"] < 0).any()):
-        raise ValueError(f"force top_k must be >= 0, got {out['top_k'].tolist()}")
-    if bool((out["repetition_penalty"] <= 0).any()):
-        raise ValueError(f"force repetition_penalty must be > 0, got {out['repetition_penalty'].tolist()}")
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .models import EMBEDDED
+from .sampling import validate_sampling_value
+from .validation import fraction, positive_int
 
 logger = logging.getLogger(__name__)
 FACTORS = ("temperature", "top_p", "top_k")
@@ -31,35 +34,44 @@ SELECTIONS = ("argmax", "sample")
 
 
 def _check_bins(factor: str, bins) -> list:
+    """Validated, normalised bins: every value valid for its factor (`validate_sampling_value`), then the order."""
+    if isinstance(bins, (str, bytes, dict)) or not isinstance(bins, Iterable):
+        raise ValueError(f"{factor}_bins must be a list of numbers, got {bins!r} ({type(bins).__name__})")
     bins = list(bins)
     if not bins:
         raise ValueError(f"{factor}_bins is empty: give at least one value")
+    validate_sampling_value(factor, bins, label=f"each of {factor}_bins")
     if len(set(bins)) != len(bins):
         raise ValueError(f"{factor}_bins has duplicated values: {bins}")
-    for b in bins:
-        if not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b):
-            raise ValueError(f"{factor}_bins must hold finite numbers, got {b!r} in {bins}")
-        if b < 0:
-            raise ValueError(f"{factor}_bins must be non-negative, got {b} in {bins}")
     if factor == "temperature":
         if bins != sorted(bins):
             raise ValueError(f"temperature_bins must be sorted ascending, got {bins}")
         return [float(b) for b in bins]
     if factor == "top_p":
-        bad = [b for b in bins if not 0.0 < b <= 1.0]
-        if bad:
-            raise ValueError(f"top_p_bins must lie in (0, 1], got {bad} in {bins}")
         if bins != sorted(bins, reverse=True):
             raise ValueError(f"top_p_bins must be sorted descending (least to most restrictive), got {bins}")
         return [float(b) for b in bins]
     # top_k: 0 (off) behaves like +inf, so it may only come first; the rest descend.
-    if any(float(b) != int(b) for b in bins):
-        raise ValueError(f"top_k_bins must be integers, got {bins}")
     bins = [int(b) for b in bins]
     as_inf = [math.inf if b == 0 else b for b in bins]
     if as_inf != sorted(as_inf, reverse=True):
         raise ValueError(f"top_k_bins must be sorted from least to most restrictive (0 = off first, then descending), got {bins}")
     return bins
+
+
+def _check_fixed(fixed) -> dict:
+    """The values of inactive factors, defaults filled in, each validated like a forced value."""
+    if not isinstance(fixed, Mapping):
+        raise ValueError(f"fixed must be a mapping of factor -> value, got {fixed!r} ({type(fixed).__name__})")
+    bad = [k for k in fixed if k not in FACTORS]
+    if bad:
+        raise ValueError(f"unknown keys in fixed: {bad}; valid: {list(FACTORS)}")
+    out = {**{"temperature": 1.0, "top_p": 1.0, "top_k": 0}, **dict(fixed)}
+    for k, v in out.items():
+        validate_sampling_value(k, v, label=f"fixed[{k!r}]")
+        # plain Python numbers: config.json stays JSON and top_k stays an int (2.0 -> 2)
+        out[k] = int(v) if k == "top_k" else float(v)
+    return out
 
 
 @dataclass
@@ -82,26 +94,28 @@ class AdaptiveDecoderConfig:
     def __post_init__(self):
         for f in FACTORS:
             setattr(self, f"{f}_bins", _check_bins(f, getattr(self, f"{f}_bins")))
+        if isinstance(self.factors, (str, bytes)) or not isinstance(self.factors, Iterable):
+            raise ValueError(f"factors must be a list of factor names, got {self.factors!r}")
         self.factors = list(self.factors)
         unknown = [f for f in self.factors if f not in FACTORS]
         if unknown:
             raise ValueError(f"unknown factors {unknown}; valid: {list(FACTORS)}")
         if len(set(self.factors)) != len(self.factors):
             raise ValueError(f"factors has duplicates: {self.factors}")
-        self.fixed = {**{"temperature": 1.0, "top_p": 1.0, "top_k": 0}, **dict(self.fixed)}
-        bad = [k for k in self.fixed if k not in FACTORS]
-        if bad:
-            raise ValueError(f"unknown keys in fixed: {bad}; valid: {list(FACTORS)}")
-        if self.fixed["temperature"] < 0 or not 0 < self.fixed["top_p"] <= 1 or self.fixed["top_k"] < 0:
-            raise ValueError(f"fixed values out of range: {self.fixed}")
+        self.fixed = _check_fixed(self.fixed)
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
-        if self.hidden_size is not None and self.hidden_size < 1:
-            raise ValueError(f"hidden_size must be positive, got {self.hidden_size}")
+        # sizes come from JSON / YAML / the command line: a wrong type must fail here, naming the field, not
+        # later as a bare TypeError in nn.Linear (and a width of 0 must not build an empty, untrainable head)
+        if self.hidden_size is not None:
+            self.hidden_size = positive_int("hidden_size", self.hidden_size)
+        self.num_layers = positive_int("num_layers", self.num_layers)
+        self.intermediate_size = positive_int("intermediate_size", self.intermediate_size)
+        self.dropout = fraction("dropout", self.dropout)
+        if self.base_model is not None and not isinstance(self.base_model, str):
+            raise ValueError(f"base_model must be a string, got {self.base_model!r} ({type(self.base_model).__name__})")
 
     def bins(self, factor: str) -> list:
         return getattr(self, f"{factor}_bins")

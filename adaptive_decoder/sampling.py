@@ -5,22 +5,90 @@ different value per row (and per step), so we apply them here and call `generate
 neutral warpers. Each operation reproduces the corresponding transformers warper bit for bit (same order:
 penalty -> temperature -> top-k -> top-p, same comparisons), which is what makes a forced head choice
 token-for-token identical to plain `generate` with those values under the same seed.
+
+`validate_sampling_value` is the one definition of a valid value: `force=`, the head config's `fixed=` and bins,
+and the sampler itself all call it, so every entry point refuses the same inputs with the same message.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from transformers import LogitsProcessor
 
 NEG_INF = -float("inf")
 
+# name -> (description used in error messages, predicate on a float64 tensor marking the VALID entries).
+# Every value must also be finite: NaN compares False everywhere (so it would slip through as "off" or crash
+# deep in torch) and inf is no better (temperature inf samples uniformly, top_k inf has no integer).
+SAMPLING_VALUES = {
+    "temperature": ("a finite, non-negative number (0 = greedy)", lambda t: t >= 0),
+    "top_p": ("a finite number in (0, 1] (1 = off)", lambda t: (t > 0) & (t <= 1)),
+    # a fractional k would be truncated by the cast to long (2.7 -> 2): refuse it instead
+    "top_k": ("a non-negative integer (0 = off)", lambda t: (t >= 0) & (t == t.round())),
+    "repetition_penalty": ("a finite number > 0 (1 = off)", lambda t: t > 0),
+}
 
-def _as_row_tensor(x, n: int, dtype, device) -> torch.Tensor:
+
+def _refuse(label: str, desc: str, got: str):
+    raise ValueError(f"{label} must be {desc}, got {got}")
+
+
+def validate_sampling_value(name: str, value, label: str | None = None):
+    """Raise ValueError unless `value` is a valid `name` (a SAMPLING_VALUES key); return `value` unchanged.
+
+    `value` is a Python number, a list/tuple of numbers or a tensor of any shape; EVERY entry must be valid
+    (a single NaN row fails the whole call). bools and strings are not numbers here, although torch would
+    convert them. `label` is what the message calls the value (default `name`), e.g. "force['top_k']".
+    The value is returned as given, so callers convert it exactly as before (bit-exactness depends on that).
+    """
+    if name not in SAMPLING_VALUES:
+        raise ValueError(f"unknown sampling parameter {name!r}; valid: {sorted(SAMPLING_VALUES)}")
+    label = label or name
+    desc, valid = SAMPLING_VALUES[name]
+    t = _as_float64(label, desc, value)
+    ok = torch.isfinite(t) & valid(t)
+    if not bool(ok.all()):  # one device sync, only to decide; the message is built on the CPU
+        if t.dim() == 0:
+            _refuse(label, desc, _show(float(t)))
+        flat, bad = t.flatten().cpu(), (~ok).flatten().nonzero().squeeze(1).cpu()
+        shown = ", ".join(f"{_show(float(flat[i]))} at index {int(i)}" for i in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        _refuse(label, desc, shown + more)
+    return value
+
+
+def _as_float64(label: str, desc: str, value) -> torch.Tensor:
+    """`value` as a float64 tensor for checking; bools, strings, None and complex numbers are refused."""
+    def is_non_number(v):
+        return v is None or isinstance(v, (bool, str, bytes))
+
+    if is_non_number(value) or (isinstance(value, (list, tuple)) and any(is_non_number(v) for v in value)):
+        _refuse(label, desc, f"{value!r} ({type(value).__name__})")
+    if getattr(getattr(value, "dtype", None), "kind", None) in ("b", "c", "U", "S", "O"):  # numpy non-numbers
+        _refuse(label, desc, f"an array of dtype {value.dtype}")
+    try:
+        # float64 straight from Python numbers: via float32 a top_p of 1.0000000001 would round to a valid 1.0
+        t = value if torch.is_tensor(value) else torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        _refuse(label, desc, f"{value!r} ({type(value).__name__})")
+    if t.dtype == torch.bool or t.is_complex():
+        _refuse(label, desc, f"a {t.dtype} tensor")
+    return t.detach().to(torch.float64)
+
+
+def _show(x: float) -> str:
+    return repr(int(x)) if math.isfinite(x) and x == int(x) and abs(x) < 2**53 else repr(x)
+
+
+def _as_row_tensor(name: str, x, n: int, dtype, device) -> torch.Tensor:
+    validate_sampling_value(name, x)  # before the cast: casting to long would already have truncated 2.7 to 2
     t = torch.as_tensor(x, dtype=dtype, device=device)
     if t.dim() == 0:
         t = t.expand(n)
     if t.shape != (n,):
-        raise ValueError(f"expected a scalar or {n} per-row values, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name}: expected a scalar or {n} per-row values, got shape {tuple(t.shape)}")
     return t
 
 
@@ -40,11 +108,12 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
 
     temperature 0 keeps only the argmax (after the repetition penalty), so sampling from it is greedy decoding.
     top_p 1.0 and top_k 0 are off; repetition_penalty 1.0 (or None) is off.
+    Every value is checked by `validate_sampling_value` (ValueError naming it) before it is cast.
     """
     n, vocab = scores.shape
     dev = scores.device
     if repetition_penalty is not None:
-        pen = _as_row_tensor(repetition_penalty, n, scores.dtype, dev)
+        pen = _as_row_tensor("repetition_penalty", repetition_penalty, n, scores.dtype, dev)
         if bool((pen != 1.0).any()):
             # Same as RepetitionPenaltyLogitsProcessor, with a [B, 1] penalty.
             ids = input_ids.clamp(max=vocab)
@@ -59,9 +128,7 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
             score = torch.where(pen_col == 1.0, padded.gather(1, ids), score)
             scores = padded.scatter(1, ids, score)[..., :vocab]
 
-    temp = _as_row_tensor(temperature, n, torch.float32, dev)
-    if bool((temp < 0).any()):
-        raise ValueError(f"temperature must be >= 0, got {temp.tolist()}")
+    temp = _as_row_tensor("temperature", temperature, n, torch.float32, dev)
     greedy = temp == 0
     if bool(greedy.any()):
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.argmax(-1, keepdim=True), True)
@@ -73,9 +140,7 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
     elif bool(scaled.any()):
         scores = torch.where(scaled[:, None], scores / torch.where(scaled, temp, 1.0).to(scores.dtype)[:, None], scores)
 
-    k = _as_row_tensor(top_k, n, torch.long, dev)
-    if bool((k < 0).any()):
-        raise ValueError(f"top_k must be >= 0, got {k.tolist()}")
+    k = _as_row_tensor("top_k", top_k, n, torch.long, dev)
     k = k.clamp(max=vocab)
     # Greedy rows already hold a single finite logit, which top-k and top-p always keep: skip them.
     rows = ((k > 0) & ~greedy).nonzero().squeeze(1)
@@ -85,9 +150,7 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
         scores = _put_rows(scores, rows, sub.masked_fill(sub < kth, NEG_INF))
 
     # float64 so that float32(1 - p) matches HF's `1 - top_p` computed on a Python float
-    p = _as_row_tensor(top_p, n, torch.float64, dev)
-    if bool(((p <= 0) | (p > 1)).any()):
-        raise ValueError(f"top_p must lie in (0, 1], got {p.tolist()}")
+    p = _as_row_tensor("top_p", top_p, n, torch.float64, dev)
     # Sorting the vocabulary is the most expensive step: only rows with top-p < 1 pay for it.
     rows = ((p < 1.0) & ~greedy).nonzero().squeeze(1)
     if rows.numel():

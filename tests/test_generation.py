@@ -110,3 +110,46 @@ def test_bad_generate_input(model):
         adm.generate(ids, mask, force={"temperature": [0.1, 0.2]}, max_new_tokens=4)
     with pytest.raises(ValueError, match="no head attached"):
         AdaptiveDecodingModel(model).generate(ids, mask, max_new_tokens=4)
+
+
+# --------------------------------------------------------------------- refused sampling values (issue 18, A)
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("force, match", [
+    ({"top_p": NAN}, r"force\['top_p'\] must be .*got nan"),  # was: taken as "top-p off", recorded as nan
+    ({"temperature": NAN}, r"force\['temperature'\] must be .*got nan"),  # was: a torch error naming nothing
+    ({"repetition_penalty": NAN}, r"force\['repetition_penalty'\] must be .*got nan"),
+    ({"temperature": INF}, r"force\['temperature'\] must be a finite.*got inf"),  # was: uniform sampling
+    ({"repetition_penalty": INF}, r"force\['repetition_penalty'\] must be a finite.*got inf"),
+    ({"top_k": 2.7}, r"force\['top_k'\] must be a non-negative integer.*got 2.7"),  # was: silently 2
+    ({"top_k": -INF}, r"force\['top_k'\].*got -inf"),
+    ({"temperature": torch.tensor([0.5, NAN, 0.7])}, r"force\['temperature'\].*got nan at index 1"),  # per row
+    ({"top_p": [0.9, 0.9, INF]}, r"force\['top_p'\].*got inf at index 2"),
+    ({"top_k": torch.tensor([5.0, 2.5, 0.0])}, r"force\['top_k'\].*got 2.5 at index 1"),
+    ({"temperature": True}, r"force\['temperature'\].*got True \(bool\)"),
+    ({"temperature": "0.7"}, r"force\['temperature'\].*got '0.7' \(str\)"),
+])
+def test_force_refuses_non_finite_and_non_integer_values_naming_them(model, force, match):
+    adm = AdaptiveDecodingModel(model)
+    ids, mask = batch()
+    with pytest.raises(ValueError, match=match):
+        adm.generate(ids, mask, force=force, max_new_tokens=2)
+
+
+def test_force_accepts_integral_float_top_k(model):
+    ids, mask = batch()
+    out = AdaptiveDecodingModel(model).generate(ids, mask, force={"top_k": 2.0}, max_new_tokens=2)
+    assert out.values["top_k"].tolist() == [2, 2, 2] and out.values["top_k"].dtype == torch.long
+
+
+@pytest.mark.parametrize("name, value", [("temperature", NAN), ("temperature", INF), ("top_p", NAN), ("top_k", 2.7),
+                                         ("repetition_penalty", NAN), ("top_k", [1, 2.5])])
+def test_sampler_refuses_what_force_refuses(name, value):
+    """apply_sampling_params is public too: the same check, not a truncating cast or a NaN passed to torch."""
+    from adaptive_decoder.sampling import apply_sampling_params
+
+    kw = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": None, name: value}
+    with pytest.raises(ValueError, match=rf"^{name} must be .*got"):
+        apply_sampling_params(torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 10), kw["temperature"], kw["top_p"],
+                              kw["top_k"], kw["repetition_penalty"])

