@@ -10,8 +10,11 @@ accepted for `top_p`; a trailing sentence after the config is ignored):
     temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1
 
 Valid ranges (`RANGES`): temperature [0, 2] (0 = greedy), top_p (0, 1], top_k an integer in [0, 1000]
-(0 = off), repetition_penalty [1, 2] (1 = off). The parser never raises: a key that is missing, not a number or out of
-range takes the configured default value and is counted (`ParseResult.problems`, `ParseStats`). Status:
+(0 = off), repetition_penalty [1, 2] (1 = off). A value is a whole token in plain ASCII decimal notation
+("0.7", ".9", "1e-3"; for top_k an integral one): "1_000", "0.7abc", "1,5", "1.1.1", ".9." or full-width
+digits are not numbers, never cut to a valid-looking prefix (a period followed by a space ends a sentence, not
+the number). The parser never raises: a key that is missing, not a number or out of range takes the
+configured default value and is counted (`ParseResult.problems`, `ParseStats`). Status:
 "ok" (all four keys valid), "partial" (some valid), "failed" (none valid: the whole default config is used).
 `parse_failed` (what evaluation reports) is True unless the status is "ok".
 
@@ -54,16 +57,24 @@ UNTRAINED_TEMPLATE = (
     "temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1\n\n"
     "Request:\n{prompt}")
 
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)"
+# A number is a whole token in plain ASCII decimal notation ("0.7", ".9", "1e-3", "-3", "nan"/"inf": the last
+# two are numbers here and then out of range). re.ASCII: Python's \d would also match "４０", which float()
+# accepts. Anything else in the token ("1_000", "0.7abc", "1.1.1", "2e-9990.2") makes it not a number, rather
+# than letting a prefix through. top_k reads the same grammar and must then be integral ("2.5" is out of range).
+_NUMBER = re.compile(r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|nan|inf(?:inity)?)",
+                     re.IGNORECASE | re.ASCII)
 _KEY_PATTERNS = {
     "temperature": r"temp(?:erature)?",
     "top_p": r"top[\s_\-]?p",
     "top_k": r"top[\s_\-]?k",
     "repetition_penalty": r"rep(?:etition)?[\s_\-]?penalty",
 }
-# key, separator, then the value token (a number, or whatever word stands there: counted as "not_a_number")
+# The value token runs to a delimiter: whitespace, ";", a quote, a bracket, a comma (pairs are comma-separated)
+# or a period followed by whitespace (a sentence end: "repetition_penalty=1.1. Sure!"). A comma between digits
+# ("1,5": a decimal comma) and a period not followed by whitespace (".9.", "1.1.1") stay in the token, so such a
+# token is "not_a_number" instead of being cut to a valid-looking prefix.
 _PAIR = re.compile(r"(?<![a-z_])(" + "|".join(f"(?P<{k}>{p})" for k, p in _KEY_PATTERNS.items()) + r")"
-                   r"[\"']?\s*[=:]\s*[\"']?(?P<value>" + _NUM + r"|[^\s,;\"']*)", re.IGNORECASE)
+                   r"[\"']?\s*[=:]\s*[\"']?(?P<value>(?:[^\s,;\"'()\[\]{}.]|,(?=[0-9])|\.(?!\s))*)", re.IGNORECASE)
 
 
 def validate_config(config: dict, where: str = "config") -> dict:
@@ -91,6 +102,13 @@ def _check_value(key: str, value) -> tuple[object, str | None]:
     """(normalised value, None) or (None, problem) where problem is 'not_a_number' or 'out_of_range'."""
     if isinstance(value, bool):
         return None, "not_a_number"
+    if isinstance(value, str):
+        # float() alone is far too lenient ("1_000", " 40 ", "４０"): the token must be exactly a number
+        if not _NUMBER.fullmatch(value):
+            return None, "not_a_number"
+        mantissa = re.split(r"[eE]", value)[0]
+        if float(value) == 0.0 and re.search("[1-9]", mantissa):
+            return None, "out_of_range"  # "2e-9990" underflows to 0.0: a non-zero temperature must not turn greedy
     try:
         x = float(value)
     except (TypeError, ValueError, OverflowError):

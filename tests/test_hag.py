@@ -270,3 +270,40 @@ def test_registry_builds_hag_policies():
     assert isinstance(p, HAGPolicy) and p.untrained
     (p,) = build_policies("hag", model_path="runs/hag/merged", name="hag_lora")
     assert p.name == "hag_lora" and p.model_path == "runs/hag/merged"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("top_k=1_000", "top_k"),  # float() accepts underscores: was 1 (the prefix), status ok
+    ("temperature=0.7abc", "temperature"),  # was 0.7
+    ("top_p=.9.", "top_p"),  # was 0.9
+    ("repetition_penalty=1.1.1", "repetition_penalty"),  # was 1.1
+    ("temperature=1,5", "temperature"),  # a decimal comma: was 1.0
+    ("temperature=2e-9990.2", "temperature"),  # was 0.0, i.e. greedy
+    ("top_k=\uff14\uff10", "top_k"),  # full-width digits: float() reads 40, and re's \d matches them
+    ("temperature=\u0660.5", "temperature"),  # Arabic-Indic zero
+    ("top_k=40abc", "top_k"),
+])
+def test_a_value_must_be_a_whole_ascii_number(text, key):
+    r = parse_config(text + ", top_p=0.9" if key != "top_p" else text)
+    assert r.problems[key] == "not_a_number", text
+    assert r.config[key] == DEFAULT_CONFIG[key] and r.status != "ok"
+
+
+def test_strict_numbers_keep_the_ordinary_forms():
+    r = parse_config("temperature=.5, top_p=0.9, top_k=+40, repetition_penalty=1.")
+    assert r.status == "ok" and r.config == {"temperature": 0.5, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.0}
+    r = parse_config("temperature=1e-1,top_p=0.9;top_k=40 repetition_penalty=1.1. More prose.")
+    assert r.status == "ok" and r.config["temperature"] == 0.1 and r.config["repetition_penalty"] == 1.1
+    assert parse_config("(temperature=0.3)").config["temperature"] == 0.3  # brackets delimit
+
+
+def test_an_exponent_that_underflows_is_out_of_range_not_greedy():
+    assert parse_config("temperature=2e-9990").problems["temperature"] == "out_of_range"
+    assert parse_config("temperature=0e-9990").config["temperature"] == 0.0  # a real zero stays greedy
+
+
+def test_validate_config_applies_the_same_grammar_to_strings():
+    good = {"temperature": "0.7", "top_p": "0.9", "top_k": "40", "repetition_penalty": "1.1"}
+    assert validate_config(good) == {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1}
+    with pytest.raises(ValueError, match="top_k='1_000' is not a number"):
+        validate_config({**good, "top_k": "1_000"})
