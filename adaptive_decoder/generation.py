@@ -21,9 +21,13 @@ from transformers import LogitsProcessorList
 from .head import FACTORS, AdaptiveDecoderHead
 from .models import encode_prompts, model_max_length
 from .sampling import SamplingParamsProcessor, validate_sampling_value
+from .validation import positive_int
 
 # kwargs that would switch on a stock warper or a search we do not support; sampling values go through force=
 _REFUSED = {"temperature", "top_p", "top_k", "do_sample", "min_p", "typical_p", "repetition_penalty"}
+# generate() returns sequences, choices and values only: these would be computed and then dropped without a word
+# (and HF's scores would be OUR processed scores, not the model's), so they are refused rather than ignored
+_UNSUPPORTED_OUTPUTS = ("output_scores", "output_logits", "output_attentions", "output_hidden_states")
 
 
 @dataclass
@@ -109,6 +113,15 @@ class AdaptiveDecodingModel:
             raise ValueError(f"pass sampling values through force= (or let the head choose), not {bad}")
         if kwargs.get("num_beams", 1) != 1:
             raise ValueError("num_beams > 1 is not supported: adaptive decoding samples one token per row per step")
+        asked = [k for k in _UNSUPPORTED_OUTPUTS if kwargs.get(k)]
+        if asked:
+            raise ValueError(f"{asked} not supported: AdaptiveDecodingModel.generate returns sequences, per-step "
+                             "choices and values only (read logits with a forward pass over out.sequences)")
+        # HF would round a float length (2.5 -> 3 tokens) and fail on 0 with a shape message: check them here
+        num_return = positive_int("num_return_sequences", kwargs.get("num_return_sequences", 1))
+        for k in ("max_new_tokens", "max_length"):
+            if kwargs.get(k) is not None:
+                kwargs[k] = positive_int(k, kwargs[k])
         if input_ids is None or input_ids.numel() == 0:
             raise ValueError("generate() needs a non-empty input_ids tensor")
         if attention_mask is None:
@@ -116,7 +129,7 @@ class AdaptiveDecodingModel:
         if force is None and self.head is None:
             raise ValueError("no head attached: pass force={...} or attach a head with set_head()")
 
-        n_rows = input_ids.shape[0] * kwargs.get("num_return_sequences", 1)
+        n_rows = input_ids.shape[0] * num_return
         if force is not None:
             force = _normalise_force(force, n_rows, input_ids.device)
         generator = None
@@ -124,7 +137,7 @@ class AdaptiveDecodingModel:
             generator = torch.Generator(device=self.model.device)
             generator.manual_seed(int(head_seed) if head_seed is not None else int(torch.randint(0, 2**62, (1,))))
         rec = _StepRecorder(self, force, selection, epsilon, generator, return_head_inputs)
-        pad_len = (attention_mask != 0).int().argmax(dim=1).repeat_interleave(kwargs.get("num_return_sequences", 1))
+        pad_len = (attention_mask != 0).int().argmax(dim=1).repeat_interleave(num_return)
         procs = LogitsProcessorList(list(logits_processor or []) + [SamplingParamsProcessor(rec.decide, pad_len)])
         handle = self.model.get_output_embeddings().register_forward_pre_hook(rec.hook)
         try:
@@ -170,6 +183,7 @@ class AdaptiveDecodingModel:
         """
         if self.tokenizer is None:
             raise ValueError("generate_text needs a tokenizer: AdaptiveDecodingModel(model, tokenizer, head)")
+        max_new_tokens = positive_int("max_new_tokens", max_new_tokens)  # before it sizes the prompt budget
         limit = model_max_length(self.model, self.tokenizer)
         if limit is not None and max_new_tokens >= limit:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a {limit}-token context")

@@ -151,12 +151,20 @@ def encode_prompts(tokenizer, prompts, chat: bool | None = None, max_length: int
     Prompts longer than `max_length` tokens are cut from the LEFT with a warning (the question is at the end),
     or rejected with ValueError when truncate=False.
     """
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of strings, not a single string")
-    prompts = list(prompts)
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(f"prompts must be a list of strings, not a single {type(prompts).__name__} value")
+    try:
+        prompts = list(prompts)
+    except TypeError:
+        raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}") from None
     if not prompts:
         raise ValueError("empty prompt list: give at least one prompt")
-    empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+    # the type first: calling None, 123 or b"..." an "empty prompt" sends the user looking for the wrong bug
+    not_str = [(i, type(p).__name__) for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if not_str:
+        shown = ", ".join(f"index {i} is {t}" for i, t in not_str)
+        raise TypeError(f"prompts must be str: {shown}")
+    empty = [i for i, p in enumerate(prompts) if not p.strip()]
     if empty:
         raise ValueError(f"empty prompt(s) at index {empty}")
     texts = [format_prompt(tokenizer, p, chat) for p in prompts]

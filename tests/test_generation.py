@@ -153,3 +153,35 @@ def test_sampler_refuses_what_force_refuses(name, value):
     with pytest.raises(ValueError, match=rf"^{name} must be .*got"):
         apply_sampling_params(torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 10), kw["temperature"], kw["top_p"],
                               kw["top_k"], kw["repetition_penalty"])
+
+
+# ------------------------------------------------------------------------- misleading messages (issue 18, C)
+@pytest.mark.parametrize("kw, match", [
+    ({"num_return_sequences": 0}, "num_return_sequences must be a positive integer, got 0"),
+    ({"num_return_sequences": 1.5}, r"num_return_sequences must be a positive integer, got 1.5 \(float\)"),
+    ({"max_new_tokens": 2.5}, r"max_new_tokens must be a positive integer, got 2.5 \(float\)"),  # was: 3 tokens
+    ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer, got 0"),
+    ({"max_new_tokens": True}, r"max_new_tokens must be a positive integer, got True \(bool\)"),
+    ({"return_dict_in_generate": True, "output_scores": True}, r"\['output_scores'\] not supported"),  # was: dropped
+    ({"return_dict_in_generate": True, "output_logits": True}, r"\['output_logits'\] not supported"),
+])
+def test_bad_counts_and_unsupported_outputs_are_refused_by_name(model, kw, match):
+    adm = AdaptiveDecodingModel(model)
+    ids, mask = batch()
+    with pytest.raises(ValueError, match=match):
+        adm.generate(ids, mask, force={"temperature": 0.0}, **{"max_new_tokens": 2, **kw})
+
+
+def test_generate_text_refuses_fractional_max_new_tokens(model):
+    from conftest import tiny_tokenizer
+
+    adm = AdaptiveDecodingModel(tiny_llama(vocab_size=259, seed=4), tiny_tokenizer())
+    with pytest.raises(ValueError, match=r"max_new_tokens must be a positive integer, got 2.5"):
+        adm.generate_text(["hi"], max_new_tokens=2.5, force={"temperature": 0.0})
+
+
+def test_return_dict_alone_still_works(model):
+    ids, mask = batch()
+    out = AdaptiveDecodingModel(model).generate(ids, mask, force={"temperature": 0.0}, max_new_tokens=2,
+                                                return_dict_in_generate=True)
+    assert out.sequences.shape == (3, 7)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import logging
+import re
 
 import pytest
 import torch
@@ -101,3 +102,18 @@ def test_gemma3_second_architecture_without_chat_template():
     assert out.choices["temperature"].shape == (2,) and len(out.texts) == 2
     forced = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=8, force={"temperature": 0.0})
     assert torch.equal(forced.sequences, model.generate(**enc, max_new_tokens=8, do_sample=False))
+
+
+# ------------------------------------------------------------------------- misleading messages (issue 18, C)
+@pytest.mark.parametrize("prompts, match", [
+    ([123], "prompts must be str: index 0 is int"),  # was: "empty prompt(s) at index [0]"
+    (["fine", None], "prompts must be str: index 1 is NoneType"),
+    ([b"hello"], "prompts must be str: index 0 is bytes"),
+    (b"hello", "prompts must be a list of strings, not a single bytes value"),
+    (123, "prompts must be a list of strings, got int"),
+])
+def test_non_string_prompts_are_named_by_type_and_index(prompts, match):
+    from conftest import tiny_tokenizer
+
+    with pytest.raises(TypeError, match=re.escape(match)):
+        encode_prompts(tiny_tokenizer(), prompts)
