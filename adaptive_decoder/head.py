@@ -24,6 +24,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .models import EMBEDDED
+from .paths import local_path, missing_local_dir
 from .sampling import validate_sampling_value
 from .validation import fraction, positive_int
 
@@ -256,8 +257,17 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        path = Path(pretrained_model_name_or_path)
-        if path.is_dir():
+        """Load a head from a directory saved by `save_pretrained`, or from a Hub repo id.
+
+        A name that looks like a local path (`adaptive_decoder.paths.local_path`) but is not a directory fails
+        with "directory not found: <path>".
+        """
+        missing = missing_local_dir(pretrained_model_name_or_path)
+        if missing is not None:
+            raise missing
+        path = local_path(pretrained_model_name_or_path)
+        if path is not None:  # expanded ("~/heads/x"), so the mixin, which does not expand, sees the directory
+            pretrained_model_name_or_path = path
             cfg_file = path / "config.json"
             if not cfg_file.exists():
                 raise FileNotFoundError(f"{path} has no config.json: not an AdaptiveDecoderHead checkpoint")

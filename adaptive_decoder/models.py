@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .paths import local_path, shown_path
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED = {
@@ -61,11 +63,17 @@ def embedded_gguf_path(name: str) -> Path:
 
 
 def resolve_model_source(name_or_path: str) -> tuple[str, dict, str]:
-    """Return (path_or_id, extra from_pretrained kwargs, identity string) for a model name."""
+    """Return (path_or_id, extra from_pretrained kwargs, identity string) for a model name.
+
+    An embedded name, a local directory or .gguf file, or else a Hub repo id; a name that looks like a local path
+    (`adaptive_decoder.paths.local_path`) but does not exist raises FileNotFoundError naming it.
+    """
     if name_or_path in EMBEDDED:
         path = embedded_gguf_path(name_or_path)
         return str(path.parent), {"gguf_file": path.name}, EMBEDDED[name_or_path]["identity"]
-    p = Path(name_or_path)
+    p = local_path(name_or_path)
+    if p is None:  # reads as a Hub repo id (see adaptive_decoder.paths)
+        return name_or_path, {}, name_or_path
     if p.is_file() and p.suffix == ".gguf":
         return str(p.parent), {"gguf_file": p.name}, str(p)
     if p.is_dir():
@@ -73,7 +81,11 @@ def resolve_model_source(name_or_path: str) -> tuple[str, dict, str]:
         if not (p / "config.json").exists() and len(ggufs) == 1:
             return str(p), {"gguf_file": ggufs[0].name}, str(p)
         return str(p), {}, str(p)
-    return name_or_path, {}, name_or_path
+    # a local path that is not there: say so, instead of letting the Hub client reject it as a repo id
+    shown = shown_path(name_or_path, p)
+    if p.exists():
+        raise FileNotFoundError(f"not a model directory or .gguf file: {shown}")
+    raise FileNotFoundError(f"{'file' if p.suffix == '.gguf' else 'directory'} not found: {shown}")
 
 
 def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | None = torch.float32,

@@ -171,3 +171,30 @@ def test_config_refuses_non_finite_non_integer_and_mistyped_values(kw, match):
 def test_fixed_values_are_normalised_to_json_numbers():
     cfg = AdaptiveDecoderConfig(hidden_size=16, fixed={"top_k": 20.0, "temperature": 1})
     assert cfg.fixed == {"temperature": 1.0, "top_p": 1.0, "top_k": 20} and isinstance(cfg.fixed["top_k"], int)
+
+
+# ------------------------------------------------------------- missing local head directory (issue 18, C)
+@pytest.mark.parametrize("rel", ["./missing-head", "../missing-head", "runs/seed-0/head", "missing-head/", "my head"])
+def test_missing_local_looking_head_path_says_directory_not_found(tmp_path, monkeypatch, rel):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"directory not found: {rel}"):  # was: the Hub's HFValidationError
+        AdaptiveDecoderHead.from_pretrained(rel)
+    with pytest.raises(FileNotFoundError, match="directory not found: " + str(tmp_path / "nope")):
+        AdaptiveDecoderHead.from_pretrained(str(tmp_path / "nope"))
+
+
+def test_home_relative_head_path_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_head().save_pretrained(tmp_path / "heads" / "h")
+    assert AdaptiveDecoderHead.from_pretrained("~/heads/h").config == make_head().config
+    with pytest.raises(FileNotFoundError, match="directory not found: " + str(tmp_path / "heads" / "nope")):
+        AdaptiveDecoderHead.from_pretrained("~/heads/nope")
+
+
+def test_local_path_rule():
+    from adaptive_decoder.paths import local_path
+
+    for name in ["./h", "../h", "/abs/h", "~/h", "a/b/c", "h/", "with space", ".", ".."]:
+        assert local_path(name) is not None, name
+    for name in ["head-only-name", "owner/name", "Org/model.v2_1"]:  # Hub repo ids (when no such path exists)
+        assert local_path(name) is None, name

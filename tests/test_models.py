@@ -117,3 +117,11 @@ def test_non_string_prompts_are_named_by_type_and_index(prompts, match):
 
     with pytest.raises(TypeError, match=re.escape(match)):
         encode_prompts(tiny_tokenizer(), prompts)
+
+
+@pytest.mark.parametrize("rel, kind", [("./no-model", "directory"), ("runs/a/model", "directory"),
+                                       ("./weights/x.gguf", "file")])
+def test_missing_local_model_path_says_not_found(tmp_path, monkeypatch, rel, kind):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{kind} not found: {rel}")):  # was: HFValidationError
+        models.load_base_model(rel)
