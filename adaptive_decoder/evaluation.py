@@ -32,6 +32,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .head_digest import head_fingerprint
 from .policies import (DEFAULT_TEMPERATURES, POLICIES, AdaptivePolicy, FixedPolicy, GreedyPolicy, OraclePolicy,
                        build_policies)
 from .plotting import pyplot, save_figure
@@ -122,12 +123,6 @@ class EvalConfig:
         # run only adds units. The Evaluator checks them per method instead: a head's weights, and the options of
         # every method that already has units (a head retrained in place must not reuse the old head's units).
         return {k: getattr(self, k) for k in self._RESULT_FIELDS}
-
-
-def _file_digest(path: Path) -> str | None:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -292,7 +287,7 @@ class Evaluator:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.out_dir / "run_config.json"
         fp = json.loads(json.dumps(self.cfg.fingerprint()))
-        heads = {p.name: _file_digest(Path(p.head_path) / "model.safetensors") for p in self.policies
+        heads = {p.name: head_fingerprint(p.head_path) for p in self.policies
                  if isinstance(p, AdaptivePolicy) and p.head_path}
         opts = json.loads(json.dumps({m: self.cfg.method_options.get(m) for m in self.cfg.methods}))
         self.store = UnitStore(self.out_dir / "units.jsonl")

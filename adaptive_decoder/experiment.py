@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from .configs import as_mapping
+from .head_digest import head_fingerprint
 from .plotting import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
@@ -533,8 +534,7 @@ class Experiment:
         return self._run_stage(f"seed-{seed}/eval", out, fp, run, covers=covers, normalize=normalize)
 
     def _head_fingerprint(self, seed, level) -> str | None:
-        p = self.head_path(seed, level) / "model.safetensors"
-        return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() else None
+        return head_fingerprint(self.head_path(seed, level))
 
     # --- driver --------------------------------------------------------------------------------------------
     def run(self) -> dict:

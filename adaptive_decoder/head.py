@@ -23,6 +23,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .head_digest import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME, recorded_digest, verify_weights, weights_digest
 from .models import EMBEDDED
 from .paths import local_path, missing_local_dir
 from .sampling import validate_sampling_value
@@ -230,6 +231,14 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
         return out
 
     # --- persistence: safetensors + JSON only, never pickle -------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Weights, then config.json with their digest (see `head_digest`). The hub mixin leaves a config.json
+        written here alone; the digest sits beside the config fields, not in AdaptiveDecoderConfig, so a head's
+        config (and everything that compares configs) is the same before and after a save."""
+        super()._save_pretrained(save_directory)
+        cfg = {**self.config.to_dict(), DIGEST_KEY: weights_digest(save_directory)}
+        (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(cfg, sort_keys=True, indent=2))
+
     @classmethod
     def _from_pretrained(cls, *, model_id, revision=None, cache_dir=None, force_download=False, proxies=None,
                          resume_download=None, local_files_only=False, token=None, map_location="cpu",
@@ -238,13 +247,23 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
         from safetensors.torch import load_file
 
         if Path(model_id).is_dir():
-            weights = Path(model_id) / "model.safetensors"
+            weights = Path(model_id) / WEIGHTS_NAME
             if not weights.exists():
-                raise FileNotFoundError(f"{model_id} has no model.safetensors (adaptive-decoder never loads pickled weights)")
+                raise FileNotFoundError(f"{model_id} has no {WEIGHTS_NAME} "
+                                        "(adaptive-decoder never loads pickled weights)")
         else:
-            weights = hf_hub_download(model_id, "model.safetensors", revision=revision, cache_dir=cache_dir,
-                                      force_download=force_download, token=token, local_files_only=local_files_only)
-        model = cls(**model_kwargs)
+            weights = Path(hf_hub_download(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                           force_download=force_download, token=token,
+                                           local_files_only=local_files_only))
+        config = model_kwargs.get("config")
+        if isinstance(config, dict):  # the mixin passes config.json as read; the digest is not a config field
+            model_kwargs["config"] = {k: v for k, v in config.items() if k != DIGEST_KEY}
+        # config.json next to the weights (a local directory, or the same Hub snapshot) holds the digest
+        verify_weights(weights, recorded_digest(weights.parent / CONFIG_NAME))
+        try:
+            model = cls(**model_kwargs)
+        except ValueError as e:  # name the checkpoint: the field error alone does not say which file is wrong
+            raise ValueError(f"invalid head config in {model_id}: {e}") from e
         try:
             state = load_file(str(weights), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types for truncated / garbage files
@@ -260,7 +279,7 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
         """Load a head from a directory saved by `save_pretrained`, or from a Hub repo id.
 
         A name that looks like a local path (`adaptive_decoder.paths.local_path`) but is not a directory fails
-        with "directory not found: <path>".
+        with "directory not found: <path>"; the weights are checked against the digest in config.json.
         """
         missing = missing_local_dir(pretrained_model_name_or_path)
         if missing is not None:
@@ -268,7 +287,7 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
         path = local_path(pretrained_model_name_or_path)
         if path is not None:  # expanded ("~/heads/x"), so the mixin, which does not expand, sees the directory
             pretrained_model_name_or_path = path
-            cfg_file = path / "config.json"
+            cfg_file = path / CONFIG_NAME
             if not cfg_file.exists():
                 raise FileNotFoundError(f"{path} has no config.json: not an AdaptiveDecoderHead checkpoint")
             try:

@@ -198,3 +198,54 @@ def test_local_path_rule():
         assert local_path(name) is not None, name
     for name in ["head-only-name", "owner/name", "Org/model.v2_1"]:  # Hub repo ids (when no such path exists)
         assert local_path(name) is None, name
+
+
+# ------------------------------------------------------------------------ weights digest (issue 18, D)
+def test_saved_config_records_the_weights_digest_and_loading_verifies_it(tmp_path):
+    import hashlib
+
+    head = make_head()
+    head.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert AdaptiveDecoderHead.from_pretrained(tmp_path).config == head.config  # the digest is no config field
+    data = bytearray(weights.read_bytes())
+    data[-100:] = bytes(100)  # tensor bytes only: safetensors' header check cannot see this
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model.safetensors: weights do not match the digest in config.json: "
+                                         r"file corrupted or replaced"):
+        AdaptiveDecoderHead.from_pretrained(tmp_path)
+
+
+def test_head_saved_without_digest_still_loads_with_a_warning(tmp_path, caplog):
+    head = make_head()
+    head.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["weights_sha256"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level("WARNING", logger="adaptive_decoder.head_digest"):
+        loaded = AdaptiveDecoderHead.from_pretrained(tmp_path)
+    assert loaded.config == head.config and "records no weights digest" in caplog.text
+
+
+def test_run_record_fingerprint_is_the_recorded_digest(tmp_path):
+    """Evaluation and the experiment identify a head by the first 16 hex digits of the same digest (the value
+    their records have always stored, so records written before the digest existed still match)."""
+    import hashlib
+
+    from adaptive_decoder.head_digest import head_fingerprint
+
+    make_head().save_pretrained(tmp_path)
+    old_value = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()[:16]
+    recorded = json.loads((tmp_path / "config.json").read_text())["weights_sha256"]
+    assert head_fingerprint(tmp_path) == old_value == recorded[:16]
+    assert head_fingerprint(tmp_path / "nothing") is None
+
+
+def test_mistyped_saved_config_names_the_checkpoint_and_the_field(tmp_path):
+    make_head().save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_size": "abc"}))
+    with pytest.raises(ValueError, match=r"invalid head config in .*hidden_size must be a positive integer, got 'abc'"):
+        AdaptiveDecoderHead.from_pretrained(tmp_path)
