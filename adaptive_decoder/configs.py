@@ -100,7 +100,7 @@ def parse_recipe_config(dataclass_types, argv=None, description: str | None = No
         if tok.startswith("--") and tok != "--config":
             flag = tok.split("=", 1)[0]
             if flag not in flags:
-                raise ConfigError(f"unknown flag {flag}{_suggest(flag, flags)}; flags are never abbreviated")
+                raise ConfigError(f"unknown flag {tok}{_suggest(flag, flags)}; flags are never abbreviated")
     try:
         return parser.parse_args_and_config(argv)
     except ConfigError:
