@@ -15,8 +15,9 @@ One call, `run_experiment(ExperimentConfig(...))`, drives the whole pipeline on 
                        (`adaptive_decoder.evaluation.Evaluator`)
     aggregate    per method x task: mean reward with a 95% bootstrap CI over prompts (each prompt's reward averaged
                  over seeds), paired win rates / mean differences with p-values vs every fixed temperature
-                 (`adaptive_decoder.stats`), the learned temperature / top-p / top-k distributions per task, plots,
-                 `summary.md` and `summary.json`, and the verdict on the bar (see `check_bar`).
+                 (`adaptive_decoder.stats`); per-task normalized rewards and win rates, their equally weighted
+                 means over tasks and the verdict on the bar (`adaptive_decoder.scalefree`); the learned
+                 temperature / top-p / top-k distributions per task, plots, `summary.md` and `summary.json`.
 
 Resume: each stage directory gets a `stage_done.json` (its settings fingerprint, summary and wall time) written
 atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
@@ -623,32 +624,32 @@ def _mean_rewards(by_prompt: dict, prompt_ids: list) -> list[float]:
     return [sum(by_prompt[p]) / len(by_prompt[p]) for p in prompt_ids]
 
 
-def check_bar(summary: dict, method: str = "adseq") -> dict:
-    """The bar of the reproduction: `method`'s overall mean reward above the best single fixed temperature with the
-    paired 95% interval of the difference excluding zero, and its mean within (or above) the oracle's 95% CI."""
-    ov = summary["tasks"][OVERALL]
-    if method not in ov["methods"]:
-        return {"method": method, "evaluated": False, "met": False}
-    fixed = [m for m, d in summary["methods"].items() if d.get("type") == "FixedPolicy"]
-    best = max(fixed, key=lambda m: ov["methods"][m]["reward"]["mean"])
-    comp = next(c for c in summary["comparisons"] if c["task"] == OVERALL and c["method"] == method and c["baseline"] == best)
-    beats = comp["diff_lo"] > 0
-    out = {"method": method, "evaluated": True, "best_fixed": best, "best_fixed_mean": ov["methods"][best]["reward"]["mean"],
-           "method_mean": ov["methods"][method]["reward"]["mean"], "diff": comp["mean_diff"],
-           "diff_ci": [comp["diff_lo"], comp["diff_hi"]], "p_value": comp["p_value"], "beats_best_fixed": beats}
-    oracle = [m for m, d in summary["methods"].items() if d.get("type") == "OraclePolicy"]
-    if oracle:
-        o = ov["methods"][oracle[0]]["reward"]
-        out["oracle_ci"] = [o["lo"], o["hi"]]
-        out["within_oracle_ci"] = out["method_mean"] >= o["lo"]
-    out["met"] = bool(beats and out.get("within_oracle_ci", True))
+def same_decoding(methods: dict) -> dict:
+    """{greedy method: the fixed temperature it equals}: greedy and T=0.0 decode with one config, so the evaluator
+    gives them identical samples; reports show such a pair once (as the grid setting, which the bar uses)."""
+    keys = ("temperature", "top_p", "top_k", "repetition_penalty")
+    fixed = [m for m, d in methods.items() if d.get("type") == "FixedPolicy"]
+    out = {}
+    for m, d in methods.items():
+        if d.get("type") == "GreedyPolicy":
+            twin = next((f for f in fixed if all(methods[f].get(k) == d.get(k) for k in keys)), None)
+            if twin is not None:
+                out[m] = twin
     return out
 
 
+def primary_method(cfg: ExperimentConfig) -> str:
+    """The head the bar is about: ADseq (as in the paper's headline), ADtok when only that head is trained."""
+    return LEVEL_METHOD["sequence" if "sequence" in cfg.levels else cfg.levels[0]]
+
+
 def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
-    """Summary over seeds: per-task and overall mean rewards with CIs, paired comparisons vs each fixed temperature,
-    chosen-parameter distributions, the oracle's choices, training diagnostics and the bar verdict."""
+    """Summary over seeds: per-task and overall (pooled, raw) mean rewards with CIs, paired comparisons vs each fixed
+    temperature, the scale-free report (`adaptive_decoder.scalefree`: normalized rewards, win rates), chosen-parameter
+    distributions, the oracle's choices, training diagnostics and the bar verdict (`bar`: the primary head's;
+    `bars`: every head's)."""
     from .evaluation import chosen_values
+    from .scalefree import check_bar, rewards_by_prompt, scale_free_report
     from .stats import bootstrap_mean_ci, paired_comparison
 
     root = Path(root)
@@ -710,7 +711,13 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
             summary["tasks"][t]["methods"][m]["metrics"] = {
                 k: _mean_or_none([d.get(k) for d in per_seed]) for k in keys}
     summary["training"] = _training_diagnostics(root, cfg)
-    summary["bar"] = {LEVEL_METHOD[lv]: check_bar(summary, LEVEL_METHOD[lv]) for lv in cfg.levels}
+    units = [u for res in results.values() for u in res["units"]]
+    test = rewards_by_prompt(units, "test")
+    summary["scale_free"] = scale_free_report({t: test[t] for t in tasks}, rewards_by_prompt(units, "dev"), fixed,
+                                              method_names, n_boot=nb, seed=0)
+    summary["bars"] = {LEVEL_METHOD[lv]: check_bar(summary["scale_free"], LEVEL_METHOD[lv]) for lv in cfg.levels}
+    summary["bar"] = summary["bars"][primary_method(cfg)]
+    summary["same_decoding"] = same_decoding(methods)
     return summary
 
 
@@ -759,41 +766,64 @@ def _share_table(chosen: dict, factor: str) -> str:
     return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: float(kv[0])))
 
 
+def _bar_sentences(summary: dict) -> list[str]:
+    """One line per head: its verdict and numbers; then where the primary head stands against the oracle."""
+    from .scalefree import BAR_RULE, bar_numbers
+
+    primary = summary["bar"]["method"]
+    L = [BAR_RULE.format(method=primary) + " ADtok is held to the same bar and reported alongside.", ""]
+    for m, b in summary["bars"].items():
+        if not b.get("evaluated"):
+            L.append(f"- **{m}**: not evaluated.")
+            continue
+        L.append(f"- **{m}: {'MET' if b['met'] else 'NOT MET'}**: {bar_numbers(b)}.")
+    sf = summary["scale_free"]
+    oracle = [m for m, d in summary["methods"].items() if d.get("type") == "OraclePolicy" and m in sf["normalized"]]
+    if oracle and summary["bar"].get("evaluated"):
+        o = sf["normalized"][oracle[0]]["overall"]
+        v = summary["bar"]["method_normalized"]
+        where = "inside" if o["lo"] <= v <= o["hi"] else ("below" if v < o["lo"] else "above")
+        L += ["", f"For reference, the per-task oracle (the best temperature of each task, chosen on its dev prompts) "
+                  f"reaches an overall normalized reward of {o['mean']:.3f} [95% CI {o['lo']:.3f}, {o['hi']:.3f}]; "
+                  f"{primary}'s {v:.3f} lies {where} that interval."]
+    return L
+
+
 def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
+    from .scalefree import markdown_sections
+
     tasks = [t for t in summary["tasks"] if t != OVERALL] + [OVERALL]
-    methods = list(summary["methods"])
+    twins = summary.get("same_decoding", {})
+    methods = [m for m in summary["methods"] if m not in twins]
     L = ["# Experiment summary", "",
          f"Model `{cfg.model}`; seeds {cfg.seeds}; heads: {', '.join(LEVEL_METHOD[lv] for lv in cfg.levels)}; "
          f"{cfg.max_new_tokens} max new tokens. Each prompt's reward is its mean over the k samples and over seeds; "
-         f"intervals are 95% bootstrap CIs over test prompts ({cfg.n_bootstrap} resamples). `overall` pools the test "
-         "prompts of every task.", ""]
-    for lv, b in summary["bar"].items():
-        if not b.get("evaluated"):
-            L.append(f"**Bar ({lv})**: not evaluated.")
-            continue
-        verdict = "MET" if b["met"] else "NOT MET"
-        L.append(f"**Bar ({lv}) {verdict}**: overall mean {b['method_mean']:.3f} vs best fixed `{b['best_fixed']}` "
-                 f"{b['best_fixed_mean']:.3f}; paired difference {b['diff']:+.3f} [95% CI {b['diff_ci'][0]:+.3f}, "
-                 f"{b['diff_ci'][1]:+.3f}], p = {b['p_value']:.3g}"
-                 + (f"; oracle CI [{b['oracle_ci'][0]:.3f}, {b['oracle_ci'][1]:.3f}] "
-                    f"({'within/above' if b['within_oracle_ci'] else 'below'})" if "oracle_ci" in b else "") + ".")
-    L += ["", "## Mean reward per task (95% CI)", "",
+         f"intervals are 95% bootstrap CIs over test prompts ({cfg.n_bootstrap} resamples).", "",
+         "## The bar", ""] + _bar_sentences(summary) + [""]
+    for m, f in twins.items():
+        L += [f"`{m}` decodes exactly like `{f}` (the same config, so the same samples): it is shown once, as `{f}`, "
+              f"and the comparison `{m}` vs `{f}` is left out.", ""]
+    L += markdown_sections(summary["scale_free"], skip_methods=set(twins), skip_pairs=set(twins.items()))
+    L += ["## Mean reward per task, raw (95% CI)", "",
+          f"`{OVERALL}` pools the test prompts of every task on their raw scales, so the task with the widest reward "
+          "scale dominates it; the bar uses the normalized rewards above.", "",
           "| method | " + " | ".join(f"{t} (n={summary['tasks'][t]['num_test']})" for t in tasks) + " |",
           "|---|" + "---|" * len(tasks)]
     for m in methods:
         L.append(f"| {m} | " + " | ".join(_ci(summary["tasks"][t]["methods"][m]["reward"]) for t in tasks) + " |")
     L += ["", "Per-seed overall means: " + "; ".join(
-        f"seed {s}: " + ", ".join(f"{m} {v:.3f}" for m, v in ps["overall"].items() if v is not None)
+        f"seed {s}: " + ", ".join(f"{m} {v:.3f}" for m, v in ps["overall"].items() if v is not None and m not in twins)
         for s, ps in summary["per_seed"].items()), ""]
     oc = {t: [ps["oracle_choice"].get(t) for ps in summary["per_seed"].values()] for t in tasks if t != OVERALL}
     if any(any(v) for v in oc.values()):
         L += ["Oracle's choice on the dev prompts (per seed): " + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
     comps = summary["comparisons"]
-    L += ["## Paired comparisons vs each fixed temperature", "",
+    L += ["## Paired comparisons vs each fixed temperature, raw", "",
           "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
-          "paired-bootstrap p-value. AD heads are also compared with the oracle and the random controls.", ""]
+          "paired-bootstrap p-value. Here a tie is its own column (the paper's win rate above counts it 1/2). AD heads "
+          "are also compared with the oracle and the random controls.", ""]
     for t in tasks:
-        rows = [c for c in comps if c["task"] == t]
+        rows = [c for c in comps if c["task"] == t and twins.get(c["method"]) != c["baseline"]]
         if not rows:
             continue
         L += [f"### {t}", "", "| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |",
@@ -907,5 +937,5 @@ def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
     _atomic_write(root / "summary.md", summary_markdown(summary, cfg))
 
 
-__all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "check_bar", "make_splits", "run_experiment",
-           "prompt_group", "save_tiny_model", "split_examples", "splits_digest", "summary_markdown"]
+__all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "make_splits", "primary_method", "run_experiment",
+           "prompt_group", "same_decoding", "save_tiny_model", "split_examples", "splits_digest", "summary_markdown"]

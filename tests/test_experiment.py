@@ -2,13 +2,14 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from adaptive_decoder.experiment import (SPLIT_KEYS, ExperimentConfig, TaskReward, check_bar, make_splits, split_examples,
-                                         splits_digest)
+from adaptive_decoder.experiment import (SPLIT_KEYS, ExperimentConfig, TaskReward, make_splits, same_decoding,
+                                         split_examples, splits_digest)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "experiments" / "tiny.yaml"
@@ -194,33 +195,34 @@ def test_pipeline_end_to_end(finished_run):
     for m in methods:
         r = [summary["tasks"][t]["methods"][m]["reward"]["mean"] for t in ("gsm8k", "constrained_writing")]
         assert summary["tasks"]["overall"]["methods"][m]["reward"]["mean"] == pytest.approx(sum(r) / 2)
+    # the bar: the scale-free report over the same per-prompt rewards; adseq's is `bar`, every head's in `bars`
+    sf = summary["scale_free"]
+    assert set(sf["tasks"]) == {"gsm8k", "constrained_writing"} and sf["fixed"] == sorted(fixed)
+    assert all(n["normalization"]["source"] in ("dev", "test", "raw") for n in sf["tasks"].values())
     for lv in ("adseq", "adtok"):
-        b = summary["bar"][lv]
-        assert b["evaluated"] and b["best_fixed"] in fixed
-        assert b["met"] == (b["diff_ci"][0] > 0 and b["within_oracle_ci"])
+        b = summary["bars"][lv]
+        assert b["evaluated"] and b["baseline"] in fixed and set(b["win_rates"]) == fixed
+        assert b["met"] == (b["diff_ci"][0] > 0 and all(w["ci"][0] > 0.5 for w in b["win_rates"].values()))
+    assert summary["bar"] == summary["bars"]["adseq"]
+    assert summary["same_decoding"] == {"greedy": "T=0.0"}
     # learned distributions are recorded per task for the heads
     ch = summary["tasks"]["gsm8k"]["methods"]["adseq"]["chosen"]
     assert sum(ch["temperature"].values()) == cfg["num_test"] * cfg["eval"]["num_samples"]
     md = (run_dir / "summary.md").read_text()
-    assert "## Paired comparisons vs each fixed temperature" in md and "Bar (adseq)" in md
+    assert "## Paired comparisons vs each fixed temperature" in md and "## The bar" in md and "meets the bar when" in md
+    assert "## Normalized reward per task" in md and "## Win rate vs each fixed temperature" in md
+    # greedy is T=0.0: no reward row of its own, no comparison with itself; its other comparisons stay
+    assert "`greedy` decodes exactly like `T=0.0`" in md and "within/above" not in md
+    assert not re.search(r"^\| greedy \| -?\d", md, re.M) and "| greedy | T=0.0 |" not in md and "| greedy | T=1.0 |" in md
 
 
-def test_check_bar_logic():
-    def s(adseq_mean, diff_lo, oracle_lo):
-        return {"methods": {"T=0.0": {"type": "FixedPolicy"}, "T=1.0": {"type": "FixedPolicy"},
-                            "oracle": {"type": "OraclePolicy"}, "adseq": {"type": "AdaptivePolicy"}},
-                "tasks": {"overall": {"methods": {"T=0.0": {"reward": {"mean": 0.2}}, "T=1.0": {"reward": {"mean": 0.5}},
-                                                  "oracle": {"reward": {"mean": 0.6, "lo": oracle_lo, "hi": 0.7}},
-                                                  "adseq": {"reward": {"mean": adseq_mean}}}}},
-                "comparisons": [{"task": "overall", "method": "adseq", "baseline": "T=1.0", "mean_diff": adseq_mean - 0.5,
-                                 "diff_lo": diff_lo, "diff_hi": 0.3, "p_value": 0.01},
-                                {"task": "overall", "method": "adseq", "baseline": "T=0.0", "mean_diff": 0.4,
-                                 "diff_lo": 0.3, "diff_hi": 0.5, "p_value": 0.01}]}
-    b = check_bar(s(0.6, 0.02, 0.5))
-    assert b["best_fixed"] == "T=1.0" and b["met"]
-    assert not check_bar(s(0.6, -0.01, 0.5))["met"]       # interval includes zero
-    assert not check_bar(s(0.55, 0.01, 0.58))["met"]      # below the oracle's CI
-    assert check_bar(s(0.6, 0.02, 0.5), "adtok") == {"method": "adtok", "evaluated": False, "met": False}
+def test_same_decoding_pairs_greedy_with_its_grid_setting():
+    methods = {"greedy": {"type": "GreedyPolicy", "temperature": 0.0, "top_p": 1.0, "top_k": 0},
+               "T=0.0": {"type": "FixedPolicy", "temperature": 0.0, "top_p": 1.0, "top_k": 0},
+               "T=1.0": {"type": "FixedPolicy", "temperature": 1.0, "top_p": 1.0, "top_k": 0}}
+    assert same_decoding(methods) == {"greedy": "T=0.0"}
+    methods["T=0.0"]["top_p"] = 0.9  # a grid with top-p: greedy is not one of its settings
+    assert same_decoding(methods) == {}
 
 
 def test_collection_reward_is_the_evaluation_reward():
