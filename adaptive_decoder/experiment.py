@@ -914,6 +914,24 @@ def plot_paired_differences(summary: dict, path: Path) -> Path | None:
     return save_figure(fig, path, dpi=110)
 
 
+def verdict_block(summary: dict, cfg: ExperimentConfig) -> list[str]:
+    """The few lines a run ends with: what was compared, the bar, the numbers, and last the `BAR ...` line."""
+    from .scalefree import BAR_RULE, bar_line, bar_numbers
+
+    sf = summary["scale_free"]
+    heads = [LEVEL_METHOD[lv] for lv in cfg.levels]
+    tasks = ", ".join(f"{t} (n={d['n']})" for t, d in sf["tasks"].items())
+    primary = summary["bar"]
+    L = [f"Compared {', '.join(heads)} with the fixed temperatures {', '.join(sf['fixed'])} on the test prompts of "
+         f"{tasks}, seeds {list(cfg.seeds)}; per task, rewards are normalized so that the worst / best fixed "
+         "temperature on dev score 0 / 1, tasks weighted equally.",
+         "The bar: " + BAR_RULE.format(method=primary["method"])]
+    for m, b in summary["bars"].items():
+        if m != primary["method"]:
+            L.append(f"{m} (same bar, for reference): {'met' if b.get('met') else 'not met'}: {bar_numbers(b)}")
+    return L + [bar_line(primary)]
+
+
 def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
     from .evaluation import plot_chosen_params, plot_reward_vs_temperature
 
@@ -938,4 +956,5 @@ def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
 
 
 __all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "make_splits", "primary_method", "run_experiment",
-           "prompt_group", "same_decoding", "save_tiny_model", "split_examples", "splits_digest", "summary_markdown"]
+           "prompt_group", "same_decoding", "save_tiny_model", "split_examples", "splits_digest", "summary_markdown",
+           "verdict_block"]

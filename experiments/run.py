@@ -6,7 +6,8 @@
 
 Every `adaptive_decoder.experiment.ExperimentConfig` field can be set in the YAML or overridden on the command line
 (nested option dicts as JSON, e.g. --lpo '{"beta": 0.2}'); an unknown key is an error naming it. Rerunning with the
-same run_dir resumes: finished stages are skipped. Results: <run_dir>/summary.md (+ summary.json and PNG plots).
+same run_dir resumes: finished stages are skipped. Results: <run_dir>/summary.md (+ summary.json and PNG plots); the
+terminal gets a short verdict ending with a `BAR MET: ...` or `BAR NOT MET: ...` line.
 """
 
 import logging
@@ -19,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.experiment import ExperimentConfig, run_experiment  # noqa: E402
+from adaptive_decoder.experiment import ExperimentConfig, run_experiment, verdict_block  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -31,9 +32,10 @@ def main(argv=None) -> dict:
         torch.set_num_threads(cfg.torch_threads)
     t0 = time.time()
     summary = run_experiment(cfg)
-    print(open(os.path.join(cfg.run_dir, "summary.md")).read())
-    print(f"wrote {cfg.run_dir}/summary.md, summary.json and plots; wall clock {time.time() - t0:.1f} s "
-          f"(stages run: {len(summary['stages_run'])}, skipped: {len(summary['stages_skipped'])})")
+    print(f"wrote {os.path.join(cfg.run_dir, 'summary.md')} (every table), summary.json and plots; wall clock "
+          f"{time.time() - t0:.1f} s (stages run: {len(summary['stages_run'])}, skipped: {len(summary['stages_skipped'])})")
+    print()
+    print("\n".join(verdict_block(summary, cfg)))  # the BAR line last: what a log tail or a grep finds
     return summary
 
 

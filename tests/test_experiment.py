@@ -267,6 +267,18 @@ def test_resume_skips_finished_stages(finished_run, monkeypatch):
             assert again["tasks"][t]["methods"][m]["reward"] == r["reward"]
 
 
+def test_run_ends_with_the_verdict_not_the_tables(finished_run, capsys):
+    _, argv, _ = finished_run
+    summary = _load_cli().main(argv)  # resumes: every stage is done, only the report is redone
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) <= 8 and "## Mean reward" not in "\n".join(out)  # the tables stay in summary.md
+    bar = summary["bar"]
+    assert out[-1].startswith("BAR MET: adseq" if bar["met"] else "BAR NOT MET: adseq")
+    assert f"difference {bar['diff']:+.3f} [95% CI {bar['diff_ci'][0]:+.3f}, {bar['diff_ci'][1]:+.3f}]" in out[-1]
+    assert out[-3].startswith("The bar: adseq meets the bar when") and out[-2].startswith("adtok (same bar, for reference)")
+    assert out[-4].startswith("Compared adseq, adtok with the fixed temperatures T=0.0, T=0.5, T=1.0")
+
+
 def test_changed_settings_are_refused_on_resume(finished_run):
     run_dir, argv, _ = finished_run
     with pytest.raises(ValueError, match=r"train-sequence finished with different settings \(lpo differ\)"):
