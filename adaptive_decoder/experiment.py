@@ -888,29 +888,51 @@ def _plot_results_view(summary: dict) -> dict:
                                       for m, r in tr["methods"].items()}} for t, tr in summary["tasks"].items()}}
 
 
+def difference_rows(summary: dict) -> list[tuple]:
+    """(method, fixed, overall normalized difference interval, is the bar's comparison) for the plot, without a
+    method's comparison with the fixed setting it equals (greedy vs T=0.0: zero by construction)."""
+    twins = summary.get("same_decoding", {})
+    bar_pairs = {(b["method"], b["baseline"]) for b in summary.get("bars", {}).values() if b.get("evaluated")}
+    return [(m, f, d["overall"], (m, f) in bar_pairs) for m, by_f in summary["scale_free"]["differences"].items()
+            for f, d in by_f.items() if twins.get(m) != f]
+
+
 def plot_paired_differences(summary: dict, path: Path) -> Path | None:
-    """Overall mean difference (95% CI) of each non-fixed method vs each fixed temperature: the bar at a glance."""
+    """Overall normalized-reward difference (95% paired CI) of each non-fixed method vs each fixed temperature, the
+    bar's comparisons highlighted; a method's comparison with the fixed setting it equals (greedy vs T=0.0) is left
+    out, being zero by construction."""
     plt = pyplot()
 
-    rows = [c for c in summary["comparisons"] if c["task"] == OVERALL]
+    rows = difference_rows(summary)
     if not rows:
         return None
-    methods = list(dict.fromkeys(c["method"] for c in rows))
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
-    y = 0
-    ticks, labels = [], []
+    fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.42 * len(rows)))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, m in enumerate(methods):
-        for c in (c for c in rows if c["method"] == m):
-            ax.errorbar([c["mean_diff"]], [y], xerr=[[c["mean_diff"] - c["diff_lo"]], [c["diff_hi"] - c["mean_diff"]]],
-                        fmt="o", color=colors[i % len(colors)], capsize=3)
-            ticks.append(y)
-            labels.append(f"{m} - {c['baseline']}")
-            y -= 1
-        y -= 0.5
+    methods = list(dict.fromkeys(m for m, *_ in rows))
+    y, ticks, labels, last = 0.0, [], [], None
+    for m, f, iv, is_bar in rows:
+        if last is not None and m != last:
+            y -= 0.5  # a gap between methods
+        last = m
+        i = methods.index(m)
+        if is_bar:
+            ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.35, lw=0)
+        ax.errorbar([iv["mean"]], [y], xerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]], fmt="D" if is_bar else "o",
+                    color=colors[i % len(colors)], capsize=4 if is_bar else 3, ms=7 if is_bar else 5,
+                    elinewidth=2.2 if is_bar else 1.2)
+        ticks.append(y)
+        labels.append(f"{m} − {f}" + ("  (the bar)" if is_bar else ""))
+        y -= 1
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(ticks, labels, fontsize=7)
-    ax.set_xlabel("overall mean reward difference (95% paired bootstrap CI)")
+    for t in ax.get_yticklabels():
+        if t.get_text().endswith("(the bar)"):
+            t.set_fontweight("bold")
+    ax.set_xlabel("difference in overall normalized reward (95% paired bootstrap CI)")
+    best = summary["scale_free"]["best_fixed"]
+    ax.set_title(f"Overall normalized reward (tasks weighted equally): each method minus each fixed temperature\n"
+                 f"highlighted: the bar's comparison, with {best['name']}, the best single fixed temperature on "
+                 f"{best['chosen_on']}", fontsize=8.5)
     return save_figure(fig, path, dpi=110)
 
 
@@ -955,6 +977,6 @@ def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
     _atomic_write(root / "summary.md", summary_markdown(summary, cfg))
 
 
-__all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "make_splits", "primary_method", "run_experiment",
-           "prompt_group", "same_decoding", "save_tiny_model", "split_examples", "splits_digest", "summary_markdown",
-           "verdict_block"]
+__all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "difference_rows", "make_splits", "primary_method",
+           "run_experiment", "prompt_group", "same_decoding", "save_tiny_model", "split_examples", "splits_digest",
+           "summary_markdown", "verdict_block"]

@@ -208,6 +208,11 @@ def test_pipeline_end_to_end(finished_run):
     # learned distributions are recorded per task for the heads
     ch = summary["tasks"]["gsm8k"]["methods"]["adseq"]["chosen"]
     assert sum(ch["temperature"].values()) == cfg["num_test"] * cfg["eval"]["num_samples"]
+    # the differences plot: no greedy - T=0.0, and exactly the bar's comparisons highlighted
+    from adaptive_decoder.experiment import difference_rows
+    rows = difference_rows(summary)
+    assert ("greedy", "T=0.0") not in {(m, f) for m, f, *_ in rows} and ("greedy", "T=1.0") in {(m, f) for m, f, *_ in rows}
+    assert {(m, f) for m, f, _, hl in rows if hl} == {(lv, summary["bars"][lv]["baseline"]) for lv in ("adseq", "adtok")}
     md = (run_dir / "summary.md").read_text()
     assert "## Paired comparisons vs each fixed temperature" in md and "## The bar" in md and "meets the bar when" in md
     assert "## Normalized reward per task" in md and "## Win rate vs each fixed temperature" in md
