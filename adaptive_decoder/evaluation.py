@@ -17,7 +17,8 @@ produce identical samples (same config, prompts and seeds), so the second copies
 (marked extra.reused_from) instead of recomputing them.
 
 Outputs in `output_dir`: units.jsonl (resume log), results.json (config, every sample with its applied values
-and chosen bins, per-method metrics, paired comparisons), results.md (tables; a win rate is never shown without
+and chosen bins, per-method metrics, paired comparisons, the scale-free report of `adaptive_decoder.scalefree`:
+normalized rewards, win rates and the bar for each head), results.md (tables; a win rate is never shown without
 its CI), reward_vs_temperature.png, chosen_params.png, and an offline wandb run (tables + images).
 """
 
@@ -36,6 +37,7 @@ from .head_digest import head_fingerprint
 from .policies import (DEFAULT_TEMPERATURES, POLICIES, AdaptivePolicy, FixedPolicy, GreedyPolicy, OraclePolicy,
                        build_policies)
 from .plotting import pyplot, save_figure
+from .scalefree import BAR_RULE, bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report
 from .stats import bootstrap_mean_ci, format_ci, paired_comparison
 from .storage import lock_dir
 from .tasks import TASKS, get_task
@@ -452,6 +454,12 @@ class Evaluator:
             for tname in self.cfg.tasks:
                 res["units"].extend(self.store.get(c.name, tname, "dev", e["id"]) for c in o.candidates
                                     for e in self.splits[tname][1] if self.store.done(c.name, tname, "dev", e["id"]))
+        if fixed:  # normalized rewards and win rates need the fixed grid
+            test = rewards_by_prompt(res["units"], "test")
+            res["scale_free"] = scale_free_report({t: test[t] for t in self.tasks}, rewards_by_prompt(res["units"], "dev"),
+                                                  [f.name for f in fixed], [p.name for p in self.policies],
+                                                  n_boot=cfg.n_bootstrap, seed=cfg.seed)
+            res["bar"] = {p.name: check_bar(res["scale_free"], p.name) for p in self.policies if isinstance(p, AdaptivePolicy)}
         return res
 
 
@@ -509,6 +517,11 @@ def markdown_table(results: dict) -> str:
     for m in methods:
         cells = [format_ci(**{k: results["tasks"][t]["methods"][m]["reward"][k] for k in ("mean", "lo", "hi")}) for t in tasks]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if "scale_free" in results:
+        lines += [""] + markdown_sections(results["scale_free"])
+        if results.get("bar"):  # the experiment's bar, applied to this suite's heads
+            lines += ["## The bar (as experiments/run.py applies it)", "", BAR_RULE.format(method="A head"), ""]
+            lines += [f"- {bar_line(b)}" for b in results["bar"].values()]
     for t in tasks:
         tr = results["tasks"][t]
         keys = [k for k in _HEADLINE.get(t, []) if any(tr["methods"][m]["metrics"].get(k) is not None for m in methods)]

@@ -109,6 +109,19 @@ def test_end_to_end_every_method(tiny_dir, tmp_path):
     assert "| adtok | T=1.0 |" in md and "win [95% CI]" in md
     for c in res["comparisons"]:  # the table never shows a win rate without its interval
         assert f"{c['win']:.2f} [{c['win_lo']:.2f}, {c['win_hi']:.2f}]" in md
+    # the scale-free view, from the same per-prompt rewards (normalized on the oracle's dev runs of the grid)
+    sf = res["scale_free"]
+    assert list(sf["tasks"]) == ALL_TASKS and sf["fixed"] == ["T=0.0", "T=1.0"]
+    assert set(sf["win_rates"]) == {"greedy", "random", "oracle", "adseq", "adtok"}
+    assert any(sf["tasks"][t]["normalization"]["source"] == "dev" for t in ALL_TASKS)
+    for t in ALL_TASKS:
+        n = sf["tasks"][t]["normalization"]
+        if n["source"] == "dev":
+            dev = {f: sum(u["reward"] for u in units_by(res, f, t, "dev").values()) / 2 for f in sf["fixed"]}
+            assert n["zero"] == pytest.approx(min(dev.values())) and n["scale"] == pytest.approx(max(dev.values()) - min(dev.values()))
+    assert set(res["bar"]) == {"adseq", "adtok"} and all(b["evaluated"] for b in res["bar"].values())
+    assert "## Normalized reward per task" in md and "## Win rate vs each fixed temperature" in md
+    assert "A head meets the bar when" in md and ("- BAR MET: adseq" in md or "- BAR NOT MET: adseq" in md)
     assert json.loads((out / "results.json").read_text())["config"]["model"] == str(tiny_dir)
     for png in ("reward_vs_temperature.png", "chosen_params.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -139,6 +152,7 @@ def test_empty_generations_are_scored(tmp_path):
     assert rewards == pytest.approx({"gsm8k": 0.0, "translation": 0.0, "constrained_writing": 0.0, "creative_writing": -2.0})
     md = (tmp_path / "out" / "results.md").read_text()
     assert "greedy" in md and "add method 'fixed' to compare" in md
+    assert "scale_free" not in res and "Normalized reward" not in md  # no fixed grid to normalize by
 
 
 def test_resume_after_sigkill_skips_finished_units(tiny_dir, tmp_path):
