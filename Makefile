@@ -25,8 +25,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 # The main job on the embedded SmolLM2-135M-Instruct: collect -> train ADseq + ADtok with LPO -> evaluate against
-# greedy, fixed temperatures, the per-task oracle and untrained HAG on held-out prompts; prints the table, writes
-# plots under runs/demo (6 min 19 s measured on 2 CPU cores; demo-quick about 4 min). Re-running resumes.
+# greedy, fixed temperatures, the per-task oracle and untrained HAG on held-out prompts; prints a short verdict
+# ending with the BAR MET / BAR NOT MET line, writes summary.md (every table) and plots under runs/demo
+# (6 min 19 s measured on 2 CPU cores; demo-quick about 4 min). Re-running resumes.
 demo: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/demo.yaml
 
