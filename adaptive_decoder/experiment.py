@@ -771,7 +771,8 @@ def _bar_sentences(summary: dict) -> list[str]:
     from .scalefree import BAR_RULE, bar_numbers
 
     primary = summary["bar"]["method"]
-    L = [BAR_RULE.format(method=primary) + " ADtok is held to the same bar and reported alongside.", ""]
+    others = [m for m in summary["bars"] if m != primary]
+    L = [BAR_RULE.format(method=primary) + (f" {', '.join(others)}: the same bar, reported alongside." if others else ""), ""]
     for m, b in summary["bars"].items():
         if not b.get("evaluated"):
             L.append(f"- **{m}**: not evaluated.")
