@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 from .configs import as_mapping
 from .head_digest import head_fingerprint
 from .plotting import pyplot, save_figure
+from .storage import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -250,12 +250,6 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def _atomic_write(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _diff(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
@@ -278,7 +272,7 @@ def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | Non
 def mark_done(stage_dir: Path, fingerprint: dict, summary: dict, wall_s: float) -> dict:
     rec = {"fingerprint": _jsonable(fingerprint), "summary": _jsonable(summary), "wall_s": round(wall_s, 2),
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    _atomic_write(Path(stage_dir) / DONE, json.dumps(rec, indent=1))
+    atomic_write_bytes(Path(stage_dir) / DONE, json.dumps(rec, indent=1).encode())
     return rec
 
 
@@ -350,8 +344,8 @@ class Experiment:
                 raise ValueError(f"{self.root} was started with other train/dev/test splits for task(s) {changed} "
                                  "(task data, split sizes or split_seed changed); use a new run_dir")
             digest = {**old, **digest}
-        _atomic_write(path, json.dumps(digest, indent=1))
-        _atomic_write(self.root / "experiment_config.json", json.dumps(_jsonable(asdict(self.cfg)), indent=1))
+        atomic_write_bytes(path, json.dumps(digest, indent=1).encode())
+        atomic_write_bytes(self.root / "experiment_config.json", json.dumps(_jsonable(asdict(self.cfg)), indent=1).encode())
 
     def _ensure_model(self):
         if self.model is not None:
@@ -974,8 +968,8 @@ def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
         if p is not None:
             plots.append(str(p))
     summary["plots"] = plots
-    _atomic_write(root / "summary.json", json.dumps(_jsonable(summary), indent=1))
-    _atomic_write(root / "summary.md", summary_markdown(summary, cfg))
+    atomic_write_bytes(root / "summary.json", json.dumps(_jsonable(summary), indent=1).encode())
+    atomic_write_bytes(root / "summary.md", summary_markdown(summary, cfg).encode())
 
 
 __all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "difference_rows", "make_splits", "primary_method",
