@@ -20,11 +20,12 @@ from transformers import LogitsProcessorList
 
 from .head import FACTORS, AdaptiveDecoderHead
 from .models import encode_prompts, model_max_length
-from .sampling import SamplingParamsProcessor, validate_sampling_value
+from .sampling import SAMPLER_OFF, SamplingParamsProcessor, validate_sampling_value
 from .validation import positive_int
 
 # kwargs that would switch on a stock warper or a search we do not support; sampling values go through force=
-_REFUSED = {"temperature", "top_p", "top_k", "do_sample", "min_p", "typical_p", "repetition_penalty"}
+_REFUSED = {"temperature", "top_p", "top_k", "do_sample", "repetition_penalty", "min_p", "typical_p",
+            "epsilon_cutoff", "eta_cutoff", "top_h"}
 # generate() returns sequences, choices and values only: these would be computed and then dropped without a word
 # (and HF's scores would be OUR processed scores, not the model's), so they are refused rather than ignored
 _UNSUPPORTED_OUTPUTS = ("output_scores", "output_logits", "output_attentions", "output_hidden_states")
@@ -210,12 +211,17 @@ class AdaptiveDecodingModel:
 
 def _normalise_force(force: dict, n: int, device) -> dict:
     """Forced values as [n] tensors (defaults filled in), each checked by `validate_sampling_value`."""
-    allowed = set(FACTORS) | {"repetition_penalty"}
+    allowed = set(FACTORS) | {"repetition_penalty"} | set(SAMPLER_OFF)
     unknown = sorted(set(force) - allowed)
     if unknown:
         raise ValueError(f"unknown keys in force: {unknown}; valid: {sorted(allowed)}")
     defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
     dtypes = {"temperature": torch.float32, "top_p": torch.float64, "top_k": torch.long, "repetition_penalty": torch.float32}
+    # a sampler is carried only when asked for, so out.values of a plain config keep their four keys; float64
+    # because each filter rounds it to the scores' dtype itself (as HF rounds its Python float)
+    for k in SAMPLER_OFF:
+        if k in force:
+            defaults[k], dtypes[k] = SAMPLER_OFF[k], torch.float64
     out = {}
     for k, default in defaults.items():
         # validated before the cast to its dtype: the cast would turn top_k=2.7 into 2 and hide a NaN's origin

@@ -1,10 +1,17 @@
-"""Per-row temperature / top-k / top-p / repetition penalty, in one vectorized pass over the batch.
+"""Per-row decoding hyperparameters (temperature, top-k, top-p, repetition penalty and the training-free samplers
+of `adaptive_decoder.samplers`), in one vectorized pass over the batch.
 
-Stock `generate` applies one scalar temperature, top-k and top-p to the whole batch. Adaptive decoding needs a
-different value per row (and per step), so we apply them here and call `generate(do_sample=True)` with
-neutral warpers. Each operation reproduces the corresponding transformers warper bit for bit (same order:
-penalty -> temperature -> top-k -> top-p, same comparisons), which is what makes a forced head choice
-token-for-token identical to plain `generate` with those values under the same seed.
+Stock `generate` applies one scalar value of each to the whole batch. Adaptive decoding needs a different value
+per row (and per step), so we apply them here and call `generate(do_sample=True)` with neutral warpers. Each
+operation reproduces the corresponding transformers warper bit for bit, in transformers' order:
+
+    repetition penalty -> temperature -> top-H -> top-k -> top-p -> min-p -> typical -> epsilon -> eta
+
+which is what makes a forced config token-for-token identical to plain `generate` with those values under the
+same seed. The two samplers transformers does not have sit where their papers put them: top-nσ's kept set is
+computed on the logits before temperature (and applied there; masking commutes with the division), EDT replaces
+the temperature step by T = T0 · N^(θ/H) with T0 = the row's `temperature`. Every sampler has an "off" value
+(the default) at which its row is not touched at all, so configs without it stay bit-identical.
 
 `validate_sampling_value` is the one definition of a valid value: `force=`, the head config's `fixed=` and bins,
 and the sampler itself all call it, so every entry point refuses the same inputs with the same message.
@@ -17,6 +24,8 @@ import math
 import torch
 from transformers import LogitsProcessor
 
+from . import samplers
+
 NEG_INF = -float("inf")
 
 # name -> (description used in error messages, predicate on a float64 tensor marking the VALID entries).
@@ -28,7 +37,21 @@ SAMPLING_VALUES = {
     # a fractional k would be truncated by the cast to long (2.7 -> 2): refuse it instead
     "top_k": ("a non-negative integer (0 = off)", lambda t: (t >= 0) & (t == t.round())),
     "repetition_penalty": ("a finite number > 0 (1 = off)", lambda t: t > 0),
+    # HF applies min_p=0 as a no-op filter; here 0 skips it
+    "min_p": ("a finite number in [0, 1] (0 = off)", lambda t: (t >= 0) & (t <= 1)),
+    "typical_p": ("a finite number in (0, 1] (1 = off)", lambda t: (t > 0) & (t <= 1)),
+    "epsilon_cutoff": ("a finite number in [0, 1) (0 = off)", lambda t: (t >= 0) & (t < 1)),
+    "eta_cutoff": ("a finite number in [0, 1) (0 = off)", lambda t: (t >= 0) & (t < 1)),
+    # HF refuses top_h=0, which frees 0 to mean off (top_h=1 is not off: it still keeps at most 100 tokens)
+    "top_h": ("a finite number in [0, 1] (0 = off)", lambda t: (t >= 0) & (t <= 1)),
+    # n = 0 would keep only the argmax (greedy, which temperature 0 already gives): 0 means off
+    "top_nsigma": ("a finite, non-negative number of standard deviations (0 = off)", lambda t: t >= 0),
+    "edt_theta": ("a finite, non-negative number (0 = off: T = T0)", lambda t: t >= 0),
 }
+
+# the off value of each sampler, and the dtype a per-row value is held in before it meets the scores
+SAMPLER_OFF = {"min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": 0.0,
+               "top_nsigma": 0.0, "edt_theta": 0.0}
 
 
 def _refuse(label: str, desc: str, got: str):
@@ -100,14 +123,41 @@ def _put_rows(x: torch.Tensor, rows: torch.Tensor, sub: torch.Tensor) -> torch.T
     return sub if rows.numel() == x.shape[0] else x.index_copy(0, rows, sub)
 
 
+def _sampler_rows(name: str, value, n: int, skip: torch.Tensor, device):
+    """(per-row float64 values, rows where the sampler is on and the row is not greedy), or None when off
+    everywhere. float64 so each filter rounds the value to the scores' dtype once, as HF's Python floats are."""
+    if value is None:
+        return None
+    v = _as_row_tensor(name, value, n, torch.float64, device)
+    rows = ((v != SAMPLER_OFF[name]) & ~skip).nonzero().squeeze(1)
+    return (v, rows) if rows.numel() else None
+
+
+def _filter_rows(scores: torch.Tensor, active, fn) -> torch.Tensor:
+    if active is None:
+        return scores
+    v, rows = active
+    return _put_rows(scores, rows, fn(_rows(scores, rows), _rows(v, rows)))
+
+
+def _greedy_mask(scores: torch.Tensor, rows_mask: torch.Tensor) -> torch.Tensor:
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.argmax(-1, keepdim=True), True)
+    return torch.where(rows_mask[:, None] & ~keep, torch.full_like(scores, NEG_INF), scores)
+
+
 def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, temperature, top_p, top_k,
-                          repetition_penalty=None, padding_lengths=None) -> torch.Tensor:
+                          repetition_penalty=None, padding_lengths=None, *, min_p=None, typical_p=None,
+                          epsilon_cutoff=None, eta_cutoff=None, top_h=None, top_nsigma=None,
+                          edt_theta=None) -> torch.Tensor:
     """Return processed scores [B, V]. Each hyperparameter is a scalar or a length-B tensor/list.
 
     `padding_lengths` [B]: left-padding tokens the repetition penalty ignores (as generate does).
 
-    temperature 0 keeps only the argmax (after the repetition penalty), so sampling from it is greedy decoding.
-    top_p 1.0 and top_k 0 are off; repetition_penalty 1.0 (or None) is off.
+    temperature 0 keeps only the argmax (after the repetition penalty), so sampling from it is greedy decoding;
+    no other filter touches a greedy row. top_p 1.0 and top_k 0 are off; repetition_penalty 1.0 (or None) is off;
+    each sampler is off at its `SAMPLER_OFF` value (or None). With edt_theta > 0 a row's temperature is
+    T0 · N^(θ/H) (`samplers.edt_temperature`, T0 = `temperature`); a row whose EDT temperature is 0, or so
+    small that the scaled logits overflow float, is decoded greedily (its distribution is a point mass anyway).
     Every value is checked by `validate_sampling_value` (ValueError naming it) before it is cast.
     """
     n, vocab = scores.shape
@@ -130,19 +180,39 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
 
     temp = _as_row_tensor("temperature", temperature, n, torch.float32, dev)
     greedy = temp == 0
+    # top-nσ and EDT read the model's distribution before temperature: top-nσ so that its kept set is exactly
+    # temperature-invariant, EDT because its temperature is a function of that distribution's entropy
+    nsigma = _sampler_rows("top_nsigma", top_nsigma, n, greedy, dev)
+    edt = _sampler_rows("edt_theta", edt_theta, n, greedy, dev)
+    if edt is not None:
+        theta, rows = edt
+        temp = temp.index_copy(0, rows, samplers.edt_temperature(_rows(scores, rows).float(), _rows(temp, rows),
+                                                                 _rows(theta, rows)))
+    if nsigma is not None:
+        n_sig, rows = nsigma
+        sub = _rows(scores, rows)
+        scores = _put_rows(scores, rows, sub.masked_fill(samplers.top_nsigma_mask(sub, _rows(n_sig, rows)), NEG_INF))
+    greedy = temp == 0
     if bool(greedy.any()):
-        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.argmax(-1, keepdim=True), True)
-        scores = torch.where(greedy[:, None] & ~keep, torch.full_like(scores, NEG_INF), scores)
+        scores = _greedy_mask(scores, greedy)
     scaled = ~greedy & (temp != 1.0)
+    unscaled = scores
     # dividing by a [B, 1] tensor gives the same float32 result per row as HF's scalar division
     if bool(scaled.all()):
         scores = scores / temp.to(scores.dtype)[:, None]
     elif bool(scaled.any()):
         scores = torch.where(scaled[:, None], scores / torch.where(scaled, temp, 1.0).to(scores.dtype)[:, None], scores)
+    if edt is not None:  # an EDT temperature can be tiny but positive: the division overflows, the row is a point mass
+        over = scaled & ~torch.isfinite(scores.amax(-1))
+        if bool(over.any()):
+            scores = torch.where(over[:, None], _greedy_mask(unscaled, over), scores)
+            greedy = greedy | over
+
+    scores = _filter_rows(scores, _sampler_rows("top_h", top_h, n, greedy, dev), samplers.top_h_filter)
 
     k = _as_row_tensor("top_k", top_k, n, torch.long, dev)
     k = k.clamp(max=vocab)
-    # Greedy rows already hold a single finite logit, which top-k and top-p always keep: skip them.
+    # Greedy rows already hold a single finite logit, which every filter keeps: skip them.
     rows = ((k > 0) & ~greedy).nonzero().squeeze(1)
     if rows.numel():
         sub, kr = _rows(scores, rows), _rows(k, rows)
@@ -161,13 +231,19 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
         remove_sorted[..., -1:] = False  # keep at least one token
         remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
         scores = _put_rows(scores, rows, sub.masked_fill(remove, NEG_INF))
+
+    for name, value, fn in (("min_p", min_p, samplers.min_p_filter), ("typical_p", typical_p, samplers.typical_filter),
+                            ("epsilon_cutoff", epsilon_cutoff, samplers.epsilon_filter),
+                            ("eta_cutoff", eta_cutoff, samplers.eta_filter)):
+        scores = _filter_rows(scores, _sampler_rows(name, value, n, greedy, dev), fn)
     return scores
 
 
 class SamplingParamsProcessor(LogitsProcessor):
     """Applies per-row hyperparameters chosen each step by `decide(input_ids) -> dict`.
 
-    `decide` returns {"temperature", "top_p", "top_k"[, "repetition_penalty"]}, each a scalar or [B] tensor.
+    `decide` returns {"temperature", "top_p", "top_k"[, "repetition_penalty", any `SAMPLER_OFF` key]}, each a
+    scalar or [B] tensor; a sampler left out is off.
     Used with `generate(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)` so no stock warper runs.
     """
 
@@ -178,4 +254,5 @@ class SamplingParamsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         v = self.decide(input_ids)
         return apply_sampling_params(input_ids, scores, v["temperature"], v["top_p"], v["top_k"],
-                                     v.get("repetition_penalty"), self.padding_lengths)
+                                     v.get("repetition_penalty"), self.padding_lengths,
+                                     **{k: v[k] for k in SAMPLER_OFF if k in v})

@@ -150,3 +150,77 @@ def test_apply_sampling_params_per_row_equals_hf_warpers_row_by_row():
                       ([TopPLogitsWarper(p)] if p < 1.0 else [])
             ref = LogitsProcessorList(warpers)(ids[i:i + 1], row.clone())
         assert torch.equal(out[i:i + 1], ref), f"row {i} {(t, p, k)}"
+
+
+# --- training-free samplers: force={<sampler>: value} equals plain generate(<sampler>=value) -----------------
+def _sharp_model():
+    """A tiny Llama with a 25x output layer: peaked next-token distributions (p_max 0.2-0.6 instead of a near-
+    uniform 1/128), so every truncation sampler removes tokens and a wrong one changes the samples."""
+    model = tiny_llama(seed=4)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(25)
+    return model
+
+
+def _uneven_prompts():
+    ids, mask = _prompts(batch=3)
+    ids[1, :1], mask[1, :1] = 0, 0  # rows padded by 2, 1 and 0 tokens
+    return ids, mask
+
+
+SAMPLERS = [("min_p", 0.1, 0.7), ("typical_p", 0.6, 0.7), ("epsilon_cutoff", 0.02, 1.0), ("eta_cutoff", 0.05, 1.0),
+            ("top_h", 0.5, 0.8)]
+
+
+@pytest.mark.parametrize("name,value,temperature", SAMPLERS)
+def test_forced_sampler_equals_generate(name, value, temperature):
+    model = _sharp_model()
+    ids, mask = _uneven_prompts()
+    adm = AdaptiveDecodingModel(model)
+    for seed in (0, 3):
+        ref = _plain(model, ids, mask, seed, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, **{name: value})
+        unfiltered = _plain(model, ids, mask, seed, do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        assert not torch.equal(ref, unfiltered), f"{name}={value} removes nothing here: the test would not see a bug"
+        out = _adaptive(adm, ids, mask, seed, force={"temperature": temperature, name: value})
+        assert torch.equal(out.sequences, ref), f"{name}={value} seed {seed}"
+        assert out.values[name].tolist() == [value] * 3
+
+
+def test_all_samplers_together_keep_transformers_order():
+    """top-H, top-k, top-p, min-p, typical, epsilon and eta at once: only HF's order gives HF's samples."""
+    model = _sharp_model()
+    ids, mask = _uneven_prompts()
+    kw = dict(temperature=0.9, top_h=0.9, top_k=40, top_p=0.95, min_p=0.05, typical_p=0.9, epsilon_cutoff=0.001,
+              eta_cutoff=0.002, repetition_penalty=1.2)
+    adm = AdaptiveDecodingModel(model)
+    for seed in (0, 1):
+        ref = _plain(model, ids, mask, seed, do_sample=True, num_return_sequences=2, **kw)
+        out = _adaptive(adm, ids, mask, seed, num_return_sequences=2, force=kw)
+        assert torch.equal(out.sequences, ref)
+
+
+def test_samplers_per_row_equal_hf_warpers_row_by_row():
+    """A batch mixing every sampler (and off rows) is, row by row, bit-identical to HF's warper on that row alone."""
+    from transformers import (EpsilonLogitsWarper, EtaLogitsWarper, MinPLogitsWarper, TopHLogitsWarper,
+                              TypicalLogitsWarper)
+
+    from adaptive_decoder.sampling import apply_sampling_params
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(8, 300, generator=g) * 4
+    ids = torch.randint(0, 300, (8, 5), generator=g)
+    warpers = {"min_p": MinPLogitsWarper, "typical_p": TypicalLogitsWarper, "epsilon_cutoff": EpsilonLogitsWarper,
+               "eta_cutoff": EtaLogitsWarper, "top_h": TopHLogitsWarper}
+    off = {"min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": 0.0}
+    values = {k: [v] * 8 for k, v in off.items()}
+    chosen = [("min_p", 0.2), ("min_p", 0.05), ("typical_p", 0.5), ("epsilon_cutoff", 0.003), ("eta_cutoff", 0.01),
+              ("top_h", 0.4), ("top_h", 1.0), (None, None)]
+    for i, (k, v) in enumerate(chosen):
+        if k:
+            values[k][i] = v
+    out = apply_sampling_params(ids, scores, 1.0, 1.0, 0, **values)
+    for i, (k, v) in enumerate(chosen):
+        row = scores[i:i + 1]
+        ref = row if k is None else warpers[k](v)(ids[i:i + 1], row.clone())
+        assert torch.equal(out[i:i + 1], ref), f"row {i}: {k}={v}"
+        assert k is None or not torch.equal(ref, row), f"row {i}: {k}={v} removes nothing"
