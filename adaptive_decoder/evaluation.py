@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .head_digest import head_fingerprint
-from .policies import (DEFAULT_TEMPERATURES, POLICIES, AdaptivePolicy, FixedPolicy, GreedyPolicy, OraclePolicy,
-                       build_policies)
+from .policies import (DEFAULT_TEMPERATURES, FIXED_CONFIG_TYPES, POLICIES, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy,
+                       GreedyPolicy, MeanShiftPolicy, OraclePolicy, build_policies)
 from .plotting import pyplot, save_figure
 from .scalefree import BAR_RULE, bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report
 from .stats import bootstrap_mean_ci, format_ci, paired_comparison
@@ -43,6 +43,11 @@ from .storage import lock_dir
 from .tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
+
+# methods fitted on the dev split (each an OraclePolicy: its candidates run on dev, the fit picks the test config)
+DEV_FITTED = ("oracle", "best_joint", "meanshift", *SAMPLER_GRIDS)
+# methods that take the trained heads (EvalConfig.head_paths)
+HEAD_METHODS = ("adaptive", "meanshift")
 
 
 @dataclass
@@ -113,8 +118,9 @@ class EvalConfig:
         for name in ("num_prompts", "num_samples", "max_new_tokens", "batch_size", "n_bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if "oracle" in self.methods and self.num_dev_prompts < 1:
-            raise ValueError("method 'oracle' needs num_dev_prompts >= 1 (its held-out dev split)")
+        fitted = [m for m in self.methods if m in DEV_FITTED]
+        if fitted and self.num_dev_prompts < 1:
+            raise ValueError(f"method(s) {fitted} need num_dev_prompts >= 1 (the held-out dev split they are tuned on)")
 
     # fields whose change invalidates finished units (checked on resume)
     _RESULT_FIELDS = ("model", "dtype", "chat", "task_options", "num_prompts", "num_dev_prompts", "temperatures",
@@ -238,7 +244,9 @@ class Evaluator:
             opts = dict(cfg.method_options.get(m) or {})
             if m in ("fixed", "oracle"):
                 opts = {**grid, **opts}
-            if m == "adaptive":
+            if m in SAMPLER_GRIDS:  # equal tuning budget: as many candidates as the oracle's temperature grid
+                opts = {**opts, "budget": len(cfg.temperatures)}
+            if m in HEAD_METHODS:
                 paths = list(cfg.head_paths) + ([opts.pop("head_path")] if "head_path" in opts else [])
                 missing = [p for p in paths if not Path(p).exists()]
                 if missing and cfg.skip_missing_heads:
@@ -269,6 +277,11 @@ class Evaluator:
     def oracles(self) -> list:
         return [p for p in self.policies if isinstance(p, OraclePolicy)]
 
+    def _head_policies(self) -> list:
+        """Every AdaptivePolicy that runs: the methods' own and MeanShift's (on dev)."""
+        return [p for p in self.policies if isinstance(p, AdaptivePolicy)] + [
+            c for o in self.oracles for c in o.candidates if isinstance(c, AdaptivePolicy)]
+
     def _load_model(self):
         import torch
 
@@ -281,16 +294,14 @@ class Evaluator:
             device = self.cfg.device or ("cuda" if torch.cuda.is_available() else None)
             self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=getattr(torch, self.cfg.dtype), device=device)
         self.adm = AdaptiveDecodingModel(self.model, self.tokenizer)
-        for p in self.policies:  # a head for another base model is refused before any generation
-            if isinstance(p, AdaptivePolicy):
-                p._bound(self.adm)
+        for p in self._head_policies():  # a head for another base model is refused before any generation
+            p._bound(self.adm)
 
     def _check_resume(self):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.out_dir / "run_config.json"
         fp = json.loads(json.dumps(self.cfg.fingerprint()))
-        heads = {p.name: head_fingerprint(p.head_path) for p in self.policies
-                 if isinstance(p, AdaptivePolicy) and p.head_path}
+        heads = {p.name: head_fingerprint(p.head_path) for p in self._head_policies() if p.head_path}
         opts = json.loads(json.dumps({m: self.cfg.method_options.get(m) for m in self.cfg.methods}))
         self.store = UnitStore(self.out_dir / "units.jsonl")
         if cfg_file.exists():
@@ -314,12 +325,16 @@ class Evaluator:
 
     # --- running --------------------------------------------------------------------------------------------
     def _plan(self) -> list:
-        """(policy, task, split, examples) jobs in execution order; oracle dev candidates come first per task."""
-        jobs = []
+        """(policy, task, split, examples) jobs in execution order; oracle dev candidates come first per task,
+        and the candidates of a pooled fit (MeanShift: one fit over all tasks) before every test job."""
+        pooled = [o for o in self.oracles if getattr(o, "pooled", False)]
+        jobs = [(c, tname, "dev", self.splits[tname][1]) for tname in self.cfg.tasks for o in pooled for c in o.candidates]
         for tname in self.cfg.tasks:
             test, dev = self.splits[tname]
             seen = set()
             for o in self.oracles:
+                if o in pooled:
+                    continue
                 for c in o.candidates:
                     if c.name not in seen:
                         seen.add(c.name)
@@ -370,7 +385,11 @@ class Evaluator:
         return {c.name: _mean([self.store.get(c.name, tname, "dev", e["id"])["reward"] for e in dev]) for c in oracle.candidates}
 
     def _fit_oracle(self, oracle: OraclePolicy, tname: str):
-        oracle.fit(self._dev_scores(oracle, tname))
+        if isinstance(oracle, MeanShiftPolicy):  # pooled: the same fit for every task
+            oracle.fit_units([self.store.get(c.name, t, "dev", e["id"]) for t in self.cfg.tasks
+                              for c in oracle.candidates for e in self.splits[t][1]])
+        else:
+            oracle.fit(self._dev_scores(oracle, tname))
 
     def _reusable(self, policy, task, split, todo):
         """A policy already run here with the same fixed config (greedy == T=0.0, oracle == its chosen setting):
@@ -428,8 +447,8 @@ class Evaluator:
             per_prompt = {}
             for p in self.policies:
                 if isinstance(p, OraclePolicy):
-                    p.fit(self._dev_scores(p, tname))
-                    tres.setdefault("oracle", {})[p.name] = {"chosen": p.chosen.name, "dev_scores": p.dev_scores}
+                    self._fit_oracle(p, tname)
+                    tres.setdefault("oracle", {})[p.name] = p.fit_summary()
                 units = [self.store.get(p.name, tname, "test", e["id"]) for e in test]
                 rewards = [u["reward"] for u in units]
                 per_prompt[p.name] = rewards
@@ -528,8 +547,7 @@ def markdown_table(results: dict) -> str:
         lines += ["", f"## {t}", "", f"Source: `{tr['source']}`; reward: `{json.dumps(tr['reward'])}`; "
                   f"max_new_tokens={tr.get('max_new_tokens', cfg['max_new_tokens'])}."]
         for name, o in tr.get("oracle", {}).items():
-            lines.append(f"Oracle `{name}` chose `{o['chosen']}` on {tr['num_dev']} dev prompts "
-                         f"(dev rewards: {', '.join(f'{k} {v:.3f}' for k, v in o['dev_scores'].items())}).")
+            lines.append(fit_line(name, o, tr["num_dev"]))
         lines += ["", "| method | reward [95% CI] | " + " | ".join(keys) + " | new tokens |", "|---|---|" + "---|" * (len(keys) + 1)]
         for m in methods:
             r = tr["methods"][m]
@@ -558,6 +576,16 @@ def markdown_table(results: dict) -> str:
                   "'adaptive' to compare it with them.)" if only_fixed else
                   "(No paired comparisons: add method 'fixed' to compare against fixed temperatures.)"]
     return "\n".join(lines) + "\n"
+
+
+def fit_line(name: str, fit: dict, num_dev: int) -> str:
+    """One sentence on what a dev-fitted method (oracle, tuned sampler, best joint config, MeanShift) chose."""
+    if fit.get("mean_temperature") is not None:
+        return (f"`{name}`: the head's mean temperature on the dev prompts of all tasks is {fit['mean_temperature']:.3f}, "
+                f"decoded as `{fit['chosen']}` (its nearest bin).")
+    scores = sorted(fit["dev_scores"].items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in scores[:8]) + (f", ... ({len(scores)} in all)" if len(scores) > 8 else "")
+    return f"`{name}` chose `{fit['chosen']}` on {num_dev} dev prompts (dev rewards, best first: {shown})."
 
 
 def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
@@ -591,7 +619,7 @@ def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
 def plot_chosen_params(results: dict, path: Path) -> Path | None:
     """Distribution of the temperature / top-p / top-k each adaptive method chose, per task (the paper's Fig. 4):
     grouped bars of the share of decisions (sequence level: samples; token level: generated tokens) per value."""
-    adaptive = [n for n, d in results["methods"].items() if d["type"] not in ("FixedPolicy", "GreedyPolicy", "OraclePolicy")]
+    adaptive = [n for n, d in results["methods"].items() if d["type"] not in FIXED_CONFIG_TYPES]
     if not adaptive:
         return None
     plt = pyplot()

@@ -127,8 +127,11 @@ class ExperimentConfig:
             n = self.split_sizes(t)
             if n["num_train"] < 1 or n["num_test"] < 1 or n["num_dev"] < 0:
                 raise ValueError(f"task {t!r}: need num_train >= 1, num_test >= 1, num_dev >= 0; got {n}")
-            if "oracle" in self.methods and n["num_dev"] < 1:
-                raise ValueError(f"task {t!r}: the oracle needs dev prompts (num_dev >= 1)")
+            from .evaluation import DEV_FITTED
+
+            fitted = [m for m in self.methods if m in DEV_FITTED]
+            if fitted and n["num_dev"] < 1:
+                raise ValueError(f"task {t!r}: method(s) {fitted} need dev prompts (num_dev >= 1)")
         if self.hag_model_path and "hag" not in self.methods:
             self.methods = [*self.methods, "hag"]
         if "hag" in self.methods and not self.hag_model_path and "hag" not in (self.eval.get("method_options") or {}):
@@ -466,8 +469,8 @@ class Experiment:
         opts = dict(cfg.eval)
         mo = opts.get("method_options") or {}
         mo = dict(json.loads(mo) if isinstance(mo, str) else mo)
-        random_methods = [m for m in ("random", "random_token") if m in cfg.methods]
-        if random_methods:  # random configs come from the heads' bins (active factors; fixed otherwise)
+        random_methods = [m for m in ("random", "random_token", "best_joint") if m in cfg.methods]
+        if random_methods:  # random and best-joint configs come from the heads' bins (active factors; fixed otherwise)
             from .head import AdaptiveDecoderConfig
 
             hc = AdaptiveDecoderConfig.from_dict({**cfg.head, "hidden_size": 1})
@@ -686,11 +689,17 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
             vals = [u["reward"] for u in res["units"] if u["split"] == "test" and u["method"] == m]
             ps["overall"][m] = sum(vals) / len(vals) if vals else None
         for t, tr in res["tasks"].items():
-            for name, o in tr.get("oracle", {}).items():
-                ps["oracle_choice"][t] = o["chosen"]
+            fits = tr.get("oracle", {})
+            if "oracle" in fits:  # the temperature oracle; the other dev-fitted methods under their own names
+                ps["oracle_choice"][t] = fits["oracle"]["chosen"]
+            for name, o in fits.items():
+                if name != "oracle":
+                    ps.setdefault("fitted_choice", {}).setdefault(t, {})[name] = o["chosen"]
         summary["per_seed"][str(s)] = ps
     # what the adaptive methods (and HAG) chose, per task, over every test sample of every seed
-    chooser = [m for m in method_names if methods[m].get("type") not in ("FixedPolicy", "GreedyPolicy", "OraclePolicy")]
+    from .policies import FIXED_CONFIG_TYPES
+
+    chooser = [m for m in method_names if methods[m].get("type") not in FIXED_CONFIG_TYPES]
     for t in tasks:
         units = [u for res in results.values() for u in res["units"] if u["split"] == "test" and u["task"] == t]
         for m in chooser:
@@ -774,6 +783,7 @@ def _bar_sentences(summary: dict) -> list[str]:
         L.append(f"- **{m}: {'MET' if b['met'] else 'NOT MET'}**: {bar_numbers(b)}.")
     sf = summary["scale_free"]
     oracle = [m for m, d in summary["methods"].items() if d.get("type") == "OraclePolicy" and m in sf["normalized"]]
+    oracle.sort(key=lambda m: m != "oracle")  # the temperature oracle when it ran (best_joint is an oracle too)
     if oracle and summary["bar"].get("evaluated"):
         o = sf["normalized"][oracle[0]]["overall"]
         v = summary["bar"]["method_normalized"]

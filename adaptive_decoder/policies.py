@@ -18,6 +18,13 @@ Registry (`build_policies(method, **options)`, one method name may expand to sev
                                 control for ADtok: mixing temperatures within a sequence without learning)
     adaptive                    ADseq / ADtok from saved heads (`head_path` or `head_paths`)
     oracle                      best fixed setting per task, chosen on a held-out dev split (`OraclePolicy.fit`)
+    min_p, typical_p, epsilon,  a training-free sampler tuned like the oracle (`TunedSamplerPolicy`): its parameter
+    eta, top_h, top_nsigma, edt is chosen per task on the dev split from a grid of as many values as the fixed-
+                                temperature grid has (equal tuning budget; `SAMPLER_GRIDS`), at temperature 1.0
+    best_joint                  the best (temperature, top_p, top_k) of the head's joint bins per task, chosen on
+                                dev like the oracle (the strongest fixed baseline; its budget is the full product)
+    meanshift                   a trained head's mean chosen temperature on the dev prompts of all tasks, rounded to
+                                its nearest bin, as one fixed temperature for every prompt (`MeanShiftPolicy`)
     hag, hag_untrained          `adaptive_decoder.hag.HAGPolicy` (imported lazily): "hag" -> HAGPolicy(**options),
                                 "hag_untrained" -> HAGPolicy(untrained=True, **options)
 """
@@ -31,8 +38,25 @@ import torch
 
 from .generation import AdaptiveDecodingModel
 from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
+from .sampling import SAMPLER_OFF, validate_sampling_value
 
 DEFAULT_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+# method name -> (force key, its tuning grid, least to most aggressive where that is defined). Six values each,
+# as many as DEFAULT_TEMPERATURES: a sampler gets the oracle's tuning budget. A smaller temperature grid takes
+# evenly spaced values of these (`sampler_grid`); `values:` in method_options replaces one (same length).
+SAMPLER_GRIDS = {
+    "min_p": ("min_p", [0.02, 0.05, 0.1, 0.2, 0.3, 0.5]),                    # paper: 0.05-0.1 at T >= 1
+    "typical_p": ("typical_p", [0.2, 0.5, 0.8, 0.9, 0.95, 0.99]),            # paper: 0.2 and 0.95
+    "epsilon": ("epsilon_cutoff", [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 1e-2]),     # paper: 3e-4 to 9e-4
+    "eta": ("eta_cutoff", [1e-4, 3e-4, 6e-4, 1e-3, 2e-3, 4e-3]),             # paper: 3e-4 to 4e-3
+    "top_h": ("top_h", [0.2, 0.3, 0.4, 0.5, 0.7, 0.9]),                      # paper: 0.3-0.4
+    "top_nsigma": ("top_nsigma", [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]),            # paper: 1.0
+    "edt": ("edt_theta", [0.1, 0.25, 0.5, 1.0, 2.0, 4.0]),                   # T = T0 * 0.8^(theta / H)
+}
+# describe()["type"] of the policies that decode one fixed config per task (nothing chosen per prompt or token):
+# reports leave them out of the chosen-parameter distributions
+FIXED_CONFIG_TYPES = ("FixedPolicy", "GreedyPolicy", "OraclePolicy", "TunedSamplerPolicy", "MeanShiftPolicy")
 
 
 @dataclass
@@ -109,7 +133,7 @@ def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *,
     greedy = all(float(c.get("temperature", 1.0)) == 0.0 for c in configs)
     per = 1 if greedy else num_samples
     keys = sorted({k for c in configs for k in c})
-    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, **SAMPLER_OFF}
     force = {k: [c.get(k, defaults.get(k)) for c in configs for _ in range(per)] for k in keys}
     torch.manual_seed(seed)
     out = adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens, num_return_sequences=per,
@@ -122,10 +146,16 @@ class FixedPolicy(DecodingPolicy):
     """One fixed config for every prompt (the hand-tuned baseline)."""
 
     def __init__(self, temperature: float, top_p: float = 1.0, top_k: int = 0, repetition_penalty: float | None = None,
-                 name: str | None = None):
+                 name: str | None = None, **samplers):
+        """`samplers`: `SAMPLER_OFF` keys (min_p=0.1, edt_theta=0.5, ...), in the config and the name."""
+        unknown = sorted(set(samplers) - set(SAMPLER_OFF))
+        if unknown:
+            raise TypeError(f"FixedPolicy got unknown sampler(s) {unknown}; valid: {sorted(SAMPLER_OFF)}")
         self.config = {"temperature": float(temperature), "top_p": float(top_p), "top_k": int(top_k)}
         if repetition_penalty is not None:
             self.config["repetition_penalty"] = float(repetition_penalty)
+        for k, v in samplers.items():  # checked here, so a bad grid fails when the method is built, not mid-run
+            self.config[k] = float(validate_sampling_value(k, v, label=f"{k} of a fixed config"))
         self.temperature = float(temperature)
         if name is None:
             name = f"T={temperature:.1f}" if round(temperature, 1) == temperature else f"T={temperature:g}"
@@ -135,6 +165,7 @@ class FixedPolicy(DecodingPolicy):
                 name += f",k={top_k}"
             if repetition_penalty not in (None, 1.0):
                 name += f",rp={repetition_penalty:g}"
+            name += "".join(f",{k}={v:g}" for k, v in samplers.items())
         self.name = name
 
     def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
@@ -300,6 +331,89 @@ class OraclePolicy(DecodingPolicy):
         return {**super().describe(), "candidates": [c.name for c in self.candidates],
                 "chosen": self.chosen.describe() if self.chosen else None, "dev_scores": self.dev_scores}
 
+    def fit_summary(self) -> dict:
+        """What the reports say about the last fit."""
+        return {"chosen": self.chosen.name, "dev_scores": self.dev_scores}
+
+
+def sampler_grid(method: str, budget: int, values=None) -> list:
+    """The `budget` values a tuned sampler chooses from: `values` (which must have exactly `budget` entries, so
+    no sampler is tuned on more settings than the oracle), else evenly spaced entries of its SAMPLER_GRIDS row."""
+    key, grid = SAMPLER_GRIDS[method]
+    if values is not None:
+        values = list(values)
+        if len(values) != budget:
+            raise ValueError(f"method {method!r}: values= has {len(values)} entries but the fixed-temperature grid has "
+                             f"{budget}; an equal tuning budget needs the same number")
+        return values
+    if budget > len(grid):
+        raise ValueError(f"method {method!r}: its grid has {len(grid)} values but the fixed-temperature grid has "
+                         f"{budget}; give values= with {budget} {key} values in method_options")
+    if budget == 1:
+        return [grid[len(grid) // 2]]
+    return [grid[round(i * (len(grid) - 1) / (budget - 1))] for i in range(budget)]
+
+
+class TunedSamplerPolicy(OraclePolicy):
+    """A training-free sampler with its parameter tuned per task on dev, exactly as the oracle tunes temperature:
+    the candidates are fixed configs (temperature `temperature`, the sampler at each grid value), run on the same
+    dev prompts with the same batch seeds, and the best mean dev reward decodes the test prompts."""
+
+    def __init__(self, method: str, budget: int, temperature: float = 1.0, values=None, name: str | None = None):
+        if method not in SAMPLER_GRIDS:
+            raise ValueError(f"unknown sampler method {method!r}; valid: {sorted(SAMPLER_GRIDS)}")
+        self.key = SAMPLER_GRIDS[method][0]
+        self.grid = sampler_grid(method, budget, values)
+        super().__init__([FixedPolicy(temperature, **{self.key: v}) for v in self.grid], name=name or method)
+
+    def describe(self):
+        return {**super().describe(), "sampler": self.key, "grid": self.grid}
+
+
+def _nearest_bin(x: float, bins: list) -> float:
+    return min(bins, key=lambda b: (abs(b - x), b))  # a tie goes to the lower (more conservative) temperature
+
+
+class MeanShiftPolicy(OraclePolicy):
+    """MeanShift (SimpleDeco, "Token-Level Control or Just a Better Mean?"): a trained head's average choice as one
+    fixed operating point. Its one candidate is the head itself (`AdaptivePolicy`), run on the dev prompts of
+    EVERY task; `fit_units` averages the temperature it applied over all those decisions (sequence level: one per
+    sample; token level: one per generated token), rounds it to the head's nearest temperature bin and decodes
+    every test prompt of every task with that temperature. top_p / top_k are the head's fixed values when it does
+    not choose them, else off: only the temperature is averaged (the brief's definition; SimpleDeco also averages
+    top-p when its controller predicts it)."""
+
+    pooled = True  # fitted once on the dev units of all tasks, not per task
+
+    def __init__(self, head_path=None, head: AdaptiveDecoderHead | None = None, name: str | None = None, **kw):
+        source = AdaptivePolicy(head_path=head_path, head=head, **kw)
+        super().__init__([source], name=name or f"meanshift-{source.name}")
+        self.source, self.mean_temperature = source, None
+
+    def fit(self, dev_scores: dict):
+        raise TypeError("MeanShiftPolicy is fitted on the head's applied values: use fit_units(dev_units)")
+
+    def fit_units(self, units: list) -> FixedPolicy:
+        temps = [x for u in units for smp in u["samples"] for x in _as_list(smp["values"].get("temperature"))
+                 if x is not None and x == x]  # NaN marks steps after EOS
+        if not temps:
+            raise ValueError(f"{self.name}: the head made no decisions on the dev prompts")
+        cfg = self.source.head.config
+        self.mean_temperature = sum(temps) / len(temps)
+        fixed = {f: cfg.fixed[f] for f in ("top_p", "top_k") if f not in cfg.factors and f in (cfg.fixed or {})}
+        self.chosen = FixedPolicy(_nearest_bin(self.mean_temperature, list(cfg.bins("temperature"))), **fixed)
+        return self.chosen
+
+    def fit_summary(self) -> dict:
+        return {"chosen": self.chosen.name, "mean_temperature": self.mean_temperature, "dev_scores": {}}
+
+    def describe(self):
+        return {**super().describe(), "head_path": self.source.head_path, "mean_temperature": self.mean_temperature}
+
+
+def _as_list(v):
+    return v if isinstance(v, list) else [v]
+
 
 # ------------------------------------------------------------------------------------------------------------
 def _grid(temperatures=None, top_p: float = 1.0, top_k: int = 0, repetition_penalty: float | None = None) -> list:
@@ -315,6 +429,21 @@ def _adaptive(head_path=None, head_paths=None, **kw) -> list:
         raise ValueError("method 'adaptive' needs head_path= (or head_paths=[...]): a directory saved by "
                          "AdaptiveDecoderHead.save_pretrained")
     return [AdaptivePolicy(p, **kw) for p in paths]
+
+
+def _meanshift(head_path=None, head_paths=None, **kw) -> list:
+    paths = ([head_path] if head_path else []) + list(head_paths or [])
+    if not paths:
+        raise ValueError("method 'meanshift' needs head_path= (or head_paths=[...]): the trained head to average")
+    return [MeanShiftPolicy(p, **kw) for p in paths]
+
+
+def _best_joint(name="best_joint", temperature_bins=None, top_p_bins=None, top_k_bins=None) -> list:
+    d = AdaptiveDecoderConfig()
+    temps, tops, ks = (list(b or getattr(d, f"{f}_bins")) for b, f in
+                       ((temperature_bins, "temperature"), (top_p_bins, "top_p"), (top_k_bins, "top_k")))
+    AdaptiveDecoderConfig(temperature_bins=temps, top_p_bins=tops, top_k_bins=ks)  # validates the bins
+    return [OraclePolicy([FixedPolicy(t, p, int(k)) for t in temps for p in tops for k in ks], name=name)]
 
 
 def _hag(untrained: bool, **options) -> list:
@@ -333,6 +462,10 @@ POLICIES = {
     "random_token": lambda **kw: [TokenRandomPolicy(**kw)],
     "adaptive": _adaptive,
     "oracle": lambda name="oracle", **kw: [OraclePolicy(_grid(**kw), name=name)],
+    "best_joint": _best_joint,
+    "meanshift": _meanshift,
+    **{m: (lambda m: lambda budget=len(DEFAULT_TEMPERATURES), **kw: [TunedSamplerPolicy(m, budget, **kw)])(m)
+       for m in SAMPLER_GRIDS},
     "hag": lambda **kw: _hag(False, **kw),
     "hag_untrained": lambda **kw: _hag(True, **kw),
 }

@@ -249,7 +249,7 @@ def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
 def test_unknown_task_method_and_config_key(tmp_path):
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \['constrained_writing', 'creative_writing', 'gsm8k', 'translation'\]"):
         EvalConfig(tasks=["gsm9k"])
-    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'fixed', 'greedy', 'hag', 'hag_untrained', 'oracle', 'random', 'random_token'\]"):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'edt', 'epsilon', 'eta', 'fixed', 'greedy', 'hag', 'hag_untrained', 'meanshift', 'min_p', 'oracle', 'random', 'random_token', 'top_h', 'top_nsigma', 'typical_p'\]"):
         EvalConfig(methods=["greedy", "beam"])
     with pytest.raises(ValueError, match="task_options for task"):
         EvalConfig(tasks=["gsm8k"], task_options={"translation": {}})
@@ -399,3 +399,54 @@ def test_explicit_splits_replace_the_task_subset_and_are_checked(tiny_dir, tmp_p
         Evaluator(cfg, splits={"translation": ([], [])})
     with pytest.raises(ValueError, match=r"split examples \['nope'\] are not among the task's examples"):
         Evaluator(cfg, splits={"gsm8k": ([{"id": "nope"}], [])})
+
+
+def test_run_suite_every_baseline_method(tiny_dir, tmp_path):
+    """configs/eval/baselines_tiny.yaml through eval/run_suite.py: each tuned sampler picks among as many settings as
+    the oracle, on the same dev prompts; best_joint among the joint bins; meanshift decodes its head's mean."""
+    spec = importlib.util.spec_from_file_location("run_suite", REPO / "eval" / "run_suite.py")
+    run_suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_suite)
+    head = save_head(tmp_path / "seq", "sequence", str(tiny_dir))
+    out = tmp_path / "out"
+    run_suite.main(["--config", str(REPO / "configs" / "eval" / "baselines_tiny.yaml"), "--model", str(tiny_dir),
+                    "--output_dir", str(out), "--head_paths", head])
+    res = json.loads((out / "results.json").read_text())
+    samplers = {"min_p": "min_p", "typical_p": "typical_p", "epsilon": "epsilon_cutoff", "eta": "eta_cutoff",
+                "top_h": "top_h", "top_nsigma": "top_nsigma", "edt": "edt_theta"}
+    new = ["best_joint", *samplers, "meanshift-adseq"]
+    assert [m for m in res["methods"] if m in new] == new
+    fits = res["tasks"]["gsm8k"]["oracle"]
+    assert len(fits["oracle"]["dev_scores"]) == 3
+    for m, key in samplers.items():
+        assert len(fits[m]["dev_scores"]) == 3, m  # the oracle's budget
+        assert res["methods"][m]["sampler"] == key and len(res["methods"][m]["grid"]) == 3
+        test = units_by(res, m, "gsm8k")
+        assert len(test) == 2 and all(s["values"][key] == res["methods"][m]["chosen"][key]
+                                      for u in test.values() for s in u["samples"])
+        assert len(units_by(res, fits[m]["chosen"], "gsm8k", "dev")) == 2
+    assert len(fits["best_joint"]["dev_scores"]) == 3 * 2 * 2
+    ms = fits["meanshift-adseq"]
+    dev = [s["values"]["temperature"] for u in units_by(res, "adseq", "gsm8k", "dev").values() for s in u["samples"]]
+    assert ms["mean_temperature"] == pytest.approx(sum(dev) / len(dev))
+    t = res["methods"]["meanshift-adseq"]["chosen"]["temperature"]
+    assert t in AdaptiveDecoderConfig().temperature_bins
+    assert all(abs(t - ms["mean_temperature"]) <= abs(b - ms["mean_temperature"]) for b in AdaptiveDecoderConfig().temperature_bins)
+    md = (out / "results.md").read_text()
+    for m in new:
+        assert f"| {m} |" in md, m
+    assert "mean temperature on the dev prompts" in md
+
+
+def test_sampler_grid_keeps_the_oracle_budget():
+    from adaptive_decoder.policies import SAMPLER_GRIDS, sampler_grid
+
+    for m, (_, grid) in SAMPLER_GRIDS.items():
+        assert len(grid) == 6 and sampler_grid(m, 6) == grid
+        assert sampler_grid(m, 3) == [grid[0], grid[2], grid[-1]]  # indices round(i * 5 / 2): 0, 2, 5
+    with pytest.raises(ValueError, match="equal tuning budget"):
+        build_policies("min_p", budget=3, values=[0.1, 0.2])
+    with pytest.raises(ValueError, match="min_p"):
+        build_policies("min_p", budget=2, values=[0.1, 1.5])  # an invalid value fails when the method is built
+    [p] = build_policies("edt", budget=2, temperature=0.7)
+    assert [c.name for c in p.candidates] == ["T=0.7,edt_theta=0.1", "T=0.7,edt_theta=4"]
