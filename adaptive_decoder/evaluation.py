@@ -588,61 +588,103 @@ def fit_line(name: str, fit: dict, num_dev: int) -> str:
     return f"`{name}` chose `{fit['chosen']}` on {num_dev} dev prompts (dev rewards, best first: {shown})."
 
 
+def _reward_names(results: dict) -> dict:
+    """{task: what its reward is}, from the reward spec each task recorded (empty where none was recorded)."""
+    out = {}
+    for t, tr in results["tasks"].items():
+        spec = tr.get("reward")
+        if isinstance(spec, dict) and spec:
+            out[t] = " + ".join(f"{(o or {}).get('weight', 1):g}·{k}" if (o or {}).get("weight", 1) != 1 else k
+                                for k, o in spec.items())
+    return out
+
+
 def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
-    """Per task: mean reward (95% CI bars) of each fixed temperature; the other methods as horizontal lines."""
+    """Per task: mean reward (95% CI bars) of each fixed temperature, and each other method as one point with its
+    CI bar to the right of the grid (a dotted line at its mean), so that the CIs can be compared without bands
+    covering each other. One legend, outside the panels."""
     plt = pyplot()
 
     tasks = list(results["tasks"])
     fixed = [(n, d["temperature"]) for n, d in results["methods"].items() if d["type"] == "FixedPolicy"]
     others = [n for n, d in results["methods"].items() if d["type"] != "FixedPolicy"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks) + 2.2, 3.8), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    xs = [temp for _, temp in fixed] or [0.0, 1.0]
+    span = (max(xs) - min(xs)) or 1.0
+    markers = ["s", "D", "^", "v", "P", "X", "*", "<", ">"]
+    handles = {}
     for ax, t in zip(axes[0], tasks):
         ms = results["tasks"][t]["methods"]
         if fixed:
-            xs = [temp for _, temp in fixed]
             ys = [ms[n]["reward"]["mean"] for n, _ in fixed]
             err = [[y - ms[n]["reward"]["lo"] for (n, _), y in zip(fixed, ys)], [ms[n]["reward"]["hi"] - y for (n, _), y in zip(fixed, ys)]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", color="black", capsize=3, label="fixed temperature")
-        for i, n in enumerate(others):
-            r = ms[n]["reward"]
-            c = colors[i % len(colors)]
-            ax.axhline(r["mean"], color=c, ls=["--", ":", "-.", (0, (5, 1))][i % 4], lw=1.6, label=n)  # overlaps stay visible
-            ax.axhspan(r["lo"], r["hi"], color=c, alpha=0.08)
-        ax.set_title(t)
-        ax.set_xlabel("temperature")
-        ax.set_ylabel("mean reward per prompt")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    return save_figure(fig, path, dpi=120)
+            handles["fixed temperature"] = ax.errorbar([temp for _, temp in fixed], ys, yerr=err, marker="o",
+                                                       color="black", capsize=3)
+        for i, n in enumerate(n for n in others if n in ms):
+            r, c = ms[n]["reward"], colors[i % len(colors)]
+            x = max(xs) + span * (0.12 + 0.07 * i)
+            ax.axhline(r["mean"], color=c, ls=":", lw=1)
+            handles[n] = ax.errorbar([x], [r["mean"]], yerr=[[r["mean"] - r["lo"]], [r["hi"] - r["mean"]]],
+                                     marker=markers[i % len(markers)], color=c, capsize=3, ls="none")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_title(t + (f"\nreward: {_reward_names(results)[t]}" if t in _reward_names(results) else ""), fontsize=9)
+        ax.set_xlabel("fixed temperature (other methods to the right)")
+        ax.set_ylabel("mean reward per prompt (95% CI)")
+    model = results.get("model") or results.get("config", {}).get("model", "")
+    run = results.get("run_name") or results.get("config", {}).get("run_name") or ""
+    fig.suptitle(f"Reward vs temperature: {model}" + (f", {run}" if run else ""), fontsize=11)
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(0.995, 0.5), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def _varied_factors(results: dict, methods: list) -> list:
+    """The factors some method chose (a head's own factors, or any factor that took more than one value)."""
+    factors = ["temperature", "top_p", "top_k"]
+    chosen = {f for m in methods for f in results["methods"][m].get("factors", [])}
+    for f in factors:
+        seen = {v for tr in results["tasks"].values() for m in methods for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}
+        if len(seen) > 1:
+            chosen.add(f)
+    return [f for f in factors if f in chosen] or ["temperature"]
 
 
 def plot_chosen_params(results: dict, path: Path) -> Path | None:
     """Distribution of the temperature / top-p / top-k each adaptive method chose, per task (the paper's Fig. 4):
-    grouped bars of the share of decisions (sequence level: samples; token level: generated tokens) per value."""
+    grouped bars of the share of decisions (sequence level: samples; token level: generated tokens) per value.
+
+    Only factors that some method chose are drawn, and each factor has one categorical axis (every value chosen
+    anywhere) in all rows, so that panels can be compared by eye; a value a method never chose is an empty slot."""
     adaptive = [n for n, d in results["methods"].items() if d["type"] not in FIXED_CONFIG_TYPES]
     if not adaptive:
         return None
     plt = pyplot()
 
     tasks = list(results["tasks"])
-    factors = ["temperature", "top_p", "top_k"]
-    fig, axes = plt.subplots(len(tasks), 3, figsize=(12, 2.8 * len(tasks)), squeeze=False)
+    factors = _varied_factors(results, adaptive)
+    axis = {f: sorted({v for tr in results["tasks"].values() for m in adaptive
+                       for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}, key=float) for f in factors}
+    fig, axes = plt.subplots(len(tasks), len(factors), figsize=(4.2 * len(factors) + 1.5, 2.6 * len(tasks)), squeeze=False)
+    width = 0.8 / len(adaptive)
     for r, t in enumerate(tasks):
         for c, f in enumerate(factors):
-            ax = axes[r][c]
-            vals = sorted({v for m in adaptive for v in results["tasks"][t]["methods"][m]["chosen"].get(f, {})}, key=float)
-            width = 0.8 / len(adaptive)
+            ax, vals = axes[r][c], axis[f]
             for i, m in enumerate(adaptive):
-                counts = results["tasks"][t]["methods"][m]["chosen"].get(f, {})
+                counts = results["tasks"][t]["methods"].get(m, {}).get("chosen", {}).get(f, {})
                 tot = sum(counts.values()) or 1
-                ax.bar([j + i * width for j in range(len(vals))], [counts.get(v, 0) / tot for v in vals], width, label=m)
+                ax.bar([j + i * width for j in range(len(vals))], [counts.get(v, 0) / tot for v in vals], width,
+                       label=m if (r, c) == (0, 0) else None)
             ax.set_xticks([j + 0.4 - width / 2 for j in range(len(vals))], vals, fontsize=8)
-            ax.set_title(f"{t}: {f}", fontsize=9)
+            ax.set_title(f"{t}", fontsize=9)
+            ax.set_xlabel(f"{f} chosen")
             ax.set_ylim(0, 1)
             if c == 0:
                 ax.set_ylabel("share of decisions")
-    axes[0][-1].legend(fontsize=7)
-    return save_figure(fig, path, dpi=120)
+    fig.suptitle("What each adaptive method chose, per task", fontsize=11)
+    fig.legend(loc="center left", bbox_to_anchor=(0.995, 0.5), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def log_wandb(results: dict, cfg: EvalConfig, images: list):

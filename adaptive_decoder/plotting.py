@@ -19,13 +19,16 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, dpi: int = 100) -> Path:
-    """tight_layout, write `path` (parent directories created), close the figure; returns the path."""
+def save_figure(fig, path, dpi: int = 100, bbox_inches=None) -> Path:
+    """tight_layout, write `path` (parent directories created), close the figure; returns the path.
+
+    bbox_inches="tight" keeps a legend placed outside the axes (fig.legend beside the panels) in the file."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    if bbox_inches is None:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi, bbox_inches=bbox_inches)
     plt.close(fig)
     return path
