@@ -145,6 +145,16 @@ def _greedy_mask(scores: torch.Tensor, rows_mask: torch.Tensor) -> torch.Tensor:
     return torch.where(rows_mask[:, None] & ~keep, torch.full_like(scores, NEG_INF), scores)
 
 
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    """The dtype PyTorch computes `tensor <op> python_float` in: float32 for bf16/fp16 scores, else their own.
+
+    HF's warpers scale by Python floats, so bf16 scores are divided by float32(0.7) and rounded once; dividing
+    them by a bf16 tensor would divide by bf16(0.7) = 0.69921875 instead, and the samples would drift from
+    `generate`'s. (Inside `generate` the scores are float32 anyway; this keeps direct calls on bf16 logits exact.)
+    """
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, temperature, top_p, top_k,
                           repetition_penalty=None, padding_lengths=None, *, min_p=None, typical_p=None,
                           epsilon_cutoff=None, eta_cutoff=None, top_h=None, top_nsigma=None,
@@ -163,7 +173,8 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
     n, vocab = scores.shape
     dev = scores.device
     if repetition_penalty is not None:
-        pen = _as_row_tensor("repetition_penalty", repetition_penalty, n, scores.dtype, dev)
+        op = _opmath(scores.dtype)
+        pen = _as_row_tensor("repetition_penalty", repetition_penalty, n, op, dev)
         if bool((pen != 1.0).any()):
             # Same as RepetitionPenaltyLogitsProcessor, with a [B, 1] penalty.
             ids = input_ids.clamp(max=vocab)
@@ -173,7 +184,8 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
             padded = torch.nn.functional.pad(scores, (0, 1))
             score = padded.gather(1, ids)
             pen_col = pen[:, None]
-            score = torch.where(score < 0, score * pen_col, score / pen_col)
+            wide = score.to(op)  # in the dtype HF's `score * penalty` (a Python float) computes in, rounded once
+            score = torch.where(score < 0, wide * pen_col, wide / pen_col).to(scores.dtype)
             # rows without penalty keep their original values exactly
             score = torch.where(pen_col == 1.0, padded.gather(1, ids), score)
             scores = padded.scatter(1, ids, score)[..., :vocab]
@@ -197,11 +209,13 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
         scores = _greedy_mask(scores, greedy)
     scaled = ~greedy & (temp != 1.0)
     unscaled = scores
-    # dividing by a [B, 1] tensor gives the same float32 result per row as HF's scalar division
+    # dividing by a [B, 1] tensor gives the same result per row as HF's scalar division (see _opmath)
+    op = _opmath(scores.dtype)
     if bool(scaled.all()):
-        scores = scores / temp.to(scores.dtype)[:, None]
+        scores = (scores.to(op) / temp.to(op)[:, None]).to(scores.dtype)
     elif bool(scaled.any()):
-        scores = torch.where(scaled[:, None], scores / torch.where(scaled, temp, 1.0).to(scores.dtype)[:, None], scores)
+        div = (scores.to(op) / torch.where(scaled, temp, 1.0).to(op)[:, None]).to(scores.dtype)
+        scores = torch.where(scaled[:, None], div, scores)
     if edt is not None:  # an EDT temperature can be tiny but positive: the division overflows, the row is a point mass
         over = scaled & ~torch.isfinite(scores.amax(-1))
         if bool(over.any()):
@@ -219,12 +233,13 @@ def apply_sampling_params(input_ids: torch.LongTensor, scores: torch.Tensor, tem
         kth = torch.topk(sub, int(kr.max()), dim=-1).values.gather(1, (kr - 1)[:, None])
         scores = _put_rows(scores, rows, sub.masked_fill(sub < kth, NEG_INF))
 
-    # float64 so that float32(1 - p) matches HF's `1 - top_p` computed on a Python float
+    # float64 so that (1 - p) rounded to the scores' dtype matches HF's `cum <= 1 - top_p` on a Python float
+    # (a comparison with a Python float casts it to the tensor's dtype: float32, or bf16 for bf16 scores)
     p = _as_row_tensor("top_p", top_p, n, torch.float64, dev)
     # Sorting the vocabulary is the most expensive step: only rows with top-p < 1 pay for it.
     rows = ((p < 1.0) & ~greedy).nonzero().squeeze(1)
     if rows.numel():
-        sub, thr = _rows(scores, rows), (1.0 - _rows(p, rows)).to(torch.float32)
+        sub, thr = _rows(scores, rows), (1.0 - _rows(p, rows)).to(scores.dtype)
         sorted_logits, sorted_idx = torch.sort(sub, descending=False)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         remove_sorted = cum <= thr[:, None]
