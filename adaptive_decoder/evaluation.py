@@ -55,7 +55,7 @@ class EvalConfig:
     """Configuration of `run_evaluation` (YAML via `eval/run_suite.py --config`, CLI flags override)."""
 
     model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
-    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM (float32, bfloat16, float16)."})
+    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and what resumes are checked against."})
     device: str | None = field(default=None, metadata={"help": "Device for the LM (cpu, cuda, cuda:0); default: cuda if available."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU runs); default: torch's choice."})
     chat: bool | None = field(default=None, metadata={"help": "Use the chat template (default: when the tokenizer has one)."})
@@ -91,6 +91,10 @@ class EvalConfig:
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
 
     def __post_init__(self):
+        from .models import resolve_dtype_name
+
+        # 'auto' becomes the dtype it stands for here, so the fingerprint (and results.json) hold that one
+        self.dtype = resolve_dtype_name(self.dtype, self.device)
         for name in ("task_options", "method_options"):
             v = getattr(self, name)
             if isinstance(v, str):
@@ -286,13 +290,15 @@ class Evaluator:
         import torch
 
         from .generation import AdaptiveDecodingModel
-        from .models import load_base_model
+        from .models import check_model_dtype, load_base_model
 
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         if self.model is None:
             device = self.cfg.device or ("cuda" if torch.cuda.is_available() else None)
-            self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=getattr(torch, self.cfg.dtype), device=device)
+            self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=self.cfg.dtype, device=device)
+        else:
+            check_model_dtype(self.model, self.cfg.dtype)
         self.adm = AdaptiveDecodingModel(self.model, self.tokenizer)
         for p in self._head_policies():  # a head for another base model is refused before any generation
             p._bound(self.adm)

@@ -70,7 +70,7 @@ class ExperimentConfig:
 
     run_dir: str = field(default=None, metadata={"help": "Directory for every output of the run (created; rerun = resume)."})
     model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
-    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM."})
+    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and what resumes are checked against."})
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for this process (CPU)."})
     chat: bool | None = field(default=None, metadata={"help": "Chat template (default: when the tokenizer has one)."})
@@ -101,6 +101,10 @@ class ExperimentConfig:
     def __post_init__(self):
         if not self.run_dir:
             raise ValueError("run_dir is required")
+        from .models import resolve_dtype_name
+
+        # 'auto' becomes the dtype it stands for here, so every stage fingerprint holds that one
+        self.dtype = resolve_dtype_name(self.dtype, self.device)
         self.tasks = as_mapping("tasks", self.tasks)
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (e.g. tasks: {gsm8k: {}, constrained_writing: {}})")
@@ -326,6 +330,10 @@ class Experiment:
         self.cfg = cfg
         self.root = Path(cfg.run_dir)
         self.model, self.tokenizer = model, tokenizer
+        if model is not None:
+            from .models import check_model_dtype
+
+            check_model_dtype(model, cfg.dtype)
         self.tasks = {t: get_task(t, **cfg.task_options(t)) for t in cfg.tasks}
         self.splits = {}
         for t, task in self.tasks.items():
@@ -358,7 +366,7 @@ class Experiment:
         device = self.cfg.device or ("cuda" if torch.cuda.is_available() else None)
         logger.info("loading base model %s", self.cfg.model)
         t0 = time.time()
-        self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=getattr(torch, self.cfg.dtype), device=device)
+        self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=self.cfg.dtype, device=device)
         self.timings["load_model"] = round(time.time() - t0, 2)
 
     def seed_dir(self, seed: int) -> Path:

@@ -29,7 +29,7 @@ from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E4
 from adaptive_decoder.generation import AdaptiveDecodingModel  # noqa: E402
 from adaptive_decoder.hag import KEYS  # noqa: E402
 from adaptive_decoder.hag_search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
-from adaptive_decoder.models import load_base_model  # noqa: E402
+from adaptive_decoder.models import load_base_model, resolve_dtype_name  # noqa: E402
 from adaptive_decoder.tasks import get_task  # noqa: E402
 from adaptive_decoder.plotting import pyplot, save_figure  # noqa: E402
 
@@ -45,7 +45,7 @@ class BuildHAGConfig(SearchSettings):
         "help": "task name -> {num_prompts, seed, and get_task options: path, reward, num_fewshot, template, ...}."})
     space: dict = field(default_factory=dict, metadata={"help": "SearchSpace grids: temperature/top_p/top_k/repetition_penalty lists and base."})
     drop_all_tied: bool = field(default=True, metadata={"help": "Leave prompts where every config tied out of sft.jsonl."})
-    dtype: str = field(default="float32", metadata={"help": "Base LM dtype."})
+    dtype: str = field(default="float32", metadata={"help": "Base LM dtype: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype); the resume fingerprint records the resolved one."})
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})
@@ -53,6 +53,7 @@ class BuildHAGConfig(SearchSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        self.dtype = resolve_dtype_name(self.dtype, self.device)  # 'auto' resolved once; bad names fail fast
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if not self.tasks:
@@ -111,13 +112,17 @@ def main(argv=None) -> dict:
     settings = SearchSettings(**{f.name: getattr(cfg, f.name) for f in fields(SearchSettings)})
     tasks, examples = load_examples(cfg.tasks)  # before the model: bad task options fail fast
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = load_base_model(cfg.base_model, dtype=getattr(torch, cfg.dtype), device=device)
+    model, tok = load_base_model(cfg.base_model, dtype=cfg.dtype, device=device)
     adm = AdaptiveDecodingModel(model, tok)
     scorer = task_scorer(tasks, model=model, tokenizer=tok)
     # num_prompts is left out: a seeded subset of n+m prompts extends the one of n, so a finished directory can
     # be grown by raising num_prompts (the prompts already searched are kept)
     fingerprint = {"base_model": cfg.base_model,
                    "tasks": {n: {k: v for k, v in s.items() if k != "num_prompts"} for n, s in cfg.tasks.items()}}
+    # the RESOLVED dtype ('auto' may resolve differently on another machine, and changes the scores); float32
+    # is left out so a directory searched before the dtype was fingerprinted (in the float32 default) resumes
+    if cfg.dtype != "float32":
+        fingerprint["dtype"] = cfg.dtype
     t0 = time.time()
     summary = run_search(adm, examples, scorer, cfg.output_dir, space, settings, progress=cfg.progress,
                          fingerprint=fingerprint)

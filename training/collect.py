@@ -25,6 +25,7 @@ from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E4
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, load_base_model  # noqa: E402
 from adaptive_decoder.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
 from adaptive_decoder.head import model_hidden_size  # noqa: E402
+from adaptive_decoder.models import resolve_dtype_name  # noqa: E402
 from adaptive_decoder.pairs import collection_pair_report  # noqa: E402
 from adaptive_decoder.rewards import build_reward  # noqa: E402
 
@@ -39,7 +40,7 @@ class CollectConfig(CollectionSettings):
     head: dict = field(default_factory=dict, metadata={"help": "AdaptiveDecoderConfig options of a fresh head (bins, factors, level, ...)."})
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     tasks: dict = field(default_factory=dict, metadata={"help": "task name -> {source, path, num_prompts, reward, template, max_new_tokens}."})
-    dtype: str = field(default="float32", metadata={"help": "Base LM dtype (float32 / bfloat16 / float16)."})
+    dtype: str = field(default="float32", metadata={"help": "Base LM dtype: float32, bfloat16, float16 or auto (bfloat16 where measured faster; adaptive_decoder.models.resolve_dtype). The manifest records the resolved one."})
     device: str | None = field(default=None, metadata={"help": "Device for the base LM and head (default: cuda if available, else cpu)."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
@@ -47,6 +48,8 @@ class CollectConfig(CollectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        # 'auto' resolved once, here (a bad name fails before the model loads); the manifest records the model's dtype
+        self.dtype = resolve_dtype_name(self.dtype, self.device)
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if not self.tasks:
@@ -72,7 +75,7 @@ def main(argv=None):
     specs = {name: TaskSpec.from_dict(name, spec) for name, spec in cfg.tasks.items()}
     prompts = [p for name, spec in specs.items() for p in load_task_prompts(name, spec)]
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = load_base_model(cfg.base_model, dtype=getattr(torch, cfg.dtype), device=device)
+    model, tok = load_base_model(cfg.base_model, dtype=cfg.dtype, device=device)
     head = build_head(cfg, model)
     adm = AdaptiveDecodingModel(model, tok, head)
     rewards = {name: build_reward(spec.reward, model=model, tokenizer=tok) for name, spec in specs.items()}

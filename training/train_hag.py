@@ -32,7 +32,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder.hag import HAGPolicy, parse_config  # noqa: E402
-from adaptive_decoder.models import has_chat_template, load_base_model  # noqa: E402
+from adaptive_decoder.models import has_chat_template, load_base_model, resolve_dtype_name  # noqa: E402
 
 logger = logging.getLogger("train_hag")
 
@@ -50,10 +50,11 @@ class HAGTrainArguments:
     merge_lora: bool = field(default=True, metadata={"help": "Also save the merged model to output_dir/merged."})
     eval_fraction: float = field(default=0.0, metadata={"help": "Held-out share of prompts: eval loss + config accuracy after training."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/held-out split."})
-    dtype: str = field(default="float32", metadata={"help": "Model dtype for training (float32 on CPU)."})
+    dtype: str = field(default="float32", metadata={"help": "Model dtype for training: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype). float32 keeps full-precision weight updates."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
 
     def __post_init__(self):
+        self.dtype = resolve_dtype_name(self.dtype)  # 'auto' resolved once; bad names fail fast
         if not self.dataset_path:
             raise ValueError("dataset_path is required (sft.jsonl written by training/build_hag_data.py)")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -133,7 +134,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("WANDB_DIR", str(out))
     rows = load_sft(args.dataset_path)
     train_rows, eval_rows = split_rows(rows, args.eval_fraction, args.split_seed)
-    model, tok = load_base_model(args.base_model, dtype=getattr(torch, args.dtype))
+    model, tok = load_base_model(args.base_model, dtype=args.dtype)
     chat = has_chat_template(tok)
     model.train()
     peft_config = None
