@@ -193,12 +193,30 @@ def tensor_fingerprint(named_tensors) -> str:
 
 
 def model_identity(model) -> dict:
-    """Name, hidden size and content fingerprint of a base LM (a cache from another model is refused)."""
+    """Name, hidden size, dtype and content fingerprint of a base LM (a cache from another model is refused).
+
+    The dtype is the one the model actually runs in (what `dtype: auto` resolved to), so a resume under another
+    one is refused by name: bf16 and fp32 samples of one prompt differ, and their cached hidden states too.
+    """
     from .head import model_hidden_size
+    from .models import dtype_name
 
     return {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
             "hidden_size": model_hidden_size(model),
+            "dtype": dtype_name(next(model.parameters()).dtype),
             "fingerprint": tensor_fingerprint(model.named_parameters())}
+
+
+def model_identity_diffs(stored: dict, model) -> list[str]:
+    """What differs between a manifest's base-model identity and `model` (empty: the same model).
+
+    A manifest written before the dtype was recorded has none; its content fingerprint (taken from the weights as
+    loaded, so in their dtype) still tells a differently cast model apart, so the missing field is not a change.
+    """
+    new = model_identity(model)
+    if isinstance(stored, dict) and "dtype" not in stored:
+        stored = {**stored, "dtype": new["dtype"]}
+    return _describe_diff({"base_model": stored}, {"base_model": new})
 
 
 def head_identity(head) -> dict:
@@ -359,6 +377,9 @@ class CollectionWriter:
                            "uninterrupted run if the first run used it too", self.root, identity["settings"]["prompts_per_batch"])
             m["settings"]["prompts_per_batch"] = identity["settings"]["prompts_per_batch"]
         diffs = []
+        if isinstance(m.get("base_model"), dict) and "dtype" not in m["base_model"]:
+            # written before the dtype was part of the identity: see model_identity_diffs
+            m["base_model"]["dtype"] = identity["base_model"]["dtype"]
         for key in ("base_model", "head", "settings"):
             diffs += _describe_diff({key: m.get(key)}, {key: identity[key]})
         for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change

@@ -629,8 +629,10 @@ def build_head_and_dataset(cfg: LPOConfig):
             raise ValueError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
     from .models import load_base_model
 
-    logger.info("some pair samples are not cached: loading %s to recompute their head inputs", cfg.base_model)
-    model, _ = load_base_model(cfg.base_model)
+    # in the dtype the collection ran in: its hidden states (and the identity check) are of that model
+    dtype = manifest["base_model"].get("dtype", "float32")
+    logger.info("some pair samples are not cached: loading %s (%s) to recompute their head inputs", cfg.base_model, dtype)
+    model, _ = load_base_model(cfg.base_model, dtype=dtype)
     return head, PairDataset(cfg.collection_dir, model=model, **kw)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .collection import CollectionMismatchError, _describe_diff, hidden_key, model_identity, read_collection
+from .collection import CollectionMismatchError, _describe_diff, hidden_key, model_identity_diffs, read_collection
 from .generation import compute_head_inputs
 from .head import AdaptiveDecoderConfig
 from .plotting import pyplot, save_figure
@@ -190,7 +190,7 @@ class PairDataset(torch.utils.data.Dataset):
                 raise CollectionMismatchError(f"{self.root} was collected with another head setup; its choices do not "
                                               "fit this head:\n  " + "\n  ".join(diffs))
         if model is not None:
-            diffs = _describe_diff(self.manifest["base_model"], model_identity(model))
+            diffs = model_identity_diffs(self.manifest["base_model"], model)
             if diffs:
                 raise CollectionMismatchError(f"{self.root} was collected with a different base model:\n  "
                                               + "\n  ".join(diffs))
