@@ -225,6 +225,27 @@ def test_a_manifest_without_prompts_per_batch_is_resumed_and_records_it(tmp_path
     assert read_collection(tmp_path)[0]["settings"]["prompts_per_batch"] == 2
 
 
+def test_resume_under_another_resolved_dtype_is_refused_by_name(tmp_path):
+    # `dtype: auto` may resolve to bf16 on one machine and float32 on another: the manifest holds the dtype the
+    # model ran in, and a resume in another one is refused naming it (before anything is generated)
+    run(make_adm(), tmp_path, prompts(2))
+    assert read_collection(tmp_path)[0]["base_model"]["dtype"] == "float32"
+    adm = make_adm()
+    adm.model.to(torch.bfloat16)
+    with pytest.raises(CollectionMismatchError, match=r"base_model\.dtype: stored 'float32', now 'bfloat16'"):
+        run(adm, tmp_path, prompts(3))
+    assert len(read_collection(tmp_path)[1]) == 8
+
+
+def test_a_manifest_without_the_dtype_is_resumed_and_records_it(tmp_path):
+    run(make_adm(), tmp_path, prompts(2))
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    del m["base_model"]["dtype"]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    assert run(make_adm(), tmp_path, prompts(4))["prompts_collected"] == 2
+    assert read_collection(tmp_path)[0]["base_model"]["dtype"] == "float32"
+
+
 def test_two_writers_on_one_collection_are_refused(tmp_path):
     from adaptive_decoder.collection import CollectionWriter
 

@@ -245,6 +245,29 @@ def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
 
 
+def test_resume_under_another_resolved_dtype_is_refused(tiny_dir, tmp_path, monkeypatch):
+    """The fingerprint holds the RESOLVED dtype: `auto` that resolves to bf16 cannot resume a float32 run."""
+    from adaptive_decoder import models
+
+    kw = dict(tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0, device="cpu")
+    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
+    assert json.loads((tmp_path / "out" / "run_config.json").read_text())["dtype"] == "float32"
+    monkeypatch.setattr(models, "resolve_dtype", lambda name, device=None: torch.bfloat16)
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", dtype="auto", **kw)
+    assert cfg.dtype == "bfloat16"
+    with pytest.raises(ValueError, match=r"different config \(dtype differ\)"):
+        run_evaluation(cfg)
+
+
+def test_a_given_model_in_another_dtype_than_the_config_is_refused(tiny_dir, tmp_path):
+    from adaptive_decoder.models import load_base_model
+
+    model, tok = load_base_model(str(tiny_dir), dtype="bfloat16")
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0)
+    with pytest.raises(ValueError, match=r"the given model runs in bfloat16 but the config's dtype is float32"):
+        run_evaluation(cfg, model, tok)
+
+
 # --- bad input --------------------------------------------------------------------------------------------
 def test_unknown_task_method_and_config_key(tmp_path):
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \['constrained_writing', 'creative_writing', 'gsm8k', 'translation'\]"):

@@ -127,15 +127,17 @@ def test_finished_rows_are_masked_and_do_not_affect_others():
     assert stopped.sequences[1, ids.shape[1]:ids.shape[1] + cut].tolist() == gen1[:cut]
 
 
-def test_apply_sampling_params_per_row_equals_hf_warpers_row_by_row():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_apply_sampling_params_per_row_equals_hf_warpers_row_by_row(dtype):
     """Every row of a mixed batch (greedy, top-p only, top-k only, both, neither) is bit-identical to HF's stock
-    warpers applied to that row alone with its scalar values."""
+    warpers applied to that row alone with its scalar values, in float32 and in bf16 scores (a direct call on a
+    bf16 LM's logits: temperature and the top-p threshold must round as HF's Python-float arithmetic does)."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     from adaptive_decoder.sampling import apply_sampling_params
 
     g = torch.Generator().manual_seed(0)
-    scores = torch.randn(6, 500, generator=g) * 3
+    scores = (torch.randn(6, 500, generator=g) * 3).to(dtype)
     ids = torch.randint(0, 500, (6, 7), generator=g)
     rows = [(0.0, 0.9, 20), (0.7, 0.9, 0), (0.7, 1.0, 20), (1.0, 0.95, 50), (0.4, 1.0, 0), (1.0, 1.0, 0)]
     out = apply_sampling_params(ids, scores, [r[0] for r in rows], torch.tensor([r[1] for r in rows], dtype=torch.float64),
@@ -224,3 +226,62 @@ def test_samplers_per_row_equal_hf_warpers_row_by_row():
         ref = row if k is None else warpers[k](v)(ids[i:i + 1], row.clone())
         assert torch.equal(out[i:i + 1], ref), f"row {i}: {k}={v}"
         assert k is None or not torch.equal(ref, row), f"row {i}: {k}={v} removes nothing"
+
+
+# --- the same contract in bfloat16 (what `dtype: auto` picks on a CPU with native bf16) ---------------------
+@pytest.fixture(scope="module")
+def bf16_model():
+    return tiny_llama().to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("values", [(1.0, 1.0, 0), (0.7, 0.9, 20), (0.6, 0.95, 50), (1.3, 0.8, 0)])
+def test_bf16_forced_choices_equal_plain_generate(bf16_model, level, values):
+    """A bf16 LM: forced head bins (batch of 3, left padding on row 0) reproduce plain `generate` token for token."""
+    t, p, k = values
+    ids, mask = _prompts()
+    # bins ordered least to most restrictive, so the wanted top-p and top-k are bin 0 and the other one is stricter
+    head = _forced_head(bf16_model, t_idx=1, p_idx=0, k_idx=0, level=level, temps=[0.0, t], tops=[p, 0.5], topk=[k, 5])
+    adm = AdaptiveDecodingModel(bf16_model, head=head)
+    for seed in (0, 3):
+        ref = _plain(bf16_model, ids, mask, seed, do_sample=True, temperature=t, top_p=p, top_k=k)
+        out = _adaptive(adm, ids, mask, seed)
+        assert torch.equal(out.sequences, ref), (values, seed)
+    assert set(out.values["top_p"][out.step_mask if level == "token" else slice(None)].tolist()) == {p}
+
+
+def test_bf16_force_greedy_and_repetition_penalty_equal_generate(bf16_model):
+    ids, mask = _prompts()
+    adm = AdaptiveDecodingModel(bf16_model)
+    assert torch.equal(_adaptive(adm, ids, mask, 9, force={"temperature": 0.0}).sequences,
+                       _plain(bf16_model, ids, mask, 0, do_sample=False))
+    ref = _plain(bf16_model, ids, mask, 7, do_sample=True, temperature=0.6, top_p=0.95, top_k=50,
+                 repetition_penalty=1.3, num_return_sequences=2)
+    out = _adaptive(adm, ids, mask, 7, num_return_sequences=2,
+                    force={"temperature": 0.6, "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.3})
+    assert torch.equal(out.sequences, ref) and out.sequences.shape[0] == 6
+
+
+def test_bf16_head_inputs_reach_the_head_in_its_own_dtype(bf16_model):
+    """The head stays float32 on a bf16 LM: its inputs are upcast (recorded as float32), its weights untouched."""
+    ids, mask = _prompts()
+    head = _forced_head(bf16_model, t_idx=5, p_idx=0, k_idx=0)
+    adm = AdaptiveDecodingModel(bf16_model, head=head)
+    torch.manual_seed(0)
+    out = adm.generate(ids, mask, max_new_tokens=4, return_head_inputs=True)
+    assert next(head.parameters()).dtype is torch.float32
+    assert out.head_inputs.dtype is torch.float32
+
+
+def test_bf16_repetition_penalty_equals_hf_processor():
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from adaptive_decoder.sampling import apply_sampling_params
+
+    g = torch.Generator().manual_seed(1)
+    scores = (torch.randn(3, 300, generator=g) * 3).to(torch.bfloat16)
+    ids = torch.randint(0, 300, (3, 12), generator=g)
+    out = apply_sampling_params(ids, scores.clone(), 1.0, 1.0, 0, repetition_penalty=[1.3, 1.0, 0.7])
+    for i, pen in enumerate((1.3, 1.0, 0.7)):
+        ref = RepetitionPenaltyLogitsProcessor(pen)(ids[i:i + 1], scores[i:i + 1].clone())
+        assert torch.equal(out[i:i + 1], ref), pen

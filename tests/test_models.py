@@ -125,3 +125,66 @@ def test_missing_local_model_path_says_not_found(tmp_path, monkeypatch, rel, kin
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape(f"{kind} not found: {rel}")):  # was: HFValidationError
         models.load_base_model(rel)
+
+
+# --- dtype resolution ------------------------------------------------------------------------------------
+@pytest.fixture
+def fresh_auto(monkeypatch):
+    """The CPU probe is cached per process: clear it around a test that fakes what it sees."""
+    models._cpu_bf16_is_faster.cache_clear()
+    yield monkeypatch
+    models._cpu_bf16_is_faster.cache_clear()
+
+
+def test_resolve_dtype_names_and_auto():
+    assert models.resolve_dtype("float32") is torch.float32
+    assert models.resolve_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert models.resolve_dtype(torch.float16) is torch.float16
+    assert models.resolve_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)  # what this CPU measured
+    assert models.resolve_dtype("auto", "meta") is torch.float32  # neither cpu nor cuda: no guessing
+    assert models.resolve_dtype_name("float32") == "float32"
+
+
+@pytest.mark.parametrize("bad", ["fp32", "bf16", "Float32", "float64", "", None, torch.float64])
+def test_resolve_dtype_refuses_bad_names_listing_valid_ones(bad):
+    with pytest.raises(ValueError, match=r"valid: \['float32', 'bfloat16', 'float16', 'auto'\]"):
+        models.resolve_dtype(bad)
+
+
+def test_auto_on_cpu_is_measured_and_gated_by_the_cpu_flags(fresh_auto):
+    def no_timing():
+        raise AssertionError("a CPU without native bf16 must not need a timing")
+
+    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: False)
+    fresh_auto.setattr(models, "bf16_matmul_speedup", no_timing)
+    assert models.resolve_dtype("auto", "cpu") is torch.float32
+    for flags in (True, None):  # native flags, or no /proc/cpuinfo: the measurement decides, with a margin
+        for speedup, want in ((1.05, torch.float32), (models.BF16_MIN_SPEEDUP, torch.bfloat16), (2.5, torch.bfloat16)):
+            models._cpu_bf16_is_faster.cache_clear()
+            fresh_auto.setattr(models, "cpu_bf16_flags", lambda: flags)
+            fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: speedup)
+            assert models.resolve_dtype("auto", "cpu") is want, (flags, speedup)
+
+
+def test_bf16_matmul_speedup_is_a_positive_ratio():
+    assert models.bf16_matmul_speedup(reps=1, trials=1) > 0
+
+
+def test_recipe_configs_resolve_auto_and_refuse_bad_names(fresh_auto):
+    from adaptive_decoder import EvalConfig, ExperimentConfig
+
+    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: True)
+    fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: 3.0)
+    ev = EvalConfig(dtype="auto", device="cpu")
+    assert ev.dtype == "bfloat16" and ev.fingerprint()["dtype"] == "bfloat16"  # the resolved one, never 'auto'
+    ex = ExperimentConfig(run_dir="x", dtype="auto", device="cpu", tasks={"gsm8k": {}})
+    assert ex.dtype == "bfloat16"
+    with pytest.raises(ValueError, match=r"unknown dtype 'bf16'; valid: \['float32', 'bfloat16', 'float16', 'auto'\]"):
+        EvalConfig(dtype="bf16")
+
+
+def test_load_base_model_takes_auto(tiny_model_dir, fresh_auto):
+    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: True)
+    fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: 3.0)
+    model, _ = models.load_base_model(str(tiny_model_dir), dtype="auto", device="cpu")
+    assert next(model.parameters()).dtype is torch.bfloat16
