@@ -380,6 +380,11 @@ class CollectionWriter:
         if isinstance(m.get("base_model"), dict) and "dtype" not in m["base_model"]:
             # written before the dtype was part of the identity: see model_identity_diffs
             m["base_model"]["dtype"] = identity["base_model"]["dtype"]
+        if isinstance(m.get("head"), dict) and isinstance(m["head"].get("config"), dict):
+            # written before a head-config field existed (min_p_bins, fixed.min_p): compare it with its defaults
+            from .head import AdaptiveDecoderConfig
+
+            m["head"]["config"] = AdaptiveDecoderConfig.from_dict(m["head"]["config"]).to_dict()
         for key in ("base_model", "head", "settings"):
             diffs += _describe_diff({key: m.get(key)}, {key: identity[key]})
         for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change

@@ -1,6 +1,6 @@
 """AdaptiveDecoder head: a small MLP on the frozen LM's final hidden state that picks decoding hyperparameters.
 
-The head outputs one categorical distribution per *factor* (temperature, top-p, top-k). The factors are
+The head outputs one categorical distribution per *factor* (temperature, top-p, top-k, min-p). The factors are
 independent given the hidden state, so the joint log-probability of a choice is the sum over the active
 factors; LPO only ever needs that joint log-probability (see `AdaptiveDecoderHead.log_prob`).
 
@@ -8,6 +8,11 @@ Bin conventions (validated in `AdaptiveDecoderConfig`):
   temperature: strictly ascending, >= 0; 0.0 means greedy (exact argmax).
   top_p:       in (0, 1], strictly descending (least to most restrictive); 1.0 means off.
   top_k:       integers >= 0, least to most restrictive; 0 means off and may only come first.
+  min_p:       in [0, 1], strictly ascending (least to most restrictive); 0.0 means off.
+
+min_p is optional: it is a FACTOR (it can be learned or fixed), but not one of the DEFAULT_FACTORS, so a head
+configured without mentioning it learns what it did before, and a saved config without `min_p_bins` / a
+`fixed["min_p"]` loads with min-p off (fixed 0.0), which decodes bit-identically to a head that never had it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from .sampling import validate_sampling_value
 from .validation import fraction, positive_int
 
 logger = logging.getLogger(__name__)
-FACTORS = ("temperature", "top_p", "top_k")
+FACTORS = ("temperature", "top_p", "top_k", "min_p")
+DEFAULT_FACTORS = ("temperature", "top_p", "top_k")
+_FIXED_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}
 LEVELS = ("token", "sequence")
 SELECTIONS = ("argmax", "sample")
 
@@ -48,6 +55,10 @@ def _check_bins(factor: str, bins) -> list:
     if factor == "temperature":
         if bins != sorted(bins):
             raise ValueError(f"temperature_bins must be sorted ascending, got {bins}")
+        return [float(b) for b in bins]
+    if factor == "min_p":  # a larger min_p keeps fewer tokens; 0 (off) is the smallest, so it can only come first
+        if bins != sorted(bins):
+            raise ValueError(f"min_p_bins must be sorted ascending (least to most restrictive, 0 = off first), got {bins}")
         return [float(b) for b in bins]
     if factor == "top_p":
         if bins != sorted(bins, reverse=True):
@@ -68,7 +79,7 @@ def _check_fixed(fixed) -> dict:
     bad = [k for k in fixed if k not in FACTORS]
     if bad:
         raise ValueError(f"unknown keys in fixed: {bad}; valid: {list(FACTORS)}")
-    out = {**{"temperature": 1.0, "top_p": 1.0, "top_k": 0}, **dict(fixed)}
+    out = {**_FIXED_DEFAULTS, **dict(fixed)}
     for k, v in out.items():
         validate_sampling_value(k, v, label=f"fixed[{k!r}]")
         # plain Python numbers: config.json stays JSON and top_k stays an int (2.0 -> 2)
@@ -88,8 +99,9 @@ class AdaptiveDecoderConfig:
     temperature_bins: list = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metadata={"help": "Temperature choices; 0.0 = greedy."})
     top_p_bins: list = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.8], metadata={"help": "Top-p choices; 1.0 = off."})
     top_k_bins: list = field(default_factory=lambda: [0, 50, 20], metadata={"help": "Top-k choices; 0 = off."})
-    factors: list = field(default_factory=lambda: list(FACTORS), metadata={"help": "Factors the head learns; the others use `fixed`."})
-    fixed: dict = field(default_factory=lambda: {"temperature": 1.0, "top_p": 1.0, "top_k": 0}, metadata={"help": "Values of inactive factors."})
+    min_p_bins: list = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2], metadata={"help": "Min-p choices; 0.0 = off (used only when 'min_p' is in factors)."})
+    factors: list = field(default_factory=lambda: list(DEFAULT_FACTORS), metadata={"help": f"Factors the head learns (any of {list(FACTORS)}); the others use `fixed`."})
+    fixed: dict = field(default_factory=lambda: dict(_FIXED_DEFAULTS), metadata={"help": "Values of inactive factors."})
     level: str = field(default="token", metadata={"help": "'token' decides every step (ADtok); 'sequence' once from the last prompt token (ADseq)."})
     selection: str = field(default="argmax", metadata={"help": "'argmax' for inference, 'sample' for exploration during data collection."})
 
@@ -153,7 +165,8 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
         # Value tables as buffers so `values()` follows the head's device; top_p thresholds are computed in
         # float64 then cast, exactly like HF's `scores <= (1 - top_p)` with a Python float.
         for f in FACTORS:
-            dtype = {"temperature": torch.float32, "top_p": torch.float64, "top_k": torch.long}[f]
+            # min_p float64 like a forced value: the filter rounds it to the scores' dtype itself, as HF's float
+            dtype = {"temperature": torch.float32, "top_p": torch.float64, "top_k": torch.long, "min_p": torch.float64}[f]
             self.register_buffer(f"_{f}_values", torch.tensor(config.bins(f), dtype=dtype), persistent=False)
 
     @property

@@ -25,7 +25,7 @@ from .plotting import pyplot, save_figure
 
 PAIR_MODES = ("best_vs_worst", "top_k_vs_bottom_k", "all_pairs")
 # Head-config keys that give a stored choice index its meaning (architecture keys may differ between heads).
-_CHOICE_KEYS = ("hidden_size", "level", "factors", "temperature_bins", "top_p_bins", "top_k_bins", "fixed")
+_CHOICE_KEYS = ("hidden_size", "level", "factors", "temperature_bins", "top_p_bins", "top_k_bins", "min_p_bins", "fixed")
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,9 @@ class PairDataset(torch.utils.data.Dataset):
         self.config = AdaptiveDecoderConfig.from_dict(self.manifest["head"]["config"])
         if head_config is not None:
             new = head_config.to_dict() if isinstance(head_config, AdaptiveDecoderConfig) else dict(head_config)
-            diffs = _describe_diff({k_: self.manifest["head"]["config"].get(k_) for k_ in _CHOICE_KEYS},
+            new = AdaptiveDecoderConfig.from_dict(new).to_dict()
+            # both normalised: a collection made before a config field existed (min_p) stores none, i.e. its default
+            diffs = _describe_diff({k_: self.config.to_dict().get(k_) for k_ in _CHOICE_KEYS},
                                    {k_: new.get(k_) for k_ in _CHOICE_KEYS})
             if diffs:
                 raise CollectionMismatchError(f"{self.root} was collected with another head setup; its choices do not "

@@ -285,3 +285,39 @@ def test_bf16_repetition_penalty_equals_hf_processor():
     for i, pen in enumerate((1.3, 1.0, 0.7)):
         ref = RepetitionPenaltyLogitsProcessor(pen)(ids[i:i + 1], scores[i:i + 1].clone())
         assert torch.equal(out[i:i + 1], ref), pen
+
+
+# --- min-p as a head factor: forcing its bins equals plain generate(min_p=...) --------------------------------
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("m_idx,min_p", [(1, 0.05), (3, 0.2)])
+def test_head_min_p_bin_equals_generate_min_p(level, m_idx, min_p):
+    model = _sharp_model()
+    ids, mask = _uneven_prompts()
+    cfg = AdaptiveDecoderConfig(hidden_size=model.config.hidden_size, level=level, temperature_bins=[0.0, 0.7, 1.0],
+                                factors=["temperature", "min_p"], min_p_bins=[0.0, 0.05, 0.1, 0.2])
+    head = AdaptiveDecoderHead(cfg)
+    with torch.no_grad():  # argmax = temperature 0.7 and the wanted min-p bin, for every input
+        for f, idx in (("temperature", 1), ("min_p", m_idx)):
+            head.outputs[f].weight.zero_()
+            head.outputs[f].bias.fill_(-10.0)
+            head.outputs[f].bias[idx] = 10.0
+    adm = AdaptiveDecodingModel(model, head=head)
+    for seed in (0, 3):
+        ref = _plain(model, ids, mask, seed, do_sample=True, temperature=0.7, top_k=0, top_p=1.0, min_p=min_p)
+        unfiltered = _plain(model, ids, mask, seed, do_sample=True, temperature=0.7, top_k=0, top_p=1.0)
+        assert not torch.equal(ref, unfiltered), f"min_p={min_p} removes nothing here: the test would not see a bug"
+        out = _adaptive(adm, ids, mask, seed)
+        assert torch.equal(out.sequences, ref), f"min_p={min_p} seed {seed} ({level})"
+    sel = out.step_mask if level == "token" else slice(None)
+    assert set(out.values["min_p"][sel].tolist()) == {min_p}
+    assert set(out.choices["min_p"][sel].tolist()) == {m_idx}
+
+
+def test_head_without_min_p_factor_leaves_min_p_off(tiny_model):
+    """min-p inactive: fixed 0.0 (off), and decoding is plain generate's."""
+    ids, mask = _prompts()
+    head = _forced_head(tiny_model, t_idx=5, p_idx=0, k_idx=0)
+    assert "min_p" not in head.factors and head.config.fixed["min_p"] == 0.0
+    out = _adaptive(AdaptiveDecodingModel(tiny_model, head=head), ids, mask, 0)
+    assert torch.equal(out.sequences, _plain(tiny_model, ids, mask, 0, do_sample=True, temperature=1.0, top_p=1.0, top_k=0))
+    assert set(out.values["min_p"][out.step_mask].tolist()) == {0.0}

@@ -29,7 +29,9 @@ def make_head(**kw):
     ({"top_k_bins": [0, -5]}, "non-negative"),
     ({"level": "paragraph"}, "level"),
     ({"selection": "beam"}, "selection"),
-    ({"factors": ["temperature", "min_p"]}, "unknown factors"),
+    ({"factors": ["temperature", "typical_p"]}, "unknown factors"),
+    ({"min_p_bins": [0.1, 0.0]}, "ascending"),
+    ({"min_p_bins": [0.0, 1.5]}, r"\[0, 1\]"),
     ({"temperature_bins": [0.0, float("nan")]}, "finite"),
 ])
 def test_bad_bins_and_options_raise_clear_errors(kw, match):
@@ -170,7 +172,7 @@ def test_config_refuses_non_finite_non_integer_and_mistyped_values(kw, match):
 
 def test_fixed_values_are_normalised_to_json_numbers():
     cfg = AdaptiveDecoderConfig(hidden_size=16, fixed={"top_k": 20.0, "temperature": 1})
-    assert cfg.fixed == {"temperature": 1.0, "top_p": 1.0, "top_k": 20} and isinstance(cfg.fixed["top_k"], int)
+    assert cfg.fixed == {"temperature": 1.0, "top_p": 1.0, "top_k": 20, "min_p": 0.0} and isinstance(cfg.fixed["top_k"], int)
 
 
 # ------------------------------------------------------------- missing local head directory (issue 18, C)
@@ -249,3 +251,31 @@ def test_mistyped_saved_config_names_the_checkpoint_and_the_field(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_size": "abc"}))
     with pytest.raises(ValueError, match=r"invalid head config in .*hidden_size must be a positive integer, got 'abc'"):
         AdaptiveDecoderHead.from_pretrained(tmp_path)
+
+
+def test_min_p_factor_saves_and_old_configs_without_it_load(tmp_path):
+    head = make_head(factors=["temperature", "min_p"], min_p_bins=[0.0, 0.1, 0.3])
+    assert set(head.outputs) == {"temperature", "min_p"}
+    head.save_pretrained(tmp_path / "new")
+    cfg = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert cfg["min_p_bins"] == [0.0, 0.1, 0.3] and cfg["factors"] == ["temperature", "min_p"]
+    assert AdaptiveDecoderHead.from_pretrained(tmp_path / "new").config == head.config
+    vals = head.values({"temperature": torch.tensor([0, 1]), "min_p": torch.tensor([2, -1])})
+    assert vals["min_p"].tolist() == [0.3, 0.0] and vals["min_p"].dtype == torch.float64  # -1 (finished) -> fixed (off)
+
+    # a head saved before min-p existed: no min_p_bins, no fixed["min_p"]; it loads with min-p off
+    old = make_head(level="sequence")
+    old.save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    cfg = json.loads(path.read_text())
+    del cfg["min_p_bins"], cfg["fixed"]["min_p"]
+    cfg["factors"] = ["temperature", "top_p", "top_k"]
+    path.write_text(json.dumps(cfg))
+    loaded = AdaptiveDecoderHead.from_pretrained(tmp_path / "old")
+    assert "min_p" not in loaded.factors and loaded.config.fixed["min_p"] == 0.0
+    assert loaded.values({f: torch.tensor([0]) for f in loaded.factors})["min_p"].tolist() == [0.0]
+
+
+def test_default_factors_leave_min_p_out():
+    cfg = AdaptiveDecoderConfig(hidden_size=4)
+    assert cfg.factors == ["temperature", "top_p", "top_k"] and cfg.min_p_bins == [0.0, 0.05, 0.1, 0.2]
