@@ -19,6 +19,10 @@ so `collect` draws its prompts again, in the same batch with the same seed, i.e.
 The base LM is frozen, so the head's inputs never change: we keep them (fp16) for the samples that can enter
 pairs while the byte budget lasts; `adaptive_decoder.pairs.PairDataset` recomputes the rest with one
 teacher-forced forward pass (`adaptive_decoder.generation.compute_head_inputs`).
+Every sample also keeps its token table (`adaptive_decoder.response_logps`): the LM's log P(y_t | tau) of its
+own tokens under every temperature bin, [T, K] fp16 under "<prompt_id>::<j>::token_logps" in the same hidden
+file (T*K*2 bytes, not counted against the hidden-state budget), and in its record the sums `response_logp`
+(at the temperatures it was decoded with) and `lm_logp` (at temperature 1), for the joint and latent LPO losses.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 
 from .generation import AdaptiveDecodingModel
 from .models import encode_prompts
+from .response_logps import response_log_prob, sample_token_log_probs, table_temperatures
 from .rewards import needs_group
 from .storage import atomic_write_bytes, lock_dir
 from .tasks.io import read_jsonl
@@ -441,7 +446,9 @@ class CollectionWriter:
         if hidden:
             blob = save({k: v.contiguous() for k, v in hidden.items()})
             atomic_write_bytes(hidden_path, blob)
-            entry.update(hidden_bytes=sum(v.numel() * v.element_size() for v in hidden.values()),
+            # the budget counts hidden states only; token tables ride along (the file's sha covers both)
+            entry.update(hidden_bytes=sum(v.numel() * v.element_size() for k, v in hidden.items()
+                                          if not k.endswith("::token_logps")),
                          hidden_file_bytes=len(blob), hidden_sha256=_sha256(blob))
         self.manifest["shards"].append(entry)
         self.manifest["done"].extend(ids)
@@ -475,6 +482,10 @@ def read_collection(root) -> tuple[dict, list[dict]]:
 
 def hidden_key(prompt_id: str, sample_index: int) -> str:
     return f"{prompt_id}::{sample_index}"
+
+
+def token_logps_key(prompt_id: str, sample_index: int) -> str:
+    return f"{hidden_key(prompt_id, sample_index)}::token_logps"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -572,6 +583,11 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
                        num_return_sequences=n, selection=settings.selection, epsilon=settings.epsilon, head_seed=seed,
                        return_head_inputs=True)
     scores = _score(adm, enc, out, batch, reward, spec, settings, seed)
+    temps = table_temperatures(adm.head.config)
+    full_mask = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), torch.ones_like(out.step_mask, dtype=torch.long)], 1)
+    # one more column at temperature 1: the LM's own likelihood, the joint loss's reference (see lpo.joint_loss)
+    tables = sample_token_log_probs(adm.model, out.sequences, full_mask, out.prompt_length, temps + [1.0],
+                                    out.step_mask).cpu()
     records, hidden = [], {}
     used = writer.manifest["hidden_bytes"]
     for i, p in enumerate(batch):
@@ -593,11 +609,16 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
                     summary["samples_cached"] += 1
                 else:
                     summary["samples_not_cached_budget"] += 1
+            table = tables[r, :t]
+            hidden[token_logps_key(p["id"], j)] = table[:, :-1].to(torch.float16)
+            t_choice = choices.get("temperature")
+            logps = {"response_logp": float(response_log_prob(table[:, :-1], t_choice)),
+                     "lm_logp": float(table[:, -1].sum()), "logp_temperatures": temps}
             rew = {k: float(v[r]) for k, v in scores.items()}
             summary["nonfinite_rewards"] += not math.isfinite(rew["total"])
             records.append({"prompt_id": p["id"], "task": p["task"], "sample_index": j, "prompt": p["prompt"],
                             "prompt_ids": prompt_ids, "completion": out.texts[r], "completion_ids": out.completion_ids[r],
-                            "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed})
+                            "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed, **logps})
     return records, hidden, scores["total"]
 
 

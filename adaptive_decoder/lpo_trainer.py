@@ -36,7 +36,7 @@ from torch import nn
 
 from .configs import as_mapping
 from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
-from .lpo import AGGREGATIONS, LOSS_TYPES, collate_pairs, compute_loss, pair_log_probs
+from .lpo import AGGREGATIONS, LOSS_TYPES, NEEDS_RESPONSE_LOGPS, collate_pairs, compute_loss, policy_log_probs
 from .plotting import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class LPOConfig:
     head: dict | str | None = field(default_factory=dict, metadata={"help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the collection's). A mapping, or YAML/JSON text on the CLI (as `wandb agent` passes it)."})
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     # --- loss ---------------------------------------------------------------------------------------------
-    loss_type: str = field(default="lpo", metadata={"help": f"{LOSS_TYPES}: LPO (preference) or the NLL-on-chosen baseline."})
+    loss_type: str = field(default="lpo", metadata={"help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens with the LM's response term) or latent (temperature marginalised per token)."})
     beta: float = field(default=0.1, metadata={"help": "LPO strength beta."})
     reference: str = field(default="initial", metadata={"help": f"{REFERENCES}: frozen copy of the initial head as pi_ref, or no reference terms (paper Eq. 10)."})
     token_aggregation: str = field(default="sum", metadata={"help": f"{AGGREGATIONS}: how token-level log-probs combine over the steps of a sample."})
@@ -102,6 +102,9 @@ class LPOConfig:
             raise ValueError("give exactly one data source: collection_dir (a collection) or synthetic_pairs > 0")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if self.synthetic_pairs and self.loss_type in NEEDS_RESPONSE_LOGPS:
+            raise ValueError(f"loss_type {self.loss_type!r} needs the LM's token log-probs of real samples: "
+                             "synthetic pairs have none (use a collection_dir)")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if self.token_aggregation not in AGGREGATIONS:
@@ -181,12 +184,12 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 class _PolicyLogps(nn.Module):
     """The trainable module handed to `accelerator.prepare`: DDP/DeepSpeed see the head's forward through it."""
 
-    def __init__(self, head: AdaptiveDecoderHead, aggregation: str):
+    def __init__(self, head: AdaptiveDecoderHead, aggregation: str, loss_type: str = "lpo"):
         super().__init__()
-        self.head, self.aggregation = head, aggregation
+        self.head, self.aggregation, self.loss_type = head, aggregation, loss_type
 
     def forward(self, batch: dict) -> dict:
-        return pair_log_probs(self.head, batch, self.aggregation)
+        return policy_log_probs(self.head, batch, self.loss_type, self.aggregation)
 
 
 def _argmax_counts(head, batch: dict) -> dict:
@@ -267,7 +270,7 @@ class LPOTrainer:
         self.level = head.config.level
         # pi_ref = the head as it is now; saved so that a resumed run compares against the same initial head
         self.ref_head = None
-        if cfg.loss_type == "lpo" and cfg.reference == "initial":
+        if cfg.loss_type != "nll" and cfg.reference == "initial":
             ref_dir = self.out / "reference_head"
             # every rank looks before any rank writes, so all take the same branch (a rank that looked while
             # the main process was half-way through saving once read a directory with no config.json)
@@ -293,7 +296,7 @@ class LPOTrainer:
         loader = torch.utils.data.DataLoader(train_dataset, batch_size=cfg.per_device_train_batch_size,
                                              sampler=self.sampler, collate_fn=collate_pairs,
                                              generator=torch.Generator().manual_seed(cfg.seed))
-        policy = _PolicyLogps(head, cfg.token_aggregation)
+        policy = _PolicyLogps(head, cfg.token_aggregation, cfg.loss_type)
         optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         # steps per epoch as each process sees them after sharding
         micro_per_epoch = math.ceil(len(train_dataset) / (cfg.per_device_train_batch_size * acc.num_processes))
@@ -619,7 +622,7 @@ def build_head_and_dataset(cfg: LPOConfig):
     else:
         logger.info("the initial head differs from the collecting head (other head_path / head_init_seed / options)")
     kw = dict(mode=cfg.pair_mode, k=cfg.pair_k, eps=cfg.pair_eps, tasks=cfg.tasks, head_config=head.config,
-              use_cache=cfg.use_cache)
+              use_cache=cfg.use_cache, response_logps=cfg.loss_type in NEEDS_RESPONSE_LOGPS)
     try:
         return head, PairDataset(cfg.collection_dir, **kw)
     except ValueError as e:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .collection import CollectionMismatchError, _describe_diff, hidden_key, model_identity_diffs, read_collection
+from .collection import (CollectionMismatchError, _describe_diff, hidden_key, model_identity_diffs, read_collection,
+                         token_logps_key)
 from .generation import compute_head_inputs
 from .head import AdaptiveDecoderConfig
 from .plotting import pyplot, save_figure
+from .response_logps import response_log_prob, sample_token_log_probs, table_temperatures
 
 PAIR_MODES = ("best_vs_worst", "top_k_vs_bottom_k", "all_pairs")
 # Head-config keys that give a stored choice index its meaning (architecture keys may differ between heads).
@@ -174,11 +176,16 @@ class PairDataset(torch.utils.data.Dataset):
     one teacher-forced forward pass of `model` per sample (`compute_head_inputs`); both paths return `dtype`.
     `model` is checked against the base model the collection was made with, `head_config` (the head being
     trained) against the collecting head's bins / factors / level: a mismatch is refused.
+
+    With `response_logps` (the joint and latent losses) each side also carries the LM's view of its tokens
+    (`adaptive_decoder.response_logps`): "<side>_token_logps" float32 [T, K] (K = the temperature bins),
+    "<side>_response_logp" (sum at the temperatures it was decoded with) and "<side>_lm_logp" (sum at
+    temperature 1), read from the collection, or recomputed with `model` for samples collected without them.
     """
 
     def __init__(self, collection_dir, *, mode: str = "best_vs_worst", k: int = 2, eps: float = 1e-6,
                  tasks: list[str] | None = None, model=None, head_config=None, use_cache: bool = True,
-                 dtype: torch.dtype = torch.float16):
+                 dtype: torch.dtype = torch.float16, response_logps: bool = False):
         self.root = Path(collection_dir)
         self.manifest, records = read_collection(self.root)
         self.config = AdaptiveDecoderConfig.from_dict(self.manifest["head"]["config"])
@@ -211,6 +218,13 @@ class PairDataset(torch.utils.data.Dataset):
         self._cache: dict = {}
         if use_cache:
             self._load_cache(needed)
+        self.response_logps, self._tables = response_logps, {}
+        if response_logps:
+            self._load_tables(needed)
+            no_table = needed - set(self._tables)
+            if no_table and model is None:
+                raise ValueError(f"{len(no_table)} of the {len(needed)} samples in pairs have no stored token log-probs "
+                                 "(collected before they were recorded): pass model= (the collection's base model) to recompute them")
         missing = needed - set(self._cache)
         self.stats.update(samples_in_pairs=len(needed), samples_cached=len(needed) - len(missing), samples_recomputed=len(missing))
         if missing and model is None:
@@ -232,6 +246,31 @@ class PairDataset(torch.utils.data.Dataset):
             with safe_open(str(path), framework="pt") as f:
                 for key in keys:
                     self._cache[key] = f.get_tensor(hidden_key(*key))
+
+    def _load_tables(self, needed):
+        from safetensors import safe_open
+
+        by_shard: dict[str, list] = {}
+        for key in needed:
+            if "response_logp" in self.records[key]:
+                by_shard.setdefault(self.records[key]["shard"], []).append(key)
+        for shard, keys in by_shard.items():
+            with safe_open(str(self.root / "hidden" / f"{shard}.safetensors"), framework="pt") as f:
+                for key in keys:
+                    self._tables[key] = f.get_tensor(token_logps_key(*key)).float()
+
+    def token_logps(self, key) -> dict:
+        """{"token_logps": [T, K], "response_logp", "lm_logp"} of one sample, stored or recomputed."""
+        rec = self.records[key]
+        if key in self._tables:
+            return {"token_logps": self._tables[key], "response_logp": float(rec["response_logp"]),
+                    "lm_logp": float(rec["lm_logp"])}
+        ids = rec["prompt_ids"] + rec["completion_ids"]
+        seq = torch.tensor([ids], device=next(self.model.parameters()).device)
+        table = sample_token_log_probs(self.model, seq, torch.ones_like(seq), len(rec["prompt_ids"]),
+                                       table_temperatures(self.config) + [1.0])[0].cpu()
+        return {"token_logps": table[:, :-1], "lm_logp": float(table[:, -1].sum()),
+                "response_logp": float(response_log_prob(table[:, :-1], rec["choices"].get("temperature")))}
 
     def recompute(self, key) -> torch.Tensor:
         """Head inputs of one sample from one teacher-forced forward pass of the base model."""
@@ -258,7 +297,9 @@ class PairDataset(torch.utils.data.Dataset):
         return {"chosen_inputs": self.head_inputs(c), "chosen_choices": self._choices(c),
                 "rejected_inputs": self.head_inputs(r), "rejected_choices": self._choices(r),
                 "reward_chosen": p.reward_chosen, "reward_rejected": p.reward_rejected,
-                "task": p.task, "prompt_id": p.prompt_id}
+                "task": p.task, "prompt_id": p.prompt_id,
+                **({f"{side}_{k}": v for side, key in (("chosen", c), ("rejected", r))
+                    for k, v in self.token_logps(key).items()} if self.response_logps else {})}
 
     def statistics(self) -> dict:
         return pair_statistics(self.pairs, list(self.records.values()), self.config)

@@ -283,3 +283,104 @@ def test_nll_baseline_follows_whatever_is_chosen():
         loss.backward()
         opt.step()
     assert (head.select(torch.randn(64, 8, generator=g), "argmax")["temperature"] == 5).all()
+
+
+# ----------------------------------------------------------------------------- joint: temperatures as tokens
+from adaptive_decoder.lpo import joint_loss, latent_log_probs  # noqa: E402
+from adaptive_decoder.response_logps import LOG_GREEDY_FLOOR, temperature_log_probs  # noqa: E402
+
+SIG = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+P20 = (0.8807970779778823, 0.11920292202211755)  # softmax([2, 0])
+
+
+def with_response(ex, c_resp, c_lm, r_resp, r_lm, c_table=None, r_table=None):
+    ex = dict(ex, chosen_response_logp=c_resp, chosen_lm_logp=c_lm, rejected_response_logp=r_resp, rejected_lm_logp=r_lm)
+    n = lambda side: 1 if ex[f"{side}_inputs"].dim() == 1 else ex[f"{side}_inputs"].shape[0]  # noqa: E731
+    ex["chosen_token_logps"] = torch.tensor(c_table) if c_table is not None else torch.zeros(n("chosen"), 2)
+    ex["rejected_token_logps"] = torch.tensor(r_table) if r_table is not None else torch.zeros(n("rejected"), 2)
+    return ex
+
+
+# pair A: chosen h=[2,0] bin 0, rejected h=[0,0] bin 1; response ratios +0.4 (chosen) and -0.6 (rejected)
+# pair B: chosen h=[0,0] bin 0, rejected h=[1,0] bin 0; response ratios -1.0 and +0.5 (the LM prefers the rejected)
+JOINT_BATCH = [with_response(pair([2.0, 0.0], {"temperature": 0}, [0.0, 0.0], {"temperature": 1}), -1.0, -1.4, -3.0, -2.4),
+               with_response(pair([0.0, 0.0], {"temperature": 0}, [1.0, 0.0], {"temperature": 0}), -2.0, -1.0, -1.5, -2.0)]
+BETA = 0.5
+M_SEP = (BETA * (LS20 - LS00), BETA * (LS00 - LS10))          # 0.2831095848, -0.1900572465
+M_JOINT = (M_SEP[0] + BETA * (0.4 + 0.6), M_SEP[1] + BETA * (-1.0 - 0.5))
+
+
+def test_joint_loss_adds_the_response_margin_hand_computed():
+    batch = collate_pairs(JOINT_BATCH)
+    loss, metrics = compute_loss(linear_head(), batch, loss_type="joint", beta=BETA)
+    want = [math.log1p(math.exp(-m)) for m in M_JOINT]  # -log sigmoid(m)
+    assert loss.item() == pytest.approx(sum(want) / 2, rel=1e-6)
+    assert metrics["rewards/margins"].item() == pytest.approx(sum(M_JOINT) / 2, rel=1e-6)
+    # the functional form directly, with reference terms: ratios subtract the reference head's log-probs
+    losses, _, _ = joint_loss(torch.tensor([LS20]), torch.tensor([LS00]), torch.tensor([0.4]), torch.tensor([-0.6]),
+                              torch.tensor([LS10]), torch.tensor([LS01]), beta=BETA)
+    m = BETA * ((LS20 - LS10) - (LS00 - LS01)) + BETA * 1.0
+    assert losses.item() == pytest.approx(math.log1p(math.exp(-m)), rel=1e-6)
+
+
+def test_joint_gradient_is_the_separate_gradient_scaled_per_pair():
+    """d/dtheta of -log sigmoid(m) = -sigmoid(-m) dm: the response term only rescales each pair's gradient."""
+    for i in range(2):
+        batch = collate_pairs([JOINT_BATCH[i]])
+        grads = {}
+        for lt in ("lpo", "joint"):
+            head = linear_head()
+            compute_loss(head, batch, loss_type=lt, beta=BETA)[0].backward()
+            grads[lt] = head.outputs["temperature"].bias.grad.clone()
+        scale = SIG(-M_JOINT[i]) / SIG(-M_SEP[i])
+        torch.testing.assert_close(grads["joint"], grads["lpo"] * scale)
+    # and pair A's bias gradient by hand: -sigmoid(-m) * beta * [(e_c - p_c) - (e_r - p_r)]
+    d = (1 - P20[0]) - (0 - 0.5)
+    want = [-SIG(-M_JOINT[0]) * BETA * d, SIG(-M_JOINT[0]) * BETA * d]
+    head = linear_head()
+    compute_loss(head, collate_pairs([JOINT_BATCH[0]]), loss_type="joint", beta=BETA)[0].backward()
+    torch.testing.assert_close(head.outputs["temperature"].bias.grad, torch.tensor(want))
+
+
+def test_response_loss_types_refuse_a_batch_without_token_logps():
+    with pytest.raises(ValueError, match="response_logps=True"):
+        compute_loss(linear_head(), collate_pairs(SEQ_BATCH), loss_type="joint")
+
+
+# ----------------------------------------------------------------------------- latent: temperatures as latents
+L = math.log
+C_TABLE = [[L(0.5), L(0.2)], [L(0.1), L(0.4)]]     # log P(y_t | tau_k), chosen: 2 tokens x 2 bins
+R_TABLE = [[L(0.3), L(0.6)], [L(0.25), L(0.05)]]
+LATENT_PAIR = with_response(pair([[2.0, 0.0], [0.0, 0.0]], {"temperature": [0, 1]}, [[1.0, 0.0], [0.0, 1.0]],
+                                 {"temperature": [1, 0]}), 0.0, 0.0, 0.0, 0.0, C_TABLE, R_TABLE)
+
+
+def test_latent_loss_token_level_hand_computed():
+    # pi(tau | h) = softmax(h): chosen steps [0.8808, 0.1192], [0.5, 0.5]; rejected [0.7311, 0.2689], [0.2689, 0.7311]
+    pc = [0.5 * 0.8807970780 + 0.2 * 0.1192029220, 0.1 * 0.5 + 0.4 * 0.5]              # 0.4642391, 0.25
+    pr = [0.3 * 0.7310585786 + 0.6 * 0.2689414214, 0.25 * 0.2689414214 + 0.05 * 0.7310585786]  # 0.3806824, 0.1037883
+    # reference head with zero weights: pi_ref = [0.5, 0.5] everywhere
+    pc_ref, pr_ref = [0.35, 0.25], [0.45, 0.15]
+    margin = sum(map(L, pc)) - sum(map(L, pc_ref)) - (sum(map(L, pr)) - sum(map(L, pr_ref)))
+    ref = linear_head(level="token")
+    with torch.no_grad():
+        ref.outputs["temperature"].weight.zero_()
+    batch = collate_pairs([LATENT_PAIR])
+    loss, metrics = compute_loss(linear_head(level="token"), batch, loss_type="latent", beta=1.0, ref_head=ref)
+    assert metrics["logps/chosen"].item() == pytest.approx(sum(map(L, pc)), rel=1e-6)
+    assert metrics["logps/rejected"].item() == pytest.approx(sum(map(L, pr)), rel=1e-6)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-margin)), rel=1e-6)
+
+
+def test_latent_log_probs_sequence_level_marginalises_one_tau_for_the_whole_response():
+    # pi = softmax([2, 0]); P(y | tau_0) = 0.5 * 0.1 = 0.05, P(y | tau_1) = 0.2 * 0.4 = 0.08
+    got = latent_log_probs(linear_head(), torch.tensor([[2.0, 0.0]]), torch.tensor([C_TABLE]),
+                           torch.ones(1, 2, dtype=torch.bool))
+    assert got.item() == pytest.approx(L(0.05 * P20[0] + 0.08 * P20[1]), rel=1e-6)
+
+
+def test_temperature_log_probs_greedy_bin_is_a_point_mass_with_a_floor():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
+    got = temperature_log_probs(logits, torch.tensor([0, 1]), [0.0, 0.5])
+    assert got[0, 0].item() == 0.0 and got[1, 0].item() == pytest.approx(LOG_GREEDY_FLOOR)
+    assert got[1, 1].item() == pytest.approx(2 - L(math.exp(4) + math.exp(2) + 1), rel=1e-6)  # softmax([4, 2, 0])[1]
