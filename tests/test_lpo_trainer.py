@@ -326,3 +326,23 @@ def test_head_options_as_text_from_the_command_line(tmp_path):
     for bad in ("[1, 2]", "level", "", "{level: [unclosed"):
         with pytest.raises(ValueError, match="head must be a mapping"):
             LPOConfig(head=bad, **kw)
+
+
+@pytest.mark.parametrize("loss_type", ["joint", "latent"])
+def test_joint_and_latent_losses_train_from_a_cached_collection_without_the_lm(tmp_path, collection, monkeypatch, loss_type):
+    _, _, cached = collection
+    import adaptive_decoder.models as models
+
+    monkeypatch.setattr(models, "load_base_model", lambda *a, **k: pytest.fail("the token log-probs are stored"))
+    cfg = config(tmp_path, synthetic_pairs=0, collection_dir=str(cached), head={"num_layers": 2, "intermediate_size": 8},
+                 max_steps=2, per_device_train_batch_size=4, loss_type=loss_type)
+    head, data = build_head_and_dataset(cfg)
+    assert data.response_logps and "chosen_token_logps" in data[0]
+    trainer = LPOTrainer(cfg, head, data)
+    assert trainer.ref_head is not None
+    assert trainer.train()["step"] == 2
+
+
+def test_response_losses_refuse_synthetic_pairs(tmp_path):
+    with pytest.raises(ValueError, match="synthetic pairs have none"):
+        config(tmp_path, loss_type="latent")

@@ -161,3 +161,38 @@ def test_pair_dataset_works_with_a_dataloader(tmp_path):
     assert batch["chosen_inputs"].shape == (len(ds), 32) and batch["chosen_choices"]["temperature"].shape == (len(ds),)
     st = ds.statistics()
     assert sum(st["tasks"]["all"]["temperature"]["chosen"]) == len(ds)
+
+
+@pytest.mark.parametrize("level", ["sequence", "token"])
+def test_collection_token_logps_with_a_min_p_factor_feed_joint_and_latent_losses(tmp_path, level):
+    """A head with all four factors (min-p included): the stored [T, K] tables equal a one-row recompute, the
+    stored response sum reads the table at the chosen temperatures, and both new losses run on the batch."""
+    from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
+    from adaptive_decoder.lpo import collate_pairs, compute_loss
+
+    base = make_adm(level)
+    torch.manual_seed(0)
+    cfg = AdaptiveDecoderConfig(**{**base.head.config.to_dict(), "factors": ["temperature", "top_p", "top_k", "min_p"],
+                                   "min_p_bins": [0.0, 0.1]})
+    adm = AdaptiveDecodingModel(base.model, base.tokenizer, AdaptiveDecoderHead(cfg))
+    run(adm, tmp_path, prompts(4), max_new_tokens=6)
+    ds = PairDataset(tmp_path, response_logps=True, model=adm.model)
+    assert len(ds) > 0 and ds.stats["samples_recomputed"] == 0
+    for key in list(ds._tables)[:4]:
+        stored, rec = ds.token_logps(key), ds.records[key]
+        assert stored["token_logps"].shape == (len(rec["completion_ids"]), 4)
+        assert set(rec["choices"]) == {"temperature", "top_p", "top_k", "min_p"}
+        t = torch.as_tensor(rec["choices"]["temperature"]).expand(len(rec["completion_ids"]))
+        at_chosen = stored["token_logps"].gather(1, t[:, None]).sum().item()
+        assert stored["response_logp"] == pytest.approx(at_chosen, abs=0.02)  # the table is fp16
+        table = ds._tables.pop(key)
+        again = ds.token_logps(key)  # recomputed: one teacher-forced pass over this sample alone
+        torch.testing.assert_close(again["token_logps"], table, atol=0.02, rtol=0.01)
+        assert again["lm_logp"] == pytest.approx(stored["lm_logp"], abs=1e-3)
+        ds._tables[key] = table
+    batch = collate_pairs([ds[i] for i in range(len(ds))])
+    for lt in ("joint", "latent"):
+        loss, _ = compute_loss(adm.head, batch, loss_type=lt, ref_head=adm.head)
+        assert torch.isfinite(loss)
+    # with the collecting head as its own reference the latent margin is 0: loss log 2
+    assert compute_loss(adm.head, batch, loss_type="latent", ref_head=adm.head)[0].item() == pytest.approx(math.log(2))
