@@ -33,6 +33,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .head import FACTORS
 from .head_digest import head_fingerprint
 from .policies import (DEFAULT_TEMPERATURES, FIXED_CONFIG_TYPES, POLICIES, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy,
                        GreedyPolicy, MeanShiftPolicy, OraclePolicy, build_policies)
@@ -647,7 +648,7 @@ def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
 
 def _varied_factors(results: dict, methods: list) -> list:
     """The factors some method chose (a head's own factors, or any factor that took more than one value)."""
-    factors = ["temperature", "top_p", "top_k"]
+    factors = list(FACTORS)
     chosen = {f for m in methods for f in results["methods"][m].get("factors", [])}
     for f in factors:
         seen = {v for tr in results["tasks"].values() for m in methods for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}
