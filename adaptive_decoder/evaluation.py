@@ -41,7 +41,7 @@ from .plotting import pyplot, save_figure
 from .scalefree import BAR_RULE, bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report
 from .stats import bootstrap_mean_ci, format_ci, paired_comparison
 from .storage import lock_dir
-from .tasks import TASKS, get_task
+from .tasks import TASKS, check_tasks, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ class EvalConfig:
                     raise ValueError(f"{name} must be a JSON object, got {v!r} ({e})") from None
             v = dict(v or {})
             setattr(self, name, v)
-        unknown = sorted(set(self.tasks) - set(TASKS))
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; valid: {sorted(TASKS)}")
+        check_tasks(self.tasks)
         unknown = sorted(set(self.task_options) - set(self.tasks))
         if unknown:
             raise ValueError(f"task_options for task(s) {unknown} that are not in tasks={self.tasks}")

@@ -108,11 +108,9 @@ class ExperimentConfig:
         self.tasks = as_mapping("tasks", self.tasks)
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (e.g. tasks: {gsm8k: {}, constrained_writing: {}})")
-        from .tasks import TASKS
+        from .tasks import check_tasks
 
-        unknown = sorted(set(self.tasks) - set(TASKS))
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; valid: {sorted(TASKS)}")
+        check_tasks(self.tasks)
         self.tasks = {t: as_mapping(f"tasks.{t}", o) for t, o in self.tasks.items()}
         for name in ("head", "collect", "lpo", "eval"):
             setattr(self, name, as_mapping(name, getattr(self, name)))
@@ -172,8 +170,13 @@ class ExperimentConfig:
             raise ValueError("head: 'level' comes from `levels` and 'hidden_size' from the model; remove them")
 
     def split_sizes(self, task: str) -> dict:
+        """A task's own num_train / num_dev / num_test here, else its task file's `splits:`, else the top level."""
+        from .tasks import TASKS, find_task_file, load_task_spec
+
         opts = self.tasks[task]
-        return {k: int(opts.get(k, getattr(self, k))) for k in SPLIT_KEYS}
+        path = None if task in TASKS else find_task_file(task)
+        own = load_task_spec(path)["splits"] if path else {}
+        return {k: int(opts.get(k, own.get(k, getattr(self, k)))) for k in SPLIT_KEYS}
 
     def task_options(self, task: str) -> dict:
         """The evaluation-task options of `task` (without the split sizes)."""

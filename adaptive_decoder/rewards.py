@@ -306,6 +306,93 @@ class Novelty:
         return out
 
 
+def _normalize_text(text: str, ignore_case: bool, ignore_punctuation: bool) -> str:
+    t = text or ""
+    if ignore_case:
+        t = t.lower()
+    if ignore_punctuation:
+        t = re.sub(r"[^\w\s]", " ", t)
+    return " ".join(t.split())
+
+
+class ExactMatch:
+    """1.0 when the (post-processed) completion equals the example's `field` ("answer" by default), else 0.0;
+    whitespace runs always count as one space, case and punctuation are ignored unless told otherwise.
+    `mode="contains"`: 1.0 when the answer occurs in the completion as whole words instead. The answer field may
+    list alternatives separated by "|" ("seven|7")."""
+
+    name = "exact_match"
+
+    def __init__(self, field: str = "answer", ignore_case: bool = True, ignore_punctuation: bool = True,
+                 mode: str = "exact"):
+        if mode not in ("exact", "contains"):
+            raise ValueError(f"exact_match mode must be 'exact' or 'contains', got {mode!r}")
+        self.field, self.ignore_case, self.ignore_punctuation = field, bool(ignore_case), bool(ignore_punctuation)
+        self.mode = mode
+
+    def _match(self, text: str, gold: str) -> bool:
+        norm = lambda x: _normalize_text(str(x), self.ignore_case, self.ignore_punctuation)  # noqa: E731
+        t = norm(text)
+        for g in str(gold).split("|"):
+            g = norm(g)
+            if g and (t == g if self.mode == "exact" else f" {g} " in f" {t} "):
+                return True
+        return False
+
+    def score(self, completions: list[str], examples: list[dict]) -> list[float]:
+        _check_batch(completions, examples, self.name)
+        return [float(self._match(c or "", _require(e, self.field, self.name))) for c, e in zip(completions, examples)]
+
+
+class DistinctValid:
+    """1.0 for a sample that is valid AND whose value no other sample of the same prompt has, else 0.0: a reward
+    for distinct valid answers across a prompt's samples (k identical answers score 0 each).
+
+    Valid: the stripped completion matches `pattern` in full and, when `min` / `max` are given, is a number in
+    [min, max]. Values are compared after stripping and lower-casing. Samples are grouped like `Novelty` (by the
+    example's "id", else its "prompt"); every group needs >= 2 samples. `needs_group`: the collection scores a
+    sample among twins drawn with its own decoding values (CollectionSettings.group_reward_twins / twins)."""
+
+    name = "distinct_valid"
+    needs_group = True
+
+    def __init__(self, pattern: str = r"\d+", min: float | None = None, max: float | None = None):
+        self.pattern = re.compile(pattern)
+        self.min, self.max = min, max
+
+    def value(self, text: str):
+        t = (text or "").strip().lower()
+        if not t or not self.pattern.fullmatch(t):
+            return None
+        if self.min is not None or self.max is not None:
+            try:
+                x = float(t)
+            except ValueError:
+                return None
+            if (self.min is not None and x < self.min) or (self.max is not None and x > self.max):
+                return None
+        return t
+
+    def score(self, completions: list[str], examples: list[dict]) -> list[float]:
+        _check_batch(completions, examples, self.name)
+        groups: dict = {}
+        for i, e in enumerate(examples):
+            key = e.get("id", e.get("prompt")) if isinstance(e, dict) else None
+            if key is None:
+                raise ValueError(f"reward {self.name!r} groups samples by their example's 'id' or 'prompt'; the example has neither")
+            groups.setdefault(key, []).append(i)
+        vals = [self.value(c) for c in completions]
+        out = [0.0] * len(completions)
+        for key, idx in groups.items():
+            if len(idx) < 2:
+                raise ValueError(f"reward {self.name!r} compares the samples of one prompt, but prompt {key!r} has a "
+                                 "single sample in this call: generate >= 2 samples per prompt (num_samples)")
+            counts = Counter(vals[i] for i in idx if vals[i] is not None)
+            for i in idx:
+                out[i] = float(vals[i] is not None and counts[vals[i]] == 1)
+        return out
+
+
 def _prompt_ids(tokenizer, prompt: str, chat: bool | None) -> list[int]:
     """Token ids of a prompt exactly as generation encodes it (`adaptive_decoder.models.encode_prompts`):
     chat template + generation prompt when the tokenizer has one (and chat is not False), else plain encoding."""
@@ -464,6 +551,8 @@ REWARDS = {
     "concepts": ConceptCoverage,
     "repetition": Repetition,
     "novelty": Novelty,
+    "exact_match": ExactMatch,
+    "distinct_valid": DistinctValid,
     "fluency": Fluency,
     "reward_model": RewardModelScorer,
 }

@@ -4,7 +4,9 @@
       as `python <recipe> --config FILE` parses them (plus the nested task specs of collection configs);
   accelerate/*.yaml -> accelerate's ClusterConfig (the class `accelerate launch --config_file` builds);
   deepspeed/*.json  -> valid JSON with the keys DeepSpeed needs, and a ZeRO section DeepSpeed's own model accepts;
-  sweeps/*.yaml     -> the program exists and every parameter is an LPOConfig field.
+  sweeps/*.yaml     -> the program exists and every parameter is an LPOConfig field;
+  tasks/*.yaml      -> a task file (adaptive_decoder.tasks.data_task): its keys, reward and data load, and its
+      examples have prompts.
 A file that matches no rule fails the test: a new config family must say how it is validated.
 """
 
@@ -123,6 +125,8 @@ def test_config_is_valid(path):
         check_deepspeed(path)
     elif family == "sweeps":
         check_sweep(path)
+    elif family == "tasks":
+        check_task_file(path)
     elif path.name != "README.md":
         pytest.fail(f"{path}: no validation rule for configs/{family}/ (add one to tests/test_configs.py)")
 
@@ -173,6 +177,17 @@ def check_sweep(path: Path):
     for word in cmd.split():  # every config file the command points at exists
         if word.startswith("configs/"):
             assert (REPO / word).exists(), f"{path}: {word} does not exist"
+
+
+# ------------------------------------------------------------------------------------------------- tasks
+def check_task_file(path: Path):
+    from adaptive_decoder.tasks import get_task, load_task_spec
+
+    spec = load_task_spec(path)  # TaskFileError naming the file and key
+    task = get_task(str(path))
+    exs = task.examples()
+    assert exs and all(e["prompt"].strip() for e in exs), f"{path}: no prompts"
+    assert spec["name"] == path.stem, f"{path}: task: {spec['name']!r} should match the file name"
 
 
 # ------------------------------------------------------------------------------------------------- unknown keys

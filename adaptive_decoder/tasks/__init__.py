@@ -8,6 +8,7 @@ documented in its module docstring.
 """
 
 from .base import Task
+from .data_task import DataTask, TaskFileError, file_task_names, find_task_file, load_task_spec, task_class
 from .constrained_writing import ConstrainedWriting, strip_pos
 from .creative_writing import CreativeWriting
 from .gsm8k import GSM8K
@@ -17,12 +18,32 @@ from .translation import Translation
 TASKS = {t.name: t for t in (GSM8K, Translation, ConstrainedWriting, CreativeWriting)}
 
 
+def available_tasks() -> list[str]:
+    """Every task name `get_task` accepts (Python tasks, then task files; a path to a .yaml task file also works)."""
+    return sorted(set(TASKS) | set(file_task_names()))
+
+
+def is_task(name: str) -> bool:
+    return name in TASKS or find_task_file(name) is not None
+
+
 def get_task(name: str, **options) -> Task:
-    """Build a registered task; unknown names list the valid ones."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid: {sorted(TASKS)}")
-    return TASKS[name](**options)
+    """Build a registered task, or one defined by a task file (`adaptive_decoder.tasks.data_task`): a name found
+    in configs/tasks/ or a path to a .yaml file; unknown names list the valid ones."""
+    if name in TASKS:
+        return TASKS[name](**options)
+    path = find_task_file(name)
+    if path is None:
+        raise ValueError(f"unknown task {name!r}; valid: {available_tasks()} (or a path to a task .yaml file)")
+    return task_class(path, name=name)(**options)
 
 
-__all__ = ["TASKS", "Task", "get_task", "GSM8K", "Translation", "ConstrainedWriting", "CreativeWriting",
+def check_tasks(names) -> None:
+    unknown = sorted(t for t in names if not is_task(t))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid: {available_tasks()} (or a path to a task .yaml file)")
+
+
+__all__ = ["TASKS", "Task", "get_task", "available_tasks", "is_task", "check_tasks", "DataTask", "TaskFileError",
+           "task_class", "load_task_spec", "find_task_file", "GSM8K", "Translation", "ConstrainedWriting", "CreativeWriting",
            "DataFormatError", "read_jsonl", "strip_pos"]

@@ -1,0 +1,113 @@
+"""Tasks defined as data (configs/tasks/*.yaml, adaptive_decoder.tasks.data_task): a task file round-trips
+against the Python task it mirrors, and every kind of bad task file stops with an error naming the file and key."""
+
+import json
+
+import pytest
+import yaml
+
+from adaptive_decoder.rewards import build_reward
+from adaptive_decoder.tasks import TaskFileError, available_tasks, get_task, is_task
+from adaptive_decoder.tasks.data_task import REPO_TASK_DIR, apply_filters
+
+
+def write_task(tmp_path, spec, name="t"):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def data(tmp_path, rows, name="d.jsonl"):
+    p = tmp_path / name
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+BASE = {"dataset": {"path": "d.jsonl"}, "fields": ["text", "answer"], "template": "Repeat: {text}",
+        "reward": {"exact_match": {}}, "filter": ["first_line"]}
+
+
+def test_translation_task_file_round_trips_against_python_task():
+    py, yt = get_task("translation"), get_task("translation_en_de")
+    assert is_task("translation_en_de") and "translation_en_de" in available_tasks()
+    pe, ye = py.examples(), yt.examples()
+    assert [e["id"] for e in pe] == [e["id"] for e in ye]
+    assert [e["prompt"] for e in pe] == [e["prompt"] for e in ye]
+    assert [e["reference"] for e in pe] == [e["reference"] for e in ye]
+    assert [e["id"] for e in yt.split(8, 4, 1)[0]] == \
+        [e["id"] for e in get_task("translation_en_de").split(8, 4, 1)[0]]
+    texts = ["Das Wetter ist heute schön.\nNote: literal", "", "  \nWetter schön", "Ich weiß nicht"]
+    for p, y in zip(pe[:3], ye[:3]):
+        a, _ = py.setup_scoring().score(texts, p)
+        b, _ = yt.setup_scoring().score(texts, y)
+        assert [s["reward"] for s in a] == pytest.approx([s["reward"] for s in b])
+
+
+def test_task_file_by_path_with_relative_data_and_options(tmp_path):
+    data(tmp_path, [{"text": "red fox", "answer": "red fox", "extra": 1}, {"text": " blue sky ", "answer": "blue sky"}])
+    p = write_task(tmp_path, {**BASE, "max_new_tokens": 8, "splits": {"num_test": 1}})
+    t = get_task(str(p))
+    assert t.name == str(p) and t.max_new_tokens == 8
+    ex = t.examples()
+    assert [e["prompt"] for e in ex] == ["Repeat: red fox", "Repeat: blue sky"] and "extra" not in ex[0]
+    s, _ = t.setup_scoring().score(["Red fox!\nmore", "red", ""], ex[0])
+    assert [x["reward"] for x in s] == [1.0, 0.0, 0.0]
+    assert get_task(str(p), template="Say {text}").examples()[0]["prompt"] == "Say red fox"
+
+
+def test_filters():
+    assert apply_filters("  \n 42.\nx", ["first_line", {"regex": r"^(\d+)\.?$", "group": 1}]) == "42"
+    assert apply_filters("Number: 42", ["first_line", {"regex": r"^(\d+)\.?$", "group": 1}]) == ""
+    assert apply_filters(" AbC ", ["strip", "lower"]) == "abc"
+
+
+def test_distinct_valid_and_exact_match_rewards():
+    r = build_reward({"distinct_valid": {"min": 1, "max": 100}})
+    ex = [{"id": "a"}] * 5 + [{"id": "b"}] * 2
+    assert r.score(["5", "5", "7", "101", "x", "5", "6"], ex) == [0, 0, 1, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match="single sample"):
+        r.score(["5"], [{"id": "a"}])
+    m = build_reward({"exact_match": {"field": "gold", "ignore_case": False}})
+    assert m.score(["Hi there", "hi there"], [{"gold": "Hi  there."}] * 2) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"template": None}, "template"),                                   # a missing required key
+    ({"reward": None}, "reward"),
+    ({"reward": {"no_such_reward": {}}}, "reward"),                     # an unknown reward
+    ({"reward": {"exact_match": {"bogus": 1}}}, "reward.exact_match"),  # an unknown reward option
+    ({"colour": "red"}, "colour"),                                      # an unknown key
+    ({"template": "Repeat: {missing}"}, "template"),                   # a template field not in fields
+    ({"dataset": {"path": "d.jsonl", "hf_id": "x/y"}}, "dataset"),
+    ({"filter": ["shout"]}, "filter[0]"),
+    ({"splits": {"num_test": -1}}, "splits"),
+])
+def test_bad_task_file_names_file_and_key(tmp_path, change, key):
+    data(tmp_path, [{"text": "a", "answer": "a"}])
+    spec = {k: v for k, v in {**BASE, **change}.items() if v is not None}
+    p = write_task(tmp_path, spec)
+    with pytest.raises(TaskFileError) as e:
+        get_task(str(p))
+    assert str(p) in str(e.value) and f"key {key!r}" in str(e.value)
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([], "no valid record"),                              # empty data
+    ([{"text": "a"}], "missing field 'answer'"),          # a record lacking a field
+])
+def test_bad_task_data_names_file_and_key(tmp_path, rows, match):
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = write_task(tmp_path, BASE)
+    with pytest.raises(TaskFileError, match=match) as e:
+        get_task(str(p)).examples()
+    assert str(p) in str(e.value) and "key 'dataset'" in str(e.value)
+    with pytest.raises(TaskFileError, match="not found"):
+        get_task(str(write_task(tmp_path, {**BASE, "dataset": {"path": "nope.jsonl"}}, "u"))).examples()
+
+
+def test_every_shipped_task_file_loads():
+    files = sorted(REPO_TASK_DIR.glob("*.yaml"))
+    assert files
+    for f in files:
+        t = get_task(f.stem)
+        assert t.examples() and t.examples()[0]["prompt"]
