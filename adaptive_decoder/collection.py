@@ -247,6 +247,10 @@ class CollectionSettings:
         "Sequence level, with a reward that compares the samples of a prompt (novelty): score each sample against a "
         "twin drawn with the same decoding values, as the evaluation's k samples of one choice are, instead of "
         "against the other choices of the exploration pool. Costs one more generate call per batch.")})
+    twins: int = field(default=1, metadata={"help": (
+        "With group_reward_twins: how many twins each sample is scored among (the group is the sample plus its "
+        "twins). Set it to the evaluation's num_samples - 1 when the group reward depends on the group size (e.g. "
+        "distinct_valid: distinct among 8 samples is harder than among 2).")})
 
     def __post_init__(self):
         if self.num_samples < 2:
@@ -259,6 +263,8 @@ class CollectionSettings:
             raise ValueError(f"selection must be 'sample' or 'argmax', got {self.selection!r}")
         if self.cache_which not in CACHE_WHICH:
             raise ValueError(f"cache_which must be one of {CACHE_WHICH}, got {self.cache_which!r}")
+        if int(self.twins) != self.twins or self.twins < 1:
+            raise ValueError(f"twins must be an integer >= 1, got {self.twins}")
         if self.cache_budget_mb < 0:
             raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
 
@@ -266,8 +272,11 @@ class CollectionSettings:
         # Settings that change the samples. The batch size does: a batch's token and head seeds come from its prompt
         # ids, and its prompts are left-padded to the longest one, which changes the LM's logits in the last bits,
         # so no per-prompt seeding could make a prompt's samples independent of its batch. The cache budget does not.
-        return {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
-                                              "prompts_per_batch")}
+        out = {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
+                                             "prompts_per_batch")}
+        if self.twins != 1:  # left out at its default: collections made before the option stay valid
+            out["twins"] = int(self.twins)
+        return out
 
 
 class CollectionMismatchError(ValueError):
@@ -627,15 +636,18 @@ def _score(adm, enc, out, batch, reward, spec, settings, seed) -> dict:
     value depends on who else is in the group. In this pool the rows of a prompt use different decoding values,
     so a lone greedy sample looks novel next to sampled ones; at evaluation a sequence-level head decodes all k
     samples of a prompt with its one choice, and k greedy samples are identical. With `group_reward_twins`, each
-    row is scored in a group of two: itself and a twin generated with the same values (the twin is scored, not
-    kept)."""
+    row is scored in a group of 1 + `twins`: itself and twins generated with the same values (the twins are
+    scored, not kept)."""
     n = settings.num_samples
     examples = [p for p in batch for _ in range(n)]
     if not (settings.group_reward_twins and adm.head.config.level == "sequence" and needs_group(reward)):
         return reward.score_components(out.texts, examples)
+    m = int(settings.twins)
     torch.manual_seed(seed ^ 0x7717)
-    twin = adm.generate(enc["input_ids"].repeat_interleave(n, 0), enc["attention_mask"].repeat_interleave(n, 0),
-                        max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens, force=dict(out.values))
+    force = {k: v.repeat_interleave(m, 0) for k, v in out.values.items()}
+    twin = adm.generate(enc["input_ids"].repeat_interleave(n * m, 0), enc["attention_mask"].repeat_interleave(n * m, 0),
+                        max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens, force=force)
     keyed = [{**e, "id": f"{e['id']}#{r}"} for r, e in enumerate(examples)]
-    scores = reward.score_components(out.texts + twin.texts, keyed + keyed)
+    twin_keyed = [k for k in keyed for _ in range(m)]  # twin rows r*m .. r*m+m-1 belong to row r
+    scores = reward.score_components(out.texts + twin.texts, keyed + twin_keyed)
     return {k: v[: len(out.texts)] for k, v in scores.items()}

@@ -437,3 +437,34 @@ def test_group_reward_scores_each_sample_against_a_same_values_twin(tmp_path):
     # same samples either way (the twin pass draws from its own seed); only the novelty term differs
     assert [r["completion"] for r in with_twins] == [r["completion"] for r in pooled]
     assert any(r["rewards"]["novelty"] > 0 for r in pooled if r["values"]["temperature"] == 0.0)
+
+
+def test_group_reward_among_several_twins(tmp_path, monkeypatch):
+    # twins=3: each sample is scored in a group of 4 (itself + 3 twins with its decoding values), as an evaluation
+    # with num_samples=4 scores a head's one choice
+    from adaptive_decoder import rewards as R
+
+    seen = []
+    orig = R.DistinctValid.score
+
+    def spy(self, completions, examples):
+        seen.append([e["id"] for e in examples])
+        return orig(self, completions, examples)
+
+    monkeypatch.setattr(R.DistinctValid, "score", spy)
+    spec = {"distinct_valid": {"pattern": ".+"}}
+    adm = make_adm("sequence", bins=(0.0, 1.5))
+    ps = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": 4, "seed": 0, "reward": spec})
+    settings = CollectionSettings(num_samples=2, max_new_tokens=6, epsilon=0.5, prompts_per_batch=2, twins=3)
+    assert settings.identity()["twins"] == 3 and "twins" not in CollectionSettings(num_samples=2).identity()
+    collect(adm, ps, {"arith": build_reward(spec, adm.model, adm.tokenizer)}, tmp_path / "c", settings, progress=False)
+    recs = read_collection(tmp_path / "c")[1]
+    assert len(recs) == 8 and seen
+    from collections import Counter
+
+    for ids in seen:  # every group: 1 sample + 3 twins
+        assert set(Counter(ids).values()) == {4}
+    # a greedy sample's twins are identical to it: never distinct
+    assert all(r["rewards"]["distinct_valid"] == 0.0 for r in recs if r["values"]["temperature"] == 0.0)
+    with pytest.raises(ValueError, match="twins"):
+        CollectionSettings(twins=0)
