@@ -318,15 +318,15 @@ def _normalize_text(text: str, ignore_case: bool, ignore_punctuation: bool) -> s
 class ExactMatch:
     """1.0 when the (post-processed) completion equals the example's `field` ("answer" by default), else 0.0;
     whitespace runs always count as one space, case and punctuation are ignored unless told otherwise.
-    `mode="contains"`: 1.0 when the answer occurs in the completion as whole words instead. The answer field may
-    list alternatives separated by "|" ("seven|7")."""
+    `mode="contains"`: 1.0 when the answer occurs in the completion as whole words instead; `mode="prefix"`: when
+    the completion starts with it (whole words). The answer field may list alternatives separated by "|"."""
 
     name = "exact_match"
 
     def __init__(self, field: str = "answer", ignore_case: bool = True, ignore_punctuation: bool = True,
                  mode: str = "exact"):
-        if mode not in ("exact", "contains"):
-            raise ValueError(f"exact_match mode must be 'exact' or 'contains', got {mode!r}")
+        if mode not in ("exact", "contains", "prefix"):
+            raise ValueError(f"exact_match mode must be 'exact', 'contains' or 'prefix', got {mode!r}")
         self.field, self.ignore_case, self.ignore_punctuation = field, bool(ignore_case), bool(ignore_punctuation)
         self.mode = mode
 
@@ -335,7 +335,9 @@ class ExactMatch:
         t = norm(text)
         for g in str(gold).split("|"):
             g = norm(g)
-            if g and (t == g if self.mode == "exact" else f" {g} " in f" {t} "):
+            hit = {"exact": lambda: t == g, "contains": lambda: f" {g} " in f" {t} ",
+                   "prefix": lambda: f"{t} ".startswith(f"{g} ")}[self.mode]
+            if g and hit():
                 return True
         return False
 

@@ -111,3 +111,18 @@ def test_every_shipped_task_file_loads():
     for f in files:
         t = get_task(f.stem)
         assert t.examples() and t.examples()[0]["prompt"]
+
+
+def test_control_tasks_score_by_construction():
+    qa, num, ph = get_task("control_qa"), get_task("control_numbers"), get_task("control_phrase")
+    q = next(e for e in qa.examples() if e["answer"] == "Paris")
+    s, _ = qa.setup_scoring().score(["The capital of France is Paris.\nMore", "Lyon", "Paris is"], q)
+    assert [x["reward"] for x in s] == [1.0, 0.0, 1.0]
+    n = num.examples()[0]
+    s, _ = num.setup_scoring().score(["7", "7", "3.", "The number is 4", "11", "I can't"], n)
+    assert [x["reward"] for x in s] == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]  # greedy-like repeats score 0
+    p = ph.examples()[0]
+    assert p["phrase"] in p["prompt"]
+    s, _ = ph.setup_scoring().score([p["phrase"] + " there was a dog.", p["phrase"] + " there was a dog.",
+                                     "Nothing like it"], p)
+    assert [x["exact_match"] for x in s] == [1.0, 1.0, 0.0] and s[0]["novelty"] == 0.0
