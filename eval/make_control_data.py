@@ -2,10 +2,9 @@
 
   control_qa.jsonl       closed questions with a one-word answer ("What is the capital of France?" -> Paris):
                          one right answer, which SmolLM2-135M-Instruct mostly gives at greedy; sampling hurts.
-  control_numbers.jsonl  "random numbers between 1 and 10, one per line" with five example numbers: rewarded
-                         for a valid number that no other sample of the prompt gives, so greedy (k identical
-                         answers) scores 0, and with only ten values eight samples need a nearly uniform spread:
-                         the higher the temperature the better, as long as the answer stays a number.
+  control_numbers.jsonl  "random numbers between 1 and 10, one per line" with five example numbers; the task
+                         file rewards a reply no other sample of the prompt gives, so greedy (k identical
+                         answers) scores 0 and the best temperature is high.
   control_phrase.jsonl   token-level control: begin with an exact phrase (needs greedy-like decoding for those
                          tokens), then continue freely (rewarded for novelty among the prompt's samples).
 

@@ -119,8 +119,8 @@ def test_control_tasks_score_by_construction():
     s, _ = qa.setup_scoring().score(["The capital of France is Paris.\nMore", "Lyon", "Paris is"], q)
     assert [x["reward"] for x in s] == [1.0, 0.0, 1.0]
     n = num.examples()[0]
-    s, _ = num.setup_scoring().score(["7", "7", "3.", "The number is 4", "11", "I can't"], n)
-    assert [x["reward"] for x in s] == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]  # greedy-like repeats score 0
+    s, _ = num.setup_scoring().score(["7", "7 \nmore", "3.", "The number is 4", "", "I can't"], n)
+    assert [x["reward"] for x in s] == [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]  # repeats (greedy-like) and silence score 0
     p = ph.examples()[0]
     assert p["phrase"] in p["prompt"]
     s, _ = ph.setup_scoring().score([p["phrase"] + " there was a dog.", p["phrase"] + " there was a dog.",
