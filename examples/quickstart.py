@@ -1,7 +1,7 @@
 """Quickstart: attach an (untrained or saved) AdaptiveDecoder head to SmolLM2-135M-Instruct and generate.
 
     python examples/quickstart.py                       # untrained head, token level
-    python examples/quickstart.py --level sequence --head runs/demo/seed-0/train-sequence/head
+    python examples/quickstart.py --level sequence --head runs/control/seed-0/train-sequence/head
 
 Each answer is printed with the temperature / top-p / top-k the head chose (sequence level: one choice;
 token level: the most frequent choice and the mean temperature over the answer's tokens).
@@ -46,7 +46,7 @@ def main():
     ap.add_argument("prompts", nargs="*", help="prompts (default: four built-in ones)")
     args = ap.parse_args()
     if args.head and not Path(args.head).is_dir():  # before the model load, not after it
-        ap.error(f"--head: directory not found: {args.head} (`make demo` writes runs/demo/seed-0/train-sequence/head)")
+        ap.error(f"--head: directory not found: {args.head} (`make demo` writes runs/control/seed-0/train-sequence/head)")
 
     t0 = time.perf_counter()
     model, tok = load_base_model(args.model)
