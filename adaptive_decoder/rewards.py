@@ -255,6 +255,22 @@ class Repetition:
         return [self.empty_score if not c.split() else 1.0 - repeated_ngram_rate(c, self.n) for c in completions]
 
 
+def _prompt_groups(examples: list[dict], name: str) -> dict:
+    """{prompt key: indices of its samples} for a group reward: the example's "id", else its "prompt"; every
+    group needs >= 2 samples, since the reward of one sample is defined by the others."""
+    groups: dict = {}
+    for i, e in enumerate(examples):
+        key = e.get("id", e.get("prompt")) if isinstance(e, dict) else None
+        if key is None:
+            raise ValueError(f"reward {name!r} groups samples by their example's 'id' or 'prompt'; the example has neither")
+        groups.setdefault(key, []).append(i)
+    for key, idx in groups.items():
+        if len(idx) < 2:
+            raise ValueError(f"reward {name!r} compares the samples of one prompt, but prompt {key!r} has a single "
+                             "sample in this call: generate >= 2 samples per prompt (num_samples)")
+    return groups
+
+
 class Novelty:
     """Diversity in [0, 1] of each sample among the other samples of the same prompt (pool diversity, as in DivPO):
     1 - max_{j != i} Jaccard(n-grams of sample i, n-grams of sample j), over lower-cased whitespace words.
@@ -286,18 +302,10 @@ class Novelty:
 
     def score(self, completions: list[str], examples: list[dict]) -> list[float]:
         _check_batch(completions, examples, self.name)
-        groups: dict = {}
-        for i, e in enumerate(examples):
-            key = e.get("id", e.get("prompt")) if isinstance(e, dict) else None
-            if key is None:
-                raise ValueError("reward 'novelty' groups samples by their example's 'id' or 'prompt'; the example has neither")
-            groups.setdefault(key, []).append(i)
+        groups = _prompt_groups(examples, self.name)
         grams = [self._grams(c or "") for c in completions]
         out = [0.0] * len(completions)
-        for key, idx in groups.items():
-            if len(idx) < 2:
-                raise ValueError(f"reward 'novelty' compares the samples of one prompt, but prompt {key!r} has a single "
-                                 "sample in this call: generate >= 2 samples per prompt (num_samples)")
+        for idx in groups.values():
             for i in idx:
                 if not grams[i]:
                     continue
@@ -377,18 +385,10 @@ class DistinctValid:
 
     def score(self, completions: list[str], examples: list[dict]) -> list[float]:
         _check_batch(completions, examples, self.name)
-        groups: dict = {}
-        for i, e in enumerate(examples):
-            key = e.get("id", e.get("prompt")) if isinstance(e, dict) else None
-            if key is None:
-                raise ValueError(f"reward {self.name!r} groups samples by their example's 'id' or 'prompt'; the example has neither")
-            groups.setdefault(key, []).append(i)
+        groups = _prompt_groups(examples, self.name)
         vals = [self.value(c) for c in completions]
         out = [0.0] * len(completions)
-        for key, idx in groups.items():
-            if len(idx) < 2:
-                raise ValueError(f"reward {self.name!r} compares the samples of one prompt, but prompt {key!r} has a "
-                                 "single sample in this call: generate >= 2 samples per prompt (num_samples)")
+        for idx in groups.values():
             counts = Counter(vals[i] for i in idx if vals[i] is not None)
             for i in idx:
                 out[i] = float(vals[i] is not None and counts[vals[i]] == 1)
