@@ -95,7 +95,7 @@ def qa_records(more: bool = False):
     return recs
 
 
-def keep_greedy_correct(recs, model_name="smollm2", batch_size=16):
+def keep_greedy_correct(recs, model_name="smollm2", batch_size=16, model=None, tokenizer=None):
     """The records whose question `model_name` answers right at greedy, under control_qa's own template, filter
     and reward: the positive control needs a single right answer *the model gets at greedy*, so that greedy is
     best by construction and what sampling loses is measurable. (Questions it gets wrong at every temperature
@@ -111,7 +111,8 @@ def keep_greedy_correct(recs, model_name="smollm2", batch_size=16):
         f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     task = get_task("control_qa", path=f.name)
     exs = task.examples()
-    model, tok = load_base_model(model_name, dtype=torch.float32)
+    Path(f.name).unlink()
+    model, tok = (model, tokenizer) if model is not None else load_base_model(model_name, dtype=torch.float32)
     kept = []
     for i in range(0, len(exs), batch_size):
         batch = exs[i:i + batch_size]

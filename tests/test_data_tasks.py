@@ -126,3 +126,19 @@ def test_control_tasks_score_by_construction():
     s, _ = ph.setup_scoring().score([p["phrase"] + " there was a dog.", p["phrase"] + " there was a dog.",
                                      "Nothing like it"], p)
     assert [x["exact_match"] for x in s] == [1.0, 1.0, 0.0] and s[0]["novelty"] == 0.0
+
+
+@pytest.mark.slow
+def test_shipped_control_qa_is_answered_at_greedy(smollm2):
+    """The positive control's low-temperature side is built from questions SmolLM2 answers right at greedy, so
+    greedy is its best setting by construction: the shipped file must still satisfy that (same template, filter
+    and reward as the task file)."""
+    import importlib.util
+
+    path = REPO_TASK_DIR.parents[1] / "eval" / "make_control_data.py"
+    spec = importlib.util.spec_from_file_location("make_control_data", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    recs = [{"question": e["question"], "answer": e["answer"]} for e in get_task("control_qa").examples()]
+    model, tok = smollm2
+    assert mod.keep_greedy_correct(recs, model=model, tokenizer=tok) == recs
