@@ -606,7 +606,7 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
         for j, r in enumerate(rows):
             t = len(out.completion_ids[r])
             choices = {f: _jsonable(c[r] if level == "sequence" else c[r, :t]) for f, c in out.choices.items()}
-            values = {k: _jsonable(v[r] if level == "sequence" else v[r, :t]) for k, v in out.values.items()}
+            values = {k: _jsonable(v[r, 0] if level == "sequence" else v[r, :t]) for k, v in out.values.items()}
             cached = False
             if j in keep:
                 h = (out.head_inputs[r] if level == "sequence" else out.head_inputs[r, :t]).to(torch.float16)
@@ -644,7 +644,8 @@ def _score(adm, enc, out, batch, reward, spec, settings, seed) -> dict:
         return reward.score_components(out.texts, examples)
     m = int(settings.twins)
     torch.manual_seed(seed ^ 0x7717)
-    force = {k: v.repeat_interleave(m, 0) for k, v in out.values.items()}
+    # from the head's [n] choices: out.values is per step, NaN where a row produced no token
+    force = {k: v.repeat_interleave(m, 0) for k, v in adm.head.values(out.choices, shape=(len(examples),)).items()}
     twin = adm.generate(enc["input_ids"].repeat_interleave(n * m, 0), enc["attention_mask"].repeat_interleave(n * m, 0),
                         max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens, force=force)
     keyed = [{**e, "id": f"{e['id']}#{r}"} for r, e in enumerate(examples)]

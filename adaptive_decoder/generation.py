@@ -9,6 +9,12 @@ How it works, per decoding step of `model.generate(do_sample=True)` with neutral
 No `output_hidden_states=True`: that would keep every layer's activations for every step.
 The head's own sampling (selection="sample") uses a separate torch.Generator, so choosing latents never
 consumes the token-sampling RNG: two methods run with the same seed see the same token randomness.
+
+`out.values` has one layout whoever decided (token head, sequence head or `force=`): {name: [batch, steps]} for
+every `VALUE_KEYS` name (plus any other sampler passed in `force=`), the value applied at each step, NaN (-1 for
+the integer top_k) at steps that produced no token. `out.level` says how often they could change: "token" (per
+step) or "sequence" (once per row: a sequence-level head, or `force=`). `out.choices` (the head's bin indices)
+keep the head's own shape: [batch] at sequence level, [batch, steps] at token level.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ _REFUSED = {"temperature", "top_p", "top_k", "do_sample", "repetition_penalty", 
 # generate() returns sequences, choices and values only: these would be computed and then dropped without a word
 # (and HF's scores would be OUR processed scores, not the model's), so they are refused rather than ignored
 _UNSUPPORTED_OUTPUTS = ("output_scores", "output_logits", "output_attentions", "output_hidden_states")
+# the names every out.values holds; a head applies no repetition penalty, and a force= without min_p has it off
+VALUE_KEYS = FACTORS + ("repetition_penalty",)
+_NEUTRAL = {"repetition_penalty": 1.0, "min_p": SAMPLER_OFF["min_p"]}
 
 
 @dataclass
@@ -37,6 +46,7 @@ class AdaptiveGenerateOutput:
     prompt_length: int
     step_mask: torch.BoolTensor
     completion_ids: list
+    level: str = "sequence"          # "token": values may change at every step; "sequence": one per row
     choices: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)
     head_inputs: torch.Tensor | None = None
@@ -157,20 +167,20 @@ class AdaptiveDecodingModel:
         completion = [gen[i, : int(mask[i].sum())].tolist() for i in range(n)]
         out = AdaptiveGenerateOutput(sequences=seqs, prompt_length=prompt_len, step_mask=mask, completion_ids=completion)
         if force is not None:
-            out.values = {k: v.clone() for k, v in force.items()}
+            vals = force
         elif self.head.config.level == "sequence":
             out.choices = rec.choices[0] if rec.choices else {}
-            out.values = self.head.values(out.choices, shape=(n,))
+            vals = self.head.values(out.choices, shape=(n,))
             if rec.keep_inputs:
                 out.head_inputs = rec.inputs[0]
         else:
+            out.level = "token"
             steps = rec.choices[:t]  # generate may undo deferred final steps
             out.choices = {f: torch.stack([c[f] for c in steps], 1).masked_fill(~mask, -1) for f in self.head.factors}
             vals = self.head.values(out.choices, shape=(n, t))
-            out.values = {f: (v.masked_fill(~mask, -1) if v.dtype == torch.long else v.masked_fill(~mask, float("nan")))
-                          for f, v in vals.items()}
             if rec.keep_inputs:
                 out.head_inputs = torch.stack(rec.inputs[:t], 1) * mask[..., None].to(torch.float32)
+        out.values = _per_step_values(vals, mask)
         if self.tokenizer is not None:
             out.texts = self.tokenizer.batch_decode(completion, skip_special_tokens=True)
         return out
@@ -209,6 +219,20 @@ class AdaptiveDecodingModel:
         return pad
 
 
+def _per_step_values(vals: dict, mask: torch.BoolTensor) -> dict:
+    """{name: [n, t]}: a per-row value repeated over the steps, the `VALUE_KEYS` a decider left out at their
+    neutral value, NaN / -1 where `mask` is False (no token was produced there)."""
+    n, t = mask.shape
+    out = {}
+    for k in dict.fromkeys(VALUE_KEYS + tuple(vals)):
+        v = vals[k] if k in vals else torch.full((n,), _NEUTRAL[k], dtype=torch.float32, device=mask.device)
+        v = v.to(mask.device)
+        if v.dim() == 1:
+            v = v[:, None].expand(n, t)
+        out[k] = v.masked_fill(~mask, -1 if v.dtype == torch.long else float("nan"))
+    return out
+
+
 def _normalise_force(force: dict, n: int, device) -> dict:
     """Forced values as [n] tensors (defaults filled in), each checked by `validate_sampling_value`."""
     allowed = set(FACTORS) | {"repetition_penalty"} | set(SAMPLER_OFF)
@@ -217,7 +241,7 @@ def _normalise_force(force: dict, n: int, device) -> dict:
         raise ValueError(f"unknown keys in force: {unknown}; valid: {sorted(allowed)}")
     defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
     dtypes = {"temperature": torch.float32, "top_p": torch.float64, "top_k": torch.long, "repetition_penalty": torch.float32}
-    # a sampler is carried only when asked for, so out.values of a plain config keep their four keys; float64
+    # a sampler is carried only when asked for, so a plain config runs no sampler filter at all; float64
     # because each filter rounds it to the scores' dtype itself (as HF rounds its Python float)
     for k in SAMPLER_OFF:
         if k in force:

@@ -65,7 +65,7 @@ class PolicyOutput:
 
     texts: list
     completion_ids: list
-    values: list                     # per sample: {"temperature", "top_p", "top_k", "repetition_penalty"} -> float
+    values: list                     # per sample: {generation.VALUE_KEYS (+ forced samplers)} -> float
                                      # (token level: a list per step, real steps only)
     extra: dict = field(default_factory=dict)   # e.g. {"choices": [...]} for AD, {"config_text", "parse_failed"} for HAG
 
@@ -96,7 +96,7 @@ def split_output(out, n_prompts: int, k: int, replicate: bool = False, extra: li
     res = []
     for i in range(n_prompts):
         idx = [i * per + (0 if replicate else j) for j in range(k)]
-        vals = [_row_values(out.values, out.step_mask, r) for r in idx]
+        vals = [_row_values(out.values, out.step_mask, r, per_step=out.level == "token") for r in idx]
         ex = dict(extra[i]) if extra else {}
         if out.choices:
             ex["choices"] = [_row_values(out.choices, out.step_mask, r) for r in idx]
@@ -107,14 +107,17 @@ def split_output(out, n_prompts: int, k: int, replicate: bool = False, extra: li
     return res
 
 
-def _row_values(d: dict, step_mask, r: int) -> dict:
+def _row_values(d: dict, step_mask, r: int, per_step: bool = True) -> dict:
+    """Row r of `d` as numbers: a [n] entry as one number; a [n, t] entry as the list over real steps, or with
+    per_step=False (a value decided once per row) as its first real step's value (None if the row has none)."""
     out = {}
     for k, v in d.items():
         v = v[r]
         if v.dim() == 0:
             out[k] = _clean(v.item())
-        else:  # token level: real steps only
-            out[k] = [_clean(x) for x in v[step_mask[r].to(v.device)].tolist()]
+            continue
+        real = [_clean(x) for x in v[step_mask[r].to(v.device)].tolist()]
+        out[k] = real if per_step else (real[0] if real else None)
     return out
 
 

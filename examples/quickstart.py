@@ -27,7 +27,7 @@ PROMPTS = [
 def describe(out, row: int, level: str) -> str:
     v = out.values
     if level == "sequence":
-        return f"T={v['temperature'][row]:.1f} top_p={v['top_p'][row]:.2f} top_k={int(v['top_k'][row])}"
+        return f"T={v['temperature'][row, 0]:.1f} top_p={v['top_p'][row, 0]:.2f} top_k={int(v['top_k'][row, 0])}"
     m = out.step_mask[row]
     combos = Counter(zip(v["temperature"][row][m].tolist(), v["top_p"][row][m].tolist(), v["top_k"][row][m].tolist()))
     (t, p, k), n = combos.most_common(1)[0]

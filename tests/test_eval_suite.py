@@ -340,7 +340,7 @@ def test_fixed_policy_is_exactly_force_generate(tiny_dir):
     torch.manual_seed(11)
     ref = adm.generate_text(prompts, max_new_tokens=5, num_return_sequences=3, force={"temperature": 0.7, "top_p": 0.9, "top_k": 20})
     assert [t for o in outs for t in o.texts] == ref.texts  # prompt i, sample j = row i*3+j
-    assert outs[1].values[2] == {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "repetition_penalty": 1.0}
+    assert outs[1].values[2] == {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0}
     g = build_policies("greedy")[0].generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=0)
     assert g[0].extra["replicated"] and len(set(g[0].texts)) == 1
 

@@ -57,6 +57,34 @@ def test_sequence_level_decides_once_from_last_prompt_token(model):
     assert all(torch.equal(out.choices[f], again.choices[f]) for f in head.factors)
 
 
+def test_values_have_one_layout_whoever_decided(model):
+    """Token head, sequence head and force= give the same keys, each [batch, steps] over the generated steps,
+    the applied value at real steps and NaN / -1 after a row ends."""
+    ids, mask = batch()
+    # EOS = greedy row 0's second token, so that row (greedy below too) ends before the others
+    eos = int(AdaptiveDecodingModel(model).generate(ids, mask, max_new_tokens=2, force={"temperature": 0.0}).sequences[0, -1])
+    outs = {lv: AdaptiveDecodingModel(model, head=head_for(model, level=lv)).generate(ids, mask, max_new_tokens=12,
+                                                                                      eos_token_id=eos)
+            for lv in ("token", "sequence")}
+    forced = AdaptiveDecodingModel(model).generate(ids, mask, max_new_tokens=12, eos_token_id=eos,
+                                                   force={"temperature": [0.0, 0.5, 1.0], "top_k": 20})
+    outs["force"] = forced
+    assert {k: o.level for k, o in outs.items()} == {"token": "token", "sequence": "sequence", "force": "sequence"}
+    for name, o in outs.items():
+        assert set(o.values) == {"temperature", "top_p", "top_k", "min_p", "repetition_penalty"}, name
+        for k, v in o.values.items():
+            assert v.shape == o.step_mask.shape, (name, k)
+            after = v[~o.step_mask]
+            assert (after == -1).all() if v.dtype == torch.long else after.isnan().all(), (name, k)
+    assert not forced.step_mask.all(), "no row ended early: the masking is not tested"
+    m = forced.step_mask
+    assert [set(forced.values["temperature"][r][m[r]].tolist()) for r in range(3)] == [{0.0}, {0.5}, {1.0}]
+    assert set(forced.values["top_k"][m].tolist()) == {20} and set(forced.values["repetition_penalty"][m].tolist()) == {1.0}
+    seq = outs["sequence"]
+    for r in range(3):  # one decision per row, repeated over its steps
+        assert len(set(seq.values["temperature"][r][seq.step_mask[r]].tolist())) == 1
+
+
 def test_head_sampling_does_not_consume_token_rng(model):
     """Latent sampling uses its own generator: with every latent forced to T=1, tokens match plain sampling."""
     head = head_for(model, level="token", selection="sample", temperature_bins=[1.0], top_p_bins=[1.0], top_k_bins=[0])
@@ -140,7 +168,7 @@ def test_force_refuses_non_finite_and_non_integer_values_naming_them(model, forc
 def test_force_accepts_integral_float_top_k(model):
     ids, mask = batch()
     out = AdaptiveDecodingModel(model).generate(ids, mask, force={"top_k": 2.0}, max_new_tokens=2)
-    assert out.values["top_k"].tolist() == [2, 2, 2] and out.values["top_k"].dtype == torch.long
+    assert set(out.values["top_k"][out.step_mask].tolist()) == {2} and out.values["top_k"].dtype == torch.long
 
 
 @pytest.mark.parametrize("name, value", [("temperature", NAN), ("temperature", INF), ("top_p", NAN), ("top_k", 2.7),

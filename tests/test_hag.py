@@ -225,7 +225,7 @@ def test_hag_policy_applies_the_parsed_config_and_counts_failures(scripted_confi
     for o, want in [(good, expect_good), (bad, expect_bad)]:
         assert o.extra["config"] == want
         for v in o.values:  # what stage 2 really applied, read back from the generate output
-            assert v == pytest.approx(want)
+            assert v == pytest.approx({**want, "min_p": 0.0})
     s = pol.describe()["parse_stats"]
     assert (s["total"], s["ok"], s["failed"], s["partial"]) == (2, 1, 1, 0) and s["failure_rate"] == 0.5  # BAD: no valid key
     # stage 2 is the one sampling code path: the same as forcing those configs directly with the same seed
@@ -244,7 +244,7 @@ def test_untrained_mode_prompts_the_evaluated_model_itself_and_counts_failures()
     # a random model writes junk: every row falls back to the default config, and that is counted
     for o in outs:
         assert o.extra["parse_failed"] and o.extra["config"] == DEFAULT_CONFIG
-        assert all(v == pytest.approx(DEFAULT_CONFIG) for v in o.values)
+        assert all(v == pytest.approx({**DEFAULT_CONFIG, "min_p": 0.0}) for v in o.values)
         assert len(tok(o.extra["config_text"], add_special_tokens=False)["input_ids"]) <= 12
     assert pol.stats.total == 2 and pol.stats.failure_rate == 1.0
 

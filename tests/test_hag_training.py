@@ -52,7 +52,7 @@ class ScriptedScorer:
 
     def score(self, texts, examples):
         # every generate call since the last scoring (max_rows may split one step into several calls)
-        vals = {k: torch.cat([v[k] for v in self.adm.pending]) for k in KEYS}
+        vals = {k: torch.cat([v[k][:, 0] for v in self.adm.pending]) for k in KEYS}  # one config per row
         self.adm.pending.clear()
         assert len(vals["temperature"]) == len(texts)
         return [-abs(t - 0.9) - abs(p - 0.9) - k / 100 - abs(r - 1.1)
@@ -68,7 +68,7 @@ class RecordingADM(AdaptiveDecodingModel):
     def generate(self, *a, **kw):
         out = super().generate(*a, **kw)
         self.pending.append(out.values)
-        self.calls.append(out.values["temperature"].numel())
+        self.calls.append(out.values["temperature"].shape[0])
         return out
 
 
@@ -252,7 +252,7 @@ def test_sft_full_finetune_teaches_the_config_line_end_to_end(tmp_path, tiny_cha
     outs = pol.generate(adm, list(targets), num_samples=2, max_new_tokens=3, seed=0)
     for o, want in zip(outs, targets.values()):
         assert o.extra["parse_failed"] is False and o.extra["config"] == want
-        assert all(v == pytest.approx(want) for v in o.values)
+        assert all({k: v[k] for k in want} == pytest.approx(want) for v in o.values)
     assert pol.stats.failure_rate == 0.0
 
 
