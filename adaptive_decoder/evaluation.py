@@ -528,21 +528,29 @@ def _fmt(x, digits=3):
 
 
 def markdown_table(results: dict) -> str:
+    from .experiment import same_decoding
+
     cfg = results["config"]
+    # greedy and T=0.0 decode with one config (identical samples): one row, labelled with both names
+    twins = same_decoding(results["methods"])
+    label = {f: f"{f} (= {m})" for m, f in twins.items()}
     lines = ["# Evaluation results", "",
              f"Model `{cfg['model']}`; {cfg['num_samples']} samples per prompt, max_new_tokens={cfg['max_new_tokens']}, "
              f"seed {cfg['seed']}; wall clock {results['wall_seconds']:.0f} s. Rewards are per-prompt means over the "
-             f"samples; intervals are 95% bootstrap CIs over prompts ({cfg['n_bootstrap']} resamples).", "",
-             "## Mean reward per task", ""]
+             f"samples; intervals are 95% bootstrap CIs over prompts ({cfg['n_bootstrap']} resamples).", ""]
+    for m, f in twins.items():
+        lines += [f"`{m}` decodes exactly like `{f}` (the same config, so the same samples): it is shown once, as "
+                  f"`{label[f]}`, and the comparison `{m}` vs `{f}` is left out.", ""]
+    lines += ["## Mean reward per task", ""]
     tasks = list(results["tasks"])
-    methods = list(results["methods"])
+    methods = [m for m in results["methods"] if m not in twins]
     lines += ["| method | " + " | ".join(f"{t} (n={results['tasks'][t]['num_test']})" for t in tasks) + " |",
               "|---|" + "---|" * len(tasks)]
     for m in methods:
         cells = [format_ci(**{k: results["tasks"][t]["methods"][m]["reward"][k] for k in ("mean", "lo", "hi")}) for t in tasks]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label.get(m, m)} | " + " | ".join(cells) + " |")
     if "scale_free" in results:
-        lines += [""] + markdown_sections(results["scale_free"])
+        lines += [""] + markdown_sections(results["scale_free"], skip_methods=set(twins), skip_pairs=set(twins.items()))
         if results.get("bar"):  # the experiment's bar, applied to this suite's heads
             lines += ["## The bar (as experiments/run.py applies it)", "", BAR_RULE.format(method="A head"), ""]
             lines += [f"- {bar_line(b)}" for b in results["bar"].values()]
@@ -556,13 +564,13 @@ def markdown_table(results: dict) -> str:
         lines += ["", "| method | reward [95% CI] | " + " | ".join(keys) + " | new tokens |", "|---|---|" + "---|" * (len(keys) + 1)]
         for m in methods:
             r = tr["methods"][m]
-            lines.append(f"| {m} | {format_ci(r['reward']['mean'], r['reward']['lo'], r['reward']['hi'])} | "
+            lines.append(f"| {label.get(m, m)} | {format_ci(r['reward']['mean'], r['reward']['lo'], r['reward']['hi'])} | "
                          + " | ".join(_fmt(r["metrics"].get(k)) for k in keys) + f" | {_fmt(r['mean_new_tokens'], 1)} |")
         for m in methods:
             if "parse_failed_rate" in tr["methods"][m]:
                 lines.append(f"\n{m}: config text unparseable for {tr['methods'][m]['parse_failed_rate']:.0%} of prompts "
                              "(the default config was used for them).")
-        comps = [c for c in results["comparisons"] if c["task"] == t]
+        comps = [c for c in results["comparisons"] if c["task"] == t and twins.get(c["method"]) != c["baseline"]]
         if comps:
             lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs fixed setting; win rate with 95% "
                       "bootstrap CI; p: two-sided paired bootstrap):", "",

@@ -474,3 +474,33 @@ def test_sampler_grid_keeps_the_oracle_budget():
         build_policies("min_p", budget=2, values=[0.1, 1.5])  # an invalid value fails when the method is built
     [p] = build_policies("edt", budget=2, temperature=0.7)
     assert [c.name for c in p.candidates] == ["T=0.7,edt_theta=0.1", "T=0.7,edt_theta=4"]
+
+
+def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():
+    """greedy decodes exactly like T=0.0: results.md has one row for the pair and no greedy-vs-T=0.0 comparison,
+    in the raw, normalized, win-rate, per-task and paired-comparison tables."""
+    from adaptive_decoder.evaluation import markdown_table
+    from adaptive_decoder.scalefree import scale_free_report
+
+    methods = {"greedy": FixedPolicy(0.0).describe() | {"name": "greedy", "type": "GreedyPolicy"},
+               "T=0.0": FixedPolicy(0.0).describe(), "T=1.0": FixedPolicy(1.0).describe(),
+               "adseq": {"name": "adseq", "type": "AdaptivePolicy", "factors": ["temperature"]}}
+    per_prompt = {"greedy": [0.5, 0.4, 0.9], "T=0.0": [0.5, 0.4, 0.9], "T=1.0": [0.2, 0.6, 0.1], "adseq": [0.5, 0.6, 0.8]}
+    test = {"qa": {m: {str(i): r for i, r in enumerate(rs)} for m, rs in per_prompt.items()}}
+    iv = {"mean": 0.5, "lo": 0.4, "hi": 0.6}
+    comp = {"win": 0.5, "win_lo": 0.2, "win_hi": 0.8, "tie": 0.1, "loss": 0.4, "mean_diff": 0.0, "diff_lo": -0.1,
+            "diff_hi": 0.1, "p_value": 1.0}
+    results = {"config": {"model": "tiny", "num_samples": 2, "max_new_tokens": 8, "seed": 0, "n_bootstrap": 100},
+               "wall_seconds": 1.0, "methods": methods,
+               "tasks": {"qa": {"num_test": 3, "num_dev": 0, "source": "data/qa.jsonl", "reward": {"name": "exact"},
+                                "methods": {m: {"reward": iv, "metrics": {}, "mean_new_tokens": 4.0} for m in methods}}},
+               "comparisons": [{"task": "qa", "method": m, "baseline": f, **comp}
+                               for m in ("greedy", "adseq") for f in ("T=0.0", "T=1.0")],
+               "scale_free": scale_free_report(test, None, ["T=0.0", "T=1.0"], list(methods), n_boot=50)}
+    md = markdown_table(results)
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert sum(r.startswith("| T=0.0 (= greedy) |") for r in rows) == 2  # raw table and the qa table
+    # greedy appears only as a comparison with another temperature (the same as T=0.0's, which is not listed)
+    assert {r.split(" | ")[1] for r in rows if r.startswith("| greedy |")} == {"T=1.0"}
+    assert "| adseq | T=0.0 |" in md and "| adseq | T=1.0 |" in md  # the other comparisons stay
+    assert "`greedy` decodes exactly like `T=0.0`" in md
