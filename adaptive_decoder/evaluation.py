@@ -492,16 +492,33 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+# the key a sample is counted under when HAG's config text gave no valid value for that factor: the default was
+# applied because parsing failed, which is not a choice, so plots and tables show it apart from the values
+FALLBACK = "fallback"
+
+
+def value_key(x) -> str:
+    """A decoding value as chosen_values counts it: "0.2", "1", "50"."""
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def value_order(key: str):
+    """Sort key for chosen_values keys: numbers ascending, FALLBACK last."""
+    return (1, 0.0) if key == FALLBACK else (0, float(key))
+
+
 def chosen_values(units: list) -> dict:
-    """{factor: {value: count}} over all samples (token level: over all real steps) of some units."""
+    """{factor: {value: count}} over all samples (token level: over all real steps) of some units; a factor HAG
+    could not parse for a prompt (`parse_problems`) is counted under FALLBACK."""
     out = {}
     for u in units:
+        fell_back = set((u.get("extra") or {}).get("parse_problems") or {})
         for s in u["samples"]:
             for k, v in s["values"].items():
                 for x in (v if isinstance(v, list) else [v]):
                     if x is None or (isinstance(x, float) and math.isnan(x)):
                         continue
-                    key = f"{x:g}" if isinstance(x, float) else str(x)
+                    key = FALLBACK if k in fell_back else value_key(x)
                     out.setdefault(k, {})
                     out[k][key] = out[k].get(key, 0) + 1
     return out
@@ -653,22 +670,33 @@ def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
 
 
 def _varied_factors(results: dict, methods: list) -> list:
-    """The factors some method chose (a head's own factors, or any factor that took more than one value)."""
+    """The factors some method chose (a head's own factors, or any factor that took more than one value; a HAG
+    fallback is not a value)."""
     factors = list(FACTORS)
     chosen = {f for m in methods for f in results["methods"][m].get("factors", [])}
     for f in factors:
         seen = {v for tr in results["tasks"].values() for m in methods for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}
-        if len(seen) > 1:
+        if len(seen - {FALLBACK}) > 1:
             chosen.add(f)
     return [f for f in factors if f in chosen] or ["temperature"]
+
+
+def _value_axis(results: dict, methods: list, factor: str) -> list:
+    """One factor's categories: every bin a method could choose (from its description) and every value one did
+    choose, ascending; FALLBACK last."""
+    vals = {value_key(x) for m in methods for x in (results["methods"][m].get("bins") or {}).get(factor, [])}
+    vals |= {v for tr in results["tasks"].values() for m in methods
+             for v in tr["methods"].get(m, {}).get("chosen", {}).get(factor, {})}
+    return sorted(vals, key=value_order)
 
 
 def plot_chosen_params(results: dict, path: Path) -> Path | None:
     """Distribution of the temperature / top-p / top-k each adaptive method chose, per task (the paper's Fig. 4):
     grouped bars of the share of decisions (sequence level: samples; token level: generated tokens) per value.
 
-    Only factors that some method chose are drawn, and each factor has one categorical axis (every value chosen
-    anywhere) in all rows, so that panels can be compared by eye; a value a method never chose is an empty slot."""
+    Only factors that some method chose are drawn, and each factor has one categorical axis (every bin a method
+    could choose, and every value one chose) in all rows, so that panels can be compared by eye; a value a method
+    never chose is an empty slot. HAG's parse-failure fallbacks are a hatched bar apart, right of a dotted line."""
     adaptive = [n for n, d in results["methods"].items() if d["type"] not in FIXED_CONFIG_TYPES]
     if not adaptive:
         return None
@@ -676,19 +704,25 @@ def plot_chosen_params(results: dict, path: Path) -> Path | None:
 
     tasks = list(results["tasks"])
     factors = _varied_factors(results, adaptive)
-    axis = {f: sorted({v for tr in results["tasks"].values() for m in adaptive
-                       for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}, key=float) for f in factors}
+    axis = {f: _value_axis(results, adaptive, f) for f in factors}
     fig, axes = plt.subplots(len(tasks), len(factors), figsize=(4.2 * len(factors) + 1.5, 2.6 * len(tasks)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     width = 0.8 / len(adaptive)
     for r, t in enumerate(tasks):
         for c, f in enumerate(factors):
             ax, vals = axes[r][c], axis[f]
+            # the fallback slot sits half a slot further right, past a dotted separator
+            pos = [j + (0.5 if v == FALLBACK else 0.0) for j, v in enumerate(vals)]
             for i, m in enumerate(adaptive):
                 counts = results["tasks"][t]["methods"].get(m, {}).get("chosen", {}).get(f, {})
                 tot = sum(counts.values()) or 1
-                ax.bar([j + i * width for j in range(len(vals))], [counts.get(v, 0) / tot for v in vals], width,
-                       label=m if (r, c) == (0, 0) else None)
-            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(vals))], vals, fontsize=8)
+                ax.bar([x + i * width for x in pos], [counts.get(v, 0) / tot for v in vals], width,
+                       color=colors[i % len(colors)], hatch=["//" if v == FALLBACK else "" for v in vals],
+                       edgecolor="white", label=m if (r, c) == (0, 0) else None)
+            if FALLBACK in vals:
+                ax.axvline(pos[vals.index(FALLBACK)] - 0.35, color="gray", ls=":", lw=1)
+            ax.set_xticks([x + 0.4 - width / 2 for x in pos],
+                          ["parse\nfailed" if v == FALLBACK else v for v in vals], fontsize=8)
             ax.set_title(f"{t}", fontsize=9)
             ax.set_xlabel(f"{f} chosen")
             ax.set_ylim(0, 1)

@@ -777,7 +777,9 @@ def _share_table(chosen: dict, factor: str) -> str:
     tot = sum(counts.values())
     if not tot:
         return "n/a"
-    return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: float(kv[0])))
+    from .evaluation import value_order
+
+    return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: value_order(kv[0])))
 
 
 def _bar_sentences(summary: dict) -> list[str]:

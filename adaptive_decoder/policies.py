@@ -297,7 +297,8 @@ class AdaptivePolicy(DecodingPolicy):
 
     def describe(self):
         return {**super().describe(), "head_path": self.head_path, "level": self.head.config.level,
-                "selection": self.selection or self.head.config.selection, "factors": list(self.head.factors)}
+                "selection": self.selection or self.head.config.selection, "factors": list(self.head.factors),
+                "bins": {f: list(self.head.config.bins(f)) for f in self.head.factors}}
 
 
 class OraclePolicy(DecodingPolicy):

@@ -504,3 +504,22 @@ def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():
     assert {r.split(" | ")[1] for r in rows if r.startswith("| greedy |")} == {"T=1.0"}
     assert "| adseq | T=0.0 |" in md and "| adseq | T=1.0 |" in md  # the other comparisons stay
     assert "`greedy` decodes exactly like `T=0.0`" in md
+
+
+def test_chosen_values_count_hag_fallbacks_apart_and_the_plot_axis_keeps_every_bin(tmp_path):
+    from adaptive_decoder.evaluation import FALLBACK, _value_axis, chosen_values, plot_chosen_params
+
+    def unit(temperature, problems):
+        vals = {"temperature": temperature, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+        return {"samples": [{"values": vals}] * 2, "extra": {"parse_problems": problems}}
+
+    # the second prompt's config text had no valid temperature: 1.0 is the default, not HAG's choice
+    hag = chosen_values([unit(0.7, {}), unit(1.0, {"temperature": "missing"}), unit(1.0, {"top_p": "out_of_range"})])
+    assert hag["temperature"] == {"0.7": 2, FALLBACK: 2, "1": 2} and hag["top_p"] == {"1": 4, FALLBACK: 2}
+    results = {"methods": {"adseq": {"type": "AdaptivePolicy", "factors": ["temperature"],
+                                     "bins": {"temperature": [0.0, 0.5, 1.0]}}, "hag": {"type": "HAGPolicy"}},
+               "tasks": {"a": {"methods": {"adseq": {"chosen": {"temperature": {"0.5": 3}}}, "hag": {"chosen": hag}}},
+                         "b": {"methods": {"adseq": {"chosen": {"temperature": {"1": 3}}}, "hag": {"chosen": hag}}}}}
+    # bins nobody chose (0) stay on the axis; HAG's free value 0.7 joins it; the fallback comes last
+    assert _value_axis(results, ["adseq", "hag"], "temperature") == ["0", "0.5", "0.7", "1", FALLBACK]
+    assert plot_chosen_params(results, tmp_path / "chosen.png").read_bytes()[:4] == b"\x89PNG"
