@@ -916,41 +916,51 @@ def difference_rows(summary: dict) -> list[tuple]:
 
 
 def plot_paired_differences(summary: dict, path: Path) -> Path | None:
-    """Overall normalized-reward difference (95% paired CI) of each non-fixed method vs each fixed temperature, the
-    bar's comparisons highlighted; a method's comparison with the fixed setting it equals (greedy vs T=0.0) is left
-    out, being zero by construction."""
+    """Normalized-reward difference (95% paired CI) of each non-fixed method vs each fixed temperature: overall
+    (tasks weighted equally) in the first panel, then one panel per task on the same rows; the bar's comparisons
+    highlighted; a method's comparison with the fixed setting it equals (greedy vs T=0.0) is left out, being zero
+    by construction."""
     plt = pyplot()
 
     rows = difference_rows(summary)
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.42 * len(rows)))
+    diffs = summary["scale_free"]["differences"]
+    tasks = list(summary["scale_free"]["tasks"])
+    panels = [("overall (tasks weighted equally)", lambda m, f, iv: iv)] + [
+        (t, lambda m, f, iv, t=t: diffs[m][f]["tasks"].get(t)) for t in tasks]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 + 2.6 * (len(panels) - 1), 1.5 + 0.42 * len(rows)),
+                             sharey=True, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     methods = list(dict.fromkeys(m for m, *_ in rows))
-    y, ticks, labels, last = 0.0, [], [], None
-    for m, f, iv, is_bar in rows:
+    ys, y, last = [], 0.0, None
+    for m, *_ in rows:
         if last is not None and m != last:
             y -= 0.5  # a gap between methods
         last = m
-        i = methods.index(m)
-        if is_bar:
-            ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.35, lw=0)
-        ax.errorbar([iv["mean"]], [y], xerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]], fmt="D" if is_bar else "o",
-                    color=colors[i % len(colors)], capsize=4 if is_bar else 3, ms=7 if is_bar else 5,
-                    elinewidth=2.2 if is_bar else 1.2)
-        ticks.append(y)
-        labels.append(f"{m} − {f}" + ("  (the bar)" if is_bar else ""))
+        ys.append(y)
         y -= 1
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(ticks, labels, fontsize=7)
-    for t in ax.get_yticklabels():
+    for ax, (title, get) in zip(axes[0], panels):
+        for (m, f, iv, is_bar), y in zip(rows, ys):
+            iv = get(m, f, iv)
+            if is_bar:
+                ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.35, lw=0)
+            if not iv or iv.get("mean") is None:
+                continue
+            ax.errorbar([iv["mean"]], [y], xerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]],
+                        fmt="D" if is_bar else "o", color=colors[methods.index(m) % len(colors)],
+                        capsize=4 if is_bar else 3, ms=7 if is_bar else 5, elinewidth=2.2 if is_bar else 1.2)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(title, fontsize=9)
+    ax0 = axes[0][0]
+    ax0.set_yticks(ys, [f"{m} − {f}" + ("  (the bar)" if is_bar else "") for m, f, _, is_bar in rows], fontsize=7)
+    for t in ax0.get_yticklabels():
         if t.get_text().endswith("(the bar)"):
             t.set_fontweight("bold")
-    ax.set_xlabel("difference in overall normalized reward (95% paired bootstrap CI)")
+    fig.supxlabel("difference in normalized reward, method − fixed temperature (95% paired bootstrap CI)", fontsize=9)
     best = summary["scale_free"]["best_fixed"]
-    ax.set_title(f"Overall normalized reward (tasks weighted equally): each method minus each fixed temperature\n"
-                 f"highlighted: the bar's comparison, with {best['name']}, the best single fixed temperature on "
-                 f"{best['chosen_on']}", fontsize=8.5)
+    fig.suptitle(f"Normalized reward: each method minus each fixed temperature\nhighlighted: the bar's comparison, "
+                 f"with {best['name']}, the best single fixed temperature on {best['chosen_on']}", fontsize=10)
     return save_figure(fig, path, dpi=110)
 
 
