@@ -253,14 +253,16 @@ class Evaluator:
                 paths = list(cfg.head_paths) + ([opts.pop("head_path")] if "head_path" in opts else [])
                 missing = [p for p in paths if not Path(p).exists()]
                 if missing and cfg.skip_missing_heads:
-                    logger.warning("skipping missing head(s) %s (skip_missing_heads=True)", missing)
+                    logger.warning("skipping head(s), directory not found: %s (skip_missing_heads=True)", missing)
                     self.skipped_heads += missing
                     paths = [p for p in paths if p not in missing]
                     if not paths:
                         continue
                 elif missing:
-                    raise FileNotFoundError(f"head path(s) {missing} do not exist (a directory saved by "
-                                            "AdaptiveDecoderHead.save_pretrained); set skip_missing_heads to drop them")
+                    raise FileNotFoundError(f"head_paths: directory not found: {', '.join(missing)} (a head is a "
+                                            "directory saved by AdaptiveDecoderHead.save_pretrained; `make demo` "
+                                            "writes runs/control/seed-0/train-sequence/head); set skip_missing_heads "
+                                            "to drop missing ones")
                 opts = {"head_paths": paths, "strict_base_model": cfg.strict_base_model, "model_name": cfg.model, **opts}
             built = build_policies(m, **opts)
             for p in built:  # (unit name, split) -> the method whose options produced it

@@ -403,6 +403,10 @@ def test_recipe_collects_with_a_saved_head(tmp_path, tiny_model_dir):
         recipe.main(base + ["--head_path", str(tmp_path / "head")])
     bare = tmp_path / "bare.yaml"
     bare.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(TINY_YAML.read_text()).items() if k != "head"}))
+    # a missing head directory is named before the model loads (this base model does not exist either)
+    with pytest.raises(FileNotFoundError, match="directory not found: .*nope"):
+        recipe.main(["--config", str(bare), "--base_model", str(tmp_path / "no_model"), "--output_dir",
+                     str(tmp_path / "o"), "--head_path", str(tmp_path / "nope")])
     recipe.main(["--config", str(bare)] + base[2:] + ["--head_path", str(tmp_path / "head"), "--epsilon", "0.0"])
     manifest, recs = read_collection(tmp_path / "o")
     assert manifest["head"]["config"]["level"] == "token" and manifest["head"]["config"]["factors"] == ["temperature"]

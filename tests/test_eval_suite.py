@@ -320,7 +320,7 @@ def test_head_for_another_base_model_is_refused(tiny_dir, tmp_path):
     wide = save_head(tmp_path / "wide", "sequence", str(tiny_dir), hidden=48)
     with pytest.raises(ValueError, match="hidden size 48"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], methods=["adaptive"], head_paths=[wide]))
-    with pytest.raises(FileNotFoundError, match="skip_missing_heads"):
+    with pytest.raises(FileNotFoundError, match="directory not found: .*nope .*skip_missing_heads"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o3", tasks=["gsm8k"], methods=["adaptive"],
                                 head_paths=[str(tmp_path / "nope")]))
     # skip_missing_heads drops it; greedy still runs

@@ -26,6 +26,7 @@ from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, Adaptiv
 from adaptive_decoder.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
 from adaptive_decoder.head import model_hidden_size  # noqa: E402
 from adaptive_decoder.models import resolve_dtype_name  # noqa: E402
+from adaptive_decoder.paths import missing_local_dir  # noqa: E402
 from adaptive_decoder.pairs import collection_pair_report  # noqa: E402
 from adaptive_decoder.rewards import build_reward  # noqa: E402
 
@@ -54,6 +55,9 @@ class CollectConfig(CollectionSettings):
             raise ValueError("output_dir is required")
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (see configs/lpo/collect_tiny.yaml)")
+        missing = missing_local_dir(self.head_path) if self.head_path else None
+        if missing is not None:  # here, not after the model load
+            raise missing
 
 
 def build_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
