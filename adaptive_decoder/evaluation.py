@@ -33,10 +33,11 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import hag as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from .head import FACTORS
 from .head_digest import head_fingerprint
-from .policies import (DEFAULT_TEMPERATURES, FIXED_CONFIG_TYPES, POLICIES, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy,
-                       GreedyPolicy, MeanShiftPolicy, OraclePolicy, build_policies)
+from .policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, OraclePolicy
+from .policy_base import FIXED_CONFIG_ROLES, POLICIES, build_policies, role_of
 from .plotting import pyplot, save_figure
 from .scalefree import BAR_RULE, bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report
 from .stats import bootstrap_mean_ci, format_ci, paired_comparison
@@ -406,7 +407,7 @@ class Evaluator:
             return None
         pool = self.policies + [c for o in self.oracles for c in o.candidates]
         for q in pool:
-            if (type(q) in (FixedPolicy, GreedyPolicy) and q.name != policy.name and q.config == target.config
+            if (q.role in ("fixed", "greedy") and q.name != policy.name and q.config == target.config
                     and all(self.store.done(q.name, task.name, split, e["id"]) for e in todo)):
                 return q
         return None
@@ -443,7 +444,7 @@ class Evaluator:
     # --- aggregation ----------------------------------------------------------------------------------------
     def aggregate(self, wall_seconds: float, units_computed: int = 0) -> dict:
         cfg = self.cfg
-        fixed = [p for p in self.policies if type(p) is FixedPolicy]
+        fixed = [p for p in self.policies if p.role == "fixed"]
         res = {"config": asdict(cfg), "wall_seconds": wall_seconds, "units_computed_this_run": units_computed,
                "skipped_heads": list(getattr(self, "skipped_heads", [])),
                "methods": {p.name: p.describe() for p in self.policies}, "tasks": {}, "comparisons": [], "units": []}
@@ -469,7 +470,7 @@ class Evaluator:
                     tres["methods"][p.name]["parse_failed_rate"] = sum(map(bool, flags)) / len(flags)
                 res["units"].extend(units)
             for p in self.policies:
-                if type(p) is FixedPolicy:
+                if p.role == "fixed":
                     continue
                 for f in fixed:
                     c = paired_comparison(per_prompt[p.name], per_prompt[f.name], n_boot=cfg.n_bootstrap, seed=cfg.seed)
@@ -603,7 +604,7 @@ def markdown_table(results: dict) -> str:
         lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
                   "intervals are too narrow and p-values too small (a smoke test, not evidence)."]
     if not results["comparisons"]:
-        only_fixed = all(m.get("type") == "FixedPolicy" for m in results["methods"].values())
+        only_fixed = all(role_of(m) == "fixed" for m in results["methods"].values())
         lines += ["", "(No paired comparisons: only fixed temperatures were run; add a method such as 'oracle' or "
                   "'adaptive' to compare it with them.)" if only_fixed else
                   "(No paired comparisons: add method 'fixed' to compare against fixed temperatures.)"]
@@ -638,8 +639,8 @@ def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
     plt = pyplot()
 
     tasks = list(results["tasks"])
-    fixed = [(n, d["temperature"]) for n, d in results["methods"].items() if d["type"] == "FixedPolicy"]
-    others = [n for n, d in results["methods"].items() if d["type"] != "FixedPolicy"]
+    fixed = [(n, d["temperature"]) for n, d in results["methods"].items() if role_of(d) == "fixed"]
+    others = [n for n, d in results["methods"].items() if role_of(d) != "fixed"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks) + 2.2, 3.8), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     xs = [temp for _, temp in fixed] or [0.0, 1.0]
@@ -699,7 +700,7 @@ def plot_chosen_params(results: dict, path: Path) -> Path | None:
     Only factors that some method chose are drawn, and each factor has one categorical axis (every bin a method
     could choose, and every value one chose) in all rows, so that panels can be compared by eye; a value a method
     never chose is an empty slot. HAG's parse-failure fallbacks are a hatched bar apart, right of a dotted line."""
-    adaptive = [n for n, d in results["methods"].items() if d["type"] not in FIXED_CONFIG_TYPES]
+    adaptive = [n for n, d in results["methods"].items() if role_of(d) not in FIXED_CONFIG_ROLES]
     if not adaptive:
         return None
     plt = pyplot()

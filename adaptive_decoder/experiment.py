@@ -45,6 +45,7 @@ import torch
 from .configs import as_mapping
 from .head_digest import head_fingerprint
 from .plotting import pyplot, save_figure
+from .policy_base import FIXED_CONFIG_ROLES, role_of
 from .storage import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -636,10 +637,10 @@ def same_decoding(methods: dict) -> dict:
     """{greedy method: the fixed temperature it equals}: greedy and T=0.0 decode with one config, so the evaluator
     gives them identical samples; reports show such a pair once (as the grid setting, which the bar uses)."""
     keys = ("temperature", "top_p", "top_k", "repetition_penalty")
-    fixed = [m for m, d in methods.items() if d.get("type") == "FixedPolicy"]
+    fixed = [m for m, d in methods.items() if role_of(d) == "fixed"]
     out = {}
     for m, d in methods.items():
-        if d.get("type") == "GreedyPolicy":
+        if role_of(d) == "greedy":
             twin = next((f for f in fixed if all(methods[f].get(k) == d.get(k) for k in keys)), None)
             if twin is not None:
                 out[m] = twin
@@ -668,11 +669,11 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     summary = {"seeds": list(cfg.seeds), "model": cfg.model, "methods": methods, "tasks": {}, "comparisons": [],
                "per_seed": {}, "timings": dict(timings or {})}
     method_names = list(methods)
-    fixed = [m for m in method_names if methods[m].get("type") == "FixedPolicy"]
+    fixed = [m for m in method_names if role_of(methods[m]) == "fixed"]
     others = [m for m in method_names if m not in fixed]
     # an AD head is also paired with the oracle and the random controls: does it beat choosing without learning?
     controls = [m for m in ("oracle", "random", "random_token") if m in method_names]
-    baselines = {m: fixed + (controls if methods[m].get("type") == "AdaptivePolicy" else []) for m in others}
+    baselines = {m: fixed + (controls if role_of(methods[m]) == "adaptive" else []) for m in others}
     pooled = {m: [] for m in method_names}
     for t in tasks:
         ids = sorted(set.intersection(*(set(table[t][m]) for m in method_names)))
@@ -708,9 +709,7 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
                     ps.setdefault("fitted_choice", {}).setdefault(t, {})[name] = o["chosen"]
         summary["per_seed"][str(s)] = ps
     # what the adaptive methods (and HAG) chose, per task, over every test sample of every seed
-    from .policies import FIXED_CONFIG_TYPES
-
-    chooser = [m for m in method_names if methods[m].get("type") not in FIXED_CONFIG_TYPES]
+    chooser = [m for m in method_names if role_of(methods[m]) not in FIXED_CONFIG_ROLES]
     for t in tasks:
         units = [u for res in results.values() for u in res["units"] if u["split"] == "test" and u["task"] == t]
         for m in chooser:
@@ -795,7 +794,7 @@ def _bar_sentences(summary: dict) -> list[str]:
             continue
         L.append(f"- **{m}: {'MET' if b['met'] else 'NOT MET'}**: {bar_numbers(b)}.")
     sf = summary["scale_free"]
-    oracle = [m for m, d in summary["methods"].items() if d.get("type") == "OraclePolicy" and m in sf["normalized"]]
+    oracle = [m for m, d in summary["methods"].items() if role_of(d) == "oracle" and m in sf["normalized"]]
     oracle.sort(key=lambda m: m != "oracle")  # the temperature oracle when it ran (best_joint is an oracle too)
     if oracle and summary["bar"].get("evaluated"):
         o = sf["normalized"][oracle[0]]["overall"]

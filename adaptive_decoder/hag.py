@@ -23,6 +23,9 @@ untrained mode (the paper's "is the model aware of decoding hyperparameters at a
 with `UNTRAINED_TEMPLATE`, which explains each hyperparameter and the expected line.
 Stage 2 always answers with the evaluated (base) model passed to `generate`, so a trained HAG differs from the
 base model only in the config it picks; the tuned weights are used for stage 1 only.
+
+Methods (`adaptive_decoder.policy_base.build_policies`): "hag" -> HAGPolicy(**options), "hag_untrained" ->
+HAGPolicy(untrained=True, **options).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from .policies import DecodingPolicy, forced_generate
+from .policy_base import DecodingPolicy, forced_generate, register_policy
 
 KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")
 # (low, high, low_inclusive): every parsed value lies in its range; top_k must also be an integer
@@ -273,6 +276,8 @@ class HAGPolicy(DecodingPolicy):
     with UNTRAINED_TEMPLATE. default: the config used for keys that fail to parse (counted in `stats`).
     """
 
+    role = "hag"
+
     def __init__(self, model_path: str | None = None, untrained: bool = False, model=None, tokenizer=None,
                  base_model: str | None = None, default: dict | None = None, template: str | None = None,
                  max_config_tokens: int = 48, name: str | None = None):
@@ -333,3 +338,13 @@ class HAGPolicy(DecodingPolicy):
     def describe(self):
         return {**super().describe(), "mode": self.mode, "model_path": self.model_path, "default": self.default,
                 "max_config_tokens": self.max_config_tokens, "parse_stats": self.stats.to_dict()}
+
+
+@register_policy("hag")
+def _hag(**options) -> list:
+    return [HAGPolicy(**options)]
+
+
+@register_policy("hag_untrained")
+def _hag_untrained(**options) -> list:
+    return [HAGPolicy(untrained=True, **options)]

@@ -1,7 +1,4 @@
-"""Decoding policies: every method the evaluation compares, behind one interface.
-
-A policy decides the decoding hyperparameters; the tokens always come from `AdaptiveDecodingModel.generate`
-(`force=` for fixed configs, the head for AD), so differences between methods come only from the policy.
+"""Decoding policies: every method the evaluation compares, behind one interface (`adaptive_decoder.policy_base`).
 
     policy.generate(adm, prompts, num_samples=k, max_new_tokens=64, seed=0) -> [PolicyOutput per prompt]
 
@@ -9,7 +6,7 @@ Seeding: `torch.manual_seed(seed)` right before the generate call, and the head'
 selection="sample") is seeded with `seed` too. Two policies called with the same prompts and seed therefore
 see the same token randomness (common random numbers, which makes paired comparisons sharper).
 
-Registry (`build_policies(method, **options)`, one method name may expand to several policies):
+Methods registered here (`build_policies(method, **options)`; one method name may expand to several policies):
     greedy                      temperature 0 (exact argmax)
     fixed                       one policy per temperature of a grid (default 0.0..1.0 step 0.2), optional
                                 fixed top_p / top_k / repetition_penalty
@@ -25,19 +22,20 @@ Registry (`build_policies(method, **options)`, one method name may expand to sev
                                 dev like the oracle (the strongest fixed baseline; its budget is the full product)
     meanshift                   a trained head's mean chosen temperature on the dev prompts of all tasks, rounded to
                                 its nearest bin, as one fixed temperature for every prompt (`MeanShiftPolicy`)
-    hag, hag_untrained          `adaptive_decoder.hag.HAGPolicy` (imported lazily): "hag" -> HAGPolicy(**options),
-                                "hag_untrained" -> HAGPolicy(untrained=True, **options)
+`adaptive_decoder.hag` registers "hag" and "hag_untrained" (HAGPolicy).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 import torch
 
 from .generation import AdaptiveDecodingModel
 from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
+from .policy_base import DecodingPolicy, forced_generate, register_policy
+# re-exported: callers build methods and read their outputs through this module
+from .policy_base import POLICIES, PolicyOutput, build_policies, split_output  # noqa: F401
 from .sampling import SAMPLER_OFF, validate_sampling_value
 
 DEFAULT_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -54,99 +52,12 @@ SAMPLER_GRIDS = {
     "top_nsigma": ("top_nsigma", [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]),            # paper: 1.0
     "edt": ("edt_theta", [0.1, 0.25, 0.5, 1.0, 2.0, 4.0]),                   # T = T0 * 0.8^(theta / H)
 }
-# describe()["type"] of the policies that decode one fixed config per task (nothing chosen per prompt or token):
-# reports leave them out of the chosen-parameter distributions
-FIXED_CONFIG_TYPES = ("FixedPolicy", "GreedyPolicy", "OraclePolicy", "TunedSamplerPolicy", "MeanShiftPolicy")
-
-
-@dataclass
-class PolicyOutput:
-    """The k samples of one prompt."""
-
-    texts: list
-    completion_ids: list
-    values: list                     # per sample: {generation.VALUE_KEYS (+ forced samplers)} -> float
-                                     # (token level: a list per step, real steps only)
-    extra: dict = field(default_factory=dict)   # e.g. {"choices": [...]} for AD, {"config_text", "parse_failed"} for HAG
-
-
-class DecodingPolicy:
-    """Base class. Subclasses set `name` and implement `generate`."""
-
-    name: str = "policy"
-
-    def generate(self, adm: AdaptiveDecodingModel, prompts: list, *, num_samples: int, max_new_tokens: int,
-                 seed: int, chat: bool | None = None) -> list:
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        """JSON-able description stored in results.json."""
-        return {"name": self.name, "type": type(self).__name__}
-
-
-# ------------------------------------------------------------------------------------------------------------
-def split_output(out, n_prompts: int, k: int, replicate: bool = False, extra: list | None = None) -> list:
-    """Cut an `AdaptiveGenerateOutput` (HF row order: prompt i, sample j -> row i*k+j) into PolicyOutputs.
-
-    replicate=True: `out` holds ONE row per prompt (greedy), copied k times.
-    """
-    per = 1 if replicate else k
-    rows = out.completion_ids
-    texts = out.texts if out.texts is not None else [""] * len(rows)
-    res = []
-    for i in range(n_prompts):
-        idx = [i * per + (0 if replicate else j) for j in range(k)]
-        vals = [_row_values(out.values, out.step_mask, r, per_step=out.level == "token") for r in idx]
-        ex = dict(extra[i]) if extra else {}
-        if out.choices:
-            ex["choices"] = [_row_values(out.choices, out.step_mask, r) for r in idx]
-        if replicate:
-            ex["replicated"] = True
-        res.append(PolicyOutput(texts=[texts[r] for r in idx], completion_ids=[list(rows[r]) for r in idx],
-                                values=vals, extra=ex))
-    return res
-
-
-def _row_values(d: dict, step_mask, r: int, per_step: bool = True) -> dict:
-    """Row r of `d` as numbers: a [n] entry as one number; a [n, t] entry as the list over real steps, or with
-    per_step=False (a value decided once per row) as its first real step's value (None if the row has none)."""
-    out = {}
-    for k, v in d.items():
-        v = v[r]
-        if v.dim() == 0:
-            out[k] = _clean(v.item())
-            continue
-        real = [_clean(x) for x in v[step_mask[r].to(v.device)].tolist()]
-        out[k] = real if per_step else (real[0] if real else None)
-    return out
-
-
-def _clean(x):
-    # float32 bin values (0.4000000059604645) stored as the number the user configured
-    return round(x, 6) if isinstance(x, float) else x
-
-
-def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *, num_samples: int,
-                    max_new_tokens: int, seed: int, chat: bool | None = None, extra: list | None = None) -> list:
-    """Generate k samples per prompt with one fixed config per prompt (dict of temperature/top_p/top_k/
-    repetition_penalty), all through `adm.generate(force=...)`. When every config is greedy (temperature 0) the
-    k samples are identical by construction, so one row per prompt is generated and replicated."""
-    if len(configs) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(configs)} configs")
-    greedy = all(float(c.get("temperature", 1.0)) == 0.0 for c in configs)
-    per = 1 if greedy else num_samples
-    keys = sorted({k for c in configs for k in c})
-    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, **SAMPLER_OFF}
-    force = {k: [c.get(k, defaults.get(k)) for c in configs for _ in range(per)] for k in keys}
-    torch.manual_seed(seed)
-    out = adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens, num_return_sequences=per,
-                            force=force)
-    return split_output(out, len(prompts), num_samples, replicate=greedy, extra=extra)
-
 
 # ------------------------------------------------------------------------------------------------------------
 class FixedPolicy(DecodingPolicy):
     """One fixed config for every prompt (the hand-tuned baseline)."""
+
+    role = "fixed"
 
     def __init__(self, temperature: float, top_p: float = 1.0, top_k: int = 0, repetition_penalty: float | None = None,
                  name: str | None = None, **samplers):
@@ -180,6 +91,8 @@ class FixedPolicy(DecodingPolicy):
 
 
 class GreedyPolicy(FixedPolicy):
+    role = "greedy"
+
     def __init__(self, name: str = "greedy"):
         super().__init__(0.0, name=name)
 
@@ -188,6 +101,8 @@ class RandomPolicy(DecodingPolicy):
     """A uniformly random (temperature, top_p, top_k) per prompt, shared by its k samples.
 
     The draw depends only on (seed, prompt text), so it does not change with batching or on resume."""
+
+    role = "random"
 
     def __init__(self, temperature_bins=None, top_p_bins=None, top_k_bins=None, name: str = "random"):
         d = AdaptiveDecoderConfig()
@@ -215,6 +130,8 @@ class TokenRandomPolicy(RandomPolicy):
     It is ADtok's own decoding path (`AdaptivePolicy` with selection="sample") with a head whose logits are all
     zero (a uniform distribution), so it differs from ADtok only in that nothing was learned. The head's
     generator is seeded with `seed`, like ADtok's sampled selection."""
+
+    role = "random_token"
 
     def __init__(self, temperature_bins=None, top_p_bins=None, top_k_bins=None, name: str = "random_token"):
         super().__init__(temperature_bins, top_p_bins, top_k_bins, name=name)
@@ -265,6 +182,8 @@ def check_base_model(head: AdaptiveDecoderHead, model, requested: str | None = N
 class AdaptivePolicy(DecodingPolicy):
     """ADseq / ADtok: the saved head chooses the decoding hyperparameters (argmax unless `selection` says)."""
 
+    role = "adaptive"
+
     def __init__(self, head_path=None, head: AdaptiveDecoderHead | None = None, name: str | None = None,
                  selection: str | None = None, strict_base_model: bool = True, model_name: str | None = None):
         if (head_path is None) == (head is None):
@@ -306,6 +225,8 @@ class OraclePolicy(DecodingPolicy):
 
     `fit({candidate name: dev mean reward})` picks the best (ties -> the earlier candidate); then `generate`
     decodes exactly like that fixed policy. Use one OraclePolicy per task."""
+
+    role = "oracle"
 
     def __init__(self, candidates: list, name: str = "oracle"):
         if not candidates:
@@ -363,6 +284,8 @@ class TunedSamplerPolicy(OraclePolicy):
     the candidates are fixed configs (temperature `temperature`, the sampler at each grid value), run on the same
     dev prompts with the same batch seeds, and the best mean dev reward decodes the test prompts."""
 
+    role = "sampler"
+
     def __init__(self, method: str, budget: int, temperature: float = 1.0, values=None, name: str | None = None):
         if method not in SAMPLER_GRIDS:
             raise ValueError(f"unknown sampler method {method!r}; valid: {sorted(SAMPLER_GRIDS)}")
@@ -387,6 +310,7 @@ class MeanShiftPolicy(OraclePolicy):
     not choose them, else off: only the temperature is averaged (the brief's definition; SimpleDeco also averages
     top-p when its controller predicts it)."""
 
+    role = "meanshift"
     pooled = True  # fitted once on the dev units of all tasks, not per task
 
     def __init__(self, head_path=None, head: AdaptiveDecoderHead | None = None, name: str | None = None, **kw):
@@ -420,6 +344,12 @@ def _as_list(v):
 
 
 # ------------------------------------------------------------------------------------------------------------
+@register_policy("greedy")
+def _greedy(**kw) -> list:
+    return [GreedyPolicy(**kw)]
+
+
+@register_policy("fixed")
 def _grid(temperatures=None, top_p: float = 1.0, top_k: int = 0, repetition_penalty: float | None = None) -> list:
     temps = DEFAULT_TEMPERATURES if temperatures is None else list(temperatures)
     if not temps:
@@ -427,6 +357,17 @@ def _grid(temperatures=None, top_p: float = 1.0, top_k: int = 0, repetition_pena
     return [FixedPolicy(t, top_p, top_k, repetition_penalty) for t in temps]
 
 
+@register_policy("random")
+def _random(**kw) -> list:
+    return [RandomPolicy(**kw)]
+
+
+@register_policy("random_token")
+def _random_token(**kw) -> list:
+    return [TokenRandomPolicy(**kw)]
+
+
+@register_policy("adaptive")
 def _adaptive(head_path=None, head_paths=None, **kw) -> list:
     paths = ([head_path] if head_path else []) + list(head_paths or [])
     if not paths:
@@ -435,13 +376,12 @@ def _adaptive(head_path=None, head_paths=None, **kw) -> list:
     return [AdaptivePolicy(p, **kw) for p in paths]
 
 
-def _meanshift(head_path=None, head_paths=None, **kw) -> list:
-    paths = ([head_path] if head_path else []) + list(head_paths or [])
-    if not paths:
-        raise ValueError("method 'meanshift' needs head_path= (or head_paths=[...]): the trained head to average")
-    return [MeanShiftPolicy(p, **kw) for p in paths]
+@register_policy("oracle")
+def _oracle(name="oracle", **kw) -> list:
+    return [OraclePolicy(_grid(**kw), name=name)]
 
 
+@register_policy("best_joint")
 def _best_joint(name="best_joint", temperature_bins=None, top_p_bins=None, top_k_bins=None) -> list:
     d = AdaptiveDecoderConfig()
     temps, tops, ks = (list(b or getattr(d, f"{f}_bins")) for b, f in
@@ -450,36 +390,20 @@ def _best_joint(name="best_joint", temperature_bins=None, top_p_bins=None, top_k
     return [OraclePolicy([FixedPolicy(t, p, int(k)) for t in temps for p in tops for k in ks], name=name)]
 
 
-def _hag(untrained: bool, **options) -> list:
-    try:
-        from .hag import HAGPolicy  # noqa: PLC0415  (written by the HAG issue; optional here)
-    except ImportError as e:
-        raise ImportError(f"method {'hag_untrained' if untrained else 'hag'!r} needs adaptive_decoder.hag.HAGPolicy, "
-                          f"which could not be imported ({e}); it is added by the HAG baseline") from e
-    return [HAGPolicy(untrained=True, **options) if untrained else HAGPolicy(**options)]
+@register_policy("meanshift")
+def _meanshift(head_path=None, head_paths=None, **kw) -> list:
+    paths = ([head_path] if head_path else []) + list(head_paths or [])
+    if not paths:
+        raise ValueError("method 'meanshift' needs head_path= (or head_paths=[...]): the trained head to average")
+    return [MeanShiftPolicy(p, **kw) for p in paths]
 
 
-POLICIES = {
-    "greedy": lambda **kw: [GreedyPolicy(**kw)],
-    "fixed": _grid,
-    "random": lambda **kw: [RandomPolicy(**kw)],
-    "random_token": lambda **kw: [TokenRandomPolicy(**kw)],
-    "adaptive": _adaptive,
-    "oracle": lambda name="oracle", **kw: [OraclePolicy(_grid(**kw), name=name)],
-    "best_joint": _best_joint,
-    "meanshift": _meanshift,
-    **{m: (lambda m: lambda budget=len(DEFAULT_TEMPERATURES), **kw: [TunedSamplerPolicy(m, budget, **kw)])(m)
-       for m in SAMPLER_GRIDS},
-    "hag": lambda **kw: _hag(False, **kw),
-    "hag_untrained": lambda **kw: _hag(True, **kw),
-}
+def _tuned_sampler(method: str):
+    @register_policy(method)
+    def build(budget=len(DEFAULT_TEMPERATURES), **kw) -> list:
+        return [TunedSamplerPolicy(method, budget, **kw)]
+    return build
 
 
-def build_policies(method: str, **options) -> list:
-    """Policies for one method name of the registry (a grid method expands to several)."""
-    if method not in POLICIES:
-        raise ValueError(f"unknown method {method!r}; valid: {sorted(POLICIES)}")
-    try:
-        return POLICIES[method](**options)
-    except TypeError as e:  # an unexpected keyword from a config file
-        raise ValueError(f"bad options for method {method!r}: {e}") from None
+for _method in SAMPLER_GRIDS:
+    _tuned_sampler(_method)

@@ -361,9 +361,48 @@ def test_random_oracle_and_hag_registry():
         build_policies("nucleus")
     with pytest.raises(ValueError, match="bad options for method 'fixed'"):
         build_policies("fixed", temperature=[0.5])
-    if importlib.util.find_spec("adaptive_decoder.hag") is None:
-        with pytest.raises(ImportError, match="adaptive_decoder.hag.HAGPolicy"):
-            build_policies("hag_untrained")
+
+
+def test_every_method_describes_its_role(tmp_path):
+    from adaptive_decoder.policy_base import POLICIES, ROLE_OF_TYPE, role_of
+
+    head = tmp_path / "head"
+    AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=8)).save_pretrained(head)
+    options = {"adaptive": {"head_path": str(head)}, "meanshift": {"head_path": str(head)},
+               "hag": {"model_path": str(tmp_path / "hag")}}  # HAG loads its model only when it generates
+    roles = {}
+    for method in POLICIES:
+        for p in build_policies(method, **options.get(method, {})):
+            d = json.loads(json.dumps(p.describe()))  # as results.json holds it
+            roles[method] = d["role"]
+            assert role_of(d) == p.role
+            # a description without a role (an older results.json) is read by its class name
+            assert role_of({k: v for k, v in d.items() if k != "role"}) == p.role == ROLE_OF_TYPE[d["type"]]
+    assert roles["greedy"] == "greedy" and roles["fixed"] == "fixed" and roles["oracle"] == roles["best_joint"] == "oracle"
+    assert roles["min_p"] == "sampler" and roles["meanshift"] == "meanshift" and roles["random_token"] == "random_token"
+    assert roles["hag"] == roles["hag_untrained"] == "hag" and roles["adaptive"] == "adaptive"
+    assert role_of({"name": "mine", "type": "MyPolicy"}) == "policy"  # an unknown class: a chooser like any other
+
+
+def test_a_registered_method_runs_in_the_harness(tiny_dir, tmp_path):
+    from adaptive_decoder.policy_base import POLICIES, register_policy
+
+    @register_policy("t07_test")
+    def build(**kw):
+        return [FixedPolicy(0.7, name="t07", **kw)]
+
+    try:
+        with pytest.raises(ValueError, match="'t07_test' is already registered"):
+            register_policy("t07_test")(lambda **kw: [])
+        with pytest.raises(ValueError, match="'fixed' is already registered"):
+            register_policy("fixed")(build)
+        assert [p.name for p in build_policies("t07_test")] == ["t07"]
+        res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["fixed", "t07_test"]))
+        assert res["methods"]["t07"]["role"] == "fixed" and res["methods"]["t07"]["temperature"] == 0.7
+    finally:
+        del POLICIES["t07_test"]
+    with pytest.raises(ValueError, match="unknown method"):
+        EvalConfig(methods=["t07_test"])
 
 
 def test_random_token_draws_a_uniform_choice_at_every_token(tiny_dir):
@@ -482,7 +521,9 @@ def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():
     from adaptive_decoder.evaluation import markdown_table
     from adaptive_decoder.scalefree import scale_free_report
 
-    methods = {"greedy": FixedPolicy(0.0).describe() | {"name": "greedy", "type": "GreedyPolicy"},
+    from adaptive_decoder.policies import GreedyPolicy
+
+    methods = {"greedy": GreedyPolicy().describe(),
                "T=0.0": FixedPolicy(0.0).describe(), "T=1.0": FixedPolicy(1.0).describe(),
                "adseq": {"name": "adseq", "type": "AdaptivePolicy", "factors": ["temperature"]}}
     per_prompt = {"greedy": [0.5, 0.4, 0.9], "T=0.0": [0.5, 0.4, 0.9], "T=1.0": [0.2, 0.6, 0.1], "adseq": [0.5, 0.6, 0.8]}

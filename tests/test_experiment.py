@@ -272,6 +272,26 @@ def test_resume_skips_finished_stages(finished_run, monkeypatch):
             assert again["tasks"][t]["methods"][m]["reward"] == r["reward"]
 
 
+def test_results_without_roles_summarize_the_same(finished_run):
+    # results.json of an older version names each method's class ("type": "FixedPolicy") and has no "role"
+    run_dir, argv, summary = finished_run
+    path = run_dir / "seed-0" / "eval" / "results.json"
+    original = path.read_text()
+    res = json.loads(original)
+    assert {d["role"] for d in res["methods"].values()} >= {"fixed", "greedy", "random", "oracle", "adaptive"}
+    for d in res["methods"].values():
+        del d["role"]
+    path.write_text(json.dumps(res))
+    try:
+        again = _load_cli().main(argv)
+    finally:
+        path.write_text(original)
+    assert again["stages_run"] == []
+    for key in ("comparisons", "same_decoding", "bars", "scale_free"):
+        assert again[key] == summary[key], key
+    assert again["tasks"] == summary["tasks"]
+
+
 def test_run_ends_with_the_verdict_not_the_tables(finished_run, capsys):
     _, argv, _ = finished_run
     summary = _load_cli().main(argv)  # resumes: every stage is done, only the report is redone
