@@ -30,6 +30,12 @@ PAIR_MODES = ("best_vs_worst", "top_k_vs_bottom_k", "all_pairs")
 _CHOICE_KEYS = ("hidden_size", "level", "factors", "temperature_bins", "top_p_bins", "top_k_bins", "min_p_bins", "fixed")
 
 
+class ModelNeededError(ValueError):
+    """Some samples in pairs lack what the dataset reads from the collection (cached head inputs or stored token
+    log-probs); only the collection's base LM (`model=`) can recompute them. A ValueError, so callers that only
+    report bad input keep working; callers that can load the LM catch this type."""
+
+
 @dataclass(frozen=True)
 class Pair:
     prompt_id: str
@@ -223,12 +229,12 @@ class PairDataset(torch.utils.data.Dataset):
             self._load_tables(needed)
             no_table = needed - set(self._tables)
             if no_table and model is None:
-                raise ValueError(f"{len(no_table)} of the {len(needed)} samples in pairs have no stored token log-probs "
+                raise ModelNeededError(f"{len(no_table)} of the {len(needed)} samples in pairs have no stored token log-probs "
                                  "(collected before they were recorded): pass model= (the collection's base model) to recompute them")
         missing = needed - set(self._cache)
         self.stats.update(samples_in_pairs=len(needed), samples_cached=len(needed) - len(missing), samples_recomputed=len(missing))
         if missing and model is None:
-            raise ValueError(f"{len(missing)} of the {len(needed)} samples in pairs have no cached head inputs "
+            raise ModelNeededError(f"{len(missing)} of the {len(needed)} samples in pairs have no cached head inputs "
                              f"(cache budget or use_cache=False): pass model= (the collection's base model) to recompute them")
 
     def _load_cache(self, needed):

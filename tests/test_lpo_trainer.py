@@ -227,10 +227,28 @@ def test_trains_from_a_cached_collection_without_loading_the_lm(tmp_path, collec
 
 
 def test_uncached_collection_needs_base_model_and_names_it(tmp_path, collection):
+    from adaptive_decoder.pairs import ModelNeededError
+
     _, uncached, _ = collection
     cfg = config(tmp_path, synthetic_pairs=0, collection_dir=str(uncached), head={})
-    with pytest.raises(ValueError, match="base_model"):
+    with pytest.raises(ModelNeededError, match="base_model"):
         build_head_and_dataset(cfg)
+
+
+def test_base_model_is_loaded_only_to_recompute_uncached_samples(tmp_path, collection, monkeypatch):
+    adm, uncached, _ = collection
+    import adaptive_decoder.models as models
+
+    loaded = []
+    monkeypatch.setattr(models, "load_base_model", lambda name, dtype: loaded.append((name, dtype)) or (adm.model, None))
+    cfg = config(tmp_path, synthetic_pairs=0, collection_dir=str(uncached), head={}, base_model="the-collection-lm")
+    _, data = build_head_and_dataset(cfg)
+    assert loaded == [("the-collection-lm", "float32")]
+    assert data.stats["samples_recomputed"] == data.stats["samples_in_pairs"] > 0
+    # any other problem with the collection is reported as it is, without loading the LM
+    with pytest.raises(ValueError, match=r"tasks \['nope'\] have no samples"):
+        build_head_and_dataset(replace(cfg, tasks=["nope"]))
+    assert len(loaded) == 1
 
 
 def test_head_path_must_fit_the_collection(tmp_path, collection):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from adaptive_decoder.collection import CollectionMismatchError, CollectionSettings, collect, read_collection
-from adaptive_decoder.pairs import PairDataset, build_pairs, collection_pair_report, pair_statistics, plot_pair_statistics
+from adaptive_decoder.pairs import ModelNeededError, PairDataset, build_pairs, collection_pair_report, pair_statistics, plot_pair_statistics
 from adaptive_decoder.rewards import CompositeReward, Repetition
 from test_collection import make_adm, prompts, run
 
@@ -106,7 +106,7 @@ def test_pair_dataset_cache_and_recompute_give_the_same_tensors_and_loss(tmp_pat
 def test_pair_dataset_mixes_cache_and_recompute_within_budget(tmp_path):
     adm = make_adm()
     run(adm, tmp_path, prompts(6), cache_budget_mb=4 * 32 * 2 / 2**20)  # room for four vectors
-    with pytest.raises(ValueError, match="have no cached head inputs .* pass model="):
+    with pytest.raises(ModelNeededError, match="have no cached head inputs .* pass model="):
         PairDataset(tmp_path)
     ds = PairDataset(tmp_path, model=adm.model)
     assert ds.stats["samples_cached"] >= 1 and ds.stats["samples_recomputed"] >= 1
