@@ -1,4 +1,14 @@
-"""Helpers for dataclass configs loaded from YAML and overridden on the command line."""
+"""Helpers for dataclass configs loaded from YAML and overridden on the command line.
+
+Config deltas: a YAML config may name another one with `include: <path>` (lm-eval's convention), the path
+relative to the including file's directory. The included file is read first (it may include another), then every
+key of the including file replaces the included value whole, nested mappings included: `head: {...}` in a delta
+is the complete head mapping, not a patch of the base's. That is how a mapping given on the command line
+(`--head '{...}'`) overrides the file too, and it means a delta can drop a nested key (key-by-key merging could
+not), so a delta reads as "the base, with these keys as written here". Nothing else in a file is rebased: data
+paths inside a config stay relative to the working directory. A missing included file or an include cycle is a
+one-line ConfigError.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,7 @@ import argparse
 import difflib
 import os
 import sys
+from pathlib import Path
 
 
 def as_mapping(name: str, value) -> dict:
@@ -31,6 +42,37 @@ def as_mapping(name: str, value) -> dict:
 
 class ConfigError(ValueError):
     """A mistake in a recipe's YAML config or command line: recipes print it as one line and exit with status 2."""
+
+
+INCLUDE_KEY = "include"
+
+
+def load_config(path) -> dict:
+    """The mapping a YAML config file holds, with its `include:` chain resolved (see the module docstring)."""
+    return _load_config(Path(path), [])
+
+
+def _load_config(path: Path, chain: list) -> dict:
+    import yaml  # noqa: PLC0415
+
+    seen = [p.resolve() for p in chain]
+    if path.resolve() in seen:
+        loop = " -> ".join(str(p) for p in chain[seen.index(path.resolve()):] + [path])
+        raise ConfigError(f"include cycle: {loop}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (included by {chain[-1]})" if chain else ""))
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping of option: value, got {type(cfg).__name__}")
+    if INCLUDE_KEY not in cfg:
+        return cfg
+    include = cfg.pop(INCLUDE_KEY)
+    if not isinstance(include, str) or not include:
+        raise ConfigError(f"{path}: {INCLUDE_KEY} must be the path of one YAML file, got {include!r}")
+    return {**_load_config(path.parent / include, chain + [path]), **cfg}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -74,25 +116,18 @@ def parse_recipe_config(dataclass_types, argv=None, description: str | None = No
     so does a dataclass's own validation (`__post_init__`), so that every config mistake reaches the user the same
     way. See `run_recipe` for the one-line printing.
     """
-    import yaml  # noqa: PLC0415
-
     parser = recipe_parser(dataclass_types, description)
     argv = list(sys.argv[1:] if argv is None else argv)
     dests = {a.dest for a in parser._actions if a.dest not in ("help", "config")}
     flags = {s for a in parser._actions for s in a.option_strings if s not in ("--config",)}
+    cfg = {}
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise ConfigError("--config needs a file path")
         path = argv[i + 1]
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            cfg = yaml.safe_load(open(path)) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{path} must hold a YAML mapping of option: value, got {type(cfg).__name__}")
+        del argv[i:i + 2]  # the resolved mapping (includes and all) replaces the file TrlParser would read
+        cfg = load_config(path)
         for key in cfg:
             if key != "env" and key not in dests:
                 raise ConfigError(f"{path}: unknown key {key!r}{_suggest(str(key), dests)}")
@@ -102,6 +137,12 @@ def parse_recipe_config(dataclass_types, argv=None, description: str | None = No
             if flag not in flags:
                 raise ConfigError(f"unknown flag {tok}{_suggest(flag, flags)}; flags are never abbreviated")
     try:
+        if cfg:  # what TrlParser does with a --config file: set its env, then use its values as defaults
+            env = cfg.pop("env", {})
+            if not isinstance(env, dict):
+                raise ConfigError(f"{path}: env must be a mapping of variable: value, got {env!r}")
+            os.environ.update({k: str(v) for k, v in env.items()})
+            parser.set_defaults_with_config(**cfg)
         return parser.parse_args_and_config(argv)
     except ConfigError:
         raise

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adaptive_decoder.configs import load_config
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 ALL = sorted(p for p in CONFIGS.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
@@ -91,7 +93,7 @@ def parse_recipe(path: Path, classes, tmp_out="/tmp/adaptive-decoder-config-test
     """Parse as `recipe --config path` would; configs documented to take output_dir on the CLI get a dummy one."""
     from adaptive_decoder.configs import parse_recipe_config
 
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_config(path)
     extra = []
     if "output_dir" not in raw and any("output_dir" in c.__dataclass_fields__ for c in classes):
         extra = ["--output_dir", tmp_out]
@@ -108,7 +110,7 @@ def test_config_is_valid(path):
         classes = recipe_classes(path)
         assert classes, f"{path}: no recipe known for this file name; add it to recipe_classes()"
         parsed = parse_recipe(path, classes)
-        raw = yaml.safe_load(path.read_text())
+        raw = load_config(path)
         for key, value in raw.items():  # what the YAML says is what the recipe gets
             owner = next(o for o in parsed if key in o.__dataclass_fields__)
             got = getattr(owner, key)
@@ -252,6 +254,54 @@ def test_a_yaml_key_typo_is_named_with_the_file_and_a_suggestion(tmp_path):
         parse_recipe_config((_recipe_module("training/collect.py").CollectConfig,), ["--config", str(bad)])
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         parse_recipe_config(_eval(), ["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_include_reads_the_base_relative_to_the_file_and_keys_replace_whole(tmp_path, monkeypatch):
+    from adaptive_decoder.configs import parse_recipe_config
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.yaml").write_text(
+        "methods: [greedy, fixed, random]\nnum_prompts: 7\nnum_samples: 3\n"
+        "method_options: {fixed: {top_p: 0.9}, random: {temperature_bins: [0.5, 1.0]}}\n")
+    (tmp_path / "delta.yaml").write_text(
+        "include: base/base.yaml\nnum_samples: 5\nmethod_options: {random: {temperature_bins: [0.2, 0.4]}}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "delta2.yaml").write_text("include: ../delta.yaml\nnum_prompts: 9\n")
+    monkeypatch.chdir(REPO)  # the include path is relative to the including file, not to the working directory
+    (cfg,) = parse_recipe_config(_eval(), ["--config", str(tmp_path / "delta.yaml"), "--num_samples", "6"])
+    assert cfg.methods == ["greedy", "fixed", "random"] and cfg.num_prompts == 7  # from the base
+    assert cfg.num_samples == 6  # a flag overrides both files
+    assert cfg.method_options == {"random": {"temperature_bins": [0.2, 0.4]}}  # a mapping is replaced, not merged
+    assert load_config(tmp_path / "sub" / "delta2.yaml") == {  # a chain of includes: the nearest file wins
+        "methods": ["greedy", "fixed", "random"], "num_prompts": 9, "num_samples": 5,
+        "method_options": {"random": {"temperature_bins": [0.2, 0.4]}}}
+    (tmp_path / "typo.yaml").write_text("include: base/base.yaml\nnum_sampels: 5\n")
+    with pytest.raises(ValueError, match="typo.yaml: unknown key 'num_sampels'"):
+        parse_recipe_config(_eval(), ["--config", str(tmp_path / "typo.yaml")])
+
+
+def test_a_missing_include_or_an_include_cycle_is_one_clear_line(tmp_path):
+    from adaptive_decoder.configs import ConfigError, parse_recipe_config
+
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    a.write_text("include: b.yaml\nnum_prompts: 3\n")
+    errors = []
+    for text, want in [
+        (None, f"config file not found: {b} (included by {a})"),
+        ("include: c.yaml\n", f"config file not found: {c} (included by {b})"),
+        ("include: a.yaml\n", f"include cycle: {a} -> {b} -> {a}"),
+        ("include: [a.yaml, c.yaml]\n", f"{b}: include must be the path of one YAML file, got ['a.yaml', 'c.yaml']"),
+    ]:
+        if text is not None:
+            b.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            parse_recipe_config(_eval(), ["--config", str(a)])
+        errors.append(str(e.value))
+        assert str(e.value) == want
+    assert all("\n" not in m for m in errors)
+    c.write_text("include: c.yaml\n")  # a file that includes itself
+    with pytest.raises(ConfigError, match=r"^include cycle: .*c.yaml -> .*c.yaml$"):
+        load_config(c)
 
 
 def test_recipe_cli_prints_one_line_and_exits_2_on_a_config_mistake():

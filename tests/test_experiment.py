@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adaptive_decoder.configs import load_config
 from adaptive_decoder.experiment import (SPLIT_KEYS, ExperimentConfig, TaskReward, make_splits, same_decoding,
                                          split_examples, splits_digest)
 
@@ -82,7 +83,7 @@ def test_make_splits_builtin_tasks_disjoint_and_stable():
 # configs
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_experiment_config_loads(path):
-    cfg = ExperimentConfig(**yaml.safe_load(path.read_text()))
+    cfg = ExperimentConfig(**load_config(path))
     assert cfg.seeds and "adaptive" in cfg.methods
     if path.stem.endswith("_mix"):  # the full experiments: four task families, three seeds, both heads
         assert len(cfg.tasks) == 4 and len(cfg.seeds) == 3 and set(cfg.levels) == {"sequence", "token"}
