@@ -304,6 +304,35 @@ def test_a_missing_include_or_an_include_cycle_is_one_clear_line(tmp_path):
         load_config(c)
 
 
+# experiment variant -> (the config it includes, the keys it sets)
+DELTAS = {
+    "smollm2_cpu_3f.yaml": ("smollm2_cpu.yaml", {"run_dir", "head"}),
+    "smollm2_cpu_ende.yaml": ("smollm2_cpu.yaml", {"run_dir", "tasks"}),
+    "gemma3_mix.yaml": ("smollm2_mix.yaml", {"model", "run_dir"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DELTAS))
+def test_experiment_variants_are_their_base_with_only_the_keys_they_set(name):
+    import dataclasses
+
+    base, keys = DELTAS[name]
+    path = CONFIGS / "experiments" / name
+    raw = yaml.safe_load(path.read_text())
+    assert raw.pop("include") == base and set(raw) == keys
+    (delta,) = parse_recipe(path, _experiment())
+    (parent,) = parse_recipe(CONFIGS / "experiments" / base, _experiment())
+    changed = {f.name for f in dataclasses.fields(delta) if getattr(delta, f.name) != getattr(parent, f.name)}
+    assert changed == keys
+    if name == "smollm2_cpu_3f.yaml":
+        assert delta.head["factors"] == ["temperature", "top_p", "top_k"] and "fixed" not in delta.head
+    if name == "smollm2_cpu_ende.yaml":
+        assert delta.tasks["translation"]["path"].endswith("wmt22.en-de.jsonl")
+        assert {**delta.tasks, "translation": None} == {**parent.tasks, "translation": None}
+    if name == "gemma3_mix.yaml":
+        assert delta.model == "gemma3"
+
+
 def test_recipe_cli_prints_one_line_and_exits_2_on_a_config_mistake():
     import subprocess
 
