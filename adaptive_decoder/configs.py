@@ -89,7 +89,7 @@ def _suggest(name: str, known) -> str:
 def recipe_parser(dataclass_types, description: str | None = None):
     """A `trl.TrlParser` for a recipe: `--config FILE` plus one flag per dataclass field.
 
-    Differences from a bare TrlParser, each a mistake it used to let through or hide: abbreviated flags are refused
+    Differences from a bare TrlParser, each a mistake a bare one lets through or hides: abbreviated flags are refused
     (argparse would take `--temp 0.3` as `--temperatures`), `--help` shows `--config` and the recipe's docstring,
     and a bool field's `--no_X` says what it does instead of repeating `--X`'s help.
     """

@@ -272,8 +272,8 @@ class LPOTrainer:
         self.ref_head = None
         if cfg.loss_type != "nll" and cfg.reference == "initial":
             ref_dir = self.out / "reference_head"
-            # every rank looks before any rank writes, so all take the same branch (a rank that looked while
-            # the main process was half-way through saving once read a directory with no config.json)
+            # every rank looks before any rank writes, so all take the same branch (a rank that looks while
+            # the main process is half-way through saving sees a directory with no config.json)
             saved = cfg.resume and (ref_dir / "config.json").exists() and (ref_dir / "model.safetensors").exists()
             acc.wait_for_everyone()
             if saved:

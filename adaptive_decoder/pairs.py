@@ -173,7 +173,7 @@ def collection_pair_report(root, mode: str = "best_vs_worst", k: int = 2, eps: f
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Preference pairs of a collection directory, one dict per pair (the contract in docs / core_api):
+    """Preference pairs of a collection directory, one dict per pair (what `lpo.collate_pairs` batches):
 
         {"chosen_inputs": [H] or [Tc, H], "chosen_choices": {factor: LongTensor [] or [Tc]},
          "rejected_inputs", "rejected_choices", "reward_chosen", "reward_rejected", "task", "prompt_id"}

@@ -307,8 +307,8 @@ class MeanShiftPolicy(OraclePolicy):
     EVERY task; `fit_units` averages the temperature it applied over all those decisions (sequence level: one per
     sample; token level: one per generated token), rounds it to the head's nearest temperature bin and decodes
     every test prompt of every task with that temperature. top_p / top_k are the head's fixed values when it does
-    not choose them, else off: only the temperature is averaged (the brief's definition; SimpleDeco also averages
-    top-p when its controller predicts it)."""
+    not choose them, else off: only the temperature is averaged, so MeanShift isolates the temperature the head
+    learned (SimpleDeco also averages top-p when its controller predicts it)."""
 
     role = "meanshift"
     pooled = True  # fitted once on the dev units of all tasks, not per task

@@ -1,4 +1,4 @@
-"""Decode overhead of adaptive generation vs plain HF sampling (issue: foundation, item 6).
+"""Decode overhead of adaptive generation vs plain HF sampling: what the head costs per generated token.
 
 Plain:    model.generate(do_sample=True, temperature=0.6, top_p=0.9, top_k=20).
 Adaptive: token-level head, all three factors active, running every step (MLP, argmax selection, per-row

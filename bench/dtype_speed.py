@@ -1,4 +1,4 @@
-"""HF generate throughput of the base LM in float32 vs bfloat16 (issue 14, item 9: "run it faster, exactly").
+"""HF generate throughput of the base LM in float32 vs bfloat16 (is bfloat16 faster here, for exactly the same work?).
 
 Plain `model.generate` (sampling T=0.6, top-p 0.9, top-k 20), the same prompts for both dtypes, batch --batch,
 exactly --new_tokens new tokens per row (min_new_tokens pins the length, so both do the same work). Both models

@@ -228,7 +228,7 @@ def test_unknown_keys_fail_in_every_family(tmp_path):
 
 
 @pytest.mark.parametrize("args, named", [
-    (["--temp", "0.3"], "unknown flag --temp (did you mean '--temperatures'?)"),       # was taken as the whole grid
+    (["--temp", "0.3"], "unknown flag --temp (did you mean '--temperatures'?)"),       # argparse would take the whole grid
     (["--num_prompt", "3"], "unknown flag --num_prompt (did you mean '--num_prompts'?)"),
     (["--temperatures=0.3"], None),                                                      # the full name still works
 ])

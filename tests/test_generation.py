@@ -140,7 +140,7 @@ def test_bad_generate_input(model):
         AdaptiveDecodingModel(model).generate(ids, mask, max_new_tokens=4)
 
 
-# --------------------------------------------------------------------- refused sampling values (issue 18, A)
+# ----------------------------------------------------------------------------------- refused sampling values
 NAN, INF = float("nan"), float("inf")
 
 
@@ -183,7 +183,7 @@ def test_sampler_refuses_what_force_refuses(name, value):
                               kw["top_k"], kw["repetition_penalty"])
 
 
-# ------------------------------------------------------------------------- misleading messages (issue 18, C)
+# --------------------------------------------------------------------------------------- misleading messages
 @pytest.mark.parametrize("kw, match", [
     ({"num_return_sequences": 0}, "num_return_sequences must be a positive integer, got 0"),
     ({"num_return_sequences": 1.5}, r"num_return_sequences must be a positive integer, got 1.5 \(float\)"),

@@ -273,12 +273,12 @@ def test_registry_builds_hag_policies():
 
 
 @pytest.mark.parametrize("text, key", [
-    ("top_k=1_000", "top_k"),  # float() accepts underscores: was 1 (the prefix), status ok
-    ("temperature=0.7abc", "temperature"),  # was 0.7
-    ("top_p=.9.", "top_p"),  # was 0.9
-    ("repetition_penalty=1.1.1", "repetition_penalty"),  # was 1.1
-    ("temperature=1,5", "temperature"),  # a decimal comma: was 1.0
-    ("temperature=2e-9990.2", "temperature"),  # was 0.0, i.e. greedy
+    ("top_k=1_000", "top_k"),  # float() accepts underscores; a prefix match would read 1, status ok
+    ("temperature=0.7abc", "temperature"),  # a prefix match would read 0.7
+    ("top_p=.9.", "top_p"),  # a prefix match would read 0.9
+    ("repetition_penalty=1.1.1", "repetition_penalty"),  # a prefix match would read 1.1
+    ("temperature=1,5", "temperature"),  # a decimal comma; a prefix match would read 1.0
+    ("temperature=2e-9990.2", "temperature"),  # a prefix match would read 0.0, i.e. greedy
     ("top_k=\uff14\uff10", "top_k"),  # full-width digits: float() reads 40, and re's \d matches them
     ("temperature=\u0660.5", "temperature"),  # Arabic-Indic zero
     ("top_k=40abc", "top_k"),

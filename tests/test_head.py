@@ -148,7 +148,7 @@ def test_head_for_another_model_of_same_size_warns_or_fails_when_strict(caplog):
     head.check_compatible(model, strict_identity=True)
 
 
-# ------------------------------------------------------------------- refused config values (issue 18, A)
+# --------------------------------------------------------------------------------- refused config values
 @pytest.mark.parametrize("kw, match", [
     ({"fixed": {"temperature": float("nan")}}, r"fixed\['temperature'\] must be a finite.*got nan"),
     ({"fixed": {"top_k": 2.5}}, r"fixed\['top_k'\] must be a non-negative integer.*got 2.5"),
@@ -175,7 +175,7 @@ def test_fixed_values_are_normalised_to_json_numbers():
     assert cfg.fixed == {"temperature": 1.0, "top_p": 1.0, "top_k": 20, "min_p": 0.0} and isinstance(cfg.fixed["top_k"], int)
 
 
-# ------------------------------------------------------------- missing local head directory (issue 18, C)
+# --------------------------------------------------------------------------- missing local head directory
 @pytest.mark.parametrize("rel", ["./missing-head", "../missing-head", "runs/seed-0/head", "missing-head/", "my head"])
 def test_missing_local_looking_head_path_says_directory_not_found(tmp_path, monkeypatch, rel):
     monkeypatch.chdir(tmp_path)
@@ -202,7 +202,7 @@ def test_local_path_rule():
         assert local_path(name) is None, name
 
 
-# ------------------------------------------------------------------------ weights digest (issue 18, D)
+# -------------------------------------------------------------------------------------- weights digest
 def test_saved_config_records_the_weights_digest_and_loading_verifies_it(tmp_path):
     import hashlib
 

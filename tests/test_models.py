@@ -104,7 +104,7 @@ def test_gemma3_second_architecture_without_chat_template():
     assert torch.equal(forced.sequences, model.generate(**enc, max_new_tokens=8, do_sample=False))
 
 
-# ------------------------------------------------------------------------- misleading messages (issue 18, C)
+# --------------------------------------------------------------------------------------- misleading messages
 @pytest.mark.parametrize("prompts, match", [
     ([123], "prompts must be str: index 0 is int"),  # was: "empty prompt(s) at index [0]"
     (["fine", None], "prompts must be str: index 1 is NoneType"),
