@@ -64,23 +64,29 @@ DEFAULT_TEMPLATES = {
     "prompts": "{prompt}",
     "arithmetic": "What is {question}? Reply with the number only.",
 }
-_LANG = {"en": "English", "de": "German", "zh": "Chinese", "fr": "French", "es": "Spanish", "cs": "Czech", "ru": "Russian", "ja": "Japanese"}
+_LANG = {"en": "English", "de": "German", "zh": "Chinese", "fr": "French", "es": "Spanish", "cs": "Czech", "ru": "Russian",
+         "ja": "Japanese"}
 
 
 @dataclass
 class TaskSpec:
     """One task of a collection run, as written under `tasks:` in the collect YAML."""
 
-    source: str = field(metadata={"help": f"Prompt source format: one of {SOURCES}; 'registry' = an adaptive_decoder.tasks task."})
-    reward: dict | None = field(default=None, metadata={"help": "Reward spec for adaptive_decoder.rewards.build_reward (registry tasks default to the task's reward)."})
+    source: str = field(metadata={
+        "help": f"Prompt source format: one of {SOURCES}; 'registry' = an adaptive_decoder.tasks task."})
+    reward: dict | None = field(default=None, metadata={
+        "help": "Reward spec for adaptive_decoder.rewards.build_reward (registry tasks default to the task's reward)."})
     path: str | None = field(default=None, metadata={"help": "JSONL file (not needed for 'arithmetic')."})
     num_prompts: int | None = field(default=None, metadata={"help": "Use the first N prompts (after offset); None = all."})
     offset: int = field(default=0, metadata={"help": "Skip this many records first."})
-    template: str | None = field(default=None, metadata={"help": "Prompt template with {field} placeholders; default per source."})
+    template: str | None = field(default=None, metadata={
+        "help": "Prompt template with {field} placeholders; default per source."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Per-task generation length (default: the run's)."})
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic 'arithmetic' source."})
-    eval_task: str | None = field(default=None, metadata={"help": "source 'registry': the adaptive_decoder.tasks name (gsm8k, translation, ...)."})
-    task_options: dict = field(default_factory=dict, metadata={"help": "source 'registry': options of that task (num_fewshot, template, ...)."})
+    eval_task: str | None = field(default=None, metadata={
+        "help": "source 'registry': the adaptive_decoder.tasks name (gsm8k, translation, ...)."})
+    task_options: dict = field(default_factory=dict, metadata={
+        "help": "source 'registry': options of that task (num_fewshot, template, ...)."})
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> "TaskSpec":
@@ -234,15 +240,20 @@ class CollectionSettings:
 
     num_samples: int = field(default=8, metadata={"help": "Samples per prompt (the paper: best-vs-worst of N)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Default generation length (tasks may override)."})
-    epsilon: float = field(default=0.0, metadata={"help": "Epsilon-uniform mix into the head's bin distribution, so every bin gets explored."})
+    epsilon: float = field(default=0.0, metadata={
+        "help": "Epsilon-uniform mix into the head's bin distribution, so every bin gets explored."})
     selection: str = field(default="sample", metadata={"help": "'sample' (exploration) or 'argmax'."})
-    seed: int = field(default=0, metadata={"help": "Base seed; each prompt batch derives its token and head seeds from it and its prompt ids."})
+    seed: int = field(default=0, metadata={
+        "help": "Base seed; each prompt batch derives its token and head seeds from it and its prompt ids."})
     prompts_per_batch: int = field(default=4, metadata={"help": (
         "Prompts per generate call (rows = this * num_samples). Fixed for a collection: a batch's seed and its "
         "prompts' padding depend on which prompts share it, so a resume must batch as the first run did.")})
     chat: bool | None = field(default=None, metadata={"help": "Chat template: None = use it when the tokenizer has one."})
-    cache_budget_mb: float = field(default=512.0, metadata={"help": "Byte budget of the fp16 hidden-state cache; beyond it PairDataset recomputes."})
-    cache_which: str = field(default="extremes", metadata={"help": f"Which samples to cache: {CACHE_WHICH}; 'extremes' = best and worst of each prompt (what best-vs-worst pairs use)."})
+    cache_budget_mb: float = field(default=512.0, metadata={
+        "help": "Byte budget of the fp16 hidden-state cache; beyond it PairDataset recomputes."})
+    cache_which: str = field(default="extremes", metadata={
+        "help": f"Which samples to cache: {CACHE_WHICH}; 'extremes' = best and worst of each prompt (what best-vs-worst pairs "
+                "use)."})
     group_reward_twins: bool = field(default=True, metadata={"help": (
         "Sequence level, with a reward that compares the samples of a prompt (novelty): score each sample against a "
         "twin drawn with the same decoding values, as the evaluation's k samples of one choice are, instead of "
@@ -588,7 +599,8 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
     seed = _batch_seed(settings.seed, [p["id"] for p in batch])  # same prompts -> same samples after a resume
     enc = encode_prompts(adm.tokenizer, [p["prompt"] for p in batch], chat=settings.chat).to(adm.model.device)
     torch.manual_seed(seed)
-    out = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens,
+    out = adm.generate(enc["input_ids"], enc["attention_mask"],
+                       max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens,
                        num_return_sequences=n, selection=settings.selection, epsilon=settings.epsilon, head_seed=seed,
                        return_head_inputs=True)
     scores = _score(adm, enc, out, batch, reward, spec, settings, seed)

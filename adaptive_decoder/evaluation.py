@@ -57,9 +57,14 @@ class EvalConfig:
     """Configuration of `run_evaluation` (YAML via `eval/run_suite.py --config`, CLI flags override)."""
 
     model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
-    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and what resumes are checked against."})
-    device: str | None = field(default=None, metadata={"help": "Device for the LM (cpu, cuda, cuda:0); default: cuda if available."})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU runs); default: torch's choice."})
+    dtype: str = field(default="float32", metadata={
+        "help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see "
+                "adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and "
+                "what resumes are checked against."})
+    device: str | None = field(default=None, metadata={
+        "help": "Device for the LM (cpu, cuda, cuda:0); default: cuda if available."})
+    torch_threads: int | None = field(default=None, metadata={
+        "help": "torch.set_num_threads (CPU runs); default: torch's choice."})
     chat: bool | None = field(default=None, metadata={"help": "Use the chat template (default: when the tokenizer has one)."})
     tasks: list[str] = field(default_factory=lambda: ["gsm8k", "translation", "constrained_writing", "creative_writing"],
                              metadata={"help": f"Tasks to run; valid: {sorted(TASKS)}."})
@@ -67,23 +72,29 @@ class EvalConfig:
         "help": "Per-task options {task: {path|hf_id|hf_split|hf_config|reward|num_fewshot|...}} (JSON on the CLI). "
                 "Without path/hf_id a task uses its built-in prompt set."})
     num_prompts: int = field(default=20, metadata={"help": "Test prompts per task (deterministic subset)."})
-    num_dev_prompts: int = field(default=10, metadata={"help": "Held-out dev prompts per task for the oracle (disjoint from test)."})
+    num_dev_prompts: int = field(default=10, metadata={
+        "help": "Held-out dev prompts per task for the oracle (disjoint from test)."})
     methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle"],
                                metadata={"help": f"Methods; valid: {sorted(POLICIES)}."})
     temperatures: list[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES),
                                       metadata={"help": "Fixed-temperature grid (method 'fixed' and the oracle's candidates)."})
     fixed_top_p: float = field(default=1.0, metadata={"help": "top_p used by every fixed-grid setting (1.0 = off)."})
     fixed_top_k: int = field(default=0, metadata={"help": "top_k used by every fixed-grid setting (0 = off)."})
-    head_paths: list[str] = field(default_factory=list, metadata={"help": "Saved AdaptiveDecoder heads for method 'adaptive' (ADseq/ADtok)."})
-    skip_missing_heads: bool = field(default=False, metadata={"help": "Drop head paths that do not exist (with a warning) instead of failing."})
-    strict_base_model: bool = field(default=True, metadata={"help": "Refuse a head whose recorded base model differs from `model`."})
-    method_options: dict | str | None = field(default=None, metadata={"help": "Extra options per method, e.g. {hag: {adapter_path: ...}} (JSON on the CLI)."})
+    head_paths: list[str] = field(default_factory=list, metadata={
+        "help": "Saved AdaptiveDecoder heads for method 'adaptive' (ADseq/ADtok)."})
+    skip_missing_heads: bool = field(default=False, metadata={
+        "help": "Drop head paths that do not exist (with a warning) instead of failing."})
+    strict_base_model: bool = field(default=True, metadata={
+        "help": "Refuse a head whose recorded base model differs from `model`."})
+    method_options: dict | str | None = field(default=None, metadata={
+        "help": "Extra options per method, e.g. {hag: {adapter_path: ...}} (JSON on the CLI)."})
     num_samples: int = field(default=4, metadata={"help": "Samples per prompt (k); diversity metrics compare them."})
     max_new_tokens: int = field(default=64, metadata={"help": "Generation length cap."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (each with num_samples rows)."})
     seed: int = field(default=0, metadata={"help": "Seed of the prompt subsets and of the token sampling."})
     fluency: bool = field(default=True, metadata={"help": "Score fluency with the base LM (one extra forward per sample)."})
-    on_bad_line: str = field(default="fail", metadata={"help": "Malformed data line: 'fail' (error naming the line) or 'skip' (warn)."})
+    on_bad_line: str = field(default="fail", metadata={
+        "help": "Malformed data line: 'fail' (error naming the line) or 'skip' (warn)."})
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where units.jsonl, results.json/.md and plots go."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
     plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
@@ -581,7 +592,8 @@ def markdown_table(results: dict) -> str:
                   f"max_new_tokens={tr.get('max_new_tokens', cfg['max_new_tokens'])}."]
         for name, o in tr.get("oracle", {}).items():
             lines.append(fit_line(name, o, tr["num_dev"]))
-        lines += ["", "| method | reward [95% CI] | " + " | ".join(keys) + " | new tokens |", "|---|---|" + "---|" * (len(keys) + 1)]
+        lines += ["", "| method | reward [95% CI] | " + " | ".join(keys) + " | new tokens |",
+                  "|---|---|" + "---|" * (len(keys) + 1)]
         for m in methods:
             r = tr["methods"][m]
             lines.append(f"| {label.get(m, m)} | {format_ci(r['reward']['mean'], r['reward']['lo'], r['reward']['hi'])} | "
@@ -651,7 +663,8 @@ def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
         ms = results["tasks"][t]["methods"]
         if fixed:
             ys = [ms[n]["reward"]["mean"] for n, _ in fixed]
-            err = [[y - ms[n]["reward"]["lo"] for (n, _), y in zip(fixed, ys)], [ms[n]["reward"]["hi"] - y for (n, _), y in zip(fixed, ys)]]
+            err = [[y - ms[n]["reward"]["lo"] for (n, _), y in zip(fixed, ys)],
+                   [ms[n]["reward"]["hi"] - y for (n, _), y in zip(fixed, ys)]]
             handles["fixed temperature"] = ax.errorbar([temp for _, temp in fixed], ys, yerr=err, marker="o",
                                                        color="black", capsize=3)
         for i, n in enumerate(n for n in others if n in ms):
@@ -678,7 +691,8 @@ def _varied_factors(results: dict, methods: list) -> list:
     factors = list(FACTORS)
     chosen = {f for m in methods for f in results["methods"][m].get("factors", [])}
     for f in factors:
-        seen = {v for tr in results["tasks"].values() for m in methods for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}
+        seen = {v for tr in results["tasks"].values() for m in methods
+                for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}
         if len(seen - {FALLBACK}) > 1:
             chosen.add(f)
     return [f for f in factors if f in chosen] or ["temperature"]

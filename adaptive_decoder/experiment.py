@@ -71,7 +71,10 @@ class ExperimentConfig:
 
     run_dir: str = field(default=None, metadata={"help": "Directory for every output of the run (created; rerun = resume)."})
     model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
-    dtype: str = field(default="float32", metadata={"help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and what resumes are checked against."})
+    dtype: str = field(default="float32", metadata={
+        "help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see "
+                "adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and "
+                "what resumes are checked against."})
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for this process (CPU)."})
     chat: bool | None = field(default=None, metadata={"help": "Chat template (default: when the tokenizer has one)."})
@@ -79,23 +82,37 @@ class ExperimentConfig:
         "help": "task name -> options: the evaluation task options (path, hf_id, reward, num_fewshot, template, ...; see "
                 "adaptive_decoder.tasks) plus optional per-task num_train / num_dev / num_test. JSON on the CLI."})
     num_train: int = field(default=16, metadata={"help": "Train prompts per task (collection), unless the task sets its own."})
-    num_dev: int = field(default=4, metadata={"help": "Dev prompts per task (the oracle's choice), unless the task sets its own."})
-    num_test: int = field(default=8, metadata={"help": "Test prompts per task (the reported numbers), unless the task sets its own."})
+    num_dev: int = field(default=4, metadata={
+        "help": "Dev prompts per task (the oracle's choice), unless the task sets its own."})
+    num_test: int = field(default=8, metadata={
+        "help": "Test prompts per task (the reported numbers), unless the task sets its own."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/dev/test split (shared by all seeds)."})
-    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds: each one reruns collection, training and evaluation sampling."})
-    levels: list[str] = field(default_factory=lambda: ["sequence", "token"], metadata={"help": f"Heads to train: {LEVELS} (ADseq, ADtok)."})
-    head: dict | str | None = field(default=None, metadata={"help": "AdaptiveDecoderConfig options of the heads (bins, factors, num_layers, ...); level is set per head."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Generation length cap, in collection and evaluation alike (a task's own max_new_tokens option overrides it for that task)."})
-    collect: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
-    lpo: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.lpo_trainer.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={
+        "help": "Seeds: each one reruns collection, training and evaluation sampling."})
+    levels: list[str] = field(default_factory=lambda: ["sequence", "token"], metadata={
+        "help": f"Heads to train: {LEVELS} (ADseq, ADtok)."})
+    head: dict | str | None = field(default=None, metadata={
+        "help": "AdaptiveDecoderConfig options of the heads (bins, factors, num_layers, ...); level is set per head."})
+    max_new_tokens: int = field(default=48, metadata={
+        "help": "Generation length cap, in collection and evaluation alike (a task's own max_new_tokens option overrides it for "
+                "that task)."})
+    collect: dict | str | None = field(default=None, metadata={
+        "help": "adaptive_decoder.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
+    lpo: dict | str | None = field(default=None, metadata={
+        "help": "adaptive_decoder.lpo_trainer.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
     methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle", "adaptive"],
-                               metadata={"help": "Evaluation methods (adaptive = the trained heads); add 'hag' / 'hag_untrained' for HAG."})
+                               metadata={
+                                   "help": "Evaluation methods (adaptive = the trained heads); add 'hag' / 'hag_untrained' for "
+                                           "HAG."})
     temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                                       metadata={"help": "Fixed-temperature grid (baselines and the oracle's candidates)."})
-    hag_model_path: str | None = field(default=None, metadata={"help": "A trained HAG model (training/train_hag.py output): adds method 'hag' with it."})
-    eval: dict | str | None = field(default=None, metadata={"help": "adaptive_decoder.evaluation.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
+    hag_model_path: str | None = field(default=None, metadata={
+        "help": "A trained HAG model (training/train_hag.py output): adds method 'hag' with it."})
+    eval: dict | str | None = field(default=None, metadata={
+        "help": "adaptive_decoder.evaluation.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
-    report_to: str = field(default="none", metadata={"help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
+    report_to: str = field(default="none", metadata={
+        "help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars."})
     plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
 
@@ -756,7 +773,8 @@ def _training_diagnostics(root: Path, cfg: ExperimentConfig) -> dict:
                 t = json.loads(tdone.read_text())
                 d["train_wall_s"] = t["wall_s"]
                 fl = t["summary"].get("final_logs") or {}
-                d["final"] = {k: fl.get(k) for k in ("step", "loss", "rewards/accuracies", "rewards/margins", "entropy") if k in fl}
+                d["final"] = {k: fl.get(k) for k in ("step", "loss", "rewards/accuracies", "rewards/margins", "entropy")
+                              if k in fl}
                 d["bin_histograms"] = t["summary"].get("bin_histograms")
             out[f"seed-{s}/{lv}"] = d
     return out
@@ -833,7 +851,8 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
         for s, ps in summary["per_seed"].items()), ""]
     oc = {t: [ps["oracle_choice"].get(t) for ps in summary["per_seed"].values()] for t in tasks if t != OVERALL}
     if any(any(v) for v in oc.values()):
-        L += ["Oracle's choice on the dev prompts (per seed): " + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
+        L += ["Oracle's choice on the dev prompts (per seed): "
+              + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
     comps = summary["comparisons"]
     L += ["## Paired comparisons vs each fixed temperature, raw", "",
           "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
@@ -888,7 +907,8 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
         loss = fin.get("loss")
         L.append(f"| {k} | {d.get('samples', 'n/a')} | {p.get('pairs', 'n/a')} ({json.dumps(p.get('pairs_per_task', {}))}) | "
                  f"{p.get('ties_skipped', 'n/a')} | {'n/a' if acc is None else f'{acc:.2f}'} | "
-                 f"{'n/a' if loss is None else f'{loss:.4f}'} | {d.get('collect_wall_s', 'n/a')} | {d.get('train_wall_s', 'n/a')} |")
+                 f"{'n/a' if loss is None else f'{loss:.4f}'} | {d.get('collect_wall_s', 'n/a')} | "
+                 f"{d.get('train_wall_s', 'n/a')} |")
     L += ["", "## Wall-clock time per stage (seconds; a resumed stage shows its original time)", "",
           "| stage | seconds |", "|---|---|"]
     for k, v in summary["timings"].items():

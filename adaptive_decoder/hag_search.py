@@ -78,13 +78,15 @@ class SearchSettings:
     samples_per_config: int = field(default=4, metadata={"help": "Samples per candidate config (greedy configs take 1)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Answer length cap while scoring configs."})
     keep_per_key: int = field(default=2, metadata={"help": "Prune: values kept per hyperparameter after the sweep."})
-    prune_margin: float = field(default=0.25, metadata={"help": "Prune: drop values whose mean reward is this far below the best of their sweep."})
+    prune_margin: float = field(default=0.25, metadata={
+        "help": "Prune: drop values whose mean reward is this far below the best of their sweep."})
     max_rounds: int = field(default=2, metadata={"help": "Greedy coordinate search: rounds over all hyperparameters."})
     min_improvement: float = field(default=0.0, metadata={"help": "Greedy: a move needs mean reward > current + this."})
     budget_samples: int | None = field(default=None, metadata={"help": "Max samples generated per prompt (None = no cap)."})
     prompts_per_chunk: int = field(default=4, metadata={"help": "Prompts searched in lockstep (one resume unit)."})
     max_rows: int = field(default=64, metadata={"help": "Max rows per generate call."})
-    chat: bool | None = field(default=None, metadata={"help": "Chat template for the answers (default: when the tokenizer has one)."})
+    chat: bool | None = field(default=None, metadata={
+        "help": "Chat template for the answers (default: when the tokenizer has one)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (per chunk and step: crc32 of seed:chunk:step)."})
 
     def __post_init__(self):

@@ -96,14 +96,19 @@ class AdaptiveDecoderConfig:
     num_layers: int = field(default=3, metadata={"help": "MLP depth (linear layers, incl. the output layer). The paper used ~3."})
     intermediate_size: int = field(default=256, metadata={"help": "Width of the MLP's hidden layers."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout between MLP layers (training only)."})
-    temperature_bins: list = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metadata={"help": "Temperature choices; 0.0 = greedy."})
+    temperature_bins: list = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metadata={
+        "help": "Temperature choices; 0.0 = greedy."})
     top_p_bins: list = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.8], metadata={"help": "Top-p choices; 1.0 = off."})
     top_k_bins: list = field(default_factory=lambda: [0, 50, 20], metadata={"help": "Top-k choices; 0 = off."})
-    min_p_bins: list = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2], metadata={"help": "Min-p choices; 0.0 = off (used only when 'min_p' is in factors)."})
-    factors: list = field(default_factory=lambda: list(DEFAULT_FACTORS), metadata={"help": f"Factors the head learns (any of {list(FACTORS)}); the others use `fixed`."})
+    min_p_bins: list = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2], metadata={
+        "help": "Min-p choices; 0.0 = off (used only when 'min_p' is in factors)."})
+    factors: list = field(default_factory=lambda: list(DEFAULT_FACTORS), metadata={
+        "help": f"Factors the head learns (any of {list(FACTORS)}); the others use `fixed`."})
     fixed: dict = field(default_factory=lambda: dict(_FIXED_DEFAULTS), metadata={"help": "Values of inactive factors."})
-    level: str = field(default="token", metadata={"help": "'token' decides every step (ADtok); 'sequence' once from the last prompt token (ADseq)."})
-    selection: str = field(default="argmax", metadata={"help": "'argmax' for inference, 'sample' for exploration during data collection."})
+    level: str = field(default="token", metadata={
+        "help": "'token' decides every step (ADtok); 'sequence' once from the last prompt token (ADseq)."})
+    selection: str = field(default="argmax", metadata={
+        "help": "'argmax' for inference, 'sample' for exploration during data collection."})
 
     def __post_init__(self):
         for f in FACTORS:

@@ -121,7 +121,8 @@ def _collate_token_logps(examples: list, batch: dict):
             if x.dim() != 2 or x.shape[1] != k:
                 raise ValueError(f"pair {j}: {side}_token_logps must be [T, {k}], got {tuple(x.shape)}")
             if batch["level"] == "token" and x.shape[0] != ex[f"{side}_inputs"].shape[0]:
-                raise ValueError(f"pair {j}: {side}_token_logps has {x.shape[0]} steps, its inputs {ex[f'{side}_inputs'].shape[0]}")
+                raise ValueError(f"pair {j}: {side}_token_logps has {x.shape[0]} steps, its inputs "
+                                 f"{ex[f'{side}_inputs'].shape[0]}")
             table[j, : x.shape[0]], mask[j, : x.shape[0]] = x.float(), True
         batch[f"{side}_token_logps"], batch[f"{side}_token_mask"] = table, mask
         for name in ("response_logp", "lm_logp"):
@@ -275,10 +276,11 @@ def compute_loss(head, batch: dict, *, loss_type: str = "lpo", beta: float = 0.1
                  aggregation: str = "sum", policy_logps: dict | None = None):
     """Mean loss over the batch and a dict of scalar-tensor metrics (detached; reduce them across processes).
 
-    `ref_head=None` means no reference terms (for "latent": P'_ref uses the same LM with the reference head's pi). `policy_logps` lets a caller pass log-probs it computed itself
-    (e.g. through a DDP/DeepSpeed-wrapped module, so gradient sync sees the forward); otherwise they are computed
-    here from `head`. Metrics: loss, rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected},
-    entropy. The implicit rewards are reported for the NLL loss too (same definition) so runs compare.
+    `ref_head=None` means no reference terms (for "latent": P'_ref uses the same LM with the reference head's pi).
+    `policy_logps` lets a caller pass log-probs it computed itself (e.g. through a DDP/DeepSpeed-wrapped module, so
+    gradient sync sees the forward); otherwise they are computed here from `head`. Metrics: loss,
+    rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected}, entropy. The implicit rewards are reported
+    for the NLL loss too (same definition) so runs compare.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import platform
 import time
 from pathlib import Path
 

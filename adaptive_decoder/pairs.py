@@ -144,7 +144,8 @@ def plot_pair_statistics(stats: dict, path) -> Path:
             for off, side, color in ((-0.2, "chosen", "tab:green"), (0.2, "rejected", "tab:red")):
                 counts = stats["tasks"][task][f][side]
                 total = sum(counts) or 1
-                ax.bar([v + off for v in x], [c / total for c in counts], width=0.4, color=color, label=f"{side} (n={sum(counts)})")
+                ax.bar([v + off for v in x], [c / total for c in counts], width=0.4, color=color, label=f"{side} "
+                                                                                                        f"(n={sum(counts)})")
             ax.set_xticks(list(x))
             ax.set_xticklabels([str(b) for b in bins], fontsize=8)
             ax.set_title(f"{task}: {f}", fontsize=9)
@@ -213,7 +214,8 @@ class PairDataset(torch.utils.data.Dataset):
         if tasks is not None:
             unknown = sorted(set(tasks) - {r["task"] for r in records})
             if unknown:
-                raise ValueError(f"tasks {unknown} have no samples in {self.root}; present: {sorted({r['task'] for r in records})}")
+                raise ValueError(f"tasks {unknown} have no samples in {self.root}; present: "
+                                 f"{sorted({r['task'] for r in records})}")
             records = [r for r in records if r["task"] in tasks]
             task_of = {pid: t for sh in self.manifest["shards"] for pid, t in zip(sh["prompt_ids"], sh["prompt_tasks"])}
             done = [pid for pid in done if task_of[pid] in tasks]
@@ -230,9 +232,11 @@ class PairDataset(torch.utils.data.Dataset):
             no_table = needed - set(self._tables)
             if no_table and model is None:
                 raise ModelNeededError(f"{len(no_table)} of the {len(needed)} samples in pairs have no stored token log-probs "
-                                 "(collected before they were recorded): pass model= (the collection's base model) to recompute them")
+                                 "(collected before they were recorded): pass model= (the collection's base model) to recompute "
+                                 "them")
         missing = needed - set(self._cache)
-        self.stats.update(samples_in_pairs=len(needed), samples_cached=len(needed) - len(missing), samples_recomputed=len(missing))
+        self.stats.update(samples_in_pairs=len(needed), samples_cached=len(needed) - len(missing),
+                          samples_recomputed=len(missing))
         if missing and model is None:
             raise ModelNeededError(f"{len(missing)} of the {len(needed)} samples in pairs have no cached head inputs "
                              f"(cache budget or use_cache=False): pass model= (the collection's base model) to recompute them")

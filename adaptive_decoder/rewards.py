@@ -415,7 +415,8 @@ class Fluency:
 
     name = "fluency"
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, floor: float = -20.0, max_length: int = 1024, chat: bool | None = None):
+    def __init__(self, model, tokenizer, batch_size: int = 8, floor: float = -20.0, max_length: int = 1024,
+                 chat: bool | None = None):
         if model is None or tokenizer is None:
             raise ValueError("Fluency needs a scorer LM and its tokenizer (pass model=, tokenizer= to build_reward)")
         self.model, self.tokenizer = model, tokenizer
@@ -592,7 +593,8 @@ def build_reward(spec: dict, model=None, tokenizer=None) -> CompositeReward:
     Unknown reward names or keys raise ValueError naming them and listing the valid ones.
     """
     if not isinstance(spec, dict) or not spec:
-        raise ValueError(f"reward spec must be a non-empty mapping of reward name -> options, got {spec!r}; valid names: {sorted(REWARDS)}")
+        raise ValueError(f"reward spec must be a non-empty mapping of reward name -> options, got {spec!r}; valid names: "
+                         f"{sorted(REWARDS)}")
     unknown = [k for k in spec if k not in REWARDS]
     if unknown:
         raise ValueError(f"unknown reward name(s) {unknown}; valid: {sorted(REWARDS)}")

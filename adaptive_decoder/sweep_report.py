@@ -17,7 +17,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -342,7 +341,8 @@ def _fmt(v) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- report
-def write_report(runs: list[SweepRun], out_dir, metric: str = "loss", goal: str = "minimize", title: str = "Sweep report") -> dict:
+def write_report(runs: list[SweepRun], out_dir, metric: str = "loss", goal: str = "minimize",
+                 title: str = "Sweep report") -> dict:
     """report.md + metric_per_param.png + (grid.png | parallel_coordinates.png) + curves.png in out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

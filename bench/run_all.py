@@ -115,7 +115,8 @@ def main(argv=None):
                 everything[name] = {"failed": True, "rc": res["rc"], "output_tail": tail}
                 continue
             headline, details = summarize(name, data)
-            conditions = next((ln[len("conditions: "):] for ln in res["output"].splitlines() if ln.startswith("conditions: ")), None)
+            conditions = next((ln[len("conditions: "):] for ln in res["output"].splitlines()
+                               if ln.startswith("conditions: ")), None)
             rows.append((name, headline, details, res["wall_s"], res["max_rss_bytes"]))
             everything[name] = {"data": data, "wall_s": res["wall_s"], "max_rss_bytes": res["max_rss_bytes"],
                                 "conditions": conditions, "command": cmd[1:]}

@@ -31,12 +31,14 @@ def make(rng: random.Random) -> dict:
         sol = f"After giving away: {a} - {b} = {a - b}.\nAfter receiving: {a - b} + {c} = {ans}."
     elif kind == 1:  # packs times price
         packs, per, price = rng.randint(2, 9), rng.randint(3, 12), rng.randint(2, 15)
-        q = f"A shop sells boxes of {per} {item}. {n} buys {packs} boxes, and each box costs ${price}. How many dollars does {n} spend?"
+        q = (f"A shop sells boxes of {per} {item}. {n} buys {packs} boxes, and each box costs ${price}. "
+             f"How many dollars does {n} spend?")
         ans = packs * price
         sol = f"{packs} boxes cost {packs} * {price} = {ans} dollars."
     elif kind == 2:  # salary with cents, thousands
         hours, rate = rng.randint(80, 240), rng.choice([12.5, 15.25, 18.75, 21.5, 9.75])
-        q = f"{n} works {hours} hours in a month and earns ${rate:.2f} per hour. How much money, in dollars, does {n} earn that month?"
+        q = (f"{n} works {hours} hours in a month and earns ${rate:.2f} per hour. "
+             f"How much money, in dollars, does {n} earn that month?")
         ans = round(hours * rate, 2)
         sol = f"{hours} * {rate:.2f} = {fmt_money(ans)} dollars."
         return {"question": q, "answer": f"{sol}\n#### {fmt_money(ans)}"}
@@ -48,7 +50,8 @@ def make(rng: random.Random) -> dict:
         sol = f"{total} / {people} = {ans}."
     else:  # two-step rate
         days, per_day, extra = rng.randint(3, 14), rng.randint(4, 25), rng.randint(5, 40)
-        q = f"{n} reads {per_day} pages every day for {days} days and then reads {extra} pages on the weekend. How many pages does {n} read in total?"
+        q = (f"{n} reads {per_day} pages every day for {days} days and then reads {extra} pages on the weekend. "
+             f"How many pages does {n} read in total?")
         ans = days * per_day + extra
         sol = f"Weekdays: {days} * {per_day} = {days * per_day}.\nTotal: {days * per_day} + {extra} = {ans}."
     return {"question": q, "answer": f"{sol}\n#### {ans:,}"}

@@ -37,7 +37,8 @@ FACTS = [("What color is the sky on a clear day?", "blue"), ("How many days are 
          ("How many hours are in a day?", "24|twenty-four|twenty four"), ("How many months are in a year?", "12|twelve"),
          ("What is the first letter of the English alphabet?", "A"), ("What animal is known as man's best friend?", "dog|dogs"),
          ("Which ocean is the largest?", "Pacific|the Pacific"), ("What do bees make?", "honey"),
-         ("Who wrote Romeo and Juliet?", "Shakespeare|William Shakespeare"), ("What is the boiling point of water in Celsius?", "100")]
+         ("Who wrote Romeo and Juliet?", "Shakespeare|William Shakespeare"),
+         ("What is the boiling point of water in Celsius?", "100")]
 # more candidates of the same kinds; `--keep_greedy_correct` keeps only those the model answers at greedy
 MORE_CAPITALS = [("Brazil", "Brasilia|Brasília"), ("Venezuela", "Caracas"), ("Ukraine", "Kyiv|Kiev"),
                  ("Romania", "Bucharest"), ("Bulgaria", "Sofia"), ("Serbia", "Belgrade"), ("Croatia", "Zagreb"),
@@ -81,7 +82,8 @@ MORE_FACTS = [("What color is a ripe tomato?", "red"), ("What color is coal?", "
               ("What is the natural satellite of Earth called?", "Moon|the Moon"),
               ("What is the largest continent?", "Asia"), ("What is the longest river in Africa?", "Nile|the Nile"),
               ("Who painted the Mona Lisa?", "Leonardo|da Vinci|Leonardo da Vinci"),
-              ("What is the main ingredient of guacamole?", "avocado|avocados"), ("What fruit is dried to make raisins?", "grape|grapes"),
+              ("What is the main ingredient of guacamole?", "avocado|avocados"),
+              ("What fruit is dried to make raisins?", "grape|grapes"),
               ("What do caterpillars turn into?", "butterfly|butterflies|moth|moths"),
               ("What is a baby dog called?", "puppy|pup"), ("What is a baby cat called?", "kitten"),
               ("What is the color of the sun?", "yellow|white"), ("What shape has three sides?", "triangle"),
@@ -163,7 +165,8 @@ def main():
                     help="write control_qa.jsonl from the larger candidate pool, keeping only the questions MODEL "
                          "(e.g. smollm2) answers right at greedy (needs the model; default: the original 62, no model)")
     args = ap.parse_args()
-    qa = qa_records() if args.keep_greedy_correct is None else keep_greedy_correct(qa_records(more=True), args.keep_greedy_correct)
+    qa = (qa_records() if args.keep_greedy_correct is None
+          else keep_greedy_correct(qa_records(more=True), args.keep_greedy_correct))
     for name, recs in (("control_qa.jsonl", qa), ("control_numbers.jsonl", number_records()),
                        ("control_phrase.jsonl", phrase_records())):
         (OUT / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")

@@ -12,7 +12,6 @@ A second run on an output_dir that a running one is writing to is refused, namin
 
 import logging
 import os
-import sys
 
 os.environ.setdefault("WANDB_MODE", "offline")
 

@@ -68,7 +68,8 @@ def main():
     for i, (p, text) in enumerate(zip(prompts, out.texts)):
         print(f"\n### {p}\n[{describe(out, i, head.config.level)}]\n{text.strip()}")
     n_tok = int(out.step_mask.sum())
-    print(f"\n{n_tok} tokens in {dt:.1f}s ({n_tok / dt:.0f} tokens/s, batch {len(prompts)}, CPU threads {torch.get_num_threads()})")
+    print(f"\n{n_tok} tokens in {dt:.1f}s ({n_tok / dt:.0f} tokens/s, batch {len(prompts)}, CPU threads "
+          f"{torch.get_num_threads()})")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ terminal gets a short verdict ending with a `BAR MET: ...` or `BAR NOT MET: ...`
 
 import logging
 import os
-import sys
 import time
 
 os.environ.setdefault("WANDB_MODE", "offline")

@@ -264,7 +264,8 @@ def test_bad_prompts_and_settings(tmp_path):
     with pytest.raises(ValueError, match="duplicated prompt ids"):
         run(adm, tmp_path, prompts(2) + prompts(1))
     with pytest.raises(ValueError, match=r"no reward configured for task\(s\) \['other'\]"):
-        collect(adm, prompts(1, task="other"), {"arith": build_reward({"gsm8k": {}})}, tmp_path, CollectionSettings(), progress=False)
+        collect(adm, prompts(1, task="other"), {"arith": build_reward({"gsm8k": {}})}, tmp_path, CollectionSettings(),
+                progress=False)
     with pytest.raises(ValueError, match="num_samples must be >= 2"):
         CollectionSettings(num_samples=1)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['paht'\]"):
@@ -300,7 +301,8 @@ def test_registry_tasks_as_prompt_source():
     spec = {"source": "registry", "eval_task": "constrained_writing", "num_prompts": 3, "offset": 1}
     out = load_task_prompts("cw", spec)
     want = get_task("constrained_writing").examples()[1:4]
-    assert [o["prompt"] for o in out] == [w["prompt"] for w in want] and [o["concepts"] for o in out] == [w["concepts"] for w in want]
+    assert [o["prompt"] for o in out] == [w["prompt"] for w in want]
+    assert [o["concepts"] for o in out] == [w["concepts"] for w in want]
     assert [o["id"] for o in out] == [f"cw/{w['id']}" for w in want] and {o["task"] for o in out} == {"cw"}
     from adaptive_decoder.collection import TaskSpec
 
@@ -410,7 +412,8 @@ def test_recipe_collects_with_a_saved_head(tmp_path, tiny_model_dir):
     recipe.main(["--config", str(bare)] + base[2:] + ["--head_path", str(tmp_path / "head"), "--epsilon", "0.0"])
     manifest, recs = read_collection(tmp_path / "o")
     assert manifest["head"]["config"]["level"] == "token" and manifest["head"]["config"]["factors"] == ["temperature"]
-    assert all(set(r["choices"]) == {"temperature"} and len(r["choices"]["temperature"]) == len(r["completion_ids"]) for r in recs)
+    assert all(set(r["choices"]) == {"temperature"} and len(r["choices"]["temperature"]) == len(r["completion_ids"])
+               for r in recs)
     # sampled, not argmax: a prompt's samples share the first step's hidden state, so under argmax they would all
     # make the same first choice; sampling makes some prompt's samples differ
     first = {}

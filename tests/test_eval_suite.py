@@ -118,7 +118,8 @@ def test_end_to_end_every_method(tiny_dir, tmp_path):
         n = sf["tasks"][t]["normalization"]
         if n["source"] == "dev":
             dev = {f: sum(u["reward"] for u in units_by(res, f, t, "dev").values()) / 2 for f in sf["fixed"]}
-            assert n["zero"] == pytest.approx(min(dev.values())) and n["scale"] == pytest.approx(max(dev.values()) - min(dev.values()))
+            assert n["zero"] == pytest.approx(min(dev.values()))
+            assert n["scale"] == pytest.approx(max(dev.values()) - min(dev.values()))
     assert set(res["bar"]) == {"adseq", "adtok"} and all(b["evaluated"] for b in res["bar"].values())
     assert "## Normalized reward per task" in md and "## Win rate vs each fixed temperature" in md
     assert "A head meets the bar when" in md and ("- BAR MET: adseq" in md or "- BAR NOT MET: adseq" in md)
@@ -271,9 +272,12 @@ def test_a_given_model_in_another_dtype_than_the_config_is_refused(tiny_dir, tmp
 # --- bad input --------------------------------------------------------------------------------------------
 def test_unknown_task_method_and_config_key(tmp_path):
     # valid: the Python tasks and the task files (configs/tasks/*.yaml)
-    with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \[.*'constrained_writing', .*'control_qa', .*'gsm8k', .*'translation'.*\] \(or a path"):
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \[.*'constrained_writing', .*'control_qa', "
+                                         r".*'gsm8k', .*'translation'.*\] \(or a path"):
         EvalConfig(tasks=["gsm9k"])
-    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'edt', 'epsilon', 'eta', 'fixed', 'greedy', 'hag', 'hag_untrained', 'meanshift', 'min_p', 'oracle', 'random', 'random_token', 'top_h', 'top_nsigma', 'typical_p'\]"):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'edt', 'epsilon', "
+                                         r"'eta', 'fixed', 'greedy', 'hag', 'hag_untrained', 'meanshift', 'min_p', 'oracle', "
+                                         r"'random', 'random_token', 'top_h', 'top_nsigma', 'typical_p'\]"):
         EvalConfig(methods=["greedy", "beam"])
     with pytest.raises(ValueError, match="task_options for task"):
         EvalConfig(tasks=["gsm8k"], task_options={"translation": {}})
@@ -304,7 +308,8 @@ def test_task_options_reach_the_task_and_bad_data_fails(tiny_dir, tmp_path):
 def test_per_task_max_new_tokens(tiny_dir, tmp_path):
     res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks=["gsm8k", "translation"], methods=["fixed"],
                                   num_dev_prompts=0, max_new_tokens=6, task_options={"gsm8k": {"max_new_tokens": 2}}))
-    longest = {t: max(s["num_tokens"] for u in res["units"] if u["task"] == t for s in u["samples"]) for t in ("gsm8k", "translation")}
+    longest = {t: max(s["num_tokens"] for u in res["units"] if u["task"] == t for s in u["samples"])
+               for t in ("gsm8k", "translation")}
     assert longest["gsm8k"] <= 2 < longest["translation"] <= 6
     md = (tmp_path / "o" / "results.md").read_text()
     assert res["tasks"]["gsm8k"]["max_new_tokens"] == 2 and "max_new_tokens=2" in md
@@ -338,7 +343,8 @@ def test_fixed_policy_is_exactly_force_generate(tiny_dir):
     prompts = ["Hello there", "What is 2+2?"]
     outs = FixedPolicy(0.7, top_p=0.9, top_k=20).generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=11)
     torch.manual_seed(11)
-    ref = adm.generate_text(prompts, max_new_tokens=5, num_return_sequences=3, force={"temperature": 0.7, "top_p": 0.9, "top_k": 20})
+    ref = adm.generate_text(prompts, max_new_tokens=5, num_return_sequences=3,
+                            force={"temperature": 0.7, "top_p": 0.9, "top_k": 20})
     assert [t for o in outs for t in o.texts] == ref.texts  # prompt i, sample j = row i*3+j
     assert outs[1].values[2] == {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0}
     g = build_policies("greedy")[0].generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=0)
@@ -494,7 +500,8 @@ def test_run_suite_every_baseline_method(tiny_dir, tmp_path):
     assert ms["mean_temperature"] == pytest.approx(sum(dev) / len(dev))
     t = res["methods"]["meanshift-adseq"]["chosen"]["temperature"]
     assert t in AdaptiveDecoderConfig().temperature_bins
-    assert all(abs(t - ms["mean_temperature"]) <= abs(b - ms["mean_temperature"]) for b in AdaptiveDecoderConfig().temperature_bins)
+    assert all(abs(t - ms["mean_temperature"]) <= abs(b - ms["mean_temperature"])
+               for b in AdaptiveDecoderConfig().temperature_bins)
     md = (out / "results.md").read_text()
     for m in new:
         assert f"| {m} |" in md, m

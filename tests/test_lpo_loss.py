@@ -37,7 +37,9 @@ def linear_head(factors=("temperature",), level="sequence", scale=1.0, swap_top_
 
 def pair(ch, cc, rh, rc, task="t", rc_=1.0, rr_=0.0, pid="p"):
     """ch/rh: hidden list; cc/rc: {factor: index or list of indices}."""
-    as_long = lambda d: {f: torch.tensor(v, dtype=torch.long) for f, v in d.items()}
+    def as_long(d):
+        return {f: torch.tensor(v, dtype=torch.long) for f, v in d.items()}
+
     return {"chosen_inputs": torch.tensor(ch, dtype=torch.float16), "chosen_choices": as_long(cc),
             "rejected_inputs": torch.tensor(rh, dtype=torch.float16), "rejected_choices": as_long(rc),
             "reward_chosen": rc_, "reward_rejected": rr_, "task": task, "prompt_id": pid}

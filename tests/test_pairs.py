@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from adaptive_decoder.collection import CollectionMismatchError, CollectionSettings, collect, read_collection
-from adaptive_decoder.pairs import ModelNeededError, PairDataset, build_pairs, collection_pair_report, pair_statistics, plot_pair_statistics
+from adaptive_decoder.pairs import (ModelNeededError, PairDataset, build_pairs, collection_pair_report, pair_statistics,
+                                   plot_pair_statistics)
 from adaptive_decoder.rewards import CompositeReward, Repetition
 from test_collection import make_adm, prompts, run
 
@@ -17,7 +18,8 @@ def rec(pid, j, total, task="t", choices=None):
 
 
 def test_best_vs_worst_default():
-    recs = [rec("a", j, r) for j, r in enumerate([0.2, 0.9, 0.1, 0.9])] + [rec("b", j, r, task="u") for j, r in enumerate([1.0, 3.0])]
+    recs = ([rec("a", j, r) for j, r in enumerate([0.2, 0.9, 0.1, 0.9])]
+            + [rec("b", j, r, task="u") for j, r in enumerate([1.0, 3.0])])
     pairs, st = build_pairs(recs)
     assert [(p.prompt_id, p.chosen, p.rejected, p.reward_chosen, p.reward_rejected) for p in pairs] == [
         ("a", 1, 2, 0.9, 0.1), ("b", 1, 0, 3.0, 1.0)]  # tie for best (j=1, j=3) broken by sample index

@@ -144,7 +144,8 @@ def test_creative_writing_reward_choice():
 # --- bad input --------------------------------------------------------------------------------------------
 def test_unknown_task_and_option_list_valid_ones():
     # the valid names: the Python tasks and the task files (configs/tasks/*.yaml)
-    with pytest.raises(ValueError, match=r"unknown task 'gsm9k'; valid: \[.*'constrained_writing', .*'control_qa', .*'gsm8k', .*'translation'.*\] \(or a path"):
+    with pytest.raises(ValueError, match=r"unknown task 'gsm9k'; valid: \[.*'constrained_writing', .*'control_qa', .*'gsm8k', "
+                                         r".*'translation'.*\] \(or a path"):
         get_task("gsm9k")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['shots'\] for task 'gsm8k'; valid: .*num_fewshot"):
         get_task("gsm8k", shots=3)

@@ -43,9 +43,12 @@ class BuildHAGConfig(SearchSettings):
     base_model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
     tasks: dict = field(default_factory=dict, metadata={
         "help": "task name -> {num_prompts, seed, and get_task options: path, reward, num_fewshot, template, ...}."})
-    space: dict = field(default_factory=dict, metadata={"help": "SearchSpace grids: temperature/top_p/top_k/repetition_penalty lists and base."})
+    space: dict = field(default_factory=dict, metadata={
+        "help": "SearchSpace grids: temperature/top_p/top_k/repetition_penalty lists and base."})
     drop_all_tied: bool = field(default=True, metadata={"help": "Leave prompts where every config tied out of sft.jsonl."})
-    dtype: str = field(default="float32", metadata={"help": "Base LM dtype: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype); the resume fingerprint records the resolved one."})
+    dtype: str = field(default="float32", metadata={
+        "help": "Base LM dtype: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype); the resume "
+                "fingerprint records the resolved one."})
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})

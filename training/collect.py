@@ -37,12 +37,18 @@ logger = logging.getLogger("collect")
 class CollectConfig(CollectionSettings):
     output_dir: str = field(default=None, metadata={"help": "Collection directory (created, or resumed if it exists)."})
     base_model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
-    head_path: str | None = field(default=None, metadata={"help": "Saved head to collect with (e.g. a previous round); None = fresh head."})
-    head: dict = field(default_factory=dict, metadata={"help": "AdaptiveDecoderConfig options of a fresh head (bins, factors, level, ...)."})
+    head_path: str | None = field(default=None, metadata={
+        "help": "Saved head to collect with (e.g. a previous round); None = fresh head."})
+    head: dict = field(default_factory=dict, metadata={
+        "help": "AdaptiveDecoderConfig options of a fresh head (bins, factors, level, ...)."})
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
-    tasks: dict = field(default_factory=dict, metadata={"help": "task name -> {source, path, num_prompts, reward, template, max_new_tokens}."})
-    dtype: str = field(default="float32", metadata={"help": "Base LM dtype: float32, bfloat16, float16 or auto (bfloat16 where measured faster; adaptive_decoder.models.resolve_dtype). The manifest records the resolved one."})
-    device: str | None = field(default=None, metadata={"help": "Device for the base LM and head (default: cuda if available, else cpu)."})
+    tasks: dict = field(default_factory=dict, metadata={
+        "help": "task name -> {source, path, num_prompts, reward, template, max_new_tokens}."})
+    dtype: str = field(default="float32", metadata={
+        "help": "Base LM dtype: float32, bfloat16, float16 or auto (bfloat16 where measured faster; "
+                "adaptive_decoder.models.resolve_dtype). The manifest records the resolved one."})
+    device: str | None = field(default=None, metadata={
+        "help": "Device for the base LM and head (default: cuda if available, else cpu)."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
     report: bool = field(default=True, metadata={"help": "Write best-vs-worst pair statistics (JSON + PNG) at the end."})

@@ -48,9 +48,12 @@ class HAGTrainArguments:
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
                                            metadata={"help": "Module names that get LoRA adapters."})
     merge_lora: bool = field(default=True, metadata={"help": "Also save the merged model to output_dir/merged."})
-    eval_fraction: float = field(default=0.0, metadata={"help": "Held-out share of prompts: eval loss + config accuracy after training."})
+    eval_fraction: float = field(default=0.0, metadata={
+        "help": "Held-out share of prompts: eval loss + config accuracy after training."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/held-out split."})
-    dtype: str = field(default="float32", metadata={"help": "Model dtype for training: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype). float32 keeps full-precision weight updates."})
+    dtype: str = field(default="float32", metadata={
+        "help": "Model dtype for training: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype). float32 "
+                "keeps full-precision weight updates."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
 
     def __post_init__(self):
