@@ -48,6 +48,10 @@ quickstart: setup
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
+.PHONY: lint
+lint: setup-dev
+	$(PY) -m ruff check .
+
 test-fast: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests -m "not slow and not slurm"
 

@@ -10,13 +10,15 @@ extras = {
     "eval": ["sacrebleu>=2.4", "matplotlib>=3.8", "wandb>=0.31", "trl>=1.16"],
     "datasets": ["datasets>=2.19"],  # only for tasks loaded by HF dataset id
     }
-extras["dev"] = sorted({d for v in extras.values() for d in v} | {"pytest>=8", "hypothesis>=6"})
+# ruff pinned exactly: a new release may add findings, and `make lint` runs in CI
+extras["dev"] = sorted({d for v in extras.values() for d in v} | {"pytest>=8", "hypothesis>=6", "ruff==0.17.6"})
 extras["all"] = extras["dev"]
 
 setup(
     name="adaptive-decoder",
     version="0.1.0",
-    description="Let a frozen Hugging Face causal LM choose its own temperature / top-p / top-k (AdaptiveDecoder + LPO, HAG baseline)",
+    description="Let a frozen Hugging Face causal LM choose its own temperature / top-p / top-k (AdaptiveDecoder + LPO, HAG "
+                "baseline)",
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["adaptive_decoder", "adaptive_decoder.*"]),
