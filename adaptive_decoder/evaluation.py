@@ -40,7 +40,7 @@ from .policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS, AdaptivePolicy, Fixed
 from .policy_base import FIXED_CONFIG_ROLES, POLICIES, build_policies, role_of
 from .plotting import pyplot, save_figure
 from .scalefree import BAR_RULE, bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report
-from .stats import bootstrap_mean_ci, format_ci, paired_comparison
+from .stats import bootstrap_mean_ci, finite_mean, format_ci, paired_comparison
 from .storage import lock_dir
 from .tasks import TASKS, check_tasks, get_task
 
@@ -401,7 +401,8 @@ class Evaluator:
 
     def _dev_scores(self, oracle: OraclePolicy, tname: str) -> dict:
         _, dev = self.splits[tname]
-        return {c.name: _mean([self.store.get(c.name, tname, "dev", e["id"])["reward"] for e in dev]) for c in oracle.candidates}
+        return {c.name: finite_mean([self.store.get(c.name, tname, "dev", e["id"])["reward"] for e in dev])
+                for c in oracle.candidates}
 
     def _fit_oracle(self, oracle: OraclePolicy, tname: str):
         if isinstance(oracle, MeanShiftPolicy):  # pooled: the same fit for every task
@@ -473,8 +474,8 @@ class Evaluator:
                 per_prompt[p.name] = rewards
                 ci = bootstrap_mean_ci(rewards, n_boot=cfg.n_bootstrap, seed=cfg.seed)
                 tres["methods"][p.name] = {"reward": ci, "metrics": task.summarize(units),
-                                           "mean_new_tokens": _mean([s["num_tokens"] for u in units for s in u["samples"]]),
-                                           "gen_seconds_per_prompt": _mean([u.get("gen_seconds", 0.0) for u in units]),
+                                           "mean_new_tokens": finite_mean([s["num_tokens"] for u in units for s in u["samples"]]),
+                                           "gen_seconds_per_prompt": finite_mean([u.get("gen_seconds", 0.0) for u in units]),
                                            "chosen": chosen_values(units)}
                 flags = [u["extra"]["parse_failed"] for u in units if "parse_failed" in u.get("extra", {})]
                 if flags:  # HAG: how often the model's config text could not be parsed (default config used)
@@ -499,11 +500,6 @@ class Evaluator:
                                                   n_boot=cfg.n_bootstrap, seed=cfg.seed)
             res["bar"] = {p.name: check_bar(res["scale_free"], p.name) for p in self.policies if isinstance(p, AdaptivePolicy)}
         return res
-
-
-def _mean(xs):
-    xs = [x for x in xs if x is not None and isinstance(x, (int, float)) and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else None
 
 
 # the key a sample is counted under when HAG's config text gave no valid value for that factor: the default was

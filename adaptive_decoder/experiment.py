@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -676,7 +675,7 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     `bars`: every head's)."""
     from .evaluation import chosen_values
     from .scalefree import check_bar, rewards_by_prompt, scale_free_report
-    from .stats import bootstrap_mean_ci, paired_comparison
+    from .stats import bootstrap_mean_ci, finite_mean, paired_comparison
 
     root = Path(root)
     results = load_seed_results(root, cfg.seeds)
@@ -739,7 +738,7 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
             per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
             keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
             summary["tasks"][t]["methods"][m]["metrics"] = {
-                k: _mean_or_none([d.get(k) for d in per_seed]) for k in keys}
+                k: finite_mean([d.get(k) for d in per_seed]) for k in keys}
     summary["training"] = _training_diagnostics(root, cfg)
     units = [u for res in results.values() for u in res["units"]]
     test = rewards_by_prompt(units, "test")
@@ -749,11 +748,6 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     summary["bar"] = summary["bars"][primary_method(cfg)]
     summary["same_decoding"] = same_decoding(methods)
     return summary
-
-
-def _mean_or_none(xs):
-    xs = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else None
 
 
 def _training_diagnostics(root: Path, cfg: ExperimentConfig) -> dict:

@@ -14,6 +14,8 @@ and two methods are compared on the SAME prompts (paired). Resampling is over pr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -69,6 +71,15 @@ def paired_comparison(a, b, n_boot: int = 10000, alpha: float = 0.05, seed: int 
     return {"n": int(d.size), "win": float(win.mean()), "tie": float(np.mean(~win & ~loss)),
             "loss": float(loss.mean()), "win_lo": win_lo, "win_hi": win_hi, "mean_diff": float(d.mean()),
             "diff_lo": diff_lo, "diff_hi": diff_hi, "p_value": float(p)}
+
+
+def finite_mean(xs) -> float | None:
+    """Mean of the finite numbers in `xs`, leaving out None, NaN, inf and anything not a number; None if none is left.
+
+    For descriptive averages (token counts, timings, task metrics over seeds), where a missing value is normal;
+    the statistics above refuse non-finite input instead, since they are about the numbers reported as results."""
+    xs = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
 
 
 def format_ci(mean, lo, hi, digits: int = 3) -> str:

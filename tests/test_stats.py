@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adaptive_decoder.stats import bootstrap_mean_ci, format_ci, paired_comparison
+from adaptive_decoder.stats import bootstrap_mean_ci, finite_mean, format_ci, paired_comparison
 
 
 def test_bootstrap_mean_ci_hand_example():
@@ -72,3 +72,9 @@ def test_bad_input_is_rejected():
 def test_format_ci():
     assert format_ci(0.5, 0.25, 0.75, 2) == "0.50 [0.25, 0.75]"
     assert format_ci(None, None, None) == "n/a"
+
+
+def test_finite_mean_leaves_out_missing_and_non_finite_values():
+    # the harness averages token counts and timings, the experiment task metrics over seeds (a seed may lack one)
+    assert finite_mean([1, 2.0, None, float("nan"), float("inf"), "n/a", 3]) == 2.0
+    assert finite_mean([None, float("nan")]) is None and finite_mean([]) is None
