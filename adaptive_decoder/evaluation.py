@@ -477,9 +477,8 @@ class Evaluator:
                                            "mean_new_tokens": finite_mean([s["num_tokens"] for u in units for s in u["samples"]]),
                                            "gen_seconds_per_prompt": finite_mean([u.get("gen_seconds", 0.0) for u in units]),
                                            "chosen": chosen_values(units)}
-                flags = [u["extra"]["parse_failed"] for u in units if "parse_failed" in u.get("extra", {})]
-                if flags:  # HAG: how often the model's config text could not be parsed (default config used)
-                    tres["methods"][p.name]["parse_failed_rate"] = sum(map(bool, flags)) / len(flags)
+                if (rate := parse_failed_rate(units)) is not None:
+                    tres["methods"][p.name]["parse_failed_rate"] = rate
                 res["units"].extend(units)
             for p in self.policies:
                 if p.role == "fixed":
@@ -515,6 +514,13 @@ def value_key(x) -> str:
 def value_order(key: str):
     """Sort key for chosen_values keys: numbers ascending, FALLBACK last."""
     return (1, 0.0) if key == FALLBACK else (0, float(key))
+
+
+def parse_failed_rate(units: list) -> float | None:
+    """HAG: the share of units whose config text could not be parsed (the default config decoded them); None for a
+    method that writes no config text."""
+    flags = [u["extra"]["parse_failed"] for u in units if "parse_failed" in u.get("extra", {})]
+    return sum(map(bool, flags)) / len(flags) if flags else None
 
 
 def chosen_values(units: list) -> dict:

@@ -673,7 +673,7 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     temperature, the scale-free report (`adaptive_decoder.scalefree`: normalized rewards, win rates), chosen-parameter
     distributions, the oracle's choices, training diagnostics and the bar verdict (`bar`: the primary head's;
     `bars`: every head's)."""
-    from .evaluation import chosen_values
+    from .evaluation import chosen_values, parse_failed_rate
     from .scalefree import check_bar, rewards_by_prompt, scale_free_report
     from .stats import bootstrap_mean_ci, finite_mean, paired_comparison
 
@@ -731,9 +731,8 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
         for m in chooser:
             mu = [u for u in units if u["method"] == m]
             summary["tasks"][t]["methods"][m]["chosen"] = chosen_values(mu)
-            flags = [u["extra"]["parse_failed"] for u in mu if "parse_failed" in u.get("extra", {})]
-            if flags:  # HAG: how often the config text could not be parsed (the default config was used)
-                summary["tasks"][t]["methods"][m]["parse_failure_rate"] = sum(map(bool, flags)) / len(flags)
+            if (rate := parse_failed_rate(mu)) is not None:
+                summary["tasks"][t]["methods"][m]["parse_failed_rate"] = rate
         for m in method_names:  # task metrics averaged over seeds (accuracy, chrF, coverage, diversity, ...)
             per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
             keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
@@ -874,8 +873,10 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
                     L.append(f"| {m} | {t} | {_share_table(ch, 'temperature')} | {_share_table(ch, 'top_p')} | "
                              f"{_share_table(ch, 'top_k')} |")
         L.append("")
-        pf = [(m, t, summary["tasks"][t]["methods"][m]["parse_failure_rate"]) for m in choosers for t in tasks
-              if "parse_failure_rate" in summary["tasks"].get(t, {}).get("methods", {}).get(m, {})]
+        # "parse_failure_rate": the key of a summary.json written by an older version
+        pf = [(m, t, r) for m in choosers for t in tasks
+              for d in [summary["tasks"].get(t, {}).get("methods", {}).get(m, {})]
+              for r in [d.get("parse_failed_rate", d.get("parse_failure_rate"))] if r is not None]
         if pf:
             L += ["HAG config-text parse failures (the default config was used): "
                   + "; ".join(f"{m} on {t}: {100 * r:.0f}%" for m, t, r in pf) + ".", ""]

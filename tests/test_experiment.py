@@ -323,6 +323,22 @@ def test_a_method_added_to_a_finished_run_computes_only_its_units(finished_run):
     new = [json.loads(ln) for ln in units.read_text().splitlines()[n_before:]]
     assert {u["method"] for u in new} == {"hag_untrained"} and len(new) == 2 * cfg["num_test"]
     assert set(added["methods"]) == set(summary["methods"]) | {"hag_untrained"}
+    # HAG's parse failures: one key in the suite's results and the experiment's summary; an older summary.json's
+    # "parse_failure_rate" still renders
+    from adaptive_decoder.configs import parse_recipe_config
+    from adaptive_decoder.experiment import summary_markdown
+
+    res = json.loads((run_dir / "seed-0" / "eval" / "results.json").read_text())
+    for t in cfg["tasks"]:
+        hag = added["tasks"][t]["methods"]["hag_untrained"]
+        assert hag["parse_failed_rate"] == res["tasks"][t]["methods"]["hag_untrained"]["parse_failed_rate"]
+    (exp_cfg,) = parse_recipe_config((ExperimentConfig,), argv + ["--methods", *cfg["methods"], "hag_untrained"])
+    old = json.loads(json.dumps(added))
+    for t in cfg["tasks"]:
+        d = old["tasks"][t]["methods"]["hag_untrained"]
+        d["parse_failure_rate"] = d.pop("parse_failed_rate")
+    md = summary_markdown(added, exp_cfg)
+    assert "HAG config-text parse failures" in md and summary_markdown(old, exp_cfg) == md
     for m, r in summary["tasks"]["overall"]["methods"].items():
         assert added["tasks"]["overall"]["methods"][m]["reward"] == r["reward"]
     # the original method list is covered by the finished stage: nothing reruns
