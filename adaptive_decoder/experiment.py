@@ -46,6 +46,7 @@ from .head_digest import head_fingerprint
 from .plotting import pyplot, save_figure
 from .policy_base import FIXED_CONFIG_ROLES, role_of
 from .storage import atomic_write_bytes
+from .tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 
 logger = logging.getLogger(__name__)
 
@@ -590,30 +591,6 @@ class Experiment:
 def run_experiment(cfg: ExperimentConfig, model=None, tokenizer=None) -> dict:
     """Run or resume the experiment; returns the aggregated summary (also in run_dir/summary.json / summary.md)."""
     return Experiment(cfg, model, tokenizer).run()
-
-
-def save_tiny_model(out_dir, tokenizer_source: str = "smollm2", hidden_size: int = 32, seed: int = 0) -> Path:
-    """Save a 2-layer random Llama with a real tokenizer (default: SmolLM2's, chat template included) to `out_dir`,
-    loadable with `load_base_model(out_dir)`: the model of the tiny experiment config and of the tests."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from .models import resolve_model_source
-
-    src, extra, _ = resolve_model_source(tokenizer_source)
-    tok = AutoTokenizer.from_pretrained(src, **extra)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    torch.manual_seed(seed)
-    mcfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       eos_token_id=tok.eos_token_id, pad_token_id=pad, bos_token_id=tok.bos_token_id,
-                       tie_word_embeddings=True)
-    model = LlamaForCausalLM(mcfg).eval()
-    model.generation_config.pad_token_id = pad
-    model.generation_config.eos_token_id = tok.eos_token_id
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------

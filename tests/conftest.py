@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,16 +21,11 @@ def shared_data(rel: str) -> Path:
 
 
 def tiny_llama(vocab_size=128, hidden_size=32, seed=0, eos_token_id=1, pad_token_id=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """`adaptive_decoder.tiny_model.tiny_llama` with the tests' fixed intermediate size (64 at every hidden size)."""
+    from adaptive_decoder.tiny_model import tiny_llama as build
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=2)
-    model = LlamaForCausalLM(cfg).eval()
-    model.generation_config.pad_token_id = pad_token_id
-    model.generation_config.eos_token_id = eos_token_id
-    return model
+    return build(vocab_size, hidden_size, seed, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                 intermediate_size=64)
 
 
 def tiny_tokenizer():

@@ -122,7 +122,7 @@ def test_unknown_cli_flag_is_an_error(tmp_path):
 # end to end on a tiny random Llama (with the SmolLM2 tokenizer and chat template)
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from adaptive_decoder.experiment import save_tiny_model
+    from adaptive_decoder.tiny_model import save_tiny_model
 
     try:
         return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
