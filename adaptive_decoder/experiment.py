@@ -533,7 +533,7 @@ class Experiment:
         fp = {"eval": result,
               "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
         wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
-        heads = {lv: self._head_fingerprint(seed, lv) for lv in self.cfg.levels}
+        heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
 
         def done_methods(rec):  # records written before methods left the fingerprint keep them in it
             return rec["summary"].get("methods") or {k: rec["fingerprint"]["eval"].get(k) for k in wanted}
@@ -559,9 +559,6 @@ class Experiment:
                     "heads": heads}
 
         return self._run_stage(f"seed-{seed}/eval", out, fp, run, covers=covers, normalize=normalize)
-
-    def _head_fingerprint(self, seed, level) -> str | None:
-        return head_fingerprint(self.head_path(seed, level))
 
     # --- driver --------------------------------------------------------------------------------------------
     def run(self) -> dict:
