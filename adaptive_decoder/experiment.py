@@ -467,7 +467,8 @@ class Experiment:
         return self._run_stage(f"seed-{seed}/collect-{level}", out, self._collect_fingerprint(seed, level), run)
 
     def train_stage(self, seed: int, level: str) -> dict:
-        from .lpo_trainer import LPOConfig, LPOTrainer, build_head_and_dataset
+        from .lpo_data import build_head_and_dataset
+        from .lpo_trainer import LPOConfig, LPOTrainer
 
         cfg = self.cfg
         out = self.seed_dir(seed) / f"train-{level}"

@@ -37,7 +37,8 @@ from torch import nn
 from .configs import as_mapping
 from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
 from .lpo import AGGREGATIONS, LOSS_TYPES, NEEDS_RESPONSE_LOGPS, collate_pairs, compute_loss, policy_log_probs
-from .plotting import pyplot, save_figure
+from .lpo_data import SyntheticPairs, build_head_and_dataset
+from .lpo_report import plot_bin_histograms, plot_training_curves, task_bin_histograms
 
 logger = logging.getLogger(__name__)
 
@@ -51,63 +52,45 @@ class LPOConfig:
 
     output_dir: str = field(default=None, metadata={"help": "Run directory: head/, checkpoints/, metrics.jsonl, plots."})
     # --- data ---------------------------------------------------------------------------------------------
-    collection_dir: str | None = field(default=None, metadata={
-        "help": "Sample collection made by training/collect.py (preference pairs are built from it)."})
+    collection_dir: str | None = field(default=None, metadata={"help": "Sample collection made by training/collect.py (preference pairs are built from it)."})
     pair_mode: str = field(default="best_vs_worst", metadata={"help": "best_vs_worst | top_k_vs_bottom_k | all_pairs."})
     pair_k: int = field(default=2, metadata={"help": "k of top_k_vs_bottom_k."})
     pair_eps: float = field(default=1e-6, metadata={"help": "Rewards within eps are a tie: the pair is skipped (and counted)."})
-    tasks: list[str] | None = field(default=None, metadata={
-        "help": "Train on these tasks of the collection only (default: all)."})
-    use_cache: bool = field(default=True, metadata={
-        "help": "Read head inputs from the collection's hidden-state cache; False = always recompute with the LM."})
-    base_model: str | None = field(default=None, metadata={
-        "help": "Base LM to load ONLY when some pair samples are not cached (must be the collection's model)."})
-    synthetic_pairs: int = field(default=0, metadata={
-        "help": "Instead of a collection: N synthetic pairs (smoke tests; two tasks that prefer the lowest / highest bin)."})
+    tasks: list[str] | None = field(default=None, metadata={"help": "Train on these tasks of the collection only (default: all)."})
+    use_cache: bool = field(default=True, metadata={"help": "Read head inputs from the collection's hidden-state cache; False = always recompute with the LM."})
+    base_model: str | None = field(default=None, metadata={"help": "Base LM to load ONLY when some pair samples are not cached (must be the collection's model)."})
+    synthetic_pairs: int = field(default=0, metadata={"help": "Instead of a collection: N synthetic pairs (smoke tests; two tasks that prefer the lowest / highest bin)."})
     synthetic_hidden_size: int = field(default=16, metadata={"help": "Hidden size of the synthetic pairs."})
     # --- head ---------------------------------------------------------------------------------------------
-    head_path: str | None = field(default=None, metadata={
-        "help": "Saved head to start from (e.g. the collecting head or a previous round)."})
-    head: dict | str | None = field(default_factory=dict, metadata={
-        "help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the "
-                "collection's). A mapping, or YAML/JSON text on the CLI (as `wandb agent` passes it)."})
+    head_path: str | None = field(default=None, metadata={"help": "Saved head to start from (e.g. the collecting head or a previous round)."})
+    head: dict | str | None = field(default_factory=dict, metadata={"help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the collection's). A mapping, or YAML/JSON text on the CLI (as `wandb agent` passes it)."})
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     # --- loss ---------------------------------------------------------------------------------------------
-    loss_type: str = field(default="lpo", metadata={
-        "help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens "
-                "with the LM's response term) or latent (temperature marginalised per token)."})
+    loss_type: str = field(default="lpo", metadata={"help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens with the LM's response term) or latent (temperature marginalised per token)."})
     beta: float = field(default=0.1, metadata={"help": "LPO strength beta."})
-    reference: str = field(default="initial", metadata={
-        "help": f"{REFERENCES}: frozen copy of the initial head as pi_ref, or no reference terms (paper Eq. 10)."})
-    token_aggregation: str = field(default="sum", metadata={
-        "help": f"{AGGREGATIONS}: how token-level log-probs combine over the steps of a sample."})
+    reference: str = field(default="initial", metadata={"help": f"{REFERENCES}: frozen copy of the initial head as pi_ref, or no reference terms (paper Eq. 10)."})
+    token_aggregation: str = field(default="sum", metadata={"help": f"{AGGREGATIONS}: how token-level log-probs combine over the steps of a sample."})
     # --- optimisation -------------------------------------------------------------------------------------
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    lr_scheduler_type: str = field(default="cosine", metadata={
-        "help": "transformers.get_scheduler name (constant, linear, cosine, ...)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers.get_scheduler name (constant, linear, cosine, ...)."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of the steps used for linear warmup."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per process per micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     num_train_epochs: int = field(default=3, metadata={"help": "Passes over the pairs (ignored when max_steps > 0)."})
     max_steps: int = field(default=-1, metadata={"help": "Total optimizer steps; -1 = num_train_epochs epochs."})
-    max_grad_norm: float = field(default=1.0, metadata={
-        "help": "Gradient clipping (0 = off; under DeepSpeed the json's gradient_clipping rules)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0 = off; under DeepSpeed the json's gradient_clipping rules)."})
     seed: int = field(default=42, metadata={"help": "Seed of data order and dropout."})
     # --- bookkeeping --------------------------------------------------------------------------------------
     logging_steps: int = field(default=10, metadata={"help": "Log metrics every N optimizer steps."})
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every N optimizer steps (and at the end)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep this many newest checkpoints."})
-    resume: bool = field(default=False, metadata={
-        "help": "Continue from the newest checkpoint in output_dir/checkpoints (fresh start if none)."})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "Allow a fresh (non-resume) run into an output_dir that has checkpoints."})
-    report_to: str = field(default="wandb", metadata={
-        "help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'. metrics.jsonl is always written."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir/checkpoints (fresh start if none)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow a fresh (non-resume) run into an output_dir that has checkpoints."})
+    report_to: str = field(default="wandb", metadata={"help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'. metrics.jsonl is always written."})
     wandb_project: str = field(default="adaptive-decoder", metadata={"help": "wandb project."})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (default: output_dir's name)."})
-    deepspeed: str | None = field(default=None, metadata={
-        "help": "DeepSpeed json (e.g. configs/deepspeed/zero2.json) when launched with torchrun instead of `accelerate launch`."})
+    deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed json (e.g. configs/deepspeed/zero2.json) when launched with torchrun instead of `accelerate launch`."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads per process (CPU)."})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar on the main process."})
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png and bin_histograms.png at the end."})
@@ -129,8 +112,7 @@ class LPOConfig:
             raise ValueError(f"token_aggregation must be one of {AGGREGATIONS}, got {self.token_aggregation!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
-                     "save_total_limit"):
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs < 1:
@@ -144,47 +126,6 @@ class LPOConfig:
 
 # ---------------------------------------------------------------------------------------------------------------
 # data
-class SyntheticPairs(torch.utils.data.Dataset):
-    """Deterministic toy pairs in the `PairDataset` format, for smoke tests and multi-process tests.
-
-    Two tasks whose hidden states sit around +mu ("low") and -mu ("high"): in "low" the chosen sample used the
-    lowest bin of every factor and the rejected one a random other bin; in "high", the highest bin. A head trained
-    on them should pick the lowest bins on "low" prompts and the highest on "high" ones.
-    """
-
-    def __init__(self, n: int, head_config: AdaptiveDecoderConfig, seed: int = 0, steps: int = 3):
-        g = torch.Generator().manual_seed(seed)
-        h, level = head_config.hidden_size, head_config.level
-        mu = torch.randn(h, generator=g)
-        self.items = []
-        for i in range(n):
-            task = "low" if i % 2 == 0 else "high"
-            sign = 1.0 if task == "low" else -1.0
-            t = 1 if level == "sequence" else 1 + int(torch.randint(0, steps, (1,), generator=g))
-            shape = (h,) if level == "sequence" else (t, h)
-            cshape = () if level == "sequence" else (t,)
-            # sequence level: both samples of a prompt see the same last-prompt-token state
-            base = sign * mu + 0.5 * torch.randn(shape, generator=g)
-            ex = {"chosen_inputs": base.half(), "rejected_inputs": (base if level == "sequence" else
-                  sign * mu + 0.5 * torch.randn(shape, generator=g)).half(),
-                  "chosen_choices": {}, "rejected_choices": {}, "reward_chosen": 1.0, "reward_rejected": 0.0,
-                  "task": task, "prompt_id": f"synthetic-{i}"}
-            for f in head_config.factors:
-                nb = len(head_config.bins(f))
-                best = 0 if task == "low" else nb - 1
-                other = torch.randint(0, max(nb - 1, 1), cshape, generator=g)
-                other = other + (other >= best).long() if nb > 1 else other  # any bin but `best`
-                ex["chosen_choices"][f] = torch.full(cshape, best, dtype=torch.long)
-                ex["rejected_choices"][f] = other
-            self.items.append(ex)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 class EpochShuffleSampler(torch.utils.data.Sampler):
     """Shuffles with a generator seeded by (seed, epoch): the order of any epoch is known without replaying the
     RNG, which is what makes a resumed run see exactly the batches an uninterrupted one would."""
@@ -291,8 +232,8 @@ class LPOTrainer:
         self.ref_head = None
         if cfg.loss_type != "nll" and cfg.reference == "initial":
             ref_dir = self.out / "reference_head"
-            # every rank looks before any rank writes, so all take the same branch (a rank that looks while
-            # the main process is half-way through saving sees a directory with no config.json)
+            # every rank looks before any rank writes, so all take the same branch (a rank that looked while
+            # the main process was half-way through saving once read a directory with no config.json)
             saved = cfg.resume and (ref_dir / "config.json").exists() and (ref_dir / "model.safetensors").exists()
             acc.wait_for_everyone()
             if saved:
@@ -521,151 +462,6 @@ class LPOTrainer:
         if not ranks_agree:
             raise RuntimeError(f"processes ended with different heads: checksums {checks.tolist()}")
         return summary
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# reporting
-def task_bin_histograms(head: AdaptiveDecoderHead, dataset, batch_size: int = 256) -> dict:
-    """Per task and factor: argmax-bin counts of `head` on the pairs' chosen samples (sequence level: one decision
-    per prompt, the hidden state of its last prompt token; token level: every step of the chosen sample), plus
-    the head's mean bin probabilities ("mean_probs") and expected value ("expected") over the same decisions."""
-    head = head.eval()
-    bins = {f: head.config.bins(f) for f in head.factors}
-    out = {"bins": bins, "level": head.config.level, "tasks": {}, "mean_probs": {}, "expected": {}}
-    prob_sums: dict = {}
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_pairs)
-    for batch in loader:
-        with torch.no_grad():
-            inputs = batch["chosen_inputs"].to(next(head.parameters()).device)
-            picks, probs = head.select(inputs, "argmax"), head.probs(inputs)
-        for f, idx in picks.items():
-            idx, p = idx.cpu(), probs[f].float().cpu()
-            for i, task in enumerate(batch["task"]):
-                if idx.dim() == 2:
-                    keep = batch["chosen_mask"][i]
-                    row, prow = idx[i][keep], p[i][keep]
-                else:
-                    row, prow = idx[i : i + 1], p[i : i + 1]
-                for t in (task, "all"):
-                    h = out["tasks"].setdefault(t, {g: [0] * len(b) for g, b in bins.items()})
-                    for b in row.tolist():
-                        h[f][b] += 1
-                    acc = prob_sums.setdefault(t, {}).setdefault(f, torch.zeros(len(bins[f])))
-                    acc += prow.sum(0)
-    for t, per in prob_sums.items():
-        for f, total in per.items():
-            mean = (total / max(sum(out["tasks"][t][f]), 1)).tolist()
-            out["mean_probs"].setdefault(t, {})[f] = [round(v, 4) for v in mean]
-            out["expected"].setdefault(t, {})[f] = round(sum(m * v for m, v in zip(mean, bins[f])), 4)
-    return out
-
-
-def _read_history(history) -> list[dict]:
-    if isinstance(history, (str, Path)):
-        history = [json.loads(ln) for ln in Path(history).read_text().splitlines() if ln.strip()]
-    return [h for h in history if "final" not in h]
-
-
-def plot_training_curves(history, path) -> Path | None:
-    """Loss, chosen-vs-rejected accuracy, reward margin and head entropy vs step (from logs or metrics.jsonl)."""
-    plt = pyplot()
-
-    rows = _read_history(history)
-    if not rows:
-        return None
-    panels = [("loss", "loss"), ("rewards/accuracies", "accuracy (chosen > rejected)"),
-              ("rewards/margins", "reward margin"), ("entropy", "head entropy (nats)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
-    steps = [r["step"] for r in rows]
-    for ax, (key, title) in zip(axes, panels):
-        ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="." if len(rows) < 30 else None)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path, dpi=100)
-
-
-def plot_bin_histograms(hist: dict, path) -> Path:
-    """One row per task, one column per factor: fraction of the trained head's argmax decisions per bin."""
-    plt = pyplot()
-
-    tasks = [t for t in hist["tasks"] if t != "all"] + (["all"] if "all" in hist["tasks"] else [])
-    factors = list(hist["bins"])
-    fig, axes = plt.subplots(max(len(tasks), 1), len(factors), figsize=(max(4.5 * len(factors), 6), 2.4 * max(len(tasks), 1)),
-                             squeeze=False)
-    for i, task in enumerate(tasks):
-        for j, f in enumerate(factors):
-            counts = hist["tasks"][task][f]
-            total = sum(counts) or 1
-            ax = axes[i][j]
-            x = range(len(counts))
-            ax.bar([v - 0.2 for v in x], [c / total for c in counts], width=0.4, color="tab:blue", label="argmax share")
-            probs = hist.get("mean_probs", {}).get(task, {}).get(f)
-            if probs is not None:
-                ax.bar([v + 0.2 for v in x], probs, width=0.4, color="tab:orange", label="mean probability")
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7)
-            ax.set_xticks(range(len(counts)))
-            ax.set_xticklabels([str(b) for b in hist["bins"][f]], fontsize=8)
-            ax.set_ylim(0, 1)
-            exp = hist.get("expected", {}).get(task, {}).get(f)
-            ax.set_title(f"{task}: {f} (n={sum(counts)}" + (f", E={exp:.2f})" if exp is not None else ")"), fontsize=9)
-    fig.suptitle(f"trained head on the training prompts ({hist['level']} level)", fontsize=10)
-    return save_figure(fig, path, dpi=100)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# building the pieces from a config (used by training/train_lpo.py; importable for notebooks)
-def build_head_and_dataset(cfg: LPOConfig):
-    """(head, dataset) for a config: the head from head_path or fresh; pairs from the collection or synthetic.
-
-    A collection's cached hidden states are used without loading the LM; the LM (`base_model`) is loaded only
-    when some pair sample is not cached.
-    """
-    if cfg.synthetic_pairs:
-        opts = {"level": "sequence", "num_layers": 2, "intermediate_size": 32, **cfg.head,
-                "hidden_size": cfg.synthetic_hidden_size, "base_model": "synthetic"}
-        head = _load_or_build_head(cfg, AdaptiveDecoderConfig.from_dict(opts))
-        return head, SyntheticPairs(cfg.synthetic_pairs, head.config, seed=cfg.seed)
-
-    from .collection import read_manifest
-    from .pairs import ModelNeededError, PairDataset
-
-    manifest = read_manifest(cfg.collection_dir)
-    collected = dict(manifest["head"]["config"])
-    head = _load_or_build_head(cfg, AdaptiveDecoderConfig.from_dict({**collected, **cfg.head}))
-    from .collection import head_identity
-
-    if head_identity(head)["fingerprint"] == manifest["head"].get("fingerprint"):
-        logger.info("the initial head is the collecting head (LPO's reference = the sampling policy)")
-    else:
-        logger.info("the initial head differs from the collecting head (other head_path / head_init_seed / options)")
-    kw = dict(mode=cfg.pair_mode, k=cfg.pair_k, eps=cfg.pair_eps, tasks=cfg.tasks, head_config=head.config,
-              use_cache=cfg.use_cache, response_logps=cfg.loss_type in NEEDS_RESPONSE_LOGPS)
-    try:
-        return head, PairDataset(cfg.collection_dir, **kw)
-    except ModelNeededError as e:
-        if not cfg.base_model:
-            raise ModelNeededError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
-    from .models import load_base_model
-
-    # in the dtype the collection ran in: its hidden states (and the identity check) are of that model
-    dtype = manifest["base_model"].get("dtype", "float32")
-    logger.info("some pair samples are not cached: loading %s (%s) to recompute their head inputs", cfg.base_model, dtype)
-    model, _ = load_base_model(cfg.base_model, dtype=dtype)
-    return head, PairDataset(cfg.collection_dir, model=model, **kw)
-
-
-def _load_or_build_head(cfg: LPOConfig, fresh: AdaptiveDecoderConfig) -> AdaptiveDecoderHead:
-    if cfg.head_path:
-        head = AdaptiveDecoderHead.from_pretrained(cfg.head_path)
-        for k in ("hidden_size", "level", "factors", "temperature_bins", "top_p_bins", "top_k_bins"):
-            if getattr(head.config, k) != getattr(fresh, k):
-                raise ValueError(f"head_path {cfg.head_path} has {k}={getattr(head.config, k)!r} but the pairs need "
-                                 f"{getattr(fresh, k)!r}")
-        return head
-    torch.manual_seed(cfg.head_init_seed)
-    return AdaptiveDecoderHead(fresh)
 
 
 __all__ = ["EpochShuffleSampler", "LPOConfig", "LPOTrainer", "SyntheticPairs", "build_head_and_dataset",

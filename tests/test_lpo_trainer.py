@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from adaptive_decoder import AdaptiveDecoderHead
-from adaptive_decoder.lpo_trainer import (LPOConfig, LPOTrainer, SyntheticPairs, build_head_and_dataset,
-                                          plot_training_curves)
+from adaptive_decoder.lpo_data import SyntheticPairs, build_head_and_dataset
+from adaptive_decoder.lpo_report import plot_training_curves
+from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -320,7 +321,7 @@ def test_default_initial_head_is_the_collecting_head(tmp_path, collection, caplo
     adm, _, cached = collection
     import logging
 
-    with caplog.at_level(logging.INFO, logger="adaptive_decoder.lpo_trainer"):
+    with caplog.at_level(logging.INFO, logger="adaptive_decoder.lpo_data"):
         head, _ = build_head_and_dataset(config(tmp_path, synthetic_pairs=0, collection_dir=str(cached), head={}))
     for k, v in adm.head.state_dict().items():
         assert torch.equal(head.state_dict()[k], v), k
