@@ -18,6 +18,18 @@ from .sampling import apply_sampling_params
 
 __version__ = "0.1.0"
 
+# The LPO trainer pulls in `transformers.Trainer` (and accelerate): imported on first use, not with the package.
+_LAZY = {"LPOConfig": "lpo_trainer", "LPOTrainer": "lpo_trainer", "build_head_and_dataset": "lpo_data"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "FACTORS",
     "AdaptiveDecoderConfig",
@@ -40,6 +52,9 @@ __all__ = [
     "lpo_loss",
     "nll_loss",
     "pair_log_probs",
+    "LPOConfig",
+    "LPOTrainer",
+    "build_head_and_dataset",
     "DecodingPolicy",
     "PolicyOutput",
     "build_policies",

@@ -15,7 +15,7 @@ import yaml
 from adaptive_decoder import AdaptiveDecoderHead
 from adaptive_decoder.lpo_data import SyntheticPairs, build_head_and_dataset
 from adaptive_decoder.lpo_report import plot_training_curves
-from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer
+from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer, checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -74,8 +74,8 @@ def test_cli_overrides_yaml(tmp_path):
     cfg_file.write_text(yaml.safe_dump({**TINY, "output_dir": str(tmp_path / "r"), "num_train_epochs": 1}))
     summary = train_lpo.main(["--config", str(cfg_file), "--beta", "0.25", "--max_steps", "3"])
     assert summary["step"] == 3
-    state = json.loads(sorted((tmp_path / "r" / "checkpoints").iterdir())[-1].joinpath("trainer_state.json").read_text())
-    assert state["config"]["beta"] == 0.25 and state["config"]["synthetic_pairs"] == TINY["synthetic_pairs"]
+    state = torch.load(checkpoints(tmp_path / "r")[-1] / "training_args.bin", weights_only=False)
+    assert state.beta == 0.25 and state.synthetic_pairs == TINY["synthetic_pairs"]
 
 
 # --------------------------------------------------------------------------------------------------- a run
@@ -109,7 +109,7 @@ def test_training_run_writes_outputs_and_learns_the_task_preferences(tmp_path, l
     full = json.loads((out / "bin_histograms.json").read_text())
     assert full["expected"]["low"]["temperature"] < 0.2 < 0.8 < full["expected"]["high"]["temperature"]
     assert sum(full["mean_probs"]["all"]["top_p"]) == pytest.approx(1.0, abs=1e-3)
-    assert len(list((out / "checkpoints").iterdir())) == cfg.save_total_limit  # rotation
+    assert len(checkpoints(out)) == cfg.save_total_limit  # rotation
     assert (out / "reference_head" / "model.safetensors").exists()
 
 
@@ -148,8 +148,8 @@ def test_crash_and_resume_reaches_the_same_final_head_as_an_uninterrupted_run(tm
     cfg = config(tmp_path / "crash", **kw)
     with pytest.raises(Crash):
         train(cfg, callbacks=[crash])
-    ckpts = sorted(p.name for p in (Path(cfg.output_dir) / "checkpoints").iterdir())
-    assert ckpts == ["step-000003", "step-000006"]  # no half-written temp dir either
+    ckpts = sorted(p.name for p in Path(cfg.output_dir).iterdir() if "checkpoint" in p.name or "staging" in p.name)
+    assert ckpts == ["checkpoint-3", "checkpoint-6"]  # no half-written temp dir either
     # a fresh start into a run directory with checkpoints is refused
     with pytest.raises(ValueError, match="--resume"):
         train(cfg)
@@ -164,6 +164,14 @@ def test_crash_and_resume_reaches_the_same_final_head_as_an_uninterrupted_run(tm
     assert steps == sorted(set(steps)) == list(range(2, 25, 2))  # nothing logged twice after the resume
     full_rows = [json.loads(x) for x in (tmp_path / "full" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-2]["loss"] == pytest.approx(full_rows[-2]["loss"], abs=1e-6)
+
+
+def test_resume_under_another_batch_size_is_refused(tmp_path):
+    # the checkpoint's step places the resumed batches only under the launch setup that wrote it
+    cfg = config(tmp_path, max_steps=4, save_steps=2)
+    train(cfg)
+    with pytest.raises(ValueError, match="same launch setup"):
+        train(replace(cfg, resume=True, max_steps=8, per_device_train_batch_size=16))
 
 
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
@@ -181,7 +189,7 @@ def test_crash_before_the_first_checkpoint_logs_each_step_once_after_resume(tmp_
     cfg = config(tmp_path, save_steps=4, logging_steps=1, max_steps=6, resume=True)
     with pytest.raises(Crash):
         train(cfg, callbacks=[crash])
-    assert not (Path(cfg.output_dir) / "checkpoints").exists() or not any((Path(cfg.output_dir) / "checkpoints").glob("step-*"))
+    assert not checkpoints(cfg.output_dir)
     train(cfg)
     rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "final" not in r] == [1, 2, 3, 4, 5, 6]

@@ -21,7 +21,7 @@ import yaml
 
 from adaptive_decoder import AdaptiveDecoderHead
 from adaptive_decoder.lpo_data import build_head_and_dataset
-from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer
+from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer, checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "training" / "train_lpo.py")
@@ -94,10 +94,10 @@ def test_two_process_training_matches_one_process_with_the_same_global_batch(tmp
     assert final["ranks_agree"] and len(set(final["rank_checksums"])) == 1
     assert final["pairs_seen_this_session"] == 3 * 64  # each pair once per epoch, split over the two ranks
     assert (out / "head" / "model.safetensors").exists() and (out / "training_curves.png").exists()
-    ckpt = sorted((out / "checkpoints").iterdir())[-1]
-    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}
+    ckpt = checkpoints(out)[-1]
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in ckpt.iterdir()}
     if "deepspeed" in mode:  # ZeRO checkpoints are DeepSpeed's own layout: proof the engine really ran
-        assert (ckpt / "pytorch_model").is_dir()
+        assert any(p.is_dir() for p in ckpt.glob("global_step*"))
     heads_close(out / "head", single_bs16 / "head")
 
 
@@ -108,7 +108,7 @@ def test_torchrun_deepspeed_stop_and_resume_equals_the_uninterrupted_run(tmp_pat
     ds = ["--deepspeed", "configs/deepspeed/zero2.json"]
     first = launch(torchrun(), out, *ds, "--max_steps", "6")
     assert first["step"] == 6 and first["num_processes"] == 2
-    assert (sorted((out / "checkpoints").iterdir())[-1] / "pytorch_model").is_dir()  # DeepSpeed's own layout
+    assert any(p.is_dir() for p in checkpoints(out)[-1].glob("global_step*"))  # DeepSpeed's own layout
     second = launch(torchrun(), out, *ds, "--max_steps", "12", "--resume", "true")
     assert second["step"] == 12 and second["pairs_seen_this_session"] == 6 * 16 and second["ranks_agree"]
     heads_close(out / "head", single_bs16 / "head")
@@ -128,7 +128,7 @@ def test_kill_9_mid_training_then_resume_gives_the_uninterrupted_result(tmp_path
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
-            ckpts = list((killed / "checkpoints").glob("step-*")) if (killed / "checkpoints").exists() else []
+            ckpts = checkpoints(killed)
             if ckpts:
                 break
             assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read()[-3000:]}"
@@ -138,7 +138,7 @@ def test_kill_9_mid_training_then_resume_gives_the_uninterrupted_result(tmp_path
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "head").exists(), "the run finished before it could be killed"
-    at_kill = sorted(p.name for p in (killed / "checkpoints").glob("step-*"))
+    at_kill = sorted(p.name for p in checkpoints(killed))
     assert at_kill and not any("tmp" in p for p in at_kill)
     final = launch([sys.executable], killed, "--resume", "true", config=config)
     assert final["step"] == 512 and final["pairs_seen_this_session"] < 2048 * 2

@@ -177,8 +177,8 @@ LONG = ["--config", "configs/lpo/train_tiny.yaml", "--synthetic_pairs", "64", "-
 
 
 def _checkpoints(run_dir):
-    d = Path(run_dir) / "out" / "checkpoints"
-    return sorted(p.name for p in d.glob("step-*")) if d.is_dir() else []
+    d = Path(run_dir) / "out"
+    return sorted(p.name for p in d.glob("checkpoint-*")) if d.is_dir() else []
 
 
 def _steps_logged_once(run_dir):
@@ -190,7 +190,7 @@ def _steps_logged_once(run_dir):
 
 def _assert_resumed_and_complete(run_dir):
     log = job_log(run_dir)
-    m = re.search(r"resumed from \S+step-(\d+) at step (\d+)", log)
+    m = re.search(r"resumed from \S+checkpoint-(\d+) at step (\d+)", log)
     assert m, f"no resume in the log:\n{log[-4000:]}"
     assert int(m.group(2)) > 0
     _steps_logged_once(run_dir)  # every logging step exactly once across the two attempts
