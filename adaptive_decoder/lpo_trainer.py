@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations import WandbCallback
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import rotate_checkpoints
 
@@ -217,6 +218,24 @@ class _MetricsFile(TrainerCallback):
                 f.write(json.dumps(row) + "\n")
 
 
+class _WandbMetrics(WandbCallback):
+    """The Trainer's wandb callback, logging each training row under metrics.jsonl's names (not `train/...`) at
+    wandb step = optimizer step, as metrics.jsonl numbers them: the sweep configs optimise `rewards/accuracies`,
+    and the sweep report reads the same names and steps from both sources. The end-of-training speed numbers go
+    to the run's summary only, so the history holds training rows alone."""
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        if self._wandb is None or not logs:
+            return
+        if not self._initialized:
+            self.setup(args, state, model)
+        if state.is_world_process_zero:
+            if "loss" in logs:
+                self._wandb.log(dict(logs), step=state.global_step)
+            else:
+                self._wandb.run.summary.update(logs)
+
+
 class _StepHooks(TrainerCallback):
     """Runs plain callables `cb(trainer, step, logs)` once per optimizer step: on a logging step after the row is
     logged (`logs` = that row), else at the step's end (`logs` = None). Raising from one stops training."""
@@ -285,6 +304,9 @@ class LPOTrainer(Trainer):
                          callbacks=[_MetricsFile(self.out / "metrics.jsonl", self.history), *native])
         if hooks:
             self.add_callback(_StepHooks(self, hooks))
+        if args.uses_wandb:
+            self.remove_callback(WandbCallback)
+            self.add_callback(_WandbMetrics())
         # without a progress bar the Trainer prints every log row; metrics.jsonl holds them, and the recipe's
         # stdout stays one JSON summary line
         self.remove_callback(PrinterCallback)
