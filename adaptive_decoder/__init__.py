@@ -19,7 +19,7 @@ from .sampling import apply_sampling_params
 __version__ = "0.1.0"
 
 # The LPO trainer pulls in `transformers.Trainer` (and accelerate): imported on first use, not with the package.
-_LAZY = {"LPOConfig": "lpo_trainer", "LPOTrainer": "lpo_trainer", "build_head_and_dataset": "lpo_data"}
+_LAZY = {"LPOConfig": "lpo_config", "LPOTrainer": "lpo_trainer", "build_head_and_dataset": "lpo_data"}
 
 
 def __getattr__(name: str):

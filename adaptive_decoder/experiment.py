@@ -99,7 +99,7 @@ class ExperimentConfig:
     collect: dict | str | None = field(default=None, metadata={
         "help": "adaptive_decoder.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
     lpo: dict | str | None = field(default=None, metadata={
-        "help": "adaptive_decoder.lpo_trainer.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
+        "help": "adaptive_decoder.lpo_config.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
     methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle", "adaptive"],
                                metadata={
                                    "help": "Evaluation methods (adaptive = the trained heads); add 'hag' / 'hag_untrained' for "
@@ -168,7 +168,7 @@ class ExperimentConfig:
         from .collection import CollectionSettings
         from .evaluation import EvalConfig
         from .head import AdaptiveDecoderConfig
-        from .lpo_trainer import LPOConfig
+        from .lpo_config import LPOConfig
 
         valid = {"collect": {f.name for f in fields(CollectionSettings)}, "lpo": {f.name for f in fields(LPOConfig)},
                  "eval": {f.name for f in fields(EvalConfig)}}
@@ -467,8 +467,9 @@ class Experiment:
         return self._run_stage(f"seed-{seed}/collect-{level}", out, self._collect_fingerprint(seed, level), run)
 
     def train_stage(self, seed: int, level: str) -> dict:
+        from .lpo_config import LPOConfig
         from .lpo_data import build_head_and_dataset
-        from .lpo_trainer import LPOConfig, LPOTrainer
+        from .lpo_trainer import LPOTrainer
 
         cfg = self.cfg
         out = self.seed_dir(seed) / f"train-{level}"

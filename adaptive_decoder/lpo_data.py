@@ -19,7 +19,7 @@ from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
 from .lpo import NEEDS_RESPONSE_LOGPS
 
 if TYPE_CHECKING:
-    from .lpo_trainer import LPOConfig
+    from .lpo_config import LPOConfig
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
+from adaptive_decoder.lpo_config import LPOConfig  # noqa: E402
 from adaptive_decoder.lpo_data import build_head_and_dataset  # noqa: E402
-from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer  # noqa: E402
+from adaptive_decoder.lpo_trainer import LPOTrainer  # noqa: E402
 
 
 def main(argv=None) -> dict:
