@@ -28,27 +28,41 @@ class LPOConfig(TrainingArguments):
     """LPO's own options on top of `TrainingArguments` (YAML `--config` + CLI overrides via `TrlParser`)."""
 
     # --- data ---------------------------------------------------------------------------------------------
-    collection_dir: str | None = field(default=None, metadata={"help": "Sample collection made by training/collect.py (preference pairs are built from it)."})
+    collection_dir: str | None = field(default=None, metadata={
+        "help": "Sample collection made by training/collect.py (preference pairs are built from it)."})
     pair_mode: str = field(default="best_vs_worst", metadata={"help": "best_vs_worst | top_k_vs_bottom_k | all_pairs."})
     pair_k: int = field(default=2, metadata={"help": "k of top_k_vs_bottom_k."})
     pair_eps: float = field(default=1e-6, metadata={"help": "Rewards within eps are a tie: the pair is skipped (and counted)."})
-    tasks: list[str] | None = field(default=None, metadata={"help": "Train on these tasks of the collection only (default: all)."})
-    use_cache: bool = field(default=True, metadata={"help": "Read head inputs from the collection's hidden-state cache; False = always recompute with the LM."})
-    base_model: str | None = field(default=None, metadata={"help": "Base LM to load ONLY when some pair samples are not cached (must be the collection's model)."})
-    synthetic_pairs: int = field(default=0, metadata={"help": "Instead of a collection: N synthetic pairs (smoke tests; two tasks that prefer the lowest / highest bin)."})
+    tasks: list[str] | None = field(default=None, metadata={
+        "help": "Train on these tasks of the collection only (default: all)."})
+    use_cache: bool = field(default=True, metadata={
+        "help": "Read head inputs from the collection's hidden-state cache; False = always recompute with the LM."})
+    base_model: str | None = field(default=None, metadata={
+        "help": "Base LM to load ONLY when some pair samples are not cached (must be the collection's model)."})
+    synthetic_pairs: int = field(default=0, metadata={
+        "help": "Instead of a collection: N synthetic pairs (smoke tests; two tasks that prefer the lowest / highest bin)."})
     synthetic_hidden_size: int = field(default=16, metadata={"help": "Hidden size of the synthetic pairs."})
     # --- head ---------------------------------------------------------------------------------------------
-    head_path: str | None = field(default=None, metadata={"help": "Saved head to start from (e.g. the collecting head or a previous round)."})
-    head: dict | str | None = field(default_factory=dict, metadata={"help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the collection's). A mapping, or YAML/JSON text on the CLI (as `wandb agent` passes it)."})
+    head_path: str | None = field(default=None, metadata={
+        "help": "Saved head to start from (e.g. the collecting head or a previous round)."})
+    head: dict | str | None = field(default_factory=dict, metadata={
+        "help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the "
+                "collection's). A mapping, or YAML/JSON text on the CLI (as `wandb agent` passes it)."})
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     # --- loss ---------------------------------------------------------------------------------------------
-    loss_type: str = field(default="lpo", metadata={"help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens with the LM's response term) or latent (temperature marginalised per token)."})
+    loss_type: str = field(default="lpo", metadata={
+        "help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens "
+                "with the LM's response term) or latent (temperature marginalised per token)."})
     beta: float = field(default=0.1, metadata={"help": "LPO strength beta."})
-    reference: str = field(default="initial", metadata={"help": f"{REFERENCES}: frozen copy of the initial head as pi_ref, or no reference terms (paper Eq. 10)."})
-    token_aggregation: str = field(default="sum", metadata={"help": f"{AGGREGATIONS}: how token-level log-probs combine over the steps of a sample."})
+    reference: str = field(default="initial", metadata={
+        "help": f"{REFERENCES}: frozen copy of the initial head as pi_ref, or no reference terms (paper Eq. 10)."})
+    token_aggregation: str = field(default="sum", metadata={
+        "help": f"{AGGREGATIONS}: how token-level log-probs combine over the steps of a sample."})
     # --- run bookkeeping ----------------------------------------------------------------------------------
-    resume: bool = field(default=False, metadata={"help": "Continue from the newest complete checkpoint in output_dir (fresh start if none)."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow a fresh (non-resume) run into an output_dir that has checkpoints."})
+    resume: bool = field(default=False, metadata={
+        "help": "Continue from the newest complete checkpoint in output_dir (fresh start if none)."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Allow a fresh (non-resume) run into an output_dir that has checkpoints."})
     wandb_project: str = field(default="adaptive-decoder", metadata={"help": "wandb project."})
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads per process (CPU)."})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar on the main process."})
@@ -56,15 +70,18 @@ class LPOConfig(TrainingArguments):
     # --- TrainingArguments with LPO's defaults --------------------------------------------------------------
     output_dir: str | None = field(default=None, metadata={"help": "Run directory: head/, checkpoint-N/, metrics.jsonl, plots."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name (constant, linear, cosine, ...)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={
+        "help": "transformers scheduler name (constant, linear, cosine, ...)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per process per micro-batch."})
     num_train_epochs: float = field(default=3, metadata={"help": "Passes over the pairs (ignored when max_steps > 0)."})
     logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps (and at the last one)."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N optimizer steps (and at the end)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many newest checkpoints."})
-    report_to: None | str | list[str] = field(default="wandb", metadata={"help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'. metrics.jsonl is always written."})
+    report_to: None | str | list[str] = field(default="wandb", metadata={
+        "help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'. metrics.jsonl is always written."})
     # a pair batch is a dict the collator builds; the Trainer's column filter would drop every key of it
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False: the pair collator's keys are not forward() arguments."})
+    remove_unused_columns: bool = field(default=False, metadata={
+        "help": "Keep False: the pair collator's keys are not forward() arguments."})
 
     def __post_init__(self):
         self.head = as_mapping("head", self.head)  # a dict from YAML, text from the CLI or a sweep agent
@@ -83,7 +100,8 @@ class LPOConfig(TrainingArguments):
             raise ValueError(f"token_aggregation must be one of {AGGREGATIONS}, got {self.token_aggregation!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "save_total_limit"):
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
+                     "save_total_limit"):
             if getattr(self, name) is None or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs < 1:

@@ -78,7 +78,7 @@ def build_head_and_dataset(cfg: LPOConfig):
         return head, SyntheticPairs(cfg.synthetic_pairs, head.config, seed=cfg.seed)
 
     from .collection import read_manifest
-    from .pairs import PairDataset
+    from .pairs import ModelNeededError, PairDataset
 
     manifest = read_manifest(cfg.collection_dir)
     collected = dict(manifest["head"]["config"])
@@ -93,11 +93,9 @@ def build_head_and_dataset(cfg: LPOConfig):
               use_cache=cfg.use_cache, response_logps=cfg.loss_type in NEEDS_RESPONSE_LOGPS)
     try:
         return head, PairDataset(cfg.collection_dir, **kw)
-    except ValueError as e:
-        if "pass model=" not in str(e):  # anything but "some samples are not cached" is a real error
-            raise
+    except ModelNeededError as e:
         if not cfg.base_model:
-            raise ValueError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
+            raise ModelNeededError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
     from .models import load_base_model
 
     # in the dtype the collection ran in: its hidden states (and the identity check) are of that model
