@@ -1,4 +1,5 @@
-"""Evaluation harness: every decoding method on every task, resumable, with statistics, tables, plots and wandb.
+"""Evaluation harness: every decoding method on every task, resumable, with statistics; `adaptive_decoder.report`
+renders the tables, plots and wandb run from the results it writes.
 
 Work is split into *units* (method, task, split, prompt). Each finished unit (its k samples, the values the
 policy applied, every metric) is appended to `<output_dir>/units.jsonl` as soon as its generate batch finishes,
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 import zlib
@@ -34,13 +34,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import hag as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
-from .head import FACTORS
 from .head_digest import head_fingerprint
 from .policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, OraclePolicy
-from .policy_base import FIXED_CONFIG_ROLES, POLICIES, build_policies, role_of
-from .plotting import pyplot, save_figure
-from .scalefree import BAR_RULE, bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report
-from .stats import bootstrap_mean_ci, finite_mean, format_ci, paired_comparison
+from .policy_base import POLICIES, build_policies
+from .report import log_wandb, markdown_table, results_plots
+from .report import fit_line, plot_chosen_params, plot_reward_vs_temperature  # noqa: F401  (re-exported: the suite's report)
+from .results import chosen_values, parse_failed_rate
+from .results import FALLBACK, value_key, value_order  # noqa: F401  (re-exported: how results count chosen values)
+from .scalefree import check_bar, rewards_by_prompt, scale_free_report
+from .stats import bootstrap_mean_ci, finite_mean, paired_comparison
 from .storage import lock_dir
 from .tasks import TASKS, check_tasks, get_task
 
@@ -501,287 +503,16 @@ class Evaluator:
         return res
 
 
-# the key a sample is counted under when HAG's config text gave no valid value for that factor: the default was
-# applied because parsing failed, which is not a choice, so plots and tables show it apart from the values
-FALLBACK = "fallback"
-
-
-def value_key(x) -> str:
-    """A decoding value as chosen_values counts it: "0.2", "1", "50"."""
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
-def value_order(key: str):
-    """Sort key for chosen_values keys: numbers ascending, FALLBACK last."""
-    return (1, 0.0) if key == FALLBACK else (0, float(key))
-
-
-def parse_failed_rate(units: list) -> float | None:
-    """HAG: the share of units whose config text could not be parsed (the default config decoded them); None for a
-    method that writes no config text."""
-    flags = [u["extra"]["parse_failed"] for u in units if "parse_failed" in u.get("extra", {})]
-    return sum(map(bool, flags)) / len(flags) if flags else None
-
-
-def chosen_values(units: list) -> dict:
-    """{factor: {value: count}} over all samples (token level: over all real steps) of some units; a factor HAG
-    could not parse for a prompt (`parse_problems`) is counted under FALLBACK."""
-    out = {}
-    for u in units:
-        fell_back = set((u.get("extra") or {}).get("parse_problems") or {})
-        for s in u["samples"]:
-            for k, v in s["values"].items():
-                for x in (v if isinstance(v, list) else [v]):
-                    if x is None or (isinstance(x, float) and math.isnan(x)):
-                        continue
-                    key = FALLBACK if k in fell_back else value_key(x)
-                    out.setdefault(k, {})
-                    out[k][key] = out[k].get(key, 0) + 1
-    return out
-
-
 def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
     """Run (or resume) an evaluation; returns the results dict also written to `cfg.output_dir`/results.json."""
     return Evaluator(cfg, model, tokenizer).run()
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Reports: markdown, plots, wandb
-# ------------------------------------------------------------------------------------------------------------
-_HEADLINE = {"gsm8k": ["acc_strict", "acc_flexible"], "translation": ["corpus_bleu", "corpus_chrf", "chrf"],
-             "constrained_writing": ["concepts", "repetition", "fluency", "self_bleu", "distinct_2"],
-             "creative_writing": ["reward_model", "repetition", "fluency", "self_bleu", "distinct_2"]}
-
-
-SMALL_N = 20  # below this many prompts the percentile bootstrap is unreliable; the table says so
-
-
-def _fmt(x, digits=3):
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def markdown_table(results: dict) -> str:
-    from .experiment import same_decoding
-
-    cfg = results["config"]
-    # greedy and T=0.0 decode with one config (identical samples): one row, labelled with both names
-    twins = same_decoding(results["methods"])
-    label = {f: f"{f} (= {m})" for m, f in twins.items()}
-    lines = ["# Evaluation results", "",
-             f"Model `{cfg['model']}`; {cfg['num_samples']} samples per prompt, max_new_tokens={cfg['max_new_tokens']}, "
-             f"seed {cfg['seed']}; wall clock {results['wall_seconds']:.0f} s. Rewards are per-prompt means over the "
-             f"samples; intervals are 95% bootstrap CIs over prompts ({cfg['n_bootstrap']} resamples).", ""]
-    for m, f in twins.items():
-        lines += [f"`{m}` decodes exactly like `{f}` (the same config, so the same samples): it is shown once, as "
-                  f"`{label[f]}`, and the comparison `{m}` vs `{f}` is left out.", ""]
-    lines += ["## Mean reward per task", ""]
-    tasks = list(results["tasks"])
-    methods = [m for m in results["methods"] if m not in twins]
-    lines += ["| method | " + " | ".join(f"{t} (n={results['tasks'][t]['num_test']})" for t in tasks) + " |",
-              "|---|" + "---|" * len(tasks)]
-    for m in methods:
-        cells = [format_ci(**{k: results["tasks"][t]["methods"][m]["reward"][k] for k in ("mean", "lo", "hi")}) for t in tasks]
-        lines.append(f"| {label.get(m, m)} | " + " | ".join(cells) + " |")
-    if "scale_free" in results:
-        lines += [""] + markdown_sections(results["scale_free"], skip_methods=set(twins), skip_pairs=set(twins.items()))
-        if results.get("bar"):  # the experiment's bar, applied to this suite's heads
-            lines += ["## The bar (as experiments/run.py applies it)", "", BAR_RULE.format(method="A head"), ""]
-            lines += [f"- {bar_line(b)}" for b in results["bar"].values()]
-    for t in tasks:
-        tr = results["tasks"][t]
-        keys = [k for k in _HEADLINE.get(t, []) if any(tr["methods"][m]["metrics"].get(k) is not None for m in methods)]
-        lines += ["", f"## {t}", "", f"Source: `{tr['source']}`; reward: `{json.dumps(tr['reward'])}`; "
-                  f"max_new_tokens={tr.get('max_new_tokens', cfg['max_new_tokens'])}."]
-        for name, o in tr.get("oracle", {}).items():
-            lines.append(fit_line(name, o, tr["num_dev"]))
-        lines += ["", "| method | reward [95% CI] | " + " | ".join(keys) + " | new tokens |",
-                  "|---|---|" + "---|" * (len(keys) + 1)]
-        for m in methods:
-            r = tr["methods"][m]
-            lines.append(f"| {label.get(m, m)} | {format_ci(r['reward']['mean'], r['reward']['lo'], r['reward']['hi'])} | "
-                         + " | ".join(_fmt(r["metrics"].get(k)) for k in keys) + f" | {_fmt(r['mean_new_tokens'], 1)} |")
-        for m in methods:
-            if "parse_failed_rate" in tr["methods"][m]:
-                lines.append(f"\n{m}: config text unparseable for {tr['methods'][m]['parse_failed_rate']:.0%} of prompts "
-                             "(the default config was used for them).")
-        comps = [c for c in results["comparisons"] if c["task"] == t and twins.get(c["method"]) != c["baseline"]]
-        if comps:
-            lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs fixed setting; win rate with 95% "
-                      "bootstrap CI; p: two-sided paired bootstrap):", "",
-                      "| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |", "|---|---|---|---|---|---|---|"]
-            for c in comps:
-                lines.append(f"| {c['method']} | {c['baseline']} | {format_ci(c['win'], c['win_lo'], c['win_hi'], 2)} | "
-                             f"{c['tie']:.2f} | {c['loss']:.2f} | {format_ci(c['mean_diff'], c['diff_lo'], c['diff_hi'])} | "
-                             f"{c['p_value']:.3g} |")
-    small = [t for t in tasks if results["tasks"][t]["num_test"] < SMALL_N]
-    if small:
-        lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
-                  "intervals are too narrow and p-values too small (a smoke test, not evidence)."]
-    if not results["comparisons"]:
-        only_fixed = all(role_of(m) == "fixed" for m in results["methods"].values())
-        lines += ["", "(No paired comparisons: only fixed temperatures were run; add a method such as 'oracle' or "
-                  "'adaptive' to compare it with them.)" if only_fixed else
-                  "(No paired comparisons: add method 'fixed' to compare against fixed temperatures.)"]
-    return "\n".join(lines) + "\n"
-
-
-def fit_line(name: str, fit: dict, num_dev: int) -> str:
-    """One sentence on what a dev-fitted method (oracle, tuned sampler, best joint config, MeanShift) chose."""
-    if fit.get("mean_temperature") is not None:
-        return (f"`{name}`: the head's mean temperature on the dev prompts of all tasks is {fit['mean_temperature']:.3f}, "
-                f"decoded as `{fit['chosen']}` (its nearest bin).")
-    scores = sorted(fit["dev_scores"].items(), key=lambda kv: -kv[1])
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in scores[:8]) + (f", ... ({len(scores)} in all)" if len(scores) > 8 else "")
-    return f"`{name}` chose `{fit['chosen']}` on {num_dev} dev prompts (dev rewards, best first: {shown})."
-
-
-def _reward_names(results: dict) -> dict:
-    """{task: what its reward is}, from the reward spec each task recorded (empty where none was recorded)."""
-    out = {}
-    for t, tr in results["tasks"].items():
-        spec = tr.get("reward")
-        if isinstance(spec, dict) and spec:
-            out[t] = " + ".join(f"{(o or {}).get('weight', 1):g}·{k}" if (o or {}).get("weight", 1) != 1 else k
-                                for k, o in spec.items())
-    return out
-
-
-def plot_reward_vs_temperature(results: dict, path: Path) -> Path | None:
-    """Per task: mean reward (95% CI bars) of each fixed temperature, and each other method as one point with its
-    CI bar to the right of the grid (a dotted line at its mean), so that the CIs can be compared without bands
-    covering each other. One legend, outside the panels."""
-    plt = pyplot()
-
-    tasks = list(results["tasks"])
-    fixed = [(n, d["temperature"]) for n, d in results["methods"].items() if role_of(d) == "fixed"]
-    others = [n for n, d in results["methods"].items() if role_of(d) != "fixed"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks) + 2.2, 3.8), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    xs = [temp for _, temp in fixed] or [0.0, 1.0]
-    span = (max(xs) - min(xs)) or 1.0
-    markers = ["s", "D", "^", "v", "P", "X", "*", "<", ">"]
-    handles = {}
-    for ax, t in zip(axes[0], tasks):
-        ms = results["tasks"][t]["methods"]
-        if fixed:
-            ys = [ms[n]["reward"]["mean"] for n, _ in fixed]
-            err = [[y - ms[n]["reward"]["lo"] for (n, _), y in zip(fixed, ys)],
-                   [ms[n]["reward"]["hi"] - y for (n, _), y in zip(fixed, ys)]]
-            handles["fixed temperature"] = ax.errorbar([temp for _, temp in fixed], ys, yerr=err, marker="o",
-                                                       color="black", capsize=3)
-        for i, n in enumerate(n for n in others if n in ms):
-            r, c = ms[n]["reward"], colors[i % len(colors)]
-            x = max(xs) + span * (0.12 + 0.07 * i)
-            ax.axhline(r["mean"], color=c, ls=":", lw=1)
-            handles[n] = ax.errorbar([x], [r["mean"]], yerr=[[r["mean"] - r["lo"]], [r["hi"] - r["mean"]]],
-                                     marker=markers[i % len(markers)], color=c, capsize=3, ls="none")
-        ax.set_xticks(xs, [f"{x:g}" for x in xs])
-        ax.set_title(t + (f"\nreward: {_reward_names(results)[t]}" if t in _reward_names(results) else ""), fontsize=9)
-        ax.set_xlabel("fixed temperature (other methods to the right)")
-        ax.set_ylabel("mean reward per prompt (95% CI)")
-    model = results.get("model") or results.get("config", {}).get("model", "")
-    run = results.get("run_name") or results.get("config", {}).get("run_name") or ""
-    fig.suptitle(f"Reward vs temperature: {model}" + (f", {run}" if run else ""), fontsize=11)
-    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(0.995, 0.5), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return save_figure(fig, path, dpi=120, bbox_inches="tight")
-
-
-def _varied_factors(results: dict, methods: list) -> list:
-    """The factors some method chose (a head's own factors, or any factor that took more than one value; a HAG
-    fallback is not a value)."""
-    factors = list(FACTORS)
-    chosen = {f for m in methods for f in results["methods"][m].get("factors", [])}
-    for f in factors:
-        seen = {v for tr in results["tasks"].values() for m in methods
-                for v in tr["methods"].get(m, {}).get("chosen", {}).get(f, {})}
-        if len(seen - {FALLBACK}) > 1:
-            chosen.add(f)
-    return [f for f in factors if f in chosen] or ["temperature"]
-
-
-def _value_axis(results: dict, methods: list, factor: str) -> list:
-    """One factor's categories: every bin a method could choose (from its description) and every value one did
-    choose, ascending; FALLBACK last."""
-    vals = {value_key(x) for m in methods for x in (results["methods"][m].get("bins") or {}).get(factor, [])}
-    vals |= {v for tr in results["tasks"].values() for m in methods
-             for v in tr["methods"].get(m, {}).get("chosen", {}).get(factor, {})}
-    return sorted(vals, key=value_order)
-
-
-def plot_chosen_params(results: dict, path: Path) -> Path | None:
-    """Distribution of the temperature / top-p / top-k each adaptive method chose, per task (the paper's Fig. 4):
-    grouped bars of the share of decisions (sequence level: samples; token level: generated tokens) per value.
-
-    Only factors that some method chose are drawn, and each factor has one categorical axis (every bin a method
-    could choose, and every value one chose) in all rows, so that panels can be compared by eye; a value a method
-    never chose is an empty slot. HAG's parse-failure fallbacks are a hatched bar apart, right of a dotted line."""
-    adaptive = [n for n, d in results["methods"].items() if role_of(d) not in FIXED_CONFIG_ROLES]
-    if not adaptive:
-        return None
-    plt = pyplot()
-
-    tasks = list(results["tasks"])
-    factors = _varied_factors(results, adaptive)
-    axis = {f: _value_axis(results, adaptive, f) for f in factors}
-    fig, axes = plt.subplots(len(tasks), len(factors), figsize=(4.2 * len(factors) + 1.5, 2.6 * len(tasks)), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    width = 0.8 / len(adaptive)
-    for r, t in enumerate(tasks):
-        for c, f in enumerate(factors):
-            ax, vals = axes[r][c], axis[f]
-            # the fallback slot sits half a slot further right, past a dotted separator
-            pos = [j + (0.5 if v == FALLBACK else 0.0) for j, v in enumerate(vals)]
-            for i, m in enumerate(adaptive):
-                counts = results["tasks"][t]["methods"].get(m, {}).get("chosen", {}).get(f, {})
-                tot = sum(counts.values()) or 1
-                ax.bar([x + i * width for x in pos], [counts.get(v, 0) / tot for v in vals], width,
-                       color=colors[i % len(colors)], hatch=["//" if v == FALLBACK else "" for v in vals],
-                       edgecolor="white", label=m if (r, c) == (0, 0) else None)
-            if FALLBACK in vals:
-                ax.axvline(pos[vals.index(FALLBACK)] - 0.35, color="gray", ls=":", lw=1)
-            ax.set_xticks([x + 0.4 - width / 2 for x in pos],
-                          ["parse\nfailed" if v == FALLBACK else v for v in vals], fontsize=8)
-            ax.set_title(f"{t}", fontsize=9)
-            ax.set_xlabel(f"{f} chosen")
-            ax.set_ylim(0, 1)
-            if c == 0:
-                ax.set_ylabel("share of decisions")
-    fig.suptitle("What each adaptive method chose, per task", fontsize=11)
-    fig.legend(loc="center left", bbox_to_anchor=(0.995, 0.5), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return save_figure(fig, path, dpi=120, bbox_inches="tight")
-
-
-def log_wandb(results: dict, cfg: EvalConfig, images: list):
-    try:
-        import wandb
-    except ImportError:
-        logger.warning("report_to='wandb' but wandb is not installed (pip install wandb); skipping wandb logging")
-        return
-    os.environ.setdefault("WANDB_MODE", "offline")
-    run = wandb.init(project=cfg.wandb_project, name=cfg.run_name or Path(cfg.output_dir).name, dir=cfg.output_dir,
-                     config=results["config"], reinit="finish_previous")
-    summary = wandb.Table(columns=["task", "method", "reward", "reward_lo", "reward_hi"])
-    for t, tr in results["tasks"].items():
-        for m, r in tr["methods"].items():
-            summary.add_data(t, m, r["reward"]["mean"], r["reward"]["lo"], r["reward"]["hi"])
-    cols = ["task", "method", "baseline", "win", "win_lo", "win_hi", "tie", "loss", "mean_diff", "diff_lo", "diff_hi", "p_value"]
-    comps = wandb.Table(columns=cols, data=[[c[k] for k in cols] for c in results["comparisons"]])
-    log = {"summary": summary, "comparisons": comps}
-    for p in images:
-        log[f"plots/{Path(p).stem}"] = wandb.Image(str(p))
-    run.log(log)
-    run.finish()
-
-
 def write_outputs(results: dict, out_dir: Path, cfg: EvalConfig):
+    """results.json, then what `adaptive_decoder.report` renders from it: results.md, the plots, the wandb run."""
     out_dir = Path(out_dir)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     (out_dir / "results.md").write_text(markdown_table(results))
-    images = []
-    if cfg.plots:
-        images = [p for p in (plot_reward_vs_temperature(results, out_dir / "reward_vs_temperature.png"),
-                              plot_chosen_params(results, out_dir / "chosen_params.png")) if p is not None]
+    images = results_plots(results, out_dir) if cfg.plots else []
     if cfg.report_to == "wandb":
         log_wandb(results, cfg, images)

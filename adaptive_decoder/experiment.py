@@ -17,7 +17,8 @@ One call, `run_experiment(ExperimentConfig(...))`, drives the whole pipeline on 
                  over seeds), paired win rates / mean differences with p-values vs every fixed temperature
                  (`adaptive_decoder.stats`); per-task normalized rewards and win rates, their equally weighted
                  means over tasks and the verdict on the bar (`adaptive_decoder.scalefree`); the learned
-                 temperature / top-p / top-k distributions per task, plots, `summary.md` and `summary.json`.
+                 temperature / top-p / top-k distributions per task; `summary.json`, and the plots and `summary.md`
+                 that `adaptive_decoder.report` renders from it.
 
 Resume: each stage directory gets a `stage_done.json` (its settings fingerprint, summary and wall time) written
 atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
@@ -43,15 +44,15 @@ import torch
 
 from .configs import as_mapping
 from .head_digest import head_fingerprint
-from .plotting import pyplot, save_figure
 from .policy_base import FIXED_CONFIG_ROLES, role_of
+from .report import difference_rows, plot_paired_differences, summary_markdown, summary_plots, verdict_block
+from .results import LEVEL_METHOD, OVERALL, chosen_values, parse_failed_rate, same_decoding
 from .storage import atomic_write_bytes
 from .tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 
 logger = logging.getLogger(__name__)
 
-LEVELS = ("sequence", "token")
-LEVEL_METHOD = {"sequence": "adseq", "token": "adtok"}
+LEVELS = tuple(LEVEL_METHOD)  # ("sequence", "token")
 SPLIT_KEYS = ("num_train", "num_dev", "num_test")
 # keys of the nested option dicts that the experiment sets itself (per seed / per stage)
 _MANAGED = {
@@ -595,9 +596,6 @@ def run_experiment(cfg: ExperimentConfig, model=None, tokenizer=None) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 # Aggregation over seeds
 # ------------------------------------------------------------------------------------------------------------
-OVERALL = "overall"
-
-
 def load_seed_results(root: Path, seeds: list[int]) -> dict:
     out = {}
     for s in seeds:
@@ -625,20 +623,6 @@ def _mean_rewards(by_prompt: dict, prompt_ids: list) -> list[float]:
     return [sum(by_prompt[p]) / len(by_prompt[p]) for p in prompt_ids]
 
 
-def same_decoding(methods: dict) -> dict:
-    """{greedy method: the fixed temperature it equals}: greedy and T=0.0 decode with one config, so the evaluator
-    gives them identical samples; reports show such a pair once (as the grid setting, which the bar uses)."""
-    keys = ("temperature", "top_p", "top_k", "repetition_penalty")
-    fixed = [m for m, d in methods.items() if role_of(d) == "fixed"]
-    out = {}
-    for m, d in methods.items():
-        if role_of(d) == "greedy":
-            twin = next((f for f in fixed if all(methods[f].get(k) == d.get(k) for k in keys)), None)
-            if twin is not None:
-                out[m] = twin
-    return out
-
-
 def primary_method(cfg: ExperimentConfig) -> str:
     """The head the bar is about: ADseq (as in the paper's headline), ADtok when only that head is trained."""
     return LEVEL_METHOD["sequence" if "sequence" in cfg.levels else cfg.levels[0]]
@@ -649,7 +633,6 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     temperature, the scale-free report (`adaptive_decoder.scalefree`: normalized rewards, win rates), chosen-parameter
     distributions, the oracle's choices, training diagnostics and the bar verdict (`bar`: the primary head's;
     `bars`: every head's)."""
-    from .evaluation import chosen_values, parse_failed_rate
     from .scalefree import check_bar, rewards_by_prompt, scale_free_report
     from .stats import bootstrap_mean_ci, finite_mean, paired_comparison
 
@@ -750,251 +733,16 @@ def _training_diagnostics(root: Path, cfg: ExperimentConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Reports
+# Outputs
 # ------------------------------------------------------------------------------------------------------------
-def _ci(r: dict, digits: int = 3) -> str:
-    from .stats import format_ci
-
-    return format_ci(r["mean"], r["lo"], r["hi"], digits)
-
-
-def _share_table(chosen: dict, factor: str) -> str:
-    counts = chosen.get(factor, {})
-    tot = sum(counts.values())
-    if not tot:
-        return "n/a"
-    from .evaluation import value_order
-
-    return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: value_order(kv[0])))
-
-
-def _bar_sentences(summary: dict) -> list[str]:
-    """One line per head: its verdict and numbers; then where the primary head stands against the oracle."""
-    from .scalefree import BAR_RULE, bar_numbers
-
-    primary = summary["bar"]["method"]
-    others = [m for m in summary["bars"] if m != primary]
-    L = [BAR_RULE.format(method=primary) + (f" {', '.join(others)}: the same bar, reported alongside." if others else ""), ""]
-    for m, b in summary["bars"].items():
-        if not b.get("evaluated"):
-            L.append(f"- **{m}**: not evaluated.")
-            continue
-        L.append(f"- **{m}: {'MET' if b['met'] else 'NOT MET'}**: {bar_numbers(b)}.")
-    sf = summary["scale_free"]
-    oracle = [m for m, d in summary["methods"].items() if role_of(d) == "oracle" and m in sf["normalized"]]
-    oracle.sort(key=lambda m: m != "oracle")  # the temperature oracle when it ran (best_joint is an oracle too)
-    if oracle and summary["bar"].get("evaluated"):
-        o = sf["normalized"][oracle[0]]["overall"]
-        v = summary["bar"]["method_normalized"]
-        where = "inside" if o["lo"] <= v <= o["hi"] else ("below" if v < o["lo"] else "above")
-        L += ["", f"For reference, the per-task oracle (the best temperature of each task, chosen on its dev prompts) "
-                  f"reaches an overall normalized reward of {o['mean']:.3f} [95% CI {o['lo']:.3f}, {o['hi']:.3f}]; "
-                  f"{primary}'s {v:.3f} lies {where} that interval."]
-    return L
-
-
-def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
-    from .scalefree import markdown_sections
-
-    tasks = [t for t in summary["tasks"] if t != OVERALL] + [OVERALL]
-    twins = summary.get("same_decoding", {})
-    methods = [m for m in summary["methods"] if m not in twins]
-    L = ["# Experiment summary", "",
-         f"Model `{cfg.model}`; seeds {cfg.seeds}; heads: {', '.join(LEVEL_METHOD[lv] for lv in cfg.levels)}; "
-         f"{cfg.max_new_tokens} max new tokens. Each prompt's reward is its mean over the k samples and over seeds; "
-         f"intervals are 95% bootstrap CIs over test prompts ({cfg.n_bootstrap} resamples).", "",
-         "## The bar", ""] + _bar_sentences(summary) + [""]
-    for m, f in twins.items():
-        L += [f"`{m}` decodes exactly like `{f}` (the same config, so the same samples): it is shown once, as `{f}`, "
-              f"and the comparison `{m}` vs `{f}` is left out.", ""]
-    L += markdown_sections(summary["scale_free"], skip_methods=set(twins), skip_pairs=set(twins.items()))
-    L += ["## Mean reward per task, raw (95% CI)", "",
-          f"`{OVERALL}` pools the test prompts of every task on their raw scales, so the task with the widest reward "
-          "scale dominates it; the bar uses the normalized rewards above.", "",
-          "| method | " + " | ".join(f"{t} (n={summary['tasks'][t]['num_test']})" for t in tasks) + " |",
-          "|---|" + "---|" * len(tasks)]
-    for m in methods:
-        L.append(f"| {m} | " + " | ".join(_ci(summary["tasks"][t]["methods"][m]["reward"]) for t in tasks) + " |")
-    L += ["", "Per-seed overall means: " + "; ".join(
-        f"seed {s}: " + ", ".join(f"{m} {v:.3f}" for m, v in ps["overall"].items() if v is not None and m not in twins)
-        for s, ps in summary["per_seed"].items()), ""]
-    oc = {t: [ps["oracle_choice"].get(t) for ps in summary["per_seed"].values()] for t in tasks if t != OVERALL}
-    if any(any(v) for v in oc.values()):
-        L += ["Oracle's choice on the dev prompts (per seed): "
-              + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
-    comps = summary["comparisons"]
-    L += ["## Paired comparisons vs each fixed temperature, raw", "",
-          "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
-          "paired-bootstrap p-value. Here a tie is its own column (the paper's win rate above counts it 1/2). AD heads "
-          "are also compared with the oracle and the random controls.", ""]
-    for t in tasks:
-        rows = [c for c in comps if c["task"] == t and twins.get(c["method"]) != c["baseline"]]
-        if not rows:
-            continue
-        L += [f"### {t}", "", "| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |",
-              "|---|---|---|---|---|---|---|"]
-        for c in rows:
-            L.append(f"| {c['method']} | {c['baseline']} | {c['win']:.2f} [{c['win_lo']:.2f}, {c['win_hi']:.2f}] | "
-                     f"{c['tie']:.2f} | {c['loss']:.2f} | {c['mean_diff']:+.3f} [{c['diff_lo']:+.3f}, {c['diff_hi']:+.3f}] "
-                     f"| {c['p_value']:.3g} |")
-        L.append("")
-    choosers = [m for m in methods if any("chosen" in summary["tasks"][t]["methods"].get(m, {}) for t in tasks if t != OVERALL)]
-    if choosers:
-        L += ["## Learned decoding parameters per task (share of decisions on the test prompts, all seeds)", "",
-              "| method | task | temperature | top_p | top_k |", "|---|---|---|---|---|"]
-        for m in choosers:
-            for t in tasks:
-                ch = summary["tasks"].get(t, {}).get("methods", {}).get(m, {}).get("chosen")
-                if ch is not None:
-                    L.append(f"| {m} | {t} | {_share_table(ch, 'temperature')} | {_share_table(ch, 'top_p')} | "
-                             f"{_share_table(ch, 'top_k')} |")
-        L.append("")
-        # "parse_failure_rate": the key of a summary.json written by an older version
-        pf = [(m, t, r) for m in choosers for t in tasks
-              for d in [summary["tasks"].get(t, {}).get("methods", {}).get(m, {})]
-              for r in [d.get("parse_failed_rate", d.get("parse_failure_rate"))] if r is not None]
-        if pf:
-            L += ["HAG config-text parse failures (the default config was used): "
-                  + "; ".join(f"{m} on {t}: {100 * r:.0f}%" for m, t, r in pf) + ".", ""]
-    L += ["## Task metrics (mean over seeds)", ""]
-    for t in tasks:
-        if t == OVERALL:
-            continue
-        ms = summary["tasks"][t]["methods"]
-        keys = sorted({k for m in methods for k in ms[m].get("metrics", {})} - {"reward"})
-        if not keys:
-            continue
-        L += [f"### {t}", "", "| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        for m in methods:
-            vals = ms[m].get("metrics", {})
-            L.append(f"| {m} | " + " | ".join("n/a" if vals.get(k) is None else f"{vals[k]:.3f}" for k in keys) + " |")
-        L.append("")
-    L += ["## Training diagnostics", "", "| seed/level | samples | pairs (per task) | ties skipped | final LPO accuracy | "
-          "final loss | collect s | train s |", "|---|---|---|---|---|---|---|---|"]
-    for k, d in summary["training"].items():
-        p = d.get("pairs") or {}
-        fin = d.get("final") or {}
-        acc = fin.get("rewards/accuracies")
-        loss = fin.get("loss")
-        L.append(f"| {k} | {d.get('samples', 'n/a')} | {p.get('pairs', 'n/a')} ({json.dumps(p.get('pairs_per_task', {}))}) | "
-                 f"{p.get('ties_skipped', 'n/a')} | {'n/a' if acc is None else f'{acc:.2f}'} | "
-                 f"{'n/a' if loss is None else f'{loss:.4f}'} | {d.get('collect_wall_s', 'n/a')} | "
-                 f"{d.get('train_wall_s', 'n/a')} |")
-    L += ["", "## Wall-clock time per stage (seconds; a resumed stage shows its original time)", "",
-          "| stage | seconds |", "|---|---|"]
-    for k, v in summary["timings"].items():
-        L.append(f"| {k} | {v} |")
-    if summary.get("plots"):
-        L += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in summary["plots"]]
-    return "\n".join(L) + "\n"
-
-
-def _plot_results_view(summary: dict) -> dict:
-    """The aggregated summary in the shape `adaptive_decoder.evaluation`'s plotting functions read."""
-    return {"methods": summary["methods"],
-            "tasks": {t: {"methods": {m: {"reward": r["reward"], "chosen": r.get("chosen", {})}
-                                      for m, r in tr["methods"].items()}} for t, tr in summary["tasks"].items()}}
-
-
-def difference_rows(summary: dict) -> list[tuple]:
-    """(method, fixed, overall normalized difference interval, is the bar's comparison) for the plot, without a
-    method's comparison with the fixed setting it equals (greedy vs T=0.0: zero by construction)."""
-    twins = summary.get("same_decoding", {})
-    bar_pairs = {(b["method"], b["baseline"]) for b in summary.get("bars", {}).values() if b.get("evaluated")}
-    return [(m, f, d["overall"], (m, f) in bar_pairs) for m, by_f in summary["scale_free"]["differences"].items()
-            for f, d in by_f.items() if twins.get(m) != f]
-
-
-def plot_paired_differences(summary: dict, path: Path) -> Path | None:
-    """Normalized-reward difference (95% paired CI) of each non-fixed method vs each fixed temperature: overall
-    (tasks weighted equally) in the first panel, then one panel per task on the same rows; the bar's comparisons
-    highlighted; a method's comparison with the fixed setting it equals (greedy vs T=0.0) is left out, being zero
-    by construction."""
-    plt = pyplot()
-
-    rows = difference_rows(summary)
-    if not rows:
-        return None
-    diffs = summary["scale_free"]["differences"]
-    tasks = list(summary["scale_free"]["tasks"])
-    panels = [("overall (tasks weighted equally)", lambda m, f, iv: iv)] + [
-        (t, lambda m, f, iv, t=t: diffs[m][f]["tasks"].get(t)) for t in tasks]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 + 2.6 * (len(panels) - 1), 1.5 + 0.42 * len(rows)),
-                             sharey=True, squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    methods = list(dict.fromkeys(m for m, *_ in rows))
-    ys, y, last = [], 0.0, None
-    for m, *_ in rows:
-        if last is not None and m != last:
-            y -= 0.5  # a gap between methods
-        last = m
-        ys.append(y)
-        y -= 1
-    for ax, (title, get) in zip(axes[0], panels):
-        for (m, f, iv, is_bar), y in zip(rows, ys):
-            iv = get(m, f, iv)
-            if is_bar:
-                ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.35, lw=0)
-            if not iv or iv.get("mean") is None:
-                continue
-            ax.errorbar([iv["mean"]], [y], xerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]],
-                        fmt="D" if is_bar else "o", color=colors[methods.index(m) % len(colors)],
-                        capsize=4 if is_bar else 3, ms=7 if is_bar else 5, elinewidth=2.2 if is_bar else 1.2)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_title(title, fontsize=9)
-    ax0 = axes[0][0]
-    ax0.set_yticks(ys, [f"{m} − {f}" + ("  (the bar)" if is_bar else "") for m, f, _, is_bar in rows], fontsize=7)
-    for t in ax0.get_yticklabels():
-        if t.get_text().endswith("(the bar)"):
-            t.set_fontweight("bold")
-    fig.supxlabel("difference in normalized reward, method − fixed temperature (95% paired bootstrap CI)", fontsize=9)
-    best = summary["scale_free"]["best_fixed"]
-    fig.suptitle(f"Normalized reward: each method minus each fixed temperature\nhighlighted: the bar's comparison, "
-                 f"with {best['name']}, the best single fixed temperature on {best['chosen_on']}", fontsize=10)
-    return save_figure(fig, path, dpi=110)
-
-
-def verdict_block(summary: dict, cfg: ExperimentConfig) -> list[str]:
-    """The few lines a run ends with: what was compared, the bar, the numbers, and last the `BAR ...` line."""
-    from .scalefree import BAR_RULE, bar_line, bar_numbers
-
-    sf = summary["scale_free"]
-    heads = [LEVEL_METHOD[lv] for lv in cfg.levels]
-    tasks = ", ".join(f"{t} (n={d['n']})" for t, d in sf["tasks"].items())
-    primary = summary["bar"]
-    L = [f"Compared {', '.join(heads)} with the fixed temperatures {', '.join(sf['fixed'])} on the test prompts of "
-         f"{tasks}, seeds {list(cfg.seeds)}; per task, rewards are normalized so that the worst / best fixed "
-         "temperature on dev score 0 / 1, tasks weighted equally.",
-         "The bar: " + BAR_RULE.format(method=primary["method"])]
-    for m, b in summary["bars"].items():
-        if m != primary["method"]:
-            L.append(f"{m} (same bar, for reference): {'met' if b.get('met') else 'not met'}: {bar_numbers(b)}")
-    return L + [bar_line(primary)]
-
-
 def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
-    from .evaluation import plot_chosen_params, plot_reward_vs_temperature
-
+    """The plots (their paths go into the summary), summary.json, then summary.md (`adaptive_decoder.report`)."""
     root = Path(root)
-    plots = []
-    if cfg.plots:
-        view = _plot_results_view(summary)
-        for fn, name in ((plot_reward_vs_temperature, "reward_vs_temperature.png"),
-                         (plot_chosen_params, "learned_params.png")):
-            v = view
-            if name == "learned_params.png":  # per task only (overall mixes tasks)
-                v = {**view, "tasks": {t: d for t, d in view["tasks"].items() if t != OVERALL}}
-            p = fn(v, root / name)
-            if p is not None:
-                plots.append(str(p))
-        p = plot_paired_differences(summary, root / "paired_differences.png")
-        if p is not None:
-            plots.append(str(p))
-    summary["plots"] = plots
+    summary["plots"] = summary_plots(summary, root) if cfg.plots else []
     atomic_write_bytes(root / "summary.json", json.dumps(_jsonable(summary), indent=1).encode())
     atomic_write_bytes(root / "summary.md", summary_markdown(summary, cfg).encode())
 
 
-__all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "difference_rows", "make_splits", "primary_method",
-           "run_experiment", "prompt_group", "same_decoding", "save_tiny_model", "split_examples", "splits_digest",
-           "summary_markdown", "verdict_block"]
+__all__ = ["ExperimentConfig", "Experiment", "TaskReward", "aggregate", "difference_rows", "make_splits",
+           "plot_paired_differences", "primary_method", "run_experiment", "prompt_group", "same_decoding", "save_tiny_model",
+           "split_examples", "splits_digest", "summary_markdown", "verdict_block"]

@@ -555,7 +555,8 @@ def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():
 
 
 def test_chosen_values_count_hag_fallbacks_apart_and_the_plot_axis_keeps_every_bin(tmp_path):
-    from adaptive_decoder.evaluation import FALLBACK, _value_axis, chosen_values, plot_chosen_params
+    from adaptive_decoder.evaluation import FALLBACK, chosen_values, plot_chosen_params
+    from adaptive_decoder.report.plots import _value_axis
 
     def unit(temperature, problems):
         vals = {"temperature": temperature, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
