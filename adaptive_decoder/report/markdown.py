@@ -32,6 +32,43 @@ def _fmt(x, digits=3):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+# --- the pieces results.md and summary.md share ------------------------------------------------------------
+def _twin_notes(twins: dict, label: dict) -> list[str]:
+    """One note per method shown once because it decodes like a fixed setting (`same_decoding`)."""
+    return [line for m, f in twins.items() for line in
+            (f"`{m}` decodes exactly like `{f}` (the same config, so the same samples): it is shown once, as "
+             f"`{label.get(f, f)}`, and the comparison `{m}` vs `{f}` is left out.", "")]
+
+
+def _reward_table(by_task: dict, tasks: list, methods: list, label: dict) -> list[str]:
+    """Mean reward [95% CI] of each method (a row, named by `label` where it has a name) on each task (a column)."""
+    lines = ["| method | " + " | ".join(f"{t} (n={by_task[t]['num_test']})" for t in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for m in methods:
+        r = {t: by_task[t]["methods"][m]["reward"] for t in tasks}
+        lines.append(f"| {label.get(m, m)} | " + " | ".join(format_ci(r[t]["mean"], r[t]["lo"], r[t]["hi"]) for t in tasks)
+                     + " |")
+    return lines
+
+
+def _shown_comparisons(comparisons: list, task: str, twins: dict) -> list:
+    """The comparisons on `task`, without a method's comparison with the setting it decodes like (zero by construction)."""
+    return [c for c in comparisons if c["task"] == task and twins.get(c["method"]) != c["baseline"]]
+
+
+def _comparison_table(comps: list, signed: bool) -> list[str]:
+    """Win / tie / loss, mean difference and p-value per comparison; `signed` writes the differences with their sign."""
+    def diff(c):
+        if not signed:
+            return format_ci(c["mean_diff"], c["diff_lo"], c["diff_hi"])
+        return f"{c['mean_diff']:+.3f} [{c['diff_lo']:+.3f}, {c['diff_hi']:+.3f}]"
+
+    return ["| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |", "|---|---|---|---|---|---|---|"] + [
+        f"| {c['method']} | {c['baseline']} | {format_ci(c['win'], c['win_lo'], c['win_hi'], 2)} | {c['tie']:.2f} | "
+        f"{c['loss']:.2f} | {diff(c)} | {c['p_value']:.3g} |" for c in comps]
+
+
+# --- results.md ---------------------------------------------------------------------------------------------
 def markdown_table(results: dict) -> str:
     cfg = results["config"]
     # greedy and T=0.0 decode with one config (identical samples): one row, labelled with both names
@@ -41,17 +78,10 @@ def markdown_table(results: dict) -> str:
              f"Model `{cfg['model']}`; {cfg['num_samples']} samples per prompt, max_new_tokens={cfg['max_new_tokens']}, "
              f"seed {cfg['seed']}; wall clock {results['wall_seconds']:.0f} s. Rewards are per-prompt means over the "
              f"samples; intervals are 95% bootstrap CIs over prompts ({cfg['n_bootstrap']} resamples).", ""]
-    for m, f in twins.items():
-        lines += [f"`{m}` decodes exactly like `{f}` (the same config, so the same samples): it is shown once, as "
-                  f"`{label[f]}`, and the comparison `{m}` vs `{f}` is left out.", ""]
-    lines += ["## Mean reward per task", ""]
+    lines += _twin_notes(twins, label) + ["## Mean reward per task", ""]
     tasks = list(results["tasks"])
     methods = [m for m in results["methods"] if m not in twins]
-    lines += ["| method | " + " | ".join(f"{t} (n={results['tasks'][t]['num_test']})" for t in tasks) + " |",
-              "|---|" + "---|" * len(tasks)]
-    for m in methods:
-        cells = [format_ci(**{k: results["tasks"][t]["methods"][m]["reward"][k] for k in ("mean", "lo", "hi")}) for t in tasks]
-        lines.append(f"| {label.get(m, m)} | " + " | ".join(cells) + " |")
+    lines += _reward_table(results["tasks"], tasks, methods, label)
     if "scale_free" in results:
         lines += [""] + markdown_sections(results["scale_free"], skip_methods=set(twins), skip_pairs=set(twins.items()))
         if results.get("bar"):  # the experiment's bar, applied to this suite's heads
@@ -74,15 +104,10 @@ def markdown_table(results: dict) -> str:
             if "parse_failed_rate" in tr["methods"][m]:
                 lines.append(f"\n{m}: config text unparseable for {tr['methods'][m]['parse_failed_rate']:.0%} of prompts "
                              "(the default config was used for them).")
-        comps = [c for c in results["comparisons"] if c["task"] == t and twins.get(c["method"]) != c["baseline"]]
+        comps = _shown_comparisons(results["comparisons"], t, twins)
         if comps:
             lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs fixed setting; win rate with 95% "
-                      "bootstrap CI; p: two-sided paired bootstrap):", "",
-                      "| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |", "|---|---|---|---|---|---|---|"]
-            for c in comps:
-                lines.append(f"| {c['method']} | {c['baseline']} | {format_ci(c['win'], c['win_lo'], c['win_hi'], 2)} | "
-                             f"{c['tie']:.2f} | {c['loss']:.2f} | {format_ci(c['mean_diff'], c['diff_lo'], c['diff_hi'])} | "
-                             f"{c['p_value']:.3g} |")
+                      "bootstrap CI; p: two-sided paired bootstrap):", ""] + _comparison_table(comps, signed=False)
     small = [t for t in tasks if results["tasks"][t]["num_test"] < SMALL_N]
     if small:
         lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
@@ -105,10 +130,7 @@ def fit_line(name: str, fit: dict, num_dev: int) -> str:
     return f"`{name}` chose `{fit['chosen']}` on {num_dev} dev prompts (dev rewards, best first: {shown})."
 
 
-def _ci(r: dict, digits: int = 3) -> str:
-    return format_ci(r["mean"], r["lo"], r["hi"], digits)
-
-
+# --- summary.md and the verdict ---------------------------------------------------------------------------
 def _share_table(chosen: dict, factor: str) -> str:
     counts = chosen.get(factor, {})
     tot = sum(counts.values())
@@ -149,17 +171,12 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
          f"{cfg.max_new_tokens} max new tokens. Each prompt's reward is its mean over the k samples and over seeds; "
          f"intervals are 95% bootstrap CIs over test prompts ({cfg.n_bootstrap} resamples).", "",
          "## The bar", ""] + _bar_sentences(summary) + [""]
-    for m, f in twins.items():
-        L += [f"`{m}` decodes exactly like `{f}` (the same config, so the same samples): it is shown once, as `{f}`, "
-              f"and the comparison `{m}` vs `{f}` is left out.", ""]
+    L += _twin_notes(twins, {})
     L += markdown_sections(summary["scale_free"], skip_methods=set(twins), skip_pairs=set(twins.items()))
     L += ["## Mean reward per task, raw (95% CI)", "",
           f"`{OVERALL}` pools the test prompts of every task on their raw scales, so the task with the widest reward "
-          "scale dominates it; the bar uses the normalized rewards above.", "",
-          "| method | " + " | ".join(f"{t} (n={summary['tasks'][t]['num_test']})" for t in tasks) + " |",
-          "|---|" + "---|" * len(tasks)]
-    for m in methods:
-        L.append(f"| {m} | " + " | ".join(_ci(summary["tasks"][t]["methods"][m]["reward"]) for t in tasks) + " |")
+          "scale dominates it; the bar uses the normalized rewards above.", ""]
+    L += _reward_table(summary["tasks"], tasks, methods, {})
     L += ["", "Per-seed overall means: " + "; ".join(
         f"seed {s}: " + ", ".join(f"{m} {v:.3f}" for m, v in ps["overall"].items() if v is not None and m not in twins)
         for s, ps in summary["per_seed"].items()), ""]
@@ -167,22 +184,14 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
     if any(any(v) for v in oc.values()):
         L += ["Oracle's choice on the dev prompts (per seed): "
               + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
-    comps = summary["comparisons"]
     L += ["## Paired comparisons vs each fixed temperature, raw", "",
           "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
           "paired-bootstrap p-value. Here a tie is its own column (the paper's win rate above counts it 1/2). AD heads "
           "are also compared with the oracle and the random controls.", ""]
     for t in tasks:
-        rows = [c for c in comps if c["task"] == t and twins.get(c["method"]) != c["baseline"]]
-        if not rows:
-            continue
-        L += [f"### {t}", "", "| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |",
-              "|---|---|---|---|---|---|---|"]
-        for c in rows:
-            L.append(f"| {c['method']} | {c['baseline']} | {c['win']:.2f} [{c['win_lo']:.2f}, {c['win_hi']:.2f}] | "
-                     f"{c['tie']:.2f} | {c['loss']:.2f} | {c['mean_diff']:+.3f} [{c['diff_lo']:+.3f}, {c['diff_hi']:+.3f}] "
-                     f"| {c['p_value']:.3g} |")
-        L.append("")
+        rows = _shown_comparisons(summary["comparisons"], t, twins)
+        if rows:
+            L += [f"### {t}", ""] + _comparison_table(rows, signed=True) + [""]
     choosers = [m for m in methods if any("chosen" in summary["tasks"][t]["methods"].get(m, {}) for t in tasks if t != OVERALL)]
     if choosers:
         L += ["## Learned decoding parameters per task (share of decisions on the test prompts, all seeds)", "",
