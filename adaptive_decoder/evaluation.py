@@ -39,10 +39,11 @@ from .policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS, AdaptivePolicy, Fixed
 from .policy_base import POLICIES, build_policies
 from .report import log_wandb, markdown_table, results_plots
 from .report import fit_line, plot_chosen_params, plot_reward_vs_temperature  # noqa: F401  (re-exported: the suite's report)
-from .results import chosen_values, parse_failed_rate
-from .results import FALLBACK, value_key, value_order  # noqa: F401  (re-exported: how results count chosen values)
-from .scalefree import check_bar, rewards_by_prompt, scale_free_report
-from .stats import bootstrap_mean_ci, finite_mean, paired_comparison
+from .results import choices, compare_with_baselines
+# re-exported: how results count chosen values
+from .results import FALLBACK, chosen_values, parse_failed_rate, value_key, value_order  # noqa: F401
+from .scalefree import check_bar, units_report
+from .stats import bootstrap_mean_ci, finite_mean
 from .storage import lock_dir
 from .tasks import TASKS, check_tasks, get_task
 
@@ -478,27 +479,18 @@ class Evaluator:
                 tres["methods"][p.name] = {"reward": ci, "metrics": task.summarize(units),
                                            "mean_new_tokens": finite_mean([s["num_tokens"] for u in units for s in u["samples"]]),
                                            "gen_seconds_per_prompt": finite_mean([u.get("gen_seconds", 0.0) for u in units]),
-                                           "chosen": chosen_values(units)}
-                if (rate := parse_failed_rate(units)) is not None:
-                    tres["methods"][p.name]["parse_failed_rate"] = rate
+                                           **choices(units)}
                 res["units"].extend(units)
-            for p in self.policies:
-                if p.role == "fixed":
-                    continue
-                for f in fixed:
-                    c = paired_comparison(per_prompt[p.name], per_prompt[f.name], n_boot=cfg.n_bootstrap, seed=cfg.seed)
-                    res["comparisons"].append({"task": tname, "method": p.name, "baseline": f.name,
-                                               "baseline_temperature": f.temperature, **c})
+            baselines = {p.name: [f.name for f in fixed] for p in self.policies if p.role != "fixed"}
+            res["comparisons"] += compare_with_baselines(tname, per_prompt, baselines, res["methods"], cfg.n_bootstrap, cfg.seed)
             res["tasks"][tname] = tres
         for o in self.oracles:
             for tname in self.cfg.tasks:
                 res["units"].extend(self.store.get(c.name, tname, "dev", e["id"]) for c in o.candidates
                                     for e in self.splits[tname][1] if self.store.done(c.name, tname, "dev", e["id"]))
         if fixed:  # normalized rewards and win rates need the fixed grid
-            test = rewards_by_prompt(res["units"], "test")
-            res["scale_free"] = scale_free_report({t: test[t] for t in self.tasks}, rewards_by_prompt(res["units"], "dev"),
-                                                  [f.name for f in fixed], [p.name for p in self.policies],
-                                                  n_boot=cfg.n_bootstrap, seed=cfg.seed)
+            res["scale_free"] = units_report(res["units"], self.tasks, [f.name for f in fixed], [p.name for p in self.policies],
+                                             n_boot=cfg.n_bootstrap, seed=cfg.seed)
             res["bar"] = {p.name: check_bar(res["scale_free"], p.name) for p in self.policies if isinstance(p, AdaptivePolicy)}
         return res
 

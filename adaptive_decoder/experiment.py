@@ -46,7 +46,7 @@ from .configs import as_mapping
 from .head_digest import head_fingerprint
 from .policy_base import FIXED_CONFIG_ROLES, role_of
 from .report import difference_rows, plot_paired_differences, summary_markdown, summary_plots, verdict_block
-from .results import LEVEL_METHOD, OVERALL, chosen_values, parse_failed_rate, same_decoding
+from .results import LEVEL_METHOD, OVERALL, choices, compare_with_baselines, same_decoding
 from .storage import atomic_write_bytes
 from .tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 
@@ -633,8 +633,8 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     temperature, the scale-free report (`adaptive_decoder.scalefree`: normalized rewards, win rates), chosen-parameter
     distributions, the oracle's choices, training diagnostics and the bar verdict (`bar`: the primary head's;
     `bars`: every head's)."""
-    from .scalefree import check_bar, rewards_by_prompt, scale_free_report
-    from .stats import bootstrap_mean_ci, finite_mean, paired_comparison
+    from .scalefree import check_bar, units_report
+    from .stats import bootstrap_mean_ci, finite_mean
 
     root = Path(root)
     results = load_seed_results(root, cfg.seeds)
@@ -657,18 +657,10 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
             pooled[m].extend(rewards[m])
         summary["tasks"][t] = {"num_test": len(ids), "methods": {m: {"reward": bootstrap_mean_ci(rewards[m], nb, seed=0)}
                                                                  for m in method_names}}
-        for m in others:
-            for f in baselines[m]:
-                c = paired_comparison(rewards[m], rewards[f], n_boot=nb, seed=0)
-                summary["comparisons"].append({"task": t, "method": m, "baseline": f,
-                                               "baseline_temperature": methods[f].get("temperature"), **c})
+        summary["comparisons"] += compare_with_baselines(t, rewards, baselines, methods, nb, seed=0)
     summary["tasks"][OVERALL] = {"num_test": len(pooled[method_names[0]]),
                                  "methods": {m: {"reward": bootstrap_mean_ci(pooled[m], nb, seed=0)} for m in method_names}}
-    for m in others:
-        for f in baselines[m]:
-            c = paired_comparison(pooled[m], pooled[f], n_boot=nb, seed=0)
-            summary["comparisons"].append({"task": OVERALL, "method": m, "baseline": f,
-                                           "baseline_temperature": methods[f].get("temperature"), **c})
+    summary["comparisons"] += compare_with_baselines(OVERALL, pooled, baselines, methods, nb, seed=0)
     # per seed: overall mean of each method (seed-to-seed spread) and the oracle's choice per task
     for s, res in results.items():
         ps = {"overall": {}, "oracle_choice": {}}
@@ -688,20 +680,15 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     for t in tasks:
         units = [u for res in results.values() for u in res["units"] if u["split"] == "test" and u["task"] == t]
         for m in chooser:
-            mu = [u for u in units if u["method"] == m]
-            summary["tasks"][t]["methods"][m]["chosen"] = chosen_values(mu)
-            if (rate := parse_failed_rate(mu)) is not None:
-                summary["tasks"][t]["methods"][m]["parse_failed_rate"] = rate
+            summary["tasks"][t]["methods"][m].update(choices([u for u in units if u["method"] == m]))
         for m in method_names:  # task metrics averaged over seeds (accuracy, chrF, coverage, diversity, ...)
             per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
             keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
             summary["tasks"][t]["methods"][m]["metrics"] = {
                 k: finite_mean([d.get(k) for d in per_seed]) for k in keys}
     summary["training"] = _training_diagnostics(root, cfg)
-    units = [u for res in results.values() for u in res["units"]]
-    test = rewards_by_prompt(units, "test")
-    summary["scale_free"] = scale_free_report({t: test[t] for t in tasks}, rewards_by_prompt(units, "dev"), fixed,
-                                              method_names, n_boot=nb, seed=0)
+    summary["scale_free"] = units_report([u for res in results.values() for u in res["units"]], tasks, fixed, method_names,
+                                         n_boot=nb, seed=0)
     summary["bars"] = {LEVEL_METHOD[lv]: check_bar(summary["scale_free"], LEVEL_METHOD[lv]) for lv in cfg.levels}
     summary["bar"] = summary["bars"][primary_method(cfg)]
     summary["same_decoding"] = same_decoding(methods)

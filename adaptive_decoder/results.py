@@ -6,7 +6,8 @@
   method name each trained head level is reported under);
 - how a chosen decoding value is counted: `value_key` ("0.2", "1", "50"), `value_order` (numbers ascending) and
   `FALLBACK`, the key of a value HAG's config text failed to give;
-- the tallies both producers take over units: `chosen_values` and `parse_failed_rate`;
+- the tallies both producers take: over units, `chosen_values` and `parse_failed_rate` (together: `choices`);
+  over per-prompt rewards, `compare_with_baselines` (the comparison records);
 - `same_decoding`: which methods decode exactly like a fixed-grid setting, so reports show them once.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 
 from .policy_base import role_of
+from .stats import paired_comparison
 
 # the pooled row of the experiment's summary: every task's test prompts together, on their raw scales
 OVERALL = "overall"
@@ -58,6 +60,22 @@ def chosen_values(units: list) -> dict:
                     out.setdefault(k, {})
                     out[k][key] = out[k].get(key, 0) + 1
     return out
+
+
+def choices(units: list) -> dict:
+    """What a method chose over some units: {"chosen": chosen_values}, and "parse_failed_rate" where it wrote config
+    text (HAG)."""
+    out = {"chosen": chosen_values(units)}
+    if (rate := parse_failed_rate(units)) is not None:
+        out["parse_failed_rate"] = rate
+    return out
+
+
+def compare_with_baselines(task: str, rewards: dict, baselines: dict, methods: dict, n_boot: int, seed: int) -> list[dict]:
+    """The comparison records on `task`: each method paired with each of its `baselines[method]` on per-prompt
+    rewards (`rewards[m]`: one list per method, in one prompt order); `methods`: the method descriptions."""
+    return [{"task": task, "method": m, "baseline": f, "baseline_temperature": methods[f].get("temperature"),
+             **paired_comparison(rewards[m], rewards[f], n_boot=n_boot, seed=seed)} for m, fs in baselines.items() for f in fs]
 
 
 def same_decoding(methods: dict) -> dict:

@@ -145,6 +145,13 @@ def _best_single_fixed(dev: dict, norms: dict, fixed: list, normalized: dict) ->
     return {"name": best, "chosen_on": "dev" if on_dev else "test", "scores": scores}
 
 
+def units_report(units: list, tasks, fixed: list, methods: list, n_boot: int = 2000, seed: int = 0) -> dict:
+    """`scale_free_report` of result units (`rewards_by_prompt` of their test and dev splits) on `tasks`."""
+    test = rewards_by_prompt(units, "test")
+    return scale_free_report({t: test[t] for t in tasks}, rewards_by_prompt(units, "dev"), fixed, methods, n_boot=n_boot,
+                             seed=seed)
+
+
 def scale_free_report(test: dict, dev: dict | None, fixed: list, methods: list | None = None, n_boot: int = 2000,
                       alpha: float = 0.05, seed: int = 0) -> dict:
     """Normalized rewards, win rates and normalized differences vs each fixed temperature, with paired intervals.
