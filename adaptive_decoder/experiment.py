@@ -38,6 +38,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -426,72 +427,74 @@ class Experiment:
                 "rewards": {t: self.tasks[t].reward_spec for t in self.tasks}}
 
     def collect_stage(self, seed: int, level: str) -> dict:
+        out = self.seed_dir(seed) / f"collect-{level}"
+        return self._run_stage(f"seed-{seed}/collect-{level}", out, self._collect_fingerprint(seed, level),
+                               partial(self._collect, seed, level, out))
+
+    def _collect(self, seed: int, level: str, out: Path) -> dict:
+        """The collect stage's work: LPO samples on the train prompts, explored by the seed's collecting head (made
+        and saved on first need), and the pair statistics of the collection."""
         from .collection import CollectionSettings, collect
         from .generation import AdaptiveDecodingModel
         from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead, model_hidden_size
         from .pairs import collection_pair_report
 
         cfg = self.cfg
-        out = self.seed_dir(seed) / f"collect-{level}"
-
-        def run():
-            self._ensure_model()
-            head_dir = out / "collect_head"
-            if (head_dir / "model.safetensors").exists():
-                head = AdaptiveDecoderHead.from_pretrained(head_dir)
-            else:
-                opts = {"hidden_size": model_hidden_size(self.model),
-                        "base_model": getattr(self.model.config, "_name_or_path", None) or cfg.model,
-                        "selection": "sample", **cfg.head, "level": level}
-                torch.manual_seed(seed)
-                head = AdaptiveDecoderHead(AdaptiveDecoderConfig.from_dict(opts))
-                head.save_pretrained(head_dir)
-            extra = {}
-            if "cache_which" not in cfg.collect and cfg.lpo.get("pair_mode", "best_vs_worst") != "best_vs_worst":
-                # pairs beyond best-vs-worst use other samples too: cache them all, or every LPO epoch would
-                # recompute their head inputs with the LM (a small MLP epoch becoming an LM forward per sample)
-                extra["cache_which"] = "all"
-            settings = CollectionSettings(**{**cfg.collect, **extra, "seed": seed, "max_new_tokens": cfg.max_new_tokens,
-                                             "chat": cfg.chat})
-            rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
-            specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
-            for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
-                if spec["task_options"].get("max_new_tokens"):
-                    spec["max_new_tokens"] = int(spec["task_options"]["max_new_tokens"])
-            adm = AdaptiveDecodingModel(self.model, self.tokenizer, head.to(self.model.device))
-            summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
-            summary["pairs"] = collection_pair_report(out, **{k: v for k, v in
-                                                              (("mode", cfg.lpo.get("pair_mode")), ("k", cfg.lpo.get("pair_k")),
-                                                               ("eps", cfg.lpo.get("pair_eps"))) if v is not None})
-            return summary
-
-        return self._run_stage(f"seed-{seed}/collect-{level}", out, self._collect_fingerprint(seed, level), run)
+        self._ensure_model()
+        head_dir = out / "collect_head"
+        if (head_dir / "model.safetensors").exists():
+            head = AdaptiveDecoderHead.from_pretrained(head_dir)
+        else:
+            opts = {"hidden_size": model_hidden_size(self.model),
+                    "base_model": getattr(self.model.config, "_name_or_path", None) or cfg.model,
+                    "selection": "sample", **cfg.head, "level": level}
+            torch.manual_seed(seed)
+            head = AdaptiveDecoderHead(AdaptiveDecoderConfig.from_dict(opts))
+            head.save_pretrained(head_dir)
+        extra = {}
+        if "cache_which" not in cfg.collect and cfg.lpo.get("pair_mode", "best_vs_worst") != "best_vs_worst":
+            # pairs beyond best-vs-worst use other samples too: cache them all, or every LPO epoch would
+            # recompute their head inputs with the LM (a small MLP epoch becoming an LM forward per sample)
+            extra["cache_which"] = "all"
+        settings = CollectionSettings(**{**cfg.collect, **extra, "seed": seed, "max_new_tokens": cfg.max_new_tokens,
+                                         "chat": cfg.chat})
+        rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
+        specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
+        for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
+            if spec["task_options"].get("max_new_tokens"):
+                spec["max_new_tokens"] = int(spec["task_options"]["max_new_tokens"])
+        adm = AdaptiveDecodingModel(self.model, self.tokenizer, head.to(self.model.device))
+        summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
+        summary["pairs"] = collection_pair_report(out, **{k: v for k, v in
+                                                          (("mode", cfg.lpo.get("pair_mode")), ("k", cfg.lpo.get("pair_k")),
+                                                           ("eps", cfg.lpo.get("pair_eps"))) if v is not None})
+        return summary
 
     def train_stage(self, seed: int, level: str) -> dict:
+        out = self.seed_dir(seed) / f"train-{level}"
+        fp = {"collect": self._collect_fingerprint(seed, level), "lpo": self.cfg.lpo}
+        return self._run_stage(f"seed-{seed}/train-{level}", out, fp, partial(self._train, seed, level, out))
+
+    def _train(self, seed: int, level: str, out: Path) -> dict:
+        """The train stage's work: LPO on the pairs of the seed's collection, from (and against) its collecting head."""
         from .lpo_config import LPOConfig
         from .lpo_data import build_head_and_dataset
         from .lpo_trainer import LPOTrainer
 
         cfg = self.cfg
-        out = self.seed_dir(seed) / f"train-{level}"
         collection = self.seed_dir(seed) / f"collect-{level}"
-        fp = {"collect": self._collect_fingerprint(seed, level), "lpo": cfg.lpo}
-
-        def run():
-            lcfg = LPOConfig(**{**cfg.lpo, "output_dir": str(out), "collection_dir": str(collection),
-                                "head_path": str(collection / "collect_head"), "seed": seed, "resume": True,
-                                "torch_threads": cfg.torch_threads, "progress": cfg.progress, "report_to": cfg.report_to,
-                                "base_model": cfg.model})
-            head, dataset = build_head_and_dataset(lcfg)
-            if getattr(dataset, "stats", {}).get("samples_recomputed"):
-                dataset = _Memoized(dataset)  # recompute uncached head inputs once, not once per epoch
-            trainer = LPOTrainer(lcfg, head, dataset)
-            summary = trainer.train()
-            summary["pair_stats"] = getattr(dataset, "stats", None)
-            summary["final_logs"] = trainer.history[-1] if trainer.history else None
-            return summary
-
-        return self._run_stage(f"seed-{seed}/train-{level}", out, fp, run)
+        lcfg = LPOConfig(**{**cfg.lpo, "output_dir": str(out), "collection_dir": str(collection),
+                            "head_path": str(collection / "collect_head"), "seed": seed, "resume": True,
+                            "torch_threads": cfg.torch_threads, "progress": cfg.progress, "report_to": cfg.report_to,
+                            "base_model": cfg.model})
+        head, dataset = build_head_and_dataset(lcfg)
+        if getattr(dataset, "stats", {}).get("samples_recomputed"):
+            dataset = _Memoized(dataset)  # recompute uncached head inputs once, not once per epoch
+        trainer = LPOTrainer(lcfg, head, dataset)
+        summary = trainer.train()
+        summary["pair_stats"] = getattr(dataset, "stats", None)
+        summary["final_logs"] = trainer.history[-1] if trainer.history else None
+        return summary
 
     def eval_config(self, seed: int):
         from .evaluation import EvalConfig
@@ -524,8 +527,6 @@ class Experiment:
                              "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap})
 
     def eval_stage(self, seed: int) -> dict:
-        from .evaluation import Evaluator
-
         out = self.seed_dir(seed) / "eval"
         ecfg = self.eval_config(seed)
         # the settings that change results (not paths, threads, progress bars). Methods, their options and the
@@ -537,31 +538,21 @@ class Experiment:
               "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
         wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
         heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
+        return self._run_stage(f"seed-{seed}/eval", out, fp, partial(self._evaluate, ecfg, wanted, heads),
+                               covers=partial(_eval_covers, wanted=wanted, heads=heads),
+                               normalize=partial(_eval_normalize, result_keys=set(result)))
 
-        def done_methods(rec):  # records written before methods left the fingerprint keep them in it
-            return rec["summary"].get("methods") or {k: rec["fingerprint"]["eval"].get(k) for k in wanted}
+    def _evaluate(self, ecfg, wanted: dict, heads: dict) -> dict:
+        """The eval stage's work: the Evaluator on the experiment's test and dev prompts; the stage's summary records
+        the methods (with their options) and the head weights it covered."""
+        from .evaluation import Evaluator
 
-        def covers(rec):  # every wanted method and head ran, with the options and weights wanted now
-            old = done_methods(rec)
-            old_heads = rec["summary"].get("heads") or rec["fingerprint"].get("heads") or {}
-            return set(wanted["methods"]) <= set(old["methods"]) and all(
-                (wanted["method_options"] or {}).get(m) == (old["method_options"] or {}).get(m) for m in wanted["methods"]
-            ) and all(old_heads.get(lv) == h for lv, h in heads.items())
-
-        def normalize(old):  # records written when the whole EvalConfig (and the heads) were the fingerprint
-            old = {k: v for k, v in old.items() if k != "heads"}
-            return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result}}
-
-        def run():
-            self._ensure_model()
-            # the experiment's splits (disjoint from the collection's train prompts) replace the evaluator's own
-            splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in ecfg.tasks}
-            ev = Evaluator(ecfg, self.model, self.tokenizer, splits=splits)
-            res = ev.run()
-            return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"], "methods": wanted,
-                    "heads": heads}
-
-        return self._run_stage(f"seed-{seed}/eval", out, fp, run, covers=covers, normalize=normalize)
+        self._ensure_model()
+        # the experiment's splits (disjoint from the collection's train prompts) replace the evaluator's own
+        splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in ecfg.tasks}
+        res = Evaluator(ecfg, self.model, self.tokenizer, splits=splits).run()
+        return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"], "methods": wanted,
+                "heads": heads}
 
     # --- driver --------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -586,6 +577,23 @@ class Experiment:
         summary["stages_run"], summary["stages_skipped"] = self.stages_run, self.stages_skipped
         write_summary(self.root, summary, self.cfg)
         return summary
+
+
+def _eval_covers(rec: dict, wanted: dict, heads: dict) -> bool:
+    """Whether a finished eval stage ran every wanted method and head, with the options and weights wanted now."""
+    # records written before methods left the fingerprint keep them in it
+    old = rec["summary"].get("methods") or {k: rec["fingerprint"]["eval"].get(k) for k in wanted}
+    old_heads = rec["summary"].get("heads") or rec["fingerprint"].get("heads") or {}
+    return set(wanted["methods"]) <= set(old["methods"]) and all(
+        (wanted["method_options"] or {}).get(m) == (old["method_options"] or {}).get(m) for m in wanted["methods"]
+    ) and all(old_heads.get(lv) == h for lv, h in heads.items())
+
+
+def _eval_normalize(old: dict, result_keys: set) -> dict:
+    """An eval stage's fingerprint as recorded when the whole EvalConfig (and the heads) were in it, reduced to the
+    result-changing keys the fingerprint holds now."""
+    old = {k: v for k, v in old.items() if k != "heads"}
+    return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result_keys}}
 
 
 def run_experiment(cfg: ExperimentConfig, model=None, tokenizer=None) -> dict:
