@@ -7,13 +7,14 @@
 - how a chosen decoding value is counted: `value_key` ("0.2", "1", "50"), `value_order` (numbers ascending) and
   `FALLBACK`, the key of a value HAG's config text failed to give;
 - the tallies both producers take: over units, `chosen_values` and `parse_failed_rate` (together: `choices`);
-  over per-prompt rewards, `compare_with_baselines` (the comparison records);
+  over per-prompt rewards, `compare_with_baselines` (the comparison records, each a `Comparison`);
 - `same_decoding`: which methods decode exactly like a fixed-grid setting, so reports show them once.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 from .policy_base import role_of
 from .stats import paired_comparison
@@ -71,11 +72,37 @@ def choices(units: list) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One paired comparison as results.json and summary.json record it: `method` against `baseline` on the
+    per-prompt rewards of `task` (the numbers of `adaptive_decoder.stats.paired_comparison`); the fields in the
+    order the files hold them."""
+
+    task: str
+    method: str
+    baseline: str
+    baseline_temperature: float | None
+    n: int
+    win: float
+    tie: float
+    loss: float
+    win_lo: float
+    win_hi: float
+    mean_diff: float
+    diff_lo: float
+    diff_hi: float
+    p_value: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def compare_with_baselines(task: str, rewards: dict, baselines: dict, methods: dict, n_boot: int, seed: int) -> list[dict]:
     """The comparison records on `task`: each method paired with each of its `baselines[method]` on per-prompt
     rewards (`rewards[m]`: one list per method, in one prompt order); `methods`: the method descriptions."""
-    return [{"task": task, "method": m, "baseline": f, "baseline_temperature": methods[f].get("temperature"),
-             **paired_comparison(rewards[m], rewards[f], n_boot=n_boot, seed=seed)} for m, fs in baselines.items() for f in fs]
+    return [Comparison(task, m, f, methods[f].get("temperature"),
+                       **paired_comparison(rewards[m], rewards[f], n_boot=n_boot, seed=seed)).to_dict()
+            for m, fs in baselines.items() for f in fs]
 
 
 def same_decoding(methods: dict) -> dict:

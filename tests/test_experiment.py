@@ -222,6 +222,19 @@ def test_pipeline_end_to_end(finished_run):
     assert not re.search(r"^\| greedy \| -?\d", md, re.M) and "| greedy | T=0.0 |" not in md and "| greedy | T=1.0 |" in md
 
 
+def test_every_comparison_written_is_a_comparison_record(finished_run):
+    """The suite's results.json and the experiment's summary.json hold their comparisons in one schema: each record
+    reads back as a `Comparison` and writes the same JSON (keys, their order, values)."""
+    from adaptive_decoder.results import Comparison
+
+    run_dir, _, summary = finished_run
+    suite = json.loads((run_dir / "seed-0" / "eval" / "results.json").read_text())
+    written = json.loads((run_dir / "summary.json").read_text())["comparisons"] + suite["comparisons"]
+    assert written and {c["task"] for c in written} >= {"gsm8k", "overall"}
+    for c in written:
+        assert json.dumps(Comparison(**c).to_dict()) == json.dumps(c)
+
+
 def test_same_decoding_pairs_greedy_with_its_grid_setting():
     methods = {"greedy": {"type": "GreedyPolicy", "temperature": 0.0, "top_p": 1.0, "top_k": 0},
                "T=0.0": {"type": "FixedPolicy", "temperature": 0.0, "top_p": 1.0, "top_k": 0},
