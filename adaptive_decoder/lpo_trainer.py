@@ -120,6 +120,14 @@ class _WandbMetrics(WandbCallback):
     and the sweep report reads the same names and steps from both sources. The end-of-training speed numbers go
     to the run's summary only, so the history holds training rows alone."""
 
+    def setup(self, args, state, model, **kwargs):
+        # the directory goes to wandb.init itself: wandb reads WANDB_DIR into its per-process settings once, so a
+        # run started after another wandb run of the same process (an eval suite, a second trainer) would
+        # otherwise be written under the first one's directory
+        if self._wandb is not None and state.is_world_process_zero and self._wandb.run is None:
+            self._wandb.init(project=os.getenv("WANDB_PROJECT", "huggingface"), name=args.run_name, dir=args.output_dir)
+        super().setup(args, state, model, **kwargs)
+
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
         if self._wandb is None or not logs:
             return
