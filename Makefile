@@ -68,7 +68,7 @@ $(VLLM_VENV)/.installed: setup.py
 VLLM_ENV = VLLM_CPU_KVCACHE_SPACE=1 LD_PRELOAD=$(abspath $(VLLM_VENV))/lib/libiomp5.so HF_HUB_OFFLINE=1
 
 test-vllm: setup-vllm
-	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_plugin.py
+	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_export.py tests/test_vllm_plugin.py
 
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

@@ -124,3 +124,80 @@ def test_greedy_bin_reproduces_hf_greedy_generate(greedy_engine, base):
     assert [list(o.token_ids) for o in outs] == ref.tolist()
     # the request samples at T=1 from the head's warped logits, where only the argmax is left: a point mass
     assert all(float(returned_logprobs(o).abs().max()) == 0.0 for o in outs)
+
+
+# token level, a head whose choices depend on the hidden state: rows and steps take different bins
+BINS = dict(temperature_bins=[0.0, 0.5, 1.0, 1.5], top_p_bins=[1.0, 0.8], top_k_bins=[0, 20])
+MAX_TOKENS = [10, 6, 14, 8]  # rows finish at different steps, so vLLM moves rows while others continue
+
+
+@pytest.fixture(scope="module")
+def token_engine(base, tmp_path_factory):
+    d = tmp_path_factory.mktemp("token")
+    head = make_head(d / "head", weight_scale=0.5, **BINS)
+    llm = start(export_servable(base, d / "head", d / "served"))
+    yield llm, head
+    stop(llm)
+
+
+def test_token_level_logprobs_are_hf_processed_distribution(token_engine, base):
+    llm, head = token_engine
+    outs = generate(llm, PROMPTS, [neutral(max_tokens=m, logprobs=0) for m in MAX_TOKENS])
+    model = hf_model(base)
+    seen = {f: set() for f in ("temperature", "top_p", "top_k")}
+    for prompt, out, m in zip(PROMPTS, outs, MAX_TOKENS):
+        assert len(out.token_ids) == m
+        ref, vals = hf_processed_logprobs(model, head, prompt, list(out.token_ids))
+        torch.testing.assert_close(returned_logprobs(out), ref, atol=2e-4, rtol=0)
+        for f in seen:
+            seen[f] |= set(vals[f].tolist())
+    # the comparison covered greedy and sampled rows, and top-p and top-k both on and off
+    assert 0.0 in seen["temperature"] and len(seen["temperature"]) >= 3
+    assert seen["top_p"] == {1.0, 0.8} and seen["top_k"] == {0, 20}
+
+
+def test_mixed_batch_equals_each_row_alone(token_engine, base):
+    llm, head = token_engine
+    params = neutral(max_tokens=1, logprobs=5)  # the first step's top-5 processed logprobs: no sampling noise
+    together = generate(llm, PROMPTS, params)
+    first = [served_choices(hf_model(base), head, p, list(o.token_ids))["values"] for p, o in zip(PROMPTS, together)]
+    assert len({tuple(float(v[f][0]) for f in ("temperature", "top_p", "top_k")) for v in first}) > 1  # mixed
+    def top5(out):  # the 5 most likely tokens of the processed distribution (a greedy row has only one finite)
+        return {t: lp.logprob for t, lp in out.logprobs[0].items() if lp.rank <= 5 and lp.logprob > -float("inf")}
+
+    for prompt, out in zip(PROMPTS, together):
+        alone, batched = top5(generate(llm, [prompt], params)[0]), top5(out)
+        assert batched and set(alone) == set(batched)
+        for t in batched:
+            assert abs(batched[t] - alone[t]) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def sequence_engine(base, tmp_path_factory):
+    d = tmp_path_factory.mktemp("sequence")
+    head = make_head(d / "head", level="sequence", weight_scale=0.5, seed=3,
+                     temperature_bins=[0.5, 1.0, 1.5], top_p_bins=[1.0, 0.8], top_k_bins=[0, 20])
+    llm = start(export_servable(base, d / "head", d / "served"))
+    yield llm, head
+    stop(llm)
+
+
+def test_sequence_level_keeps_one_choice_per_request(sequence_engine, base):
+    llm, head = sequence_engine
+    prompts = PROMPTS + [PROMPTS[1]]  # the last one with n=2: two samples of one request share the decision
+    params = [neutral(max_tokens=m, logprobs=0) for m in MAX_TOKENS] + [neutral(max_tokens=9, logprobs=0, n=2)]
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    model = hf_model(base)
+    token_head = AdaptiveDecoderHead(AdaptiveDecoderConfig(**{**head.config.to_dict(), "level": "token"}))
+    token_head.load_state_dict(head.state_dict())
+    per_request, changes_within = set(), False
+    for prompt, req in zip(prompts, outs):
+        for out in req.outputs:
+            completion = list(out.token_ids)
+            ref, vals = hf_processed_logprobs(model, head, prompt, completion, seq_level=True)
+            torch.testing.assert_close(returned_logprobs(out), ref, atol=2e-4, rtol=0)
+            per_request.add(tuple(float(vals[f][0]) for f in ("temperature", "top_p", "top_k")))
+            # the same head deciding per token would have changed its choice within this request
+            tok = served_choices(model, token_head, prompt, completion)["values"]
+            changes_within |= any(len(set(tok[f].tolist())) > 1 for f in ("temperature", "top_p", "top_k"))
+    assert len(per_request) > 1 and changes_within  # the test tells the two levels, and the requests, apart

@@ -1,0 +1,100 @@
+"""The servable directory for vLLM (`adaptive_decoder.integrations.vllm.export`): layout and refusals.
+
+Needs no vLLM: runs in the main suite and in `make test-vllm`.
+"""
+
+import json
+
+import pytest
+import torch
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead
+from adaptive_decoder.integrations.vllm.export import (CONFIG_KEY, HEAD_SUBDIR, export_servable, load_served_head,
+                                                       main)
+from conftest import tiny_llama, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("base") / "model"
+    model = tiny_llama(vocab_size=259, hidden_size=32)
+    model.generation_config.temperature = 0.7  # a sampling default vLLM would apply to every request
+    model.generation_config.top_p = 0.9
+    model.generation_config.do_sample = True
+    model.save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return d
+
+
+def save_head(path, hidden=32, level="token", seed=0):
+    torch.manual_seed(seed)
+    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=hidden, num_layers=2, intermediate_size=8, level=level))
+    head.save_pretrained(path)
+    return head
+
+
+def test_export_layout_and_round_trip(base_dir, tmp_path):
+    head = save_head(tmp_path / "head", level="sequence")
+    out = export_servable(base_dir, tmp_path / "head", tmp_path / "served")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["AdaptiveDecoderLlamaForCausalLM"]
+    assert cfg[CONFIG_KEY]["level"] == "sequence" and cfg[CONFIG_KEY]["head_dir"] == HEAD_SUBDIR
+    assert cfg[CONFIG_KEY]["head_config"]["temperature_bins"] == head.config.temperature_bins
+    assert (out / "model.safetensors").is_symlink()
+    assert (out / "model.safetensors").resolve() == (base_dir / "model.safetensors").resolve()
+    assert (out / "tokenizer.json").is_file() and not (out / "tokenizer.json").is_symlink()
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert not {"temperature", "top_p", "do_sample"} & set(gen) and gen["eos_token_id"] == 1
+    served = load_served_head(out)
+    assert served.config == head.config
+    for k, v in head.state_dict().items():
+        assert torch.equal(served.state_dict()[k], v)
+
+
+def test_export_copy_and_cli(base_dir, tmp_path, capsys):
+    save_head(tmp_path / "head")
+    main(["--base", str(base_dir), "--head", str(tmp_path / "head"), "--out", str(tmp_path / "served"), "--copy"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "served")
+    assert not (tmp_path / "served" / "model.safetensors").is_symlink()
+
+
+def test_bad_head_dir_is_refused_by_name(base_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="directory not found: .*nohead"):
+        export_servable(base_dir, tmp_path / "nohead", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        export_servable(base_dir, tmp_path / "empty", tmp_path / "out")
+    save_head(tmp_path / "wide", hidden=64)
+    with pytest.raises(ValueError, match="hidden size 64 but the base model has 32"):
+        export_servable(base_dir, tmp_path / "wide", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written left behind
+
+
+def test_non_empty_out_and_missing_base_are_refused(base_dir, tmp_path):
+    save_head(tmp_path / "head")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(FileExistsError, match="not an empty directory"):
+        export_servable(base_dir, tmp_path / "head", tmp_path / "busy")
+    with pytest.raises(FileNotFoundError, match="base model directory not found"):
+        export_servable(tmp_path / "nobase", tmp_path / "head", tmp_path / "out")
+
+
+def test_served_head_replaced_or_corrupted_after_export_fails_at_load(base_dir, tmp_path):
+    save_head(tmp_path / "head")
+    out = export_servable(base_dir, tmp_path / "head", tmp_path / "served")
+    save_head(tmp_path / "other", seed=1)  # same config, other weights
+    for name in ("config.json", "model.safetensors"):
+        (out / HEAD_SUBDIR / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    with pytest.raises(ValueError, match="weights digest differs"):
+        load_served_head(out)
+    (out / HEAD_SUBDIR / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="weights do not match the digest"):
+        load_served_head(out)
+    for p in (out / HEAD_SUBDIR).iterdir():
+        p.unlink()
+    (out / HEAD_SUBDIR).rmdir()
+    with pytest.raises(FileNotFoundError, match="head directory not found"):
+        load_served_head(out)
+    with pytest.raises(ValueError, match="no valid 'adaptive_decoder' entry"):
+        load_served_head(base_dir)
