@@ -70,6 +70,10 @@ VLLM_ENV = VLLM_CPU_KVCACHE_SPACE=1 LD_PRELOAD=$(abspath $(VLLM_VENV))/lib/libio
 test-vllm: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_export.py tests/test_vllm_plugin.py
 
+# a served head's cost in vLLM vs plain vLLM sampling, and vLLM-CPU vs HF generate (bench/vllm_overhead.py)
+bench-vllm: setup-vllm
+	$(VLLM_ENV) $(VLLM_PY) bench/vllm_overhead.py
+
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 

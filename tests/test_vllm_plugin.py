@@ -236,3 +236,12 @@ def test_real_smollm2_greedy_bin_matches_hf(tmp_path):
         ref = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=24,
                              pad_token_id=tok.pad_token_id)[0, len(p):]
         assert list(out.token_ids) == ref.tolist(), (tok.decode(out.token_ids), tok.decode(ref))
+
+
+def test_non_neutral_request_values_are_named():
+    from adaptive_decoder.integrations.vllm.requests import non_neutral_values
+
+    assert non_neutral_values(neutral(max_tokens=4)) == {}
+    assert non_neutral_values(vllm.SamplingParams(temperature=0.0)) == {}  # greedy: the argmax never moves
+    bad = vllm.SamplingParams(temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.1)
+    assert non_neutral_values(bad) == {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "repetition_penalty": 1.1}

@@ -49,8 +49,6 @@ class _ServedHead:
         choices = self.head.select(hidden_states, selection="argmax")
         if self.level == "sequence" and self.rows.take_sampling_rows(n):
             choices = self.rows.sequence_choices(choices)
-        elif self.rows is not None and self.level == "token":
-            self.rows.take_sampling_rows(n)
         v = self.head.values(choices, shape=(n,))
         return apply_sampling_params(None, logits, v["temperature"], v["top_p"], v["top_k"], min_p=v["min_p"])
 
