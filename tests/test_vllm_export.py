@@ -1,4 +1,5 @@
-"""The servable directory for vLLM (`adaptive_decoder.integrations.vllm.export`): layout and refusals.
+"""The servable directory for vLLM (`adaptive_decoder.integrations.vllm.export`): layout and refusals; and
+`choices.served_choices`, which recovers a served request's choices with one HF pass.
 
 Needs no vLLM: runs in the main suite and in `make test-vllm`.
 """
@@ -98,3 +99,26 @@ def test_served_head_replaced_or_corrupted_after_export_fails_at_load(base_dir, 
         load_served_head(out)
     with pytest.raises(ValueError, match="no valid 'adaptive_decoder' entry"):
         load_served_head(base_dir)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_served_choices_are_the_choices_generate_made(level):
+    from adaptive_decoder import AdaptiveDecodingModel
+    from adaptive_decoder.integrations.vllm.choices import served_choices
+
+    model = tiny_llama(vocab_size=128, hidden_size=32)
+    torch.manual_seed(0)
+    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, num_layers=1, level=level))
+    with torch.no_grad():
+        for lin in head.outputs.values():
+            lin.weight.mul_(40)  # choices that vary with the hidden state
+    prompt = [5, 9, 17, 33, 8]
+    torch.manual_seed(1)
+    out = AdaptiveDecodingModel(model, None, head).generate(torch.tensor([prompt]), max_new_tokens=12, eos_token_id=None)
+    got = served_choices(model, head, prompt, out.completion_ids[0])
+    steps = len(out.completion_ids[0])
+    for f in head.factors:
+        expected = out.choices[f][0] if level == "sequence" else out.choices[f][0, :steps]
+        assert torch.equal(got["choices"][f], expected)
+    if level == "token":
+        assert any(len(set(out.choices[f][0].tolist())) > 1 for f in head.factors)  # they did vary
