@@ -94,4 +94,4 @@ bench-decode: setup
 	$(PY) bench/decode_overhead.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)
