@@ -119,9 +119,9 @@ class RequestRows(LogitsProcessor):
         """Per-row bin indices for a sequence-level head, given this step's per-row argmax choices `now`
         (factor -> [n] long tensor, rows in batch order): the stored decision of each request that has
         already sampled, `now` (stored as the request's decision) for each one that has not."""
-        n = next(iter(now.values())).shape[0] if now else self.batch_size
-        if not now:
+        if not now:  # a head with no active factor decides nothing
             return now
+        n = next(iter(now.values())).shape[0]
         out = {f: c.clone() for f, c in now.items()}
         for i in range(n):
             params = self.params[i]
