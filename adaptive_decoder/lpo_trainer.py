@@ -135,9 +135,17 @@ class _WandbMetrics(WandbCallback):
             self.setup(args, state, model)
         if state.is_world_process_zero:
             if "loss" in logs:
-                self._wandb.log(dict(logs), step=state.global_step)
+                # commit=True: with an explicit step wandb holds a row back until a later step arrives, and the
+                # last row of a run has none (it went missing when the process exited under load)
+                self._wandb.log(dict(logs), step=state.global_step, commit=True)
             else:
                 self._wandb.run.summary.update(logs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        super().on_train_end(args, state, control, **kwargs)
+        # the run is over when training is: finish it here, not in the interpreter's exit hook
+        if self._wandb is not None and self._wandb.run is not None and state.is_world_process_zero:
+            self._wandb.finish()
 
 
 class _StepHooks(TrainerCallback):
