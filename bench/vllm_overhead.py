@@ -23,20 +23,16 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-PROMPTS = [
-    "What is 17 + 25?", "Translate to German: The weather is nice today.", "Write a haiku about autumn.",
-    "Name three prime numbers.", "Explain photosynthesis in one sentence.", "Give a synonym for happy.",
-    "Write a short story about a dog and a lantern.", "What is the capital of France?",
-    "List two uses of copper.", "Describe the sea in five words.", "Why is the sky blue?",
-    "Suggest a name for a coffee shop run by cats.", "What is 9 times 8?", "Write a limerick about a cat.",
-    "How do bees make honey?", "Summarise the plot of Cinderella in one sentence.",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from decode_overhead import PROMPTS  # noqa: E402  (the same 16 chat prompts as the HF decode benchmark)
+
 SAMPLES, NEW_TOKENS = 8, 64
 FORCED = {"temperature": 0.6, "top_p": 0.9, "top_k": 20}
 
