@@ -121,11 +121,11 @@ class _WandbMetrics(WandbCallback):
     to the run's summary only, so the history holds training rows alone."""
 
     def setup(self, args, state, model, **kwargs):
-        # the directory goes to wandb.init itself: wandb reads WANDB_DIR into its per-process settings once, so a
-        # run started after another wandb run of the same process (an eval suite, a second trainer) would
-        # otherwise be written under the first one's directory
+        # project and directory go to wandb.init itself, not through WANDB_PROJECT / WANDB_DIR: wandb reads those
+        # into its per-process settings once, so a run started after another wandb run of the same process (an
+        # eval suite, a second trainer) would otherwise be written under the first one's directory
         if self._wandb is not None and state.is_world_process_zero and self._wandb.run is None:
-            self._wandb.init(project=os.getenv("WANDB_PROJECT", "huggingface"), name=args.run_name, dir=args.output_dir)
+            self._wandb.init(project=args.wandb_project, name=args.run_name, dir=args.output_dir)
         super().setup(args, state, model, **kwargs)
 
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
@@ -202,10 +202,7 @@ class LPOTrainer(Trainer):
             torch.set_num_threads(args.torch_threads)
         self.out = Path(args.output_dir)
         if args.uses_wandb:
-            # the Trainer's wandb callback reads its project and directory from the environment
             os.environ.setdefault("WANDB_MODE", "offline")
-            os.environ["WANDB_PROJECT"] = args.wandb_project
-            os.environ["WANDB_DIR"] = str(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
         hooks = [cb for cb in callbacks or [] if not isinstance(cb, TrainerCallback) and callable(cb)]
         native = [cb for cb in callbacks or [] if cb not in hooks]
