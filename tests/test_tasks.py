@@ -85,6 +85,15 @@ def test_translation_hf_style_rows_need_languages(tmp_path):
         get_task("translation", path=str(f)).examples()
 
 
+def test_translation_max_source_words_keeps_short_segments(tmp_path):
+    rows = [{"src_lang": "en", "tgt_lang": "de", "source": "one two three", "reference": "eins zwei drei"},
+            {"src_lang": "en", "tgt_lang": "de", "source": "a much longer source sentence here", "reference": "x"}]
+    f = write_jsonl(tmp_path / "t.jsonl", rows)
+    assert len(get_task("translation", path=str(f)).examples()) == 2
+    exs = get_task("translation", path=str(f), max_source_words=3).examples()
+    assert [e["source"] for e in exs] == ["one two three"] and exs[0]["id"] == "1"  # line number: stable under the filter
+
+
 # --- constrained / creative writing ---------------------------------------------------------------------
 def test_commongen_suffixes_are_stripped(tmp_path):
     assert strip_pos("look_V") == "look" and strip_pos("field_N") == "field" and strip_pos("ice_cream") == "ice_cream"
