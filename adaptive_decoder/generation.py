@@ -26,7 +26,7 @@ from transformers import LogitsProcessorList
 
 from .head import FACTORS, AdaptiveDecoderHead
 from .models import encode_prompts, model_max_length
-from .sampling import SAMPLER_OFF, SamplingParamsProcessor, validate_sampling_value
+from .sampling import NEUTRAL, SAMPLER_OFF, SamplingParamsProcessor, validate_sampling_value
 from .validation import positive_int
 
 # kwargs that would switch on a stock warper or a search we do not support; sampling values go through force=
@@ -37,7 +37,6 @@ _REFUSED = {"temperature", "top_p", "top_k", "do_sample", "repetition_penalty", 
 _UNSUPPORTED_OUTPUTS = ("output_scores", "output_logits", "output_attentions", "output_hidden_states")
 # the names every out.values holds; a head applies no repetition penalty, and a force= without min_p has it off
 VALUE_KEYS = FACTORS + ("repetition_penalty",)
-_NEUTRAL = {"repetition_penalty": 1.0, "min_p": SAMPLER_OFF["min_p"]}
 
 
 @dataclass
@@ -225,7 +224,7 @@ def _per_step_values(vals: dict, mask: torch.BoolTensor) -> dict:
     n, t = mask.shape
     out = {}
     for k in dict.fromkeys(VALUE_KEYS + tuple(vals)):
-        v = vals[k] if k in vals else torch.full((n,), _NEUTRAL[k], dtype=torch.float32, device=mask.device)
+        v = vals[k] if k in vals else torch.full((n,), NEUTRAL[k], dtype=torch.float32, device=mask.device)
         v = v.to(mask.device)
         if v.dim() == 1:
             v = v[:, None].expand(n, t)
@@ -239,13 +238,13 @@ def _normalise_force(force: dict, n: int, device) -> dict:
     unknown = sorted(set(force) - allowed)
     if unknown:
         raise ValueError(f"unknown keys in force: {unknown}; valid: {sorted(allowed)}")
-    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+    defaults = {k: NEUTRAL[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty")}
     dtypes = {"temperature": torch.float32, "top_p": torch.float64, "top_k": torch.long, "repetition_penalty": torch.float32}
     # a sampler is carried only when asked for, so a plain config runs no sampler filter at all; float64
     # because each filter rounds it to the scores' dtype itself (as HF rounds its Python float)
     for k in SAMPLER_OFF:
         if k in force:
-            defaults[k], dtypes[k] = SAMPLER_OFF[k], torch.float64
+            defaults[k], dtypes[k] = NEUTRAL[k], torch.float64
     out = {}
     for k, default in defaults.items():
         # validated before the cast to its dtype: the cast would turn top_k=2.7 into 2 and hide a NaN's origin

@@ -40,12 +40,14 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .policy_base import DecodingPolicy, forced_generate, register_policy
+from .sampling import NEUTRAL
 
 KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")
 # (low, high, low_inclusive): every parsed value lies in its range; top_k must also be an integer
 RANGES = {"temperature": (0.0, 2.0, True), "top_p": (0.0, 1.0, False), "top_k": (0, 1000, True),
           "repetition_penalty": (1.0, 2.0, True)}
-DEFAULT_CONFIG = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+# what a config text that gives no valid value for a key decodes with: the neutral value (no change to the LM)
+DEFAULT_CONFIG = {k: NEUTRAL[k] for k in KEYS}
 
 TRAINED_TEMPLATE = ("Choose the decoding hyperparameters for answering the request below. Reply with one line: "
                     "temperature=<t>, top_p=<p>, top_k=<k>, repetition_penalty=<r>\n\nRequest:\n{prompt}")

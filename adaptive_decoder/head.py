@@ -31,13 +31,13 @@ from torch import nn
 from .head_digest import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME, recorded_digest, verify_weights, weights_digest
 from .models import EMBEDDED
 from .paths import local_path, missing_local_dir
-from .sampling import validate_sampling_value
+from .sampling import NEUTRAL, validate_sampling_value
 from .validation import fraction, positive_int
 
 logger = logging.getLogger(__name__)
 FACTORS = ("temperature", "top_p", "top_k", "min_p")
 DEFAULT_FACTORS = ("temperature", "top_p", "top_k")
-_FIXED_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}
+_FIXED_DEFAULTS = {f: NEUTRAL[f] for f in FACTORS}
 LEVELS = ("token", "sequence")
 SELECTIONS = ("argmax", "sample")
 

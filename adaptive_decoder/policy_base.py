@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from .generation import AdaptiveDecodingModel
-from .sampling import SAMPLER_OFF
+from .sampling import NEUTRAL
 
 # class name (describe()["type"]) -> role, for descriptions that carry no "role"
 ROLE_OF_TYPE = {"FixedPolicy": "fixed", "GreedyPolicy": "greedy", "RandomPolicy": "random",
@@ -150,8 +150,7 @@ def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *,
     greedy = all(float(c.get("temperature", 1.0)) == 0.0 for c in configs)
     per = 1 if greedy else num_samples
     keys = sorted({k for c in configs for k in c})
-    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, **SAMPLER_OFF}
-    force = {k: [c.get(k, defaults.get(k)) for c in configs for _ in range(per)] for k in keys}
+    force = {k: [c.get(k, NEUTRAL.get(k)) for c in configs for _ in range(per)] for k in keys}
     torch.manual_seed(seed)
     out = adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens, num_return_sequences=per,
                             force=force)

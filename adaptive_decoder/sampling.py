@@ -52,6 +52,9 @@ SAMPLING_VALUES = {
 # the off value of each sampler, and the dtype a per-row value is held in before it meets the scores
 SAMPLER_OFF = {"min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": 0.0,
                "top_nsigma": 0.0, "edt_theta": 0.0}
+# the value of every SAMPLING_VALUES name at which a row's scores are left as the LM made them (temperature 1:
+# the plain softmax); what a config that does not name a value gets, wherever a config is filled in
+NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, **SAMPLER_OFF}
 
 
 def _refuse(label: str, desc: str, got: str):
