@@ -314,11 +314,12 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
                 raise ValueError(f"corrupt head config {cfg_file}: {e}") from e
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-    def check_compatible(self, model, strict_identity: bool = False) -> None:
+    def check_compatible(self, model, strict_identity: bool = False, requested: str | None = None) -> None:
         """Raise a clear error if this head cannot sit on `model` (hidden size mismatch).
 
         A head trained on one LM reads another LM's hidden states as noise even when the sizes agree, so a
-        different recorded base-model identity is a warning (an error with `strict_identity=True`).
+        different recorded base-model identity (`same_base_model`; `requested`: the name the model was asked for
+        by) is a warning (an error with `strict_identity=True`).
         """
         hidden = model_hidden_size(model)
         name = getattr(model.config, "_name_or_path", None) or type(model).__name__
@@ -327,7 +328,7 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
                 f"head was built for base model {self.config.base_model!r} with hidden size {self.config.hidden_size}, "
                 f"but {name!r} has hidden size {hidden}"
             )
-        if self.config.base_model and name and canonical_model_name(self.config.base_model) != canonical_model_name(name):
+        if not same_base_model(self.config.base_model, model, requested):
             msg = f"head was built for base model {self.config.base_model!r} but is attached to {name!r}"
             if strict_identity:
                 raise ValueError(msg)
@@ -339,7 +340,21 @@ def canonical_model_name(name: str) -> str:
     return EMBEDDED[name]["identity"] if name in EMBEDDED else name
 
 
+def same_base_model(recorded: str | None, model, requested: str | None = None) -> bool:
+    """Whether `model` is the base LM a head records (`recorded`, its config's base_model) it was built for.
+
+    The model is known by its `_name_or_path` and, when given, by the name it was requested as (`requested`: a
+    local directory loads under its path, while the head may record the name it was built with); names compare
+    after `canonical_model_name`. A head that records no base model matches any model.
+    """
+    if not recorded:
+        return True
+    have = getattr(model.config, "_name_or_path", None) or type(model).__name__
+    return canonical_model_name(recorded) in {canonical_model_name(n) for n in (have, requested) if n}
+
+
 def model_hidden_size(model) -> int:
     cfg = model.config
     cfg = getattr(cfg, "get_text_config", lambda: cfg)()
     return int(cfg.hidden_size)
+

@@ -32,7 +32,7 @@ import random
 import torch
 
 from .generation import AdaptiveDecodingModel
-from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
+from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead, same_base_model
 from .policy_base import DecodingPolicy, forced_generate, register_policy
 # re-exported: callers build methods and read their outputs through this module
 from .policy_base import POLICIES, PolicyOutput, build_policies, split_output  # noqa: F401
@@ -163,18 +163,13 @@ class TokenRandomPolicy(RandomPolicy):
 
 
 def check_base_model(head: AdaptiveDecoderHead, model, requested: str | None = None, source: str = "head") -> None:
-    """Refuse a head trained for another base model: hidden size (always) and the recorded base-model identity."""
-    head.check_compatible(model)
-    want = head.config.base_model
-    if not want:
+    """Refuse a head trained for another base model: hidden size (always) and the recorded base-model identity
+    (`adaptive_decoder.head.same_base_model`)."""
+    head.check_compatible(model, requested=requested)
+    if same_base_model(head.config.base_model, model, requested):
         return
-    from .models import EMBEDDED
-
     have = getattr(model.config, "_name_or_path", "") or ""
-    names = {have, requested} | {a for a, info in EMBEDDED.items() if info["identity"] == have}
-    if want in names or EMBEDDED.get(want, {}).get("identity") in names:
-        return
-    raise ValueError(f"{source} was trained for base model {want!r} but the evaluated model is {have!r}"
+    raise ValueError(f"{source} was trained for base model {head.config.base_model!r} but the evaluated model is {have!r}"
                      f"{f' (requested as {requested!r})' if requested else ''}; a head only works on the LM whose hidden "
                      "states it was trained on. If this is the same model under another name, pass strict_base_model=False.")
 
