@@ -436,20 +436,16 @@ class Experiment:
         and saved on first need), and the pair statistics of the collection."""
         from .collection import CollectionSettings, collect
         from .generation import AdaptiveDecodingModel
-        from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead, model_hidden_size
+        from .head import build_head
         from .pairs import collection_pair_report
 
         cfg = self.cfg
         self._ensure_model()
         head_dir = out / "collect_head"
-        if (head_dir / "model.safetensors").exists():
-            head = AdaptiveDecoderHead.from_pretrained(head_dir)
-        else:
-            opts = {"hidden_size": model_hidden_size(self.model),
-                    "base_model": getattr(self.model.config, "_name_or_path", None) or cfg.model,
-                    "selection": "sample", **cfg.head, "level": level}
-            torch.manual_seed(seed)
-            head = AdaptiveDecoderHead(AdaptiveDecoderConfig.from_dict(opts))
+        saved = (head_dir / "model.safetensors").exists()
+        head = build_head({"selection": "sample", **cfg.head, "level": level}, seed, model=self.model,
+                          head_path=head_dir if saved else None, model_name=cfg.model)
+        if not saved:
             head.save_pretrained(head_dir)
         extra = {}
         if "cache_which" not in cfg.collect and cfg.lpo.get("pair_mode", "best_vs_worst") != "best_vs_worst":

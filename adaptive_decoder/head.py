@@ -358,3 +358,28 @@ def model_hidden_size(model) -> int:
     cfg = getattr(cfg, "get_text_config", lambda: cfg)()
     return int(cfg.hidden_size)
 
+
+def build_head(options: dict, init_seed: int, model=None, head_path=None, agree: tuple = (),
+               model_name: str | None = None) -> AdaptiveDecoderHead:
+    """The head a collection or an LPO run starts from: the saved head at `head_path`, else a fresh one.
+
+    A fresh head's config is `options` over what `model` (when given) says of itself: its hidden size, and its
+    `_name_or_path` (else `model_name`, the name it was loaded by) as `base_model`, which is what later lets
+    `same_base_model` refuse another LM. Its weights are drawn right after `torch.manual_seed(init_seed)`, so a
+    seed stands for one initial head wherever the head is made. A saved head must agree with that fresh config on
+    every key in `agree` (the keys that make a stored bin index mean the same bin), else ValueError.
+    """
+    fresh = None
+    if head_path is None or agree:
+        own = {} if model is None else {"hidden_size": model_hidden_size(model),
+                                        "base_model": getattr(model.config, "_name_or_path", None) or model_name}
+        fresh = AdaptiveDecoderConfig.from_dict({**own, **options})
+    if head_path is not None:
+        head = AdaptiveDecoderHead.from_pretrained(head_path)
+        for k in agree:
+            if getattr(head.config, k) != getattr(fresh, k):
+                raise ValueError(f"head_path {head_path} has {k}={getattr(head.config, k)!r} but the pairs need "
+                                 f"{getattr(fresh, k)!r}")
+        return head
+    torch.manual_seed(init_seed)
+    return AdaptiveDecoderHead(fresh)

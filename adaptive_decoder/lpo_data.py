@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .head import AdaptiveDecoderConfig, AdaptiveDecoderHead
+from .head import AdaptiveDecoderConfig, build_head
 from .lpo import NEEDS_RESPONSE_LOGPS
 
 if TYPE_CHECKING:
     from .lpo_config import LPOConfig
 
 logger = logging.getLogger(__name__)
+# what a head_path must share with the pairs: a stored choice index has to mean the same bin to the head trained
+_AGREE = ("hidden_size", "level", "factors", "temperature_bins", "top_p_bins", "top_k_bins")
 
 
 class SyntheticPairs(torch.utils.data.Dataset):
@@ -74,7 +76,7 @@ def build_head_and_dataset(cfg: LPOConfig):
     if cfg.synthetic_pairs:
         opts = {"level": "sequence", "num_layers": 2, "intermediate_size": 32, **cfg.head,
                 "hidden_size": cfg.synthetic_hidden_size, "base_model": "synthetic"}
-        head = _load_or_build_head(cfg, AdaptiveDecoderConfig.from_dict(opts))
+        head = build_head(opts, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
         return head, SyntheticPairs(cfg.synthetic_pairs, head.config, seed=cfg.seed)
 
     from .collection import read_manifest
@@ -82,7 +84,7 @@ def build_head_and_dataset(cfg: LPOConfig):
 
     manifest = read_manifest(cfg.collection_dir)
     collected = dict(manifest["head"]["config"])
-    head = _load_or_build_head(cfg, AdaptiveDecoderConfig.from_dict({**collected, **cfg.head}))
+    head = build_head({**collected, **cfg.head}, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
     from .collection import head_identity
 
     if head_identity(head)["fingerprint"] == manifest["head"].get("fingerprint"):
@@ -103,18 +105,6 @@ def build_head_and_dataset(cfg: LPOConfig):
     logger.info("some pair samples are not cached: loading %s (%s) to recompute their head inputs", cfg.base_model, dtype)
     model, _ = load_base_model(cfg.base_model, dtype=dtype)
     return head, PairDataset(cfg.collection_dir, model=model, **kw)
-
-
-def _load_or_build_head(cfg: LPOConfig, fresh: AdaptiveDecoderConfig) -> AdaptiveDecoderHead:
-    if cfg.head_path:
-        head = AdaptiveDecoderHead.from_pretrained(cfg.head_path)
-        for k in ("hidden_size", "level", "factors", "temperature_bins", "top_p_bins", "top_k_bins"):
-            if getattr(head.config, k) != getattr(fresh, k):
-                raise ValueError(f"head_path {cfg.head_path} has {k}={getattr(head.config, k)!r} but the pairs need "
-                                 f"{getattr(fresh, k)!r}")
-        return head
-    torch.manual_seed(cfg.head_init_seed)
-    return AdaptiveDecoderHead(fresh)
 
 
 __all__ = ["SyntheticPairs", "build_head_and_dataset"]

@@ -22,9 +22,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, load_base_model  # noqa: E402
+from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel, load_base_model  # noqa: E402
 from adaptive_decoder.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
-from adaptive_decoder.head import model_hidden_size  # noqa: E402
+from adaptive_decoder.head import build_head  # noqa: E402
 from adaptive_decoder.models import resolve_dtype_name  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402
 from adaptive_decoder.pairs import collection_pair_report  # noqa: E402
@@ -66,15 +66,11 @@ class CollectConfig(CollectionSettings):
             raise missing
 
 
-def build_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
-    if cfg.head_path:
-        if cfg.head:
-            raise ValueError("give either head_path (a saved head) or head (options of a fresh head), not both")
-        return AdaptiveDecoderHead.from_pretrained(cfg.head_path)
-    opts = {"hidden_size": model_hidden_size(model), "base_model": getattr(model.config, "_name_or_path", None),
-            "selection": "sample", **cfg.head}
-    torch.manual_seed(cfg.head_init_seed)
-    return AdaptiveDecoderHead(AdaptiveDecoderConfig.from_dict(opts))
+def collecting_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
+    """The head that explores: the saved one at head_path, else a fresh one with cfg.head's options (sampling)."""
+    if cfg.head_path and cfg.head:
+        raise ValueError("give either head_path (a saved head) or head (options of a fresh head), not both")
+    return build_head({"selection": "sample", **cfg.head}, cfg.head_init_seed, model=model, head_path=cfg.head_path)
 
 
 def main(argv=None):
@@ -86,7 +82,7 @@ def main(argv=None):
     prompts = [p for name, spec in specs.items() for p in load_task_prompts(name, spec)]
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load_base_model(cfg.base_model, dtype=cfg.dtype, device=device)
-    head = build_head(cfg, model)
+    head = collecting_head(cfg, model)
     adm = AdaptiveDecodingModel(model, tok, head)
     rewards = {name: build_reward(spec.reward, model=model, tokenizer=tok) for name, spec in specs.items()}
     settings = CollectionSettings(**{f.name: getattr(cfg, f.name) for f in fields(CollectionSettings)})
