@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from .hag import KEYS, sft_example, validate_config
+from .storage import read_jsonl_log
 
 logger = logging.getLogger(__name__)
 
@@ -224,21 +225,7 @@ class ConfigSearch:
 # ------------------------------------------------------------------------------------------------------------
 def read_records(path) -> list:
     """Records of a search.jsonl; a torn last line (a crash mid-write) is dropped with a warning."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out, lines = [], path.read_text(encoding="utf-8").splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines):
-                logger.warning("%s: dropping a torn last line (interrupted write); its prompt is searched again", path)
-            else:
-                raise ValueError(f"{path}:{n} is not valid JSON; the file is corrupt (delete that line to resume)") from None
-    return out
+    return read_jsonl_log(path, redo="its prompt is searched again")
 
 
 def _repair_tail(path: Path):

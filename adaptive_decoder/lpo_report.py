@@ -8,7 +8,6 @@ directory after the fact.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import torch
 from .head import AdaptiveDecoderHead
 from .lpo import collate_pairs
 from .plotting import pyplot, save_figure
+from .storage import read_jsonl_log
 
 
 def task_bin_histograms(head: AdaptiveDecoderHead, dataset, batch_size: int = 256) -> dict:
@@ -55,7 +55,7 @@ def task_bin_histograms(head: AdaptiveDecoderHead, dataset, batch_size: int = 25
 
 def _read_history(history) -> list[dict]:
     if isinstance(history, (str, Path)):
-        history = [json.loads(ln) for ln in Path(history).read_text().splitlines() if ln.strip()]
+        history = read_jsonl_log(history)
     return [h for h in history if "final" not in h]
 
 

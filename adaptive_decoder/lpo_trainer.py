@@ -51,6 +51,7 @@ from .head import AdaptiveDecoderHead
 from .lpo import collate_pairs, compute_loss, policy_log_probs
 from .lpo_config import LPOConfig
 from .lpo_report import plot_bin_histograms, plot_training_curves, task_bin_histograms
+from .storage import read_jsonl_log
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ class LPOTrainer(Trainer):
         if acc.is_main_process:
             mpath = self.out / "metrics.jsonl"
             if mpath.exists():
-                rows = [json.loads(ln) for ln in mpath.read_text().splitlines() if ln.strip()]
+                rows = read_jsonl_log(mpath, redo="the steps after the checkpoint are logged again")
                 keep = [r for r in rows if r.get("step", 0) <= step and "final" not in r]
                 mpath.write_text("".join(json.dumps(r) + "\n" for r in keep))
         acc.wait_for_everyone()
@@ -343,7 +344,7 @@ class LPOTrainer(Trainer):
             logger.info("resume: no checkpoint in %s, starting fresh", self.out)
             return None
         self.launch.check(last)
-        self.history.extend(json.loads(ln) for ln in (self.out / "metrics.jsonl").read_text().splitlines() if ln.strip())
+        self.history.extend(read_jsonl_log(self.out / "metrics.jsonl"))
         logger.info("resumed from %s at step %d", last, step)
         return last
 

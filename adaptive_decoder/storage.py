@@ -1,7 +1,11 @@
-"""Crash-safe file primitives shared by the collection and the evaluation store.
+"""Crash-safe file primitives shared by the collection, the evaluation store and the resume and metrics logs.
 
 Atomic writes: data goes to `<name>.tmp`, is fsync'ed, then renamed over `<name>` and the directory is fsync'ed,
 so a reader (or a process restarted after kill -9) sees either the old file or the whole new one, never a part.
+
+Append-only logs: a JSONL file that grows by one appended line per record (a resume log, a metrics file) can end
+in a torn line when a kill interrupts a write; `read_jsonl_log` drops that last line (the record it held is
+redone by whoever resumes) and refuses a broken line anywhere else, which no interrupted append can produce.
 
 Directory lock: one writer per output directory. `lock_dir` takes an exclusive `flock` on `<dir>/.lock`; the
 kernel drops it when the holder's file is closed or the process dies (kill -9 included), so a crash never leaves
@@ -11,9 +15,13 @@ file is opened without truncating, or the refused process would erase the holder
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import socket
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 LOCK = ".lock"
 
@@ -41,6 +49,29 @@ def atomic_write_bytes(path: Path, data: bytes):
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def read_jsonl_log(path, redo: str | None = None) -> list:
+    """The records of an append-only JSONL log, [] when there is no file (see the module docstring).
+
+    A torn last line is dropped, with a warning when `redo` says what happens to its record (e.g. "its prompt is
+    searched again"); any other line that is not JSON raises ValueError naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    out, lines = [], path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n != len(lines):
+                raise ValueError(f"{path}:{n} is not valid JSON; the file is corrupt (delete that line to resume)") from None
+            if redo:
+                logger.warning("%s: dropping a torn last line (interrupted write); %s", path, redo)
+    return out
 
 
 class DirectoryLockedError(RuntimeError):

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from .plotting import pyplot, save_figure
+from .storage import read_jsonl_log
 
 __all__ = ["SweepRun", "agent_args", "expand_command", "flatten", "grid_points", "load_sweep", "read_local_runs",
            "read_runs", "read_wandb_api_runs", "read_wandb_offline_runs", "run_id_for", "summarize", "write_report"]
@@ -121,18 +122,6 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by a kill: the run is incomplete, not unreadable
-                if i != len(path.read_text().splitlines()):
-                    raise ValueError(f"{path}:{i}: not JSON") from None
-    return rows
-
-
 def _local_config(run_dir: Path) -> dict:
     """A run directory's config: a config file next to metrics.jsonl, else the newest checkpoint's record."""
     for name in ("config.json", "lpo_config.json", "run_config.json"):
@@ -155,7 +144,7 @@ def read_local_runs(root) -> list[SweepRun]:
         if "wandb" in mfile.parts:
             continue
         run_dir = mfile.parent
-        rows = _read_jsonl(mfile)
+        rows = read_jsonl_log(mfile)  # a line torn by a kill: the run is incomplete, not unreadable
         history = [r for r in rows if not r.get("final")]
         summary = {}
         for r in history:
