@@ -32,6 +32,7 @@ from adaptive_decoder.hag_search import SearchSettings, SearchSpace, read_record
 from adaptive_decoder.models import load_base_model, resolve_dtype_name  # noqa: E402
 from adaptive_decoder.tasks import get_task  # noqa: E402
 from adaptive_decoder.plotting import pyplot, save_figure  # noqa: E402
+from adaptive_decoder.storage import atomic_write_bytes  # noqa: E402
 
 logger = logging.getLogger("build_hag_data")
 _TASK_KEYS = {"num_prompts", "seed"}  # everything else in a task entry goes to adaptive_decoder.tasks.get_task
@@ -134,11 +135,7 @@ def main(argv=None) -> dict:
     wanted = {e["id"] for e in examples}
     records = [r for r in records if r["prompt_id"] in wanted]
     sft = sft_records(records, drop_all_tied=cfg.drop_all_tied)
-    tmp = out / "sft.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in sft:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, out / "sft.jsonl")
+    atomic_write_bytes(out / "sft.jsonl", "".join(json.dumps(r) + "\n" for r in sft).encode())
     summary.update(sft_examples=len(sft), dropped_all_tied=len(records) - len(sft), wall_seconds=round(time.time() - t0, 1),
                    config=asdict(cfg))
     if cfg.plot:
