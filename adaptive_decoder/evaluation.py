@@ -35,6 +35,7 @@ from pathlib import Path
 
 from . import hag as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from .head_digest import head_fingerprint
+from .model_args import ModelArguments
 from .policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, OraclePolicy
 from .policy_base import POLICIES, build_policies
 from .report import log_wandb, markdown_table, results_plots
@@ -56,18 +57,10 @@ HEAD_METHODS = ("adaptive", "meanshift")
 
 
 @dataclass
-class EvalConfig:
-    """Configuration of `run_evaluation` (YAML via `eval/run_suite.py --config`, CLI flags override)."""
+class EvalConfig(ModelArguments):
+    """Configuration of `run_evaluation` (YAML via `eval/run_suite.py --config`, CLI flags override); the base LM's
+    fields are `ModelArguments`'."""
 
-    model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
-    dtype: str = field(default="float32", metadata={
-        "help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see "
-                "adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and "
-                "what resumes are checked against."})
-    device: str | None = field(default=None, metadata={
-        "help": "Device for the LM (cpu, cuda, cuda:0); default: cuda if available."})
-    torch_threads: int | None = field(default=None, metadata={
-        "help": "torch.set_num_threads (CPU runs); default: torch's choice."})
     chat: bool | None = field(default=None, metadata={"help": "Use the chat template (default: when the tokenizer has one)."})
     tasks: list[str] = field(default_factory=lambda: ["gsm8k", "translation", "constrained_writing", "creative_writing"],
                              metadata={"help": f"Tasks to run; valid: {sorted(TASKS)}."})
@@ -107,10 +100,7 @@ class EvalConfig:
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
 
     def __post_init__(self):
-        from .models import resolve_dtype_name
-
-        # 'auto' becomes the dtype it stands for here, so the fingerprint (and results.json) hold that one
-        self.dtype = resolve_dtype_name(self.dtype, self.device)
+        super().__post_init__()  # dtype resolved: the fingerprint (and results.json) hold the one that runs
         for name in ("task_options", "method_options"):
             v = getattr(self, name)
             if isinstance(v, str):
@@ -303,16 +293,12 @@ class Evaluator:
             c for o in self.oracles for c in o.candidates if isinstance(c, AdaptivePolicy)]
 
     def _load_model(self):
-        import torch
-
         from .generation import AdaptiveDecodingModel
-        from .models import check_model_dtype, load_base_model
+        from .models import check_model_dtype
 
-        if self.cfg.torch_threads:
-            torch.set_num_threads(self.cfg.torch_threads)
+        self.cfg.set_threads()
         if self.model is None:
-            device = self.cfg.device or ("cuda" if torch.cuda.is_available() else None)
-            self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=self.cfg.dtype, device=device)
+            self.model, self.tokenizer = self.cfg.load()
         else:
             check_model_dtype(self.model, self.cfg.dtype)
         self.adm = AdaptiveDecodingModel(self.model, self.tokenizer)

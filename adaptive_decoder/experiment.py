@@ -45,6 +45,7 @@ import torch
 
 from .configs import as_mapping
 from .head_digest import head_fingerprint
+from .model_args import ModelArguments
 from .policy_base import FIXED_CONFIG_ROLES, role_of
 from .report import difference_rows, plot_paired_differences, summary_markdown, summary_plots, verdict_block
 from .results import LEVEL_METHOD, OVERALL, choices, compare_with_baselines, same_decoding
@@ -61,24 +62,18 @@ _MANAGED = {
     "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
             "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
             "overwrite_output_dir", "head_init_seed"},
-    "eval": {"model", "dtype", "device", "torch_threads", "chat", "tasks", "task_options", "num_prompts",
+    "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "task_options", "num_prompts",
              "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
              "progress", "report_to", "skip_missing_heads", "n_bootstrap"},
 }
 
 
 @dataclass
-class ExperimentConfig:
-    """The whole experiment (YAML via `experiments/run.py --config`, CLI flags override; unknown keys are errors)."""
+class ExperimentConfig(ModelArguments):
+    """The whole experiment (YAML via `experiments/run.py --config`, CLI flags override; unknown keys are errors); the
+    base LM's fields are `ModelArguments`'."""
 
     run_dir: str = field(default=None, metadata={"help": "Directory for every output of the run (created; rerun = resume)."})
-    model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
-    dtype: str = field(default="float32", metadata={
-        "help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see "
-                "adaptive_decoder.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and "
-                "what resumes are checked against."})
-    device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for this process (CPU)."})
     chat: bool | None = field(default=None, metadata={"help": "Chat template (default: when the tokenizer has one)."})
     tasks: dict | str | None = field(default=None, metadata={
         "help": "task name -> options: the evaluation task options (path, hf_id, reward, num_fewshot, template, ...; see "
@@ -121,10 +116,7 @@ class ExperimentConfig:
     def __post_init__(self):
         if not self.run_dir:
             raise ValueError("run_dir is required")
-        from .models import resolve_dtype_name
-
-        # 'auto' becomes the dtype it stands for here, so every stage fingerprint holds that one
-        self.dtype = resolve_dtype_name(self.dtype, self.device)
+        super().__post_init__()  # dtype resolved: every stage fingerprint holds the one that runs
         self.tasks = as_mapping("tasks", self.tasks)
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (e.g. tasks: {gsm8k: {}, constrained_writing: {}})")
@@ -384,12 +376,9 @@ class Experiment:
     def _ensure_model(self):
         if self.model is not None:
             return
-        from .models import load_base_model
-
-        device = self.cfg.device or ("cuda" if torch.cuda.is_available() else None)
         logger.info("loading base model %s", self.cfg.model)
         t0 = time.time()
-        self.model, self.tokenizer = load_base_model(self.cfg.model, dtype=self.cfg.dtype, device=device)
+        self.model, self.tokenizer = self.cfg.load()
         self.timings["load_model"] = round(time.time() - t0, 2)
 
     def seed_dir(self, seed: int) -> Path:

@@ -25,10 +25,7 @@ from adaptive_decoder.experiment import ExperimentConfig, run_experiment, verdic
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (cfg,) = parse_recipe_config((ExperimentConfig,), argv, __doc__)
-    if cfg.torch_threads:
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
+    cfg.set_threads()
     t0 = time.time()
     summary = run_experiment(cfg)
     print(f"wrote {os.path.join(cfg.run_dir, 'summary.md')} (every table), summary.json and plots; wall clock "

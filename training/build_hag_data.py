@@ -23,13 +23,11 @@ from pathlib import Path
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder.generation import AdaptiveDecodingModel  # noqa: E402
 from adaptive_decoder.hag import KEYS  # noqa: E402
 from adaptive_decoder.hag_search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
-from adaptive_decoder.models import load_base_model, resolve_dtype_name  # noqa: E402
+from adaptive_decoder.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.tasks import get_task  # noqa: E402
 from adaptive_decoder.plotting import pyplot, save_figure  # noqa: E402
 from adaptive_decoder.storage import atomic_write_bytes  # noqa: E402
@@ -39,25 +37,19 @@ _TASK_KEYS = {"num_prompts", "seed"}  # everything else in a task entry goes to 
 
 
 @dataclass
-class BuildHAGConfig(SearchSettings):
+class BuildHAGConfig(SearchSettings, ModelArguments):
     output_dir: str = field(default=None, metadata={"help": "Output directory (created, or resumed if it exists)."})
-    base_model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
     tasks: dict = field(default_factory=dict, metadata={
         "help": "task name -> {num_prompts, seed, and get_task options: path, reward, num_fewshot, template, ...}."})
     space: dict = field(default_factory=dict, metadata={
         "help": "SearchSpace grids: temperature/top_p/top_k/repetition_penalty lists and base."})
     drop_all_tied: bool = field(default=True, metadata={"help": "Leave prompts where every config tied out of sft.jsonl."})
-    dtype: str = field(default="float32", metadata={
-        "help": "Base LM dtype: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype); the resume "
-                "fingerprint records the resolved one."})
-    device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})
     plot: bool = field(default=True, metadata={"help": "Write best_configs.png."})
 
     def __post_init__(self):
-        super().__post_init__()
-        self.dtype = resolve_dtype_name(self.dtype, self.device)  # 'auto' resolved once; bad names fail fast
+        SearchSettings.__post_init__(self)
+        ModelArguments.__post_init__(self)  # 'auto' resolved once: the resume fingerprint records the resolved dtype
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if not self.tasks:
@@ -110,18 +102,16 @@ def plot_best_configs(records: list, path: Path) -> Path | None:
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (cfg,) = parse_recipe_config((BuildHAGConfig,), argv, __doc__)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    cfg.set_threads()
     space = SearchSpace(**cfg.space)
     settings = SearchSettings(**{f.name: getattr(cfg, f.name) for f in fields(SearchSettings)})
     tasks, examples = load_examples(cfg.tasks)  # before the model: bad task options fail fast
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = load_base_model(cfg.base_model, dtype=cfg.dtype, device=device)
+    model, tok = cfg.load()
     adm = AdaptiveDecodingModel(model, tok)
     scorer = task_scorer(tasks, model=model, tokenizer=tok)
     # num_prompts is left out: a seeded subset of n+m prompts extends the one of n, so a finished directory can
     # be grown by raising num_prompts (the prompts already searched are kept)
-    fingerprint = {"base_model": cfg.base_model,
+    fingerprint = {"base_model": cfg.model,
                    "tasks": {n: {k: v for k, v in s.items() if k != "num_prompts"} for n, s in cfg.tasks.items()}}
     # the RESOLVED dtype ('auto' may resolve differently on another machine, and changes the scores); float32
     # is left out so a directory searched before the dtype was fingerprinted (in the float32 default) resumes

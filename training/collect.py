@@ -19,13 +19,11 @@ from dataclasses import dataclass, field, fields
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel, load_base_model  # noqa: E402
+from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel  # noqa: E402
 from adaptive_decoder.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
 from adaptive_decoder.head import build_head  # noqa: E402
-from adaptive_decoder.models import resolve_dtype_name  # noqa: E402
+from adaptive_decoder.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402
 from adaptive_decoder.pairs import collection_pair_report  # noqa: E402
 from adaptive_decoder.rewards import build_reward  # noqa: E402
@@ -34,9 +32,8 @@ logger = logging.getLogger("collect")
 
 
 @dataclass
-class CollectConfig(CollectionSettings):
+class CollectConfig(CollectionSettings, ModelArguments):
     output_dir: str = field(default=None, metadata={"help": "Collection directory (created, or resumed if it exists)."})
-    base_model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
     head_path: str | None = field(default=None, metadata={
         "help": "Saved head to collect with (e.g. a previous round); None = fresh head."})
     head: dict = field(default_factory=dict, metadata={
@@ -44,19 +41,12 @@ class CollectConfig(CollectionSettings):
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     tasks: dict = field(default_factory=dict, metadata={
         "help": "task name -> {source, path, num_prompts, reward, template, max_new_tokens}."})
-    dtype: str = field(default="float32", metadata={
-        "help": "Base LM dtype: float32, bfloat16, float16 or auto (bfloat16 where measured faster; "
-                "adaptive_decoder.models.resolve_dtype). The manifest records the resolved one."})
-    device: str | None = field(default=None, metadata={
-        "help": "Device for the base LM and head (default: cuda if available, else cpu)."})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
     report: bool = field(default=True, metadata={"help": "Write best-vs-worst pair statistics (JSON + PNG) at the end."})
 
     def __post_init__(self):
-        super().__post_init__()
-        # 'auto' resolved once, here (a bad name fails before the model loads); the manifest records the model's dtype
-        self.dtype = resolve_dtype_name(self.dtype, self.device)
+        CollectionSettings.__post_init__(self)
+        ModelArguments.__post_init__(self)  # 'auto' resolved once; the manifest records the model's dtype
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if not self.tasks:
@@ -76,12 +66,10 @@ def collecting_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (cfg,) = parse_recipe_config((CollectConfig,), argv, __doc__)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    cfg.set_threads()
     specs = {name: TaskSpec.from_dict(name, spec) for name, spec in cfg.tasks.items()}
     prompts = [p for name, spec in specs.items() for p in load_task_prompts(name, spec)]
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = load_base_model(cfg.base_model, dtype=cfg.dtype, device=device)
+    model, tok = cfg.load()
     head = collecting_head(cfg, model)
     adm = AdaptiveDecodingModel(model, tok, head)
     rewards = {name: build_reward(spec.reward, model=model, tokenizer=tok) for name, spec in specs.items()}

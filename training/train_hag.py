@@ -27,19 +27,18 @@ from pathlib import Path
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder.hag import HAGPolicy, parse_config  # noqa: E402
-from adaptive_decoder.models import has_chat_template, load_base_model, resolve_dtype_name  # noqa: E402
+from adaptive_decoder.model_args import ModelArguments  # noqa: E402
+from adaptive_decoder.models import has_chat_template  # noqa: E402
 
 logger = logging.getLogger("train_hag")
 
 
 @dataclass
-class HAGTrainArguments:
-    base_model: str = field(default="smollm2", metadata={"help": "Base LM: 'smollm2', 'gemma3', an HF id or a local dir."})
+class HAGTrainArguments(ModelArguments):
     dataset_path: str = field(default=None, metadata={"help": "sft.jsonl from build_hag_data.py (or its output directory)."})
     use_lora: bool = field(default=True, metadata={"help": "LoRA via peft (True) or full fine-tuning (False)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
@@ -51,13 +50,13 @@ class HAGTrainArguments:
     eval_fraction: float = field(default=0.0, metadata={
         "help": "Held-out share of prompts: eval loss + config accuracy after training."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/held-out split."})
-    dtype: str = field(default="float32", metadata={
-        "help": "Model dtype for training: float32, bfloat16, float16 or auto (adaptive_decoder.models.resolve_dtype). float32 "
-                "keeps full-precision weight updates."})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
 
     def __post_init__(self):
-        self.dtype = resolve_dtype_name(self.dtype)  # 'auto' resolved once; bad names fail fast
+        # the Trainer places the model (SFTConfig: use_cpu, the launcher's devices); a device here would be ignored
+        if self.device is not None:
+            raise ValueError(f"device is not an option of the HAG SFT recipe (got {self.device!r}): the Trainer places the "
+                             "model; use SFTConfig's --use_cpu or the launcher's device selection")
+        super().__post_init__()  # dtype: float32 keeps full-precision weight updates
         if not self.dataset_path:
             raise ValueError("dataset_path is required (sft.jsonl written by training/build_hag_data.py)")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -131,13 +130,12 @@ def config_accuracy(model, tok, rows: list) -> dict:
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, sft_cfg = parse_recipe_config((HAGTrainArguments, _SFTOptions), argv, __doc__)
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    args.set_threads()
     out = Path(sft_cfg.output_dir)
     os.environ.setdefault("WANDB_DIR", str(out))
     rows = load_sft(args.dataset_path)
     train_rows, eval_rows = split_rows(rows, args.eval_fraction, args.split_seed)
-    model, tok = load_base_model(args.base_model, dtype=args.dtype)
+    model, tok = args.load()
     chat = has_chat_template(tok)
     model.train()
     peft_config = None
@@ -158,7 +156,7 @@ def main(argv=None) -> dict:
                          processing_class=tok, peft_config=peft_config)
     # requeued Slurm jobs pass the newest checkpoint-N here (slurm/train_hag.sbatch)
     result = trainer.train(resume_from_checkpoint=sft_cfg.resume_from_checkpoint)
-    meta = {"base_model": args.base_model, "use_lora": args.use_lora, "train_examples": len(train_rows),
+    meta = {"base_model": args.model, "use_lora": args.use_lora, "train_examples": len(train_rows),
             "held_out": len(eval_rows), "dataset_path": args.dataset_path, "chat_template": chat,
             "train_loss": result.training_loss, "steps": result.global_step, "args": asdict(args),
             "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)}
