@@ -50,6 +50,7 @@ from .policy_base import FIXED_CONFIG_ROLES, role_of
 from .report import difference_rows, plot_paired_differences, summary_markdown, summary_plots, verdict_block
 from .results import LEVEL_METHOD, OVERALL, choices, compare_with_baselines, same_decoding
 from .storage import atomic_write_bytes
+from .tasks.base import TaskReward  # in __all__: the collection's reward is the task's own
 from .tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 
 logger = logging.getLogger(__name__)
@@ -313,23 +314,6 @@ class _Memoized(torch.utils.data.Dataset):
         if i not in self.items:
             self.items[i] = self.dataset[i]
         return self.items[i]
-
-
-class TaskReward:
-    """The evaluation reward of a task, for collection: the task's reward spec applied to its post-processed text
-    (e.g. translation's first line), so LPO optimises exactly what the evaluation scores."""
-
-    def __init__(self, task, model=None, tokenizer=None):
-        from .rewards import build_reward
-
-        self.task = task
-        self.reward = build_reward(task.reward_spec, model=model, tokenizer=tokenizer)
-
-    def score_components(self, completions: list[str], examples: list[dict]) -> dict:
-        return self.reward.score_components([self.task.postprocess(c or "") for c in completions], examples)
-
-    def score(self, completions, examples):
-        return self.score_components(completions, examples)["total"]
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -332,10 +332,11 @@ def sft_records(records: list, drop_all_tied: bool = True, template: str | None 
 
 def task_scorer(tasks: dict, model=None, tokenizer=None):
     """A scorer(texts, examples) for `ConfigSearch` from eval tasks {name: Task}: each example's "task" picks the
-    task, whose `postprocess` filter and reward spec (adaptive_decoder.rewards.build_reward) score the text."""
-    from .rewards import build_reward, group_components
+    task, whose reward (`adaptive_decoder.tasks.base.TaskReward`: its reward spec on the post-processed text) scores it."""
+    from .rewards import group_components
+    from .tasks.base import TaskReward
 
-    rewards = {name: build_reward(t.reward_spec, model=model, tokenizer=tokenizer) for name, t in tasks.items()}
+    rewards = {name: TaskReward(t, model=model, tokenizer=tokenizer) for name, t in tasks.items()}
     for name, r in rewards.items():
         grouped = group_components(r)
         if grouped:  # the search scores each config on 1-2 samples, mixed with other configs of the same prompt
@@ -344,10 +345,10 @@ def task_scorer(tasks: dict, model=None, tokenizer=None):
 
     def score(texts, examples):
         out = [0.0] * len(texts)
-        for name, task in tasks.items():
+        for name in tasks:
             idx = [i for i, e in enumerate(examples) if e.get("task") == name]
             if idx:
-                vals = rewards[name].score([task.postprocess(texts[i]) for i in idx], [examples[i] for i in idx])
+                vals = rewards[name].score([texts[i] for i in idx], [examples[i] for i in idx])
                 for i, v in zip(idx, vals):
                     out[i] = float(v)
         unknown = sorted({str(e.get("task")) for e in examples} - set(tasks))

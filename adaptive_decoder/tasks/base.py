@@ -48,7 +48,7 @@ class Task:
         self.opts = {**self.options, **options}
         self.reward_spec = dict(reward) if reward else self._default_reward()
         self._examples = None
-        self._scorer = None
+        self._scorers = None  # (TaskReward or None, metric-only CompositeReward or None), by setup_scoring
 
     # --- data -------------------------------------------------------------------------------------------
     @property
@@ -105,18 +105,18 @@ class Task:
         return text
 
     def setup_scoring(self, model=None, tokenizer=None):
-        """Build the reward components once. `model`/`tokenizer` are the scorer LM for fluency (the base model)."""
-        spec = {k: dict(v or {}) for k, v in self.metric_spec.items()}
-        if model is None:
-            spec.pop("fluency", None)
-            if "fluency" in self.reward_spec:
-                raise ValueError(f"task {self.name!r}: the reward uses 'fluency', which needs the scorer model")
-        for k, v in self.reward_spec.items():
-            spec[k] = dict(v or {})
+        """Build the scorers once: the reward (`TaskReward`) and the metric-only components of `metric_spec`.
+        `model`/`tokenizer` are the scorer LM for fluency (the base model); without them fluency is left out of
+        the metrics, and a reward that uses it is refused."""
+        if model is None and "fluency" in self.reward_spec:
+            raise ValueError(f"task {self.name!r}: the reward uses 'fluency', which needs the scorer model")
+        # a component of both specs is scored once, by the reward, with the reward's options
+        spec = {k: dict(v or {}) for k, v in self.metric_spec.items()
+                if k not in self.reward_spec and (model is not None or k != "fluency")}
         for v in spec.values():
             v.pop("weight", None)
-        self._scorer = build_reward(spec, model=model, tokenizer=tokenizer) if spec else None
-        self._weights = {k: float((v or {}).get("weight", 1.0)) for k, v in self.reward_spec.items()}
+        self._scorers = (TaskReward(self, model, tokenizer) if self.reward_spec else None,
+                         build_reward(spec, model=model, tokenizer=tokenizer) if spec else None)
         return self
 
     def extra_sample_metrics(self, text: str, example: dict) -> dict:
@@ -124,16 +124,21 @@ class Task:
 
     def score(self, texts: list[str], example: dict) -> tuple[list[dict], dict]:
         """Score the k samples of one prompt: (per-sample metric dicts, each with "reward"; per-prompt metrics)."""
-        if self._scorer is None and self.reward_spec:
+        if self._scorers is None and self.reward_spec:
             self.setup_scoring()
+        reward, metrics = self._scorers or (None, None)
         scored = [self.postprocess(t or "") for t in texts]
-        comps = self._scorer.score_components(scored, [example] * len(scored)) if self._scorer else {}
-        comps.pop("total", None)
+        examples = [example] * len(scored)
+        comps = {k: v for k, v in (metrics.score_components(scored, examples) if metrics else {}).items() if k != "total"}
+        totals = [0.0] * len(scored)
+        if reward is not None:
+            comps.update(reward.score_components(texts, examples))
+            totals = comps.pop("total")
         samples = []
         for i, t in enumerate(scored):
             m = {k: float(v[i]) for k, v in comps.items()}
             m.update(self.extra_sample_metrics(t, example))
-            m["reward"] = sum(w * m[k] for k, w in self._weights.items())
+            m["reward"] = float(totals[i])
             samples.append(m)
         prompt_metrics = {}
         if self.diversity:
@@ -153,6 +158,26 @@ class Task:
         for k in sorted({k for u in units for k in u.get("prompt_metrics", {})}):
             out[k] = _mean([u["prompt_metrics"][k] for u in units if u["prompt_metrics"].get(k) is not None])
         return out
+
+
+class TaskReward:
+    """A task's comparison reward, the one way it is computed: the weighted sum of its reward spec
+    (`adaptive_decoder.rewards.build_reward`) on the post-processed text (e.g. translation's first line).
+
+    `Task.score` reports it as each sample's "reward"; the experiment's collection and the HAG search score with
+    it as well, so LPO optimises, and the search picks configs by, exactly what the evaluation reports.
+    `score_components` returns every component and "total" (the reward), as a `CompositeReward` does.
+    """
+
+    def __init__(self, task: Task, model=None, tokenizer=None):
+        self.task = task
+        self.reward = build_reward(task.reward_spec, model=model, tokenizer=tokenizer)
+
+    def score_components(self, completions: list[str], examples: list[dict]) -> dict:
+        return self.reward.score_components([self.task.postprocess(c or "") for c in completions], examples)
+
+    def score(self, completions: list[str], examples: list[dict]) -> list[float]:
+        return self.score_components(completions, examples)["total"]
 
 
 def _mean(vals):
