@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from .configs import describe_changes
 from .generation import AdaptiveDecodingModel
 from .models import encode_prompts
 from .response_logps import response_log_prob, sample_token_log_probs, table_temperatures
@@ -227,7 +228,7 @@ def model_identity_diffs(stored: dict, model) -> list[str]:
     new = model_identity(model)
     if isinstance(stored, dict) and "dtype" not in stored:
         stored = {**stored, "dtype": new["dtype"]}
-    return _describe_diff({"base_model": stored}, {"base_model": new})
+    return describe_changes({"base_model": stored}, {"base_model": new})
 
 
 def head_identity(head) -> dict:
@@ -292,15 +293,6 @@ class CollectionSettings:
 
 class CollectionMismatchError(ValueError):
     """The collection directory was made with another base model / head / settings."""
-
-
-def _describe_diff(old, new, prefix="") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new)):
-            out += _describe_diff(old.get(k), new.get(k), f"{prefix}{k}.")
-        return out
-    return [] if old == new else [f"{prefix[:-1]}: stored {old!r}, now {new!r}"]
 
 
 def read_manifest(root) -> dict:
@@ -411,10 +403,10 @@ class CollectionWriter:
 
             m["head"]["config"] = AdaptiveDecoderConfig.from_dict(m["head"]["config"]).to_dict()
         for key in ("base_model", "head", "settings"):
-            diffs += _describe_diff({key: m.get(key)}, {key: identity[key]})
+            diffs += describe_changes({key: m.get(key)}, {key: identity[key]})
         for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change
             if task in m["tasks"]:
-                diffs += _describe_diff({"tasks": {task: m["tasks"][task]}}, {"tasks": {task: spec}})
+                diffs += describe_changes({"tasks": {task: m["tasks"][task]}}, {"tasks": {task: spec}})
         if diffs:
             raise CollectionMismatchError(
                 f"{self.root} holds samples from a different setup, refusing to mix them:\n  " + "\n  ".join(diffs)

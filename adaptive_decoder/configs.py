@@ -8,6 +8,11 @@ is the complete head mapping, not a patch of the base's. That is how a mapping g
 not), so a delta reads as "the base, with these keys as written here". Nothing else in a file is rebased: data
 paths inside a config stay relative to the working directory. A missing included file or an include cycle is a
 one-line ConfigError.
+
+Resume checks: a run directory records the settings its results depend on (a collection's manifest, an experiment
+stage's fingerprint, an evaluation's or HAG search's config file), and a rerun refuses to add to it under other
+settings. `changed_keys` and `describe_changes` are the one comparison those checks make, by top-level key or by
+nested path with both values.
 """
 
 from __future__ import annotations
@@ -38,6 +43,23 @@ def as_mapping(name: str, value) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a mapping, got {type(value).__name__}: {value!r}")
     return dict(value)
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """The top-level keys whose values differ between recorded settings and the current ones (a key present on
+    one side only counts), sorted."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def describe_changes(old, new, prefix: str = "") -> list[str]:
+    """Every leaf where two nested mappings differ, as "a.b: stored X, now Y", in path order (mappings are
+    compared key by key; anything else as a whole)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += describe_changes(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]}: stored {old!r}, now {new!r}"]
 
 
 class ConfigError(ValueError):

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import hag as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
+from .configs import changed_keys
 from .head_digest import head_fingerprint
 from .model_args import ModelArguments
 from .policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, OraclePolicy
@@ -319,7 +320,7 @@ class Evaluator:
             old_opts = old.pop("methods", None)
             if old_opts is None:
                 old_opts = dict(old.pop("method_options", None) or {})
-            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            diff = changed_keys(old, fp)
             diff += [f"weights of head {n!r}" for n in sorted(set(heads) & set(old_heads)) if heads[n] != old_heads[n]]
             # a method's options matter only where it has finished units: a new method (or one whose units were
             # deleted) may come with any options

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from .configs import as_mapping
+from .configs import as_mapping, changed_keys
 from .head_digest import head_fingerprint
 from .model_args import ModelArguments
 from .policy_base import FIXED_CONFIG_ROLES, role_of
@@ -273,10 +273,6 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def _diff(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-
-
 def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | None:
     """The stage's record if it finished with the same settings; None if it has not finished; error if it
     finished with other settings. `normalize(old_fingerprint)` maps a record written by an older version."""
@@ -285,7 +281,7 @@ def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | Non
         return None
     rec = json.loads(path.read_text())
     old = rec.get("fingerprint", {})
-    diff = _diff(normalize(old) if normalize else old, _jsonable(fingerprint))
+    diff = changed_keys(normalize(old) if normalize else old, _jsonable(fingerprint))
     if diff:
         raise ValueError(f"{stage_dir} finished with different settings ({', '.join(diff)} differ); "
                          "use a new run_dir (or delete that stage directory to redo it)")

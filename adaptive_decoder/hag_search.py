@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .configs import changed_keys
 from .hag import KEYS, sft_example, validate_config
 from .storage import read_jsonl_log
 
@@ -257,7 +258,7 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
     cfg_file = out / "search_config.json"
     if cfg_file.exists():
         old = json.loads(cfg_file.read_text())
-        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        diff = changed_keys(old, fp)
         if diff:
             raise ValueError(f"{out} holds a search with a different configuration ({', '.join(diff)} differ); "
                              "use another output directory or delete this one")

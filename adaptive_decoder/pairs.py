@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .collection import (CollectionMismatchError, _describe_diff, hidden_key, model_identity_diffs, read_collection,
-                         token_logps_key)
+from .collection import CollectionMismatchError, hidden_key, model_identity_diffs, read_collection, token_logps_key
+from .configs import describe_changes
 from .generation import compute_head_inputs
 from .head import AdaptiveDecoderConfig
 from .plotting import pyplot, save_figure
@@ -200,7 +200,7 @@ class PairDataset(torch.utils.data.Dataset):
             new = head_config.to_dict() if isinstance(head_config, AdaptiveDecoderConfig) else dict(head_config)
             new = AdaptiveDecoderConfig.from_dict(new).to_dict()
             # both normalised: a collection made before a config field existed (min_p) stores none, i.e. its default
-            diffs = _describe_diff({k_: self.config.to_dict().get(k_) for k_ in _CHOICE_KEYS},
+            diffs = describe_changes({k_: self.config.to_dict().get(k_) for k_ in _CHOICE_KEYS},
                                    {k_: new.get(k_) for k_ in _CHOICE_KEYS})
             if diffs:
                 raise CollectionMismatchError(f"{self.root} was collected with another head setup; its choices do not "
