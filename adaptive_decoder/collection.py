@@ -45,6 +45,7 @@ from .response_logps import response_log_prob, sample_token_log_probs, table_tem
 from .rewards import needs_group
 from .storage import atomic_write_bytes, lock_dir
 from .tasks.io import read_jsonl
+from .tasks.translation import LANGS
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,11 @@ MANIFEST = "manifest.json"
 CACHE_WHICH = ("extremes", "all", "none")
 
 # --------------------------------------------------------------------------------------------------------
-# Prompt sources. A small self-contained loader; `adaptive_decoder.tasks` can replace it (same record fields).
-# A prompt record: {"id", "task", "prompt", + the fields its reward reads: "answer" | "concepts" | "reference"}.
+# Prompt sources: source 'registry' takes an `adaptive_decoder.tasks` task's examples. The file formats beside it
+# build their prompts with templates of their own, which differ from the registry tasks' (CommonGen's story
+# length and part-of-speech stripping, GSM8K's instruction), so they stay: the collections and presets made with
+# them keep their prompts. A prompt record: {"id", "task", "prompt", + the fields its reward reads: "answer" |
+# "concepts" | "reference"}.
 # --------------------------------------------------------------------------------------------------------
 
 SOURCES = ("gsm8k", "commongen", "translation", "prompts", "arithmetic", "registry")
@@ -65,8 +69,6 @@ DEFAULT_TEMPLATES = {
     "prompts": "{prompt}",
     "arithmetic": "What is {question}? Reply with the number only.",
 }
-_LANG = {"en": "English", "de": "German", "zh": "Chinese", "fr": "French", "es": "Spanish", "cs": "Czech", "ru": "Russian",
-         "ja": "Japanese"}
 
 
 @dataclass
@@ -176,7 +178,7 @@ def load_task_prompts(name: str, spec: TaskSpec | dict) -> list[dict]:
             _need(rec, "source", where)
             ex["reference"] = _need(rec, "reference", where)
             fields_.setdefault("tgt_lang", "English")
-            fields_["tgt_lang"] = _LANG.get(fields_["tgt_lang"], fields_["tgt_lang"])
+            fields_["tgt_lang"] = LANGS.get(fields_["tgt_lang"], fields_["tgt_lang"])
         else:
             _need(rec, "prompt", where)
         try:
