@@ -69,35 +69,39 @@ class _SFTOptions(SFTConfig):
     _argument_group_name = "TRL SFTConfig / transformers TrainingArguments options (see TRL's SFTTrainer docs)"
 
 
-def load_sft(path: str) -> list:
+def load_sft(path: str):
+    """sft.jsonl (or the directory build_hag_data.py wrote it to) as a `datasets.Dataset`, read by datasets' own
+    JSON loader; every row needs conversational 'prompt' and 'completion' message lists."""
+    import datasets
+
     p = Path(path)
     if p.is_dir():
         p = p / "sft.jsonl"
     if not p.is_file():
         raise FileNotFoundError(f"HAG SFT data {p} not found; build it with training/build_hag_data.py")
-    rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{n}: not JSON ({e})") from None
-            if not (isinstance(r.get("prompt"), list) and isinstance(r.get("completion"), list)):
-                raise ValueError(f"{p}:{n}: expected conversational 'prompt' and 'completion' message lists")
-            rows.append(r)
-    if not rows:
+    if not p.read_text(encoding="utf-8").strip():
         raise ValueError(f"{p} holds no examples (were all prompts tied? see summary.json)")
-    return rows
+    try:
+        ds = datasets.load_dataset("json", data_files=str(p), split="train")
+    except datasets.exceptions.DatasetGenerationError as e:
+        raise ValueError(f"{p}: not a JSONL file of SFT examples ({e.__cause__ or e})") from None
+    if not all(isinstance(ds.features.get(c), datasets.List) for c in ("prompt", "completion")):
+        raise ValueError(f"{p}: expected conversational 'prompt' and 'completion' message lists, got columns {ds.features}")
+    return ds
 
 
-def to_trl(rows: list, chat: bool) -> list:
+def to_trl(rows, chat: bool):
     """Only the columns TRL needs; plain-text prompt/completion when the tokenizer has no chat template."""
     if chat:
-        return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    return [{"prompt": r["prompt"][-1]["content"], "completion": "\n" + r["completion"][-1]["content"]} for r in rows]
+        return rows.select_columns(["prompt", "completion"])
+    return rows.map(lambda r: {"prompt": r["prompt"][-1]["content"], "completion": "\n" + r["completion"][-1]["content"]},
+                    remove_columns=rows.column_names)
 
 
-def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+def split_rows(rows, fraction: float, seed: int):
+    """(train, held-out) rows: the held-out ones are the first round(fraction * n) (at least one when fraction > 0)
+    of a `random.Random(seed)` shuffle; the train rows keep their file order. (datasets' train_test_split would
+    hold out other rows for the same split_seed, and so train another model.)"""
     idx = list(range(len(rows)))
     random.Random(seed).shuffle(idx)
     n_eval = int(round(fraction * len(rows)))
@@ -106,10 +110,11 @@ def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     if n_eval >= len(rows):
         raise ValueError(f"eval_fraction={fraction} leaves no training example out of {len(rows)}")
     held = set(idx[:n_eval])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+    return (rows.select([i for i in range(len(rows)) if i not in held]),
+            rows.select([i for i in range(len(rows)) if i in held]))
 
 
-def config_accuracy(model, tok, rows: list) -> dict:
+def config_accuracy(model, tok, rows) -> dict:
     """Greedy stage 1 of HAGPolicy on held-out prompts: parse-failure rate and agreement with the search's config."""
     from adaptive_decoder.generation import AdaptiveDecodingModel
 
@@ -146,10 +151,8 @@ def main(argv=None) -> dict:
                                  target_modules=list(args.lora_target_modules), task_type="CAUSAL_LM")
     else:
         model.requires_grad_(True)  # load_base_model returns a frozen model
-    from datasets import Dataset
-
-    train_ds = Dataset.from_list(to_trl(train_rows, chat))
-    eval_ds = Dataset.from_list(to_trl(eval_rows, chat)) if eval_rows else None
+    train_ds = to_trl(train_rows, chat)
+    eval_ds = to_trl(eval_rows, chat) if len(eval_rows) else None
     if eval_ds is None and sft_cfg.eval_strategy != "no":
         sft_cfg.eval_strategy = "no"
     trainer = SFTTrainer(model=model, args=sft_cfg, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -171,7 +174,7 @@ def main(argv=None) -> dict:
         final.save_pretrained(out / "merged")
         tok.save_pretrained(out / "merged")
         (out / "merged" / "hag_training.json").write_text(json.dumps(meta, indent=2))
-    if eval_rows:
+    if len(eval_rows):
         if eval_ds is not None:
             meta["eval_loss"] = trainer.evaluate().get("eval_loss")
         final.eval()
