@@ -13,6 +13,10 @@ Bin conventions (validated in `AdaptiveDecoderConfig`):
 min_p is optional: it is a FACTOR (it can be learned or fixed), but not one of the DEFAULT_FACTORS, so a head
 configured without mentioning it learns what it did before, and a saved config without `min_p_bins` / a
 `fixed["min_p"]` loads with min-p off (fixed 0.0), which decodes bit-identically to a head that never had it.
+
+A run's initial head (collection, the experiment's collect stage, LPO) is made one way, `build_head`: the saved
+head at a path, or a fresh one sized from the model and initialised from a seed. Whether a model is the LM a head
+records it was built for is one test, `same_base_model`, whether a mismatch then warns or refuses.
 """
 
 from __future__ import annotations
