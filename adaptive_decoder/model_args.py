@@ -10,7 +10,7 @@ One model, two names: `model` is what runs; `base_model` is the name the collect
 presets, the Slurm scripts and the model presets under configs/models/) have always written. Both stay valid
 keys and flags, without a warning, since the files that write `base_model` are the project's own: a given
 `base_model` becomes `model` and keeps its value, so a config reads back as written. Giving both with different
-names is refused.
+names is refused (a `model` left at its default, "smollm2", cannot be told from one given as "smollm2": it yields).
 
 `dtype` is resolved when the config is built ('auto' becomes the dtype it stands for on this machine, see
 `adaptive_decoder.models.resolve_dtype`), so every fingerprint and resume check holds the dtype that runs.
