@@ -4,22 +4,24 @@ Core pieces: `AdaptiveDecoderHead` (the head), `AdaptiveDecodingModel` (generate
 `apply_sampling_params` (per-row temperature/top-k/top-p), `load_base_model` (HF id, dir or embedded GGUF).
 """
 
-from .generation import AdaptiveDecodingModel, AdaptiveGenerateOutput, compute_head_inputs
-from .head import FACTORS, AdaptiveDecoderConfig, AdaptiveDecoderHead
-from .hag import HAGPolicy, ParseStats, format_config, parse_config
-from .lpo import collate_pairs, compute_loss, lpo_loss, nll_loss, pair_log_probs
-from .models import encode_prompts, load_base_model
-from .experiment import ExperimentConfig, run_experiment
-from .evaluation import EvalConfig, run_evaluation
-from .pairs import PairDataset, build_pairs
-from .policies import DecodingPolicy, PolicyOutput, build_policies
+from .modeling.generation import AdaptiveDecodingModel, AdaptiveGenerateOutput, compute_head_inputs
+from .modeling.head import FACTORS, AdaptiveDecoderConfig, AdaptiveDecoderHead
+from .hag.policy import HAGPolicy, ParseStats, format_config, parse_config
+from .lpo.losses import collate_pairs, compute_loss, lpo_loss, nll_loss, pair_log_probs
+from .modeling.models import encode_prompts, load_base_model
+from .experiment.config import ExperimentConfig
+from .experiment.pipeline import run_experiment
+from .evaluation.config import EvalConfig
+from .evaluation.harness import run_evaluation
+from .lpo.pairs import PairDataset, build_pairs
+from .methods.policies import DecodingPolicy, PolicyOutput, build_policies
 from .rewards import build_reward
-from .sampling import apply_sampling_params
+from .modeling.sampling import apply_sampling_params
 
 __version__ = "0.1.0"
 
 # The LPO trainer pulls in `transformers.Trainer` (and accelerate): imported on first use, not with the package.
-_LAZY = {"LPOConfig": "lpo_config", "LPOTrainer": "lpo_trainer", "build_head_and_dataset": "lpo_data"}
+_LAZY = {"LPOConfig": "lpo.config", "LPOTrainer": "lpo.trainer", "build_head_and_dataset": "lpo.data"}
 
 
 def __getattr__(name: str):

@@ -396,9 +396,9 @@ class DistinctValid:
 
 
 def _prompt_ids(tokenizer, prompt: str, chat: bool | None) -> list[int]:
-    """Token ids of a prompt exactly as generation encodes it (`adaptive_decoder.models.encode_prompts`):
+    """Token ids of a prompt exactly as generation encodes it (`adaptive_decoder.modeling.models.encode_prompts`):
     chat template + generation prompt when the tokenizer has one (and chat is not False), else plain encoding."""
-    from .models import format_prompt, has_chat_template
+    from .modeling.models import format_prompt, has_chat_template
 
     use_chat = has_chat_template(tokenizer) if chat is None else chat
     return tokenizer(format_prompt(tokenizer, prompt, chat), add_special_tokens=not use_chat)["input_ids"]

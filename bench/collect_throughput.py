@@ -2,7 +2,7 @@
 
 Plain:      model.generate(do_sample=True, temperature=0.7, num_return_sequences=N) on the prompts, batch by batch:
             the cheapest way to draw N samples per prompt, no head, no scoring, nothing written.
-Collection: `adaptive_decoder.collection.collect` on the same prompts and batches: a sequence- or token-level head
+Collection: `adaptive_decoder.lpo.collection.collect` on the same prompts and batches: a sequence- or token-level head
             sampling its bins (epsilon-uniform exploration), the hidden states it saw kept, every sample scored
             (GSM8K answer + repetition: cheap rewards, so the number is about the machinery, not a scorer LM),
             shards + fp16 cache written with fsync and a manifest commit per batch.
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode_overhead import timed  # noqa: E402  (same timing / peak-memory helper as the decode benchmark)
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts  # noqa: E402
-from adaptive_decoder.collection import CollectionSettings, collect, read_collection  # noqa: E402
-from adaptive_decoder.head import model_hidden_size  # noqa: E402
-from adaptive_decoder.models import load_base_model  # noqa: E402
+from adaptive_decoder.lpo.collection import CollectionSettings, collect, read_collection  # noqa: E402
+from adaptive_decoder.modeling.head import model_hidden_size  # noqa: E402
+from adaptive_decoder.modeling.models import load_base_model  # noqa: E402
 from adaptive_decoder.rewards import build_reward  # noqa: E402
 from adaptive_decoder.tasks import get_task  # noqa: E402
 

@@ -29,7 +29,7 @@ import torch
 import transformers
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts
-from adaptive_decoder.models import load_base_model
+from adaptive_decoder.modeling.models import load_base_model
 
 PLAIN = {"temperature": 0.6, "top_p": 0.9, "top_k": 20}
 PROMPTS = [

@@ -4,7 +4,7 @@ Plain `model.generate` (sampling T=0.6, top-p 0.9, top-k 20), the same prompts f
 exactly --new_tokens new tokens per row (min_new_tokens pins the length, so both do the same work). Both models
 are loaded first; runs are interleaved (fp32, bf16, fp32, ...) so machine-load drift hits both equally, after
 one untimed warm-up each; the median of --repeats runs is reported. Also printed: what `dtype: auto` resolves
-to here (adaptive_decoder.models.resolve_dtype) and the matmul probe it measured.
+to here (adaptive_decoder.modeling.models.resolve_dtype) and the matmul probe it measured.
 
     python bench/dtype_speed.py [--model smollm2] [--batch 8] [--new_tokens 32] [--repeats 3] [--torch_threads 1]
 
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from adaptive_decoder.models import bf16_matmul_speedup, cpu_bf16_flags, encode_prompts, load_base_model, resolve_dtype
+from adaptive_decoder.modeling.models import bf16_matmul_speedup, cpu_bf16_flags, encode_prompts, load_base_model, resolve_dtype
 
 PROMPTS = ["What is 17 + 25?", "Translate to German: The weather is nice today.", "Write a haiku about autumn.",
            "Name three prime numbers.", "Explain photosynthesis in one sentence.", "Give a synonym for happy.",

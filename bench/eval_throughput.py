@@ -1,6 +1,6 @@
 """Evaluation-suite throughput: units (method x task x prompt), samples and generated tokens per second.
 
-Runs `adaptive_decoder.evaluation.Evaluator` on the real base model (default SmolLM2-135M-Instruct) over small
+Runs `adaptive_decoder.evaluation.harness.Evaluator` on the real base model (default SmolLM2-135M-Instruct) over small
 built-in subsets (fresh output directory each repeat, so nothing is resumed), with the methods a user runs most:
 greedy, a fixed-temperature grid, random and the per-task oracle (its dev split included). Reports the wall time,
 the share of it spent inside the policies' generate calls (the rest is scoring: rewards, fluency forward passes,
@@ -27,8 +27,9 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode_overhead import timed  # noqa: E402
 
-from adaptive_decoder.evaluation import EvalConfig, Evaluator  # noqa: E402
-from adaptive_decoder.models import load_base_model  # noqa: E402
+from adaptive_decoder.evaluation.config import EvalConfig  # noqa: E402
+from adaptive_decoder.evaluation.harness import Evaluator  # noqa: E402
+from adaptive_decoder.modeling.models import load_base_model  # noqa: E402
 
 
 def main(argv=None):

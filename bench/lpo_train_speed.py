@@ -26,11 +26,11 @@ import time
 import torch
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-from adaptive_decoder.collection import CollectionSettings, collect, load_task_prompts
-from adaptive_decoder.head import model_hidden_size
-from adaptive_decoder.lpo import collate_pairs, compute_loss
-from adaptive_decoder.models import load_base_model
-from adaptive_decoder.pairs import PairDataset
+from adaptive_decoder.lpo.collection import CollectionSettings, collect, load_task_prompts
+from adaptive_decoder.modeling.head import model_hidden_size
+from adaptive_decoder.lpo.losses import collate_pairs, compute_loss
+from adaptive_decoder.modeling.models import load_base_model
+from adaptive_decoder.lpo.pairs import PairDataset
 from adaptive_decoder.rewards import build_reward
 
 REWARD = {"fluency": {"weight": 1.0}, "repetition": {"weight": 0.5, "n": 2}}

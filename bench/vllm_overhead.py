@@ -104,7 +104,7 @@ def main():
     args = ap.parse_args()
     from adaptive_decoder import encode_prompts
     from adaptive_decoder.integrations.vllm.export import export_servable
-    from adaptive_decoder.models import load_base_model
+    from adaptive_decoder.modeling.models import load_base_model
 
     print(json.dumps({"conditions": conditions()}), flush=True)
     work = Path(tempfile.mkdtemp(prefix="vllm_bench_"))

@@ -14,8 +14,8 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.evaluation import EvalConfig  # noqa: E402
-from adaptive_decoder.headroom import headroom_line, headroom_markdown, run_headroom  # noqa: E402
+from adaptive_decoder.evaluation.config import EvalConfig  # noqa: E402
+from adaptive_decoder.evaluation.headroom import headroom_line, headroom_markdown, run_headroom  # noqa: E402
 
 
 def main(argv=None):

@@ -106,7 +106,7 @@ def keep_greedy_correct(recs, model_name="smollm2", batch_size=16, model=None, t
 
     import torch
 
-    from adaptive_decoder.models import encode_prompts, load_base_model
+    from adaptive_decoder.modeling.models import encode_prompts, load_base_model
     from adaptive_decoder.tasks import get_task
 
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:

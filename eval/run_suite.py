@@ -17,7 +17,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.evaluation import EvalConfig, run_evaluation  # noqa: E402
+from adaptive_decoder.evaluation.config import EvalConfig  # noqa: E402
+from adaptive_decoder.evaluation.harness import run_evaluation  # noqa: E402
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@
 
 import sys
 
-from adaptive_decoder.tiny_model import save_tiny_model
+from adaptive_decoder.modeling.tiny_model import save_tiny_model
 
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "runs/tiny_llama"

@@ -4,7 +4,7 @@
     python experiments/run.py --config configs/experiments/demo.yaml                 # what `make demo` runs
     python experiments/run.py --config configs/experiments/smollm2_mix.yaml --run_dir runs/smollm2_mix
 
-Every `adaptive_decoder.experiment.ExperimentConfig` field can be set in the YAML or overridden on the command line
+Every `adaptive_decoder.experiment.config.ExperimentConfig` field can be set in the YAML or overridden on the command line
 (nested option dicts as JSON, e.g. --lpo '{"beta": 0.2}'); an unknown key is an error naming it. Rerunning with the
 same run_dir resumes: finished stages are skipped. Results: <run_dir>/summary.md (+ summary.json and PNG plots); the
 terminal gets a short verdict ending with a `BAR MET: ...` or `BAR NOT MET: ...` line.
@@ -19,7 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.experiment import ExperimentConfig, run_experiment, verdict_block  # noqa: E402
+from adaptive_decoder.evaluation.report import verdict_block  # noqa: E402
+from adaptive_decoder.experiment.config import ExperimentConfig  # noqa: E402
+from adaptive_decoder.experiment.pipeline import run_experiment  # noqa: E402
 
 
 def main(argv=None) -> dict:

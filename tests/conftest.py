@@ -21,8 +21,8 @@ def shared_data(rel: str) -> Path:
 
 
 def tiny_llama(vocab_size=128, hidden_size=32, seed=0, eos_token_id=1, pad_token_id=0):
-    """`adaptive_decoder.tiny_model.tiny_llama` with the tests' fixed intermediate size (64 at every hidden size)."""
-    from adaptive_decoder.tiny_model import tiny_llama as build
+    """`adaptive_decoder.modeling.tiny_model.tiny_llama` with the tests' fixed intermediate size (64 at every hidden size)."""
+    from adaptive_decoder.modeling.tiny_model import tiny_llama as build
 
     return build(vocab_size, hidden_size, seed, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                  intermediate_size=64)
@@ -62,7 +62,7 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def smollm2():
     """The real embedded SmolLM2-135M-Instruct (integration tests)."""
-    from adaptive_decoder.models import load_base_model
+    from adaptive_decoder.modeling.models import load_base_model
 
     try:
         return load_base_model("smollm2")

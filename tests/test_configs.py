@@ -41,7 +41,7 @@ def _recipe_module(rel: str):
 
 
 def _lpo():
-    from adaptive_decoder.lpo_trainer import LPOConfig
+    from adaptive_decoder.lpo.trainer import LPOConfig
 
     return (LPOConfig,)
 
@@ -51,7 +51,7 @@ def _collect():
 
 
 def _eval():
-    from adaptive_decoder.evaluation import EvalConfig
+    from adaptive_decoder.evaluation.config import EvalConfig
 
     return (EvalConfig,)
 
@@ -67,7 +67,7 @@ def _hag_sft():
 
 
 def _experiment():
-    from adaptive_decoder.experiment import ExperimentConfig
+    from adaptive_decoder.experiment.config import ExperimentConfig
 
     return (ExperimentConfig,)
 
@@ -121,7 +121,7 @@ def test_config_is_valid(path):
             if scalar and key not in ("output_dir", "run_dir", "logging_dir"):
                 assert got == value or str(got).lower() == str(value).lower(), (key, got, value)
         if classes == _collect():
-            from adaptive_decoder.collection import TaskSpec
+            from adaptive_decoder.lpo.collection import TaskSpec
 
             for name, spec in parsed[0].tasks.items():
                 TaskSpec.from_dict(name, spec)
@@ -171,8 +171,8 @@ def check_deepspeed(path: Path):
 
 # ------------------------------------------------------------------------------------------------- sweeps
 def check_sweep(path: Path):
-    from adaptive_decoder.lpo_trainer import LPOConfig
-    from adaptive_decoder.sweep_report import expand_command, load_sweep
+    from adaptive_decoder.lpo.trainer import LPOConfig
+    from adaptive_decoder.lpo.sweep_report import expand_command, load_sweep
 
     sweep = load_sweep(path)
     assert sweep["program"] == "training/train_lpo.py" and (REPO / sweep["program"]).exists()

@@ -15,8 +15,10 @@ import torch
 import yaml
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-from adaptive_decoder.evaluation import EvalConfig, UnitStore, run_evaluation
-from adaptive_decoder.policies import FixedPolicy, OraclePolicy, RandomPolicy, build_policies
+from adaptive_decoder.evaluation.config import EvalConfig
+from adaptive_decoder.evaluation.harness import run_evaluation
+from adaptive_decoder.evaluation.units import UnitStore
+from adaptive_decoder.methods.policies import FixedPolicy, OraclePolicy, RandomPolicy, build_policies
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_TASKS = ["gsm8k", "translation", "constrained_writing", "creative_writing"]
@@ -248,7 +250,7 @@ def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
 
 def test_resume_under_another_resolved_dtype_is_refused(tiny_dir, tmp_path, monkeypatch):
     """The fingerprint holds the RESOLVED dtype: `auto` that resolves to bf16 cannot resume a float32 run."""
-    from adaptive_decoder import models
+    from adaptive_decoder.modeling import models
 
     kw = dict(tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0, device="cpu")
     run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
@@ -261,7 +263,7 @@ def test_resume_under_another_resolved_dtype_is_refused(tiny_dir, tmp_path, monk
 
 
 def test_a_given_model_in_another_dtype_than_the_config_is_refused(tiny_dir, tmp_path):
-    from adaptive_decoder.models import load_base_model
+    from adaptive_decoder.modeling.models import load_base_model
 
     model, tok = load_base_model(str(tiny_dir), dtype="bfloat16")
     cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0)
@@ -336,7 +338,7 @@ def test_head_for_another_base_model_is_refused(tiny_dir, tmp_path):
 
 # --- policies ---------------------------------------------------------------------------------------------
 def test_fixed_policy_is_exactly_force_generate(tiny_dir):
-    from adaptive_decoder.models import load_base_model
+    from adaptive_decoder.modeling.models import load_base_model
 
     model, tok = load_base_model(str(tiny_dir))
     adm = AdaptiveDecodingModel(model, tok)
@@ -370,7 +372,7 @@ def test_random_oracle_and_hag_registry():
 
 
 def test_every_method_describes_its_role(tmp_path):
-    from adaptive_decoder.policy_base import POLICIES, ROLE_OF_TYPE, role_of
+    from adaptive_decoder.methods.base import POLICIES, ROLE_OF_TYPE, role_of
 
     head = tmp_path / "head"
     AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=8)).save_pretrained(head)
@@ -391,7 +393,7 @@ def test_every_method_describes_its_role(tmp_path):
 
 
 def test_a_registered_method_runs_in_the_harness(tiny_dir, tmp_path):
-    from adaptive_decoder.policy_base import POLICIES, register_policy
+    from adaptive_decoder.methods.base import POLICIES, register_policy
 
     @register_policy("t07_test")
     def build(**kw):
@@ -412,7 +414,7 @@ def test_a_registered_method_runs_in_the_harness(tiny_dir, tmp_path):
 
 
 def test_random_token_draws_a_uniform_choice_at_every_token(tiny_dir):
-    from adaptive_decoder.models import load_base_model
+    from adaptive_decoder.modeling.models import load_base_model
 
     model, tok = load_base_model(str(tiny_dir))
     adm = AdaptiveDecodingModel(model, tok)
@@ -456,7 +458,7 @@ def test_creative_writing_reward_model_score(tmp_path):
 
 def test_explicit_splits_replace_the_task_subset_and_are_checked(tiny_dir, tmp_path):
     """Callers (the experiment driver) pass disjoint test/dev prompts; unknown tasks or examples are refused."""
-    from adaptive_decoder.evaluation import Evaluator
+    from adaptive_decoder.evaluation.harness import Evaluator
     from adaptive_decoder.tasks import get_task
 
     cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "oracle"])
@@ -509,7 +511,7 @@ def test_run_suite_every_baseline_method(tiny_dir, tmp_path):
 
 
 def test_sampler_grid_keeps_the_oracle_budget():
-    from adaptive_decoder.policies import SAMPLER_GRIDS, sampler_grid
+    from adaptive_decoder.methods.policies import SAMPLER_GRIDS, sampler_grid
 
     for m, (_, grid) in SAMPLER_GRIDS.items():
         assert len(grid) == 6 and sampler_grid(m, 6) == grid
@@ -525,10 +527,10 @@ def test_sampler_grid_keeps_the_oracle_budget():
 def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():
     """greedy decodes exactly like T=0.0: results.md has one row for the pair and no greedy-vs-T=0.0 comparison,
     in the raw, normalized, win-rate, per-task and paired-comparison tables."""
-    from adaptive_decoder.evaluation import markdown_table
-    from adaptive_decoder.scalefree import scale_free_report
+    from adaptive_decoder.evaluation.report import markdown_table
+    from adaptive_decoder.evaluation.scalefree import scale_free_report
 
-    from adaptive_decoder.policies import GreedyPolicy
+    from adaptive_decoder.methods.policies import GreedyPolicy
 
     methods = {"greedy": GreedyPolicy().describe(),
                "T=0.0": FixedPolicy(0.0).describe(), "T=1.0": FixedPolicy(1.0).describe(),
@@ -555,8 +557,9 @@ def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():
 
 
 def test_chosen_values_count_hag_fallbacks_apart_and_the_plot_axis_keeps_every_bin(tmp_path):
-    from adaptive_decoder.evaluation import FALLBACK, chosen_values, plot_chosen_params
-    from adaptive_decoder.report.plots import _value_axis
+    from adaptive_decoder.evaluation.report import plot_chosen_params
+    from adaptive_decoder.evaluation.results import FALLBACK, chosen_values
+    from adaptive_decoder.evaluation.report.plots import _value_axis
 
     def unit(temperature, problems):
         vals = {"temperature": temperature, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}

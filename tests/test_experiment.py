@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from adaptive_decoder.configs import load_config
-from adaptive_decoder.experiment import (SPLIT_KEYS, ExperimentConfig, TaskReward, make_splits, same_decoding,
-                                         split_examples, splits_digest)
+from adaptive_decoder.evaluation.results import same_decoding
+from adaptive_decoder.experiment.config import SPLIT_KEYS, ExperimentConfig
+from adaptive_decoder.experiment.splits import make_splits, split_examples, splits_digest
+from adaptive_decoder.tasks.base import TaskReward
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "experiments" / "tiny.yaml"
@@ -122,7 +124,7 @@ def test_unknown_cli_flag_is_an_error(tmp_path):
 # end to end on a tiny random Llama (with the SmolLM2 tokenizer and chat template)
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from adaptive_decoder.tiny_model import save_tiny_model
+    from adaptive_decoder.modeling.tiny_model import save_tiny_model
 
     try:
         return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
@@ -210,7 +212,7 @@ def test_pipeline_end_to_end(finished_run):
     ch = summary["tasks"]["gsm8k"]["methods"]["adseq"]["chosen"]
     assert sum(ch["temperature"].values()) == cfg["num_test"] * cfg["eval"]["num_samples"]
     # the differences plot: no greedy - T=0.0, and exactly the bar's comparisons highlighted
-    from adaptive_decoder.experiment import difference_rows
+    from adaptive_decoder.evaluation.report import difference_rows
     rows = difference_rows(summary)
     assert ("greedy", "T=0.0") not in {(m, f) for m, f, *_ in rows} and ("greedy", "T=1.0") in {(m, f) for m, f, *_ in rows}
     assert {(m, f) for m, f, _, hl in rows if hl} == {(lv, summary["bars"][lv]["baseline"]) for lv in ("adseq", "adtok")}
@@ -225,7 +227,7 @@ def test_pipeline_end_to_end(finished_run):
 def test_every_comparison_written_is_a_comparison_record(finished_run):
     """The suite's results.json and the experiment's summary.json hold their comparisons in one schema: each record
     reads back as a `Comparison` and writes the same JSON (keys, their order, values)."""
-    from adaptive_decoder.results import Comparison
+    from adaptive_decoder.evaluation.results import Comparison
 
     run_dir, _, summary = finished_run
     suite = json.loads((run_dir / "seed-0" / "eval" / "results.json").read_text())
@@ -273,7 +275,7 @@ def test_group_reward_is_the_same_in_collection_and_evaluation():
 
 def test_resume_skips_finished_stages(finished_run, monkeypatch):
     run_dir, argv, summary = finished_run
-    from adaptive_decoder.generation import AdaptiveDecodingModel
+    from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
 
     def boom(*a, **k):
         raise AssertionError("a finished stage generated again")
@@ -339,7 +341,7 @@ def test_a_method_added_to_a_finished_run_computes_only_its_units(finished_run):
     # HAG's parse failures: one key in the suite's results and the experiment's summary; an older summary.json's
     # "parse_failure_rate" still renders
     from adaptive_decoder.configs import parse_recipe_config
-    from adaptive_decoder.experiment import summary_markdown
+    from adaptive_decoder.evaluation.report import summary_markdown
 
     res = json.loads((run_dir / "seed-0" / "eval" / "results.json").read_text())
     for t in cfg["tasks"]:

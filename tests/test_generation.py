@@ -175,7 +175,7 @@ def test_force_accepts_integral_float_top_k(model):
                                          ("repetition_penalty", NAN), ("top_k", [1, 2.5])])
 def test_sampler_refuses_what_force_refuses(name, value):
     """apply_sampling_params is public too: the same check, not a truncating cast or a NaN passed to torch."""
-    from adaptive_decoder.sampling import apply_sampling_params
+    from adaptive_decoder.modeling.sampling import apply_sampling_params
 
     kw = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": None, name: value}
     with pytest.raises(ValueError, match=rf"^{name} must be .*got"):

@@ -134,7 +134,7 @@ def test_apply_sampling_params_per_row_equals_hf_warpers_row_by_row(dtype):
     bf16 LM's logits: temperature and the top-p threshold must round as HF's Python-float arithmetic does)."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    from adaptive_decoder.sampling import apply_sampling_params
+    from adaptive_decoder.modeling.sampling import apply_sampling_params
 
     g = torch.Generator().manual_seed(0)
     scores = (torch.randn(6, 500, generator=g) * 3).to(dtype)
@@ -206,7 +206,7 @@ def test_samplers_per_row_equal_hf_warpers_row_by_row():
     from transformers import (EpsilonLogitsWarper, EtaLogitsWarper, MinPLogitsWarper, TopHLogitsWarper,
                               TypicalLogitsWarper)
 
-    from adaptive_decoder.sampling import apply_sampling_params
+    from adaptive_decoder.modeling.sampling import apply_sampling_params
 
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(8, 300, generator=g) * 4
@@ -276,7 +276,7 @@ def test_bf16_head_inputs_reach_the_head_in_its_own_dtype(bf16_model):
 def test_bf16_repetition_penalty_equals_hf_processor():
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from adaptive_decoder.sampling import apply_sampling_params
+    from adaptive_decoder.modeling.sampling import apply_sampling_params
 
     g = torch.Generator().manual_seed(1)
     scores = (torch.randn(3, 300, generator=g) * 3).to(torch.bfloat16)

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive_decoder.generation import AdaptiveDecodingModel
-from adaptive_decoder.hag import (DEFAULT_CONFIG, KEYS, RANGES, HAGPolicy, ParseStats, build_config_prompt,
+from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
+from adaptive_decoder.hag.policy import (DEFAULT_CONFIG, KEYS, RANGES, HAGPolicy, ParseStats, build_config_prompt,
                                   format_config, parse_config, sft_example, validate_config)
-from adaptive_decoder.models import encode_prompts
+from adaptive_decoder.modeling.models import encode_prompts
 from conftest import tiny_llama
 
 
@@ -229,7 +229,7 @@ def test_hag_policy_applies_the_parsed_config_and_counts_failures(scripted_confi
     s = pol.describe()["parse_stats"]
     assert (s["total"], s["ok"], s["failed"], s["partial"]) == (2, 1, 1, 0) and s["failure_rate"] == 0.5  # BAD: no valid key
     # stage 2 is the one sampling code path: the same as forcing those configs directly with the same seed
-    from adaptive_decoder.policies import forced_generate
+    from adaptive_decoder.methods.policies import forced_generate
 
     ref = forced_generate(adm, PROMPTS, [expect_good, expect_bad], num_samples=3, max_new_tokens=6, seed=0, chat=False)
     assert [o.completion_ids for o in outs] == [o.completion_ids for o in ref]
@@ -264,7 +264,7 @@ def test_hag_policy_argument_errors(tmp_path):
 
 
 def test_registry_builds_hag_policies():
-    from adaptive_decoder.policies import build_policies
+    from adaptive_decoder.methods.policies import build_policies
 
     (p,) = build_policies("hag_untrained")
     assert isinstance(p, HAGPolicy) and p.untrained

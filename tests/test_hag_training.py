@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from adaptive_decoder.generation import AdaptiveDecodingModel
-from adaptive_decoder.hag import KEYS, parse_config
-from adaptive_decoder.hag_search import ConfigSearch, SearchSettings, SearchSpace, canonical, read_records
+from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
+from adaptive_decoder.hag.policy import KEYS, parse_config
+from adaptive_decoder.hag.search import ConfigSearch, SearchSettings, SearchSpace, canonical, read_records
 from test_hag import char_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,8 +221,8 @@ def test_sft_lora_run_saves_adapter_and_merged_model_usable_by_hag_policy(tmp_pa
     assert (out / "adapter" / "adapter_config.json").exists() and (out / "merged" / "config.json").exists()
     assert json.loads((out / "adapter" / "hag_training.json").read_text())["base_model"] == str(tiny_chat_dir)
     # the merged model and the adapter (merged on load onto the recorded base model) write the same configs
-    from adaptive_decoder.hag import HAGPolicy
-    from adaptive_decoder.models import load_base_model
+    from adaptive_decoder.hag.policy import HAGPolicy
+    from adaptive_decoder.modeling.models import load_base_model
 
     model, tok = load_base_model(str(tiny_chat_dir))
     adm = AdaptiveDecodingModel(model, tok)
@@ -235,8 +235,8 @@ def test_sft_lora_run_saves_adapter_and_merged_model_usable_by_hag_policy(tmp_pa
 def test_sft_full_finetune_teaches_the_config_line_end_to_end(tmp_path, tiny_chat_dir):
     """Full fine-tuning memorises two SFT examples; HAGPolicy then writes exactly those config lines and stage 2
     applies them: the TRL tokenisation and HAGPolicy's stage-1 prompt must agree for this to work."""
-    from adaptive_decoder.hag import HAGPolicy, sft_example
-    from adaptive_decoder.models import load_base_model
+    from adaptive_decoder.hag.policy import HAGPolicy, sft_example
+    from adaptive_decoder.modeling.models import load_base_model
 
     targets = {"Add 2 and 5.": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0},
                "Tell a story.": {"temperature": 1.2, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1}}
@@ -277,7 +277,7 @@ def test_gguf_quantizer_marker_is_dropped_before_training():
     from conftest import tiny_llama
     from transformers.trainer_utils import validate_quantization_for_training
 
-    from adaptive_decoder.models import _drop_gguf_quantizer
+    from adaptive_decoder.modeling.models import _drop_gguf_quantizer
 
     m = tiny_llama()
     m.hf_quantizer = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="gguf"), is_trainable=False)

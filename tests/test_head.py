@@ -138,7 +138,7 @@ def test_head_for_another_model_of_same_size_warns_or_fails_when_strict(caplog):
     model.config._name_or_path = "org/model-b"
     head = make_head()
     head.config.base_model = "org/model-a"
-    with caplog.at_level("WARNING", logger="adaptive_decoder.head"):
+    with caplog.at_level("WARNING", logger="adaptive_decoder.modeling.head"):
         head.check_compatible(model)
     assert "built for base model 'org/model-a' but is attached to 'org/model-b'" in caplog.text
     with pytest.raises(ValueError, match="org/model-a.*org/model-b"):
@@ -226,7 +226,7 @@ def test_head_saved_without_digest_still_loads_with_a_warning(tmp_path, caplog):
     cfg = json.loads((tmp_path / "config.json").read_text())
     del cfg["weights_sha256"]
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with caplog.at_level("WARNING", logger="adaptive_decoder.head_digest"):
+    with caplog.at_level("WARNING", logger="adaptive_decoder.modeling.head_digest"):
         loaded = AdaptiveDecoderHead.from_pretrained(tmp_path)
     assert loaded.config == head.config and "records no weights digest" in caplog.text
 
@@ -236,7 +236,7 @@ def test_run_record_fingerprint_is_the_recorded_digest(tmp_path):
     their records have always stored, so records written before the digest existed still match)."""
     import hashlib
 
-    from adaptive_decoder.head_digest import head_fingerprint
+    from adaptive_decoder.modeling.head_digest import head_fingerprint
 
     make_head().save_pretrained(tmp_path)
     old_value = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()[:16]

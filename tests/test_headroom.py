@@ -5,7 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from adaptive_decoder.headroom import headroom_markdown
+from adaptive_decoder.evaluation.headroom import headroom_markdown
 from test_eval_suite import save_tiny
 
 REPO = Path(__file__).resolve().parents[1]

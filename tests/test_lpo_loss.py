@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead
-from adaptive_decoder.lpo import (aggregate_steps, collate_pairs, compute_loss, lpo_loss, nll_loss,
+from adaptive_decoder.lpo.losses import (aggregate_steps, collate_pairs, compute_loss, lpo_loss, nll_loss,
                                   pair_log_probs)
 
 LS20, LS00, LS10, LS01, LS03, LSm11 = (-0.1269280110429727, -0.6931471805599453, -0.3132616875182228,
@@ -288,8 +288,8 @@ def test_nll_baseline_follows_whatever_is_chosen():
 
 
 # ----------------------------------------------------------------------------- joint: temperatures as tokens
-from adaptive_decoder.lpo import joint_loss, latent_log_probs  # noqa: E402
-from adaptive_decoder.response_logps import LOG_GREEDY_FLOOR, temperature_log_probs  # noqa: E402
+from adaptive_decoder.lpo.losses import joint_loss, latent_log_probs  # noqa: E402
+from adaptive_decoder.modeling.response_logps import LOG_GREEDY_FLOOR, temperature_log_probs  # noqa: E402
 
 SIG = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
 P20 = (0.8807970779778823, 0.11920292202211755)  # softmax([2, 0])

@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from adaptive_decoder import AdaptiveDecoderHead
-from adaptive_decoder.lpo_data import SyntheticPairs, build_head_and_dataset
-from adaptive_decoder.lpo_report import plot_training_curves
-from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer, checkpoints
+from adaptive_decoder.lpo.data import SyntheticPairs, build_head_and_dataset
+from adaptive_decoder.lpo.report import plot_training_curves
+from adaptive_decoder.lpo.trainer import LPOConfig, LPOTrainer, checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -222,7 +222,7 @@ def collection(tmp_path_factory):
 
 def test_trains_from_a_cached_collection_without_loading_the_lm(tmp_path, collection, monkeypatch):
     adm, _, cached = collection
-    import adaptive_decoder.models as models
+    import adaptive_decoder.modeling.models as models
 
     monkeypatch.setattr(models, "load_base_model", lambda *a, **k: pytest.fail("the LM must not be loaded"))
     cfg = config(tmp_path, synthetic_pairs=0, collection_dir=str(cached), head={"num_layers": 2, "intermediate_size": 8},
@@ -236,7 +236,7 @@ def test_trains_from_a_cached_collection_without_loading_the_lm(tmp_path, collec
 
 
 def test_uncached_collection_needs_base_model_and_names_it(tmp_path, collection):
-    from adaptive_decoder.pairs import ModelNeededError
+    from adaptive_decoder.lpo.pairs import ModelNeededError
 
     _, uncached, _ = collection
     cfg = config(tmp_path, synthetic_pairs=0, collection_dir=str(uncached), head={})
@@ -246,7 +246,7 @@ def test_uncached_collection_needs_base_model_and_names_it(tmp_path, collection)
 
 def test_base_model_is_loaded_only_to_recompute_uncached_samples(tmp_path, collection, monkeypatch):
     adm, uncached, _ = collection
-    import adaptive_decoder.models as models
+    import adaptive_decoder.modeling.models as models
 
     loaded = []
     monkeypatch.setattr(models, "load_base_model", lambda name, dtype: loaded.append((name, dtype)) or (adm.model, None))
@@ -278,7 +278,7 @@ def test_head_path_must_fit_the_collection(tmp_path, collection):
 
 
 def test_cache_and_recompute_paths_train_to_the_same_head(tmp_path, collection):
-    from adaptive_decoder.pairs import PairDataset
+    from adaptive_decoder.lpo.pairs import PairDataset
 
     adm, _, cached = collection
     heads = []
@@ -329,7 +329,7 @@ def test_default_initial_head_is_the_collecting_head(tmp_path, collection, caplo
     adm, _, cached = collection
     import logging
 
-    with caplog.at_level(logging.INFO, logger="adaptive_decoder.lpo_data"):
+    with caplog.at_level(logging.INFO, logger="adaptive_decoder.lpo.data"):
         head, _ = build_head_and_dataset(config(tmp_path, synthetic_pairs=0, collection_dir=str(cached), head={}))
     for k, v in adm.head.state_dict().items():
         assert torch.equal(head.state_dict()[k], v), k
@@ -358,7 +358,7 @@ def test_head_options_as_text_from_the_command_line(tmp_path):
 @pytest.mark.parametrize("loss_type", ["joint", "latent"])
 def test_joint_and_latent_losses_train_from_a_cached_collection_without_the_lm(tmp_path, collection, monkeypatch, loss_type):
     _, _, cached = collection
-    import adaptive_decoder.models as models
+    import adaptive_decoder.modeling.models as models
 
     monkeypatch.setattr(models, "load_base_model", lambda *a, **k: pytest.fail("the token log-probs are stored"))
     cfg = config(tmp_path, synthetic_pairs=0, collection_dir=str(cached), head={"num_layers": 2, "intermediate_size": 8},

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts
-from adaptive_decoder import models
+from adaptive_decoder.modeling import models
 
 
 def test_missing_embedded_package_names_the_install_command(monkeypatch):
@@ -36,7 +36,7 @@ def test_empty_prompt_list_and_empty_prompt_are_rejected(smollm2):
 def test_long_prompt_is_cut_from_the_left_with_a_warning_or_rejected(smollm2, caplog):
     _, tok = smollm2
     long = "one two three four five " * 40 + "What is 2+2?"
-    with caplog.at_level(logging.WARNING, logger="adaptive_decoder.models"):
+    with caplog.at_level(logging.WARNING, logger="adaptive_decoder.modeling.models"):
         enc = encode_prompts(tok, [long, "short"], max_length=32)
     assert enc["input_ids"].shape[1] == 32
     assert "truncated from the left" in caplog.text

@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from adaptive_decoder import AdaptiveDecoderHead
-from adaptive_decoder.lpo_data import build_head_and_dataset
-from adaptive_decoder.lpo_trainer import LPOConfig, LPOTrainer, checkpoints
+from adaptive_decoder.lpo.data import build_head_and_dataset
+from adaptive_decoder.lpo.trainer import LPOConfig, LPOTrainer, checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "training" / "train_lpo.py")

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from adaptive_decoder.collection import CollectionMismatchError, CollectionSettings, collect, read_collection
-from adaptive_decoder.pairs import (ModelNeededError, PairDataset, build_pairs, collection_pair_report, pair_statistics,
+from adaptive_decoder.lpo.collection import CollectionMismatchError, CollectionSettings, collect, read_collection
+from adaptive_decoder.lpo.pairs import (ModelNeededError, PairDataset, build_pairs, collection_pair_report, pair_statistics,
                                    plot_pair_statistics)
 from adaptive_decoder.rewards import CompositeReward, Repetition
 from test_collection import make_adm, prompts, run
@@ -170,7 +170,7 @@ def test_collection_token_logps_with_a_min_p_factor_feed_joint_and_latent_losses
     """A head with all four factors (min-p included): the stored [T, K] tables equal a one-row recompute, the
     stored response sum reads the table at the chosen temperatures, and both new losses run on the batch."""
     from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-    from adaptive_decoder.lpo import collate_pairs, compute_loss
+    from adaptive_decoder.lpo.losses import collate_pairs, compute_loss
 
     base = make_adm(level)
     torch.manual_seed(0)

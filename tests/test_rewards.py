@@ -247,7 +247,7 @@ def test_novelty_bad_input_is_named():
 
 
 def test_hag_search_refuses_group_rewards():
-    from adaptive_decoder.hag_search import task_scorer
+    from adaptive_decoder.hag.search import task_scorer
     from adaptive_decoder.tasks import get_task
 
     task = get_task("constrained_writing", reward={"concepts": {}, "novelty": {}})

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from adaptive_decoder import AdaptiveDecodingModel
-from adaptive_decoder.samplers import EDT_BASE, edt_temperature, step_entropy, top_nsigma_mask
-from adaptive_decoder.sampling import SAMPLER_OFF, apply_sampling_params, validate_sampling_value
+from adaptive_decoder.modeling.samplers import EDT_BASE, edt_temperature, step_entropy, top_nsigma_mask
+from adaptive_decoder.modeling.sampling import SAMPLER_OFF, apply_sampling_params, validate_sampling_value
 
 NEG = -float("inf")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from adaptive_decoder.scalefree import (bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report,
+from adaptive_decoder.evaluation.scalefree import (bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report,
                                         task_normalization, win_scores)
 
 FIXED = ["T=0.0", "T=1.0"]

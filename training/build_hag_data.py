@@ -8,7 +8,7 @@ Writes to output_dir:
     sft.jsonl           the SFT dataset for training/train_hag.py (conversational prompt -> config line)
     summary.json        cost (samples generated, wall clock, configs evaluated) and outcome per task
     best_configs.png    distribution of the chosen temperature / top_p / top_k / repetition_penalty per task
-See adaptive_decoder/hag_search.py for the search itself.
+See adaptive_decoder/hag/search.py for the search itself.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.generation import AdaptiveDecodingModel  # noqa: E402
-from adaptive_decoder.hag import KEYS  # noqa: E402
-from adaptive_decoder.hag_search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
-from adaptive_decoder.model_args import ModelArguments  # noqa: E402
+from adaptive_decoder.modeling.generation import AdaptiveDecodingModel  # noqa: E402
+from adaptive_decoder.hag.policy import KEYS  # noqa: E402
+from adaptive_decoder.hag.search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
+from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.tasks import get_task  # noqa: E402
 from adaptive_decoder.plotting import pyplot, save_figure  # noqa: E402
 from adaptive_decoder.storage import atomic_write_bytes  # noqa: E402

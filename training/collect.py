@@ -1,4 +1,4 @@
-"""Collect reward-scored samples for LPO (thin recipe over adaptive_decoder.collection).
+"""Collect reward-scored samples for LPO (thin recipe over adaptive_decoder.lpo.collection).
 
     python training/collect.py --config configs/lpo/collect_smollm2_mix.yaml [--num_samples 4 ...]
 
@@ -21,11 +21,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel  # noqa: E402
-from adaptive_decoder.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
-from adaptive_decoder.head import build_head  # noqa: E402
-from adaptive_decoder.model_args import ModelArguments  # noqa: E402
+from adaptive_decoder.lpo.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
+from adaptive_decoder.modeling.head import build_head  # noqa: E402
+from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402
-from adaptive_decoder.pairs import collection_pair_report  # noqa: E402
+from adaptive_decoder.lpo.pairs import collection_pair_report  # noqa: E402
 from adaptive_decoder.rewards import build_reward  # noqa: E402
 
 logger = logging.getLogger("collect")

@@ -30,9 +30,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.hag import HAGPolicy, parse_config  # noqa: E402
-from adaptive_decoder.model_args import ModelArguments  # noqa: E402
-from adaptive_decoder.models import has_chat_template  # noqa: E402
+from adaptive_decoder.hag.policy import HAGPolicy, parse_config  # noqa: E402
+from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
+from adaptive_decoder.modeling.models import has_chat_template  # noqa: E402
 
 logger = logging.getLogger("train_hag")
 
@@ -116,7 +116,7 @@ def split_rows(rows, fraction: float, seed: int):
 
 def config_accuracy(model, tok, rows) -> dict:
     """Greedy stage 1 of HAGPolicy on held-out prompts: parse-failure rate and agreement with the search's config."""
-    from adaptive_decoder.generation import AdaptiveDecodingModel
+    from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
 
     pol = HAGPolicy(model=model, tokenizer=tok)
     prompts = [r.get("task_prompt") or r["prompt"][-1]["content"].split("Request:\n", 1)[-1] for r in rows]

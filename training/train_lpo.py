@@ -1,4 +1,4 @@
-"""Train an AdaptiveDecoder head with LPO on a sample collection (thin recipe over adaptive_decoder.lpo_trainer).
+"""Train an AdaptiveDecoder head with LPO on a sample collection (thin recipe over adaptive_decoder.lpo.trainer).
 
     python training/train_lpo.py --config configs/lpo/train_smollm2_seq.yaml [--beta 0.2 ...]
     torchrun --nproc_per_node 2 training/train_lpo.py --config configs/lpo/train_tiny.yaml          # DDP (gloo on CPU)
@@ -21,9 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.lpo_config import LPOConfig  # noqa: E402
-from adaptive_decoder.lpo_data import build_head_and_dataset  # noqa: E402
-from adaptive_decoder.lpo_trainer import LPOTrainer  # noqa: E402
+from adaptive_decoder.lpo.config import LPOConfig  # noqa: E402
+from adaptive_decoder.lpo.data import build_head_and_dataset  # noqa: E402
+from adaptive_decoder.lpo.trainer import LPOTrainer  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -5,7 +5,7 @@ Mechanism. vLLM's logits-processor interfaces never see hidden states, but a mod
 (vLLM has already selected those rows). So the plugin registers, for each supported base architecture, a
 subclass of vLLM's own model class (`model.ARCHITECTURES`, e.g. `AdaptiveDecoderLlamaForCausalLM` from vLLM's
 `LlamaForCausalLM`) whose only change is `compute_logits`: it calls the parent, runs the head on the same
-hidden states, and returns the logits already warped per row by `adaptive_decoder.sampling.apply_sampling_params`
+hidden states, and returns the logits already warped per row by `adaptive_decoder.modeling.sampling.apply_sampling_params`
 (the function our HF path uses: greedy bin -> only the argmax stays finite; top-k / top-p / min-p as -inf masks;
 division by the chosen temperature). Requests then sample with temperature 1, top-p 1, top-k off, so vLLM's own
 sampler adds nothing, and its default `logprobs_mode="raw_logprobs"` returns log-softmax of these warped logits,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ...generation import compute_head_inputs
-from ...head import AdaptiveDecoderHead
+from ...modeling.generation import compute_head_inputs
+from ...modeling.head import AdaptiveDecoderHead
 
 
 @torch.no_grad()

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from ...head import AdaptiveDecoderHead
-from ...head_digest import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME, recorded_digest
+from ...modeling.head import AdaptiveDecoderHead
+from ...modeling.head_digest import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME, recorded_digest
 from ...paths import missing_local_dir
 from . import BASE_ARCHITECTURES
 
@@ -84,7 +84,7 @@ def export_servable(base, head, out, *, copy: bool = False) -> Path:
         elif str(base).startswith(("/", ".", "~")):
             raise FileNotFoundError(f"base model directory not found: {base}")
         else:  # an embedded name (or a Hub id): materialise float32 safetensors
-            from ...models import load_base_model
+            from ...modeling.models import load_base_model
 
             model, tok = load_base_model(str(base), dtype=torch.float32)
             model.save_pretrained(out)

@@ -19,7 +19,7 @@ from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
-from ...sampling import apply_sampling_params
+from ...modeling.sampling import apply_sampling_params
 from .export import load_served_head
 from .requests import active_rows
 

@@ -1,0 +1,1 @@
+"""The evaluation harness: config, units, scale-free statistics, results schema, report rendering."""

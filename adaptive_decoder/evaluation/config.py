@@ -1,0 +1,105 @@
+"""`EvalConfig`: what the suite evaluates (tasks, prompt counts, methods and their options, the temperature grid,
+heads, samples) and the subset of it that changes results (`result_fingerprint`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
+from ..modeling.model_args import ModelArguments
+from ..methods.policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS
+from ..methods.base import POLICIES
+from ..tasks import TASKS, check_tasks
+
+
+
+# methods fitted on the dev split (each an OraclePolicy: its candidates run on dev, the fit picks the test config)
+DEV_FITTED = ("oracle", "best_joint", "meanshift", *SAMPLER_GRIDS)
+# methods that take the trained heads (EvalConfig.head_paths)
+HEAD_METHODS = ("adaptive", "meanshift")
+
+
+@dataclass
+class EvalConfig(ModelArguments):
+    """Configuration of `run_evaluation` (YAML via `eval/run_suite.py --config`, CLI flags override); the base LM's
+    fields are `ModelArguments`'."""
+
+    chat: bool | None = field(default=None, metadata={"help": "Use the chat template (default: when the tokenizer has one)."})
+    tasks: list[str] = field(default_factory=lambda: ["gsm8k", "translation", "constrained_writing", "creative_writing"],
+                             metadata={"help": f"Tasks to run; valid: {sorted(TASKS)}."})
+    task_options: dict | str | None = field(default=None, metadata={
+        "help": "Per-task options {task: {path|hf_id|hf_split|hf_config|reward|num_fewshot|...}} (JSON on the CLI). "
+                "Without path/hf_id a task uses its built-in prompt set."})
+    num_prompts: int = field(default=20, metadata={"help": "Test prompts per task (deterministic subset)."})
+    num_dev_prompts: int = field(default=10, metadata={
+        "help": "Held-out dev prompts per task for the oracle (disjoint from test)."})
+    methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle"],
+                               metadata={"help": f"Methods; valid: {sorted(POLICIES)}."})
+    temperatures: list[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES),
+                                      metadata={"help": "Fixed-temperature grid (method 'fixed' and the oracle's candidates)."})
+    fixed_top_p: float = field(default=1.0, metadata={"help": "top_p used by every fixed-grid setting (1.0 = off)."})
+    fixed_top_k: int = field(default=0, metadata={"help": "top_k used by every fixed-grid setting (0 = off)."})
+    head_paths: list[str] = field(default_factory=list, metadata={
+        "help": "Saved AdaptiveDecoder heads for method 'adaptive' (ADseq/ADtok)."})
+    skip_missing_heads: bool = field(default=False, metadata={
+        "help": "Drop head paths that do not exist (with a warning) instead of failing."})
+    strict_base_model: bool = field(default=True, metadata={
+        "help": "Refuse a head whose recorded base model differs from `model`."})
+    method_options: dict | str | None = field(default=None, metadata={
+        "help": "Extra options per method, e.g. {hag: {adapter_path: ...}} (JSON on the CLI)."})
+    num_samples: int = field(default=4, metadata={"help": "Samples per prompt (k); diversity metrics compare them."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation length cap."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (each with num_samples rows)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the prompt subsets and of the token sampling."})
+    fluency: bool = field(default=True, metadata={"help": "Score fluency with the base LM (one extra forward per sample)."})
+    on_bad_line: str = field(default="fail", metadata={
+        "help": "Malformed data line: 'fail' (error naming the line) or 'skip' (warn)."})
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where units.jsonl, results.json/.md and plots go."})
+    n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
+    plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
+    report_to: str = field(default="wandb", metadata={"help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'."})
+    wandb_project: str = field(default="adaptive-decoder-eval", metadata={"help": "wandb project name."})
+    run_name: str | None = field(default=None, metadata={"help": "wandb run name (default: output_dir's name)."})
+    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+
+    def __post_init__(self):
+        super().__post_init__()  # dtype resolved: the fingerprint (and results.json) hold the one that runs
+        for name in ("task_options", "method_options"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{name} must be a JSON object, got {v!r} ({e})") from None
+            v = dict(v or {})
+            setattr(self, name, v)
+        check_tasks(self.tasks)
+        unknown = sorted(set(self.task_options) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"task_options for task(s) {unknown} that are not in tasks={self.tasks}")
+        unknown = sorted(set(self.methods) - set(POLICIES))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; valid: {sorted(POLICIES)}")
+        if not self.tasks or not self.methods:
+            raise ValueError("give at least one task and one method")
+        if self.on_bad_line not in ("fail", "skip"):
+            raise ValueError(f"on_bad_line must be 'fail' or 'skip', got {self.on_bad_line!r}")
+        if self.report_to not in ("wandb", "none"):
+            raise ValueError(f"report_to must be 'wandb' or 'none', got {self.report_to!r}")
+        for name in ("num_prompts", "num_samples", "max_new_tokens", "batch_size", "n_bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        fitted = [m for m in self.methods if m in DEV_FITTED]
+        if fitted and self.num_dev_prompts < 1:
+            raise ValueError(f"method(s) {fitted} need num_dev_prompts >= 1 (the held-out dev split they are tuned on)")
+
+    # fields whose change invalidates finished units (checked on resume)
+    _RESULT_FIELDS = ("model", "dtype", "chat", "task_options", "num_prompts", "num_dev_prompts", "temperatures",
+                      "fixed_top_p", "fixed_top_k", "num_samples", "max_new_tokens", "batch_size", "seed", "fluency")
+
+    def fingerprint(self) -> dict:
+        # head_paths and method_options are not here: adding a head or a method (with its options) to a finished
+        # run only adds units. The Evaluator checks them per method instead: a head's weights, and the options of
+        # every method that already has units (a head retrained in place must not reuse the old head's units).
+        return {k: getattr(self, k) for k in self._RESULT_FIELDS}

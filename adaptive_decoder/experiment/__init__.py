@@ -1,0 +1,1 @@
+"""The experiment pipeline: collect -> pairs -> train -> evaluate -> aggregate, per seed and level."""

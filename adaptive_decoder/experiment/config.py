@@ -1,0 +1,154 @@
+"""`ExperimentConfig`: what an experiment runs (tasks, split sizes, seeds, levels, head, collection, LPO and
+evaluation options), checked when it is built; the experiment sets the nested keys in `_MANAGED` itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+from ..configs import as_mapping
+from ..modeling.model_args import ModelArguments
+from ..evaluation.results import LEVEL_METHOD
+from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
+
+
+
+LEVELS = tuple(LEVEL_METHOD)  # ("sequence", "token")
+SPLIT_KEYS = ("num_train", "num_dev", "num_test")
+# keys of the nested option dicts that the experiment sets itself (per seed / per stage)
+_MANAGED = {
+    "collect": {"seed", "max_new_tokens", "chat"},
+    "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
+            "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
+            "overwrite_output_dir", "head_init_seed"},
+    "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "task_options", "num_prompts",
+             "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
+             "progress", "report_to", "skip_missing_heads", "n_bootstrap"},
+}
+
+
+@dataclass
+class ExperimentConfig(ModelArguments):
+    """The whole experiment (YAML via `experiments/run.py --config`, CLI flags override; unknown keys are errors); the
+    base LM's fields are `ModelArguments`'."""
+
+    run_dir: str = field(default=None, metadata={"help": "Directory for every output of the run (created; rerun = resume)."})
+    chat: bool | None = field(default=None, metadata={"help": "Chat template (default: when the tokenizer has one)."})
+    tasks: dict | str | None = field(default=None, metadata={
+        "help": "task name -> options: the evaluation task options (path, hf_id, reward, num_fewshot, template, ...; see "
+                "adaptive_decoder.tasks) plus optional per-task num_train / num_dev / num_test. JSON on the CLI."})
+    num_train: int = field(default=16, metadata={"help": "Train prompts per task (collection), unless the task sets its own."})
+    num_dev: int = field(default=4, metadata={
+        "help": "Dev prompts per task (the oracle's choice), unless the task sets its own."})
+    num_test: int = field(default=8, metadata={
+        "help": "Test prompts per task (the reported numbers), unless the task sets its own."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the train/dev/test split (shared by all seeds)."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={
+        "help": "Seeds: each one reruns collection, training and evaluation sampling."})
+    levels: list[str] = field(default_factory=lambda: ["sequence", "token"], metadata={
+        "help": f"Heads to train: {LEVELS} (ADseq, ADtok)."})
+    head: dict | str | None = field(default=None, metadata={
+        "help": "AdaptiveDecoderConfig options of the heads (bins, factors, num_layers, ...); level is set per head."})
+    max_new_tokens: int = field(default=48, metadata={
+        "help": "Generation length cap, in collection and evaluation alike (a task's own max_new_tokens option overrides it for "
+                "that task)."})
+    collect: dict | str | None = field(default=None, metadata={
+        "help": "adaptive_decoder.lpo.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
+    lpo: dict | str | None = field(default=None, metadata={
+        "help": "adaptive_decoder.lpo.config.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
+    methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle", "adaptive"],
+                               metadata={
+                                   "help": "Evaluation methods (adaptive = the trained heads); add 'hag' / 'hag_untrained' for "
+                                           "HAG."})
+    temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                                      metadata={"help": "Fixed-temperature grid (baselines and the oracle's candidates)."})
+    hag_model_path: str | None = field(default=None, metadata={
+        "help": "A trained HAG model (training/train_hag.py output): adds method 'hag' with it."})
+    eval: dict | str | None = field(default=None, metadata={
+        "help": "evaluation.config.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
+    n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
+    report_to: str = field(default="none", metadata={
+        "help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars."})
+    plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
+
+    def __post_init__(self):
+        if not self.run_dir:
+            raise ValueError("run_dir is required")
+        super().__post_init__()  # dtype resolved: every stage fingerprint holds the one that runs
+        self.tasks = as_mapping("tasks", self.tasks)
+        if not self.tasks:
+            raise ValueError("tasks is empty: configure at least one task (e.g. tasks: {gsm8k: {}, constrained_writing: {}})")
+        from ..tasks import check_tasks
+
+        check_tasks(self.tasks)
+        self.tasks = {t: as_mapping(f"tasks.{t}", o) for t, o in self.tasks.items()}
+        for name in ("head", "collect", "lpo", "eval"):
+            setattr(self, name, as_mapping(name, getattr(self, name)))
+        self._check_nested()
+        bad = sorted(set(self.levels) - set(LEVELS))
+        if bad or not self.levels or len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels must be distinct values from {LEVELS}, got {self.levels}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds}")
+        for name in ("num_train", "num_test", "max_new_tokens", "n_bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_dev < 0:
+            raise ValueError(f"num_dev must be >= 0, got {self.num_dev}")
+        for t in self.tasks:
+            n = self.split_sizes(t)
+            if n["num_train"] < 1 or n["num_test"] < 1 or n["num_dev"] < 0:
+                raise ValueError(f"task {t!r}: need num_train >= 1, num_test >= 1, num_dev >= 0; got {n}")
+            from ..evaluation.config import DEV_FITTED
+
+            fitted = [m for m in self.methods if m in DEV_FITTED]
+            if fitted and n["num_dev"] < 1:
+                raise ValueError(f"task {t!r}: method(s) {fitted} need dev prompts (num_dev >= 1)")
+        if self.hag_model_path and "hag" not in self.methods:
+            self.methods = [*self.methods, "hag"]
+        if "hag" in self.methods and not self.hag_model_path and "hag" not in (self.eval.get("method_options") or {}):
+            raise ValueError("method 'hag' needs hag_model_path (a model saved by training/train_hag.py); "
+                             "use 'hag_untrained' to let the base model propose its own config")
+        if self.report_to not in ("none", "wandb"):
+            raise ValueError(f"report_to must be 'none' or 'wandb', got {self.report_to!r}")
+        if "adaptive" not in self.methods:
+            raise ValueError("methods must include 'adaptive' (the trained heads are what the experiment tests)")
+        if not self.temperatures or "fixed" not in self.methods:
+            raise ValueError("methods must include 'fixed' with a non-empty temperatures grid (the bar compares to it)")
+
+    def _check_nested(self):
+        from ..lpo.collection import CollectionSettings
+        from ..evaluation.config import EvalConfig
+        from ..modeling.head import AdaptiveDecoderConfig
+        from ..lpo.config import LPOConfig
+
+        valid = {"collect": {f.name for f in fields(CollectionSettings)}, "lpo": {f.name for f in fields(LPOConfig)},
+                 "eval": {f.name for f in fields(EvalConfig)}}
+        for name, ok in valid.items():
+            opts = getattr(self, name)
+            managed = sorted(set(opts) & _MANAGED[name])
+            if managed:
+                raise ValueError(f"{name}: {managed} are set by the experiment itself (use the top-level options); "
+                                 f"settable here: {sorted(ok - _MANAGED[name])}")
+            unknown = sorted(set(opts) - ok)
+            if unknown:
+                raise ValueError(f"{name}: unknown key(s) {unknown}; valid: {sorted(ok - _MANAGED[name])}")
+        unknown = sorted(set(self.head) - set(AdaptiveDecoderConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"head: unknown key(s) {unknown}; valid: {sorted(AdaptiveDecoderConfig.__dataclass_fields__)}")
+        if "level" in self.head or "hidden_size" in self.head:
+            raise ValueError("head: 'level' comes from `levels` and 'hidden_size' from the model; remove them")
+
+    def split_sizes(self, task: str) -> dict:
+        """A task's own num_train / num_dev / num_test here, else its task file's `splits:`, else the top level."""
+        from ..tasks import TASKS, find_task_file, load_task_spec
+
+        opts = self.tasks[task]
+        path = None if task in TASKS else find_task_file(task)
+        own = load_task_spec(path)["splits"] if path else {}
+        return {k: int(opts.get(k, own.get(k, getattr(self, k)))) for k in SPLIT_KEYS}
+
+    def task_options(self, task: str) -> dict:
+        """The evaluation-task options of `task` (without the split sizes)."""
+        return {k: v for k, v in self.tasks[task].items() if k not in SPLIT_KEYS}

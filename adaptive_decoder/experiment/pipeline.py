@@ -1,0 +1,304 @@
+"""The reproduction experiment: collect -> LPO-train ADseq / ADtok -> evaluate against every baseline -> aggregate.
+
+One call, `run_experiment(ExperimentConfig(...))`, drives the whole pipeline on top of the other library modules:
+
+    splits       per task, a deterministic split of the task's examples into disjoint train / dev / test prompts
+                 (shuffled with `split_seed`; test first, then dev, then train; a prompt text never appears in two
+                 splits). The same splits serve every seed, so seeds vary only the sampling and the head init.
+    for each seed:
+      collect-<level>  LPO samples on the TRAIN prompts with a freshly initialised head exploring
+                       (`adaptive_decoder.lpo.collection.collect`, rewards = the evaluation rewards of each task)
+      train-<level>    LPO on best-vs-worst pairs of that collection (`adaptive_decoder.lpo.trainer.LPOTrainer`),
+                       starting from (and referencing) the collecting head
+      eval             greedy, the fixed-temperature grid, random, the per-task oracle (fitted on DEV prompts),
+                       the trained heads (ADseq / ADtok) and optionally HAG on the TEST prompts
+                       (`adaptive_decoder.evaluation.harness.Evaluator`)
+    aggregate    per method x task: mean reward with a 95% bootstrap CI over prompts (each prompt's reward averaged
+                 over seeds), paired win rates / mean differences with p-values vs every fixed temperature
+                 (`adaptive_decoder.stats`); per-task normalized rewards and win rates, their equally weighted
+                 means over tasks and the verdict on the bar (`adaptive_decoder.evaluation.scalefree`); the learned
+                 temperature / top-p / top-k distributions per task; `summary.json`, and the plots and `summary.md`
+                 that `adaptive_decoder.evaluation.report` renders from it.
+
+Resume: each stage directory gets a `stage_done.json` (its settings fingerprint, summary and wall time) written
+atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
+library it calls (collection manifest, LPO checkpoints, evaluation unit log). A finished stage whose settings
+changed is refused (use a new run_dir) rather than silently mixed. The base LM is loaded only if a stage runs.
+
+Everything lives under `run_dir`:
+    experiment_config.json, splits.json
+    seed-<s>/collect-<level>/  (collection + collect_head/)   seed-<s>/train-<level>/head/   seed-<s>/eval/
+    summary.md, summary.json, reward_vs_temperature.png, learned_params.png, paired_differences.png
+"""
+
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+
+from ..modeling.head_digest import head_fingerprint
+from ..storage import atomic_write_bytes
+from ..tasks.base import TaskReward
+from .config import ExperimentConfig
+from .splits import split_examples, splits_digest
+from .stages import _jsonable, _Memoized, mark_done, stage_done
+from .aggregate import aggregate, write_summary
+
+logger = logging.getLogger(__name__)
+
+
+class Experiment:
+    """Runs (or resumes) the stages of an `ExperimentConfig`. `model`/`tokenizer` may be given (tests, notebooks);
+    otherwise the base LM is loaded on first need."""
+
+    def __init__(self, cfg: ExperimentConfig, model=None, tokenizer=None):
+        from ..tasks import get_task
+
+        self.cfg = cfg
+        self.root = Path(cfg.run_dir)
+        self.model, self.tokenizer = model, tokenizer
+        if model is not None:
+            from ..modeling.models import check_model_dtype
+
+            check_model_dtype(model, cfg.dtype)
+        self.tasks = {t: get_task(t, **cfg.task_options(t)) for t in cfg.tasks}
+        self.splits = {}
+        for t, task in self.tasks.items():
+            n = cfg.split_sizes(t)
+            self.splits[t] = split_examples(task.examples(), n["num_test"], n["num_dev"], n["num_train"], cfg.split_seed, t)
+        self.timings: dict = {}
+        self.stages_run: list[str] = []
+        self.stages_skipped: list[str] = []
+
+    # --- setup ---------------------------------------------------------------------------------------------
+    def _prepare_run_dir(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        digest = splits_digest(self.splits)
+        path = self.root / "splits.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            changed = sorted(t for t in set(old) & set(digest) if old[t] != digest[t])
+            if changed:
+                raise ValueError(f"{self.root} was started with other train/dev/test splits for task(s) {changed} "
+                                 "(task data, split sizes or split_seed changed); use a new run_dir")
+            digest = {**old, **digest}
+        atomic_write_bytes(path, json.dumps(digest, indent=1).encode())
+        atomic_write_bytes(self.root / "experiment_config.json", json.dumps(_jsonable(asdict(self.cfg)), indent=1).encode())
+
+    def _ensure_model(self):
+        if self.model is not None:
+            return
+        logger.info("loading base model %s", self.cfg.model)
+        t0 = time.time()
+        self.model, self.tokenizer = self.cfg.load()
+        self.timings["load_model"] = round(time.time() - t0, 2)
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.root / f"seed-{seed}"
+
+    def head_path(self, seed: int, level: str) -> Path:
+        return self.seed_dir(seed) / f"train-{level}" / "head"
+
+    def _train_prompts(self) -> list[dict]:
+        return [{**ex, "id": f"{t}/{ex['id']}", "task": t} for t, parts in self.splits.items() for ex in parts["train"]]
+
+    def _run_stage(self, name: str, stage_dir: Path, fingerprint: dict, fn, covers=None, normalize=None):
+        """Run `fn` unless the stage finished with this fingerprint (and, if given, `covers(record)` holds)."""
+        rec = stage_done(stage_dir, fingerprint, normalize)
+        if rec is not None and (covers is None or covers(rec)):
+            logger.info("stage %s: already done (%.1f s), skipping", name, rec["wall_s"])
+            self.stages_skipped.append(name)
+            self.timings[name] = rec["wall_s"]
+            return rec
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        summary = fn()
+        # a stage extended after it finished (a method added to an evaluation) reports its whole compute time
+        rec = mark_done(stage_dir, fingerprint, summary, time.time() - t0 + (rec["wall_s"] if rec else 0.0))
+        self.stages_run.append(name)
+        self.timings[name] = rec["wall_s"]
+        return rec
+
+    # --- stages --------------------------------------------------------------------------------------------
+    def _collect_fingerprint(self, seed, level) -> dict:
+        cfg = self.cfg
+        return {"model": cfg.model, "dtype": cfg.dtype, "chat": cfg.chat, "head": cfg.head, "level": level, "seed": seed,
+                "collect": cfg.collect, "max_new_tokens": cfg.max_new_tokens,
+                "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
+                "rewards": {t: self.tasks[t].reward_spec for t in self.tasks}}
+
+    def collect_stage(self, seed: int, level: str) -> dict:
+        out = self.seed_dir(seed) / f"collect-{level}"
+        return self._run_stage(f"seed-{seed}/collect-{level}", out, self._collect_fingerprint(seed, level),
+                               partial(self._collect, seed, level, out))
+
+    def _collect(self, seed: int, level: str, out: Path) -> dict:
+        """The collect stage's work: LPO samples on the train prompts, explored by the seed's collecting head (made
+        and saved on first need), and the pair statistics of the collection."""
+        from ..lpo.collection import CollectionSettings, collect
+        from ..modeling.generation import AdaptiveDecodingModel
+        from ..modeling.head import build_head
+        from ..lpo.pairs import collection_pair_report
+
+        cfg = self.cfg
+        self._ensure_model()
+        head_dir = out / "collect_head"
+        saved = (head_dir / "model.safetensors").exists()
+        head = build_head({"selection": "sample", **cfg.head, "level": level}, seed, model=self.model,
+                          head_path=head_dir if saved else None, model_name=cfg.model)
+        if not saved:
+            head.save_pretrained(head_dir)
+        extra = {}
+        if "cache_which" not in cfg.collect and cfg.lpo.get("pair_mode", "best_vs_worst") != "best_vs_worst":
+            # pairs beyond best-vs-worst use other samples too: cache them all, or every LPO epoch would
+            # recompute their head inputs with the LM (a small MLP epoch becoming an LM forward per sample)
+            extra["cache_which"] = "all"
+        settings = CollectionSettings(**{**cfg.collect, **extra, "seed": seed, "max_new_tokens": cfg.max_new_tokens,
+                                         "chat": cfg.chat})
+        rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
+        specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
+        for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
+            if spec["task_options"].get("max_new_tokens"):
+                spec["max_new_tokens"] = int(spec["task_options"]["max_new_tokens"])
+        adm = AdaptiveDecodingModel(self.model, self.tokenizer, head.to(self.model.device))
+        summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
+        summary["pairs"] = collection_pair_report(out, **{k: v for k, v in
+                                                          (("mode", cfg.lpo.get("pair_mode")), ("k", cfg.lpo.get("pair_k")),
+                                                           ("eps", cfg.lpo.get("pair_eps"))) if v is not None})
+        return summary
+
+    def train_stage(self, seed: int, level: str) -> dict:
+        out = self.seed_dir(seed) / f"train-{level}"
+        fp = {"collect": self._collect_fingerprint(seed, level), "lpo": self.cfg.lpo}
+        return self._run_stage(f"seed-{seed}/train-{level}", out, fp, partial(self._train, seed, level, out))
+
+    def _train(self, seed: int, level: str, out: Path) -> dict:
+        """The train stage's work: LPO on the pairs of the seed's collection, from (and against) its collecting head."""
+        from ..lpo.config import LPOConfig
+        from ..lpo.data import build_head_and_dataset
+        from ..lpo.trainer import LPOTrainer
+
+        cfg = self.cfg
+        collection = self.seed_dir(seed) / f"collect-{level}"
+        lcfg = LPOConfig(**{**cfg.lpo, "output_dir": str(out), "collection_dir": str(collection),
+                            "head_path": str(collection / "collect_head"), "seed": seed, "resume": True,
+                            "torch_threads": cfg.torch_threads, "progress": cfg.progress, "report_to": cfg.report_to,
+                            "base_model": cfg.model})
+        head, dataset = build_head_and_dataset(lcfg)
+        if getattr(dataset, "stats", {}).get("samples_recomputed"):
+            dataset = _Memoized(dataset)  # recompute uncached head inputs once, not once per epoch
+        trainer = LPOTrainer(lcfg, head, dataset)
+        summary = trainer.train()
+        summary["pair_stats"] = getattr(dataset, "stats", None)
+        summary["final_logs"] = trainer.history[-1] if trainer.history else None
+        return summary
+
+    def eval_config(self, seed: int):
+        from ..evaluation.config import EvalConfig
+
+        cfg = self.cfg
+        sizes = [(len(p["test"]), len(p["dev"])) for p in self.splits.values()]
+        opts = dict(cfg.eval)
+        mo = opts.get("method_options") or {}
+        mo = dict(json.loads(mo) if isinstance(mo, str) else mo)
+        random_methods = [m for m in ("random", "random_token", "best_joint") if m in cfg.methods]
+        if random_methods:  # random and best-joint configs come from the heads' bins (active factors; fixed otherwise)
+            from ..modeling.head import AdaptiveDecoderConfig
+
+            hc = AdaptiveDecoderConfig.from_dict({**cfg.head, "hidden_size": 1})
+            bins = {f"{f}_bins": hc.bins(f) if f in hc.factors else [hc.fixed[f]] for f in ("temperature", "top_p", "top_k")}
+            for m in random_methods:
+                mo[m] = {**bins, **dict(mo.get(m) or {})}
+        if cfg.hag_model_path:
+            mo["hag"] = {"model_path": cfg.hag_model_path, **dict(mo.get("hag") or {})}
+        opts["method_options"] = mo
+        return EvalConfig(**{**opts, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
+                             "torch_threads": cfg.torch_threads, "chat": cfg.chat, "tasks": list(cfg.tasks),
+                             "task_options": {t: cfg.task_options(t) for t in cfg.tasks},
+                             # the real splits are set below; these only have to be valid for every task
+                             "num_prompts": min(s[0] for s in sizes), "num_dev_prompts": min(s[1] for s in sizes),
+                             "methods": list(cfg.methods), "temperatures": list(cfg.temperatures),
+                             "head_paths": [str(self.head_path(seed, lv)) for lv in cfg.levels],
+                             "output_dir": str(self.seed_dir(seed) / "eval"), "seed": seed,
+                             "max_new_tokens": cfg.max_new_tokens, "progress": cfg.progress,
+                             "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap})
+
+    def eval_stage(self, seed: int) -> dict:
+        out = self.seed_dir(seed) / "eval"
+        ecfg = self.eval_config(seed)
+        # the settings that change results (not paths, threads, progress bars). Methods, their options and the
+        # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
+        # and the Evaluator computes only the new units (it refuses changed options of methods that have units
+        # and changed weights of a head that has units).
+        result = _jsonable(ecfg.fingerprint())
+        fp = {"eval": result,
+              "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
+        wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
+        heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
+        return self._run_stage(f"seed-{seed}/eval", out, fp, partial(self._evaluate, ecfg, wanted, heads),
+                               covers=partial(_eval_covers, wanted=wanted, heads=heads),
+                               normalize=partial(_eval_normalize, result_keys=set(result)))
+
+    def _evaluate(self, ecfg, wanted: dict, heads: dict) -> dict:
+        """The eval stage's work: the Evaluator on the experiment's test and dev prompts; the stage's summary records
+        the methods (with their options) and the head weights it covered."""
+        from ..evaluation.harness import Evaluator
+
+        self._ensure_model()
+        # the experiment's splits (disjoint from the collection's train prompts) replace the evaluator's own
+        splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in ecfg.tasks}
+        res = Evaluator(ecfg, self.model, self.tokenizer, splits=splits).run()
+        return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"], "methods": wanted,
+                "heads": heads}
+
+    # --- driver --------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        t0 = time.time()
+        self._prepare_run_dir()
+        plan = [(s, kind, lv) for s in self.cfg.seeds for kind, lv in
+                [("collect", lv) for lv in self.cfg.levels] + [("train", lv) for lv in self.cfg.levels] + [("eval", None)]]
+        bar = tqdm(plan, desc="experiment", unit="stage", disable=not self.cfg.progress, position=0)
+        for seed, kind, lv in bar:
+            bar.set_postfix_str(f"seed {seed}: {kind}{'-' + lv if lv else ''}")
+            if kind == "collect":
+                self.collect_stage(seed, lv)
+            elif kind == "train":
+                self.train_stage(seed, lv)
+            else:
+                self.eval_stage(seed)
+        bar.close()
+        summary = aggregate(self.root, self.cfg, self.timings)
+        summary["wall_s_this_invocation"] = round(time.time() - t0, 1)
+        summary["stages_run"], summary["stages_skipped"] = self.stages_run, self.stages_skipped
+        write_summary(self.root, summary, self.cfg)
+        return summary
+
+
+def _eval_covers(rec: dict, wanted: dict, heads: dict) -> bool:
+    """Whether a finished eval stage ran every wanted method and head, with the options and weights wanted now."""
+    # records written before methods left the fingerprint keep them in it
+    old = rec["summary"].get("methods") or {k: rec["fingerprint"]["eval"].get(k) for k in wanted}
+    old_heads = rec["summary"].get("heads") or rec["fingerprint"].get("heads") or {}
+    return set(wanted["methods"]) <= set(old["methods"]) and all(
+        (wanted["method_options"] or {}).get(m) == (old["method_options"] or {}).get(m) for m in wanted["methods"]
+    ) and all(old_heads.get(lv) == h for lv, h in heads.items())
+
+
+def _eval_normalize(old: dict, result_keys: set) -> dict:
+    """An eval stage's fingerprint as recorded when the whole EvalConfig (and the heads) were in it, reduced to the
+    result-changing keys the fingerprint holds now."""
+    old = {k: v for k, v in old.items() if k != "heads"}
+    return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result_keys}}
+
+
+def run_experiment(cfg: ExperimentConfig, model=None, tokenizer=None) -> dict:
+    """Run or resume the experiment; returns the aggregated summary (also in run_dir/summary.json / summary.md)."""
+    return Experiment(cfg, model, tokenizer).run()

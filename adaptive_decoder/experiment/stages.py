@@ -1,0 +1,61 @@
+"""Stage bookkeeping: a finished stage records its settings fingerprint in `stage_done.json` (written atomically);
+a rerun skips it, and a finished stage whose settings changed is refused by name rather than silently mixed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..configs import changed_keys
+from ..storage import atomic_write_bytes
+from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
+
+
+
+DONE = "stage_done.json"
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | None:
+    """The stage's record if it finished with the same settings; None if it has not finished; error if it
+    finished with other settings. `normalize(old_fingerprint)` maps a record written by an older version."""
+    path = Path(stage_dir) / DONE
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    old = rec.get("fingerprint", {})
+    diff = changed_keys(normalize(old) if normalize else old, _jsonable(fingerprint))
+    if diff:
+        raise ValueError(f"{stage_dir} finished with different settings ({', '.join(diff)} differ); "
+                         "use a new run_dir (or delete that stage directory to redo it)")
+    return rec
+
+
+def mark_done(stage_dir: Path, fingerprint: dict, summary: dict, wall_s: float) -> dict:
+    rec = {"fingerprint": _jsonable(fingerprint), "summary": _jsonable(summary), "wall_s": round(wall_s, 2),
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_bytes(Path(stage_dir) / DONE, json.dumps(rec, indent=1).encode())
+    return rec
+
+
+class _Memoized(torch.utils.data.Dataset):
+    """Keeps the items of a dataset after their first access (pairs whose head inputs had to be recomputed with
+    the LM: a collection made before its cache covered every sample)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.items = dataset, {}
+        self.stats = getattr(dataset, "stats", None)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if i not in self.items:
+            self.items[i] = self.dataset[i]
+        return self.items[i]

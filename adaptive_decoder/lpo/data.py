@@ -1,0 +1,110 @@
+"""The training set of an LPO run and the head it fits: preference pairs from a collection, or synthetic ones.
+
+`build_head_and_dataset(cfg)` reads the pair settings of an `LPOConfig` and returns `(head, dataset)`:
+  - pairs from a collection (`PairDataset`): the head's bins/factors/level default to the collecting head's, so a
+    stored choice index means the same bin to the head being trained; `head_path` must agree on those keys;
+  - or `SyntheticPairs`: two toy tasks with a known answer, for smoke and multi-process tests.
+Head inputs come from the collection's hidden-state cache; the base LM is loaded only when some pair sample is not
+cached, and then in the dtype the collection ran in, so recomputed states are those the cache would have held.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..modeling.head import AdaptiveDecoderConfig, build_head
+from .losses import NEEDS_RESPONSE_LOGPS
+
+if TYPE_CHECKING:
+    from .config import LPOConfig
+
+logger = logging.getLogger(__name__)
+# what a head_path must share with the pairs: a stored choice index has to mean the same bin to the head trained
+_AGREE = ("hidden_size", "level", "factors", "temperature_bins", "top_p_bins", "top_k_bins")
+
+
+class SyntheticPairs(torch.utils.data.Dataset):
+    """Deterministic toy pairs in the `PairDataset` format, for smoke tests and multi-process tests.
+
+    Two tasks whose hidden states sit around +mu ("low") and -mu ("high"): in "low" the chosen sample used the
+    lowest bin of every factor and the rejected one a random other bin; in "high", the highest bin. A head trained
+    on them should pick the lowest bins on "low" prompts and the highest on "high" ones.
+    """
+
+    def __init__(self, n: int, head_config: AdaptiveDecoderConfig, seed: int = 0, steps: int = 3):
+        g = torch.Generator().manual_seed(seed)
+        h, level = head_config.hidden_size, head_config.level
+        mu = torch.randn(h, generator=g)
+        self.items = []
+        for i in range(n):
+            task = "low" if i % 2 == 0 else "high"
+            sign = 1.0 if task == "low" else -1.0
+            t = 1 if level == "sequence" else 1 + int(torch.randint(0, steps, (1,), generator=g))
+            shape = (h,) if level == "sequence" else (t, h)
+            cshape = () if level == "sequence" else (t,)
+            # sequence level: both samples of a prompt see the same last-prompt-token state
+            base = sign * mu + 0.5 * torch.randn(shape, generator=g)
+            ex = {"chosen_inputs": base.half(), "rejected_inputs": (base if level == "sequence" else
+                  sign * mu + 0.5 * torch.randn(shape, generator=g)).half(),
+                  "chosen_choices": {}, "rejected_choices": {}, "reward_chosen": 1.0, "reward_rejected": 0.0,
+                  "task": task, "prompt_id": f"synthetic-{i}"}
+            for f in head_config.factors:
+                nb = len(head_config.bins(f))
+                best = 0 if task == "low" else nb - 1
+                other = torch.randint(0, max(nb - 1, 1), cshape, generator=g)
+                other = other + (other >= best).long() if nb > 1 else other  # any bin but `best`
+                ex["chosen_choices"][f] = torch.full(cshape, best, dtype=torch.long)
+                ex["rejected_choices"][f] = other
+            self.items.append(ex)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def build_head_and_dataset(cfg: LPOConfig):
+    """(head, dataset) for a config: the head from head_path or fresh; pairs from the collection or synthetic.
+
+    A collection's cached hidden states are used without loading the LM; the LM (`base_model`) is loaded only
+    when some pair sample is not cached.
+    """
+    if cfg.synthetic_pairs:
+        opts = {"level": "sequence", "num_layers": 2, "intermediate_size": 32, **cfg.head,
+                "hidden_size": cfg.synthetic_hidden_size, "base_model": "synthetic"}
+        head = build_head(opts, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
+        return head, SyntheticPairs(cfg.synthetic_pairs, head.config, seed=cfg.seed)
+
+    from .collection import read_manifest
+    from .pairs import ModelNeededError, PairDataset
+
+    manifest = read_manifest(cfg.collection_dir)
+    collected = dict(manifest["head"]["config"])
+    head = build_head({**collected, **cfg.head}, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
+    from .collection import head_identity
+
+    if head_identity(head)["fingerprint"] == manifest["head"].get("fingerprint"):
+        logger.info("the initial head is the collecting head (LPO's reference = the sampling policy)")
+    else:
+        logger.info("the initial head differs from the collecting head (other head_path / head_init_seed / options)")
+    kw = dict(mode=cfg.pair_mode, k=cfg.pair_k, eps=cfg.pair_eps, tasks=cfg.tasks, head_config=head.config,
+              use_cache=cfg.use_cache, response_logps=cfg.loss_type in NEEDS_RESPONSE_LOGPS)
+    try:
+        return head, PairDataset(cfg.collection_dir, **kw)
+    except ModelNeededError as e:
+        if not cfg.base_model:
+            raise ModelNeededError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
+    from ..modeling.models import load_base_model
+
+    # in the dtype the collection ran in: its hidden states (and the identity check) are of that model
+    dtype = manifest["base_model"].get("dtype", "float32")
+    logger.info("some pair samples are not cached: loading %s (%s) to recompute their head inputs", cfg.base_model, dtype)
+    model, _ = load_base_model(cfg.base_model, dtype=dtype)
+    return head, PairDataset(cfg.collection_dir, model=model, **kw)
+
+
+__all__ = ["SyntheticPairs", "build_head_and_dataset"]

