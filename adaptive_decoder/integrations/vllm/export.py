@@ -15,6 +15,10 @@ directory written by `AdaptiveDecoderHead.save_pretrained`. OUT (new or empty) t
     warping must be the only one;
   * adaptive_decoder_head/ = the head directory's files, byte for byte (its digest stays valid).
 
+`export_sampler(model, tokenizer, OUT)` writes the same layout from a loaded HF model with no head
+(`head_dir: null`): a model that serves the requests carrying their own values and seed (`per_request`), which is
+how the evaluation suite and the collection sample with `backend: vllm`.
+
 Invariant: `load_served_head(OUT)` returns the exact head that was exported, or raises ValueError /
 FileNotFoundError naming what is wrong (a missing or corrupt head, a head whose config no longer matches the one
 recorded, a hidden-size mismatch with the base). The vLLM model calls it at engine start, so a bad directory
@@ -117,6 +121,36 @@ def export_servable(base, head, out, *, copy: bool = False) -> Path:
     return out
 
 
+def export_sampler(model, tokenizer, out) -> Path:
+    """Write `out` (new or empty) from a loaded HF causal LM in its own dtype: the base weights (safetensors), the
+    tokenizer, config.json with our architecture and a head-less `adaptive_decoder` entry, and the generation
+    config without sampling defaults. vLLM then serves it with per-request values only (see the module docstring)."""
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        model.save_pretrained(out)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+        cfg = _read_json(out / CONFIG_NAME, "a Hugging Face model directory")
+        archs = cfg.get("architectures") or []
+        if len(archs) != 1 or archs[0] not in BASE_ARCHITECTURES:
+            raise ValueError(f"base architectures {archs} not supported by the vllm backend; supported: "
+                             f"{sorted(BASE_ARCHITECTURES)}")
+        cfg["architectures"] = [BASE_ARCHITECTURES[archs[0]]]
+        cfg[CONFIG_KEY] = {"head_dir": None, "level": None}
+        (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        gen = out / "generation_config.json"
+        if gen.exists():
+            g = _read_json(gen, "a generation config")
+            gen.write_text(json.dumps({k: v for k, v in g.items() if k not in _SAMPLING_DEFAULTS}, indent=2))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
+
+
 def _link_base(base: Path, out: Path, copy: bool) -> None:
     if not (base / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{base} has no {CONFIG_NAME}: not a Hugging Face model directory")
@@ -133,14 +167,16 @@ def _link_base(base: Path, out: Path, copy: bool) -> None:
 def served_config(hf_config) -> dict:
     """The `adaptive_decoder` entry of a loaded model config (a transformers config or a dict)."""
     entry = hf_config.get(CONFIG_KEY) if isinstance(hf_config, dict) else getattr(hf_config, CONFIG_KEY, None)
-    if not isinstance(entry, dict) or not isinstance(entry.get("head_dir"), str):
+    # head_dir null: a sampler directory (export_sampler)
+    if not isinstance(entry, dict) or "head_dir" not in entry or not isinstance(entry["head_dir"], (str, type(None))):
         raise ValueError(f"the model config has no valid '{CONFIG_KEY}' entry: write the model directory with "
                          "`python -m adaptive_decoder.integrations.vllm.export`")
     return entry
 
 
-def load_served_head(model_dir, hf_config=None) -> AdaptiveDecoderHead:
-    """The head of the servable directory `model_dir`, in float32 on the CPU, checked against its record.
+def load_served_head(model_dir, hf_config=None) -> AdaptiveDecoderHead | None:
+    """The head of the servable directory `model_dir`, in float32 on the CPU, checked against its record; None
+    for a directory written by `export_sampler` (no head: its requests bring their own values).
 
     `hf_config`: the directory's config already loaded (a transformers config or dict); read from disk if None.
     """
@@ -148,6 +184,8 @@ def load_served_head(model_dir, hf_config=None) -> AdaptiveDecoderHead:
     if hf_config is None:
         hf_config = _read_json(model_dir / CONFIG_NAME, "a model directory")
     entry = served_config(hf_config)
+    if entry["head_dir"] is None:
+        return None
     head_dir = model_dir / entry["head_dir"]
     if not head_dir.is_dir():
         raise FileNotFoundError(f"head directory not found: {head_dir} (named by {CONFIG_KEY}.head_dir in "

@@ -5,7 +5,10 @@ parallelism) and overrides `compute_logits(hidden_states)`: parent logits (float
 are) -> the head's argmax bin per row on the same hidden states -> `apply_sampling_params` with the bins' values.
 Token level decides on every row at every step. Sequence level reuses each request's first decision
 (`requests.RequestRows.sequence_choices`); calls that are not a step's sampling call over the batch (prompt
-logprobs, warm-up) are warped with the per-row decision, as token level would.
+logprobs, warm-up) are warped with the per-row decision, as token level would. Requests that carry their own
+values and seed (`per_request`, the sampling backend of the evaluation and the collection) are decided and drawn
+there; a directory exported without a head (`export.export_sampler`) serves only those, and gives other requests
+the plain model's logits.
 
 The head sits outside the module tree (in a plain holder object), so vLLM's weight loader, which insists that
 every parameter of the model comes from the checkpoint, never sees it; it is loaded from the servable
@@ -21,6 +24,7 @@ from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
 from ...modeling.sampling import apply_sampling_params
 from .export import load_served_head
+from .per_request import RequestDecoder, request_spec
 from .requests import active_rows
 
 
@@ -32,24 +36,36 @@ class _ServedHead:
             raise ValueError("adaptive-decoder heads do not support speculative decoding (the head decides one "
                              "token per row; draft rows would each get their own decision)")
         model_config = vllm_config.model_config
-        self.head = load_served_head(model_config.model, model_config.hf_config)
-        self.level = self.head.config.level
+        self.head = load_served_head(model_config.model, model_config.hf_config)  # None: a sampler directory
+        self.level = self.head.config.level if self.head is not None else None
         self.rows = active_rows()
-        if self.level == "sequence" and self.rows is None:
-            raise RuntimeError("a sequence-level head needs adaptive-decoder's `vllm.logits_processors` entry point "
-                               "(RequestRows), which vLLM did not load: reinstall adaptive-decoder in this "
-                               "environment (pip install -e . or adaptive-decoder[vllm]) and do not disable plugins")
+        self.requests = RequestDecoder()
+        if (self.level == "sequence" or self.head is None) and self.rows is None:
+            raise RuntimeError("a sequence-level head (and a directory without a head) needs adaptive-decoder's "
+                               "`vllm.logits_processors` entry point (RequestRows), which vLLM did not load: reinstall "
+                               "adaptive-decoder in this environment (pip install -e . or adaptive-decoder[vllm]) and "
+                               "do not disable plugins")
 
     @torch.no_grad()
     def warp(self, hidden_states: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        if self.head._temperature_values.device != hidden_states.device:
-            self.head.to(hidden_states.device)
         n = logits.shape[0]
-        choices = self.head.select(hidden_states, selection="argmax")
-        if self.level == "sequence" and self.rows.take_sampling_rows(n):
-            choices = self.rows.sequence_choices(choices)
-        v = self.head.values(choices, shape=(n,))
+        sampling = self.rows is not None and self.rows.take_sampling_rows(n)
+        specs = [request_spec(self.rows.params[i]) for i in range(n)] if sampling else [None] * n
+        v = None
+        if self.head is not None:
+            if self.head._temperature_values.device != hidden_states.device:
+                self.head.to(hidden_states.device)
+            choices = self.head.select(hidden_states, selection="argmax")
+            if self.level == "sequence" and sampling:
+                choices = self.rows.sequence_choices(choices)
+            v = self.head.values(choices, shape=(n,))
+        if any(s is not None for s in specs):
+            steps = [len(self.rows.outputs[i]) for i in range(n)]
+            return self.requests.warp_rows(hidden_states, logits, specs, steps, served=v,
+                                           token_ids=lambda i: list(self.rows.prompts[i] or []) + list(self.rows.outputs[i]))
+        if v is None:
+            return logits
         return apply_sampling_params(None, logits, v["temperature"], v["top_p"], v["top_k"], min_p=v["min_p"])
 
 

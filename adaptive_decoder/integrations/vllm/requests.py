@@ -71,6 +71,7 @@ class RequestRows(LogitsProcessor):
         self.enabled = any(a in MODEL_CLASSES for a in archs)
         self.params: dict[int, object] = {}
         self.outputs: dict[int, list] = {}
+        self.prompts: dict[int, list] = {}  # prompt token ids (a repetition penalty counts them)
         self.batch_size = 0
         self.fresh = False  # True from update_state until the step's sampling `compute_logits` consumed it
         if self.enabled:
@@ -91,21 +92,22 @@ class RequestRows(LogitsProcessor):
         for i in batch_update.removed:
             self.params.pop(i, None)
             self.outputs.pop(i, None)
-        for i, params, _prompt, output in batch_update.added:
-            self.params[i], self.outputs[i] = params, output
+            self.prompts.pop(i, None)
+        for i, params, prompt, output in batch_update.added:
+            self.params[i], self.outputs[i], self.prompts[i] = params, output, prompt
             bad = non_neutral_values(params)
             if bad:
                 logger.warning("adaptive-decoder: request sampling values %s are applied on top of the head's own "
                                "choices; send temperature=1, top_p=1, top_k=0 (or temperature=0 for plain greedy)",
                                bad)
         for a, b, direction in batch_update.moved:
-            pa, oa = self.params.pop(a, None), self.outputs.pop(a, None)
+            pa, oa, qa = self.params.pop(a, None), self.outputs.pop(a, None), self.prompts.pop(a, None)
             if direction == MoveDirectionality.SWAP:
-                pb, ob = self.params.pop(b, None), self.outputs.pop(b, None)
+                pb, ob, qb = self.params.pop(b, None), self.outputs.pop(b, None), self.prompts.pop(b, None)
                 if pb is not None:
-                    self.params[a], self.outputs[a] = pb, ob
+                    self.params[a], self.outputs[a], self.prompts[a] = pb, ob, qb
             if pa is not None:
-                self.params[b], self.outputs[b] = pa, oa
+                self.params[b], self.outputs[b], self.prompts[b] = pa, oa, qa
         self.batch_size = batch_update.batch_size
 
     def take_sampling_rows(self, n: int) -> bool:
