@@ -62,10 +62,17 @@ class EvalConfig(ModelArguments):
     wandb_project: str = field(default="adaptive-decoder-eval", metadata={"help": "wandb project name."})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (default: output_dir's name)."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+    backend: str = field(default="hf", metadata={
+        "help": "Where the methods sample: 'hf' (transformers generate) or 'vllm' (one vLLM engine with the "
+                "adaptive-decoder plugin, for every method: adaptive_decoder.integrations.vllm.backend; run it in the "
+                "venv of `make setup-vllm`). Same seeds give every method the same noise on either backend, but the "
+                "two backends draw different samples. Scoring, units, resume and reports are the same."})
+    vllm_options: dict | str | None = field(default=None, metadata={
+        "help": "backend 'vllm' only: VLLMEngine options {max_model_len, max_num_seqs, kv_cache_gib} (JSON on the CLI)."})
 
     def __post_init__(self):
         super().__post_init__()  # dtype resolved: the fingerprint (and results.json) hold the one that runs
-        for name in ("task_options", "method_options"):
+        for name in ("task_options", "method_options", "vllm_options"):
             v = getattr(self, name)
             if isinstance(v, str):
                 try:
@@ -85,6 +92,11 @@ class EvalConfig(ModelArguments):
             raise ValueError("give at least one task and one method")
         if self.on_bad_line not in ("fail", "skip"):
             raise ValueError(f"on_bad_line must be 'fail' or 'skip', got {self.on_bad_line!r}")
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
+        if self.vllm_options and self.backend != "vllm":
+            raise ValueError(f"vllm_options {self.vllm_options} given with backend {self.backend!r}; they apply to "
+                             "backend 'vllm'")
         if self.report_to not in ("wandb", "none"):
             raise ValueError(f"report_to must be 'wandb' or 'none', got {self.report_to!r}")
         for name in ("num_prompts", "num_samples", "max_new_tokens", "batch_size", "n_bootstrap"):
@@ -102,4 +114,8 @@ class EvalConfig(ModelArguments):
         # head_paths and method_options are not here: adding a head or a method (with its options) to a finished
         # run only adds units. The Evaluator checks them per method instead: a head's weights, and the options of
         # every method that already has units (a head retrained in place must not reuse the old head's units).
-        return {k: getattr(self, k) for k in self._RESULT_FIELDS}
+        fp = {k: getattr(self, k) for k in self._RESULT_FIELDS}
+        # the backend draws the samples; recorded when not the default, so runs written before it existed resume
+        if self.backend != "hf":
+            fp["backend"] = self.backend
+        return fp

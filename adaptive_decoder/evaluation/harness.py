@@ -75,6 +75,7 @@ class Evaluator:
             self.splits[name] = task.split(cfg.num_prompts, n_dev, cfg.seed)
         self.model, self.tokenizer = model, tokenizer
         self.adm = None
+        self.engine = None  # backend 'vllm': the VLLMEngine of this run, closed when its units are done
 
     # --- setup ----------------------------------------------------------------------------------------------
     def _build_policies(self) -> list:
@@ -138,6 +139,12 @@ class Evaluator:
         self.adm = AdaptiveDecodingModel(self.model, self.tokenizer)
         for p in self._head_policies():  # a head for another base model is refused before any generation
             p._bound(self.adm)
+        if self.cfg.backend == "vllm":  # one engine for every method; the HF model still encodes, scores, recomputes
+            from ..integrations.vllm.backend import VLLMDecodingModel, VLLMEngine
+
+            opts = {"max_num_seqs": self.cfg.batch_size * self.cfg.num_samples, **self.cfg.vllm_options}
+            self.engine = VLLMEngine(self.model, self.tokenizer, **opts)
+            self.adm = VLLMDecodingModel(self.model, self.tokenizer, engine=self.engine)
 
     def _check_resume(self):
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,23 +211,31 @@ class Evaluator:
         if total == 0:
             logger.info("all units already finished in %s; aggregating", self.out_dir)
         else:
-            self._load_model()
-            scorer = (self.model, self.tokenizer) if self.cfg.fluency else (None, None)
-            for t in self.tasks.values():
-                t.setup_scoring(*scorer)
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc="eval units", unit="prompt", disable=not self.cfg.progress, dynamic_ncols=True)
             try:
-                for policy, tname, split, examples in jobs:
-                    if isinstance(policy, OraclePolicy):
-                        self._fit_oracle(policy, tname)
-                    self._run_job(policy, self.tasks[tname], split, examples, bar)
+                self._sample(jobs, total)
             finally:
-                bar.close()
+                if self.engine is not None:  # backend 'vllm': its engine (and its worker process) ends with the sampling
+                    self.engine.close()
+                    self.engine = None
         results = self.aggregate(time.time() - t0, units_computed=len(self.store.units) - done_before)
         write_outputs(results, self.out_dir, self.cfg)
         return results
+
+    def _sample(self, jobs: list, total: int):
+        self._load_model()
+        scorer = (self.model, self.tokenizer) if self.cfg.fluency else (None, None)
+        for t in self.tasks.values():
+            t.setup_scoring(*scorer)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="eval units", unit="prompt", disable=not self.cfg.progress, dynamic_ncols=True)
+        try:
+            for policy, tname, split, examples in jobs:
+                if isinstance(policy, OraclePolicy):
+                    self._fit_oracle(policy, tname)
+                self._run_job(policy, self.tasks[tname], split, examples, bar)
+        finally:
+            bar.close()
 
     def _dev_scores(self, oracle: OraclePolicy, tname: str) -> dict:
         _, dev = self.splits[tname]

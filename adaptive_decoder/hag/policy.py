@@ -305,8 +305,8 @@ class HAGPolicy(DecodingPolicy):
     def _config_adm(self, adm):
         from ..modeling.generation import AdaptiveDecodingModel
 
-        if self.untrained:
-            return adm
+        if self.untrained:  # the config line is greedy: the HF model writes it whatever backend samples the answers
+            return AdaptiveDecodingModel(adm.model, adm.tokenizer)
         if self._model is None:
             device = next(adm.model.parameters()).device
             self._model, self._tokenizer = load_config_model(self.model_path, self.base_model, device=device)

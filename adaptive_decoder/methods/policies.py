@@ -190,7 +190,9 @@ class AdaptivePolicy(DecodingPolicy):
         self._adm = None
 
     def _bound(self, adm: AdaptiveDecodingModel) -> AdaptiveDecodingModel:
-        if self._adm is None or self._adm.model is not adm.model:
+        # rebound for another LM or another backend (an HF and a vLLM decoding model may share one LM)
+        if self._adm is None or self._adm.model is not adm.model or getattr(self._adm, "engine", None) is not getattr(
+                adm, "engine", None):
             src = f"head {self.head_path}" if self.head_path else "head"
             try:
                 if self.strict:
@@ -199,7 +201,7 @@ class AdaptivePolicy(DecodingPolicy):
                     self.head.check_compatible(adm.model)
             except ValueError as e:
                 raise ValueError(f"{src} cannot be used: {e}") from None
-            self._adm = AdaptiveDecodingModel(adm.model, adm.tokenizer, self.head)  # adm itself is left untouched
+            self._adm = adm.with_head(self.head)  # same LM and backend; adm itself is left untouched
         return self._adm
 
     def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):

@@ -94,6 +94,8 @@ class _StepRecorder:
 class AdaptiveDecodingModel:
     """A frozen HF causal LM plus an `AdaptiveDecoderHead`, generating with per-row decoding hyperparameters."""
 
+    backend = "hf"  # where `generate` samples (`integrations.vllm.backend.VLLMDecodingModel`: "vllm")
+
     def __init__(self, model, tokenizer=None, head: AdaptiveDecoderHead | None = None):
         self.model = model.eval()
         for p in self.model.parameters():
@@ -107,6 +109,10 @@ class AdaptiveDecodingModel:
         head.check_compatible(self.model)
         self.head = head.to(self.model.device).eval()
         return self
+
+    def with_head(self, head: AdaptiveDecoderHead | None) -> "AdaptiveDecodingModel":
+        """A new decoding model on the same LM (and backend) with `head`; this one is left untouched."""
+        return AdaptiveDecodingModel(self.model, self.tokenizer, head)
 
     @classmethod
     def from_pretrained(cls, head_path, model, tokenizer=None, **kwargs):

@@ -1,0 +1,212 @@
+"""`backend: vllm`: the sampling of the evaluation suite and of the collection runs in a vLLM engine; everything
+else (prompts, scoring, head inputs, token log-probabilities) stays on the HF model.
+
+`VLLMEngine(model, tokenizer)` exports the loaded HF model as a head-less servable directory
+(`export.export_sampler`, a temporary directory) and starts one `vllm.LLM` on it, shared by every method of a
+run. `VLLMDecodingModel` is an `AdaptiveDecodingModel` whose `generate` sends each (prompt, sample) row to that
+engine as one greedy request carrying its own values and seed (`per_request`): forced values (`force=`, every
+fixed-config method) or this object's head (saved once into the engine's directory; token or sequence level,
+argmax or sampled bins). So policies, the harness and `collection.collect` call it exactly as they call the HF
+model, and get the same `AdaptiveGenerateOutput` layout (left-padded prompts + right-padded completions in
+`sequences`, `step_mask`, `values`, `choices`, `head_inputs`).
+
+Common random numbers: a row's token noise comes from `crn.request_seed(base, prompt tokens, sample index)` and
+its step (`crn`), where `base` is drawn from torch's global generator, which callers seed right before the call
+as they do for HF `generate`; so every method run with the same seed sees the same noise, whatever the batch.
+Head-sampled bins use `head_seed` the same way on their own stream.
+
+What the engine does not return is recomputed here with one teacher-forced HF pass over prompt + completion
+(`compute_head_inputs`, as the collection's cache and `choices.served_choices` do): the hidden states the head
+saw, and from them the head's choices (argmax, or the same seeded draw as the engine's). They equal the engine's
+up to the float differences between vLLM's kernels and HF's, which can only matter where two bins' logits (or a
+sampled bin's cumulative probability and its uniform) tie within them. Refused, with the reason: stopping
+criteria and extra logits processors (they need HF's generation loop).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ...modeling.generation import (AdaptiveDecodingModel, AdaptiveGenerateOutput, _normalise_force, _per_step_values,
+                                    compute_head_inputs)
+from ...modeling.models import model_max_length
+from ...validation import positive_int
+from .crn import request_seed, select_row
+from .export import export_sampler
+from .per_request import REQUEST_KEY
+
+# generate kwargs this backend honours; any other one is refused by name
+_ALLOWED = {"max_new_tokens", "num_return_sequences", "eos_token_id", "pad_token_id"}
+
+
+class VLLMEngine:
+    """One vLLM engine on a loaded HF model (its own dtype), for every method of a run. Close it (or use `with`)."""
+
+    def __init__(self, model, tokenizer=None, *, max_model_len: int | None = None, max_num_seqs: int = 64,
+                 kv_cache_gib: float = 2.0):
+        # vLLM-CPU sizes its KV cache from this variable only (an unset one is a warning and a small default)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        import vllm
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="adaptive-decoder-vllm-")
+        root = Path(self._tmp.name)
+        path = export_sampler(model, tokenizer, root / "model")
+        self.heads_dir = root / "heads"
+        self.heads_dir.mkdir()
+        self._heads: dict[int, tuple] = {}
+        self.max_model_len = int(max_model_len or model_max_length(model, tokenizer) or 4096)
+        self.SamplingParams = vllm.SamplingParams
+        # async scheduling off: the per-request step index is the length of the request's output list, which
+        # must hold every earlier token when the step is sampled
+        self.llm = vllm.LLM(model=str(path), skip_tokenizer_init=True, dtype=str(model.dtype).removeprefix("torch."),
+                            enforce_eager=True, seed=0, max_model_len=self.max_model_len, max_num_seqs=max_num_seqs,
+                            async_scheduling=False)
+
+    def head_path(self, head) -> str:
+        """The directory the engine loads `head` from, written on first use (the head as it is then)."""
+        entry = self._heads.get(id(head))
+        if entry is None or entry[0] is not head:  # the object is kept, so its id is never reused meanwhile
+            path = self.heads_dir / f"head-{len(self._heads)}"
+            head.save_pretrained(path)
+            entry = self._heads[id(head)] = (head, str(path))
+        return entry[1]
+
+    def generate(self, prompts: list, params: list) -> list:
+        return self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+            gc.collect()
+        self._tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VLLMDecodingModel(AdaptiveDecodingModel):
+    """`AdaptiveDecodingModel` whose sampling runs in `engine` (see the module docstring); `model` is the HF model
+    the engine was built from (prompt encoding, head inputs, scoring)."""
+
+    backend = "vllm"
+
+    def __init__(self, model, tokenizer=None, head=None, *, engine: VLLMEngine):
+        super().__init__(model, tokenizer, head)
+        self.engine = engine
+        self._cpu_head = None
+
+    def with_head(self, head):
+        return VLLMDecodingModel(self.model, self.tokenizer, head, engine=self.engine)
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, attention_mask=None, *, force: dict | None = None, selection: str | None = None,
+                 epsilon: float = 0.0, head_seed: int | None = None, return_head_inputs: bool = False,
+                 logits_processor=None, **kwargs) -> AdaptiveGenerateOutput:
+        bad = sorted(set(kwargs) - _ALLOWED) + (["logits_processor"] if logits_processor else [])
+        if bad:
+            raise ValueError(f"backend 'vllm' does not support generate options {bad} (they need HF generate's loop); "
+                             "use backend 'hf'")
+        if kwargs.get("max_new_tokens") is None:
+            raise ValueError("backend 'vllm' needs max_new_tokens")
+        max_new = positive_int("max_new_tokens", kwargs["max_new_tokens"])
+        k = positive_int("num_return_sequences", kwargs.get("num_return_sequences", 1))
+        if input_ids is None or input_ids.numel() == 0:
+            raise ValueError("generate() needs a non-empty input_ids tensor")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if force is None and self.head is None:
+            raise ValueError("no head attached: pass force={...} or attach a head with set_head()")
+        n = input_ids.shape[0] * k
+        if force is not None:
+            force = _normalise_force(force, n, "cpu")
+        selection = selection or (self.head.config.selection if self.head is not None else "argmax")
+        # seeds from torch's global generator: callers seed it right before, as for HF generate (common random numbers)
+        base = int(torch.randint(0, 2**62, (1,)))
+        if force is None and head_seed is None:
+            head_seed = int(torch.randint(0, 2**62, (1,)))
+        prompts = [input_ids[i][attention_mask[i].bool()].tolist() for i in range(input_ids.shape[0])]
+        too_long = [i for i, p in enumerate(prompts) if len(p) + max_new > self.engine.max_model_len]
+        if too_long:
+            raise ValueError(f"prompts {too_long[:5]}: prompt + max_new_tokens={max_new} exceed the engine's "
+                             f"max_model_len={self.engine.max_model_len}")
+        eos = self._eos_ids(kwargs)
+        rows, params, head_seeds = [], [], []
+        for i, p in enumerate(prompts):
+            for j in range(k):
+                r = i * k + j
+                spec = {"seed": request_seed(base, p, j)}
+                if force is not None:
+                    spec["force"] = {name: int(v[r]) if name == "top_k" else float(v[r]) for name, v in force.items()}
+                else:
+                    head_seeds.append(request_seed(head_seed, p, j))
+                    spec.update(head=self.engine.head_path(self.head), selection=selection, epsilon=float(epsilon),
+                                head_seed=head_seeds[-1])
+                rows.append(p)
+                # greedy over the point mass the served model returns: vLLM's sampler adds no randomness of its own
+                params.append(self.engine.SamplingParams(temperature=0.0, max_tokens=max_new, ignore_eos=True,
+                                                         stop_token_ids=eos, detokenize=False,
+                                                         extra_args={REQUEST_KEY: spec}))
+        outs = self.engine.generate(rows, params)
+        completion = [list(o.outputs[0].token_ids) for o in outs]
+        return self._assemble_vllm(input_ids, attention_mask, k, completion, force, selection, epsilon, head_seeds,
+                                   return_head_inputs, kwargs)
+
+    def _assemble_vllm(self, input_ids, attention_mask, k, completion, force, selection, epsilon, head_seeds,
+                       keep_inputs, kwargs) -> AdaptiveGenerateOutput:
+        device = input_ids.device
+        n, t = len(completion), max(len(c) for c in completion)
+        pad = self._pad_id(kwargs)
+        gen = torch.full((n, t), pad if pad is not None else 0, dtype=torch.long)
+        for r, c in enumerate(completion):
+            gen[r, : len(c)] = torch.tensor(c, dtype=torch.long)
+        mask = torch.arange(t)[None, :] < torch.tensor([len(c) for c in completion])[:, None]
+        seqs = torch.cat([input_ids.cpu().repeat_interleave(k, 0), gen], 1).to(device)
+        out = AdaptiveGenerateOutput(sequences=seqs, prompt_length=input_ids.shape[1], step_mask=mask.to(device),
+                                     completion_ids=completion)
+        if force is not None:
+            vals = force
+        else:
+            level = self.head.config.level
+            full_mask = torch.cat([attention_mask.repeat_interleave(k, 0), torch.ones_like(gen).to(device)], 1)
+            h = compute_head_inputs(self.model, seqs, full_mask, input_ids.shape[1], level,
+                                    None if level == "sequence" else mask.to(device))
+            out.choices = self._choices(h, mask, selection, epsilon, head_seeds, level)
+            if level == "token":
+                out.level = "token"
+            vals = self.head.values(out.choices, shape=tuple(mask.shape) if level == "token" else (n,))
+            if keep_inputs:
+                out.head_inputs = h.float().cpu()
+        out.values = _per_step_values({key: v.to(device) for key, v in vals.items()}, out.step_mask)
+        if self.tokenizer is not None:
+            out.texts = self.tokenizer.batch_decode(completion, skip_special_tokens=True)
+        return out
+
+    def _choices(self, h, mask, selection, epsilon, head_seeds, level) -> dict:
+        """The head's choices on the recomputed hidden states: what the engine decided (see the module docstring)."""
+        if selection == "argmax":
+            c = self.head.select(h.to(next(self.head.parameters()).device), selection="argmax")
+            if level == "token":
+                c = {f: x.cpu().masked_fill(~mask, -1) for f, x in c.items()}
+            return c
+        if self._cpu_head is None:  # crn.select_row draws on the CPU
+            self._cpu_head = copy.deepcopy(self.head).cpu().float().eval()
+        factors = list(self.head.factors)
+        if level == "sequence":
+            rows = [select_row(self._cpu_head, h[r], selection, epsilon, head_seeds[r], 0) for r in range(h.shape[0])]
+            return {f: torch.tensor([row[f] for row in rows]) for f in factors}
+        out = {f: torch.full(tuple(mask.shape), -1, dtype=torch.long) for f in factors}
+        for r in range(mask.shape[0]):
+            for s in range(int(mask[r].sum())):
+                for f, c in select_row(self._cpu_head, h[r, s], selection, epsilon, head_seeds[r], s).items():
+                    out[f][r, s] = c
+        return out
