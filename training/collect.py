@@ -6,6 +6,9 @@ Re-running with the same output_dir resumes: prompts already in its manifest are
 different base model / head / settings is refused. A shard file that no longer matches the manifest (e.g. a torn
 last line) is dropped with a warning and its prompts are collected again. At the end it writes best-vs-worst pair
 statistics (pair_stats.json + pair_stats.png) next to the samples.
+
+`--backend vllm` draws the samples in a vLLM engine (run it in the venv of `make setup-vllm`; see README "Sample
+with vLLM"); the manifest records the backend, so a collection is resumed only under the backend that began it.
 """
 
 from __future__ import annotations
@@ -71,11 +74,20 @@ def main(argv=None):
     prompts = [p for name, spec in specs.items() for p in load_task_prompts(name, spec)]
     model, tok = cfg.load()
     head = collecting_head(cfg, model)
-    adm = AdaptiveDecodingModel(model, tok, head)
+    adm, engine = AdaptiveDecodingModel(model, tok, head), None
+    if cfg.backend == "vllm":  # sampling in a vLLM engine; the HF model still gives the head inputs and token tables
+        from adaptive_decoder.integrations.vllm.backend import VLLMDecodingModel, VLLMEngine
+
+        engine = VLLMEngine(model, tok, max_num_seqs=cfg.prompts_per_batch * cfg.num_samples * int(cfg.twins))
+        adm = VLLMDecodingModel(model, tok, head, engine=engine)
     rewards = {name: build_reward(spec.reward, model=model, tokenizer=tok) for name, spec in specs.items()}
     settings = CollectionSettings(**{f.name: getattr(cfg, f.name) for f in fields(CollectionSettings)})
     t0 = time.time()
-    summary = collect(adm, prompts, rewards, cfg.output_dir, settings, task_specs=specs, progress=cfg.progress)
+    try:
+        summary = collect(adm, prompts, rewards, cfg.output_dir, settings, task_specs=specs, progress=cfg.progress)
+    finally:
+        if engine is not None:
+            engine.close()
     summary["wall_s"] = round(time.time() - t0, 1)
     if cfg.report:
         summary["pairs"] = collection_pair_report(cfg.output_dir)

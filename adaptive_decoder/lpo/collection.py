@@ -265,6 +265,9 @@ class CollectionSettings:
         "With group_reward_twins: how many twins each sample is scored among (the group is the sample plus its "
         "twins). Set it to the evaluation's num_samples - 1 when the group reward depends on the group size (e.g. "
         "distinct_valid: distinct among 8 samples is harder than among 2).")})
+    backend: str = field(default="hf", metadata={"help": (
+        "Where samples are drawn: 'hf' (transformers generate) or 'vllm' (a vLLM engine, "
+        "adaptive_decoder.integrations.vllm.backend; head inputs and token tables still come from the HF model).")})
 
     def __post_init__(self):
         if self.num_samples < 2:
@@ -279,6 +282,8 @@ class CollectionSettings:
             raise ValueError(f"cache_which must be one of {CACHE_WHICH}, got {self.cache_which!r}")
         if int(self.twins) != self.twins or self.twins < 1:
             raise ValueError(f"twins must be an integer >= 1, got {self.twins}")
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
         if self.cache_budget_mb < 0:
             raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
 
@@ -290,6 +295,8 @@ class CollectionSettings:
                                              "prompts_per_batch")}
         if self.twins != 1:  # left out at its default: collections made before the option stay valid
             out["twins"] = int(self.twins)
+        if self.backend != "hf":  # the same way: another backend draws other samples for the same seeds
+            out["backend"] = self.backend
         return out
 
 
@@ -547,6 +554,9 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
         raise ValueError("collection samples latent choices from a head: attach one (AdaptiveDecodingModel(..., head=))")
     if adm.tokenizer is None:
         raise ValueError("collection needs the tokenizer (AdaptiveDecodingModel(model, tokenizer, head))")
+    if getattr(adm, "backend", "hf") != settings.backend:
+        raise ValueError(f"settings.backend is {settings.backend!r} but the decoding model samples with "
+                         f"{getattr(adm, 'backend', 'hf')!r}")
     ids = [p["id"] for p in prompts]
     dup = sorted(i for i, c in Counter(ids).items() if c > 1)
     if dup:
