@@ -69,7 +69,8 @@ $(VLLM_VENV)/.installed: setup.py
 VLLM_ENV = VLLM_CPU_KVCACHE_SPACE=1 LD_PRELOAD=$(abspath $(VLLM_VENV))/lib/libiomp5.so HF_HUB_OFFLINE=1
 
 test-vllm: setup-vllm
-	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_export.py tests/test_vllm_plugin.py tests/test_vllm_crn.py tests/test_vllm_backend.py
+	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_export.py tests/test_vllm_plugin.py tests/test_vllm_crn.py tests/test_vllm_backend_config.py \
+		tests/test_vllm_backend.py
 
 # a served head's cost in vLLM vs plain vLLM sampling, and vLLM-CPU vs HF generate (bench/vllm_overhead.py)
 bench-vllm: setup-vllm

@@ -1,0 +1,54 @@
+"""The `backend` option of the evaluation suite and the collection, without vLLM: validation, the run's fingerprint
+and the collection's identity, and the refusals of a resume (or a decoding model) under another backend. Runs in
+the main suite and in `make test-vllm`; the engine itself is tested in tests/test_vllm_backend.py.
+"""
+
+import json
+
+import pytest
+
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
+from adaptive_decoder.collection import CollectionSettings, collect, load_task_prompts
+from adaptive_decoder.evaluation import EvalConfig, run_evaluation
+from adaptive_decoder.rewards import build_reward
+from conftest import tiny_llama, tiny_tokenizer
+
+
+def cfg(model_dir, out, **kw):
+    return EvalConfig(**{"model": str(model_dir), "tasks": ["gsm8k"], "num_prompts": 2, "methods": ["greedy"],
+                         "num_samples": 1, "max_new_tokens": 3, "n_bootstrap": 20, "report_to": "none", "progress": False,
+                         "plots": False, "fluency": False, "torch_threads": 1, "output_dir": str(out), **kw})
+
+
+def test_eval_backend_is_validated_and_fingerprinted(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="backend must be 'hf' or 'vllm', got 'VLLM'"):
+        cfg(tiny_model_dir, tmp_path, backend="VLLM")
+    with pytest.raises(ValueError, match="vllm_options .* given with backend 'hf'"):
+        cfg(tiny_model_dir, tmp_path, vllm_options={"max_num_seqs": 4})
+    assert cfg(tiny_model_dir, tmp_path, backend="vllm", vllm_options='{"kv_cache_gib": 1}').vllm_options == {"kv_cache_gib": 1}
+    assert cfg(tiny_model_dir, tmp_path, backend="vllm").fingerprint()["backend"] == "vllm"
+    # the default is left out, so the run_config.json of a run made before the option resumes unchanged
+    assert "backend" not in cfg(tiny_model_dir, tmp_path).fingerprint()
+
+
+def test_resume_under_another_backend_is_refused_by_name(tiny_model_dir, tmp_path):
+    run_evaluation(cfg(tiny_model_dir, tmp_path / "out"))
+    assert "backend" not in json.loads((tmp_path / "out" / "run_config.json").read_text())
+    # refused at the resume check, before any model or engine is loaded (so no vLLM is needed here)
+    with pytest.raises(ValueError, match=r"different config \(backend differ\)"):
+        run_evaluation(cfg(tiny_model_dir, tmp_path / "out", backend="vllm"))
+
+
+def test_collection_backend_is_in_the_identity_and_must_match_the_model(tmp_path):
+    with pytest.raises(ValueError, match="backend must be 'hf' or 'vllm', got 'vllm-cpu'"):
+        CollectionSettings(backend="vllm-cpu")
+    assert "backend" not in CollectionSettings().identity()
+    assert CollectionSettings(backend="vllm").identity()["backend"] == "vllm"
+    model = tiny_llama(vocab_size=259, hidden_size=32)
+    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, num_layers=1, selection="sample"))
+    adm = AdaptiveDecodingModel(model, tiny_tokenizer(), head)
+    reward = {"repetition": {"n": 1}}
+    ps = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": 2, "seed": 0, "reward": reward})
+    with pytest.raises(ValueError, match="settings.backend is 'vllm' but the decoding model samples with 'hf'"):
+        collect(adm, ps, {"arith": build_reward(reward)}, tmp_path / "c", CollectionSettings(num_samples=2, backend="vllm"),
+                progress=False)
