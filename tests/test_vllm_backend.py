@@ -212,6 +212,21 @@ def test_eval_suite_backend_vllm(tmp_path):
     with pytest.raises(ValueError, match="backend must be 'hf' or 'vllm', got 'vlm'"):
         cfg("vlm", tmp_path / "x", methods)
 
+    # a method whose generate needs HF's loop stops with an error naming the method and the backend
+    from adaptive_decoder.policy_base import POLICIES, DecodingPolicy, register_policy
+
+    class Stopper(DecodingPolicy):
+        name = "stopper"
+
+        def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+            return adm.generate_text(prompts, max_new_tokens=max_new_tokens, force={"temperature": 0.0},
+                                     stopping_criteria=[])
+
+    if "stopper" not in POLICIES:  # a registry entry outlives the test (a rerun in one process)
+        register_policy("stopper")(lambda: [Stopper()])
+    with pytest.raises(ValueError, match=r"method 'stopper' cannot run on backend 'vllm': .*\['stopping_criteria'\]"):
+        run_evaluation(cfg("vllm", tmp_path / "s", ["stopper"]))
+
 
 def test_collection_backend_vllm(setup, tmp_path):
     """LPO collection on the engine: records are reproducible, their values are the head's bins for their choices,

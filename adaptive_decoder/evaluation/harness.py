@@ -284,8 +284,14 @@ class Evaluator:
             else:
                 bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")
                 start = time.time()
-                outs = policy.generate(self.adm, [e["prompt"] for e in todo], num_samples=cfg.num_samples,
-                                       max_new_tokens=task.max_new_tokens or cfg.max_new_tokens, seed=seed, chat=cfg.chat)
+                try:
+                    outs = policy.generate(self.adm, [e["prompt"] for e in todo], num_samples=cfg.num_samples,
+                                           max_new_tokens=task.max_new_tokens or cfg.max_new_tokens, seed=seed, chat=cfg.chat)
+                except ValueError as e:
+                    if cfg.backend == "hf":
+                        raise
+                    # e.g. a method whose generate needs HF's loop (stopping criteria): say which one, on which backend
+                    raise ValueError(f"method {policy.name!r} cannot run on backend {cfg.backend!r}: {e}") from e
                 secs = (time.time() - start) / len(todo)
                 units = [_build_unit(policy.name, task, split, e, o, bi, seed, secs) for e, o in zip(todo, outs)]
             self.store.add(units)
