@@ -13,12 +13,12 @@ PKG = Path(__file__).resolve().parents[1] / "adaptive_decoder"
 LAYERS = [
     {"paths", "storage", "validation", "stats", "configs", "plotting"},
     {"modeling"},
+    {"integrations"},  # vLLM: the served model and the sampling backend need only modeling
     {"rewards", "tasks"},
     {"methods", "hag"},
     {"lpo"},
     {"evaluation"},
     {"experiment"},
-    {"integrations"},
 ]
 
 

@@ -145,7 +145,7 @@ def test_same_seed_same_samples_across_methods_and_batches(setup):
 def test_head_choices_and_inputs_match_hf_recomputation(setup):
     """Sequence and token level: the returned choices are the head's on the HF hidden states of the returned tokens
     (argmax), and `head_inputs` (what the collection caches) are those hidden states."""
-    from adaptive_decoder.generation import compute_head_inputs
+    from adaptive_decoder.modeling.generation import compute_head_inputs
 
     model, engine = setup
     for level in ("sequence", "token"):
@@ -179,7 +179,8 @@ def test_unsupported_options_are_refused_by_name(setup):
 def test_eval_suite_backend_vllm(tmp_path):
     """A suite run on the vllm backend: greedy equals the hf backend's greedy units, the fixed grid, an adaptive
     head and the untrained HAG run, the backend is in the fingerprint, and a resume under hf is refused by name."""
-    from adaptive_decoder.evaluation import EvalConfig, run_evaluation
+    from adaptive_decoder.evaluation.config import EvalConfig
+    from adaptive_decoder.evaluation.harness import run_evaluation
 
     model_dir = tmp_path / "model"
     tiny_model().save_pretrained(model_dir)
@@ -213,7 +214,7 @@ def test_eval_suite_backend_vllm(tmp_path):
         cfg("vlm", tmp_path / "x", methods)
 
     # a method whose generate needs HF's loop stops with an error naming the method and the backend
-    from adaptive_decoder.policy_base import POLICIES, DecodingPolicy, register_policy
+    from adaptive_decoder.methods.base import POLICIES, DecodingPolicy, register_policy
 
     class Stopper(DecodingPolicy):
         name = "stopper"
@@ -234,9 +235,9 @@ def test_collection_backend_vllm(setup, tmp_path):
     the backend (a resume under hf is refused by name)."""
     from safetensors.torch import load_file
 
-    from adaptive_decoder.collection import CollectionSettings, collect, hidden_key, load_task_prompts, read_collection
-    from adaptive_decoder.generation import compute_head_inputs
-    from adaptive_decoder.models import prepare_tokenizer
+    from adaptive_decoder.lpo.collection import CollectionSettings, collect, hidden_key, load_task_prompts, read_collection
+    from adaptive_decoder.modeling.generation import compute_head_inputs
+    from adaptive_decoder.modeling.models import prepare_tokenizer
     from adaptive_decoder.rewards import build_reward
 
     model, engine = setup

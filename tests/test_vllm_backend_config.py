@@ -8,8 +8,9 @@ import json
 import pytest
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-from adaptive_decoder.collection import CollectionSettings, collect, load_task_prompts
-from adaptive_decoder.evaluation import EvalConfig, run_evaluation
+from adaptive_decoder.lpo.collection import CollectionSettings, collect, load_task_prompts
+from adaptive_decoder.evaluation.config import EvalConfig
+from adaptive_decoder.evaluation.harness import run_evaluation
 from adaptive_decoder.rewards import build_reward
 from conftest import tiny_llama, tiny_tokenizer
 

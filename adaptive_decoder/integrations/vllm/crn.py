@@ -17,7 +17,7 @@ the noise. The served model returns `point_mass(s, token)` (0 at the token, -inf
 vLLM for greedy decoding, so vLLM's sampler consumes no randomness and can only pick that token.
 
 What is lost: vLLM's returned logprobs describe the point mass (0 for the token), not the distribution it was drawn
-from; recompute them with one teacher-forced HF pass (`adaptive_decoder.response_logps`). Samples are not the ones
+from; recompute them with one teacher-forced HF pass (`adaptive_decoder.modeling.response_logps`). Samples are not the ones
 HF `generate` draws for the same seed (another RNG); only greedy decoding agrees token for token.
 
 The head's own sampled bin choices (selection="sample", LPO exploration) get the same treatment on a separate

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import torch
 
-from ...head import AdaptiveDecoderHead
-from ...sampling import SAMPLER_OFF, apply_sampling_params
+from ...modeling.head import AdaptiveDecoderHead
+from ...modeling.sampling import SAMPLER_OFF, apply_sampling_params
 from .crn import gumbel_tokens, point_mass, select_row
 
 REQUEST_KEY = "adaptive_decoder_request"
