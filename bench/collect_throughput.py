@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode_overhead import timed  # noqa: E402  (same timing / peak-memory helper as the decode benchmark)
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts  # noqa: E402
-from adaptive_decoder.lpo.collection import CollectionSettings, collect, read_collection  # noqa: E402
+from adaptive_decoder.lpo.store import CollectionSettings, read_collection  # noqa: E402
+from adaptive_decoder.lpo.collection import collect  # noqa: E402
 from adaptive_decoder.modeling.head import model_hidden_size  # noqa: E402
 from adaptive_decoder.modeling.models import load_base_model  # noqa: E402
 from adaptive_decoder.rewards import build_reward  # noqa: E402

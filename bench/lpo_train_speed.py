@@ -26,7 +26,9 @@ import time
 import torch
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-from adaptive_decoder.lpo.collection import CollectionSettings, collect, load_task_prompts
+from adaptive_decoder.lpo.store import CollectionSettings
+from adaptive_decoder.lpo.collection import collect
+from adaptive_decoder.lpo.prompt_sources import load_task_prompts
 from adaptive_decoder.modeling.head import model_hidden_size
 from adaptive_decoder.lpo.losses import collate_pairs, compute_loss
 from adaptive_decoder.modeling.models import load_base_model

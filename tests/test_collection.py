@@ -15,14 +15,9 @@ import yaml
 from safetensors.torch import load_file
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-from adaptive_decoder.lpo.collection import (
-    CollectionMismatchError,
-    CollectionSettings,
-    collect,
-    hidden_key,
-    load_task_prompts,
-    read_collection,
-)
+from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, hidden_key, read_collection
+from adaptive_decoder.lpo.collection import collect
+from adaptive_decoder.lpo.prompt_sources import load_task_prompts
 from adaptive_decoder.modeling.models import prepare_tokenizer
 from adaptive_decoder.rewards import build_reward
 from conftest import tiny_llama, tiny_tokenizer
@@ -247,7 +242,7 @@ def test_a_manifest_without_the_dtype_is_resumed_and_records_it(tmp_path):
 
 
 def test_two_writers_on_one_collection_are_refused(tmp_path):
-    from adaptive_decoder.lpo.collection import CollectionWriter
+    from adaptive_decoder.lpo.store import CollectionWriter
 
     run(make_adm(), tmp_path, prompts(1))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -304,7 +299,7 @@ def test_registry_tasks_as_prompt_source():
     assert [o["prompt"] for o in out] == [w["prompt"] for w in want]
     assert [o["concepts"] for o in out] == [w["concepts"] for w in want]
     assert [o["id"] for o in out] == [f"cw/{w['id']}" for w in want] and {o["task"] for o in out} == {"cw"}
-    from adaptive_decoder.lpo.collection import TaskSpec
+    from adaptive_decoder.lpo.prompt_sources import TaskSpec
 
     assert TaskSpec.from_dict("cw", spec).reward == get_task("constrained_writing").reward_spec  # the task's own reward
     assert TaskSpec.from_dict("cw", {**spec, "reward": {"concepts": {}}}).reward == {"concepts": {}}

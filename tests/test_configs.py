@@ -121,7 +121,7 @@ def test_config_is_valid(path):
             if scalar and key not in ("output_dir", "run_dir", "logging_dir"):
                 assert got == value or str(got).lower() == str(value).lower(), (key, got, value)
         if classes == _collect():
-            from adaptive_decoder.lpo.collection import TaskSpec
+            from adaptive_decoder.lpo.prompt_sources import TaskSpec
 
             for name, spec in parsed[0].tasks.items():
                 TaskSpec.from_dict(name, spec)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from adaptive_decoder.lpo.collection import CollectionMismatchError, CollectionSettings, collect, read_collection
+from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, read_collection
+from adaptive_decoder.lpo.collection import collect
 from adaptive_decoder.lpo.pairs import (ModelNeededError, PairDataset, build_pairs, collection_pair_report, pair_statistics,
                                    plot_pair_statistics)
 from adaptive_decoder.rewards import CompositeReward, Repetition

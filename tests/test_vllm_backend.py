@@ -235,7 +235,9 @@ def test_collection_backend_vllm(setup, tmp_path):
     the backend (a resume under hf is refused by name)."""
     from safetensors.torch import load_file
 
-    from adaptive_decoder.lpo.collection import CollectionSettings, collect, hidden_key, load_task_prompts, read_collection
+    from adaptive_decoder.lpo.store import CollectionSettings, hidden_key, read_collection
+    from adaptive_decoder.lpo.collection import collect
+    from adaptive_decoder.lpo.prompt_sources import load_task_prompts
     from adaptive_decoder.modeling.generation import compute_head_inputs
     from adaptive_decoder.modeling.models import prepare_tokenizer
     from adaptive_decoder.rewards import build_reward

@@ -8,7 +8,9 @@ import json
 import pytest
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-from adaptive_decoder.lpo.collection import CollectionSettings, collect, load_task_prompts
+from adaptive_decoder.lpo.store import CollectionSettings
+from adaptive_decoder.lpo.collection import collect
+from adaptive_decoder.lpo.prompt_sources import load_task_prompts
 from adaptive_decoder.evaluation.config import EvalConfig
 from adaptive_decoder.evaluation.harness import run_evaluation
 from adaptive_decoder.rewards import build_reward

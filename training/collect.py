@@ -24,7 +24,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel  # noqa: E402
-from adaptive_decoder.lpo.collection import CollectionSettings, TaskSpec, collect, load_task_prompts  # noqa: E402
+from adaptive_decoder.lpo.store import CollectionSettings  # noqa: E402
+from adaptive_decoder.lpo.prompt_sources import TaskSpec, load_task_prompts  # noqa: E402
+from adaptive_decoder.lpo.collection import collect  # noqa: E402
 from adaptive_decoder.modeling.head import build_head  # noqa: E402
 from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402

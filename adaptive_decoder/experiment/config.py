@@ -118,7 +118,7 @@ class ExperimentConfig(ModelArguments):
             raise ValueError("methods must include 'fixed' with a non-empty temperatures grid (the bar compares to it)")
 
     def _check_nested(self):
-        from ..lpo.collection import CollectionSettings
+        from ..lpo.store import CollectionSettings
         from ..evaluation.config import EvalConfig
         from ..modeling.head import AdaptiveDecoderConfig
         from ..lpo.config import LPOConfig

@@ -141,7 +141,8 @@ class Experiment:
     def _collect(self, seed: int, level: str, out: Path) -> dict:
         """The collect stage's work: LPO samples on the train prompts, explored by the seed's collecting head (made
         and saved on first need), and the pair statistics of the collection."""
-        from ..lpo.collection import CollectionSettings, collect
+        from ..lpo.store import CollectionSettings
+        from ..lpo.collection import collect
         from ..modeling.generation import AdaptiveDecodingModel
         from ..modeling.head import build_head
         from ..lpo.pairs import collection_pair_report

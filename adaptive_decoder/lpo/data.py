@@ -79,13 +79,13 @@ def build_head_and_dataset(cfg: LPOConfig):
         head = build_head(opts, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
         return head, SyntheticPairs(cfg.synthetic_pairs, head.config, seed=cfg.seed)
 
-    from .collection import read_manifest
+    from .store import read_manifest
     from .pairs import ModelNeededError, PairDataset
 
     manifest = read_manifest(cfg.collection_dir)
     collected = dict(manifest["head"]["config"])
     head = build_head({**collected, **cfg.head}, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
-    from .collection import head_identity
+    from .store import head_identity
 
     if head_identity(head)["fingerprint"] == manifest["head"].get("fingerprint"):
         logger.info("the initial head is the collecting head (LPO's reference = the sampling policy)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .collection import CollectionMismatchError, hidden_key, model_identity_diffs, read_collection, token_logps_key
+from .store import CollectionMismatchError, hidden_key, model_identity_diffs, read_collection, token_logps_key
 from ..configs import describe_changes
 from ..modeling.generation import compute_head_inputs
 from ..modeling.head import AdaptiveDecoderConfig

@@ -1,0 +1,336 @@
+"""A collection on disk: its identity (a collection must come from one base model, one head and one setting), the
+manifest, checksummed shards, the crash-safe writer and the readers (`lpo.collection` describes the layout and
+its guarantees)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..configs import describe_changes
+from ..storage import atomic_write_bytes, lock_dir
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CACHE_WHICH = ("extremes", "all", "none")
+
+
+
+def tensor_fingerprint(named_tensors) -> str:
+    """Cheap content hash: names, shapes and the first 256 values of every tensor."""
+    h = hashlib.sha256()
+    for name, t in named_tensors:
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_identity(model) -> dict:
+    """Name, hidden size, dtype and content fingerprint of a base LM (a cache from another model is refused).
+
+    The dtype is the one the model actually runs in (what `dtype: auto` resolved to), so a resume under another
+    one is refused by name: bf16 and fp32 samples of one prompt differ, and their cached hidden states too.
+    """
+    from ..modeling.head import model_hidden_size
+    from ..modeling.models import dtype_name
+
+    return {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
+            "hidden_size": model_hidden_size(model),
+            "dtype": dtype_name(next(model.parameters()).dtype),
+            "fingerprint": tensor_fingerprint(model.named_parameters())}
+
+
+def model_identity_diffs(stored: dict, model) -> list[str]:
+    """What differs between a manifest's base-model identity and `model` (empty: the same model).
+
+    A manifest written before the dtype was recorded has none; its content fingerprint (taken from the weights as
+    loaded, so in their dtype) still tells a differently cast model apart, so the missing field is not a change.
+    """
+    new = model_identity(model)
+    if isinstance(stored, dict) and "dtype" not in stored:
+        stored = {**stored, "dtype": new["dtype"]}
+    return describe_changes({"base_model": stored}, {"base_model": new})
+
+
+def head_identity(head) -> dict:
+    return {"config": head.config.to_dict(), "fingerprint": tensor_fingerprint(head.state_dict().items())}
+
+
+@dataclass
+class CollectionSettings:
+    """How samples are drawn and stored (library-level; `training/collect.py` fills it from YAML)."""
+
+    num_samples: int = field(default=8, metadata={"help": "Samples per prompt (the paper: best-vs-worst of N)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Default generation length (tasks may override)."})
+    epsilon: float = field(default=0.0, metadata={
+        "help": "Epsilon-uniform mix into the head's bin distribution, so every bin gets explored."})
+    selection: str = field(default="sample", metadata={"help": "'sample' (exploration) or 'argmax'."})
+    seed: int = field(default=0, metadata={
+        "help": "Base seed; each prompt batch derives its token and head seeds from it and its prompt ids."})
+    prompts_per_batch: int = field(default=4, metadata={"help": (
+        "Prompts per generate call (rows = this * num_samples). Fixed for a collection: a batch's seed and its "
+        "prompts' padding depend on which prompts share it, so a resume must batch as the first run did.")})
+    chat: bool | None = field(default=None, metadata={"help": "Chat template: None = use it when the tokenizer has one."})
+    cache_budget_mb: float = field(default=512.0, metadata={
+        "help": "Byte budget of the fp16 hidden-state cache; beyond it PairDataset recomputes."})
+    cache_which: str = field(default="extremes", metadata={
+        "help": f"Which samples to cache: {CACHE_WHICH}; 'extremes' = best and worst of each prompt (what best-vs-worst pairs "
+                "use)."})
+    group_reward_twins: bool = field(default=True, metadata={"help": (
+        "Sequence level, with a reward that compares the samples of a prompt (novelty): score each sample against a "
+        "twin drawn with the same decoding values, as the evaluation's k samples of one choice are, instead of "
+        "against the other choices of the exploration pool. Costs one more generate call per batch.")})
+    twins: int = field(default=1, metadata={"help": (
+        "With group_reward_twins: how many twins each sample is scored among (the group is the sample plus its "
+        "twins). Set it to the evaluation's num_samples - 1 when the group reward depends on the group size (e.g. "
+        "distinct_valid: distinct among 8 samples is harder than among 2).")})
+    backend: str = field(default="hf", metadata={"help": (
+        "Where samples are drawn: 'hf' (transformers generate) or 'vllm' (a vLLM engine, "
+        "adaptive_decoder.integrations.vllm.backend; head inputs and token tables still come from the HF model).")})
+
+    def __post_init__(self):
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 to form preference pairs, got {self.num_samples}")
+        if self.max_new_tokens < 1 or self.prompts_per_batch < 1:
+            raise ValueError("max_new_tokens and prompts_per_batch must be >= 1")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {self.epsilon}")
+        if self.selection not in ("sample", "argmax"):
+            raise ValueError(f"selection must be 'sample' or 'argmax', got {self.selection!r}")
+        if self.cache_which not in CACHE_WHICH:
+            raise ValueError(f"cache_which must be one of {CACHE_WHICH}, got {self.cache_which!r}")
+        if int(self.twins) != self.twins or self.twins < 1:
+            raise ValueError(f"twins must be an integer >= 1, got {self.twins}")
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
+        if self.cache_budget_mb < 0:
+            raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
+
+    def identity(self) -> dict:
+        # Settings that change the samples. The batch size does: a batch's token and head seeds come from its prompt
+        # ids, and its prompts are left-padded to the longest one, which changes the LM's logits in the last bits,
+        # so no per-prompt seeding could make a prompt's samples independent of its batch. The cache budget does not.
+        out = {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
+                                             "prompts_per_batch")}
+        if self.twins != 1:  # left out at its default: collections made before the option stay valid
+            out["twins"] = int(self.twins)
+        if self.backend != "hf":  # the same way: another backend draws other samples for the same seeds
+            out["backend"] = self.backend
+        return out
+
+
+class CollectionMismatchError(ValueError):
+    """The collection directory was made with another base model / head / settings."""
+
+
+def read_manifest(root) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} is not a sample collection: no {MANIFEST} (run training/collect.py first)")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt collection manifest {path}: {e}") from e
+    if m.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {m.get('format_version')!r}, this library reads {FORMAT_VERSION}")
+    return m
+
+
+class DamagedShardError(ValueError):
+    """A file the manifest lists is missing or is not the file that was committed (torn, truncated, altered)."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}; the collection is damaged: rerun the same collect command (same config "
+                         "and output_dir) to repair it, it recollects the prompts of that shard")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _shard_files(root: Path, name: str) -> tuple[Path, Path]:
+    return root / "shards" / f"{name}.jsonl", root / "hidden" / f"{name}.safetensors"
+
+
+def _verified_bytes(path: Path, nbytes: int | None, sha: str | None) -> bytes:
+    """The file's bytes if they are the ones the manifest recorded (manifests written before the digests were
+    kept have none: only the parse below can catch damage there)."""
+    if not path.is_file():
+        raise DamagedShardError(path, "listed in the manifest but missing")
+    raw = path.read_bytes()
+    if nbytes is not None and len(raw) != nbytes:
+        raise DamagedShardError(path, f"{len(raw)} bytes, the manifest recorded {nbytes}")
+    if sha is not None and _sha256(raw) != sha:
+        raise DamagedShardError(path, "its content differs from the checksum in the manifest")
+    return raw
+
+
+def _parse_shard(path: Path, raw: bytes, num_records: int) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:  # JSONDecodeError, or a multi-byte character cut in half
+            raise DamagedShardError(path, f"line {lineno} is not valid JSON ({e})") from None
+    if len(rows) != num_records:
+        raise DamagedShardError(path, f"{len(rows)} records, the manifest says {num_records}")
+    return rows
+
+
+def _read_shard(root: Path, shard: dict, hidden_checksum: bool) -> list[dict]:
+    """Records of one listed shard, verified; its hidden-state file is checked by checksum or (cheaply, for
+    readers that only open the tensors they need) by size."""
+    path, hidden = _shard_files(root, shard["name"])
+    rows = _parse_shard(path, _verified_bytes(path, shard.get("bytes"), shard.get("sha256")), shard["num_records"])
+    if shard["hidden"]:
+        if hidden_checksum:
+            _verified_bytes(hidden, shard.get("hidden_file_bytes"), shard.get("hidden_sha256"))
+        elif not hidden.is_file():
+            raise DamagedShardError(hidden, "listed in the manifest but missing")
+        elif shard.get("hidden_file_bytes") not in (None, hidden.stat().st_size):
+            raise DamagedShardError(hidden, f"{hidden.stat().st_size} bytes, the manifest recorded {shard['hidden_file_bytes']}")
+    return rows
+
+
+class CollectionWriter:
+    """Append whole prompt groups to a collection directory, atomically; refuses a mismatched directory and
+    unlists damaged shards on open (their prompts are then not done, so `collect` draws them again)."""
+
+    def __init__(self, root, identity: dict):
+        self.root = Path(root)
+        (self.root / "shards").mkdir(parents=True, exist_ok=True)
+        (self.root / "hidden").mkdir(parents=True, exist_ok=True)
+        self._lock = lock_dir(self.root, "collection")
+        for tmp in list(self.root.glob("*.tmp")) + list(self.root.glob("*/*.tmp")):
+            tmp.unlink()  # leftovers of a killed write
+        if (self.root / MANIFEST).exists():
+            self.manifest = read_manifest(self.root)
+            self._check(identity)
+            self._drop_damaged()
+        else:
+            self.manifest = {"format_version": FORMAT_VERSION, **identity, "shards": [], "done": [], "hidden_bytes": 0}
+            self._save()
+        self.done = set(self.manifest["done"])
+
+    def _check(self, identity: dict):
+        m = self.manifest
+        if "prompts_per_batch" not in m["settings"]:  # written before the batch size was part of the identity
+            logger.warning("%s does not record prompts_per_batch; resuming with %d, which can only reproduce an "
+                           "uninterrupted run if the first run used it too", self.root, identity["settings"]["prompts_per_batch"])
+            m["settings"]["prompts_per_batch"] = identity["settings"]["prompts_per_batch"]
+        diffs = []
+        if isinstance(m.get("base_model"), dict) and "dtype" not in m["base_model"]:
+            # written before the dtype was part of the identity: see model_identity_diffs
+            m["base_model"]["dtype"] = identity["base_model"]["dtype"]
+        if isinstance(m.get("head"), dict) and isinstance(m["head"].get("config"), dict):
+            # written before a head-config field existed (min_p_bins, fixed.min_p): compare it with its defaults
+            from ..modeling.head import AdaptiveDecoderConfig
+
+            m["head"]["config"] = AdaptiveDecoderConfig.from_dict(m["head"]["config"]).to_dict()
+        for key in ("base_model", "head", "settings"):
+            diffs += describe_changes({key: m.get(key)}, {key: identity[key]})
+        for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change
+            if task in m["tasks"]:
+                diffs += describe_changes({"tasks": {task: m["tasks"][task]}}, {"tasks": {task: spec}})
+        if diffs:
+            raise CollectionMismatchError(
+                f"{self.root} holds samples from a different setup, refusing to mix them:\n  " + "\n  ".join(diffs)
+                + "\nUse a new output_dir (or restore the original base model / head / settings to resume).")
+        m["tasks"].update(identity["tasks"])
+
+    def _drop_damaged(self):
+        damaged = []
+        for shard in self.manifest["shards"]:
+            try:
+                _read_shard(self.root, shard, hidden_checksum=True)
+            except DamagedShardError as e:
+                logger.warning("%s: %s; recollecting its %d prompt(s)", e.path, e.problem, len(shard["prompt_ids"]))
+                damaged.append(shard)
+        if not damaged:
+            return
+        m, lost = self.manifest, {pid for sh in damaged for pid in sh["prompt_ids"]}
+        m["shards"] = [sh for sh in m["shards"] if sh not in damaged]
+        m["done"] = [pid for pid in m["done"] if pid not in lost]
+        m["hidden_bytes"] -= sum(sh["hidden_bytes"] for sh in damaged)
+        self._save()  # unlisted before deleted: a kill in between leaves only ignored files
+        for sh in damaged:
+            for path in _shard_files(self.root, sh["name"]):
+                path.unlink(missing_ok=True)
+
+    def _next_name(self) -> str:
+        # after the max, not the count: a shard dropped as damaged leaves a gap, and its successors stay listed
+        used = [int(sh["name"].rsplit("-", 1)[1]) for sh in self.manifest["shards"]]
+        return f"shard-{max(used, default=-1) + 1:05d}"
+
+    def _save(self):
+        atomic_write_bytes(self.root / MANIFEST, json.dumps(self.manifest, indent=1).encode())
+
+    def write_group(self, records: list[dict], hidden: dict[str, torch.Tensor]):
+        """Write one shard holding every sample of some prompts, then mark those prompts done."""
+        from safetensors.torch import save
+
+        ids = list(dict.fromkeys(r["prompt_id"] for r in records))
+        again = [i for i in ids if i in self.done]
+        if again:
+            raise ValueError(f"prompts {again[:5]} are already in {self.root}; refusing to duplicate their samples")
+        name = self._next_name()
+        shard_path, hidden_path = _shard_files(self.root, name)
+        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
+        atomic_write_bytes(shard_path, lines)
+        task_of = {r["prompt_id"]: r["task"] for r in records}
+        entry = {"name": name, "prompt_ids": ids, "prompt_tasks": [task_of[i] for i in ids], "num_records": len(records),
+                 "bytes": len(lines), "sha256": _sha256(lines), "hidden": bool(hidden), "hidden_bytes": 0}
+        if hidden:
+            blob = save({k: v.contiguous() for k, v in hidden.items()})
+            atomic_write_bytes(hidden_path, blob)
+            # the budget counts hidden states only; token tables ride along (the file's sha covers both)
+            entry.update(hidden_bytes=sum(v.numel() * v.element_size() for k, v in hidden.items()
+                                          if not k.endswith("::token_logps")),
+                         hidden_file_bytes=len(blob), hidden_sha256=_sha256(blob))
+        self.manifest["shards"].append(entry)
+        self.manifest["done"].extend(ids)
+        self.manifest["hidden_bytes"] += entry["hidden_bytes"]
+        self._save()  # the commit point
+        self.done.update(ids)
+
+    def close(self):
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def read_collection(root) -> tuple[dict, list[dict]]:
+    """(manifest, sample records of every shard the manifest lists). Unlisted (half-written) shards are ignored;
+    a listed one that is not what was committed raises DamagedShardError, naming the file and the repair."""
+    root = Path(root)
+    m = read_manifest(root)
+    records, seen = [], set()
+    for shard in m["shards"]:
+        rows = _read_shard(root, shard, hidden_checksum=False)
+        for r in rows:
+            key = (r["prompt_id"], r["sample_index"])
+            if key in seen:
+                raise ValueError(f"duplicated sample {key} in {root}")
+            seen.add(key)
+            r["shard"] = shard["name"]
+        records.extend(rows)
+    return m, records
+
+
+def hidden_key(prompt_id: str, sample_index: int) -> str:
+    return f"{prompt_id}::{sample_index}"
+
+
+def token_logps_key(prompt_id: str, sample_index: int) -> str:
+    return f"{hidden_key(prompt_id, sample_index)}::token_logps"
