@@ -138,16 +138,7 @@ class AdaptiveDecodingModel:
         for k in ("max_new_tokens", "max_length"):
             if kwargs.get(k) is not None:
                 kwargs[k] = positive_int(k, kwargs[k])
-        if input_ids is None or input_ids.numel() == 0:
-            raise ValueError("generate() needs a non-empty input_ids tensor")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if force is None and self.head is None:
-            raise ValueError("no head attached: pass force={...} or attach a head with set_head()")
-
-        n_rows = input_ids.shape[0] * num_return
-        if force is not None:
-            force = _normalise_force(force, n_rows, input_ids.device)
+        attention_mask, force = self._check_inputs(input_ids, attention_mask, force, num_return, input_ids.device)
         generator = None
         if force is None and (selection or self.head.config.selection) == "sample":
             generator = torch.Generator(device=self.model.device)
@@ -189,6 +180,19 @@ class AdaptiveDecodingModel:
         if self.tokenizer is not None:
             out.texts = self.tokenizer.batch_decode(completion, skip_special_tokens=True)
         return out
+
+    def _check_inputs(self, input_ids, attention_mask, force, num_return: int, device):
+        """The inputs every backend's `generate` needs: a non-empty batch, its mask (all ones when none is given),
+        a head or forced values, and `force` as one [rows] tensor per factor."""
+        if input_ids is None or input_ids.numel() == 0:
+            raise ValueError("generate() needs a non-empty input_ids tensor")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if force is None and self.head is None:
+            raise ValueError("no head attached: pass force={...} or attach a head with set_head()")
+        if force is not None:
+            force = _normalise_force(force, input_ids.shape[0] * num_return, device)
+        return attention_mask, force
 
     def generate_text(self, prompts: list, *, chat: bool | None = None, max_new_tokens: int = 128,
                       truncate: bool = True, **kwargs) -> AdaptiveGenerateOutput:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ...modeling.generation import (AdaptiveDecodingModel, AdaptiveGenerateOutput, _normalise_force, _per_step_values,
+from ...modeling.generation import (AdaptiveDecodingModel, AdaptiveGenerateOutput, _per_step_values,
                                     compute_head_inputs)
 from ...modeling.models import model_max_length
 from ...validation import positive_int
@@ -120,15 +120,7 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
             raise ValueError("backend 'vllm' needs max_new_tokens")
         max_new = positive_int("max_new_tokens", kwargs["max_new_tokens"])
         k = positive_int("num_return_sequences", kwargs.get("num_return_sequences", 1))
-        if input_ids is None or input_ids.numel() == 0:
-            raise ValueError("generate() needs a non-empty input_ids tensor")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if force is None and self.head is None:
-            raise ValueError("no head attached: pass force={...} or attach a head with set_head()")
-        n = input_ids.shape[0] * k
-        if force is not None:
-            force = _normalise_force(force, n, "cpu")
+        attention_mask, force = self._check_inputs(input_ids, attention_mask, force, k, "cpu")
         selection = selection or (self.head.config.selection if self.head is not None else "argmax")
         # seeds from torch's global generator: callers seed it right before, as for HF generate (common random numbers)
         base = int(torch.randint(0, 2**62, (1,)))

@@ -110,15 +110,21 @@ def export_servable(base, head, out, *, copy: bool = False) -> Path:
         cfg[CONFIG_KEY] = {"head_dir": HEAD_SUBDIR, "level": loaded.config.level,
                            "head_config": loaded.config.to_dict(),
                            DIGEST_KEY: recorded_digest(head_dir / CONFIG_NAME)}
-        (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        gen = out / "generation_config.json"
-        if gen.exists():
-            g = _read_json(gen, "a generation config")
-            gen.write_text(json.dumps({k: v for k, v in g.items() if k not in _SAMPLING_DEFAULTS}, indent=2))
+        _write_configs(out, cfg)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # never leave a half-written directory that looks servable
         raise
     return out
+
+
+def _write_configs(out: Path, cfg: dict) -> None:
+    """config.json as given, and the generation config without its sampling defaults: requests carry neutral values
+    and the model warps the logits itself, so a default temperature or top-p there would be applied a second time."""
+    (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    gen = out / "generation_config.json"
+    if gen.exists():
+        g = _read_json(gen, "a generation config")
+        gen.write_text(json.dumps({k: v for k, v in g.items() if k not in _SAMPLING_DEFAULTS}, indent=2))
 
 
 def export_sampler(model, tokenizer, out) -> Path:
@@ -140,11 +146,7 @@ def export_sampler(model, tokenizer, out) -> Path:
                              f"{sorted(BASE_ARCHITECTURES)}")
         cfg["architectures"] = [BASE_ARCHITECTURES[archs[0]]]
         cfg[CONFIG_KEY] = {"head_dir": None, "level": None}
-        (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        gen = out / "generation_config.json"
-        if gen.exists():
-            g = _read_json(gen, "a generation config")
-            gen.write_text(json.dumps({k: v for k, v in g.items() if k not in _SAMPLING_DEFAULTS}, indent=2))
+        _write_configs(out, cfg)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
