@@ -126,6 +126,43 @@ def test_greedy_bin_reproduces_hf_greedy_generate(greedy_engine, base):
     assert all(float(returned_logprobs(o).abs().max()) == 0.0 for o in outs)
 
 
+def tiny_other_base(path, arch):
+    """A tiny random Qwen2 / Qwen3 (the other two architectures the plugin registers), sized like tiny_base."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[arch]
+    torch.manual_seed(0)
+    cfg = config_cls(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=256, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
+                     eos_token_id=1, pad_token_id=0, bos_token_id=2, tie_word_embeddings=False)
+    model = model_cls(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_greedy_bin_reproduces_hf_greedy_on_qwen(arch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    base = tiny_other_base(tmp_path / "base", arch)
+    make_head(tmp_path / "head", bias={"temperature": 0})
+    served = export_servable(base, tmp_path / "head", tmp_path / "served")
+    llm = start(served)
+    try:
+        outs = generate(llm, PROMPTS, neutral(max_tokens=10, logprobs=0))
+    finally:
+        stop(llm)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = None
+    for prompt, out in zip(PROMPTS, outs):  # one row at a time: no padding, so nothing but the weights can differ
+        ref = model.generate(input_ids=torch.tensor([prompt]), do_sample=False, max_new_tokens=10, pad_token_id=0)
+        assert list(out.token_ids) == ref[0, len(prompt):].tolist(), arch
+        # the head's greedy bin left only the argmax: a point mass (vLLM's own T=1 sampling alone would not give 0)
+        assert float(returned_logprobs(out).abs().max()) == 0.0, arch
+
+
 # token level, a head whose choices depend on the hidden state: rows and steps take different bins
 BINS = dict(temperature_bins=[0.0, 0.5, 1.0, 1.5], top_p_bins=[1.0, 0.8], top_k_bins=[0, 20])
 MAX_TOKENS = [10, 6, 14, 8]  # rows finish at different steps, so vLLM moves rows while others continue
