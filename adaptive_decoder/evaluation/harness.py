@@ -38,7 +38,7 @@ from ..modeling.head_digest import head_fingerprint
 from ..methods.policies import SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, OraclePolicy
 from ..methods.base import build_policies
 from .report import log_wandb, markdown_table, results_plots
-from .results import choices, compare_with_baselines
+from .results import MethodTaskResult, choices, compare_with_baselines
 from .scalefree import check_bar, units_report
 from ..stats import bootstrap_mean_ci, finite_mean
 from ..storage import lock_dir
@@ -317,10 +317,11 @@ class Evaluator:
                 rewards = [u["reward"] for u in units]
                 per_prompt[p.name] = rewards
                 ci = bootstrap_mean_ci(rewards, n_boot=cfg.n_bootstrap, seed=cfg.seed)
-                tres["methods"][p.name] = {"reward": ci, "metrics": task.summarize(units),
-                                           "mean_new_tokens": finite_mean([s["num_tokens"] for u in units for s in u["samples"]]),
-                                           "gen_seconds_per_prompt": finite_mean([u.get("gen_seconds", 0.0) for u in units]),
-                                           **choices(units)}
+                tres["methods"][p.name] = MethodTaskResult(
+                    reward=ci, metrics=task.summarize(units),
+                    mean_new_tokens=finite_mean([s["num_tokens"] for u in units for s in u["samples"]]),
+                    gen_seconds_per_prompt=finite_mean([u.get("gen_seconds", 0.0) for u in units]),
+                    **choices(units)).to_dict()
                 res["units"].extend(units)
             baselines = {p.name: [f.name for f in fixed] for p in self.policies if p.role != "fixed"}
             res["comparisons"] += compare_with_baselines(tname, per_prompt, baselines, res["methods"], cfg.n_bootstrap, cfg.seed)

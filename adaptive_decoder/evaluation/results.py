@@ -8,13 +8,14 @@
   `FALLBACK`, the key of a value HAG's config text failed to give;
 - the tallies both producers take: over units, `chosen_values` and `parse_failed_rate` (together: `choices`);
   over per-prompt rewards, `compare_with_baselines` (the comparison records, each a `Comparison`);
+- the records: `MethodTaskResult` (one method on one task) and `Comparison` (one paired comparison);
 - `same_decoding`: which methods decode exactly like a fixed-grid setting, so reports show them once.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..methods.base import role_of
 from ..stats import paired_comparison
@@ -70,6 +71,28 @@ def choices(units: list) -> dict:
     if (rate := parse_failed_rate(units)) is not None:
         out["parse_failed_rate"] = rate
     return out
+
+
+# a MethodTaskResult field its producer does not fill: left out of the record (None is a value: "no finite mean")
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class MethodTaskResult:
+    """One method on one task, as results.json (one seed) and summary.json (over seeds) record it under
+    `tasks[task]["methods"][method]`: the mean reward with its 95% CI, the task's own metrics, the decoding values the
+    method chose (`choices`) and, in the suite, generation length and speed. A producer fills what it measures; the
+    rest is left out of the record, so both files keep one vocabulary."""
+
+    reward: dict
+    metrics: dict = field(default=_UNSET)
+    mean_new_tokens: float | None = field(default=_UNSET)
+    gen_seconds_per_prompt: float | None = field(default=_UNSET)
+    chosen: dict = field(default=_UNSET)
+    parse_failed_rate: float = field(default=_UNSET)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not _UNSET}
 
 
 @dataclass(frozen=True)

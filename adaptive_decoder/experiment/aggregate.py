@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..methods.base import FIXED_CONFIG_ROLES, role_of
 from ..evaluation.report import summary_markdown, summary_plots
-from ..evaluation.results import LEVEL_METHOD, OVERALL, choices, compare_with_baselines, same_decoding
+from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, compare_with_baselines, same_decoding
 from ..storage import atomic_write_bytes
 from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 from .config import ExperimentConfig
@@ -76,11 +76,12 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
         rewards = {m: _mean_rewards(table[t][m], ids) for m in method_names}
         for m in method_names:
             pooled[m].extend(rewards[m])
-        summary["tasks"][t] = {"num_test": len(ids), "methods": {m: {"reward": bootstrap_mean_ci(rewards[m], nb, seed=0)}
-                                                                 for m in method_names}}
+        summary["tasks"][t] = {"num_test": len(ids), "methods": {m: bootstrap_mean_ci(rewards[m], nb, seed=0)
+                                                                 for m in method_names}}  # the rewards; records below
         summary["comparisons"] += compare_with_baselines(t, rewards, baselines, methods, nb, seed=0)
     summary["tasks"][OVERALL] = {"num_test": len(pooled[method_names[0]]),
-                                 "methods": {m: {"reward": bootstrap_mean_ci(pooled[m], nb, seed=0)} for m in method_names}}
+                                 "methods": {m: MethodTaskResult(reward=bootstrap_mean_ci(pooled[m], nb, seed=0)).to_dict()
+                                             for m in method_names}}
     summary["comparisons"] += compare_with_baselines(OVERALL, pooled, baselines, methods, nb, seed=0)
     # per seed: overall mean of each method (seed-to-seed spread) and the oracle's choice per task
     for s, res in results.items():
@@ -100,13 +101,13 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     chooser = [m for m in method_names if role_of(methods[m]) not in FIXED_CONFIG_ROLES]
     for t in tasks:
         units = [u for res in results.values() for u in res["units"] if u["split"] == "test" and u["task"] == t]
-        for m in chooser:
-            summary["tasks"][t]["methods"][m].update(choices([u for u in units if u["method"] == m]))
+        records = summary["tasks"][t]["methods"]
         for m in method_names:  # task metrics averaged over seeds (accuracy, chrF, coverage, diversity, ...)
             per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
             keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
-            summary["tasks"][t]["methods"][m]["metrics"] = {
-                k: finite_mean([d.get(k) for d in per_seed]) for k in keys}
+            chose = choices([u for u in units if u["method"] == m]) if m in chooser else {}
+            records[m] = MethodTaskResult(reward=records[m], metrics={k: finite_mean([d.get(k) for d in per_seed])
+                                                                      for k in keys}, **chose).to_dict()
     summary["training"] = _training_diagnostics(root, cfg)
     summary["scale_free"] = units_report([u for res in results.values() for u in res["units"]], tasks, fixed, method_names,
                                          n_boot=nb, seed=0)
