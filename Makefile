@@ -36,8 +36,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/control.yaml --torch_threads 1
 
-# demo-quick: a smaller positive control (configs/experiments/control_quick.yaml): 5 min 45 s measured next to
-# `make demo` on the other core (8 train / 4 dev / 10 test prompts per task: a smoke run, its verdict is noisy).
+# demo-quick: a smaller positive control (configs/experiments/control_quick.yaml): 3 min 06 s with the venv already
+# built, nothing else running (8 train / 4 dev / 10 test prompts per task: a smoke run, its verdict is noisy).
 demo-quick: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/control_quick.yaml --torch_threads 1
 
