@@ -24,14 +24,17 @@ VOCAB = 512
 PROMPTS = [[5, 17, 99, 3, 250, 8, 41], [300, 12], [7, 7, 7, 120, 64, 33, 2, 91, 450, 11, 19, 5], [60, 61, 62, 63]]
 
 
-def tiny_base(path, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_base(path, seed=0, arch="llama"):
+    """A tiny random Llama (or Qwen2 / Qwen3, the other architectures the plugin registers) saved at `path`."""
+    import transformers as tf
 
+    config_cls, model_cls = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM), "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+                             "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM)}[arch]
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
-                      eos_token_id=1, pad_token_id=0, bos_token_id=2, tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg).eval()
+    cfg = config_cls(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=256, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
+                     eos_token_id=1, pad_token_id=0, bos_token_id=2, tie_word_embeddings=False)
+    model = model_cls(cfg).eval()
     # random init gives near-uniform next-token distributions; sharper logits make top-k / top-p cut real mass
     with torch.no_grad():
         model.lm_head.weight.mul_(20)
@@ -126,27 +129,11 @@ def test_greedy_bin_reproduces_hf_greedy_generate(greedy_engine, base):
     assert all(float(returned_logprobs(o).abs().max()) == 0.0 for o in outs)
 
 
-def tiny_other_base(path, arch):
-    """A tiny random Qwen2 / Qwen3 (the other two architectures the plugin registers), sized like tiny_base."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
-
-    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[arch]
-    torch.manual_seed(0)
-    cfg = config_cls(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=256, num_hidden_layers=2,
-                     num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
-                     eos_token_id=1, pad_token_id=0, bos_token_id=2, tie_word_embeddings=False)
-    model = model_cls(cfg).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20)
-    model.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
 def test_greedy_bin_reproduces_hf_greedy_on_qwen(arch, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    base = tiny_other_base(tmp_path / "base", arch)
+    base = tiny_base(tmp_path / "base", arch=arch)
     make_head(tmp_path / "head", bias={"temperature": 0})
     served = export_servable(base, tmp_path / "head", tmp_path / "served")
     llm = start(served)
