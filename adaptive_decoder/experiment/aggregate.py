@@ -71,13 +71,14 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     controls = [m for m in ("oracle", "random", "random_token") if m in method_names]
     baselines = {m: fixed + (controls if role_of(methods[m]) == "adaptive" else []) for m in others}
     pooled = {m: [] for m in method_names}
+    reward_ci = {}  # task -> method -> mean reward with its CI; the records are built once choices and metrics are in
     for t in tasks:
         ids = sorted(set.intersection(*(set(table[t][m]) for m in method_names)))
         rewards = {m: _mean_rewards(table[t][m], ids) for m in method_names}
         for m in method_names:
             pooled[m].extend(rewards[m])
-        summary["tasks"][t] = {"num_test": len(ids), "methods": {m: bootstrap_mean_ci(rewards[m], nb, seed=0)
-                                                                 for m in method_names}}  # the rewards; records below
+        reward_ci[t] = {m: bootstrap_mean_ci(rewards[m], nb, seed=0) for m in method_names}
+        summary["tasks"][t] = {"num_test": len(ids), "methods": {}}
         summary["comparisons"] += compare_with_baselines(t, rewards, baselines, methods, nb, seed=0)
     summary["tasks"][OVERALL] = {"num_test": len(pooled[method_names[0]]),
                                  "methods": {m: MethodTaskResult(reward=bootstrap_mean_ci(pooled[m], nb, seed=0)).to_dict()
@@ -106,7 +107,7 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
             per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
             keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
             chose = choices([u for u in units if u["method"] == m]) if m in chooser else {}
-            records[m] = MethodTaskResult(reward=records[m], metrics={k: finite_mean([d.get(k) for d in per_seed])
+            records[m] = MethodTaskResult(reward=reward_ci[t][m], metrics={k: finite_mean([d.get(k) for d in per_seed])
                                                                       for k in keys}, **chose).to_dict()
     summary["training"] = _training_diagnostics(root, cfg)
     summary["scale_free"] = units_report([u for res in results.values() for u in res["units"]], tasks, fixed, method_names,
