@@ -2,6 +2,7 @@
 against the Python task it mirrors, and every kind of bad task file stops with an error naming the file and key."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -55,6 +56,18 @@ def test_task_file_by_path_with_relative_data_and_options(tmp_path):
     assert get_task(str(p), template="Say {text}").examples()[0]["prompt"] == "Say red fox"
 
 
+def test_select_keeps_records_by_word_count_with_their_file_index(tmp_path):
+    data(tmp_path, [{"text": "one", "answer": "a"}, {"text": "one two three", "answer": "b"},
+                    {"text": "one two three four five", "answer": "c"}, {"text": "one two", "answer": "d"}])
+    t = get_task(str(write_task(tmp_path, {**BASE, "select": {"field": "text", "min_words": 2, "max_words": 3}})))
+    assert [(e["id"], e["answer"]) for e in t.examples()] == [("2", "b"), ("4", "d")]  # 1-based line numbers
+    t = get_task(str(write_task(tmp_path, {**BASE, "select": {"field": "text", "min_words": 4}}, name="u")))
+    assert [e["answer"] for e in t.examples()] == ["c"]
+    t = get_task(str(write_task(tmp_path, {**BASE, "select": {"field": "nope"}}, name="v")))
+    with pytest.raises(TaskFileError, match=r"select\.field"):
+        t.examples()
+
+
 def test_filters():
     assert apply_filters("  \n 42.\nx", ["first_line", {"regex": r"^(\d+)\.?$", "group": 1}]) == "42"
     assert apply_filters("Number: 42", ["first_line", {"regex": r"^(\d+)\.?$", "group": 1}]) == ""
@@ -81,6 +94,8 @@ def test_distinct_valid_and_exact_match_rewards():
     ({"dataset": {"path": "d.jsonl", "hf_id": "x/y"}}, "dataset"),
     ({"filter": ["shout"]}, "filter[0]"),
     ({"splits": {"num_test": -1}}, "splits"),
+    ({"select": {"min_words": 2}}, "select"),                           # a selection without its field
+    ({"select": {"field": "text", "max_words": "ten"}}, "select.max_words"),
 ])
 def test_bad_task_file_names_file_and_key(tmp_path, change, key):
     data(tmp_path, [{"text": "a", "answer": "a"}])
@@ -110,6 +125,10 @@ def test_every_shipped_task_file_loads():
     assert files
     for f in files:
         t = get_task(f.stem)
+        if t.path and not Path(t.path).exists():  # a task on ../shared data, absent here: it must say so
+            with pytest.raises(TaskFileError, match="not found"):
+                t.examples()
+            continue
         assert t.examples() and t.examples()[0]["prompt"]
 
 

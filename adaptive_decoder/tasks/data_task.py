@@ -16,6 +16,8 @@
     max_new_tokens: 16                     # optional generation length of this task
     diversity: false                       # optional: report self-BLEU / distinct-n over a prompt's samples
     splits: {num_train: 32, num_dev: 8, num_test: 32}   # optional default split sizes for experiments
+    select: {field: text, min_words: 20, max_words: 50} # optional: keep only records whose `field` (a record
+                                           #   field) has that many whitespace-separated words (either bound optional)
 
 A task file is found by name (`get_task("control_copy")`): in `configs/tasks/` under the working directory, then
 in the repository's `configs/tasks/`, then in the directories of $ADAPTIVE_DECODER_TASK_PATH; or by a path ending
@@ -36,7 +38,8 @@ from .io import BUILTIN_DIR
 
 REPO_TASK_DIR = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 REQUIRED = ("dataset", "fields", "template", "reward")
-OPTIONAL = ("task", "description", "filter", "max_new_tokens", "diversity", "splits")
+OPTIONAL = ("task", "description", "filter", "max_new_tokens", "diversity", "splits", "select")
+SELECT_KEYS = ("field", "min_words", "max_words")
 DATASET_KEYS = ("path", "builtin", "hf_id", "hf_split", "hf_config")
 SPLIT_KEYS = ("num_train", "num_dev", "num_test")
 FILTERS = ("strip", "first_line", "lower")
@@ -170,7 +173,15 @@ def load_task_spec(path) -> dict:
     if not isinstance(splits, dict) or sorted(set(splits) - set(SPLIT_KEYS)) or not all(
             isinstance(v, int) and v >= 0 for v in splits.values()):
         raise _err(path, "splits", f"must map {list(SPLIT_KEYS)} to integers >= 0, got {splits!r}")
-    return {**spec, "fields": fields, "filter": filters, "splits": splits, "dataset": ds,
+    select = spec.get("select") or {}
+    if select:
+        if not isinstance(select, dict) or set(select) - set(SELECT_KEYS) or not isinstance(select.get("field"), str):
+            raise _err(path, "select", f"must be a mapping with 'field' (a record field) and min_words / max_words, "
+                                       f"got {select!r}")
+        for k in ("min_words", "max_words"):
+            if k in select and (not isinstance(select[k], int) or select[k] < 0):
+                raise _err(path, f"select.{k}", f"must be an integer >= 0, got {select[k]!r}")
+    return {**spec, "fields": fields, "filter": filters, "splits": splits, "dataset": ds, "select": select,
             "name": spec.get("task") or path.stem}
 
 
@@ -204,6 +215,14 @@ class DataTask(Task):
             raise TaskFileError(f"task file {self.file}: key 'dataset': {e}") from None
 
     def to_examples(self, record: dict, index: int) -> list[dict]:
+        sel = self.spec["select"]
+        if sel:
+            if sel["field"] not in record:
+                raise ValueError(f"missing field {sel['field']!r} (has {sorted(record)}; task file key 'select.field')")
+            # the record keeps its file index as id, so a selection never renumbers the prompts it keeps
+            n = len(str(record[sel["field"]]).split())
+            if n < sel.get("min_words", 0) or n > sel.get("max_words", n):
+                return []
         ex = {"id": str(index)}
         for name, src in self.spec["fields"].items():
             if src not in record:
