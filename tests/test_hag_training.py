@@ -114,6 +114,37 @@ def test_ties_keep_the_first_evaluated_config_and_are_flagged():
     assert rec["all_tied"] and rec["best_config"]["temperature"] == 0.0  # the temperature sweep runs first
 
 
+def test_a_group_reward_is_scored_within_each_configs_own_samples():
+    """Novelty compares samples: the search scores it within one (prompt, config), as evaluation scores a fixed
+    config's k samples, and a greedy config's single sample beside its own copy (novelty 0, as k greedy samples)."""
+    from conftest import tiny_llama
+
+    from adaptive_decoder.rewards import Novelty
+
+    seen = []
+
+    def scorer(texts, examples):
+        seen.append([e["id"] for e in examples])
+        return Novelty(n=1).score(texts, examples)
+
+    scorer.needs_group = True
+    adm = AdaptiveDecodingModel(tiny_llama(vocab_size=128, hidden_size=32), char_tokenizer())
+    space = SearchSpace(temperature=[0.0, 0.8, 1.5], top_p=[1.0], top_k=[0], repetition_penalty=[1.0],
+                        base={"temperature": 0.8, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0})
+    settings = SearchSettings(samples_per_config=3, max_new_tokens=6, chat=False)
+    recs = ConfigSearch(adm, scorer, space, settings).search([{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}])
+    for r in recs:
+        by_t = {e["config"]["temperature"]: e["rewards"] for e in r["evaluated"]}
+        assert by_t[0.0] == [0.0] and len(by_t[0.8]) == len(by_t[1.5]) == 3
+        best = r["best_texts"]  # the best config's samples, scored among themselves only
+        assert r["evaluated"][[e["config"] for e in r["evaluated"]].index(r["best_config"])]["rewards"] == \
+            pytest.approx(Novelty(n=1).score(best, [{"id": "g"}] * len(best)))
+    ids = [i for call in seen for i in call]
+    assert all(ids.count(i) in (2, 3) for i in set(ids)) and len({i.split("|")[0] for i in ids}) == 2
+    with pytest.raises(ValueError, match="samples_per_config >= 2"):
+        ConfigSearch(adm, scorer, space, SearchSettings(samples_per_config=1, chat=False)).search([{"id": "a", "prompt": "x"}])
+
+
 def test_space_and_settings_validation():
     with pytest.raises(ValueError, match="top_p"):
         SearchSpace(top_p=[1.0, 1.5])
@@ -188,6 +219,39 @@ def test_build_recipe_refuses_changed_settings_and_unknown_keys(tmp_path, tiny_d
     bad.write_text(yaml.safe_dump({**cfg, "tasks": {"gsm8k": {"num_prompts": 1, "fewshot": 2}}}))
     with pytest.raises(ValueError, match="fewshot"):
         build.main(["--config", str(bad), "--output_dir", str(out)])
+
+
+def test_build_recipe_searches_the_experiments_train_prompts_only(tmp_path, tiny_dir):
+    """With experiment_config, HAG is searched on the prompts the head is trained on (the first num_prompts of each
+    task's train split there, with its task options) and never on the experiment's dev or test prompts."""
+    from adaptive_decoder.configs import parse_recipe_config
+    from adaptive_decoder.experiment.config import ExperimentConfig
+    from adaptive_decoder.experiment.splits import make_splits
+
+    build = _recipe("build_hag_data")
+    exp = ROOT / "configs" / "experiments" / "tiny.yaml"
+    cfg = yaml.safe_load(BUILD_TINY.read_text())
+    cfg.update(experiment_config=str(exp), tasks={"gsm8k": {"num_prompts": 2}, "constrained_writing": {"num_prompts": 1}})
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "o"
+    build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(out)])
+    splits = make_splits(parse_recipe_config((ExperimentConfig,), ["--config", str(exp)])[0])
+    got = sorted(r["prompt_id"] for r in read_records(out / "search.jsonl"))
+    assert got == sorted([f"gsm8k/{e['id']}" for e in splits["gsm8k"]["train"][:2]]
+                         + [f"constrained_writing/{splits['constrained_writing']['train'][0]['id']}"])
+    held_out = {f"{t}/{e['id']}" for t in splits for s in ("dev", "test") for e in splits[t][s]}
+    assert not held_out & set(got)
+    # each task's answers have its own length there (gsm8k: max_new_tokens 4; the build's own default is 8)
+    lens = {t: max(len(x) for r in read_records(out / "search.jsonl") if r["task"] == t for x in r["best_texts"])
+            for t in ("gsm8k", "constrained_writing")}
+    assert lens["gsm8k"] <= 4 < lens["constrained_writing"]
+    for tasks, match in [({"translation": {"num_prompts": 1}}, "not tasks of"),
+                         ({"gsm8k": {"num_prompts": 1, "seed": 3}}, "remove"),
+                         ({"gsm8k": {"num_prompts": 99}}, "train prompts of")]:
+        conf.write_text(yaml.safe_dump({**cfg, "tasks": tasks}))
+        with pytest.raises(ValueError, match=match):
+            build.main(["--config", str(conf), "--base_model", str(tiny_dir), "--output_dir", str(tmp_path / "x")])
 
 
 # ------------------------------------------------------------------------------------------ the SFT recipe

@@ -41,6 +41,10 @@ class BuildHAGConfig(SearchSettings, ModelArguments):
     output_dir: str = field(default=None, metadata={"help": "Output directory (created, or resumed if it exists)."})
     tasks: dict = field(default_factory=dict, metadata={
         "help": "task name -> {num_prompts, seed, and get_task options: path, reward, num_fewshot, template, ...}."})
+    experiment_config: str | None = field(default=None, metadata={
+        "help": "An experiment config (experiments/run.py): search the first num_prompts of each task's TRAIN split "
+                "there (its task options and split_seed), so HAG is trained on the prompts the head was, and never on "
+                "the experiment's dev or test prompts. `tasks` then holds only {task: {num_prompts}}."})
     space: dict = field(default_factory=dict, metadata={
         "help": "SearchSpace grids: temperature/top_p/top_k/repetition_penalty lists and base."})
     drop_all_tied: bool = field(default=True, metadata={"help": "Leave prompts where every config tied out of sft.jsonl."})
@@ -54,6 +58,8 @@ class BuildHAGConfig(SearchSettings, ModelArguments):
             raise ValueError("output_dir is required")
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (see configs/hag/build_tiny.yaml)")
+        if self.experiment_config:
+            self._experiment_tasks()
         for name, spec in self.tasks.items():
             if not isinstance(spec, dict) or "num_prompts" not in spec:
                 raise ValueError(f"task {name!r}: needs a mapping with num_prompts (and get_task options), got {spec!r}")
@@ -62,15 +68,53 @@ class BuildHAGConfig(SearchSettings, ModelArguments):
             raise ValueError(f"unknown space key(s) {unknown}; valid: {[f.name for f in fields(SearchSpace)]}")
 
 
-def load_examples(tasks_cfg: dict) -> tuple[dict, list]:
-    """({name: Task}, examples): num_prompts per task, a deterministic subset (seeded shuffle), ids "<task>/<id>"."""
+    def _experiment_tasks(self):
+        from adaptive_decoder.configs import load_config
+
+        exp = load_config(self.experiment_config)
+        bad = sorted(set(self.tasks) - set(exp.get("tasks") or {}))
+        if bad:
+            raise ValueError(f"tasks {bad} are not tasks of {self.experiment_config} ({sorted(exp.get('tasks') or {})})")
+        for name, spec in self.tasks.items():
+            extra = sorted(set(spec or {}) - {"num_prompts"})
+            if extra:
+                raise ValueError(f"task {name!r}: with experiment_config the task options come from the experiment; "
+                                 f"remove {extra}")
+
+
+def experiment_train_prompts(path: str, num_prompts: dict) -> dict:
+    """{task: (Task, the first num_prompts[task] examples of its train split)} of the experiment config at `path`."""
+    from adaptive_decoder.configs import parse_recipe_config
+    from adaptive_decoder.experiment.config import ExperimentConfig
+    from adaptive_decoder.experiment.splits import make_splits
+
+    (ecfg,) = parse_recipe_config((ExperimentConfig,), ["--config", path])
+    splits = make_splits(ecfg)
+    out = {}
+    for name, n in num_prompts.items():
+        train = splits[name]["train"]
+        if n > len(train):
+            raise ValueError(f"task {name!r}: num_prompts {n} > the {len(train)} train prompts of {path}")
+        out[name] = (get_task(name, **ecfg.task_options(name)), train[:n])
+    return out
+
+
+def load_examples(tasks_cfg: dict, experiment_config: str | None = None) -> tuple[dict, list]:
+    """({name: Task}, examples): num_prompts per task, ids "<task>/<id>": a deterministic subset (seeded shuffle),
+    or with `experiment_config` the first num_prompts of that experiment's train split."""
+    if experiment_config:
+        chosen = experiment_train_prompts(experiment_config, {n: int(s["num_prompts"]) for n, s in tasks_cfg.items()})
     tasks, per_task = {}, []
     for name, spec in tasks_cfg.items():
-        opts = {k: v for k, v in spec.items() if k not in _TASK_KEYS}
-        task = get_task(name, **opts)
-        subset, _ = task.split(int(spec["num_prompts"]), 0, int(spec.get("seed", 0)))
+        if experiment_config:
+            task, subset = chosen[name]
+        else:
+            opts = {k: v for k, v in spec.items() if k not in _TASK_KEYS}
+            task = get_task(name, **opts)
+            subset, _ = task.split(int(spec["num_prompts"]), 0, int(spec.get("seed", 0)))
         tasks[name] = task
-        per_task.append([{**e, "id": f"{name}/{e['id']}", "task": name} for e in subset])
+        own = {"max_new_tokens": task.max_new_tokens} if task.max_new_tokens else {}  # as evaluation generates it
+        per_task.append([{**e, "id": f"{name}/{e['id']}", "task": name, **own} for e in subset])
     # round robin over tasks, so a run stopped early still covers every task family
     examples = [lst[i] for i in range(max(map(len, per_task))) for lst in per_task if i < len(lst)]
     return tasks, examples
@@ -105,7 +149,7 @@ def main(argv=None) -> dict:
     cfg.set_threads()
     space = SearchSpace(**cfg.space)
     settings = SearchSettings(**{f.name: getattr(cfg, f.name) for f in fields(SearchSettings)})
-    tasks, examples = load_examples(cfg.tasks)  # before the model: bad task options fail fast
+    tasks, examples = load_examples(cfg.tasks, cfg.experiment_config)  # before the model: bad options fail fast
     model, tok = cfg.load()
     adm = AdaptiveDecodingModel(model, tok)
     scorer = task_scorer(tasks, model=model, tokenizer=tok)
@@ -113,6 +157,11 @@ def main(argv=None) -> dict:
     # be grown by raising num_prompts (the prompts already searched are kept)
     fingerprint = {"base_model": cfg.model,
                    "tasks": {n: {k: v for k, v in s.items() if k != "num_prompts"} for n, s in cfg.tasks.items()}}
+    if cfg.experiment_config:  # the experiment's task options and split settings decide which prompts these are
+        from adaptive_decoder.configs import load_config
+
+        exp = load_config(cfg.experiment_config)
+        fingerprint["experiment_split"] = {k: exp.get(k) for k in ("tasks", "split_seed", "num_test", "num_dev", "num_train")}
     # the RESOLVED dtype ('auto' may resolve differently on another machine, and changes the scores); float32
     # is left out so a directory searched before the dtype was fingerprinted (in the float32 default) resumes
     if cfg.dtype != "float32":

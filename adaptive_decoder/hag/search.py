@@ -15,6 +15,11 @@ Prompts are searched in lockstep chunks: every step's candidates of all prompts 
 are greedy, so they take one sample (scored once, counted once) and top_p/top_k are irrelevant for them
 (canonicalised to 1.0 / 0). `budget_samples` caps the samples spent per prompt.
 
+A reward that compares the samples of a prompt with each other (novelty; `scorer.needs_group`) is scored within
+each config's own samples, as evaluation scores a fixed config's k samples: the samples of one (prompt, config)
+are one group. A greedy config's one sample is scored beside an identical copy of itself, which is what k
+greedy samples are at evaluation (novelty 0), so greedy is not rewarded for being alone.
+
 `run_search` appends one JSON record per finished prompt to `<out_dir>/search.jsonl` (flushed and fsync'ed per
 chunk) and skips finished prompts on restart; `sft_records` turns the records into the SFT dataset.
 """
@@ -78,7 +83,8 @@ class SearchSpace:
 @dataclass
 class SearchSettings:
     samples_per_config: int = field(default=4, metadata={"help": "Samples per candidate config (greedy configs take 1)."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Answer length cap while scoring configs."})
+    max_new_tokens: int = field(default=128, metadata={
+        "help": "Answer length cap while scoring configs (an example's own 'max_new_tokens', its task's, wins)."})
     keep_per_key: int = field(default=2, metadata={"help": "Prune: values kept per hyperparameter after the sweep."})
     prune_margin: float = field(default=0.25, metadata={
         "help": "Prune: drop values whose mean reward is this far below the best of their sweep."})
@@ -148,15 +154,30 @@ class ConfigSearch:
             st.samples += cost
             todo.append((i, dict(zip(KEYS, key)), cost))
         rows = [(i, cfg) for i, cfg, cost in todo for _ in range(cost)]
-        texts = []
-        for c, start in enumerate(range(0, len(rows), s.max_rows)):
-            part = rows[start:start + s.max_rows]
-            force = {k: [cfg[k] for _, cfg in part] for k in KEYS}
-            torch.manual_seed(zlib.crc32(f"{s.seed}:{step_seed}:{c}".encode()))
-            out = self.adm.generate_text([states[i].example["prompt"] for i, _ in part], chat=s.chat,
-                                         max_new_tokens=s.max_new_tokens, force=force)
-            texts.extend(out.texts)
-        rewards = self.scorer(texts, [states[i].example for i, _ in rows]) if rows else []
+        grouped = getattr(self.scorer, "needs_group", False)
+        if grouped and s.samples_per_config < 2:
+            raise ValueError("a reward that compares a prompt's samples (e.g. novelty) needs samples_per_config >= 2")
+        # a task's own answer length (example["max_new_tokens"], as evaluation uses it), else the setting's
+        lengths = [states[i].example.get("max_new_tokens") or s.max_new_tokens for i, _ in rows]
+        texts, c = [None] * len(rows), 0
+        for length in dict.fromkeys(lengths):
+            idx = [n for n, x in enumerate(lengths) if x == length]
+            for start in range(0, len(idx), s.max_rows):
+                part = idx[start:start + s.max_rows]
+                force = {k: [rows[n][1][k] for n in part] for k in KEYS}
+                torch.manual_seed(zlib.crc32(f"{s.seed}:{step_seed}:{c}".encode()))
+                c += 1
+                out = self.adm.generate_text([states[rows[n][0]].example["prompt"] for n in part], chat=s.chat,
+                                             max_new_tokens=int(length), force=force)
+                for n, t in zip(part, out.texts):
+                    texts[n] = t
+        if grouped:  # one group per (prompt, config); a lone greedy sample is scored beside its own copy
+            keyed = [{**states[i].example, "id": f"{states[i].example['id']}|{canonical(cfg)}"} for i, cfg in rows]
+            lone = [n for n, (i, cfg) in enumerate(rows) if self._cost(cfg) == 1]
+            rewards = self.scorer(texts + [texts[n] for n in lone], keyed + [keyed[n] for n in lone])[:len(texts)] \
+                if rows else []
+        else:
+            rewards = self.scorer(texts, [states[i].example for i, _ in rows]) if rows else []
         pos = 0
         for i, cfg, cost in todo:
             r = [float(x) for x in rewards[pos:pos + cost]]
@@ -338,11 +359,7 @@ def task_scorer(tasks: dict, model=None, tokenizer=None):
     from ..tasks.base import TaskReward
 
     rewards = {name: TaskReward(t, model=model, tokenizer=tokenizer) for name, t in tasks.items()}
-    for name, r in rewards.items():
-        grouped = group_components(r)
-        if grouped:  # the search scores each config on 1-2 samples, mixed with other configs of the same prompt
-            raise ValueError(f"task {name!r}: reward component(s) {grouped} compare the samples of a prompt with each "
-                             "other, which the per-config HAG search cannot do; leave them out of the search reward")
+    grouped = any(group_components(r) for r in rewards.values())  # ConfigSearch then groups by (prompt, config)
 
     def score(texts, examples):
         out = [0.0] * len(texts)
@@ -357,4 +374,5 @@ def task_scorer(tasks: dict, model=None, tokenizer=None):
             raise ValueError(f"examples of task(s) {unknown} but the scorer knows only {sorted(tasks)}")
         return out
 
+    score.needs_group = grouped
     return score
