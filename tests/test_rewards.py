@@ -246,10 +246,16 @@ def test_novelty_bad_input_is_named():
     assert build_reward({"novelty": {"weight": 0.5, "n": 1}}).score(["a b", "a c"], [{"id": 0}] * 2) == pytest.approx([1/3, 1/3])
 
 
-def test_hag_search_refuses_group_rewards():
+def test_hag_task_scorer_marks_group_rewards_for_per_config_scoring():
+    """A group reward in any task makes the HAG scorer ask the search to group samples by (prompt, config)
+    (tests/test_hag_training.py checks the grouping itself); per-sample rewards alone do not."""
     from adaptive_decoder.hag.search import task_scorer
     from adaptive_decoder.tasks import get_task
 
-    task = get_task("constrained_writing", reward={"concepts": {}, "novelty": {}})
-    with pytest.raises(ValueError, match="novelty"):
-        task_scorer({"constrained_writing": task})
+    grouped = get_task("constrained_writing", reward={"concepts": {}, "novelty": {}})
+    plain = get_task("constrained_writing", reward={"concepts": {}})
+    assert task_scorer({"constrained_writing": grouped}).needs_group is True
+    assert task_scorer({"constrained_writing": plain}).needs_group is False
+    ex = {**grouped.examples()[0], "task": "constrained_writing"}
+    got = task_scorer({"constrained_writing": grouped})(["a b c", "a b c"], [ex, ex])
+    assert got == pytest.approx([grouped.setup_scoring().score(["a b c", "a b c"], ex)[0][i]["reward"] for i in (0, 1)])
