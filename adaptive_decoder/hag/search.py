@@ -134,6 +134,8 @@ class ConfigSearch:
     def __init__(self, adm, scorer, space: SearchSpace | None = None, settings: SearchSettings | None = None):
         self.adm, self.scorer = adm, scorer
         self.space, self.settings = space or SearchSpace(), settings or SearchSettings()
+        if getattr(scorer, "needs_group", False) and self.settings.samples_per_config < 2:
+            raise ValueError("a reward that compares a prompt's samples (e.g. novelty) needs samples_per_config >= 2")
 
     # --- evaluation ---------------------------------------------------------------------------------------
     def _cost(self, config: dict) -> int:
@@ -155,8 +157,6 @@ class ConfigSearch:
             todo.append((i, dict(zip(KEYS, key)), cost))
         rows = [(i, cfg) for i, cfg, cost in todo for _ in range(cost)]
         grouped = getattr(self.scorer, "needs_group", False)
-        if grouped and s.samples_per_config < 2:
-            raise ValueError("a reward that compares a prompt's samples (e.g. novelty) needs samples_per_config >= 2")
         # a task's own answer length (example["max_new_tokens"], as evaluation uses it), else the setting's
         lengths = [states[i].example.get("max_new_tokens") or s.max_new_tokens for i, _ in rows]
         texts, c = [None] * len(rows), 0
