@@ -382,6 +382,59 @@ def test_a_head_level_added_to_a_finished_run_evaluates_only_the_new_head(tiny_m
     assert _load_cli().main(argv + ["--levels", "sequence"])["stages_run"] == []
 
 
+def test_reuse_from_gives_the_results_of_a_run_from_scratch(finished_run, tiny_model_dir, tmp_path, monkeypatch):
+    # an LPO ablation (all pairs instead of top-1 vs bottom-1) on the finished run's samples: it must equal the
+    # same ablation run from scratch, without collecting or evaluating the grid again
+    run_dir, _, _ = finished_run
+    cfg = yaml.safe_load(TINY.read_text())
+    base = ["--config", str(TINY), "--model", str(tiny_model_dir), "--methods", *cfg["methods"],
+            "--lpo", json.dumps({**cfg["lpo"], "pair_mode": "all_pairs"})]
+    scratch = _load_cli().main(base + ["--run_dir", str(tmp_path / "scratch")])
+    source_units = (run_dir / "seed-0" / "eval" / "units.jsonl").read_bytes()
+
+    from adaptive_decoder.lpo import collection
+
+    def boom(*a, **k):
+        raise AssertionError("a reused collection was collected again")
+
+    monkeypatch.setattr(collection, "collect", boom)
+    argv = base + ["--run_dir", str(tmp_path / "reused"), "--reuse_from", str(run_dir)]
+    reused = _load_cli().main(argv)
+    assert reused["stages_skipped"] == ["seed-0/collect-sequence", "seed-0/collect-token"]
+    assert reused["stages_run"] == ["seed-0/train-sequence", "seed-0/train-token", "seed-0/eval"]
+    units = [json.loads(ln) for ln in (tmp_path / "reused" / "seed-0" / "eval" / "units.jsonl").read_text().splitlines()]
+    n_copied = sum(u["method"] not in ("adseq", "adtok") for u in units)
+    computed = json.loads((tmp_path / "reused" / "seed-0" / "eval" / "stage_done.json").read_text())["summary"]
+    assert computed["units_computed"] == len(units) - n_copied > 0 and n_copied > 0  # only the heads' units ran
+    for t in [*cfg["tasks"], "overall"]:
+        for m, r in scratch["tasks"][t]["methods"].items():
+            assert reused["tasks"][t]["methods"][m]["reward"] == r["reward"], (t, m)
+    assert reused["bar"] == scratch["bar"]
+    assert (run_dir / "seed-0" / "eval" / "units.jsonl").read_bytes() == source_units  # the source is only read
+    assert _load_cli().main(argv)["stages_run"] == []  # rerunning the ablation resumes it
+
+
+@pytest.mark.parametrize("extra, error, match", [
+    (["--collect", json.dumps({"num_samples": 2, "epsilon": 0.3, "prompts_per_batch": 4, "cache_budget_mb": 16})],
+     ValueError, r"reuse_from: .*collect-sequence ran with other settings than this run \(collect differ\)"),
+    (["--eval", json.dumps({"num_samples": 3, "batch_size": 4, "fluency": True})],
+     ValueError, r"reuse_from: .*eval ran with other settings than this run \(eval differ\)"),
+])
+def test_reuse_from_refuses_a_run_with_other_settings(finished_run, tiny_model_dir, tmp_path, extra, error, match):
+    run_dir, _, _ = finished_run
+    argv = ["--config", str(TINY), "--model", str(tiny_model_dir), "--run_dir", str(tmp_path / "r"),
+            "--reuse_from", str(run_dir), *extra]
+    with pytest.raises(error, match=match):
+        _load_cli().main(argv)
+
+
+def test_reuse_from_names_a_missing_run(tiny_model_dir, tmp_path):
+    argv = ["--config", str(TINY), "--model", str(tiny_model_dir), "--run_dir", str(tmp_path / "r"),
+            "--reuse_from", str(tmp_path / "nothing")]
+    with pytest.raises(FileNotFoundError, match="reuse_from: .*nothing is not an experiment run_dir"):
+        _load_cli().main(argv)
+
+
 def test_resume_finishes_an_interrupted_eval_only(finished_run):
     # runs last: it edits the shared run in place (the evaluator's resume log records the head paths, so a copy
     # of the run directory elsewhere would not resume its evaluation)

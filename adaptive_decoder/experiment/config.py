@@ -64,6 +64,10 @@ class ExperimentConfig(ModelArguments):
                                       metadata={"help": "Fixed-temperature grid (baselines and the oracle's candidates)."})
     hag_model_path: str | None = field(default=None, metadata={
         "help": "A trained HAG model (training/train_hag.py output): adds method 'hag' with it."})
+    reuse_from: str | None = field(default=None, metadata={
+        "help": "A finished run_dir to start from, for an ablation of training: its collections and the evaluation "
+                "units of methods without a trained head are copied when their settings are this run's (see "
+                "adaptive_decoder.experiment.reuse)."})
     eval: dict | str | None = field(default=None, metadata={
         "help": "evaluation.config.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})

@@ -24,6 +24,8 @@ Resume: each stage directory gets a `stage_done.json` (its settings fingerprint,
 atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
 library it calls (collection manifest, LPO checkpoints, evaluation unit log). A finished stage whose settings
 changed is refused (use a new run_dir) rather than silently mixed. The base LM is loaded only if a stage runs.
+An ablation of training starts from another run's samples with `reuse_from` (its finished collections and the
+evaluation units of methods without a trained head are copied first; `adaptive_decoder.experiment.reuse`).
 
 Everything lives under `run_dir`:
     experiment_config.json, splits.json
@@ -230,21 +232,44 @@ class Experiment:
                              "max_new_tokens": cfg.max_new_tokens, "progress": cfg.progress,
                              "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap})
 
-    def eval_stage(self, seed: int) -> dict:
-        out = self.seed_dir(seed) / "eval"
-        ecfg = self.eval_config(seed)
+    def _eval_fingerprint(self, ecfg) -> dict:
         # the settings that change results (not paths, threads, progress bars). Methods, their options and the
         # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
         # and the Evaluator computes only the new units (it refuses changed options of methods that have units
         # and changed weights of a head that has units).
-        result = _jsonable(ecfg.fingerprint())
-        fp = {"eval": result,
-              "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
+        return {"eval": _jsonable(ecfg.fingerprint()),
+                "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
+
+    def eval_stage(self, seed: int) -> dict:
+        out = self.seed_dir(seed) / "eval"
+        ecfg = self.eval_config(seed)
+        fp = self._eval_fingerprint(ecfg)
         wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
         heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
         return self._run_stage(f"seed-{seed}/eval", out, fp, partial(self._evaluate, ecfg, wanted, heads),
                                covers=partial(_eval_covers, wanted=wanted, heads=heads),
-                               normalize=partial(_eval_normalize, result_keys=set(result)))
+                               normalize=partial(_eval_normalize, result_keys=set(fp["eval"])))
+
+    def reuse_stages(self, source: Path):
+        """Copy `source`'s finished collections and the evaluation units of its methods without a trained head
+        into this run (see `adaptive_decoder.experiment.reuse`)."""
+        from .reuse import copy_collection, copy_eval_units
+
+        source = Path(source)
+        if not (source / "experiment_config.json").is_file():
+            raise FileNotFoundError(f"reuse_from: {source} is not an experiment run_dir (no experiment_config.json)")
+        if source.resolve() == self.root.resolve():
+            raise ValueError("reuse_from is this run's own run_dir; give the run to copy from")
+        for seed in self.cfg.seeds:
+            src, dst = source / f"seed-{seed}", self.seed_dir(seed)
+            for lv in self.cfg.levels:
+                if copy_collection(src / f"collect-{lv}", dst / f"collect-{lv}", self._collect_fingerprint(seed, lv)):
+                    logger.info("reuse_from: copied %s", src / f"collect-{lv}")
+            fp = self._eval_fingerprint(self.eval_config(seed))
+            n = copy_eval_units(src / "eval", dst / "eval", fp, partial(_eval_normalize, result_keys=set(fp["eval"])))
+            if n:
+                logger.info("reuse_from: copied %d evaluation units of methods without a trained head from %s", n,
+                            src / "eval")
 
     def _evaluate(self, ecfg, wanted: dict, heads: dict) -> dict:
         """The eval stage's work: the Evaluator on the experiment's test and dev prompts; the stage's summary records
@@ -264,6 +289,8 @@ class Experiment:
 
         t0 = time.time()
         self._prepare_run_dir()
+        if self.cfg.reuse_from:
+            self.reuse_stages(self.cfg.reuse_from)
         plan = [(s, kind, lv) for s in self.cfg.seeds for kind, lv in
                 [("collect", lv) for lv in self.cfg.levels] + [("train", lv) for lv in self.cfg.levels] + [("eval", None)]]
         bar = tqdm(plan, desc="experiment", unit="stage", disable=not self.cfg.progress, position=0)

@@ -22,15 +22,21 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | None:
-    """The stage's record if it finished with the same settings; None if it has not finished; error if it
-    finished with other settings. `normalize(old_fingerprint)` maps a record written by an older version."""
+def stage_record(stage_dir: Path, fingerprint: dict, normalize=None) -> tuple[dict | None, list[str]]:
+    """A stage's finished record (None if it has not finished) and the settings in which it differs from
+    `fingerprint`. `normalize(old_fingerprint)` maps a record written by an older version."""
     path = Path(stage_dir) / DONE
     if not path.is_file():
-        return None
+        return None, []
     rec = json.loads(path.read_text())
     old = rec.get("fingerprint", {})
-    diff = changed_keys(normalize(old) if normalize else old, _jsonable(fingerprint))
+    return rec, changed_keys(normalize(old) if normalize else old, _jsonable(fingerprint))
+
+
+def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | None:
+    """The stage's record if it finished with the same settings; None if it has not finished; error if it
+    finished with other settings."""
+    rec, diff = stage_record(stage_dir, fingerprint, normalize)
     if diff:
         raise ValueError(f"{stage_dir} finished with different settings ({', '.join(diff)} differ); "
                          "use a new run_dir (or delete that stage directory to redo it)")
