@@ -410,6 +410,9 @@ def test_reuse_from_gives_the_results_of_a_run_from_scratch(finished_run, tiny_m
         for m, r in scratch["tasks"][t]["methods"].items():
             assert reused["tasks"][t]["methods"][m]["reward"] == r["reward"], (t, m)
     assert reused["bar"] == scratch["bar"]
+    for key, d in scratch["training"].items():  # the pairs reported are those training used, not the source's
+        assert d["pairs"]["mode"] == reused["training"][key]["pairs"]["mode"] == "all_pairs"
+        assert d["pairs"]["pairs_per_task"] == reused["training"][key]["pairs"]["pairs_per_task"]
     assert (run_dir / "seed-0" / "eval" / "units.jsonl").read_bytes() == source_units  # the source is only read
     assert _load_cli().main(argv)["stages_run"] == []  # rerunning the ablation resumes it
 

@@ -138,6 +138,9 @@ def _training_diagnostics(root: Path, cfg: ExperimentConfig) -> dict:
                 d["final"] = {k: fl.get(k) for k in ("step", "loss", "rewards/accuracies", "rewards/margins", "entropy")
                               if k in fl}
                 d["bin_histograms"] = t["summary"].get("bin_histograms")
+                # the pairs training used: a collection reused from another run (reuse_from) reported its pairs
+                # under that run's pairing
+                d["pairs"] = t["summary"].get("pair_stats") or d.get("pairs")
             out[f"seed-{s}/{lv}"] = d
     return out
 
