@@ -213,3 +213,33 @@ def test_return_dict_alone_still_works(model):
     out = AdaptiveDecodingModel(model).generate(ids, mask, force={"temperature": 0.0}, max_new_tokens=2,
                                                 return_dict_in_generate=True)
     assert out.sequences.shape == (3, 7)
+
+
+def test_bf16_lm_head_gets_a_contiguous_input_so_the_prefill_does_not_copy_the_weight_per_row(tiny_model_dir):
+    """`logits_to_keep=1` hands lm_head a strided [B, 1, H] view of the prompt's hidden states, and torch's CPU
+    bf16 linear on such a view copies the whole weight once per row (Gemma-3 at 64 rows: 21 GB, OOM). Every path
+    (AdaptiveDecodingModel on any model, a model from load_base_model) gives lm_head a contiguous tensor, and
+    the logits are the same bits as through the strided view."""
+    from adaptive_decoder.modeling.models import load_base_model
+
+    model = tiny_llama(seed=4).to(torch.bfloat16)
+    ids, mask = batch(n=3, length=6)
+    with torch.no_grad():
+        strided = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits  # no hook yet
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    adm = AdaptiveDecodingModel(model)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits, strided)
+    adm.generate(ids, mask, max_new_tokens=3, force={"temperature": 0.4})
+    compute_head_inputs(model, ids, mask, 3, "sequence")
+    assert seen and all(seen), seen
+    AdaptiveDecodingModel(model)  # a second wrapper (with_head) does not stack a second hook
+    assert len(model.get_output_embeddings()._forward_pre_hooks) == 1
+
+    loaded, _ = load_base_model(str(tiny_model_dir), dtype="bfloat16", device="cpu")
+    seen.clear()
+    loaded.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    with torch.no_grad():
+        loaded(input_ids=ids % 259, attention_mask=mask, logits_to_keep=1)
+    assert seen == [True]

@@ -25,7 +25,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from .head import FACTORS, AdaptiveDecoderHead
-from .models import encode_prompts, model_max_length
+from .models import contiguous_lm_head_input, encode_prompts, model_max_length
 from .sampling import NEUTRAL, SAMPLER_OFF, SamplingParamsProcessor, validate_sampling_value
 from ..validation import positive_int
 
@@ -97,7 +97,7 @@ class AdaptiveDecodingModel:
     backend = "hf"  # where `generate` samples (`integrations.vllm.backend.VLLMDecodingModel`: "vllm")
 
     def __init__(self, model, tokenizer=None, head: AdaptiveDecoderHead | None = None):
-        self.model = model.eval()
+        self.model = contiguous_lm_head_input(model.eval())  # CPU bf16: see contiguous_lm_head_input
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.tokenizer = tokenizer
