@@ -4,7 +4,9 @@ Plain `model.generate` (sampling T=0.6, top-p 0.9, top-k 20), the same prompts f
 exactly --new_tokens new tokens per row (min_new_tokens pins the length, so both do the same work). Both models
 are loaded first; runs are interleaved (fp32, bf16, fp32, ...) so machine-load drift hits both equally, after
 one untimed warm-up each; the median of --repeats runs is reported. Also printed: what `dtype: auto` resolves
-to here (adaptive_decoder.modeling.models.resolve_dtype) and the matmul probe it measured.
+to here (adaptive_decoder.modeling.models.resolve_dtype) and the matmul probe it measured. A third timing,
+"bfloat16_strided_lm_head", runs the same bf16 model with `contiguous_lm_head_input`'s hook taken off: what torch's
+CPU bf16 linear costs on the strided [B, 1, H] prefill view (one weight copy per row) that the hook avoids.
 
     python bench/dtype_speed.py [--model smollm2] [--batch 8] [--new_tokens 32] [--repeats 3] [--torch_threads 1]
 
@@ -27,7 +29,24 @@ PROMPTS = ["What is 17 + 25?", "Translate to German: The weather is nice today."
 SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20}
 
 
-def tokens_per_s(model, enc, new_tokens: int, seed: int) -> float:
+class _strided_lm_head:
+    """Temporarily remove the lm_head pre-hooks (`contiguous_lm_head_input`): generate as torch would without it."""
+
+    def __init__(self, model):
+        self.hooks = model.get_output_embeddings()._forward_pre_hooks
+
+    def __enter__(self):
+        self.saved = dict(self.hooks)
+        self.hooks.clear()
+
+    def __exit__(self, *exc):
+        self.hooks.update(self.saved)
+
+
+def tokens_per_s(model, enc, new_tokens: int, seed: int, strided: bool = False) -> float:
+    if strided:
+        with _strided_lm_head(model):
+            return tokens_per_s(model, enc, new_tokens, seed)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     out = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **SAMPLING)
@@ -51,10 +70,12 @@ def main():
     enc = encode_prompts(tok, prompts)
     for name, (m, _) in models.items():  # warm-up: kernel selection and allocator growth are not timed
         tokens_per_s(m, enc, 4, 0)
-    runs = {name: [] for name in models}
+    variants = {"float32": (models["float32"][0], False), "bfloat16": (models["bfloat16"][0], False),
+                "bfloat16_strided_lm_head": (models["bfloat16"][0], True)}
+    runs = {name: [] for name in variants}
     for r in range(args.repeats):
-        for name, (m, _) in models.items():
-            runs[name].append(tokens_per_s(m, enc, args.new_tokens, r))
+        for name, (m, strided) in variants.items():
+            runs[name].append(tokens_per_s(m, enc, args.new_tokens, r, strided))
     med = {name: statistics.median(v) for name, v in runs.items()}
     print(json.dumps({"model": args.model, "batch": args.batch, "new_tokens": args.new_tokens, "repeats": args.repeats,
                       "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor()
@@ -63,6 +84,7 @@ def main():
                       "auto_resolves_to": str(resolve_dtype("auto", "cpu")).removeprefix("torch."),
                       "tok_per_s_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
                       "tok_per_s_median": {k: round(v, 1) for k, v in med.items()}}, indent=1))
+    print(f"bf16 with / without the contiguous lm_head input: {med['bfloat16'] / med['bfloat16_strided_lm_head']:.2f}")
     print(f"bf16/fp32 throughput ratio: {med['bfloat16'] / med['float32']:.2f}")
 
 
