@@ -454,3 +454,22 @@ def test_resume_finishes_an_interrupted_eval_only(finished_run):
                                        "seed-0/train-token"]
     assert len((ev / "units.jsonl").read_text().splitlines()) == len(lines)  # only the lost units were redone
     assert set(again["methods"]) == set(summary["methods"])
+
+
+def test_a_method_missing_from_a_seed_is_left_out_of_the_summary():
+    # seed 0 also evaluated a token head: averaged over one seed against three, it would not be comparable
+    from adaptive_decoder.experiment.aggregate import in_every_seed
+
+    def res(methods):
+        return {"methods": {m: {"role": "fixed"} for m in methods},
+                "tasks": {"t": {"methods": {m: {"metrics": {}} for m in methods}}},
+                "units": [{"method": m, "task": "t", "split": "test", "prompt_id": "p", "reward": 1.0} for m in methods]}
+
+    results = {0: res(["T=0.0", "adseq", "adtok"]), 1: res(["T=0.0", "adseq"]), 2: res(["T=0.0", "adseq"])}
+    kept, left_out = in_every_seed(results)
+    assert left_out == {"adtok": [0]}
+    for r in kept.values():
+        assert set(r["methods"]) == set(r["tasks"]["t"]["methods"]) == {u["method"] for u in r["units"]} == {"T=0.0", "adseq"}
+    assert set(results[0]["methods"]) == {"T=0.0", "adseq", "adtok"}  # the inputs are left as they were
+    same = {s: res(["T=0.0", "adseq"]) for s in (0, 1)}
+    assert in_every_seed(same) == (same, {})

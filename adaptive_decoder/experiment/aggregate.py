@@ -5,6 +5,7 @@ distributions; `summary.json`, and what `evaluation.report` renders from it (sum
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 
@@ -16,6 +17,8 @@ from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: th
 from .config import ExperimentConfig
 from .stages import DONE, _jsonable
 
+logger = logging.getLogger(__name__)
+
 
 def load_seed_results(root: Path, seeds: list[int]) -> dict:
     out = {}
@@ -25,6 +28,27 @@ def load_seed_results(root: Path, seeds: list[int]) -> dict:
             raise FileNotFoundError(f"{path} is missing: seed {s} has not been evaluated")
         out[s] = json.loads(path.read_text())
     return out
+
+
+def in_every_seed(results_by_seed: dict) -> tuple[dict, dict]:
+    """The seeds' results restricted to the methods every seed evaluated, and {left-out method: its seeds}.
+
+    A method evaluated on some seeds only (a token head added to seed 0 alone) would otherwise be averaged over fewer
+    seeds than the methods it is compared with, and would restrict every comparison to the prompts it has."""
+    have = {s: set(res["methods"]) for s, res in results_by_seed.items()}
+    common = set.intersection(*have.values())
+    left_out = {m: [s for s, ms in have.items() if m in ms] for m in sorted(set.union(*have.values()) - common)}
+    if not left_out:
+        return results_by_seed, {}
+    logger.warning("method(s) %s were not evaluated on every seed (%s); the summary leaves them out (give every seed "
+                   "the same levels and methods to compare them)", sorted(left_out), left_out)
+    kept = {}
+    for s, res in results_by_seed.items():
+        tasks = {t: {**tr, "methods": {m: v for m, v in tr.get("methods", {}).items() if m in common}}
+                 for t, tr in res["tasks"].items()}
+        kept[s] = {**res, "methods": {m: v for m, v in res["methods"].items() if m in common}, "tasks": tasks,
+                   "units": [u for u in res["units"] if u["method"] in common]}
+    return kept, left_out
 
 
 def per_prompt_rewards(results_by_seed: dict) -> tuple[dict, dict]:
@@ -58,12 +82,12 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     from ..stats import bootstrap_mean_ci, finite_mean
 
     root = Path(root)
-    results = load_seed_results(root, cfg.seeds)
+    results, left_out = in_every_seed(load_seed_results(root, cfg.seeds))
     table, methods = per_prompt_rewards(results)
     tasks = [t for t in cfg.tasks if t in table]
     nb = cfg.n_bootstrap
     summary = {"seeds": list(cfg.seeds), "model": cfg.model, "methods": methods, "tasks": {}, "comparisons": [],
-               "per_seed": {}, "timings": dict(timings or {})}
+               "per_seed": {}, "timings": dict(timings or {}), "methods_left_out": left_out}
     method_names = list(methods)
     fixed = [m for m in method_names if role_of(methods[m]) == "fixed"]
     others = [m for m in method_names if m not in fixed]

@@ -172,6 +172,9 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
          f"intervals are 95% bootstrap CIs over test prompts ({cfg.n_bootstrap} resamples).", "",
          "## The bar", ""] + _bar_sentences(summary) + [""]
     L += _twin_notes(twins, {})
+    if summary.get("methods_left_out"):
+        L += ["Left out, because not every seed evaluated them: " + "; ".join(
+            f"{m} (seeds {', '.join(map(str, s))})" for m, s in summary["methods_left_out"].items()) + ".", ""]
     L += markdown_sections(summary["scale_free"], skip_methods=set(twins), skip_pairs=set(twins.items()))
     L += ["## Mean reward per task, raw (95% CI)", "",
           f"`{OVERALL}` pools the test prompts of every task on their raw scales, so the task with the widest reward "
