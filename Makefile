@@ -32,7 +32,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 # `python eval/headroom.py --config configs/eval/headroom_control.yaml`. The earlier translation + writing demo:
 # `experiments/run.py --config configs/experiments/demo.yaml`.
 # Seed 0; 12 train / 12 dev / 16 test prompts per task. From a fresh clone: 13 min 35 s in all (12 min 09 s the run,
-# the rest the venv) on 2 CPU cores with one torch thread, while one other single-thread job used the second core.
+# the rest the venv) on 2 CPU cores with one torch thread, while one other single-thread job used the second core;
+# a later fresh-clone run: 14 min 49 s (12 min 58 s the run).
 demo: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/control.yaml --torch_threads 1
 
