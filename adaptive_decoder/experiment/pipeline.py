@@ -232,23 +232,24 @@ class Experiment:
                              "max_new_tokens": cfg.max_new_tokens, "progress": cfg.progress,
                              "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap})
 
-    def _eval_fingerprint(self, ecfg) -> dict:
+    def _eval_fingerprint(self, ecfg) -> tuple[dict, partial]:
         # the settings that change results (not paths, threads, progress bars). Methods, their options and the
         # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
         # and the Evaluator computes only the new units (it refuses changed options of methods that have units
-        # and changed weights of a head that has units).
-        return {"eval": _jsonable(ecfg.fingerprint()),
-                "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
+        # and changed weights of a head that has units). Returned with the map of an older record onto it.
+        fp = {"eval": _jsonable(ecfg.fingerprint()),
+              "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
+        return fp, partial(_eval_normalize, result_keys=set(fp["eval"]))
 
     def eval_stage(self, seed: int) -> dict:
         out = self.seed_dir(seed) / "eval"
         ecfg = self.eval_config(seed)
-        fp = self._eval_fingerprint(ecfg)
+        fp, normalize = self._eval_fingerprint(ecfg)
         wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
         heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
         return self._run_stage(f"seed-{seed}/eval", out, fp, partial(self._evaluate, ecfg, wanted, heads),
                                covers=partial(_eval_covers, wanted=wanted, heads=heads),
-                               normalize=partial(_eval_normalize, result_keys=set(fp["eval"])))
+                               normalize=normalize)
 
     def reuse_stages(self, source: Path):
         """Copy `source`'s finished collections and the evaluation units of its methods without a trained head
@@ -265,8 +266,7 @@ class Experiment:
             for lv in self.cfg.levels:
                 if copy_collection(src / f"collect-{lv}", dst / f"collect-{lv}", self._collect_fingerprint(seed, lv)):
                     logger.info("reuse_from: copied %s", src / f"collect-{lv}")
-            fp = self._eval_fingerprint(self.eval_config(seed))
-            n = copy_eval_units(src / "eval", dst / "eval", fp, partial(_eval_normalize, result_keys=set(fp["eval"])))
+            n = copy_eval_units(src / "eval", dst / "eval", *self._eval_fingerprint(self.eval_config(seed)))
             if n:
                 logger.info("reuse_from: copied %d evaluation units of methods without a trained head from %s", n,
                             src / "eval")
