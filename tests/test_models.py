@@ -188,3 +188,20 @@ def test_load_base_model_takes_auto(tiny_model_dir, fresh_auto):
     fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: 3.0)
     model, _ = models.load_base_model(str(tiny_model_dir), dtype="auto", device="cpu")
     assert next(model.parameters()).dtype is torch.bfloat16
+
+
+def test_gguf_loads_as_plain_bfloat16_linears_without_the_packed_weights_warning(caplog):
+    """The embedded GGUF models are dequantized on purpose: every Linear a plain bf16 `nn.Linear` (what the head,
+    LPO and the exactness contract run on), and no transformers warning about keeping the weights packed."""
+    hf_root = logging.getLogger("transformers")  # its own handler, not propagated: listen on it directly
+    hf_root.addHandler(caplog.handler)
+    try:
+        model, _ = models.load_base_model("smollm2", dtype="bfloat16")
+    except ImportError as e:
+        pytest.skip(str(e))
+    finally:
+        hf_root.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if "weights packed" in r.getMessage()]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) > 200 and all(type(m) is torch.nn.Linear and m.weight.dtype is torch.bfloat16 for m in linears)
+    assert getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config")

@@ -205,11 +205,17 @@ def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | No
 
     `dtype`: a torch dtype or a name `resolve_dtype` accepts ('auto' included); None leaves it to transformers.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     if dtype is not None:
         dtype = resolve_dtype(dtype, device)
     source, extra, identity = resolve_model_source(name_or_path)
+    if "gguf_file" in extra:
+        # Dequantize explicitly: the head, LPO and the exactness contract need plain float Linear weights in
+        # `dtype`. Left to itself transformers keeps GGUF weights packed wherever the `kernels` package is
+        # installed (float32 kernels that cast every bf16 matmul), and where it is not, it warns about that
+        # packed path before it falls back to dequantizing anyway.
+        kwargs.setdefault("quantization_config", GgufConfig(dequantize=True))
     tok = AutoTokenizer.from_pretrained(source, **extra)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **kwargs)
     model.config._name_or_path = identity
