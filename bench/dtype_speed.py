@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from adaptive_decoder.modeling.models import bf16_matmul_speedup, cpu_bf16_flags, encode_prompts, load_base_model, resolve_dtype
+from adaptive_decoder.modeling.models import (_contiguous_bf16_input, bf16_matmul_speedup, cpu_bf16_flags, encode_prompts,
+                                            load_base_model, resolve_dtype)
 
 PROMPTS = ["What is 17 + 25?", "Translate to German: The weather is nice today.", "Write a haiku about autumn.",
            "Name three prime numbers.", "Explain photosynthesis in one sentence.", "Give a synonym for happy.",
@@ -30,14 +31,16 @@ SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20}
 
 
 class _strided_lm_head:
-    """Temporarily remove the lm_head pre-hooks (`contiguous_lm_head_input`): generate as torch would without it."""
+    """Temporarily take `contiguous_lm_head_input`'s pre-hook off the lm_head (any other pre-hook stays): generate
+    as torch would without it."""
 
     def __init__(self, model):
         self.hooks = model.get_output_embeddings()._forward_pre_hooks
 
     def __enter__(self):
-        self.saved = dict(self.hooks)
-        self.hooks.clear()
+        self.saved = {k: h for k, h in self.hooks.items() if h is _contiguous_bf16_input}
+        for k in self.saved:
+            del self.hooks[k]
 
     def __exit__(self, *exc):
         self.hooks.update(self.saved)
