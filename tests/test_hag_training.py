@@ -355,3 +355,6 @@ def test_gguf_quantizer_marker_is_dropped_before_training():
     other = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="bitsandbytes"))
     m.hf_quantizer = other
     assert _drop_gguf_quantizer(m).hf_quantizer is other
+    packed = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="gguf", dequantize=False))
+    m.hf_quantizer = packed  # weights left in GGUF blocks: the marker is true and stays
+    assert _drop_gguf_quantizer(m).hf_quantizer is packed

@@ -256,9 +256,13 @@ def contiguous_lm_head_input(model):
 def _drop_gguf_quantizer(model):
     """transformers dequantizes GGUF weights to ordinary float tensors on load, but keeps a GGUF "quantizer" on the
     model, and Trainer refuses to train a GGUF-quantized model. The tensors are plain floats, so drop the marker
-    (also from the config, so the saved merged model is a normal float checkpoint)."""
+    (also from the config, so the saved merged model is a normal float checkpoint). A quantizer that kept the
+    weights packed (`dequantize=False`, a caller's own GgufConfig where `kernels` is installed) is a true marker
+    and stays."""
     q = getattr(model, "hf_quantizer", None)
     if q is None or str(getattr(q.quantization_config, "quant_method", "")).lower().split(".")[-1] != "gguf":
+        return model
+    if getattr(q.quantization_config, "dequantize", True) is False:
         return model
     model.hf_quantizer = None
     try:
