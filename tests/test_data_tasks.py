@@ -2,10 +2,13 @@
 against the Python task it mirrors, and every kind of bad task file stops with an error naming the file and key."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import shared_data
 
 from adaptive_decoder.rewards import build_reward
 from adaptive_decoder.tasks import TaskFileError, available_tasks, get_task, is_task
@@ -130,6 +133,21 @@ def test_every_shipped_task_file_loads():
                 t.examples()
             continue
         assert t.examples() and t.examples()[0]["prompt"]
+
+
+def test_fewshot_copy_asks_for_copy_texts_records_and_no_shot_is_ever_a_prompt():
+    path = str(shared_data("translation/wmt22.en-de.jsonl"))
+    plain, few = get_task("copy_text", path=path), get_task("copy_text_fewshot", path=path)
+    assert [e["id"] for e in few.examples()] == [e["id"] for e in plain.examples()]
+    ex = few.examples()[0]
+    shots = re.findall(r"Text: (.+)\nCopy: \1\n\n", ex["prompt"])
+    assert len(shots) == 3 and ex["prompt"].endswith(f"Text: {ex['text']}\nCopy:")
+    texts = {e["text"] for e in few.examples()}
+    assert not texts & set(shots)  # the shots are 16-17 words, below the selection's 20
+    # a base model goes on after the copy with the next block: only the first line is scored
+    s, _ = few.setup_scoring().score([f" {ex['text']}\n\nText: Something else.\nCopy: Something else.",
+                                      "\n" + ex["text"][:20]], ex)
+    assert s[0]["reward"] == pytest.approx(1.0) and s[1]["reward"] < 0.6
 
 
 def test_control_tasks_score_by_construction():
