@@ -35,6 +35,7 @@ import yaml
 
 from .base import Task
 from .io import BUILTIN_DIR
+from .translation import first_line
 
 REPO_TASK_DIR = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 REQUIRED = ("dataset", "fields", "template", "reward")
@@ -124,7 +125,7 @@ def apply_filters(text: str, steps: list) -> str:
         elif s == "lower":
             text = text.lower()
         elif s == "first_line":
-            text = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+            text = first_line(text)
         else:
             m = re.search(s["regex"], text)
             text = m.group(int(s.get("group", 0))) if m else ""
