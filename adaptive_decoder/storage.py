@@ -51,6 +51,14 @@ def atomic_write_bytes(path: Path, data: bytes):
     fsync_dir(path.parent)
 
 
+def jsonl_lines(text: str) -> list:
+    """The lines of a JSONL text, split at "\n" only. `str.splitlines` would also split at U+2028, U+0085 and the
+    other Unicode line breaks, which `json.dumps(..., ensure_ascii=False)` leaves raw inside a string: a sampled
+    text holding one (SmolLM2 writes U+2028 now and then) would tear its record in two."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def read_jsonl_log(path, redo: str | None = None) -> list:
     """The records of an append-only JSONL log, [] when there is no file (see the module docstring).
 
@@ -60,7 +68,7 @@ def read_jsonl_log(path, redo: str | None = None) -> list:
     path = Path(path)
     if not path.exists():
         return []
-    out, lines = [], path.read_text(encoding="utf-8").splitlines()
+    out, lines = [], jsonl_lines(path.read_text(encoding="utf-8"))
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -197,6 +197,36 @@ def test_resume_after_sigkill_skips_finished_units(tiny_dir, tmp_path):
     assert units.read_bytes() == after and "all units already finished" in run3.stderr
 
 
+# U+2028 / U+2029 / U+0085: Unicode line breaks that json.dumps(ensure_ascii=False) leaves raw in a string; SmolLM2
+# samples contain them now and then. str.splitlines() splits at them, which tore such a unit in two.
+ODD_BREAKS = "a\u2028b\u2029c\x85d"
+
+
+def test_units_and_logs_holding_unicode_line_breaks_read_back_whole(tmp_path, caplog):
+    from adaptive_decoder.experiment.reuse import copy_eval_units
+    from adaptive_decoder.experiment.stages import DONE
+    from adaptive_decoder.storage import read_jsonl_log
+
+    unit = {"method": "T=0.4", "task": "t", "split": "test", "prompt_id": "1", "samples": [{"text": ODD_BREAKS}]}
+    head = {**unit, "method": "adseq"}
+    src = tmp_path / "src"
+    src.mkdir()
+    store = UnitStore(src / "units.jsonl")
+    store.add([unit, head])
+    again = UnitStore(src / "units.jsonl")
+    assert again.done("T=0.4", "t", "test", "1") and again.get("T=0.4", "t", "test", "1")["samples"][0]["text"] == ODD_BREAKS
+    assert "unreadable" not in caplog.text
+    assert [r["samples"][0]["text"] for r in read_jsonl_log(src / "units.jsonl")] == [ODD_BREAKS] * 2
+    # reuse_from copies the units of methods without a head, each whole
+    (src / DONE).write_text(json.dumps({"fingerprint": {"k": 1}}))
+    (src / "results.json").write_text(json.dumps({"methods": {"adseq": {"head_path": "h"}, "T=0.4": {}}}))
+    (src / "run_config.json").write_text(json.dumps({"heads": {"adseq": "d"}}))
+    assert copy_eval_units(src, tmp_path / "dst", {"k": 1}) == 1
+    copied = UnitStore(tmp_path / "dst" / "units.jsonl")
+    assert list(copied.units) == [UnitStore.key("T=0.4", "t", "test", "1")]
+    assert copied.get("T=0.4", "t", "test", "1")["samples"][0]["text"] == ODD_BREAKS
+
+
 def test_torn_last_line_is_dropped_and_recomputed(tiny_dir, tmp_path):
     cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["fixed"], num_dev_prompts=0)
     run_evaluation(cfg)

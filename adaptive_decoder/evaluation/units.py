@@ -10,6 +10,8 @@ import os
 import zlib
 from pathlib import Path
 
+from ..storage import jsonl_lines
+
 
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class UnitStore:
             raw = raw[:cut]
             self.path.write_bytes(raw)
         bad = []
-        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        for lineno, line in enumerate(jsonl_lines(raw.decode("utf-8")), 1):
             if not line.strip():
                 continue
             try:

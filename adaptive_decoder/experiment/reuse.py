@@ -26,7 +26,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..storage import atomic_write_bytes
+from ..storage import atomic_write_bytes, jsonl_lines
 from .stages import DONE, stage_record
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def copy_eval_units(src_eval: Path, dst_eval: Path, fingerprint: dict, normalize
         logger.warning("reuse_from: %s has not finished; every evaluation unit is computed here", src_eval)
         return 0
     drop = head_methods(json.loads((src_eval / "results.json").read_text()))
-    lines = [ln for ln in (src_eval / "units.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = [ln + "\n" for ln in jsonl_lines((src_eval / "units.jsonl").read_text(encoding="utf-8"))
              if ln.strip() and json.loads(ln)["method"] not in drop]
     run_config = json.loads((src_eval / "run_config.json").read_text())
     # the evaluator checks these on resume: its settings, and the options of each method that has units
