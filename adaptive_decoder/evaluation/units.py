@@ -13,7 +13,6 @@ from pathlib import Path
 from ..storage import jsonl_lines
 
 
-
 logger = logging.getLogger(__name__)
 
 
