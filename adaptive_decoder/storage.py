@@ -54,7 +54,7 @@ def atomic_write_bytes(path: Path, data: bytes):
 def jsonl_lines(text: str) -> list:
     """The lines of a JSONL text, split at "\n" only. `str.splitlines` would also split at U+2028, U+0085 and the
     other Unicode line breaks, which `json.dumps(..., ensure_ascii=False)` leaves raw inside a string: a sampled
-    text holding one (a SmolLM2 story sample held U+2028) would tear its record in two."""
+    text holding one (a SmolLM2 sample at T=1.2 held U+2028) would tear its record in two."""
     lines = text.split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
 

@@ -198,7 +198,7 @@ def test_resume_after_sigkill_skips_finished_units(tiny_dir, tmp_path):
 
 
 # U+2028 / U+2029 / U+0085: Unicode line breaks that json.dumps(ensure_ascii=False) leaves raw in a string (a SmolLM2
-# story sample held U+2028). str.splitlines() splits at them, which tore such a unit in two.
+# sample at T=1.2 held U+2028). str.splitlines() splits at them, which tore such a unit in two.
 ODD_BREAKS = "a\u2028b\u2029c\x85d"
 
 
