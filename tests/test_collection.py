@@ -92,6 +92,53 @@ def test_records_choices_values_rewards_and_cache(tmp_path, level):
     assert summary["samples_cached"] == len(hidden)
 
 
+def _upto_lowercase(text: str) -> str:
+    i = next((i for i, c in enumerate(text) if "a" <= c <= "z"), None)
+    return text if i is None else text[:i + 1]
+
+
+class _ScoredUpToLowercase:
+    """A TaskReward stand-in whose task scores a completion up to its first lowercase letter (a byte-level tiny
+    model writes one about every tenth token; it almost never writes the newline a first-line task ends at)."""
+
+    class task:
+        @staticmethod
+        def stop_predicate():
+            return lambda text: any("a" <= c <= "z" for c in text)
+
+    def __init__(self, reward):
+        self.reward = reward
+
+    def score_components(self, completions, examples):
+        return self.reward.score_components([_upto_lowercase(c) for c in completions], examples)
+
+
+@pytest.mark.parametrize("level", ["sequence", "token"])
+def test_stop_when_scored_keeps_rewards_and_choices_and_cuts_the_rest(tmp_path, level):
+    adm, ps = make_adm(level), prompts(4)
+    reward = _ScoredUpToLowercase(build_reward(REWARD, adm.model, adm.tokenizer))
+    out = {}
+    for name, stop in (("free", False), ("cut", True)):
+        settings = CollectionSettings(num_samples=4, max_new_tokens=16, epsilon=0.3, prompts_per_batch=2,
+                                      stop_when_scored=stop)
+        collect(adm, ps, {"arith": reward}, tmp_path / name, settings, progress=False)
+        manifest, recs = read_collection(tmp_path / name)
+        out[name] = {(r["prompt_id"], r["sample_index"]): r for r in recs}
+        assert manifest["settings"].get("stop_when_scored", False) is stop
+    shorter = 0
+    for key, f in out["free"].items():
+        c = out["cut"][key]
+        assert c["rewards"] == f["rewards"] and _upto_lowercase(f["completion"]) == c["completion"]
+        n = len(c["completion_ids"])
+        assert f["completion_ids"][:n] == c["completion_ids"]
+        assert c["choices"] == (f["choices"] if level == "sequence" else {k: v[:n] for k, v in f["choices"].items()})
+        shorter += n < len(f["completion_ids"])
+    assert shorter >= 4, "hardly any sample stopped early: the option is not tested"
+    plain = build_reward(REWARD, adm.model, adm.tokenizer)
+    with pytest.raises(ValueError, match=r"stop_when_scored needs a TaskReward .* for task\(s\) \['arith'\]"):
+        collect(adm, ps, {"arith": plain}, tmp_path / "plain", CollectionSettings(stop_when_scored=True), progress=False)
+
+
 def test_epsilon_one_explores_every_bin(tmp_path):
     # epsilon=1: uniform over bins regardless of the head; 10 prompts x 4 samples cover all 4 temperature bins
     run(make_adm(), tmp_path, prompts(10), epsilon=1.0)

@@ -179,3 +179,37 @@ def test_shipped_control_qa_is_answered_at_greedy(smollm2):
     recs = [{"question": e["question"], "answer": e["answer"]} for e in get_task("control_qa").examples()]
     model, tok = smollm2
     assert mod.keep_greedy_correct(recs, model=model, tokenizer=tok) == recs
+
+
+def test_first_line_complete_says_when_no_continuation_changes_the_first_line():
+    from adaptive_decoder.tasks.translation import first_line, first_line_complete
+
+    assert not any(map(first_line_complete, ["", "  ", " \n\n", "\u2028 ", "abc", "  abc def"]))
+    assert all(map(first_line_complete, ["abc\n", " \n abc\r", "abc\u2028x", "a\x0b", "a \n\n"]))
+    # every prefix that says "complete" already has the final text's first line, for every line break
+    # str.splitlines knows (the ones first_line splits at)
+    import random
+
+    rng = random.Random(0)
+    alphabet = ["a", "b", " ", "\t", "\xa0", "\n", "\r", "\u2028", "\x0b", "\x85", "é"]
+    checked = 0
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        for i in range(len(text) + 1):
+            if first_line_complete(text[:i]):
+                assert first_line(text[:i]) == first_line(text), repr(text[:i])
+                checked += 1
+    assert checked > 1000
+
+
+def test_stop_predicate_only_where_the_filter_ends_the_scored_text_at_the_first_line(tmp_path):
+    from adaptive_decoder.tasks.translation import first_line_complete
+
+    data(tmp_path, [{"text": "a", "answer": "a"}])
+    pred = {}
+    for name, steps in {"plain": ["first_line"], "after": ["strip", "lower", "first_line", {"regex": "a"}],
+                        "none": ["strip"], "regex_first": [{"regex": "a"}, "first_line"]}.items():
+        pred[name] = get_task(str(write_task(tmp_path, {**BASE, "filter": steps}, name))).stop_predicate()
+    assert pred == {"plain": first_line_complete, "after": first_line_complete, "none": None, "regex_first": None}
+    assert get_task("translation").stop_predicate() is first_line_complete
+    assert get_task("gsm8k").stop_predicate() is None

@@ -326,6 +326,40 @@ def test_unknown_task_method_and_config_key(tmp_path):
         run_suite.main(["--config", str(good), "--bogus_flag", "1"])
 
 
+def _upto_lowercase(text: str) -> str:
+    i = next((i for i, c in enumerate(text) if "a" <= c <= "z"), None)
+    return text if i is None else text[:i + 1]
+
+
+def test_stop_when_scored_keeps_every_reward_and_stops_at_the_scored_end(tiny_dir, tmp_path, monkeypatch):
+    from adaptive_decoder.tasks.translation import Translation
+
+    # the char-level tiny model never writes a newline, so the task here is scored up to its first lowercase
+    # letter: a scored end it reaches about as often as a chat model ends a first line
+    monkeypatch.setattr(Translation, "postprocess", lambda self, text: _upto_lowercase(text))
+    monkeypatch.setattr(Translation, "stop_predicate", lambda self: lambda text: any("a" <= c <= "z" for c in text))
+    kw = dict(tasks=["translation"], methods=["greedy", "fixed", "random", "oracle"], max_new_tokens=16)
+    free = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "free", **kw))
+    cut = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "cut", stop_when_scored=True, **kw))
+    shorter = 0
+    assert len(free["units"]) == len(cut["units"])
+    for uf in free["units"]:
+        uc = units_by(cut, uf["method"], "translation", uf["split"])[uf["prompt_id"]]
+        assert uc["reward"] == uf["reward"]
+        for sf, sc in zip(uf["samples"], uc["samples"]):
+            assert sf["text"].startswith(sc["text"]) and _upto_lowercase(sf["text"]) == sc["text"]
+            assert sc["metrics"] == sf["metrics"]
+            shorter += sc["num_tokens"] < sf["num_tokens"]
+    assert shorter > 10, "hardly any sample stopped early: the option is not tested"
+    # recorded only when on: runs made before the option existed resume as they were
+    assert json.loads((tmp_path / "cut" / "run_config.json").read_text())["stop_when_scored"] is True
+    assert "stop_when_scored" not in json.loads((tmp_path / "free" / "run_config.json").read_text())
+    with pytest.raises(ValueError, match="different config.*stop_when_scored"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "free", **kw, stop_when_scored=True))
+    with pytest.raises(ValueError, match="stop_when_scored needs backend 'hf'"):
+        EvalConfig(backend="vllm", stop_when_scored=True)
+
+
 def test_task_options_reach_the_task_and_bad_data_fails(tiny_dir, tmp_path):
     bad = tmp_path / "g.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{oops\n' + '{"question": "2+2?", "answer": "#### 4"}\n' * 3)

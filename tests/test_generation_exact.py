@@ -127,6 +127,57 @@ def test_finished_rows_are_masked_and_do_not_affect_others():
     assert stopped.sequences[1, ids.shape[1]:ids.shape[1] + cut].tolist() == gen1[:cut]
 
 
+def _lowercase_seen(text: str) -> bool:  # about one byte in ten: most rows stop early, a few run long
+    return any("a" <= c <= "z" for c in text)
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+@pytest.mark.parametrize("how", ["force", "token_head", "sequence_head"])
+def test_stop_when_cuts_each_row_at_its_first_true_and_changes_nothing_before(how, pad_is_eos):
+    """The stopped run's rows are the free run's rows cut right after the first step whose decoded text satisfies
+    the predicate: same tokens, same per-step values and choices up to there, nothing after. With pad == EOS
+    (SmolLM2) the pads generate writes after a stop must not read as a real EOS step."""
+    from conftest import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(vocab_size=len(tok), seed=4, pad_token_id=1 if pad_is_eos else 0)
+    head = None
+    if how != "force":
+        torch.manual_seed(2)
+        head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=model.config.hidden_size, level=how.split("_")[0],
+                                                         selection="sample", temperature_bins=[0.6, 1.0, 1.4]))
+    adm = AdaptiveDecodingModel(model, tok, head)
+    kw = dict(max_new_tokens=24, num_return_sequences=3, chat=False)
+    kw.update({"force": {"temperature": 1.0}} if how == "force" else {"head_seed": 9})
+    prompts = ["Hello", "ab", "xyz 12", "Q"]
+    torch.manual_seed(0)
+    free = adm.generate_text(prompts, **kw)
+    torch.manual_seed(0)
+    cut = adm.generate_text(prompts, stop_when=_lowercase_seen, **kw)
+    early = 0
+    for r, ids in enumerate(free.completion_ids):
+        n = next((i for i in range(1, len(ids) + 1) if _lowercase_seen(tok.decode(ids[:i], skip_special_tokens=True))),
+                 len(ids))
+        assert cut.completion_ids[r] == ids[:n], r
+        assert int(cut.step_mask[r].sum()) == n
+        for name, v in cut.values.items():
+            assert torch.equal(v[r, :n], free.values[name][r, :n]), (r, name)
+        if how == "token_head":
+            assert torch.equal(cut.choices["temperature"][r, :n], free.choices["temperature"][r, :n])
+            assert (cut.choices["temperature"][r, n:] == -1).all()
+        if how == "sequence_head":
+            assert cut.choices["temperature"][r] == free.choices["temperature"][r]
+        early += n < len(ids)
+    assert early >= 6, "too few rows stopped early: the cut is not tested"
+
+
+def test_stop_when_needs_the_tokenizer(tiny_model):
+    adm = AdaptiveDecodingModel(tiny_model)
+    ids, mask = _prompts()
+    with pytest.raises(ValueError, match="needs AdaptiveDecodingModel\\(model, tokenizer\\)"):
+        adm.generate(ids, mask, max_new_tokens=4, force={"temperature": 1.0}, stop_when=_lowercase_seen)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_apply_sampling_params_per_row_equals_hf_warpers_row_by_row(dtype):
     """Every row of a mixed batch (greedy, top-p only, top-k only, both, neither) is bit-identical to HF's stock

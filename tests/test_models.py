@@ -83,6 +83,25 @@ def test_smollm2_untrained_head_generates_and_forced_greedy_matches_hf(smollm2):
     assert torch.equal(forced.sequences, ref)
 
 
+def test_smollm2_first_line_stop_keeps_every_first_line(smollm2):
+    """On the real model (whose pad token is its EOS): stopping each row once its first line is complete leaves
+    every row's first line, and its tokens up to there, as without the stop."""
+    from adaptive_decoder.tasks.translation import first_line, first_line_complete
+
+    model, tok = smollm2
+    adm = AdaptiveDecodingModel(model, tok)
+    prompts = ["List three fruits, one per line.", "Name two colours, one per line, then explain why you chose them."]
+    kw = dict(max_new_tokens=40, num_return_sequences=4, force={"temperature": 0.8})
+    torch.manual_seed(0)
+    free = adm.generate_text(prompts, **kw)
+    torch.manual_seed(0)
+    cut = adm.generate_text(prompts, stop_when=first_line_complete, **kw)
+    assert [first_line(t) for t in cut.texts] == [first_line(t) for t in free.texts]
+    for f, c in zip(free.completion_ids, cut.completion_ids):
+        assert f[:len(c)] == c
+    assert sum(len(c) < len(f) for f, c in zip(free.completion_ids, cut.completion_ids)) >= 4
+
+
 @pytest.mark.slow
 def test_gemma3_second_architecture_without_chat_template():
     """Model-agnostic check on Gemma-3-270M base (another architecture, no chat template, hidden size 640)."""

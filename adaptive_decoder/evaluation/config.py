@@ -67,6 +67,11 @@ class EvalConfig(ModelArguments):
                 "adaptive-decoder plugin, for every method: adaptive_decoder.integrations.vllm.backend; run it in the "
                 "venv of `make setup-vllm`). Same seeds give every method the same noise on either backend, but the "
                 "two backends draw different samples. Scoring, units, resume and reports are the same."})
+    stop_when_scored: bool = field(default=False, metadata={
+        "help": "Stop each sample once its task's scored text is final (Task.stop_predicate: the first line, for "
+                "tasks scored on it), instead of decoding the unscored rest up to max_new_tokens. Every scored text, "
+                "reward and sequence-level choice is unchanged; the stored completions and token counts end there, "
+                "and so do a token-level head's per-step choices (and MeanShift's mean of them). Backend 'hf' only."})
     vllm_options: dict | str | None = field(default=None, metadata={
         "help": "backend 'vllm' only: VLLMEngine options {max_model_len, max_num_seqs, kv_cache_gib} (JSON on the CLI)."})
 
@@ -94,6 +99,9 @@ class EvalConfig(ModelArguments):
             raise ValueError(f"on_bad_line must be 'fail' or 'skip', got {self.on_bad_line!r}")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
+        if self.stop_when_scored and self.backend != "hf":
+            raise ValueError(f"stop_when_scored needs backend 'hf' (it stops rows inside HF generate's loop), "
+                             f"got {self.backend!r}")
         if self.vllm_options and self.backend != "vllm":
             raise ValueError(f"vllm_options {self.vllm_options} given with backend {self.backend!r}; they apply to "
                              "backend 'vllm'")
@@ -118,4 +126,6 @@ class EvalConfig(ModelArguments):
         # the backend draws the samples; recorded when not the default, so runs written before it existed resume
         if self.backend != "hf":
             fp["backend"] = self.backend
+        if self.stop_when_scored:  # the same way: it changes the stored completions (not the scored texts)
+            fp["stop_when_scored"] = True
         return fp

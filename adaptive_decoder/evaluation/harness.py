@@ -284,9 +284,11 @@ class Evaluator:
             else:
                 bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")
                 start = time.time()
+                stop = task.stop_predicate() if cfg.stop_when_scored else None
                 try:
                     outs = policy.generate(self.adm, [e["prompt"] for e in todo], num_samples=cfg.num_samples,
-                                           max_new_tokens=task.max_new_tokens or cfg.max_new_tokens, seed=seed, chat=cfg.chat)
+                                           max_new_tokens=task.max_new_tokens or cfg.max_new_tokens, seed=seed, chat=cfg.chat,
+                                           **({"stop_when": stop} if stop else {}))  # a plug-in policy may predate it
                 except ValueError as e:
                     if cfg.backend == "hf":
                         raise

@@ -17,13 +17,13 @@ LEVELS = tuple(LEVEL_METHOD)  # ("sequence", "token")
 SPLIT_KEYS = ("num_train", "num_dev", "num_test")
 # keys of the nested option dicts that the experiment sets itself (per seed / per stage)
 _MANAGED = {
-    "collect": {"seed", "max_new_tokens", "chat"},
+    "collect": {"seed", "max_new_tokens", "chat", "stop_when_scored"},
     "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
             "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
             "overwrite_output_dir", "head_init_seed"},
     "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "task_options", "num_prompts",
              "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
-             "progress", "report_to", "skip_missing_heads", "n_bootstrap"},
+             "progress", "report_to", "skip_missing_heads", "n_bootstrap", "stop_when_scored"},
 }
 
 
@@ -52,6 +52,10 @@ class ExperimentConfig(ModelArguments):
     max_new_tokens: int = field(default=48, metadata={
         "help": "Generation length cap, in collection and evaluation alike (a task's own max_new_tokens option overrides it for "
                 "that task)."})
+    stop_when_scored: bool = field(default=False, metadata={
+        "help": "Stop each sample once its task's scored text is final (e.g. its first line), in collection and "
+                "evaluation alike: the rewards and every scored text are unchanged, the unscored rest is not decoded "
+                "(see EvalConfig.stop_when_scored for what else it shortens)."})
     collect: dict | str | None = field(default=None, metadata={
         "help": "adaptive_decoder.lpo.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
     lpo: dict | str | None = field(default=None, metadata={

@@ -133,7 +133,9 @@ class Experiment:
         return {"model": cfg.model, "dtype": cfg.dtype, "chat": cfg.chat, "head": cfg.head, "level": level, "seed": seed,
                 "collect": cfg.collect, "max_new_tokens": cfg.max_new_tokens,
                 "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
-                "rewards": {t: self.tasks[t].reward_spec for t in self.tasks}}
+                "rewards": {t: self.tasks[t].reward_spec for t in self.tasks},
+                # recorded only when on, so that stages finished before the option existed stay finished
+                **({"stop_when_scored": True} if cfg.stop_when_scored else {})}
 
     def collect_stage(self, seed: int, level: str) -> dict:
         out = self.seed_dir(seed) / f"collect-{level}"
@@ -163,7 +165,7 @@ class Experiment:
             # recompute their head inputs with the LM (a small MLP epoch becoming an LM forward per sample)
             extra["cache_which"] = "all"
         settings = CollectionSettings(**{**cfg.collect, **extra, "seed": seed, "max_new_tokens": cfg.max_new_tokens,
-                                         "chat": cfg.chat})
+                                         "chat": cfg.chat, "stop_when_scored": cfg.stop_when_scored})
         rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
         specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
         for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
@@ -230,7 +232,8 @@ class Experiment:
                              "head_paths": [str(self.head_path(seed, lv)) for lv in cfg.levels],
                              "output_dir": str(self.seed_dir(seed) / "eval"), "seed": seed,
                              "max_new_tokens": cfg.max_new_tokens, "progress": cfg.progress,
-                             "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap})
+                             "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap,
+                             "stop_when_scored": cfg.stop_when_scored})
 
     def _eval_fingerprint(self, ecfg) -> tuple[dict, partial]:
         # the settings that change results (not paths, threads, progress bars). Methods, their options and the

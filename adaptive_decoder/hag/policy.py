@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..methods.base import DecodingPolicy, forced_generate, register_policy
 from ..modeling.sampling import NEUTRAL
@@ -226,15 +225,9 @@ def sft_example(prompt: str, config: dict, template: str | None = None, **meta) 
             "completion": [{"role": "assistant", "content": format_config(config)}], **meta}
 
 
-class _FirstLineStop(StoppingCriteria):
-    """Stop a row once its generated text holds a newline after some non-space text (the config line is done)."""
-
-    def __init__(self, tokenizer, prompt_length: int):
-        self.tokenizer, self.prompt_length = tokenizer, prompt_length
-
-    def __call__(self, input_ids, scores, **kwargs):
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
-        return torch.tensor([t.lstrip().find("\n") > 0 for t in texts], dtype=torch.bool, device=input_ids.device)
+def _config_line_done(text: str) -> bool:
+    """The config line is done once a newline follows some non-space text."""
+    return text.lstrip().find("\n") > 0
 
 
 def load_config_model(model_path: str, base_model: str | None = None, dtype=torch.float32, device=None):
@@ -322,20 +315,19 @@ class HAGPolicy(DecodingPolicy):
         enc = encode_prompts(cadm.tokenizer, queries, chat=chat,
                              max_length=None if limit is None else limit - self.max_config_tokens)
         enc = enc.to(next(cadm.model.parameters()).device)
-        stop = StoppingCriteriaList([_FirstLineStop(cadm.tokenizer, enc["input_ids"].shape[1])])
         out = cadm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=self.max_config_tokens,
-                            force={"temperature": 0.0}, stopping_criteria=stop)
+                            force={"temperature": 0.0}, stop_when=_config_line_done)
         texts = out.texts if out.texts is not None else cadm.tokenizer.batch_decode(out.completion_ids,
                                                                                     skip_special_tokens=True)
         return [(t, self.stats.update(parse_config(t, self.default))) for t in texts]
 
-    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
         proposals = self.propose(adm, list(prompts), chat=chat)
         configs = [r.config for _, r in proposals]
         extra = [{"config_text": t, "parse_failed": r.failed, "parse_status": r.status, "parse_problems": r.problems,
                   "config": r.config} for t, r in proposals]
         return forced_generate(adm, prompts, configs, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                               seed=seed, chat=chat, extra=extra)
+                               seed=seed, chat=chat, extra=extra, stop_when=stop_when)
 
     def describe(self):
         return {**super().describe(), "mode": self.mode, "model_path": self.model_path, "default": self.default,

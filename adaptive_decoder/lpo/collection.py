@@ -94,6 +94,13 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     missing = sorted({p["task"] for p in prompts} - set(rewards))
     if missing:
         raise ValueError(f"no reward configured for task(s) {missing}")
+    stops = {}
+    if settings.stop_when_scored:  # the task knows what it scores: only a TaskReward carries one
+        plain = sorted(t for t in {p["task"] for p in prompts} if not hasattr(rewards[t], "task"))
+        if plain:
+            raise ValueError(f"stop_when_scored needs a TaskReward (the task says where its scored text ends) for "
+                             f"task(s) {plain}")
+        stops = {t: r.task.stop_predicate() for t, r in rewards.items() if hasattr(r, "task")}
     specs = {t: (asdict(s) if not isinstance(s, dict) else dict(s)) for t, s in (task_specs or {}).items()}
     for t in {p["task"] for p in prompts}:
         specs.setdefault(t, {})
@@ -113,7 +120,8 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     try:
         for batch in batches:
             task = batch[0]["task"]
-            records, hidden, totals = _sample_batch(adm, batch, rewards[task], specs[task], settings, writer, budget, summary)
+            records, hidden, totals = _sample_batch(adm, batch, rewards[task], specs[task], settings, writer, budget, summary,
+                                                    stops.get(task))
             writer.write_group(records, hidden)
             summary["prompts_collected"] += len(batch)
             summary["samples_collected"] += len(records)
@@ -127,7 +135,7 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     return summary
 
 
-def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
+def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary, stop_when=None):
     """Generate num_samples per prompt of one single-task batch, score them, pick what to cache."""
     n, level = settings.num_samples, adm.head.config.level
     seed = _batch_seed(settings.seed, [p["id"] for p in batch])  # same prompts -> same samples after a resume
@@ -136,8 +144,8 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
     out = adm.generate(enc["input_ids"], enc["attention_mask"],
                        max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens,
                        num_return_sequences=n, selection=settings.selection, epsilon=settings.epsilon, head_seed=seed,
-                       return_head_inputs=True)
-    scores = _score(adm, enc, out, batch, reward, spec, settings, seed)
+                       return_head_inputs=True, stop_when=stop_when)
+    scores = _score(adm, enc, out, batch, reward, spec, settings, seed, stop_when)
     temps = table_temperatures(adm.head.config)
     full_mask = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), torch.ones_like(out.step_mask, dtype=torch.long)], 1)
     # one more column at temperature 1: the LM's own likelihood, the joint loss's reference (see lpo.joint_loss)
@@ -177,7 +185,7 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary):
     return records, hidden, scores["total"]
 
 
-def _score(adm, enc, out, batch, reward, spec, settings, seed) -> dict:
+def _score(adm, enc, out, batch, reward, spec, settings, seed, stop_when=None) -> dict:
     """Reward components of every row. A group reward (e.g. novelty) compares the samples of a prompt, and its
     value depends on who else is in the group. In this pool the rows of a prompt use different decoding values,
     so a lone greedy sample looks novel next to sampled ones; at evaluation a sequence-level head decodes all k
@@ -193,7 +201,8 @@ def _score(adm, enc, out, batch, reward, spec, settings, seed) -> dict:
     # from the head's [n] choices: out.values is per step, NaN where a row produced no token
     force = {k: v.repeat_interleave(m, 0) for k, v in adm.head.values(out.choices, shape=(len(examples),)).items()}
     twin = adm.generate(enc["input_ids"].repeat_interleave(n * m, 0), enc["attention_mask"].repeat_interleave(n * m, 0),
-                        max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens, force=force)
+                        max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens, force=force,
+                        stop_when=stop_when)
     keyed = [{**e, "id": f"{e['id']}#{r}"} for r, e in enumerate(examples)]
     twin_keyed = [k for k in keyed for _ in range(m)]  # twin rows r*m .. r*m+m-1 belong to row r
     scores = reward.score_components(out.texts + twin.texts, keyed + twin_keyed)

@@ -92,6 +92,10 @@ class CollectionSettings:
         "With group_reward_twins: how many twins each sample is scored among (the group is the sample plus its "
         "twins). Set it to the evaluation's num_samples - 1 when the group reward depends on the group size (e.g. "
         "distinct_valid: distinct among 8 samples is harder than among 2).")})
+    stop_when_scored: bool = field(default=False, metadata={"help": (
+        "Stop each sample once its task's scored text is final (the reward is a TaskReward whose task has a "
+        "stop_predicate, e.g. the first line). Rewards are unchanged; the stored completions, token tables (and so "
+        "response_logp) and a token-level head's per-step choices end there. Backend 'hf' only.")})
     backend: str = field(default="hf", metadata={"help": (
         "Where samples are drawn: 'hf' (transformers generate) or 'vllm' (a vLLM engine, "
         "adaptive_decoder.integrations.vllm.backend; head inputs and token tables still come from the HF model).")})
@@ -111,6 +115,9 @@ class CollectionSettings:
             raise ValueError(f"twins must be an integer >= 1, got {self.twins}")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
+        if self.stop_when_scored and self.backend != "hf":
+            raise ValueError(f"stop_when_scored needs backend 'hf' (it stops rows inside HF generate's loop), "
+                             f"got {self.backend!r}")
         if self.cache_budget_mb < 0:
             raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
 
@@ -124,6 +131,8 @@ class CollectionSettings:
             out["twins"] = int(self.twins)
         if self.backend != "hf":  # the same way: another backend draws other samples for the same seeds
             out["backend"] = self.backend
+        if self.stop_when_scored:  # and the same way: it ends the stored completions earlier
+            out["stop_when_scored"] = True
         return out
 
 

@@ -64,7 +64,8 @@ class DecodingPolicy:
     role: str = "policy"
 
     def generate(self, adm: AdaptiveDecodingModel, prompts: list, *, num_samples: int, max_new_tokens: int,
-                 seed: int, chat: bool | None = None) -> list:
+                 seed: int, chat: bool | None = None, stop_when=None) -> list:
+        """k samples per prompt; `stop_when` (a task's `stop_predicate()`) goes to `adm.generate` unchanged."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -141,7 +142,8 @@ def _clean(x):
 
 
 def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *, num_samples: int,
-                    max_new_tokens: int, seed: int, chat: bool | None = None, extra: list | None = None) -> list:
+                    max_new_tokens: int, seed: int, chat: bool | None = None, extra: list | None = None,
+                    stop_when=None) -> list:
     """Generate k samples per prompt with one fixed config per prompt (dict of temperature/top_p/top_k/
     repetition_penalty), all through `adm.generate(force=...)`. When every config is greedy (temperature 0) the
     k samples are identical by construction, so one row per prompt is generated and replicated."""
@@ -153,5 +155,5 @@ def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *,
     force = {k: [c.get(k, NEUTRAL.get(k)) for c in configs for _ in range(per)] for k in keys}
     torch.manual_seed(seed)
     out = adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens, num_return_sequences=per,
-                            force=force)
+                            force=force, stop_when=stop_when)
     return split_output(out, len(prompts), num_samples, replicate=greedy, extra=extra)

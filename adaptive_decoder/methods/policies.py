@@ -82,9 +82,9 @@ class FixedPolicy(DecodingPolicy):
             name += "".join(f",{k}={v:g}" for k, v in samplers.items())
         self.name = name
 
-    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
         return forced_generate(adm, prompts, [self.config] * len(prompts), num_samples=num_samples,
-                               max_new_tokens=max_new_tokens, seed=seed, chat=chat)
+                               max_new_tokens=max_new_tokens, seed=seed, chat=chat, stop_when=stop_when)
 
     def describe(self):
         return {**super().describe(), **self.config}
@@ -115,10 +115,10 @@ class RandomPolicy(DecodingPolicy):
         rng = random.Random(f"{seed}:{prompt}")
         return {k: rng.choice(v) for k, v in self.bins.items()}
 
-    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
         configs = [self.config_for(p, seed) for p in prompts]
         return forced_generate(adm, prompts, configs, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                               seed=seed, chat=chat)
+                               seed=seed, chat=chat, stop_when=stop_when)
 
     def describe(self):
         return {**super().describe(), "bins": self.bins}
@@ -153,13 +153,13 @@ class TokenRandomPolicy(RandomPolicy):
                 p.zero_()  # zero logits for every factor: uniform over its bins, whatever the hidden state
         return head
 
-    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
         if self._model is not adm.model:  # the head's input size is the model's hidden size
             self._model = adm.model
             self._policy = AdaptivePolicy(head=self._uniform_head(adm.model), name=self.name, selection="sample",
                                           strict_base_model=False)
         return self._policy.generate(adm, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                                     seed=seed, chat=chat)
+                                     seed=seed, chat=chat, stop_when=stop_when)
 
 
 def check_base_model(head: AdaptiveDecoderHead, model, requested: str | None = None, source: str = "head") -> None:
@@ -204,11 +204,12 @@ class AdaptivePolicy(DecodingPolicy):
             self._adm = adm.with_head(self.head)  # same LM and backend; adm itself is left untouched
         return self._adm
 
-    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
         local = self._bound(adm)
         torch.manual_seed(seed)
         out = local.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens,
-                                  num_return_sequences=num_samples, selection=self.selection, head_seed=seed)
+                                  num_return_sequences=num_samples, selection=self.selection, head_seed=seed,
+                                  stop_when=stop_when)
         return split_output(out, len(prompts), num_samples)
 
     def describe(self):
@@ -241,10 +242,11 @@ class OraclePolicy(DecodingPolicy):
         self.chosen = max(self.candidates, key=lambda c: (self.dev_scores[c.name], -self.candidates.index(c)))
         return self.chosen
 
-    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None):
+    def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
         if self.chosen is None:
             raise RuntimeError("OraclePolicy.fit(dev_scores) must run before generate")
-        outs = self.chosen.generate(adm, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed, chat=chat)
+        outs = self.chosen.generate(adm, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed,
+                                    chat=chat, stop_when=stop_when)
         for o in outs:
             o.extra["oracle_choice"] = self.chosen.name
         return outs

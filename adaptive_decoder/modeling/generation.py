@@ -10,6 +10,11 @@ No `output_hidden_states=True`: that would keep every layer's activations for ev
 The head's own sampling (selection="sample") uses a separate torch.Generator, so choosing latents never
 consumes the token-sampling RNG: two methods run with the same seed see the same token randomness.
 
+`stop_when=` (a function of a row's decoded completion) ends each row the first time it returns True, through a
+stock `StoppingCriteria`: a task that scores only its completion's first line need not decode the rest. Stopping a
+row changes nothing in the others: generate still samples every row at every step (the stopped one is padded),
+so the token RNG advances as it would have.
+
 `out.values` has one layout whoever decided (token head, sequence head or `force=`): {name: [batch, steps]} for
 every `VALUE_KEYS` name (plus any other sampler passed in `force=`), the value applied at each step, NaN (-1 for
 the integer top_k) at steps that produced no token. `out.level` says how often they could change: "token" (per
@@ -20,9 +25,10 @@ keep the head's own shape: [batch] at sequence level, [batch, steps] at token le
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from .head import FACTORS, AdaptiveDecoderHead
 from .models import contiguous_lm_head_input, encode_prompts, model_max_length
@@ -91,6 +97,27 @@ class _StepRecorder:
         return vals
 
 
+class _StopWhen(StoppingCriteria):
+    """Stops row i once `predicate(its decoded completion)` is True and keeps its completion length then. generate
+    pads a stopped row from the next step on; where the pad token is also an EOS (SmolLM2), the first pad would
+    otherwise read as a real EOS step in `_step_mask`."""
+
+    def __init__(self, tokenizer, prompt_length: int, predicate: Callable[[str], bool]):
+        self.tokenizer, self.prompt_length, self.predicate = tokenizer, prompt_length, predicate
+        self.lengths: list | None = None   # per row: the completion length at its stop, None while it runs
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if self.lengths is None:
+            self.lengths = [None] * input_ids.shape[0]
+        live = [i for i, n in enumerate(self.lengths) if n is None]  # a stopped row is never decoded again
+        t = input_ids.shape[1] - self.prompt_length
+        texts = self.tokenizer.batch_decode(input_ids[live, self.prompt_length:], skip_special_tokens=True)
+        for i, text in zip(live, texts):
+            if self.predicate(text):
+                self.lengths[i] = t
+        return torch.tensor([n is not None for n in self.lengths], dtype=torch.bool, device=input_ids.device)
+
+
 class AdaptiveDecodingModel:
     """A frozen HF causal LM plus an `AdaptiveDecoderHead`, generating with per-row decoding hyperparameters."""
 
@@ -123,7 +150,8 @@ class AdaptiveDecodingModel:
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, *, force: dict | None = None, selection: str | None = None,
                  epsilon: float = 0.0, head_seed: int | None = None, return_head_inputs: bool = False,
-                 logits_processor=None, **kwargs) -> AdaptiveGenerateOutput:
+                 logits_processor=None, stop_when: Callable[[str], bool] | None = None,
+                 **kwargs) -> AdaptiveGenerateOutput:
         bad = sorted(_REFUSED & set(kwargs))
         if bad:
             raise ValueError(f"pass sampling values through force= (or let the head choose), not {bad}")
@@ -146,6 +174,12 @@ class AdaptiveDecodingModel:
         rec = _StepRecorder(self, force, selection, epsilon, generator, return_head_inputs)
         pad_len = (attention_mask != 0).int().argmax(dim=1).repeat_interleave(num_return)
         procs = LogitsProcessorList(list(logits_processor or []) + [SamplingParamsProcessor(rec.decide, pad_len)])
+        stop = None
+        if stop_when is not None:
+            if self.tokenizer is None:
+                raise ValueError("stop_when= reads the decoded completion: it needs AdaptiveDecodingModel(model, tokenizer)")
+            stop = _StopWhen(self.tokenizer, input_ids.shape[1], stop_when)
+            kwargs["stopping_criteria"] = StoppingCriteriaList(list(kwargs.get("stopping_criteria") or []) + [stop])
         handle = self.model.get_output_embeddings().register_forward_pre_hook(rec.hook)
         try:
             seqs = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
@@ -154,12 +188,15 @@ class AdaptiveDecodingModel:
             handle.remove()
         if not torch.is_tensor(seqs):  # return_dict_in_generate=True
             seqs = seqs.sequences
-        return self._assemble(seqs, input_ids.shape[1], rec, force, kwargs)
+        return self._assemble(seqs, input_ids.shape[1], rec, force, kwargs, stop)
 
-    def _assemble(self, seqs, prompt_len, rec, force, kwargs) -> AdaptiveGenerateOutput:
+    def _assemble(self, seqs, prompt_len, rec, force, kwargs, stop=None) -> AdaptiveGenerateOutput:
         gen = seqs[:, prompt_len:]
         n, t = gen.shape
         mask = _step_mask(gen, self._eos_ids(kwargs), self._pad_id(kwargs))
+        if stop is not None and stop.lengths is not None:
+            ends = torch.tensor([t if m is None else m for m in stop.lengths], device=mask.device)
+            mask &= torch.arange(t, device=mask.device)[None, :] < ends[:, None]
         completion = [gen[i, : int(mask[i].sum())].tolist() for i in range(n)]
         out = AdaptiveGenerateOutput(sequences=seqs, prompt_length=prompt_len, step_mask=mask, completion_ids=completion)
         if force is not None:

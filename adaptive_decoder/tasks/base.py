@@ -104,6 +104,11 @@ class Task:
         """The part of a completion that is scored (an explicit filter, lm-eval style); identity by default."""
         return text
 
+    def stop_predicate(self):
+        """A function of a completion's text that is True once no continuation can change `postprocess(text)`
+        (so generation may stop there, the reward unchanged), or None when the whole completion is scored."""
+        return None
+
     def setup_scoring(self, model=None, tokenizer=None):
         """Build the scorers once: the reward (`TaskReward`) and the metric-only components of `metric_spec`.
         `model`/`tokenizer` are the scorer LM for fluency (the base model); without them fluency is left out of

@@ -35,7 +35,7 @@ import yaml
 
 from .base import Task
 from .io import BUILTIN_DIR
-from .translation import first_line
+from .translation import first_line, first_line_complete
 
 REPO_TASK_DIR = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 REQUIRED = ("dataset", "fields", "template", "reward")
@@ -235,6 +235,15 @@ class DataTask(Task):
 
     def postprocess(self, text: str) -> str:
         return apply_filters(text, self.spec["filter"])
+
+    def stop_predicate(self):
+        steps = self.spec["filter"]
+        if "first_line" not in steps:
+            return None
+        # strip and lower keep every line break in place; a regex before first_line may read past the first line
+        if any(s not in ("strip", "lower") for s in steps[:steps.index("first_line")]):
+            return None
+        return first_line_complete
 
 
 def task_class(path, name: str | None = None) -> type:

@@ -46,6 +46,9 @@ class Translation(Task):
     def postprocess(self, text: str) -> str:
         return first_line(text)
 
+    def stop_predicate(self):
+        return first_line_complete
+
     def summarize(self, units: list[dict]) -> dict:
         out = super().summarize(units)
         out.update(corpus_scores([(self.postprocess(s["text"]), u["example"]["reference"], u["example"]["tgt_lang"])
@@ -58,6 +61,14 @@ def first_line(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def first_line_complete(text: str) -> bool:
+    """True once `first_line(text)` is final: a line break follows the first non-space character. Every break that
+    `str.splitlines` splits at (U+2028 included) is whitespace to `str.strip`, so after `lstrip` the first line
+    is the non-empty one `first_line` returns, and text appended after its break cannot change it."""
+    s = (text or "").lstrip()
+    return bool(s) and len(s.splitlines(keepends=True)[0]) > len(s.splitlines()[0])
 
 
 def corpus_scores(triples: list[tuple[str, str, str]]) -> dict:

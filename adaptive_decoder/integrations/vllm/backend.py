@@ -111,8 +111,9 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, *, force: dict | None = None, selection: str | None = None,
                  epsilon: float = 0.0, head_seed: int | None = None, return_head_inputs: bool = False,
-                 logits_processor=None, **kwargs) -> AdaptiveGenerateOutput:
-        bad = sorted(set(kwargs) - _ALLOWED) + (["logits_processor"] if logits_processor else [])
+                 logits_processor=None, stop_when=None, **kwargs) -> AdaptiveGenerateOutput:
+        bad = sorted(set(kwargs) - _ALLOWED) + (["logits_processor"] if logits_processor else []) + (
+            ["stop_when"] if stop_when is not None else [])
         if bad:
             raise ValueError(f"backend 'vllm' does not support generate options {bad} (they need HF generate's loop); "
                              "use backend 'hf'")
