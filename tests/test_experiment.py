@@ -207,6 +207,11 @@ def test_pipeline_end_to_end(finished_run):
         assert b["evaluated"] and b["baseline"] in fixed and set(b["win_rates"]) == fixed
         assert b["met"] == (b["diff_ci"][0] > 0 and all(w["ci"][0] > 0.5 for w in b["win_rates"].values()))
     assert summary["bar"] == summary["bars"]["adseq"]
+    # each head against every other non-fixed method, on the normalized scale of the bar
+    assert set(sf["head_to_head"]) == {"adseq", "adtok"}
+    assert set(sf["head_to_head"]["adseq"]) == methods - fixed - {"adseq"}
+    nz = {m: sf["normalized"][m]["overall"]["mean"] for m in ("adseq", "oracle")}
+    assert sf["head_to_head"]["adseq"]["oracle"]["difference"]["overall"]["mean"] == pytest.approx(nz["adseq"] - nz["oracle"])
     assert summary["same_decoding"] == {"greedy": "T=0.0"}
     # learned distributions are recorded per task for the heads
     ch = summary["tasks"]["gsm8k"]["methods"]["adseq"]["chosen"]
@@ -316,8 +321,14 @@ def test_run_ends_with_the_verdict_not_the_tables(finished_run, capsys):
     bar = summary["bar"]
     assert out[-1].startswith("BAR MET: adseq" if bar["met"] else "BAR NOT MET: adseq")
     assert f"difference {bar['diff']:+.3f} [95% CI {bar['diff_ci'][0]:+.3f}, {bar['diff_ci'][1]:+.3f}]" in out[-1]
-    assert out[-3].startswith("The bar: adseq meets the bar when") and out[-2].startswith("adtok (same bar, for reference)")
-    assert out[-4].startswith("Compared adseq, adtok with the fixed temperatures T=0.0, T=0.5, T=1.0")
+    # each head against its strongest baseline (the other head is not one), then the bar's line
+    sf = summary["scale_free"]
+    for line, head in ((out[-3], "adseq"), (out[-2], "adtok")):
+        rival = max((m for m in sf["head_to_head"][head] if m not in ("adseq", "adtok", "greedy")),
+                    key=lambda m: sf["normalized"][m]["overall"]["mean"])
+        assert line.startswith(f"{head} vs the strongest other method, {rival} (normalized "), line
+    assert out[-5].startswith("The bar: adseq meets the bar when") and out[-4].startswith("adtok (same bar, for reference)")
+    assert out[-6].startswith("Compared adseq, adtok with the fixed temperatures T=0.0, T=0.5, T=1.0")
 
 
 def test_changed_settings_are_refused_on_resume(finished_run):

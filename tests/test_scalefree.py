@@ -2,8 +2,8 @@
 
 import pytest
 
-from adaptive_decoder.evaluation.scalefree import (bar_line, check_bar, markdown_sections, rewards_by_prompt, scale_free_report,
-                                        task_normalization, win_scores)
+from adaptive_decoder.evaluation.scalefree import (bar_line, check_bar, markdown_sections, rewards_by_prompt, rival_line,
+                                                   scale_free_report, strongest_rival, task_normalization, win_scores)
 
 FIXED = ["T=0.0", "T=1.0"]
 
@@ -75,6 +75,43 @@ def test_tasks_weigh_equally_whatever_their_prompt_counts():
     assert r["normalized"]["ad"]["overall"]["mean"] == pytest.approx(0.5)
     # ad vs T=0.0: win on a (1), ties on b (1/2) -> (1 + 1/2) / 2
     assert r["win_rates"]["ad"]["T=0.0"]["overall"]["mean"] == pytest.approx(0.75)
+
+
+def test_head_to_head_against_the_tuned_baselines_with_the_hand_numbers():
+    # TEST plus a tuned baseline "minp" and a second head "ad2" (normalized: math zero 0.3 / scale 0.4, story 20 / 20)
+    #   minp: math [0.7]*3 -> [1, 1, 1]; story [60]*3 -> [2, 2, 2]; overall 1.5
+    #   ad - minp: math [0, 1, -1] -> 0, story [0, -1, -2] -> -1; overall -0.5
+    #   ad's win rate vs minp: math tie, win, loss -> 1/2; story tie, loss, loss -> 1/6; overall 1/3
+    #   ad2: math [1.1]*3 -> 2, story [100]*3 -> 4; overall 3, above minp, but a learned head is not a baseline
+    test = {"math": {**TEST["math"], "minp": {f"p{i}": 0.7 for i in range(3)}, "ad2": {f"p{i}": 1.1 for i in range(3)}},
+            "story": {**TEST["story"], "minp": {f"p{i}": 60 for i in range(3)}, "ad2": {f"p{i}": 100 for i in range(3)}}}
+    r = scale_free_report(test, DEV, FIXED, n_boot=2000, seed=0, head_to_head=["ad", "ad2"])
+    h = r["head_to_head"]["ad"]
+    assert set(h) == {"minp", "ad2"}  # every non-fixed method, the fixed grid being the bar's own comparison
+    assert h["minp"]["difference"]["tasks"]["math"]["mean"] == pytest.approx(0.0)
+    assert h["minp"]["difference"]["tasks"]["story"]["mean"] == pytest.approx(-1.0)
+    assert h["minp"]["difference"]["overall"]["mean"] == pytest.approx(-0.5)
+    assert h["minp"]["win_rate"]["tasks"]["story"]["mean"] == pytest.approx(1 / 6)
+    assert h["minp"]["win_rate"]["overall"]["mean"] == pytest.approx(1 / 3)
+    assert r["head_to_head"]["ad2"]["ad"]["difference"]["overall"]["mean"] == pytest.approx(3.0 - 1.0)
+    # consistent with the bar's own differences: ad - minp = (ad - T=1.0) - (minp - T=1.0)
+    d = {m: r["differences"][m]["T=1.0"]["overall"]["mean"] for m in ("ad", "minp")}
+    assert d["ad"] - d["minp"] == pytest.approx(h["minp"]["difference"]["overall"]["mean"])
+    best = strongest_rival(r, "ad")
+    assert best["name"] == "minp" and best["normalized"] == pytest.approx(1.5)
+    assert strongest_rival(r, "ad", skip={"minp"}) is None
+    assert rival_line(r, "ad").startswith("ad vs the strongest other method, minp (normalized 1.500): difference -0.500 "
+                                          "[95% CI ")
+    md = "\n".join(markdown_sections(r))
+    assert "## ad against the other methods (95% CI)" in md
+    assert "| minp | 1.500 | 0.000 [" in md and "| -0.500 [" in md and "| 33% [" in md
+    # every prompt of every resample agrees -> the verdict word is certain
+    sure = {"a": _by_prompt({"T=0.0": [0.0, 0.0], "T=1.0": [1.0, 1.0], "ad": [0.5, 0.6], "minp": [0.9, 1.0]})}
+    line = rival_line(scale_free_report(sure, None, FIXED, n_boot=200, head_to_head=["ad"]), "ad")
+    assert ", behind; win rate 0% [0, 0]" in line
+    with pytest.raises(ValueError, match=r"head_to_head: \['T=0.0'\] are not among the reported non-fixed methods"):
+        scale_free_report(test, DEV, FIXED, head_to_head=["T=0.0"])
+    assert scale_free_report(TEST, DEV, FIXED, n_boot=10)["head_to_head"] == {}  # none asked, none computed
 
 
 def test_normalization_fallbacks():

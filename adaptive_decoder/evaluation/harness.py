@@ -334,7 +334,8 @@ class Evaluator:
                                     for e in self.splits[tname][1] if self.store.done(c.name, tname, "dev", e["id"]))
         if fixed:  # normalized rewards and win rates need the fixed grid
             res["scale_free"] = units_report(res["units"], self.tasks, [f.name for f in fixed], [p.name for p in self.policies],
-                                             n_boot=cfg.n_bootstrap, seed=cfg.seed)
+                                             n_boot=cfg.n_bootstrap, seed=cfg.seed,
+                                             head_to_head=[p.name for p in self.policies if isinstance(p, AdaptivePolicy)])
             res["bar"] = {p.name: check_bar(res["scale_free"], p.name) for p in self.policies if isinstance(p, AdaptivePolicy)}
         return res
 

@@ -145,24 +145,28 @@ def _best_single_fixed(dev: dict, norms: dict, fixed: list, normalized: dict) ->
     return {"name": best, "chosen_on": "dev" if on_dev else "test", "scores": scores}
 
 
-def units_report(units: list, tasks, fixed: list, methods: list, n_boot: int = 2000, seed: int = 0) -> dict:
+def units_report(units: list, tasks, fixed: list, methods: list, n_boot: int = 2000, seed: int = 0,
+                 head_to_head: list | None = None) -> dict:
     """`scale_free_report` of result units (`rewards_by_prompt` of their test and dev splits) on `tasks`."""
     test = rewards_by_prompt(units, "test")
     return scale_free_report({t: test[t] for t in tasks}, rewards_by_prompt(units, "dev"), fixed, methods, n_boot=n_boot,
-                             seed=seed)
+                             seed=seed, head_to_head=head_to_head)
 
 
 def scale_free_report(test: dict, dev: dict | None, fixed: list, methods: list | None = None, n_boot: int = 2000,
-                      alpha: float = 0.05, seed: int = 0) -> dict:
+                      alpha: float = 0.05, seed: int = 0, head_to_head: list | None = None) -> dict:
     """Normalized rewards, win rates and normalized differences vs each fixed temperature, with paired intervals.
 
     `test` / `dev`: {task: {method: {prompt_id: reward}}} (dev needs only the fixed grid; None = no dev results).
     `fixed`: the fixed-temperature method names (the grid). `methods`: what to report (default: every method that
-    every task has); the non-fixed ones are compared with each fixed temperature. Returns
+    every task has); the non-fixed ones are compared with each fixed temperature. `head_to_head`: methods (the
+    learned heads) also compared with every other non-fixed method (oracle, min-p, MeanShift, HAG, ...): beating
+    the grid is the bar, but a user who would tune min-p per task instead wants that difference too. Returns
     {"tasks": {task: {"n", "normalization"}}, "fixed", "methods",
      "normalized": {method: {"tasks": {task: iv}, "overall": iv}},
      "win_rates": {method: {fixed: {"tasks": {task: iv}, "overall": iv}}},
      "differences": {method: {fixed: {"tasks": {task: iv}, "overall": iv}}}   (normalized method - fixed),
+     "head_to_head": {method: {other: {"difference": {"tasks", "overall"}, "win_rate": {"tasks", "overall"}}}},
      "best_fixed": {"name", "chosen_on", "scores"}, "n_boot", "alpha", "seed"}, iv = {"mean", "lo", "hi"}.
     """
     if not test:
@@ -182,9 +186,16 @@ def scale_free_report(test: dict, dev: dict | None, fixed: list, methods: list |
     win_rates = {m: {f: draws.summarize({t: win_scores(raw[t][m], raw[t][f]) for t in test}) for f in fixed}
                  for m in compared}
     differences = {m: {f: draws.summarize({t: nz[t][m] - nz[t][f] for t in test}) for f in fixed} for m in compared}
+    unknown = [m for m in head_to_head or [] if m not in compared]
+    if unknown:
+        raise ValueError(f"head_to_head: {unknown} are not among the reported non-fixed methods {compared}")
+    # on the same draws as everything else, so these differences are paired with the bar's
+    h2h = {m: {o: {"difference": draws.summarize({t: nz[t][m] - nz[t][o] for t in test}),
+                   "win_rate": draws.summarize({t: win_scores(raw[t][m], raw[t][o]) for t in test})}
+               for o in compared if o != m} for m in head_to_head or []}
     return {"tasks": {t: {"n": len(ids[t]), "normalization": norms[t]} for t in test}, "fixed": fixed,
             "methods": list(methods), "normalized": normalized, "win_rates": win_rates, "differences": differences,
-            "best_fixed": _best_single_fixed(dev, norms, fixed, normalized), "n_boot": int(n_boot),
+            "head_to_head": h2h, "best_fixed": _best_single_fixed(dev, norms, fixed, normalized), "n_boot": int(n_boot),
             "alpha": float(alpha), "seed": int(seed)}
 
 
@@ -290,8 +301,47 @@ def markdown_sections(report: dict, skip_methods=(), skip_pairs=()) -> list[str]
                 continue
             L.append(f"| {m} | {f} | " + " | ".join(_iv(w["tasks"][t], pct=True) for t in tasks)
                      + f" | {_iv(w['overall'], pct=True)} |")
+    for m, by_o in report.get("head_to_head", {}).items():
+        rows = [o for o in by_o if o not in skip_methods]
+        if not rows:
+            continue
+        L += ["", f"## {m} against the other methods (95% CI)", "",
+              f"Normalized {m} minus the other method (tasks weighted equally) and {m}'s win rate against it, on the "
+              "same paired draws as the bar; a tuned baseline (oracle, min-p per task) that a learned head does not "
+              "beat is what a user could pick instead.", "",
+              "| vs | its normalized reward | " + " | ".join(f"{t}: difference" for t in tasks)
+              + " | overall difference | overall win rate |", "|---|---|" + "---|" * (len(tasks) + 2)]
+        for o in rows:
+            d, w = by_o[o]["difference"], by_o[o]["win_rate"]
+            L.append(f"| {o} | {report['normalized'][o]['overall']['mean']:.3f} | "
+                     + " | ".join(_iv(d["tasks"][t]) for t in tasks)
+                     + f" | {_iv(d['overall'])} | {_iv(w['overall'], pct=True)} |")
     return L + [""]
 
 
+def strongest_rival(report: dict, method: str, skip=()) -> dict | None:
+    """The baseline with the highest overall normalized reward among the non-fixed methods (the other learned heads
+    left out: they are not what a user would pick instead), with `method`'s paired difference and win rate against
+    it: {"name", "normalized", "difference", "win_rate"} (intervals), or None when there is none to compare."""
+    h2h = report.get("head_to_head", {})
+    by_o = {o: v for o, v in h2h.get(method, {}).items() if o not in skip and o not in h2h}
+    if not by_o:
+        return None
+    best = max(by_o, key=lambda o: report["normalized"][o]["overall"]["mean"])
+    return {"name": best, "normalized": report["normalized"][best]["overall"]["mean"],
+            "difference": by_o[best]["difference"]["overall"], "win_rate": by_o[best]["win_rate"]["overall"]}
+
+
+def rival_line(report: dict, method: str, skip=()) -> str | None:
+    """One line: `method` against its strongest rival (`strongest_rival`), or None."""
+    r = strongest_rival(report, method, skip)
+    if r is None:
+        return None
+    d = r["difference"]
+    verdict = "ahead" if d["lo"] > 0 else ("behind" if d["hi"] < 0 else "not separated")
+    return (f"{method} vs the strongest other method, {r['name']} (normalized {r['normalized']:.3f}): difference "
+            f"{d['mean']:+.3f} [95% CI {d['lo']:+.3f}, {d['hi']:+.3f}], {verdict}; win rate {_iv(r['win_rate'], pct=True)}")
+
+
 __all__ = ["BAR_RULE", "TIE_TOL", "bar_line", "bar_numbers", "check_bar", "markdown_sections", "normalize",
-           "rewards_by_prompt", "scale_free_report", "task_normalization", "win_scores"]
+           "rewards_by_prompt", "rival_line", "scale_free_report", "strongest_rival", "task_normalization", "win_scores"]

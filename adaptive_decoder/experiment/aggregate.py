@@ -134,8 +134,9 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
             records[m] = MethodTaskResult(reward=reward_ci[t][m], metrics={k: finite_mean([d.get(k) for d in per_seed])
                                                                       for k in keys}, **chose).to_dict()
     summary["training"] = _training_diagnostics(root, cfg)
+    heads = [m for m in method_names if role_of(methods[m]) == "adaptive"]
     summary["scale_free"] = units_report([u for res in results.values() for u in res["units"]], tasks, fixed, method_names,
-                                         n_boot=nb, seed=0)
+                                         n_boot=nb, seed=0, head_to_head=heads)
     summary["bars"] = {LEVEL_METHOD[lv]: check_bar(summary["scale_free"], LEVEL_METHOD[lv]) for lv in cfg.levels}
     summary["bar"] = summary["bars"][primary_method(cfg)]
     summary["same_decoding"] = same_decoding(methods)

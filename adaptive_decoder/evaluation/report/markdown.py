@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ...methods.base import role_of
 from ..results import LEVEL_METHOD, OVERALL, same_decoding, value_order
-from ..scalefree import BAR_RULE, bar_line, bar_numbers, markdown_sections
+from ..scalefree import BAR_RULE, bar_line, bar_numbers, markdown_sections, rival_line
 from ...stats import format_ci
 
 if TYPE_CHECKING:
@@ -159,6 +159,10 @@ def _bar_sentences(summary: dict) -> list[str]:
         L += ["", f"For reference, the per-task oracle (the best temperature of each task, chosen on its dev prompts) "
                   f"reaches an overall normalized reward of {o['mean']:.3f} [95% CI {o['lo']:.3f}, {o['hi']:.3f}]; "
                   f"{primary}'s {v:.3f} lies {where} that interval."]
+    twins = set(summary.get("same_decoding", {}))
+    rivals = [r for m in summary["bars"] for r in [rival_line(sf, m, skip=twins)] if r]
+    if rivals:
+        L += [""] + [f"- {r}." for r in rivals]
     return L
 
 
@@ -259,4 +263,6 @@ def verdict_block(summary: dict, cfg: ExperimentConfig) -> list[str]:
     for m, b in summary["bars"].items():
         if m != primary["method"]:
             L.append(f"{m} (same bar, for reference): {'met' if b.get('met') else 'not met'}: {bar_numbers(b)}")
+    twins = set(summary.get("same_decoding", {}))
+    L += [r for m in summary["bars"] for r in [rival_line(sf, m, skip=twins)] if r]
     return L + [bar_line(primary)]
