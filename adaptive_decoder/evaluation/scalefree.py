@@ -183,16 +183,21 @@ def scale_free_report(test: dict, dev: dict | None, fixed: list, methods: list |
     draws = _Draws({t: len(ids[t]) for t in test}, n_boot, seed, alpha)
     nz = {t: {m: normalize(raw[t][m], norms[t]) for m in methods} for t in test}
     normalized = {m: draws.summarize({t: nz[t][m] for t in test}) for m in methods}
-    win_rates = {m: {f: draws.summarize({t: win_scores(raw[t][m], raw[t][f]) for t in test}) for f in fixed}
-                 for m in compared}
-    differences = {m: {f: draws.summarize({t: nz[t][m] - nz[t][f] for t in test}) for f in fixed} for m in compared}
+
+    # every pairwise statistic on the same draws, so the head-to-head differences are paired with the bar's
+    def win_rate(m, o):
+        return draws.summarize({t: win_scores(raw[t][m], raw[t][o]) for t in test})
+
+    def difference(m, o):
+        return draws.summarize({t: nz[t][m] - nz[t][o] for t in test})
+
+    win_rates = {m: {f: win_rate(m, f) for f in fixed} for m in compared}
+    differences = {m: {f: difference(m, f) for f in fixed} for m in compared}
     unknown = [m for m in head_to_head or [] if m not in compared]
     if unknown:
         raise ValueError(f"head_to_head: {unknown} are not among the reported non-fixed methods {compared}")
-    # on the same draws as everything else, so these differences are paired with the bar's
-    h2h = {m: {o: {"difference": draws.summarize({t: nz[t][m] - nz[t][o] for t in test}),
-                   "win_rate": draws.summarize({t: win_scores(raw[t][m], raw[t][o]) for t in test})}
-               for o in compared if o != m} for m in head_to_head or []}
+    h2h = {m: {o: {"difference": difference(m, o), "win_rate": win_rate(m, o)} for o in compared if o != m}
+           for m in head_to_head or []}
     return {"tasks": {t: {"n": len(ids[t]), "normalization": norms[t]} for t in test}, "fixed": fixed,
             "methods": list(methods), "normalized": normalized, "win_rates": win_rates, "differences": differences,
             "head_to_head": h2h, "best_fixed": _best_single_fixed(dev, norms, fixed, normalized), "n_boot": int(n_boot),

@@ -159,11 +159,16 @@ def _bar_sentences(summary: dict) -> list[str]:
         L += ["", f"For reference, the per-task oracle (the best temperature of each task, chosen on its dev prompts) "
                   f"reaches an overall normalized reward of {o['mean']:.3f} [95% CI {o['lo']:.3f}, {o['hi']:.3f}]; "
                   f"{primary}'s {v:.3f} lies {where} that interval."]
-    twins = set(summary.get("same_decoding", {}))
-    rivals = [r for m in summary["bars"] for r in [rival_line(sf, m, skip=twins)] if r]
+    rivals = _rival_lines(summary)
     if rivals:
         L += [""] + [f"- {r}." for r in rivals]
     return L
+
+
+def _rival_lines(summary: dict) -> list[str]:
+    """Each head against its strongest baseline (`scalefree.rival_line`), greedy's twin left out."""
+    twins = set(summary.get("same_decoding", {}))
+    return [r for m in summary["bars"] for r in [rival_line(summary["scale_free"], m, skip=twins)] if r]
 
 
 def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
@@ -263,6 +268,4 @@ def verdict_block(summary: dict, cfg: ExperimentConfig) -> list[str]:
     for m, b in summary["bars"].items():
         if m != primary["method"]:
             L.append(f"{m} (same bar, for reference): {'met' if b.get('met') else 'not met'}: {bar_numbers(b)}")
-    twins = set(summary.get("same_decoding", {}))
-    L += [r for m in summary["bars"] for r in [rival_line(sf, m, skip=twins)] if r]
-    return L + [bar_line(primary)]
+    return L + _rival_lines(summary) + [bar_line(primary)]
