@@ -10,7 +10,7 @@ import yaml
 
 from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
 from adaptive_decoder.hag.policy import KEYS, parse_config
-from adaptive_decoder.hag.search import ConfigSearch, SearchSettings, SearchSpace, canonical, read_records
+from adaptive_decoder.hag.search import ConfigSearch, SearchSettings, SearchSpace, canonical, read_records, run_search
 from test_hag import char_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +143,47 @@ def test_a_group_reward_is_scored_within_each_configs_own_samples():
     assert all(ids.count(i) in (2, 3) for i in set(ids)) and len({i.split("|")[0] for i in ids}) == 2
     with pytest.raises(ValueError, match="samples_per_config >= 2"):
         ConfigSearch(adm, scorer, space, SearchSettings(samples_per_config=1, chat=False)).search([{"id": "a", "prompt": "x"}])
+
+
+def _upto_lowercase(text):
+    i = next((i for i, c in enumerate(text) if "a" <= c <= "z"), None)
+    return text if i is None else text[:i + 1]
+
+
+def test_stop_when_scored_keeps_every_reward_and_stops_at_the_scored_end(tmp_path):
+    """With stop_when_scored each sample ends where its task's scored text is final: every config's rewards are
+    those of the full-length search, and the texts are their scored prefixes. (The char-level tiny model never
+    writes a newline, so the task here is scored up to its first lowercase letter.)"""
+    from conftest import tiny_llama
+
+    def scorer(texts, examples):
+        return [float(len(_upto_lowercase(t))) for t in texts]
+
+    scorer.stop_predicates = {"t": lambda text: any("a" <= c <= "z" for c in text)}
+    adm = AdaptiveDecodingModel(tiny_llama(vocab_size=128, hidden_size=32), char_tokenizer())
+    space = SearchSpace(temperature=[0.0, 0.8, 1.5], top_p=[1.0, 0.9], top_k=[0], repetition_penalty=[1.0],
+                        base={"temperature": 0.8, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0})
+    examples = [{"id": f"p{i}", "prompt": p, "task": "t"} for i, p in enumerate(["one", "two", "three", "four"])]
+    runs = {stop: ConfigSearch(adm, scorer, space, SearchSettings(samples_per_config=3, max_new_tokens=24, chat=False,
+                                                                  stop_when_scored=stop)).search(examples)
+            for stop in (False, True)}
+    shorter = 0
+    for free, cut in zip(runs[False], runs[True]):
+        assert cut["evaluated"] == free["evaluated"] and cut["best_config"] == free["best_config"]
+        for f, c in zip(free["best_texts"], cut["best_texts"]):
+            assert f.startswith(c) and _upto_lowercase(f) == c
+            shorter += len(c) < len(f)
+    assert shorter > 3, "hardly any sample stopped early: the option is not tested"
+    # recorded in the resume fingerprint only when on: directories searched before the option existed resume
+    for stop in (False, True):
+        run_search(adm, examples[:1], scorer, tmp_path / str(stop), space,
+                   SearchSettings(samples_per_config=2, max_new_tokens=8, chat=False, stop_when_scored=stop),
+                   progress=False)
+        assert ("settings.stop_when_scored" in json.loads((tmp_path / str(stop) / "search_config.json").read_text())) \
+            is stop
+    plain = lambda texts, examples: [0.0] * len(texts)  # noqa: E731
+    with pytest.raises(ValueError, match="stop_when_scored needs a scorer that says where each task's scored text"):
+        ConfigSearch(adm, plain, space, SearchSettings(stop_when_scored=True))
 
 
 def test_space_and_settings_validation():

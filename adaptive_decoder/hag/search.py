@@ -95,6 +95,11 @@ class SearchSettings:
     max_rows: int = field(default=64, metadata={"help": "Max rows per generate call."})
     chat: bool | None = field(default=None, metadata={
         "help": "Chat template for the answers (default: when the tokenizer has one)."})
+    stop_when_scored: bool = field(default=False, metadata={
+        "help": "Stop each sample once its task's scored text is final (the scorer's `stop_predicates`, as "
+                "task_scorer gives them): the rewards are unchanged and the unscored rest is not decoded, as in "
+                "evaluation's stop_when_scored (a base model that never ends a copy line otherwise decodes "
+                "max_new_tokens for every sample)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (per chunk and step: crc32 of seed:chunk:step)."})
 
     def __post_init__(self):
@@ -136,6 +141,10 @@ class ConfigSearch:
         self.space, self.settings = space or SearchSpace(), settings or SearchSettings()
         if getattr(scorer, "needs_group", False) and self.settings.samples_per_config < 2:
             raise ValueError("a reward that compares a prompt's samples (e.g. novelty) needs samples_per_config >= 2")
+        self.stops = getattr(scorer, "stop_predicates", None) if self.settings.stop_when_scored else {}
+        if self.stops is None:
+            raise ValueError("stop_when_scored needs a scorer that says where each task's scored text ends "
+                             "(`stop_predicates`, as task_scorer gives them)")
 
     # --- evaluation ---------------------------------------------------------------------------------------
     def _cost(self, config: dict) -> int:
@@ -157,18 +166,22 @@ class ConfigSearch:
             todo.append((i, dict(zip(KEYS, key)), cost))
         rows = [(i, cfg) for i, cfg, cost in todo for _ in range(cost)]
         grouped = getattr(self.scorer, "needs_group", False)
-        # a task's own answer length (example["max_new_tokens"], as evaluation uses it), else the setting's
-        lengths = [states[i].example.get("max_new_tokens") or s.max_new_tokens for i, _ in rows]
+        # a task's own answer length (example["max_new_tokens"], as evaluation uses it), else the setting's; with
+        # stop_when_scored one generate call per (length, task): a call stops its rows with one task's predicate
+        groups = [(states[i].example.get("max_new_tokens") or s.max_new_tokens,
+                   states[i].example.get("task") if self.stops else None) for i, _ in rows]
         texts, c = [None] * len(rows), 0
-        for length in dict.fromkeys(lengths):
-            idx = [n for n, x in enumerate(lengths) if x == length]
+        for length, task in dict.fromkeys(groups):
+            idx = [n for n, x in enumerate(groups) if x == (length, task)]
+            stop = self.stops.get(task)
             for start in range(0, len(idx), s.max_rows):
                 part = idx[start:start + s.max_rows]
                 force = {k: [rows[n][1][k] for n in part] for k in KEYS}
                 torch.manual_seed(zlib.crc32(f"{s.seed}:{step_seed}:{c}".encode()))
                 c += 1
                 out = self.adm.generate_text([states[rows[n][0]].example["prompt"] for n in part], chat=s.chat,
-                                             max_new_tokens=int(length), force=force)
+                                             max_new_tokens=int(length), force=force,
+                                             **({"stop_when": stop} if stop else {}))
                 for n, t in zip(part, out.texts):
                     texts[n] = t
         if grouped:  # one group per (prompt, config); a lone greedy sample is scored beside its own copy
@@ -275,6 +288,8 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
     # flat keys ("settings.samples_per_config") so a refusal names exactly what changed
     fp = {**{f"space.{k}": v for k, v in asdict(space).items()},
           **{f"settings.{k}": v for k, v in asdict(settings).items()}, **(fingerprint or {})}
+    if not settings.stop_when_scored:  # recorded only when on: a directory searched before it existed resumes
+        del fp["settings.stop_when_scored"]
     fp = json.loads(json.dumps(fp))
     cfg_file = out / "search_config.json"
     if cfg_file.exists():
@@ -375,4 +390,5 @@ def task_scorer(tasks: dict, model=None, tokenizer=None):
         return out
 
     score.needs_group = grouped
+    score.stop_predicates = {name: t.stop_predicate() for name, t in tasks.items()}  # for stop_when_scored
     return score
