@@ -307,9 +307,10 @@ def test_unknown_task_method_and_config_key(tmp_path):
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \[.*'constrained_writing', .*'control_qa', "
                                          r".*'gsm8k', .*'translation'.*\] \(or a path"):
         EvalConfig(tasks=["gsm9k"])
-    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'edt', 'epsilon', "
-                                         r"'eta', 'fixed', 'greedy', 'hag', 'hag_untrained', 'meanshift', 'min_p', 'oracle', "
-                                         r"'random', 'random_token', 'top_h', 'top_nsigma', 'typical_p'\]"):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'edt', "
+                                         r"'edt_mix', 'epsilon', 'epsilon_mix', 'eta', 'eta_mix', 'fixed', 'greedy', 'hag', 'hag_untrained', "
+                                         r"'meanshift', 'min_p', 'min_p_mix', 'oracle', 'random', 'random_token', 'top_h', "
+                                         r"'top_h_mix', 'top_nsigma', 'top_nsigma_mix', 'typical_p', 'typical_p_mix'\]"):
         EvalConfig(methods=["greedy", "beam"])
     with pytest.raises(ValueError, match="task_options for task"):
         EvalConfig(tasks=["gsm8k"], task_options={"translation": {}})
@@ -586,6 +587,53 @@ def test_sampler_grid_keeps_the_oracle_budget():
         build_policies("min_p", budget=2, values=[0.1, 1.5])  # an invalid value fails when the method is built
     [p] = build_policies("edt", budget=2, temperature=0.7)
     assert [c.name for c in p.candidates] == ["T=0.7,edt_theta=0.1", "T=0.7,edt_theta=4"]
+
+
+def test_a_mix_sampler_picks_one_value_on_the_normalized_dev_reward_of_all_tasks():
+    """Hand numbers: on raw dev means min_p=0.5 would win (task b's rewards are 10x larger), but normalized by
+    each task's fixed grid (a: T=0 0.0, T=1 1.0; b: T=0 0.0, T=1 10.0) min_p=0.02 has the higher mean over
+    tasks: (0.9 + 0.3) / 2 = 0.6 against (0.1 + 0.5) / 2 = 0.3."""
+    [p] = build_policies("min_p_mix", budget=2, temperatures=[0.0, 1.0], values=[0.02, 0.5])
+    assert p.name == "min_p_mix" and [a.name for a in p.anchors] == ["T=0.0", "T=1.0"]
+    lo, hi = p.candidates
+    dev = {"a": {"T=0.0": {"1": 0.0, "2": 0.0}, "T=1.0": {"1": 1.0, "2": 1.0},
+                 lo.name: {"1": 0.8, "2": 1.0}, hi.name: {"1": 0.1, "2": 0.1}},
+           "b": {"T=0.0": {"1": 0.0, "2": 0.0}, "T=1.0": {"1": 10.0, "2": 10.0},
+                 lo.name: {"1": 3.0, "2": 3.0}, hi.name: {"1": 4.0, "2": 6.0}}}
+    assert p.fit_mix(dev) is lo
+    assert p.dev_scores == pytest.approx({lo.name: 0.6, hi.name: 0.3})
+    assert p.fit_summary()["pooled"] is True
+    with pytest.raises(TypeError, match="fit_mix"):
+        p.fit({lo.name: 1.0, hi.name: 0.0})
+    with pytest.raises(ValueError, match=r"task 'b' has no dev rewards for \['T=1.0'\]"):
+        p.fit_mix({**dev, "b": {k: v for k, v in dev["b"].items() if k != "T=1.0"}})
+
+
+def test_the_mix_sampler_runs_beside_the_per_task_one_on_shared_dev_units(tiny_dir, tmp_path):
+    """min_p_mix and min_p share their dev units (and the grid's, which normalize the fit); the mix value is one
+    for every task, the argmax of the normalized dev means recomputed from the stored units."""
+    import numpy as np
+
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", methods=["fixed", "oracle", "min_p", "min_p_mix"], batch_size=3)
+    res = run_evaluation(cfg)
+    cands = res["methods"]["min_p_mix"]["candidates"]
+    assert cands == res["methods"]["min_p"]["candidates"]
+    keys = [(u["method"], u["task"], u["split"], u["prompt_id"]) for u in res["units"]]
+    assert len(keys) == len(set(keys))  # no unit twice, though four methods read the dev split
+    chosen = {res["tasks"][t]["oracle"]["min_p_mix"]["chosen"] for t in ALL_TASKS}
+    assert len(chosen) == 1
+    score = {}
+    for c in cands:
+        per_task = []
+        for t in ALL_TASKS:
+            grid = [np.mean([u["reward"] for u in units_by(res, f, t, "dev").values()]) for f in ("T=0.0", "T=1.0")]
+            mean = np.mean([u["reward"] for u in units_by(res, c, t, "dev").values()])
+            per_task.append((mean - min(grid)) / (max(grid) - min(grid)) if max(grid) > min(grid) else mean)
+        score[c] = np.mean(per_task)
+    assert chosen == {max(cands, key=lambda c: (score[c], -cands.index(c)))}
+    for t in ALL_TASKS:
+        assert len(units_by(res, "min_p_mix", t)) == 3
+    assert "for every task, on the dev prompts of all tasks" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():

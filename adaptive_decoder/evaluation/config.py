@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from ..modeling.model_args import ModelArguments
-from ..methods.policies import DEFAULT_TEMPERATURES, SAMPLER_GRIDS
+from ..methods.policies import DEFAULT_TEMPERATURES, MIX_SAMPLERS, SAMPLER_GRIDS
 from ..methods.base import POLICIES
 from ..tasks import TASKS, check_tasks
 
 
 
 # methods fitted on the dev split (each an OraclePolicy: its candidates run on dev, the fit picks the test config)
-DEV_FITTED = ("oracle", "best_joint", "meanshift", *SAMPLER_GRIDS)
+DEV_FITTED = ("oracle", "best_joint", "meanshift", *SAMPLER_GRIDS, *MIX_SAMPLERS)
 # methods that take the trained heads (EvalConfig.head_paths)
 HEAD_METHODS = ("adaptive", "meanshift")
 

@@ -35,7 +35,8 @@ from pathlib import Path
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from ..configs import changed_keys
 from ..modeling.head_digest import head_fingerprint
-from ..methods.policies import SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, OraclePolicy
+from ..methods.policies import (MIX_SAMPLERS, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, MixSamplerPolicy,
+                                OraclePolicy)
 from ..methods.base import build_policies
 from .report import log_wandb, markdown_table, results_plots
 from .results import MethodTaskResult, choices, compare_with_baselines
@@ -87,8 +88,10 @@ class Evaluator:
             opts = dict(cfg.method_options.get(m) or {})
             if m in ("fixed", "oracle"):
                 opts = {**grid, **opts}
-            if m in SAMPLER_GRIDS:  # equal tuning budget: as many candidates as the oracle's temperature grid
+            if m in SAMPLER_GRIDS or m in MIX_SAMPLERS:  # equal tuning budget: as many candidates as the grid has
                 opts = {**opts, "budget": len(cfg.temperatures)}
+            if m in MIX_SAMPLERS:  # normalized like the report: on the fixed grid's dev rewards
+                opts = {**grid, **opts}
             if m in HEAD_METHODS:
                 paths = list(cfg.head_paths) + ([opts.pop("head_path")] if "head_path" in opts else [])
                 missing = [p for p in paths if not Path(p).exists()]
@@ -107,7 +110,7 @@ class Evaluator:
             built = build_policies(m, **opts)
             for p in built:  # (unit name, split) -> the method whose options produced it
                 self._methods_of.setdefault((p.name, "test"), set()).add(m)
-                for c in getattr(p, "candidates", []):  # an oracle's candidates run on the dev split
+                for c in [*getattr(p, "candidates", []), *getattr(p, "anchors", [])]:  # these run on the dev split
                     self._methods_of.setdefault((c.name, "dev"), set()).add(m)
             out.extend(built)
         names = [p.name for p in out]
@@ -177,7 +180,8 @@ class Evaluator:
         """(policy, task, split, examples) jobs in execution order; oracle dev candidates come first per task,
         and the candidates of a pooled fit (MeanShift: one fit over all tasks) before every test job."""
         pooled = [o for o in self.oracles if getattr(o, "pooled", False)]
-        jobs = [(c, tname, "dev", self.splits[tname][1]) for tname in self.cfg.tasks for o in pooled for c in o.candidates]
+        jobs = [(c, tname, "dev", self.splits[tname][1]) for tname in self.cfg.tasks for o in pooled
+                for c in [*o.candidates, *getattr(o, "anchors", [])]]
         for tname in self.cfg.tasks:
             test, dev = self.splits[tname]
             seen = set()
@@ -190,7 +194,11 @@ class Evaluator:
                         jobs.append((c, tname, "dev", dev))
             for p in self.policies:
                 jobs.append((p, tname, "test", test))
-        return jobs
+        # one job per unit name, at its first place: a pooled fit's anchors are the oracle's candidates too
+        first = {}
+        for j in jobs:
+            first.setdefault((j[0].name, j[1], j[2]), j)
+        return list(first.values())
 
     def _todo(self, policy, tname, split, examples) -> int:
         return sum(not self.store.done(policy.name, tname, split, e["id"]) for e in examples)
@@ -246,6 +254,10 @@ class Evaluator:
         if isinstance(oracle, MeanShiftPolicy):  # pooled: the same fit for every task
             oracle.fit_units([self.store.get(c.name, t, "dev", e["id"]) for t in self.cfg.tasks
                               for c in oracle.candidates for e in self.splits[t][1]])
+        elif isinstance(oracle, MixSamplerPolicy):  # pooled too, on the normalized dev rewards of every task
+            oracle.fit_mix({t: {c.name: {e["id"]: self.store.get(c.name, t, "dev", e["id"])["reward"]
+                                         for e in self.splits[t][1]} for c in [*oracle.candidates, *oracle.anchors]}
+                            for t in self.cfg.tasks})
         else:
             oracle.fit(self._dev_scores(oracle, tname))
 
@@ -328,10 +340,10 @@ class Evaluator:
             baselines = {p.name: [f.name for f in fixed] for p in self.policies if p.role != "fixed"}
             res["comparisons"] += compare_with_baselines(tname, per_prompt, baselines, res["methods"], cfg.n_bootstrap, cfg.seed)
             res["tasks"][tname] = tres
-        for o in self.oracles:
-            for tname in self.cfg.tasks:
-                res["units"].extend(self.store.get(c.name, tname, "dev", e["id"]) for c in o.candidates
-                                    for e in self.splits[tname][1] if self.store.done(c.name, tname, "dev", e["id"]))
+        dev_names = list(dict.fromkeys(c.name for o in self.oracles for c in [*o.candidates, *getattr(o, "anchors", [])]))
+        for tname in self.cfg.tasks:
+            res["units"].extend(self.store.get(n, tname, "dev", e["id"]) for n in dev_names
+                                for e in self.splits[tname][1] if self.store.done(n, tname, "dev", e["id"]))
         if fixed:  # normalized rewards and win rates need the fixed grid
             res["scale_free"] = units_report(res["units"], self.tasks, [f.name for f in fixed], [p.name for p in self.policies],
                                              n_boot=cfg.n_bootstrap, seed=cfg.seed,

@@ -18,6 +18,8 @@ Methods registered here (`build_policies(method, **options)`; one method name ma
     min_p, typical_p, epsilon,  a training-free sampler tuned like the oracle (`TunedSamplerPolicy`): its parameter
     eta, top_h, top_nsigma, edt is chosen per task on the dev split from a grid of as many values as the fixed-
                                 temperature grid has (equal tuning budget; `SAMPLER_GRIDS`), at temperature 1.0
+    min_p_mix, ..., edt_mix     the same sampler with ONE value for the whole mix, chosen on the normalized dev
+                                reward of all tasks (`MixSamplerPolicy`): what a user without per-task tuning sets
     best_joint                  the best (temperature, top_p, top_k) of the head's joint bins per task, chosen on
                                 dev like the oracle (the strongest fixed baseline; its budget is the full product)
     meanshift                   a trained head's mean chosen temperature on the dev prompts of all tasks, rounded to
@@ -296,6 +298,51 @@ class TunedSamplerPolicy(OraclePolicy):
         return {**super().describe(), "sampler": self.key, "grid": self.grid}
 
 
+class MixSamplerPolicy(TunedSamplerPolicy):
+    """A training-free sampler tuned ONCE for the whole task mix: the one value a user would set without per-task
+    tuning, the sampler's counterpart of the bar's best single fixed temperature.
+
+    Raw rewards of different tasks are on different scales (chrF 0-1, a writing reward 0-3), so the value is chosen
+    on the normalized dev reward, mapped per task exactly as the scale-free report maps it (0 = the worst and 1 = the
+    best of `anchors`, the fixed-temperature grid, on that task's dev prompts) and averaged over tasks with equal
+    weight. A win of a learned head over per-task tuning that this method also gets needs no head."""
+
+    pooled = True  # fitted once on the dev units of all tasks, not per task
+
+    def __init__(self, method: str, budget: int, anchors: list, temperature: float = 1.0, values=None,
+                 name: str | None = None):
+        super().__init__(method, budget, temperature, values, name=name or f"{method}_mix")
+        if not anchors:
+            raise ValueError(f"{self.name}: the normalization needs the fixed-temperature grid (anchors=)")
+        self.anchors = list(anchors)
+
+    def fit(self, dev_scores: dict):
+        raise TypeError(f"{self.name} is fitted on every task's dev rewards at once: use fit_mix(dev_rewards)")
+
+    def fit_mix(self, dev_rewards: dict) -> FixedPolicy:
+        """`dev_rewards`: {task: {policy name: {prompt_id: reward}}} holding every candidate and anchor."""
+        from ..evaluation.scalefree import normalize, task_normalization
+
+        anchors = [a.name for a in self.anchors]
+        scores = {c.name: [] for c in self.candidates}
+        for t, by_name in dev_rewards.items():
+            missing = [n for n in [*scores, *anchors] if not by_name.get(n)]
+            if missing:
+                raise ValueError(f"{self.name}: task {t!r} has no dev rewards for {missing}")
+            norm = task_normalization(by_name, None, anchors)
+            for c in scores:
+                scores[c].append(float(normalize(sum(by_name[c].values()) / len(by_name[c]), norm)))
+        self.dev_scores = {c: sum(v) / len(v) for c, v in scores.items()}
+        self.chosen = max(self.candidates, key=lambda c: (self.dev_scores[c.name], -self.candidates.index(c)))
+        return self.chosen
+
+    def fit_summary(self) -> dict:
+        return {**super().fit_summary(), "pooled": True}
+
+    def describe(self):
+        return {**super().describe(), "pooled": True, "anchors": [a.name for a in self.anchors]}
+
+
 def _nearest_bin(x: float, bins: list) -> float:
     return min(bins, key=lambda b: (abs(b - x), b))  # a tie goes to the lower (more conservative) temperature
 
@@ -404,5 +451,14 @@ def _tuned_sampler(method: str):
     return build
 
 
+def _mix_sampler(method: str):
+    @register_policy(f"{method}_mix")
+    def build(budget=len(DEFAULT_TEMPERATURES), temperatures=None, top_p: float = 1.0, top_k: int = 0, **kw) -> list:
+        return [MixSamplerPolicy(method, budget, _grid(temperatures, top_p, top_k), **kw)]
+    return build
+
+
+MIX_SAMPLERS = {f"{m}_mix": m for m in SAMPLER_GRIDS}
 for _method in SAMPLER_GRIDS:
     _tuned_sampler(_method)
+    _mix_sampler(_method)

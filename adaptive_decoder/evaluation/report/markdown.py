@@ -127,6 +127,9 @@ def fit_line(name: str, fit: dict, num_dev: int) -> str:
                 f"decoded as `{fit['chosen']}` (its nearest bin).")
     scores = sorted(fit["dev_scores"].items(), key=lambda kv: -kv[1])
     shown = ", ".join(f"{k} {v:.3f}" for k, v in scores[:8]) + (f", ... ({len(scores)} in all)" if len(scores) > 8 else "")
+    if fit.get("pooled"):
+        return (f"`{name}` chose `{fit['chosen']}` for every task, on the dev prompts of all tasks (normalized dev "
+                f"reward, mean over tasks, best first: {shown}).")
     return f"`{name}` chose `{fit['chosen']}` on {num_dev} dev prompts (dev rewards, best first: {shown})."
 
 
