@@ -185,6 +185,24 @@ def test_auto_on_cpu_is_measured_and_gated_by_the_cpu_flags(fresh_auto):
             assert models.resolve_dtype("auto", "cpu") is want, (flags, speedup)
 
 
+def test_a_pinned_bfloat16_warns_once_where_the_cpu_only_emulates_it(fresh_auto, caplog):
+    models._warn_if_bf16_is_emulated.cache_clear()
+    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: False)
+    with caplog.at_level("WARNING", logger=models.logger.name):
+        assert models.resolve_dtype("bfloat16", "cpu") is torch.bfloat16  # still what was asked for
+        models.resolve_dtype("bfloat16", "cpu")
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1  # once per process, not per call
+    assert "without native bf16 instructions" in caplog.text and "Use dtype float32 or auto" in caplog.text
+    for flags, device in ((True, "cpu"), (None, "cpu"), (False, "meta")):  # native, unknown, or not the CPU: quiet
+        models._warn_if_bf16_is_emulated.cache_clear()
+        caplog.clear()
+        fresh_auto.setattr(models, "cpu_bf16_flags", lambda: flags)
+        with caplog.at_level("WARNING", logger=models.logger.name):
+            models.resolve_dtype("bfloat16", device)
+        assert not caplog.records, (flags, device)
+    models._warn_if_bf16_is_emulated.cache_clear()
+
+
 def test_bf16_matmul_speedup_is_a_positive_ratio():
     assert models.bf16_matmul_speedup(reps=1, trials=1) > 0
 

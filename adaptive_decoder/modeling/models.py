@@ -70,9 +70,11 @@ def resolve_dtype(name: str | torch.dtype, device: str | torch.device | None = N
         return name
     if not isinstance(name, str) or name not in DTYPE_CHOICES:
         raise ValueError(f"unknown dtype {name!r}; valid: {list(DTYPE_CHOICES)}")
-    if name != "auto":
-        return DTYPES[name]
     kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "auto":
+        if name == "bfloat16" and kind == "cpu":
+            _warn_if_bf16_is_emulated()
+        return DTYPES[name]
     if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     if kind == "cpu":
@@ -130,6 +132,17 @@ def bf16_matmul_speedup(reps: int = 10, trials: int = 9) -> float:
                 x @ w
             best[dt] = min(best.get(dt, float("inf")), time.perf_counter() - t0)
     return best[torch.float32] / max(best[torch.bfloat16], 1e-12)
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_if_bf16_is_emulated() -> None:
+    """Once per process: a pinned bfloat16 on a CPU without native bf16 runs, exactly, but emulated. On an AMD EPYC
+    without avx512_bf16 a decoder-shaped bf16 matmul took 23x, and a Gemma-3-sized LM head 41x, the float32 time
+    (one thread), so a run sized for a bf16 CPU would take many times longer; `auto` picks float32 there."""
+    if cpu_bf16_flags() is False:
+        logger.warning("dtype bfloat16 on a CPU without native bf16 instructions (no avx512_bf16 / amx_bf16 / bf16 in "
+                       "/proc/cpuinfo): torch emulates it, typically many times slower than float32 (measured: 23x for "
+                       "a decoder matmul). Use dtype float32 or auto unless this run must match a bfloat16 one.")
 
 
 @functools.lru_cache(maxsize=1)
