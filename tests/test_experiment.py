@@ -428,6 +428,32 @@ def test_reuse_from_gives_the_results_of_a_run_from_scratch(finished_run, tiny_m
     assert _load_cli().main(argv)["stages_run"] == []  # rerunning the ablation resumes it
 
 
+def test_reuse_from_without_its_collections_collects_again_and_copies_only_the_baselines(finished_run, tiny_model_dir,
+                                                                                         tmp_path):
+    # an ablation of collection (2 samples per train prompt, not 3): the source's samples are not this run's, so
+    # they are collected again; the units of the methods without a head are the source's, as a scratch run's are
+    run_dir, _, source = finished_run
+    cfg = yaml.safe_load(TINY.read_text())
+    argv = ["--config", str(TINY), "--model", str(tiny_model_dir), "--run_dir", str(tmp_path / "r"),
+            "--collect", json.dumps({**cfg["collect"], "num_samples": 2}), "--reuse_from", str(run_dir),
+            "--reuse_collections", "false"]
+    run = _load_cli().main(argv)
+    assert run["stages_run"] == ["seed-0/collect-sequence", "seed-0/collect-token", "seed-0/train-sequence",
+                                 "seed-0/train-token", "seed-0/eval"]
+    assert json.loads((tmp_path / "r" / "seed-0" / "collect-sequence" / "stage_done.json").read_text()
+                      )["fingerprint"]["collect"]["num_samples"] == 2
+    units = [json.loads(ln) for ln in (tmp_path / "r" / "seed-0" / "eval" / "units.jsonl").read_text().splitlines()]
+    heads = {"adseq", "adtok"} | {m for m in run["methods"] if m.startswith("meanshift")}
+    computed = json.loads((tmp_path / "r" / "seed-0" / "eval" / "stage_done.json").read_text())["summary"]
+    assert computed["units_computed"] == sum(u["method"] in heads for u in units) > 0
+    for t in [*cfg["tasks"], "overall"]:
+        for m, r in source["tasks"][t]["methods"].items():
+            if m not in heads:
+                assert run["tasks"][t]["methods"][m]["reward"] == r["reward"], (t, m)
+    with pytest.raises(ValueError, match="reuse_collections: false says what to copy from reuse_from, which is not set"):
+        _load_cli().main(argv[:-4] + ["--reuse_collections", "false"])
+
+
 @pytest.mark.parametrize("extra, error, match", [
     (["--collect", json.dumps({"num_samples": 2, "epsilon": 0.3, "prompts_per_batch": 4, "cache_budget_mb": 16})],
      ValueError, r"reuse_from: .*collect-sequence ran with other settings than this run \(collect differ\)"),

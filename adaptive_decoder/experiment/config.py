@@ -72,6 +72,10 @@ class ExperimentConfig(ModelArguments):
         "help": "A finished run_dir to start from, for an ablation of training: its collections and the evaluation "
                 "units of methods without a trained head are copied when their settings are this run's (see "
                 "adaptive_decoder.experiment.reuse)."})
+    reuse_collections: bool = field(default=True, metadata={
+        "help": "With reuse_from: copy its collections too (an ablation of training). False: collect again and "
+                "copy only the evaluation units of the methods without a trained head (an ablation of the head or "
+                "of collection: factors, bins, num_samples, pairing of new samples)."})
     eval: dict | str | None = field(default=None, metadata={
         "help": "evaluation.config.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
@@ -113,6 +117,8 @@ class ExperimentConfig(ModelArguments):
             fitted = [m for m in self.methods if m in DEV_FITTED]
             if fitted and n["num_dev"] < 1:
                 raise ValueError(f"task {t!r}: method(s) {fitted} need dev prompts (num_dev >= 1)")
+        if not self.reuse_collections and not self.reuse_from:
+            raise ValueError("reuse_collections: false says what to copy from reuse_from, which is not set")
         if self.hag_model_path and "hag" not in self.methods:
             self.methods = [*self.methods, "hag"]
         if "hag" in self.methods and not self.hag_model_path and "hag" not in (self.eval.get("method_options") or {}):

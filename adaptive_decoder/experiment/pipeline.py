@@ -255,8 +255,8 @@ class Experiment:
                                normalize=normalize)
 
     def reuse_stages(self, source: Path):
-        """Copy `source`'s finished collections and the evaluation units of its methods without a trained head
-        into this run (see `adaptive_decoder.experiment.reuse`)."""
+        """Copy `source`'s finished collections (unless reuse_collections is off) and the evaluation units of its
+        methods without a trained head into this run (see `adaptive_decoder.experiment.reuse`)."""
         from .reuse import copy_collection, copy_eval_units
 
         source = Path(source)
@@ -266,7 +266,7 @@ class Experiment:
             raise ValueError("reuse_from is this run's own run_dir; give the run to copy from")
         for seed in self.cfg.seeds:
             src, dst = source / f"seed-{seed}", self.seed_dir(seed)
-            for lv in self.cfg.levels:
+            for lv in self.cfg.levels if self.cfg.reuse_collections else ():
                 if copy_collection(src / f"collect-{lv}", dst / f"collect-{lv}", self._collect_fingerprint(seed, lv)):
                     logger.info("reuse_from: copied %s", src / f"collect-{lv}")
             n = copy_eval_units(src / "eval", dst / "eval", *self._eval_fingerprint(self.eval_config(seed)))

@@ -9,7 +9,9 @@ What is copied from the source run into a new run_dir, per seed, before any stag
     dtype, head bins, collect settings, train prompts, rewards, seed);
   - the evaluation units of every method that does not read a trained head (greedy, the grid, random, the oracle,
     HAG, ...), if the source's evaluation finished with this run's evaluation fingerprint (and test/dev splits).
-Never copied: the train stages, and the units of any method whose results name a `head_path` (ADseq, ADtok,
+With `reuse_collections: false` the collections are not copied (this run collects its own: an ablation of the
+head or of collection, e.g. a min-p factor); the evaluation units still are, since no collection setting changes
+them. Never copied: the train stages, and the units of any method whose results name a `head_path` (ADseq, ADtok,
 MeanShift, which is fitted on the head's dev units): they are what the ablation changes, and this run computes them.
 
 Invariant: every copied file is one this run would have written itself, so a reused run's results equal those of
