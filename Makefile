@@ -34,6 +34,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 # Seed 0; 12 train / 12 dev / 16 test prompts per task. From a fresh clone: 13 min 35 s in all (12 min 09 s the run,
 # the rest the venv) on 2 CPU cores with one torch thread, while one other single-thread job used the second core;
 # later fresh-clone runs: 14 min 49 s (12 min 58 s the run) and 14 min 23 s (13 min 04 s, nothing else running).
+# Those CPUs had native bf16; on an AMD EPYC without it (slower per core) the run took 21 min 10 s beside one other
+# single-thread job. The demo runs in float32 everywhere, so its verdict is the same on both.
 demo: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) experiments/run.py --config configs/experiments/control.yaml --torch_threads 1
 
