@@ -454,6 +454,25 @@ def test_reuse_from_without_its_collections_collects_again_and_copies_only_the_b
         _load_cli().main(argv[:-4] + ["--reuse_collections", "false"])
 
 
+def test_summary_names_every_dev_fitted_choice_per_seed(finished_run, tiny_model_dir, tmp_path):
+    # the finished run's samples and grid units; MeanShift and one min-p for the mix added (computed here)
+    run_dir, _, _ = finished_run
+    cfg = yaml.safe_load(TINY.read_text())
+    argv = ["--config", str(TINY), "--model", str(tiny_model_dir), "--run_dir", str(tmp_path / "r"),
+            "--reuse_from", str(run_dir), "--levels", "sequence", "--methods", *cfg["methods"], "meanshift", "min_p_mix"]
+    summary = _load_cli().main(argv)
+    md = (tmp_path / "r" / "summary.md").read_text()
+    fits = json.loads((tmp_path / "r" / "seed-0" / "eval" / "results.json").read_text())["tasks"]
+    oracle = "; ".join(f"{t}: {fits[t]['oracle']['oracle']['chosen']}" for t in cfg["tasks"])
+    assert f"Oracle's choice on the dev prompts (per seed): {oracle}" in md
+    mix = {fits[t]["oracle"]["min_p_mix"]["chosen"] for t in cfg["tasks"]}
+    assert len(mix) == 1 and mix.pop().startswith("T=1.0,min_p=")  # one value for the whole mix
+    for m in ("min_p_mix", "meanshift-adseq"):
+        line = "; ".join(f"{t}: {fits[t]['oracle'][m]['chosen']}" for t in cfg["tasks"])
+        assert f"`{m}`'s choice (per seed): {line}" in md, m
+    assert summary["per_seed"]["0"]["fitted_choice"]["gsm8k"]["min_p_mix"] == fits["gsm8k"]["oracle"]["min_p_mix"]["chosen"]
+
+
 @pytest.mark.parametrize("extra, error, match", [
     (["--collect", json.dumps({"num_samples": 2, "epsilon": 0.3, "prompts_per_batch": 4, "cache_budget_mb": 16})],
      ValueError, r"reuse_from: .*collect-sequence ran with other settings than this run \(collect differ\)"),

@@ -199,6 +199,12 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
     if any(any(v) for v in oc.values()):
         L += ["Oracle's choice on the dev prompts (per seed): "
               + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
+    fitted = list(dict.fromkeys(m for ps in summary["per_seed"].values() for by_m in ps.get("fitted_choice", {}).values()
+                                for m in by_m))
+    for m in fitted:  # the other dev-fitted methods (a tuned sampler per task or for the mix, MeanShift), the same way
+        per_task = {t: [ps.get("fitted_choice", {}).get(t, {}).get(m) for ps in summary["per_seed"].values()]
+                    for t in tasks if t != OVERALL}
+        L += [f"`{m}`'s choice (per seed): " + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in per_task.items()), ""]
     L += ["## Paired comparisons vs each fixed temperature, raw", "",
           "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
           "paired-bootstrap p-value. Here a tie is its own column (the paper's win rate above counts it 1/2). AD heads "
