@@ -635,6 +635,12 @@ def test_the_mix_sampler_runs_beside_the_per_task_one_on_shared_dev_units(tiny_d
     for t in ALL_TASKS:
         assert len(units_by(res, "min_p_mix", t)) == 3
     assert "for every task, on the dev prompts of all tasks" in (tmp_path / "out" / "results.md").read_text()
+    # one task: normalizing is then monotone, so the mix value is the per-task one and its test units are copied
+    one = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "one", tasks=["gsm8k"], methods=["fixed", "min_p", "min_p_mix"]))
+    fits = one["tasks"]["gsm8k"]["oracle"]
+    assert fits["min_p_mix"]["chosen"] == fits["min_p"]["chosen"]
+    per_task, mix = units_by(one, "min_p", "gsm8k"), units_by(one, "min_p_mix", "gsm8k")
+    assert all(u["extra"]["reused_from"] == "min_p" and u["samples"] == per_task[p]["samples"] for p, u in mix.items())
 
 
 def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():

@@ -262,15 +262,22 @@ class Evaluator:
             oracle.fit(self._dev_scores(oracle, tname))
 
     def _reusable(self, policy, task, split, todo):
-        """A policy already run here with the same fixed config (greedy == T=0.0, oracle == its chosen setting):
-        same config, prompts and batch seeds give the same samples by construction, so its units are copied."""
+        """A policy already run here with the same fixed config (greedy == T=0.0, oracle == its chosen setting, two
+        dev-fitted methods that chose the same setting): same config, prompts and batch seeds give the same samples
+        by construction, so its units are copied."""
         target = policy.chosen if isinstance(policy, OraclePolicy) else policy
         if not isinstance(target, FixedPolicy):
             return None
         pool = self.policies + [c for o in self.oracles for c in o.candidates]
         for q in pool:
-            if (q.role in ("fixed", "greedy") and q.name != policy.name and q.config == target.config
-                    and all(self.store.done(q.name, task.name, split, e["id"]) for e in todo)):
+            if q.name == policy.name or not all(self.store.done(q.name, task.name, split, e["id"]) for e in todo):
+                continue
+            if isinstance(q, OraclePolicy):  # another dev-fitted method that chose the same config on this task
+                self._fit_oracle(q, task.name)  # (min_p_mix and min_p often do); refitted before its own jobs anyway
+                decoded = q.chosen
+            else:
+                decoded = q if q.role in ("fixed", "greedy") else None
+            if isinstance(decoded, FixedPolicy) and decoded.config == target.config:
                 return q
         return None
 

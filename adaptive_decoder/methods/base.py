@@ -34,7 +34,8 @@ from ..modeling.sampling import NEUTRAL
 # class name (describe()["type"]) -> role, for descriptions that carry no "role"
 ROLE_OF_TYPE = {"FixedPolicy": "fixed", "GreedyPolicy": "greedy", "RandomPolicy": "random",
                 "TokenRandomPolicy": "random_token", "AdaptivePolicy": "adaptive", "OraclePolicy": "oracle",
-                "TunedSamplerPolicy": "sampler", "MeanShiftPolicy": "meanshift", "HAGPolicy": "hag"}
+                "TunedSamplerPolicy": "sampler", "MixSamplerPolicy": "sampler", "MeanShiftPolicy": "meanshift",
+                "HAGPolicy": "hag"}
 # roles of the policies that decode one fixed config per task (nothing chosen per prompt or token): reports leave
 # them out of the chosen-parameter distributions
 FIXED_CONFIG_ROLES = ("fixed", "greedy", "oracle", "sampler", "meanshift")
