@@ -601,13 +601,15 @@ def test_a_mix_sampler_picks_one_value_on_the_normalized_dev_reward_of_all_tasks
                  lo.name: {"1": 0.8, "2": 1.0}, hi.name: {"1": 0.1, "2": 0.1}},
            "b": {"T=0.0": {"1": 0.0, "2": 0.0}, "T=1.0": {"1": 10.0, "2": 10.0},
                  lo.name: {"1": 3.0, "2": 3.0}, hi.name: {"1": 4.0, "2": 6.0}}}
-    assert p.fit_mix(dev) is lo
+    from adaptive_decoder.evaluation.harness import mix_normalizer
+
+    assert p.fit_mix(dev, mix_normalizer) is lo
     assert p.dev_scores == pytest.approx({lo.name: 0.6, hi.name: 0.3})
     assert p.fit_summary()["pooled"] is True
     with pytest.raises(TypeError, match="fit_mix"):
         p.fit({lo.name: 1.0, hi.name: 0.0})
     with pytest.raises(ValueError, match=r"task 'b' has no dev rewards for \['T=1.0'\]"):
-        p.fit_mix({**dev, "b": {k: v for k, v in dev["b"].items() if k != "T=1.0"}})
+        p.fit_mix({**dev, "b": {k: v for k, v in dev["b"].items() if k != "T=1.0"}}, mix_normalizer)
 
 
 def test_the_mix_sampler_runs_beside_the_per_task_one_on_shared_dev_units(tiny_dir, tmp_path):

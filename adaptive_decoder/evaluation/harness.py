@@ -40,7 +40,7 @@ from ..methods.policies import (MIX_SAMPLERS, SAMPLER_GRIDS, AdaptivePolicy, Fix
 from ..methods.base import build_policies
 from .report import log_wandb, markdown_table, results_plots
 from .results import MethodTaskResult, choices, compare_with_baselines
-from .scalefree import check_bar, units_report
+from .scalefree import check_bar, normalize, task_normalization, units_report
 from ..stats import bootstrap_mean_ci, finite_mean
 from ..storage import lock_dir
 from ..tasks import get_task
@@ -257,7 +257,7 @@ class Evaluator:
         elif isinstance(oracle, MixSamplerPolicy):  # pooled too, on the normalized dev rewards of every task
             oracle.fit_mix({t: {c.name: {e["id"]: self.store.get(c.name, t, "dev", e["id"])["reward"]
                                          for e in self.splits[t][1]} for c in [*oracle.candidates, *oracle.anchors]}
-                            for t in self.cfg.tasks})
+                            for t in self.cfg.tasks}, mix_normalizer)
         else:
             oracle.fit(self._dev_scores(oracle, tname))
 
@@ -372,3 +372,10 @@ def write_outputs(results: dict, out_dir: Path, cfg: EvalConfig):
     images = results_plots(results, out_dir) if cfg.plots else []
     if cfg.report_to == "wandb":
         log_wandb(results, cfg, images)
+
+
+def mix_normalizer(by_name: dict, anchors: list):
+    """A task's map of a raw dev mean onto the scale-free report's scale (0 / 1 = the worst / best of `anchors`, the
+    fixed grid, on that task's dev prompts), for `MixSamplerPolicy.fit_mix`."""
+    norm = task_normalization(by_name, None, anchors)
+    return lambda x: normalize(x, norm)

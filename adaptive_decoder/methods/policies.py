@@ -319,19 +319,19 @@ class MixSamplerPolicy(TunedSamplerPolicy):
     def fit(self, dev_scores: dict):
         raise TypeError(f"{self.name} is fitted on every task's dev rewards at once: use fit_mix(dev_rewards)")
 
-    def fit_mix(self, dev_rewards: dict) -> FixedPolicy:
-        """`dev_rewards`: {task: {policy name: {prompt_id: reward}}} holding every candidate and anchor."""
-        from ..evaluation.scalefree import normalize, task_normalization
-
+    def fit_mix(self, dev_rewards: dict, normalizer) -> FixedPolicy:
+        """`dev_rewards`: {task: {policy name: {prompt_id: reward}}} holding every candidate and anchor;
+        `normalizer(by_name, anchor_names)`: the task's map of a raw mean onto the normalized scale (the evaluation
+        passes the scale-free report's, which this layer does not import)."""
         anchors = [a.name for a in self.anchors]
         scores = {c.name: [] for c in self.candidates}
         for t, by_name in dev_rewards.items():
             missing = [n for n in [*scores, *anchors] if not by_name.get(n)]
             if missing:
                 raise ValueError(f"{self.name}: task {t!r} has no dev rewards for {missing}")
-            norm = task_normalization(by_name, None, anchors)
+            norm = normalizer(by_name, anchors)
             for c in scores:
-                scores[c].append(float(normalize(sum(by_name[c].values()) / len(by_name[c]), norm)))
+                scores[c].append(float(norm(sum(by_name[c].values()) / len(by_name[c]))))
         self.dev_scores = {c: sum(v) / len(v) for c, v in scores.items()}
         self.chosen = max(self.candidates, key=lambda c: (self.dev_scores[c.name], -self.candidates.index(c)))
         return self.chosen
