@@ -317,7 +317,7 @@ class MixSamplerPolicy(TunedSamplerPolicy):
         self.anchors = list(anchors)
 
     def fit(self, dev_scores: dict):
-        raise TypeError(f"{self.name} is fitted on every task's dev rewards at once: use fit_mix(dev_rewards)")
+        raise TypeError(f"{self.name} is fitted on every task's dev rewards at once: use fit_mix(dev_rewards, normalizer)")
 
     def fit_mix(self, dev_rewards: dict, normalizer) -> FixedPolicy:
         """`dev_rewards`: {task: {policy name: {prompt_id: reward}}} holding every candidate and anchor;

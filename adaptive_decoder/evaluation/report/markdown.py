@@ -195,16 +195,17 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
     L += ["", "Per-seed overall means: " + "; ".join(
         f"seed {s}: " + ", ".join(f"{m} {v:.3f}" for m, v in ps["overall"].items() if v is not None and m not in twins)
         for s, ps in summary["per_seed"].items()), ""]
-    oc = {t: [ps["oracle_choice"].get(t) for ps in summary["per_seed"].values()] for t in tasks if t != OVERALL}
-    if any(any(v) for v in oc.values()):
-        L += ["Oracle's choice on the dev prompts (per seed): "
-              + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in oc.items()), ""]
-    fitted = list(dict.fromkeys(m for ps in summary["per_seed"].values() for by_m in ps.get("fitted_choice", {}).values()
-                                for m in by_m))
-    for m in fitted:  # the other dev-fitted methods (a tuned sampler per task or for the mix, MeanShift), the same way
-        per_task = {t: [ps.get("fitted_choice", {}).get(t, {}).get(m) for ps in summary["per_seed"].values()]
-                    for t in tasks if t != OVERALL}
-        L += [f"`{m}`'s choice (per seed): " + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in per_task.items()), ""]
+    seeds = list(summary["per_seed"].values())
+
+    def per_seed(label: str, chosen) -> list[str]:  # "label: task: seed 0's choice, seed 1's; task: ..."
+        per_task = {t: [chosen(ps, t) for ps in seeds] for t in tasks if t != OVERALL}
+        return [f"{label}: " + "; ".join(f"{t}: {', '.join(map(str, v))}" for t, v in per_task.items()), ""]
+
+    if any(ps["oracle_choice"].get(t) for ps in seeds for t in tasks if t != OVERALL):
+        L += per_seed("Oracle's choice on the dev prompts (per seed)", lambda ps, t: ps["oracle_choice"].get(t))
+    # the other dev-fitted methods (a tuned sampler per task or for the mix, MeanShift), the same way
+    for m in dict.fromkeys(m for ps in seeds for by_m in ps.get("fitted_choice", {}).values() for m in by_m):
+        L += per_seed(f"`{m}`'s choice (per seed)", lambda ps, t, m=m: ps.get("fitted_choice", {}).get(t, {}).get(m))
     L += ["## Paired comparisons vs each fixed temperature, raw", "",
           "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
           "paired-bootstrap p-value. Here a tie is its own column (the paper's win rate above counts it 1/2). AD heads "
