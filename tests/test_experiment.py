@@ -529,3 +529,19 @@ def test_a_method_missing_from_a_seed_is_left_out_of_the_summary():
     assert set(results[0]["methods"]) == {"T=0.0", "adseq", "adtok"}  # the inputs are left as they were
     same = {s: res(["T=0.0", "adseq"]) for s in (0, 1)}
     assert in_every_seed(same) == (same, {})
+
+
+def test_learned_parameters_table_shows_a_min_p_head_s_shares():
+    # a temperature-and-min-p head beside a temperature-only one: min_p gets its own column, hand-computed shares
+    from adaptive_decoder.evaluation.report.markdown import learned_parameters_table
+
+    summary = {"tasks": {"copy": {"methods": {
+        "adseq": {"chosen": {"temperature": {"0.0": 3, "1.2": 1}, "min_p": {"0.1": 1, "0.0": 3}}},
+        "adtok": {"chosen": {"temperature": {"0.8": 2}}}}}}}
+    rows = learned_parameters_table(summary, ["adseq", "adtok", "fixed"], ["copy"])
+    assert rows == ["| method | task | temperature | top_p | top_k | min_p |", "|---|---|---|---|---|---|",
+                    "| adseq | copy | 0.0: 75%, 1.2: 25% | n/a | n/a | 0.0: 75%, 0.1: 25% |",
+                    "| adtok | copy | 0.8: 100% | n/a | n/a | n/a |"]
+    # without an extra factor the table keeps its three columns
+    del summary["tasks"]["copy"]["methods"]["adseq"]["chosen"]["min_p"]
+    assert learned_parameters_table(summary, ["adseq"], ["copy"])[0] == "| method | task | temperature | top_p | top_k |"

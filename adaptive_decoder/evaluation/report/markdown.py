@@ -142,6 +142,19 @@ def _share_table(chosen: dict, factor: str) -> str:
     return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: value_order(kv[0])))
 
 
+def learned_parameters_table(summary: dict, methods: list, tasks: list) -> list[str]:
+    """Markdown rows: per method and task, the share of decisions at each value of each factor. The three factors
+    every head has bins for always get a column; any other factor a method chose (a min-p head's min_p) gets one
+    too, so a head's extra factor is visible without reading summary.json."""
+    chosen = {(m, t): ch for m in methods for t in tasks
+              for ch in [summary["tasks"].get(t, {}).get("methods", {}).get(m, {}).get("chosen")] if ch is not None}
+    factors = ["temperature", "top_p", "top_k"]
+    factors += sorted({f for ch in chosen.values() for f in ch} - set(factors))
+    rows = ["| method | task | " + " | ".join(factors) + " |", "|---|---|" + "---|" * len(factors)]
+    return rows + [f"| {m} | {t} | " + " | ".join(_share_table(ch, f) for f in factors) + " |"
+                   for (m, t), ch in chosen.items()]
+
+
 def _bar_sentences(summary: dict) -> list[str]:
     """One line per head: its verdict and numbers; then where the primary head stands against the oracle."""
     primary = summary["bar"]["method"]
@@ -216,15 +229,8 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
             L += [f"### {t}", ""] + _comparison_table(rows, signed=True) + [""]
     choosers = [m for m in methods if any("chosen" in summary["tasks"][t]["methods"].get(m, {}) for t in tasks if t != OVERALL)]
     if choosers:
-        L += ["## Learned decoding parameters per task (share of decisions on the test prompts, all seeds)", "",
-              "| method | task | temperature | top_p | top_k |", "|---|---|---|---|---|"]
-        for m in choosers:
-            for t in tasks:
-                ch = summary["tasks"].get(t, {}).get("methods", {}).get(m, {}).get("chosen")
-                if ch is not None:
-                    L.append(f"| {m} | {t} | {_share_table(ch, 'temperature')} | {_share_table(ch, 'top_p')} | "
-                             f"{_share_table(ch, 'top_k')} |")
-        L.append("")
+        L += ["## Learned decoding parameters per task (share of decisions on the test prompts, all seeds)", ""]
+        L += learned_parameters_table(summary, choosers, tasks) + [""]
         # "parse_failure_rate": the key of a summary.json written by an older version
         pf = [(m, t, r) for m in choosers for t in tasks
               for d in [summary["tasks"].get(t, {}).get("methods", {}).get(m, {})]
