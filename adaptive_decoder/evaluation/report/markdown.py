@@ -144,8 +144,8 @@ def _share_table(chosen: dict, factor: str) -> str:
 
 def learned_parameters_table(summary: dict, methods: list, tasks: list) -> list[str]:
     """Markdown rows: per method and task, the share of decisions at each value of each factor. The three factors
-    every head has bins for always get a column; any other factor a method chose (a min-p head's min_p) gets one
-    too, so a head's extra factor is visible without reading summary.json."""
+    every head has bins for always get a column; any other decoding value the units recorded (min_p,
+    repetition_penalty) gets one too, so a min-p head's choices are visible without reading summary.json."""
     chosen = {(m, t): ch for m in methods for t in tasks
               for ch in [summary["tasks"].get(t, {}).get("methods", {}).get(m, {}).get("chosen")] if ch is not None}
     factors = ["temperature", "top_p", "top_k"]
