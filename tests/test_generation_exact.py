@@ -1,6 +1,8 @@
 """The contract that makes fixed-temperature baselines and AD comparable: forcing the head's choice gives
 token-for-token the same output as plain `generate` with those values and the same seed."""
 
+import collections
+
 import pytest
 import torch
 
@@ -169,6 +171,34 @@ def test_stop_when_cuts_each_row_at_its_first_true_and_changes_nothing_before(ho
             assert cut.choices["temperature"][r] == free.choices["temperature"][r]
         early += n < len(ids)
     assert early >= 6, "too few rows stopped early: the cut is not tested"
+
+
+def test_stop_when_never_decodes_a_row_that_ended_at_an_eos():
+    """A row generate has finished at an EOS keeps being padded while the others run; its text cannot change, so
+    the predicate sees each row only while it is live: once per generated token before its EOS. Same tokens as
+    without the predicate."""
+    from conftest import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(vocab_size=len(tok), seed=4, pad_token_id=0)
+    adm = AdaptiveDecodingModel(model, tok)
+    kw = dict(max_new_tokens=16, num_return_sequences=3, chat=False, force={"temperature": 1.0})
+    torch.manual_seed(0)
+    probe = adm.generate_text(["Hello", "ab"], **kw)
+    # declare a token the rows produce early to be the EOS, so some rows end long before the others
+    eos = collections.Counter(t for ids in probe.completion_ids for t in ids[:4]).most_common(1)[0][0]
+    seen = []
+    torch.manual_seed(0)
+    free = adm.generate_text(["Hello", "ab"], eos_token_id=eos, **kw)
+    torch.manual_seed(0)
+    cut = adm.generate_text(["Hello", "ab"], eos_token_id=eos, stop_when=lambda text: seen.append(text) and False,
+                            **kw)
+    assert cut.completion_ids == free.completion_ids
+    ended = [ids for ids in free.completion_ids if ids and ids[-1] == eos]
+    assert ended and any(len(ids) < 16 for ids in ended), "no row ended early: the skip is not tested"
+    assert max(len(ids) for ids in free.completion_ids) > min(len(ids) for ids in ended)
+    live_steps = sum(len(ids) - (ids[-1:] == [eos]) for ids in free.completion_ids)
+    assert len(seen) == live_steps
 
 
 def test_stop_when_needs_the_tokenizer(tiny_model):

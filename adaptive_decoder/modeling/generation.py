@@ -100,16 +100,22 @@ class _StepRecorder:
 class _StopWhen(StoppingCriteria):
     """Stops row i once `predicate(its decoded completion)` is True and keeps its completion length then. generate
     pads a stopped row from the next step on; where the pad token is also an EOS (SmolLM2), the first pad would
-    otherwise read as a real EOS step in `_step_mask`."""
+    otherwise read as a real EOS step in `_step_mask`. A row that has ended at an EOS is never decoded again either:
+    its text can no longer change, and decoding every finished row at every step costs a batch_decode per row."""
 
-    def __init__(self, tokenizer, prompt_length: int, predicate: Callable[[str], bool]):
+    def __init__(self, tokenizer, prompt_length: int, predicate: Callable[[str], bool], eos_ids=()):
         self.tokenizer, self.prompt_length, self.predicate = tokenizer, prompt_length, predicate
+        self.eos_ids = torch.tensor(sorted(set(eos_ids)), dtype=torch.long)
         self.lengths: list | None = None   # per row: the completion length at its stop, None while it runs
+        self.ended: set = set()            # rows generate has finished at an EOS
 
     def __call__(self, input_ids, scores, **kwargs):
         if self.lengths is None:
             self.lengths = [None] * input_ids.shape[0]
-        live = [i for i, n in enumerate(self.lengths) if n is None]  # a stopped row is never decoded again
+        if input_ids.shape[1] > self.prompt_length and len(self.eos_ids):
+            at_eos = torch.isin(input_ids[:, -1], self.eos_ids.to(input_ids.device))
+            self.ended.update(i for i in at_eos.nonzero().flatten().tolist() if self.lengths[i] is None)
+        live = [i for i, n in enumerate(self.lengths) if n is None and i not in self.ended]
         t = input_ids.shape[1] - self.prompt_length
         texts = self.tokenizer.batch_decode(input_ids[live, self.prompt_length:], skip_special_tokens=True)
         for i, text in zip(live, texts):
@@ -178,7 +184,7 @@ class AdaptiveDecodingModel:
         if stop_when is not None:
             if self.tokenizer is None:
                 raise ValueError("stop_when= reads the decoded completion: it needs AdaptiveDecodingModel(model, tokenizer)")
-            stop = _StopWhen(self.tokenizer, input_ids.shape[1], stop_when)
+            stop = _StopWhen(self.tokenizer, input_ids.shape[1], stop_when, self._eos_ids(kwargs))
             kwargs["stopping_criteria"] = StoppingCriteriaList(list(kwargs.get("stopping_criteria") or []) + [stop])
         handle = self.model.get_output_embeddings().register_forward_pre_hook(rec.hook)
         try:
