@@ -545,3 +545,8 @@ def test_learned_parameters_table_shows_a_min_p_head_s_shares():
     # without an extra factor the table keeps its three columns
     del summary["tasks"]["copy"]["methods"]["adseq"]["chosen"]["min_p"]
     assert learned_parameters_table(summary, ["adseq"], ["copy"])[0] == "| method | task | temperature | top_p | top_k |"
+    # a value every decision left neutral (a temperature head's min_p 0, repetition_penalty 1) is not a column
+    summary["tasks"]["copy"]["methods"]["adseq"]["chosen"].update(min_p={"0.0": 4}, repetition_penalty={"1.0": 4})
+    assert learned_parameters_table(summary, ["adseq"], ["copy"])[0] == "| method | task | temperature | top_p | top_k |"
+    summary["tasks"]["copy"]["methods"]["adseq"]["chosen"]["repetition_penalty"] = {"1.0": 3, "1.2": 1}
+    assert learned_parameters_table(summary, ["adseq"], ["copy"])[0].endswith("| top_k | repetition_penalty |")

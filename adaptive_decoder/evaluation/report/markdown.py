@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...methods.base import role_of
+from ...modeling.sampling import NEUTRAL
 from ..results import LEVEL_METHOD, OVERALL, same_decoding, value_order
 from ..scalefree import BAR_RULE, bar_line, bar_numbers, markdown_sections, rival_line
 from ...stats import format_ci
@@ -142,14 +143,23 @@ def _share_table(chosen: dict, factor: str) -> str:
     return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: value_order(kv[0])))
 
 
+def _is_neutral(factor: str, value) -> bool:
+    try:
+        return factor in NEUTRAL and float(value) == float(NEUTRAL[factor])
+    except (TypeError, ValueError):
+        return False
+
+
 def learned_parameters_table(summary: dict, methods: list, tasks: list) -> list[str]:
     """Markdown rows: per method and task, the share of decisions at each value of each factor. The three factors
     every head has bins for always get a column; any other decoding value the units recorded (min_p,
-    repetition_penalty) gets one too, so a min-p head's choices are visible without reading summary.json."""
+    repetition_penalty) gets one where some decision set it off its neutral value, so a min-p head's choices are
+    visible without reading summary.json, and a temperature head's min_p of 0 everywhere is not a column."""
     chosen = {(m, t): ch for m in methods for t in tasks
               for ch in [summary["tasks"].get(t, {}).get("methods", {}).get(m, {}).get("chosen")] if ch is not None}
     factors = ["temperature", "top_p", "top_k"]
-    factors += sorted({f for ch in chosen.values() for f in ch} - set(factors))
+    factors += sorted({f for ch in chosen.values() for f, counts in ch.items()
+                       if f not in factors and any(not _is_neutral(f, v) for v, c in counts.items() if c)})
     rows = ["| method | task | " + " | ".join(factors) + " |", "|---|---|" + "---|" * len(factors)]
     return rows + [f"| {m} | {t} | " + " | ".join(_share_table(ch, f) for f in factors) + " |"
                    for (m, t), ch in chosen.items()]
