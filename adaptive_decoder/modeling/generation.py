@@ -112,9 +112,8 @@ class _StopWhen(StoppingCriteria):
     def __call__(self, input_ids, scores, **kwargs):
         if self.lengths is None:
             self.lengths = [None] * input_ids.shape[0]
-        if input_ids.shape[1] > self.prompt_length and len(self.eos_ids):
-            at_eos = torch.isin(input_ids[:, -1], self.eos_ids.to(input_ids.device))
-            self.ended.update(i for i in at_eos.nonzero().flatten().tolist() if self.lengths[i] is None)
+        at_eos = torch.isin(input_ids[:, -1], self.eos_ids.to(input_ids.device))  # generate calls after each new token
+        self.ended.update(i for i in at_eos.nonzero().flatten().tolist() if self.lengths[i] is None)
         live = [i for i, n in enumerate(self.lengths) if n is None and i not in self.ended]
         t = input_ids.shape[1] - self.prompt_length
         texts = self.tokenizer.batch_decode(input_ids[live, self.prompt_length:], skip_special_tokens=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ...methods.base import role_of
 from ...modeling.sampling import NEUTRAL
-from ..results import LEVEL_METHOD, OVERALL, same_decoding, value_order
+from ..results import FALLBACK, LEVEL_METHOD, OVERALL, same_decoding, value_order
 from ..scalefree import BAR_RULE, bar_line, bar_numbers, markdown_sections, rival_line
 from ...stats import format_ci
 
@@ -143,11 +143,9 @@ def _share_table(chosen: dict, factor: str) -> str:
     return ", ".join(f"{v}: {100 * c / tot:.0f}%" for v, c in sorted(counts.items(), key=lambda kv: value_order(kv[0])))
 
 
-def _is_neutral(factor: str, value) -> bool:
-    try:
-        return factor in NEUTRAL and float(value) == float(NEUTRAL[factor])
-    except (TypeError, ValueError):
-        return False
+def _is_neutral(factor: str, value: str) -> bool:
+    """A chosen_values key (a number, or FALLBACK, which is never neutral) at `factor`'s no-change value."""
+    return value != FALLBACK and factor in NEUTRAL and float(value) == NEUTRAL[factor]
 
 
 def learned_parameters_table(summary: dict, methods: list, tasks: list) -> list[str]:
