@@ -5,7 +5,9 @@ temperature grid, the oracle that picks one of them per task on dev): run it bef
     python eval/headroom.py --config configs/eval/headroom_control.yaml
 
 Takes every EvalConfig option (YAML or command line); `methods` is replaced by greedy + fixed + oracle. Writes
-headroom.json / headroom.md (and the suite's results.*) in output_dir; re-running resumes.
+headroom.json / headroom.md (and the suite's results.*) in output_dir; re-running resumes. For a task whose reward
+compares a prompt's samples (novelty, distinct_valid) it also rescores them in smaller groups, the size an LPO
+collection scores them in (1 + collect.twins), and says when that ranks the temperatures otherwise.
 """
 
 import logging

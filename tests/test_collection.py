@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
 from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, hidden_key, read_collection
-from adaptive_decoder.lpo.collection import collect
+from adaptive_decoder.lpo.collection import collect, group_size_mismatches
 from adaptive_decoder.lpo.prompt_sources import load_task_prompts
 from adaptive_decoder.modeling.models import prepare_tokenizer
 from adaptive_decoder.rewards import build_reward
@@ -517,3 +517,16 @@ def test_group_reward_among_several_twins(tmp_path, monkeypatch):
     assert all(r["rewards"]["distinct_valid"] == 0.0 for r in recs if r["values"]["temperature"] == 0.0)
     with pytest.raises(ValueError, match="twins"):
         CollectionSettings(twins=0)
+
+
+def test_group_size_mismatches_name_the_task_whose_group_reward_is_scored_in_another_group():
+    # novelty among 2 (one twin) is not novelty among the evaluation's 8: the run says so and how to match it
+    rewards = {"writing": build_reward({"concepts": {}, "novelty": {"n": 2}}), "copy": build_reward({"chrf": {}})}
+    lines = group_size_mismatches(rewards, CollectionSettings(num_samples=4, twins=1), 8, "sequence")
+    assert lines == ["task 'writing': collection scores novelty among 2 samples (twins: 1), the evaluation among 8; "
+                     "`collect.twins: 7` scores it as evaluated"]
+    assert group_size_mismatches(rewards, CollectionSettings(num_samples=4, twins=7), 8, "sequence") == []
+    pool = group_size_mismatches(rewards, CollectionSettings(num_samples=4, group_reward_twins=False), 8, "sequence")
+    assert pool == ["task 'writing': collection scores novelty among 4 samples (the exploration pool), the evaluation "
+                    "among 8; `collect.twins: 7` scores it as evaluated"]
+    assert group_size_mismatches(rewards, CollectionSettings(num_samples=4, twins=1), 8, "token") == []

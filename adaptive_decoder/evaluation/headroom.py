@@ -6,6 +6,12 @@ test prompts of every task, plus the dev-picked per-task oracle, and reports per
 the best single fixed temperature (`adaptive_decoder.evaluation.scalefree`: per task, worst / best fixed temperature on dev =
 0 / 1, tasks weighted equally; the best single temperature chosen on dev), with its paired 95% CI. If that gain
 is not clearly above 0, no adaptive method can beat the best single temperature on these tasks.
+
+A reward that compares a prompt's samples (novelty, distinct_valid) also depends on how many samples it compares:
+novelty is 1 - the max similarity to the *other* samples, so a greedy-ish sample meets fewer near-copies among 2
+than among 8. The collection scores each sample among 1 + `twins`, the evaluation among its k, and LPO learns the
+collection's ranking of temperatures. `group_size_report` rescores the same samples in smaller groups (no new
+generation) so the two rankings can be compared before an experiment is spent on a mismatch.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from pathlib import Path
 
 from .config import EvalConfig
 from .harness import run_evaluation
-from ..stats import format_ci
+from ..rewards import REWARDS, build_reward
+from ..stats import bootstrap_mean_ci, format_ci, paired_comparison
+from ..tasks import get_task
+from .units import UnitStore
 
 HEADROOM_METHODS = ["greedy", "fixed", "oracle"]
 
@@ -48,6 +57,103 @@ def headroom_report(results: dict) -> dict:
     return out
 
 
+def group_divisors(k: int) -> list[int]:
+    """Group sizes the k samples of a unit split into evenly: every divisor of k from 2 up, k last."""
+    return [g for g in range(2, k + 1) if k % g == 0]
+
+
+def regrouped_rewards(task, texts: list[str], example: dict, rewards: list[float], group_size: int) -> list[float]:
+    """Each sample's reward with the task's group components (novelty, distinct_valid) scored among consecutive
+    groups of `group_size` of the k samples (samples 0..g-1, g..2g-1, ...) instead of among all k.
+
+    `rewards` are the stored per-sample rewards (all k compared); the change is the group components' weighted
+    total rescored minus the same total among all k, so the rest of the reward (e.g. fluency, which needs a model)
+    is never recomputed."""
+    k = len(texts)
+    if group_size < 2 or k % group_size:
+        raise ValueError(f"group_size must be >= 2 and divide the {k} samples, got {group_size}")
+    spec = {n: o for n, o in task.reward_spec.items() if getattr(REWARDS.get(n), "needs_group", False)}
+    if not spec:
+        return list(rewards)
+    grp = build_reward(spec)
+    scored = [task.postprocess(t or "") for t in texts]
+    key = example.get("id", example.get("prompt"))
+    whole = grp.score(scored, [example] * k)
+    parts = grp.score(scored, [{**example, "id": f"{key}#{j // group_size}"} for j in range(k)])
+    return [r + p - w for r, p, w in zip(rewards, parts, whole)]
+
+
+def group_size_report(units: list[dict], tasks: dict, fixed: list[str], split: str = "test",
+                      n_bootstrap: int = 2000) -> dict:
+    """Per task whose reward compares samples: the fixed settings' mean reward on `split` when that reward is
+    scored among groups of g of each prompt's k samples, for every g in `group_divisors(k)`.
+
+    {task: {"k", "n", "split", "group_sizes", "rewards": {setting: {str(g): ci}}, "best": {str(g): setting}, "margins":
+    {other setting: {str(g): the evaluation's best (g = k) minus it, paired over prompts, with its 95% CI}},
+    "misleading_sizes": [g whose ranking puts another setting first, or loses a lead that is clear at k]}}; tasks
+    without a group reward, or with fewer than 4 samples per prompt, are left out."""
+    out = {}
+    for tname, task in tasks.items():
+        if not any(getattr(REWARDS.get(n), "needs_group", False) for n in task.reward_spec):
+            continue
+        by = {f: {u["prompt_id"]: u for u in units if u["method"] == f and u["task"] == tname and u["split"] == split}
+              for f in fixed}
+        ids = sorted(set.intersection(*(set(v) for v in by.values()))) if by else []
+        if not ids:
+            continue
+        k = len(by[fixed[0]][ids[0]]["samples"])
+        sizes = group_divisors(k)
+        if k < 4 or any(len(by[f][i]["samples"]) != k for f in fixed for i in ids):
+            continue
+        per = {f: {g: [] for g in sizes} for f in fixed}  # per-prompt mean reward
+        for f in fixed:
+            for i in ids:
+                u = by[f][i]
+                texts = [s["text"] for s in u["samples"]]
+                rewards = [s["metrics"]["reward"] for s in u["samples"]]
+                for g in sizes:
+                    r = rewards if g == k else regrouped_rewards(task, texts, u["example"], rewards, g)
+                    per[f][g].append(sum(r) / k)
+        # keys are str(g): the report is JSON, and headroom.md is rebuilt from headroom.json
+        rew = {f: {str(g): bootstrap_mean_ci(per[f][g], n_boot=n_bootstrap) for g in sizes} for f in fixed}
+        best = {str(g): max(fixed, key=lambda f: rew[f][str(g)]["mean"]) for g in sizes}
+        top = best[str(k)]
+        margins = {f: {} for f in fixed if f != top}
+        for f in margins:
+            for g in sizes:
+                c = paired_comparison(per[top][g], per[f][g], n_boot=n_bootstrap)
+                margins[f][str(g)] = {"mean": c["mean_diff"], "lo": c["diff_lo"], "hi": c["diff_hi"]}
+        # a smaller group misleads when it ranks another setting first, or loses a lead the evaluation's group shows
+        misleading = [g for g in sizes[:-1] if best[str(g)] != top or any(
+            m[str(k)]["lo"] > 0 >= m[str(g)]["lo"] for m in margins.values())]
+        out[tname] = {"k": k, "n": len(ids), "split": split, "group_sizes": sizes, "rewards": rew, "best": best,
+                      "margins": margins, "misleading_sizes": misleading}
+    return out
+
+
+def group_size_markdown(gs: dict) -> list[str]:
+    """Markdown lines of `group_size_report`: per task, reward vs setting per group size and the evaluation best's margins."""
+    lines = []
+    for t, r in gs.items():
+        sizes, k = [str(g) for g in r["group_sizes"]], r["k"]
+        lines += ["", f"## {t}: the group reward vs the group it is scored in ({r.get('split', 'test')} prompts, n={r['n']})", "",
+                  f"The evaluation scores each prompt's {k} samples together; a collection with `twins: m` scores "
+                  "each sample among 1 + m. Same samples, regrouped:", "",
+                  "| setting | " + " | ".join(f"group of {g}" for g in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        for f, by_g in r["rewards"].items():
+            lines.append(f"| {f} | " + " | ".join(("**%.3f**" if r["best"][g] == f else "%.3f") % by_g[g]["mean"]
+                                                  for g in sizes) + " |")
+        top = r["best"][str(k)]
+        for f, by_g in r["margins"].items():
+            lines.append(f"| {top} − {f} | " + " | ".join(_iv(by_g[g]) for g in sizes) + " |")
+        if r["misleading_sizes"]:
+            lines += ["", f"**Scored in groups of {', '.join(map(str, r['misleading_sizes']))}, this reward does not "
+                      f"rank the settings as the evaluation's group of {k} does** (another setting first, or a lead of "
+                      f"{top} that is no longer clear): a collection should score each sample among {k}, "
+                      f"`twins: {k - 1}`."]
+    return lines
+
+
 def _ci3(ci: dict) -> str:
     return format_ci(ci["mean"], ci["lo"], ci["hi"])
 
@@ -73,6 +179,7 @@ def headroom_markdown(rep: dict) -> str:
               f"- dev-picked per-task oracle: normalized {rep['oracle_normalized']['mean']:.3f}",
               f"- **HEADROOM: oracle - {rep['best_single']} = {_iv(rep['gain'])}** (paired 95% CI)"]
     lines += [f"  - {t}: {_iv(iv)}" for t, iv in rep["per_task_gain"].items()]
+    lines += group_size_markdown(rep.get("group_sizes") or {})
     return "\n".join(lines) + "\n"
 
 
@@ -87,6 +194,10 @@ def run_headroom(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
     results = run_evaluation(headroom_config(cfg), model=model, tokenizer=tokenizer)
     rep = headroom_report(results)
     out = Path(cfg.output_dir)
+    tasks = {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
+    fixed = list(next(iter(rep["tasks"].values()))["temperatures"])
+    rep["group_sizes"] = group_size_report(list(UnitStore(out / "units.jsonl").units.values()), tasks, fixed,
+                                           n_bootstrap=cfg.n_bootstrap)
     (out / "headroom.json").write_text(json.dumps(rep, indent=1))
     (out / "headroom.md").write_text(headroom_markdown(rep))
     rep["wall_seconds"] = results["wall_seconds"]

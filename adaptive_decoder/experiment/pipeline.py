@@ -146,7 +146,8 @@ class Experiment:
         """The collect stage's work: LPO samples on the train prompts, explored by the seed's collecting head (made
         and saved on first need), and the pair statistics of the collection."""
         from ..lpo.store import CollectionSettings
-        from ..lpo.collection import collect
+        from ..lpo.collection import collect, group_size_mismatches
+        from ..evaluation.config import EvalConfig
         from ..modeling.generation import AdaptiveDecodingModel
         from ..modeling.head import build_head
         from ..lpo.pairs import collection_pair_report
@@ -167,6 +168,9 @@ class Experiment:
         settings = CollectionSettings(**{**cfg.collect, **extra, "seed": seed, "max_new_tokens": cfg.max_new_tokens,
                                          "chat": cfg.chat, "stop_when_scored": cfg.stop_when_scored})
         rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
+        k = int(cfg.eval.get("num_samples") or EvalConfig.num_samples)
+        for line in group_size_mismatches(rewards, settings, k, level):
+            logger.warning(line)
         specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
         for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
             if spec["task_options"].get("max_new_tokens"):

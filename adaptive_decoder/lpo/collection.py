@@ -38,7 +38,7 @@ import torch
 from ..modeling.generation import AdaptiveDecodingModel
 from ..modeling.models import encode_prompts
 from ..modeling.response_logps import response_log_prob, sample_token_log_probs, table_temperatures
-from ..rewards import needs_group
+from ..rewards import group_components, needs_group
 from .store import CollectionSettings, CollectionWriter, head_identity, hidden_key, model_identity, token_logps_key
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,22 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary, s
                             "prompt_ids": prompt_ids, "completion": out.texts[r], "completion_ids": out.completion_ids[r],
                             "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed, **logps})
     return records, hidden, scores["total"]
+
+
+def group_size_mismatches(rewards: dict, settings: CollectionSettings, eval_samples: int, level: str) -> list[str]:
+    """One line per task whose reward compares a prompt's samples but is scored in collection among a group of
+    another size than the evaluation's `eval_samples`. Such a reward's value depends on the group's size (novelty:
+    1 - the max similarity to the others, which grows with their number), so the two can rank temperatures
+    differently and LPO learns the collection's ranking; eval/headroom.py's group-size table measures by how much."""
+    if level != "sequence":
+        return []  # token-level samples are scored in the collection's pool; twins apply to sequence heads only
+    size = 1 + int(settings.twins) if settings.group_reward_twins else int(settings.num_samples)
+    if size == eval_samples:
+        return []
+    how = f"twins: {settings.twins}" if settings.group_reward_twins else "the exploration pool"
+    return [f"task {t!r}: collection scores {', '.join(group_components(r))} among {size} samples ({how}), the "
+            f"evaluation among {eval_samples}; `collect.twins: {eval_samples - 1}` scores it as evaluated"
+            for t, r in rewards.items() if needs_group(r)]
 
 
 def _score(adm, enc, out, batch, reward, spec, settings, seed, stop_when=None) -> dict:
