@@ -90,8 +90,9 @@ class CollectionSettings:
         "against the other choices of the exploration pool. Costs one more generate call per batch.")})
     twins: int = field(default=1, metadata={"help": (
         "With group_reward_twins: how many twins each sample is scored among (the group is the sample plus its "
-        "twins). Set it to the evaluation's num_samples - 1 when the group reward depends on the group size (e.g. "
-        "distinct_valid: distinct among 8 samples is harder than among 2).")})
+        "twins). Set it to the evaluation's num_samples - 1: a group reward depends on the group's size (distinct "
+        "among 8 samples is harder than among 2; novelty, 1 - the max similarity to the others, falls with their "
+        "number, fastest for low temperatures), and the experiment warns when the two differ.")})
     stop_when_scored: bool = field(default=False, metadata={"help": (
         "Stop each sample once its task's scored text is final (the reward is a TaskReward whose task has a "
         "stop_predicate, e.g. the first line). Rewards are unchanged; the stored completions, token tables (and so "
