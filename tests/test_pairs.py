@@ -1,5 +1,6 @@
 """Preference pairs: modes, ties, non-finite rewards, statistics (Fig. 7), PairDataset cache vs recompute."""
 
+import json
 import math
 
 import pytest
@@ -7,8 +8,8 @@ import torch
 
 from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, read_collection
 from adaptive_decoder.lpo.collection import collect
-from adaptive_decoder.lpo.pairs import (ModelNeededError, PairDataset, build_pairs, collection_pair_report, pair_statistics,
-                                   plot_pair_statistics)
+from adaptive_decoder.lpo.pairs import (ModelNeededError, PairDataset, bin_rewards, build_pairs, collection_pair_report,
+                                   pair_statistics, plot_pair_statistics, preference_mean_disagreements)
 from adaptive_decoder.rewards import CompositeReward, Repetition
 from test_collection import make_adm, prompts, run
 
@@ -74,6 +75,32 @@ def test_pair_statistics_counts_by_task_and_factor(tmp_path):
     assert st["bins"] == {"temperature": [0.0, 0.5, 1.0], "top_k": [0, 20]} and st["num_pairs"] == 2
     png = plot_pair_statistics(st, tmp_path / "fig7.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_bin_rewards_separate_head_to_head_wins_from_the_mean_by_hand(caplog):
+    # bin 2 (T=0.8) vs bin 3 (T=1.2) on three prompts: 1.0 vs 1.1, 1.0 vs 1.1, 2.0 vs 0.5. Bin 3 wins 2 of 3
+    # head-to-heads, yet bin 2 is ahead on the mean within-prompt difference: (-0.1 - 0.1 + 1.5) / 3 = 0.4333.
+    # Prompt d ties bins 0 and 1 (no win either way, a 0 difference); a sample without a choice (-1) is left out.
+    cfg = {"hidden_size": 8, "factors": ["temperature"], "temperature_bins": [0.0, 0.4, 0.8, 1.2], "level": "sequence"}
+    t = lambda b: {"temperature": b}  # noqa: E731
+    recs = [rec("a", 0, 1.0, "w", t(2)), rec("a", 1, 1.1, "w", t(3)),
+            rec("b", 0, 1.0, "w", t(2)), rec("b", 1, 1.1, "w", t(3)),
+            rec("c", 0, 2.0, "w", t(2)), rec("c", 1, 0.5, "w", t(3)), rec("c", 2, 9.0, "w", t(-1)),
+            rec("d", 0, 1.0, "v", t(0)), rec("d", 1, 1.0, "v", t(1))]
+    r = bin_rewards(recs, cfg)
+    w = r["w"]["temperature"]
+    assert w["n"] == [0, 0, 3, 3]
+    assert w["mean"][:2] == [None, None] and w["mean"][2] == pytest.approx(4 / 3) and w["mean"][3] == pytest.approx(0.9)
+    assert w["wins"][3][2] == 2 and w["wins"][2][3] == 1 and sum(map(sum, w["wins"])) == 3
+    assert w["diff"][2][3] == pytest.approx(1.3 / 3) and w["diff"][3][2] == pytest.approx(-1.3 / 3)
+    assert w["diff"][0][1] is None
+    v = r["v"]["temperature"]
+    assert v["wins"][0][1] == v["wins"][1][0] == 0 and v["diff"][0][1] == 0.0
+    assert r["all"]["temperature"]["n"] == [1, 1, 3, 3]
+    assert preference_mean_disagreements(r, {"temperature": cfg["temperature_bins"]}) == [
+        "w: temperature 1.2 beats 0.8 in 2 of 3 within-prompt pairs but is 0.433 below it in mean reward: "
+        "preference pairs favour 1.2, the mean 0.8"]
+    assert bin_rewards(recs, {**cfg, "level": "token"}) == {}
 
 
 # ------------------------------------------------------------------------------------------- PairDataset
@@ -154,6 +181,8 @@ def test_nan_rewards_from_a_collection_are_dropped_and_counted(tmp_path):
     assert all(math.isfinite(x["reward_chosen"]) and math.isfinite(x["reward_rejected"]) for x in ds)
     assert all(x["chosen_choices"]["temperature"].ndim == 0 for x in ds)
     assert (tmp_path / "pair_stats.png").exists() and (tmp_path / "pair_stats.json").exists()
+    by_bin = json.loads((tmp_path / "pair_stats.json").read_text())["bin_rewards"]["all"]["temperature"]
+    assert sum(by_bin["n"]) == 6  # the finite samples, each counted at the bin it was decoded with
 
 
 def test_pair_dataset_works_with_a_dataloader(tmp_path):
