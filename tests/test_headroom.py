@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_decoder.evaluation.headroom import group_size_markdown, group_size_report, headroom_markdown, regrouped_rewards
+from adaptive_decoder.evaluation.headroom import (group_reward, group_size_markdown, group_size_report, headroom_markdown,
+                                                  regrouped_rewards)
 from adaptive_decoder.tasks import get_task
 from test_eval_suite import save_tiny
 
@@ -60,9 +61,10 @@ def test_group_size_report_rescores_novelty_in_smaller_groups_by_hand():
     # Each stored reward is novelty among 4 plus 0.25 from a component that is not rescored.
     task = get_task("constrained_writing", reward={"novelty": {"weight": 1.0, "n": 1}})
     a, b = ["a b", "c d", "a b", "e f"], ["a", "b", "c", "d"]
-    assert regrouped_rewards(task, a, {"id": "0"}, [0.25, 1.25, 0.25, 1.25], 2) == [1.25] * 4
+    grp = group_reward(task)
+    assert regrouped_rewards(task, grp, a, {"id": "0"}, [0.25, 1.25, 0.25, 1.25], 2) == [1.25] * 4
     with pytest.raises(ValueError, match="group_size must be >= 2 and divide the 4 samples, got 3"):
-        regrouped_rewards(task, a, {"id": "0"}, [0.0] * 4, 3)
+        regrouped_rewards(task, grp, a, {"id": "0"}, [0.0] * 4, 3)
     units = [_unit("A", str(i), a, [0.25, 1.25, 0.25, 1.25]) for i in range(3)]
     units += [_unit("B", str(i), b, [1.25] * 4) for i in range(3)]
     rep = group_size_report(units, {"constrained_writing": task}, ["A", "B"], n_bootstrap=200)["constrained_writing"]
@@ -80,5 +82,6 @@ def test_group_size_report_rescores_novelty_in_smaller_groups_by_hand():
 
 def test_group_size_report_skips_tasks_without_a_group_reward():
     task = get_task("constrained_writing", reward={"concepts": {"weight": 1.0}})
+    assert group_reward(task) is None
     units = [_unit("A", "0", ["a", "b", "c", "d"], [1.0] * 4)]
     assert group_size_report(units, {"constrained_writing": task}, ["A"]) == {}

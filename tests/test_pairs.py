@@ -77,7 +77,7 @@ def test_pair_statistics_counts_by_task_and_factor(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_bin_rewards_separate_head_to_head_wins_from_the_mean_by_hand(caplog):
+def test_bin_rewards_separate_head_to_head_wins_from_the_mean_by_hand():
     # bin 2 (T=0.8) vs bin 3 (T=1.2) on three prompts: 1.0 vs 1.1, 1.0 vs 1.1, 2.0 vs 0.5. Bin 3 wins 2 of 3
     # head-to-heads, yet bin 2 is ahead on the mean within-prompt difference: (-0.1 - 0.1 + 1.5) / 3 = 0.4333.
     # Prompt d ties bins 0 and 1 (no win either way, a 0 difference); a sample without a choice (-1) is left out.

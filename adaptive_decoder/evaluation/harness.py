@@ -50,6 +50,11 @@ from .units import UnitStore, _build_unit, batch_seed
 logger = logging.getLogger(__name__)
 
 
+def eval_tasks(cfg: EvalConfig) -> dict:
+    """{name: Task} of an evaluation, each built with its `task_options`."""
+    return {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
+
+
 class Evaluator:
     """Runs the units of a config against a model; `run()` returns the aggregated results dict."""
 
@@ -59,7 +64,7 @@ class Evaluator:
         self.cfg = cfg
         self.out_dir = Path(cfg.output_dir)
         self.policies = self._build_policies()  # before loading the model: bad methods fail fast
-        self.tasks = {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
+        self.tasks = eval_tasks(cfg)
         if splits is not None and set(splits) != set(self.tasks):
             raise ValueError(f"splits must cover exactly the configured tasks {sorted(self.tasks)}, got {sorted(splits)}")
         self.splits = {}

@@ -21,11 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import EvalConfig
-from .harness import run_evaluation
+from .harness import eval_tasks, run_evaluation
 from ..rewards import REWARDS, build_reward
 from ..stats import bootstrap_mean_ci, format_ci, paired_comparison
-from ..tasks import get_task
-from .units import UnitStore
 
 HEADROOM_METHODS = ["greedy", "fixed", "oracle"]
 
@@ -62,8 +60,15 @@ def group_divisors(k: int) -> list[int]:
     return [g for g in range(2, k + 1) if k % g == 0]
 
 
-def regrouped_rewards(task, texts: list[str], example: dict, rewards: list[float], group_size: int) -> list[float]:
-    """Each sample's reward with the task's group components (novelty, distinct_valid) scored among consecutive
+def group_reward(task):
+    """The part of a task's reward that compares a prompt's samples (novelty, distinct_valid), as a
+    `CompositeReward` with the task's weights; None when the reward has no such component."""
+    spec = {n: o for n, o in task.reward_spec.items() if getattr(REWARDS.get(n), "needs_group", False)}
+    return build_reward(spec) if spec else None
+
+
+def regrouped_rewards(task, grp, texts: list[str], example: dict, rewards: list[float], group_size: int) -> list[float]:
+    """Each sample's reward with the task's group components (`grp = group_reward(task)`) scored among consecutive
     groups of `group_size` of the k samples (samples 0..g-1, g..2g-1, ...) instead of among all k.
 
     `rewards` are the stored per-sample rewards (all k compared); the change is the group components' weighted
@@ -72,10 +77,8 @@ def regrouped_rewards(task, texts: list[str], example: dict, rewards: list[float
     k = len(texts)
     if group_size < 2 or k % group_size:
         raise ValueError(f"group_size must be >= 2 and divide the {k} samples, got {group_size}")
-    spec = {n: o for n, o in task.reward_spec.items() if getattr(REWARDS.get(n), "needs_group", False)}
-    if not spec:
+    if grp is None:
         return list(rewards)
-    grp = build_reward(spec)
     scored = [task.postprocess(t or "") for t in texts]
     key = example.get("id", example.get("prompt"))
     whole = grp.score(scored, [example] * k)
@@ -94,7 +97,8 @@ def group_size_report(units: list[dict], tasks: dict, fixed: list[str], split: s
     without a group reward, or with fewer than 4 samples per prompt, are left out."""
     out = {}
     for tname, task in tasks.items():
-        if not any(getattr(REWARDS.get(n), "needs_group", False) for n in task.reward_spec):
+        grp = group_reward(task)
+        if grp is None:
             continue
         by = {f: {u["prompt_id"]: u for u in units if u["method"] == f and u["task"] == tname and u["split"] == split}
               for f in fixed}
@@ -112,7 +116,7 @@ def group_size_report(units: list[dict], tasks: dict, fixed: list[str], split: s
                 texts = [s["text"] for s in u["samples"]]
                 rewards = [s["metrics"]["reward"] for s in u["samples"]]
                 for g in sizes:
-                    r = rewards if g == k else regrouped_rewards(task, texts, u["example"], rewards, g)
+                    r = rewards if g == k else regrouped_rewards(task, grp, texts, u["example"], rewards, g)
                     per[f][g].append(sum(r) / k)
         # keys are str(g): the report is JSON, and headroom.md is rebuilt from headroom.json
         rew = {f: {str(g): bootstrap_mean_ci(per[f][g], n_boot=n_bootstrap) for g in sizes} for f in fixed}
@@ -194,10 +198,8 @@ def run_headroom(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
     results = run_evaluation(headroom_config(cfg), model=model, tokenizer=tokenizer)
     rep = headroom_report(results)
     out = Path(cfg.output_dir)
-    tasks = {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
     fixed = list(next(iter(rep["tasks"].values()))["temperatures"])
-    rep["group_sizes"] = group_size_report(list(UnitStore(out / "units.jsonl").units.values()), tasks, fixed,
-                                           n_bootstrap=cfg.n_bootstrap)
+    rep["group_sizes"] = group_size_report(results["units"], eval_tasks(cfg), fixed, n_bootstrap=cfg.n_bootstrap)
     (out / "headroom.json").write_text(json.dumps(rep, indent=1))
     (out / "headroom.md").write_text(headroom_markdown(rep))
     rep["wall_seconds"] = results["wall_seconds"]

@@ -161,9 +161,9 @@ def bin_rewards(records: list[dict], head_config: AdaptiveDecoderConfig | dict, 
     for recs in groups.values():
         task = recs[0][0]["task"]
         for f in cfg.factors:
+            chosen = [(r["choices"][f], tot) for r, tot in recs if r["choices"][f] >= 0]
             for t in ("all", task):
                 d = slot(t, f)
-                chosen = [(r["choices"][f], tot) for r, tot in recs if r["choices"][f] >= 0]
                 for c, tot in chosen:
                     d["n"][c] += 1
                     d["sum"][c] += tot
