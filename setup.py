@@ -39,10 +39,10 @@ setup(
         "gguf>=0.10",  # the embedded default models ship as GGUF files
     ],
     extras_require=extras,
-    # vLLM loads both groups in every process of an engine (nothing else reads them): the first registers our
-    # model classes, the second maps batch rows to requests (see adaptive_decoder/integrations/vllm)
+    # vLLM runs general plugins in every process: ours registers our model classes and their config hook. No
+    # `vllm.logits_processors` entry: vLLM would load it into every engine, and Model Runner V2 refuses
+    # V1-interface processors at engine start, whatever the model (adaptive_decoder/integrations/vllm/attach.py)
     entry_points={
         "vllm.general_plugins": ["adaptive_decoder = adaptive_decoder.integrations.vllm:register"],
-        "vllm.logits_processors": ["adaptive_decoder = adaptive_decoder.integrations.vllm.requests:RequestRows"],
     },
 )

@@ -1,147 +1,174 @@
-"""A served head's cost in vLLM, and vLLM-CPU vs HF `generate` for sampling (issue 16, item 3).
+"""What a served head costs in vLLM: three engines at equal sampling values, ms per decode step, paired ratios.
 
-Run in the vLLM venv (`make bench-vllm`, or: .venv-vllm/bin/python bench/vllm_overhead.py with the
-environment of `make test-vllm`). Workload, like collection's: 16 chat prompts x 8 samples x exactly 64 new
-tokens (ignore_eos / min_new_tokens) on the embedded SmolLM2-135M-Instruct, exported to float32 safetensors.
+Run in the vLLM venv (`make bench-vllm`, or .venv-vllm/bin/python bench/vllm_overhead.py with the environment
+of `make test-vllm`). SmolLM2-135M-Instruct, exported to float32 safetensors; each of B requests (B = 1, 16, 64;
+`max_num_seqs` = 64, prefix caching off) decodes exactly --tokens tokens.
 
-1. Overhead (in --overhead-dtype): vLLM serving the exported model with a token-level head, all three factors
-   active and its output biased to (T 0.6, top-p 0.9, top-k 20), requests neutral; against plain vLLM on the
-   base model sampling at those same values. Same work apart from the mechanism (head MLP, argmax, warping in
-   `compute_logits` instead of vLLM's sampler). Runs interleaved (head, plain, head, ...), median of --repeats.
-2. Sampling throughput, vLLM vs HF: plain vLLM (n=8, max_num_seqs=128, eager) and HF
-   `generate(do_sample=True, num_return_sequences=8)` in batches of --hf-batch rows, at T 0.8, in float32 and
-   bfloat16, each timed once after a warm-up.
+  head      the export with a token-level head whose only bins are the value set (its MLP and argmax run at every
+            step), neutral requests: what a user of a served head gets
+  head-off  the same engine, every request forcing those bins (`adaptive_*_bin`): the head is not called, the same
+            warping code runs with the same values. head / head-off is the head's own cost (the mechanism)
+  stock     vLLM serving the base model, requests at the values: vLLM's own sampler. head-off / stock compares
+            the two warping implementations, head / stock is what a user sees
 
-    python bench/vllm_overhead.py [--repeats 5] [--overhead-dtype bfloat16] [--hf-batch 32]
+Value sets: {T}, {T, top-k}, {T, top-p}, {T, top-k, top-p} at T 0.6, top-k 20, top-p 0.9. A decode step's time is
+(time of --tokens tokens - time of 1 token) / (--tokens - 1), so prefill is left out. The three engines stay
+alive (KMP_BLOCKTIME=0, so an idle engine's OpenMP threads do not spin on the shared cores), and every round
+runs them in a rotated order. Reported: median ms per step, and per ratio the median over rounds of the paired
+throughput ratio with a bootstrap 95% interval over rounds. The load average is logged before and after; when it
+moved by more than 1 the verdict is withheld.
 
-Prints the conditions, one JSON line per measurement, and last the overhead ratio head/plain (1.0 = free;
-target >= 0.97).
+    python bench/vllm_overhead.py [--rounds 5] [--tokens 32] [--batches 1 16 64] [--dtype float32] [--out FILE]
 """
 
+from __future__ import annotations
+
 import argparse
-import json
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("KMP_BLOCKTIME", "0")  # before vLLM loads OpenMP
 
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode_overhead import PROMPTS  # noqa: E402  (the same 16 chat prompts as the HF decode benchmark)
+from decode_overhead import PROMPTS  # noqa: E402  (16 chat prompts)
 
-SAMPLES, NEW_TOKENS = 8, 64
-FORCED = {"temperature": 0.6, "top_p": 0.9, "top_k": 20}
+VALUES = {"temperature": 0.6, "top_k": 20, "top_p": 0.9}
+VALUE_SETS = {"T": ("temperature",), "T,k": ("temperature", "top_k"), "T,p": ("temperature", "top_p"),
+              "T,k,p": ("temperature", "top_k", "top_p")}
+NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+TARGET = 0.98  # head / head-off throughput at every batch size
 
 
-def conditions() -> dict:
+def conditions() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    import transformers
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     import vllm
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg": os.getloadavg(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "vllm": vllm.__version__,
-            "ld_preload": os.environ.get("LD_PRELOAD", "")}
+    return (f"{cpu}, {os.cpu_count()} cores, avx512_bf16: {'avx512_bf16' in flags}, torch {torch.__version__}, "
+            f"vllm {vllm.__version__}, torch threads {torch.get_num_threads()}, "
+            f"VLLM_CPU_OMP_THREADS_BIND={os.environ.get('VLLM_CPU_OMP_THREADS_BIND', '')!r}")
 
 
-def forced_head(path: Path, hidden: int):
+def value_head(path: Path, hidden: int, factors) -> Path:
+    """A token-level head whose only bin of each factor in `factors` is its VALUES entry (others fixed neutral)."""
     from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead
 
-    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=hidden, base_model="smollm2"))  # 3-layer MLP
-    with torch.no_grad():
-        for f, lin in head.outputs.items():
-            lin.bias.zero_()
-            lin.bias[head.config.bins(f).index(FORCED[f])] = 100.0
-    head.save_pretrained(path)
+    bins = {f"{f}_bins": [VALUES[f]] for f in factors}
+    cfg = AdaptiveDecoderConfig(hidden_size=hidden, base_model="smollm2", factors=list(factors), level="token",
+                                fixed={**NEUTRAL, "min_p": 0.0}, **bins)
+    AdaptiveDecoderHead(cfg).save_pretrained(path)
+    return path
 
 
-def engine(model_dir, dtype):
-    import vllm
-
-    return vllm.LLM(model=str(model_dir), dtype=dtype, enforce_eager=True, seed=0, max_model_len=1024,
-                    max_num_seqs=128)
-
-
-def vllm_run(llm, prompt_ids, **sampling) -> float:
-    import vllm
-
-    params = vllm.SamplingParams(n=SAMPLES, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False, **sampling)
+def timed_generate(llm, prompts, params) -> float:
     t0 = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompt_ids], params, use_tqdm=False)
-    dt = time.perf_counter() - t0
-    n = sum(len(c.token_ids) for o in outs for c in o.outputs)
-    assert n == len(prompt_ids) * SAMPLES * NEW_TOKENS, n
-    return n / dt
+    llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    return time.perf_counter() - t0
 
 
-def hf_run(model, tok, prompts, batch_rows) -> float:
-    from adaptive_decoder import encode_prompts
+def step_ms(llm, prompts, tokens: int, **kw) -> float:
+    import vllm
 
-    per_call = max(1, batch_rows // SAMPLES)
-    t0, n = time.perf_counter(), 0
-    for i in range(0, len(prompts), per_call):
-        enc = encode_prompts(tok, prompts[i:i + per_call])
-        out = model.generate(**enc, do_sample=True, temperature=0.8, top_p=1.0, top_k=0,
-                             num_return_sequences=SAMPLES, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                             pad_token_id=tok.pad_token_id)
-        n += out[:, enc["input_ids"].shape[1]:].numel()
-    return n / (time.perf_counter() - t0)
+    def params(n):
+        return vllm.SamplingParams(max_tokens=n, min_tokens=n, ignore_eos=True, detokenize=False, **kw)
+
+    one = timed_generate(llm, prompts, params(1))
+    full = timed_generate(llm, prompts, params(tokens))
+    return (full - one) / (tokens - 1) * 1000
 
 
-def stop(llm):
-    llm.llm_engine.engine_core.shutdown()
+def paired(ratios: list[float], seed: int = 0) -> str:
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return f"{statistics.median(ratios):.3f} [{meds[49]:.3f}, {meds[1949]:.3f}]"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--overhead-dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    ap.add_argument("--hf-batch", type=int, default=32, help="rows per HF generate call (prompts x 8 samples)")
-    args = ap.parse_args()
-    from adaptive_decoder import encode_prompts
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--out", default=None, help="also write the report (markdown) here")
+    args = ap.parse_args(argv)
+    import vllm
+
     from adaptive_decoder.integrations.vllm.export import export_servable
-    from adaptive_decoder.modeling.models import load_base_model
+    from adaptive_decoder.modeling.models import encode_prompts, load_base_model
 
-    print(json.dumps({"conditions": conditions()}), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="vllm_bench_"))
+    load0 = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="vllm_overhead_"))
     model, tok = load_base_model("smollm2", dtype=torch.float32)
-    model.save_pretrained(work / "base")
-    tok.save_pretrained(work / "base")
-    forced_head(work / "head", model.config.hidden_size)
-    served = export_servable(work / "base", work / "head", work / "served")
-    prompt_ids = [encode_prompts(tok, [p])["input_ids"][0].tolist() for p in PROMPTS]
+    model.save_pretrained(tmp / "base")
+    tok.save_pretrained(tmp / "base")
+    hidden = model.config.hidden_size
+    del model
+    ids = [encode_prompts(tok, [p])["input_ids"][0].tolist() for p in PROMPTS]
+    opts = dict(dtype=args.dtype, enforce_eager=True, seed=0, max_model_len=1024, max_num_seqs=max(args.batches),
+                enable_prefix_caching=False, skip_tokenizer_init=True)
+    engines = {"stock": vllm.LLM(model=str(tmp / "base"), **opts)}
+    for name, factors in VALUE_SETS.items():
+        slug = name.replace(",", "")
+        served = export_servable(tmp / "base", value_head(tmp / f"head_{slug}", hidden, factors), tmp / f"served_{slug}")
+        engines[name] = vllm.LLM(model=str(served), **opts)
 
-    # 1. overhead, interleaved
-    with_head, plain = engine(served, args.overhead_dtype), engine(work / "base", args.overhead_dtype)
-    vllm_run(with_head, prompt_ids[:2], temperature=1.0, top_p=1.0, top_k=0)  # warm-up both
-    vllm_run(plain, prompt_ids[:2], **FORCED)
-    runs = {"head": [], "plain": []}
-    for r in range(args.repeats):
-        runs["head"].append(vllm_run(with_head, prompt_ids, temperature=1.0, top_p=1.0, top_k=0))
-        runs["plain"].append(vllm_run(plain, prompt_ids, **FORCED))
-        print(json.dumps({"overhead_run": r, "dtype": args.overhead_dtype, "head_tok_s": round(runs["head"][-1], 1),
-                          "plain_tok_s": round(runs["plain"][-1], 1)}), flush=True)
-    stop(with_head)
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    ms = {}  # (role, value set, batch) -> [ms per round]
+    roles = ["head", "head-off", "stock"]
+    for r in range(args.rounds):
+        order = roles[r % 3:] + roles[: r % 3]
+        for name, factors in VALUE_SETS.items():
+            at = {f: VALUES[f] for f in factors}
+            forced = {f"adaptive_{f}_bin": 0 for f in factors}
+            for b in args.batches:
+                prompts = [ids[i % len(ids)] for i in range(b)]
+                for role in order:
+                    if role == "stock":
+                        t = step_ms(engines["stock"], prompts, args.tokens, **{**NEUTRAL, **at})
+                    else:
+                        extra = forced if role == "head-off" else None
+                        t = step_ms(engines[name], prompts, args.tokens, **NEUTRAL, extra_args=extra)
+                    ms.setdefault((role, name, b), []).append(t)
+        print(f"round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.1f}", flush=True)
+    load1 = os.getloadavg()[0]
 
-    # 2. vLLM vs HF sampling throughput at T 0.8 (the plain engine of the overhead dtype is reused)
-    for dtype in ("float32", "bfloat16"):
-        llm = plain if dtype == args.overhead_dtype else engine(work / "base", dtype)
-        vllm_run(llm, prompt_ids[:2], temperature=0.8)
-        v = vllm_run(llm, prompt_ids, temperature=0.8)
-        stop(llm)
-        m = model.to(getattr(torch, dtype))
-        hf_run(m, tok, PROMPTS[:1], args.hf_batch)  # warm-up
-        h = hf_run(m, tok, PROMPTS, args.hf_batch)
-        print(json.dumps({"sampling": dtype, "vllm_tok_s": round(v, 1), "hf_generate_tok_s": round(h, 1),
-                          "vllm_over_hf": round(v / h, 2), "hf_batch_rows": args.hf_batch}), flush=True)
-    print(json.dumps({"overhead_median_tok_s": {k: round(x, 1) for k, x in med.items()}, "repeats": args.repeats,
-                      "load_avg_end": os.getloadavg()}), flush=True)
-    print(f"{med['head'] / med['plain']:.3f}")
+    lines = ["# Served head cost in vLLM (bench/vllm_overhead.py)", "",
+             f"{conditions()}; {args.dtype}; {args.rounds} rounds, {args.tokens} tokens per request; "
+             f"load average {load0:.1f} -> {load1:.1f}", "",
+             "| values | batch | head ms/step | head-off ms/step | stock ms/step | head/head-off | head-off/stock | "
+             "head/stock |", "|---|---|---|---|---|---|---|---|"]
+    worst = 9.9
+    for name in VALUE_SETS:
+        for b in args.batches:
+            a, c, s = (ms[(role, name, b)] for role in roles)
+            ac = [y / x for x, y in zip(a, c)]  # throughput ratio = inverse time ratio
+            cs = [y / x for x, y in zip(c, s)]
+            as_ = [y / x for x, y in zip(a, s)]
+            worst = min(worst, statistics.median(ac))
+            lines.append(f"| {name} | {b} | {statistics.median(a):.2f} | {statistics.median(c):.2f} | "
+                         f"{statistics.median(s):.2f} | {paired(ac)} | {paired(cs)} | {paired(as_)} |")
+    lines.append("")
+    if abs(load1 - load0) > 1:
+        lines.append(f"NO VERDICT: the load average moved from {load0:.1f} to {load1:.1f}")
+    else:
+        verdict = "MET" if worst >= TARGET else "NOT MET"
+        lines.append(f"TARGET {verdict}: the lowest median head/head-off throughput ratio is {worst:.3f} "
+                     f"(target >= {TARGET})")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    for llm in engines.values():
+        llm.llm_engine.engine_core.shutdown()
 
 
 if __name__ == "__main__":

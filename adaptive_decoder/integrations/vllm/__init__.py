@@ -20,14 +20,16 @@ Pieces:
   * `model`    - the model subclasses (imports vLLM);
   * `requests` - the logits processor that maps batch rows to requests: sequence level needs it (one decision
                  per request while vLLM reorders rows), and it warns about non-neutral request values;
+  * `attach`   - how an engine of ours, and only such an engine, gets that processor (a per-architecture config
+                 hook; never a global entry point, which Model Runner V2 would refuse in every engine);
   * `per_request`, `crn` - requests that carry their own values (forced, or a head by directory) and a seed: the
-                 model draws their tokens itself by Gumbel-max with noise of (seed, step), so that every method
+                 model draws their tokens itself, by inverse CDF with a uniform of (seed, step), so that every method
                  sees the same noise (common random numbers; vLLM's per-request seeds fail on the CPU build);
   * `backend`  - `backend: vllm` of the evaluation suite and the collection: `VLLMEngine` (a head-less export of
                  the loaded HF model, `export.export_sampler`) and `VLLMDecodingModel`, an AdaptiveDecodingModel
                  whose `generate` samples there (imports vLLM);
   * `register` - the `vllm.general_plugins` entry point (below), loaded by vLLM in every process.
-Both entry points are declared in setup.py, so `pip install adaptive-decoder[vllm]` is all a server needs.
+That entry point is declared in setup.py, so `pip install adaptive-decoder[vllm]` is all a server needs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ MODEL_CLASSES = {
     "AdaptiveDecoderLlamaForCausalLM": "adaptive_decoder.integrations.vllm.model:AdaptiveDecoderLlamaForCausalLM",
     "AdaptiveDecoderQwen2ForCausalLM": "adaptive_decoder.integrations.vllm.model:AdaptiveDecoderQwen2ForCausalLM",
     "AdaptiveDecoderQwen3ForCausalLM": "adaptive_decoder.integrations.vllm.model:AdaptiveDecoderQwen3ForCausalLM",
+    "AdaptiveDecoderGemma3ForCausalLM": "adaptive_decoder.integrations.vllm.model:AdaptiveDecoderGemma3ForCausalLM",
 }
 # the base architecture each one extends (what `export` accepts in the base model's config.json)
 BASE_ARCHITECTURES = {name.removeprefix("AdaptiveDecoder"): name for name in MODEL_CLASSES}
@@ -44,8 +47,12 @@ BASE_ARCHITECTURES = {name.removeprefix("AdaptiveDecoder"): name for name in MOD
 
 def register() -> None:
     """The `vllm.general_plugins` entry point: register our architectures lazily (by "module:Class" string, so
-    vLLM imports the model module only in the process that builds the model)."""
+    vLLM imports the model module only in the process that builds the model), and the config hook that attaches
+    the row tracker to their engines (`attach`)."""
     from vllm import ModelRegistry
+
+    from .attach import add_config_hooks
 
     for arch, target in MODEL_CLASSES.items():
         ModelRegistry.register_model(arch, target)
+    add_config_hooks(MODEL_CLASSES)

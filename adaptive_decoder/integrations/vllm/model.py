@@ -2,7 +2,8 @@
 
 `AdaptiveDecoder<Base>ForCausalLM` inherits vLLM's `<Base>ForCausalLM` unchanged (weights, attention, loading,
 parallelism) and overrides `compute_logits(hidden_states)`: parent logits (float32, as HF's `generate` scores
-are) -> the head's argmax bin per row on the same hidden states -> `apply_sampling_params` with the bins' values.
+are) -> the head's argmax bin per row on the same hidden states -> `modeling.warp.warp` with the bins' values (the
+distribution `apply_sampling_params` gives, without sorting the vocabulary).
 Token level decides on every row at every step. Sequence level reuses each request's first decision
 (`requests.RequestRows.sequence_choices`); calls that are not a step's sampling call over the batch (prompt
 logprobs, warm-up) are warped with the per-row decision, as token level would. Requests that carry their own
@@ -18,12 +19,14 @@ directory by `export.load_served_head` when the engine builds the model, so a ba
 from __future__ import annotations
 
 import torch
+from vllm.model_executor.models.gemma3 import Gemma3ForCausalLM
 from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
-from ...modeling.sampling import apply_sampling_params
+from ...modeling.warp import warp
 from .export import load_served_head
+from .attach import head_bins, require_rows
 from .per_request import RequestDecoder, request_spec
 from .requests import active_rows
 
@@ -38,13 +41,11 @@ class _ServedHead:
         model_config = vllm_config.model_config
         self.head = load_served_head(model_config.model, model_config.hf_config)  # None: a sampler directory
         self.level = self.head.config.level if self.head is not None else None
-        self.rows = active_rows()
+        self.rows = active_rows(model_config.model)
         self.requests = RequestDecoder()
-        if (self.level == "sequence" or self.head is None) and self.rows is None:
-            raise RuntimeError("a sequence-level head (and a directory without a head) needs adaptive-decoder's "
-                               "`vllm.logits_processors` entry point (RequestRows), which vLLM did not load: reinstall "
-                               "adaptive-decoder in this environment (pip install -e . or adaptive-decoder[vllm]) and "
-                               "do not disable plugins")
+        require_rows(vllm_config, self.rows, needed=self.level == "sequence" or self.head is None)
+        if self.rows is not None and self.head is not None:
+            self.rows.bins = head_bins(self.head.config.to_dict())
 
     @torch.no_grad()
     def warp(self, hidden_states: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -56,17 +57,44 @@ class _ServedHead:
         if self.head is not None:
             if self.head._temperature_values.device != hidden_states.device:
                 self.head.to(hidden_states.device)
-            choices = self.head.select(hidden_states, selection="argmax")
-            if self.level == "sequence" and sampling:
-                choices = self.rows.sequence_choices(choices)
+            controls = self._controls(n) if sampling else {}
+            forced = controls.get("bins", {})
+            if forced and all((f, i) in forced for f in self.head.factors for i in range(n)):
+                # every row forces every factor: the head has nothing to decide this step, so it is not called
+                choices = {f: torch.tensor([forced[(f, i)] for i in range(n)], device=hidden_states.device)
+                           for f in self.head.factors}
+            else:
+                choices = self.head.select(hidden_states, selection="argmax")
+                if self.level == "sequence" and sampling:
+                    choices = self.rows.sequence_choices(choices)
+                for (f, i), b in forced.items():
+                    choices[f][i] = b
             v = self.head.values(choices, shape=(n,))
+            for i, cap in controls.get("max_temperature", {}).items():
+                v["temperature"][i] = v["temperature"][i].clamp(max=cap)
         if any(s is not None for s in specs):
             steps = [len(self.rows.outputs[i]) for i in range(n)]
             return self.requests.warp_rows(hidden_states, logits, specs, steps, served=v,
                                            token_ids=lambda i: list(self.rows.prompts[i] or []) + list(self.rows.outputs[i]))
         if v is None:
             return logits
-        return apply_sampling_params(None, logits, v["temperature"], v["top_p"], v["top_k"], min_p=v["min_p"])
+        out = warp(logits, v["temperature"], v["top_p"], v["top_k"], min_p=v["min_p"])
+        off = [i for i, c in self.rows.controls.items() if c["off"]] if sampling else []
+        if off:  # these requests asked for the plain model: vLLM applies their own sampling values
+            out[off] = logits[off]
+        return out
+
+    def _controls(self, n: int) -> dict:
+        """This step's request controls by row: forced bins {(factor, row): bin}, temperature caps {row: cap}."""
+        bins, caps = {}, {}
+        for i, c in self.rows.controls.items():
+            if i >= n:
+                continue
+            for f, b in c["bins"].items():
+                bins[(f, i)] = b
+            if c["max_temperature"] is not None:
+                caps[i] = c["max_temperature"]
+        return {"bins": bins, "max_temperature": caps}
 
 
 def _adaptive(base: type) -> type:
@@ -89,3 +117,4 @@ def _adaptive(base: type) -> type:
 AdaptiveDecoderLlamaForCausalLM = _adaptive(LlamaForCausalLM)
 AdaptiveDecoderQwen2ForCausalLM = _adaptive(Qwen2ForCausalLM)
 AdaptiveDecoderQwen3ForCausalLM = _adaptive(Qwen3ForCausalLM)
+AdaptiveDecoderGemma3ForCausalLM = _adaptive(Gemma3ForCausalLM)

@@ -19,11 +19,14 @@ state on the client: a second forward pass outside vLLM, and no way to do it beh
 
 It is also where requests with non-neutral sampling values are noticed: vLLM's sampler would apply them on
 top of the head's warping, so each such request gets a warning in the server log naming the values. Greedy
-requests (temperature 0) are exempt: the head's warping never moves the argmax, so they decode plain greedy.
+requests (temperature 0) are exempt: the head's warping never moves the argmax, so they decode plain greedy,
+and so are requests that switch the head off. It also holds each request's controls (`controls`: the head off,
+a temperature cap, forced bins), parsed once when the request joins the batch and refused at admission when bad.
 
-It is installed through the `vllm.logits_processors` entry point, so vLLM loads it for every model; it stays
-inert (and is not consulted) unless the model being served is one of ours. One engine per process (vLLM's own
-rule for a worker), so the active instance is a module global the model finds at load time.
+It is attached only to engines that serve one of our architectures (`attach`: never through the global
+`vllm.logits_processors` entry point, which would load it into every engine). One engine per process (vLLM's own
+rule for a worker), so the active instance is a module global the model finds at load time, keyed by the model
+directory so that a later engine in the same process never reads an earlier engine's rows.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 from . import MODEL_CLASSES
+from .controls import admission_bins, request_controls
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +45,9 @@ SEQ_CHOICE_KEY = "adaptive_decoder_seq_choice"
 _ACTIVE: "RequestRows | None" = None
 
 
-def active_rows() -> "RequestRows | None":
-    """The `RequestRows` of the engine in this process, or None when vLLM did not build one."""
-    return _ACTIVE
+def active_rows(model: str) -> "RequestRows | None":
+    """The `RequestRows` of this process's engine serving `model` (its directory), or None when vLLM built none."""
+    return _ACTIVE if _ACTIVE is not None and _ACTIVE.model == model else None
 
 
 def non_neutral_values(params) -> dict:
@@ -69,19 +73,34 @@ class RequestRows(LogitsProcessor):
         global _ACTIVE
         archs = getattr(vllm_config.model_config.hf_config, "architectures", None) or []
         self.enabled = any(a in MODEL_CLASSES for a in archs)
-        self.params: dict[int, object] = {}
-        self.outputs: dict[int, list] = {}
-        self.prompts: dict[int, list] = {}  # prompt token ids (a repetition penalty counts them)
+        self.model = vllm_config.model_config.model
+        # row -> the request's SamplingParams, its live output-token list, its prompt token ids (a repetition
+        # penalty counts them) and its parsed controls (`controls`; None for most requests)
+        self.rows: dict[str, dict[int, object]] = {"params": {}, "outputs": {}, "prompts": {}, "controls": {}}
+        self.params, self.outputs, self.prompts, self.controls = (self.rows[k] for k in self.rows)
+        self.bins: dict | None = None  # factor -> number of bins of the served head (set by the model at load)
         self.batch_size = 0
         self.fresh = False  # True from update_state until the step's sampling `compute_logits` consumed it
         if self.enabled:
             _ACTIVE = self
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        """Refuse a request with a bad control at admission (see `controls`)."""
+        request_controls(getattr(sampling_params, "extra_args", None), admission_bins())
 
     def is_argmax_invariant(self) -> bool:
         return True  # apply() is the identity
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
+
+    def _controls(self, params):
+        try:
+            return request_controls(params.extra_args, self.bins)
+        except ValueError as e:  # admission checks the same; a worker must not die of one request
+            logger.warning("%s: the control is ignored", e)
+            return None
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if not self.enabled:
@@ -90,24 +109,27 @@ class RequestRows(LogitsProcessor):
         if batch_update is None:
             return
         for i in batch_update.removed:
-            self.params.pop(i, None)
-            self.outputs.pop(i, None)
-            self.prompts.pop(i, None)
+            for d in self.rows.values():
+                d.pop(i, None)
         for i, params, prompt, output in batch_update.added:
+            ctl = self._controls(params)
             self.params[i], self.outputs[i], self.prompts[i] = params, output, prompt
+            if ctl is not None:
+                self.controls[i] = ctl
+            else:
+                self.controls.pop(i, None)
             bad = non_neutral_values(params)
-            if bad:
+            if bad and not (ctl and ctl["off"]):
                 logger.warning("adaptive-decoder: request sampling values %s are applied on top of the head's own "
                                "choices; send temperature=1, top_p=1, top_k=0 (or temperature=0 for plain greedy)",
                                bad)
         for a, b, direction in batch_update.moved:
-            pa, oa, qa = self.params.pop(a, None), self.outputs.pop(a, None), self.prompts.pop(a, None)
-            if direction == MoveDirectionality.SWAP:
-                pb, ob, qb = self.params.pop(b, None), self.outputs.pop(b, None), self.prompts.pop(b, None)
-                if pb is not None:
-                    self.params[a], self.outputs[a], self.prompts[a] = pb, ob, qb
-            if pa is not None:
-                self.params[b], self.outputs[b], self.prompts[b] = pa, oa, qa
+            for d in self.rows.values():
+                va, vb = d.pop(a, None), d.pop(b, None)  # a one-way move fills a free slot b: nothing to keep
+                if vb is not None and direction == MoveDirectionality.SWAP:
+                    d[a] = vb
+                if va is not None:
+                    d[b] = va
         self.batch_size = batch_update.batch_size
 
     def take_sampling_rows(self, n: int) -> bool:
