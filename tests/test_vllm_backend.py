@@ -17,7 +17,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, apply_sampling_params  # noqa: E402
 from adaptive_decoder.integrations.vllm.backend import VLLMDecodingModel, VLLMEngine  # noqa: E402
-from adaptive_decoder.integrations.vllm.crn import gumbel_noise, request_seed  # noqa: E402
+from adaptive_decoder.integrations.vllm.crn import NOISE_VERSION, draw_tokens, request_seed  # noqa: E402
 from conftest import tiny_tokenizer  # noqa: E402
 
 HIDDEN, VOCAB = 128, 259  # the byte-level test tokenizer's 259 ids
@@ -87,8 +87,8 @@ def test_greedy_equals_hf_greedy_and_stops_at_eos(setup):
     assert torch.equal(out.step_mask, ref.step_mask) and torch.equal(out.sequences, ref.sequences)
 
 
-def test_tokens_are_the_gumbel_draws_from_the_processed_distribution(setup):
-    """Every sampled token equals argmax(HF's processed scores on its prefix + the noise of (its seed, step)):
+def test_tokens_are_the_seeded_draws_from_the_processed_distribution(setup):
+    """Every sampled token equals the draw from HF's processed scores on its prefix with the uniform of (its seed, step):
     the engine samples the right distribution, and with exactly the noise `crn` defines."""
     model, engine = setup
     k, seed = 2, 7
@@ -107,7 +107,7 @@ def test_tokens_are_the_gumbel_draws_from_the_processed_distribution(setup):
                 v = {name: out.values[name][r, t] for name in ("temperature", "top_p", "top_k", "repetition_penalty")}
                 scores = apply_sampling_params(seq[:, : len(prompt) + t], logits[t : t + 1], v["temperature"], v["top_p"],
                                                v["top_k"], v["repetition_penalty"])
-                draw = (scores[0].double() + gumbel_noise(request_seed(base, prompt, r % k), t, VOCAB)).argmax()
+                draw = draw_tokens(scores, [request_seed(base, prompt, r % k)], [t])[0]
                 assert int(draw) == token, (kw, r, t)
                 checked += 1
         assert checked == sum(map(len, out.completion_ids)) >= 80
@@ -208,8 +208,15 @@ def test_eval_suite_backend_vllm(tmp_path):
         assert len(texts(res, m)) == 6
     assert json.loads((tmp_path / "v" / "run_config.json").read_text())["backend"] == "vllm"
     assert "backend" not in json.loads((tmp_path / "h" / "run_config.json").read_text())  # old runs stay resumable
-    with pytest.raises(ValueError, match=r"different config \(backend differ"):
+    with pytest.raises(ValueError, match=r"different config \(backend, vllm_noise differ"):
         run_evaluation(cfg("hf", tmp_path / "v", methods))
+    # a run drawn with another scheme of the vllm backend (or before it was recorded) draws other samples: refused
+    rc = tmp_path / "v" / "run_config.json"
+    old = json.loads(rc.read_text())
+    assert old["vllm_noise"] == NOISE_VERSION
+    rc.write_text(json.dumps({k: v for k, v in old.items() if k != "vllm_noise"}))
+    with pytest.raises(ValueError, match=r"different config \(vllm_noise differ"):
+        run_evaluation(cfg("vllm", tmp_path / "v", methods))
     with pytest.raises(ValueError, match="backend must be 'hf' or 'vllm', got 'vlm'"):
         cfg("vlm", tmp_path / "x", methods)
 

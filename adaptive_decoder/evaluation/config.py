@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..integrations.vllm.crn import NOISE_VERSION
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from ..modeling.model_args import ModelArguments
 from ..methods.policies import DEFAULT_TEMPERATURES, MIX_SAMPLERS, SAMPLER_GRIDS
@@ -126,6 +127,7 @@ class EvalConfig(ModelArguments):
         # the backend draws the samples; recorded when not the default, so runs written before it existed resume
         if self.backend != "hf":
             fp["backend"] = self.backend
+            fp["vllm_noise"] = NOISE_VERSION  # its draw scheme: another one draws other samples
         if self.stop_when_scored:  # the same way: it changes the stored completions (not the scored texts)
             fp["stop_when_scored"] = True
         return fp

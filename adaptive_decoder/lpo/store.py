@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..configs import describe_changes
+from ..integrations.vllm.crn import NOISE_VERSION
 from ..storage import atomic_write_bytes, lock_dir
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class CollectionSettings:
             out["twins"] = int(self.twins)
         if self.backend != "hf":  # the same way: another backend draws other samples for the same seeds
             out["backend"] = self.backend
+            out["vllm_noise"] = NOISE_VERSION  # and to its draw scheme
         if self.stop_when_scored:  # and the same way: it ends the stored completions earlier
             out["stop_when_scored"] = True
         return out

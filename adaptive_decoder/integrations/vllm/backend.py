@@ -37,7 +37,7 @@ from ...modeling.generation import (AdaptiveDecodingModel, AdaptiveGenerateOutpu
                                     compute_head_inputs)
 from ...modeling.models import model_max_length
 from ...validation import positive_int
-from .crn import request_seed, select_row
+from .crn import request_seed, select_rows
 from .export import export_sampler
 from .per_request import REQUEST_KEY
 
@@ -191,15 +191,16 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
             if level == "token":
                 c = {f: x.cpu().masked_fill(~mask, -1) for f, x in c.items()}
             return c
-        if self._cpu_head is None:  # crn.select_row draws on the CPU
+        if self._cpu_head is None:  # the engine's heads draw on the CPU in float32 (per_request.RequestDecoder)
             self._cpu_head = copy.deepcopy(self.head).cpu().float().eval()
-        factors = list(self.head.factors)
         if level == "sequence":
-            rows = [select_row(self._cpu_head, h[r], selection, epsilon, head_seeds[r], 0) for r in range(h.shape[0])]
-            return {f: torch.tensor([row[f] for row in rows]) for f in factors}
-        out = {f: torch.full(tuple(mask.shape), -1, dtype=torch.long) for f in factors}
-        for r in range(mask.shape[0]):
-            for s in range(int(mask[r].sum())):
-                for f, c in select_row(self._cpu_head, h[r, s], selection, epsilon, head_seeds[r], s).items():
-                    out[f][r, s] = c
+            return select_rows(self._cpu_head, h.cpu(), selection, epsilon, list(head_seeds), [0] * h.shape[0])
+        # every (row, step) the engine decided, in one head call
+        rows, steps = mask.nonzero(as_tuple=True)
+        chosen = select_rows(self._cpu_head, h.cpu()[rows, steps], selection, epsilon,
+                             [head_seeds[r] for r in rows.tolist()], steps.tolist())
+        out = {}
+        for f, c in chosen.items():
+            out[f] = torch.full(tuple(mask.shape), -1, dtype=torch.long)
+            out[f][rows, steps] = c
         return out

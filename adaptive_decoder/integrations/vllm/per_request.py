@@ -10,13 +10,15 @@ A request opts in with `SamplingParams(temperature=0, extra_args={REQUEST_KEY: s
                                                     a saved head (loaded once per worker) decides, per step
                                                     (token level) or once on the last prompt token (sequence)
 
-Per sampling step, for each such row (`RequestDecoder.warp_rows`): its values (forced, or the head's choice on the
-row's hidden state), `apply_sampling_params` over the batch with per-row values (the same function our HF path
-uses; a repetition penalty, its first operation, is applied row by row over the row's prompt and output tokens
-first, since rows differ in length), then the Gumbel-max draw of `crn` with (seed, tokens generated so far),
-returned as a point mass, so that vLLM's greedy sampler takes exactly that token. Rows without a spec in the same
-batch keep the served head's warping (or the plain model's logits when the directory has no head) and vLLM's own
-sampling.
+Per sampling step, for the whole batch at once (`RequestDecoder.warp_rows`): each row's values (forced and
+validated once per request, or the head's choice on the row's hidden state: one head call per head directory),
+the warping over the batch with per-row values (`modeling.warp` for temperature / top-k / top-p / min-p, the same
+distribution as our HF path's `apply_sampling_params` without a vocabulary sort; that function itself for the
+other samplers; a repetition penalty, the first operation, is applied first to the penalised rows over their
+left-padded prompt + output tokens, since rows differ in length), then the seeded draw of `crn` with (seed,
+tokens generated so far) for every spec row in one call, returned as a point mass, so that vLLM's greedy sampler
+takes exactly that token. Rows without a spec in the same batch keep the served head's warping (or the plain
+model's logits when the directory has no head) and vLLM's own sampling.
 
 Invariant: a row's token depends only on its prefix, its spec and its step, never on the other rows; with the
 same seed, two requests whose processed distributions are equal at every step produce the same tokens.
@@ -29,11 +31,14 @@ from __future__ import annotations
 import torch
 
 from ...modeling.head import AdaptiveDecoderHead
-from ...modeling.sampling import SAMPLER_OFF, apply_sampling_params
-from .crn import gumbel_tokens, point_mass, select_row
+from ...modeling.sampling import SAMPLER_OFF, apply_sampling_params, validate_sampling_value
+from ...modeling.warp import warp
+from .crn import draw_tokens, select_rows
 
 REQUEST_KEY = "adaptive_decoder_request"
 _DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, **SAMPLER_OFF}
+_WARP_KEYS = {"temperature", "top_p", "top_k", "min_p"}  # what `modeling.warp` applies without sorting
+_CHECKED = "_checked"  # set on a spec once its forced values were validated: once per request, not per step
 
 
 def request_spec(params) -> dict | None:
@@ -63,59 +68,107 @@ class RequestDecoder:
                 torch.set_default_dtype(previous)
         return self._heads[path]
 
+    def head_values(self, hidden: torch.Tensor, rows: list, specs: list, steps: list) -> list[dict]:
+        """{name: number} for each of `rows` (spec rows), in one head call per head directory and selection."""
+        out: dict[int, dict] = {}
+        groups: dict[tuple, list] = {}
+        for i in rows:
+            spec = specs[i]
+            if "force" in spec:
+                if not spec.get(_CHECKED):
+                    for name, value in spec["force"].items():
+                        if name in _DEFAULTS:  # unknown names are refused below, for the whole batch
+                            validate_sampling_value(name, value, f"force[{name!r}]")
+                    spec[_CHECKED] = True
+                out[i] = dict(spec["force"])
+            elif "head" not in spec:
+                raise ValueError(f"a {REQUEST_KEY} spec needs 'force' or 'head', got keys {sorted(spec)}")
+            else:
+                head = self.head(spec["head"])
+                # step 0 is the last prompt token (each chunk of a chunked prefill comes here, the last one stays)
+                if head.config.level == "sequence" and steps[i] > 0 and "choice" in spec:
+                    out[i] = self._values(head, spec["choice"])
+                    continue
+                sel = spec.get("selection") or head.config.selection
+                groups.setdefault((spec["head"], sel, float(spec.get("epsilon", 0.0))), []).append(i)
+        for (path, sel, eps), idx in groups.items():
+            head = self.head(path)
+            seq = head.config.level == "sequence"
+            chosen = select_rows(head, hidden[idx], sel, eps, [specs[i]["head_seed"] for i in idx],
+                                 [0 if seq else steps[i] for i in idx])
+            for j, i in enumerate(idx):
+                choice = {f: int(c[j]) for f, c in chosen.items()}
+                if seq:
+                    specs[i]["choice"] = choice
+                out[i] = self._values(head, choice)
+        return [out[i] for i in rows]
+
+    @staticmethod
+    def _values(head, choice: dict) -> dict:
+        v = head.values({f: torch.tensor([c]) for f, c in choice.items()}, shape=(1,))
+        return {k: float(x[0]) for k, x in v.items()}
+
     def row_values(self, hidden_row: torch.Tensor, spec: dict, step: int) -> dict:
         """{name: number} applied to one row at `step` (tokens the request generated before this one)."""
-        if "force" in spec:
-            return dict(spec["force"])
-        if "head" not in spec:
-            raise ValueError(f"a {REQUEST_KEY} spec needs 'force' or 'head', got keys {sorted(spec)}")
-        head = self.head(spec["head"])
-        sel, eps, seed = spec.get("selection") or head.config.selection, float(spec.get("epsilon", 0.0)), spec["head_seed"]
-        if head.config.level == "sequence":
-            # step 0 is the last prompt token (each chunk of a chunked prefill comes here, the last one stays)
-            if step == 0 or "choice" not in spec:
-                spec["choice"] = select_row(head, hidden_row, sel, eps, seed, 0)
-            choice = spec["choice"]
-        else:
-            choice = select_row(head, hidden_row, sel, eps, seed, step)
-        v = head.values({f: torch.tensor([c]) for f, c in choice.items()}, shape=(1,))
-        return {k: x[0].item() for k, x in v.items()}
+        return self.head_values(hidden_row[None], [0], [spec], [step])[0]
 
     @torch.no_grad()
     def warp_rows(self, hidden: torch.Tensor, logits: torch.Tensor, specs: list, steps: list,
                   served: dict | None = None, token_ids=None) -> torch.Tensor:
         """Scores for one sampling call: spec rows as point masses, the others warped with `served` (per-row
         value tensors of the served head) or left as they are. `specs[i]`: row i's spec or None; `token_ids(i)`:
-        row i's prompt + output token ids (needed only for a repetition penalty)."""
+        row i's prompt + output token ids (needed only for a repetition penalty). One head call per head, one
+        `apply_sampling_params` and one draw for the whole batch; the scores are written in place."""
         n = logits.shape[0]
-        rows = []
-        for i in range(n):
-            if specs[i] is not None:
-                rows.append(self.row_values(hidden[i], specs[i], steps[i]))
-            elif served is not None:
-                rows.append({k: v[i].item() for k, v in served.items()})
-            else:
-                rows.append({})  # plain model: neutral values leave the row untouched
-        keys = dict.fromkeys(["temperature", "top_p", "top_k", *(k for r in rows for k in r)])
+        seeded = [i for i in range(n) if specs[i] is not None]
+        spec_values = self.head_values(hidden, seeded, specs, steps)
+        keys = dict.fromkeys(["temperature", "top_p", "top_k", *(served or {}), *(k for r in spec_values for k in r)])
         unknown = sorted(set(keys) - set(_DEFAULTS))
         if unknown:
             raise ValueError(f"request values {unknown} are not supported by the served model; valid: {sorted(_DEFAULTS)}")
-        v = {k: [r.get(k, _DEFAULTS[k]) for r in rows] for k in keys}
-        v["top_k"] = [int(x) for x in v["top_k"]]
+        # per-row values: the served head's (or neutral: a plain model's rows are left as they are), then the specs'
+        v = {}
+        for k in keys:
+            col = (served[k].detach().to("cpu", torch.float64) if served is not None and k in served
+                   else torch.full((n,), float(_DEFAULTS[k]), dtype=torch.float64))
+            if seeded:
+                col[seeded] = torch.tensor([float(r.get(k, _DEFAULTS[k])) for r in spec_values], dtype=torch.float64)
+            v[k] = col
+        v["top_k"] = v["top_k"].long()
         scores = logits.float()
-        penalised = [i for i, p in enumerate(v.pop("repetition_penalty", [])) if p != 1.0]
-        if penalised and token_ids is None:
-            raise ValueError("a repetition penalty needs the rows' token ids")
-        for i in penalised:
-            ids = torch.tensor([list(token_ids(i))], dtype=torch.long, device=scores.device)
-            row = apply_sampling_params(ids, scores[i : i + 1], 1.0, 1.0, 0, repetition_penalty=[rows[i]["repetition_penalty"]])
-            scores = scores.index_copy(0, torch.tensor([i], device=scores.device), row)
-        scores = apply_sampling_params(None, scores, v["temperature"], v["top_p"], v["top_k"],
-                                       **{k: v[k] for k in SAMPLER_OFF if k in v})
-        seeded = [i for i in range(n) if specs[i] is not None]
+        pen = v.pop("repetition_penalty", None)
+        if pen is not None and bool((pen != 1.0).any()):
+            scores = self._penalise(scores, pen, token_ids)
+        if set(v) <= _WARP_KEYS:
+            scores = warp(scores, v["temperature"], v["top_p"], v["top_k"], min_p=v.get("min_p"))
+        else:
+            scores = apply_sampling_params(None, scores, v["temperature"], v["top_p"], v["top_k"],
+                                           **{k: v[k] for k in SAMPLER_OFF if k in v})
         if seeded:
+            if scores.data_ptr() == logits.data_ptr():  # nothing was warped: do not write into the caller's logits
+                scores = scores.clone()
             idx = torch.tensor(seeded, device=scores.device)
-            sub = scores.index_select(0, idx)
-            tokens = gumbel_tokens(sub, [specs[i]["seed"] for i in seeded], [steps[i] for i in seeded])
-            scores = scores.index_copy(0, idx, point_mass(sub, tokens))
+            tokens = draw_tokens(scores.index_select(0, idx), [specs[i]["seed"] for i in seeded], [steps[i] for i in seeded])
+            scores[idx] = -float("inf")
+            scores[idx, tokens.to(scores.device)] = 0.0
+        return scores
+
+    @staticmethod
+    def _penalise(scores: torch.Tensor, pen: torch.Tensor, token_ids) -> torch.Tensor:
+        """The repetition penalty of the penalised rows, in one call over their left-padded token ids."""
+        if token_ids is None:
+            raise ValueError("a repetition penalty needs the rows' token ids")
+        rows = (pen != 1.0).nonzero().squeeze(1).tolist()
+        ids = [list(token_ids(i)) for i in rows]
+        width = max(1, max(map(len, ids)))
+        padded = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, row in enumerate(ids):
+            if row:
+                padded[j, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        lengths = torch.tensor([width - len(row) for row in ids])
+        idx = torch.tensor(rows, device=scores.device)
+        sub = apply_sampling_params(padded.to(scores.device), scores.index_select(0, idx), 1.0, 1.0, 0,
+                                    repetition_penalty=pen[rows].to(scores.device), padding_lengths=lengths)
+        scores = scores.clone()  # the caller's logits stay as they were
+        scores[idx] = sub
         return scores
