@@ -1,7 +1,7 @@
 """GSM8K-style math word problems: zero-shot chat prompt or k-shot from a train split; strict and flexible accuracy.
 
 Source records: {"question": str, "answer": "<solution>\\n#### <number>"} (openai/grade-school-math JSONL, the HF
-dataset "openai/gsm8k" config "main", or the built-in generated set `tasks/data/arithmetic.jsonl`).
+dataset "openai/gsm8k" config "main" = `dataset: gsm8k`, or the built-in generated set `tasks/data/arithmetic.jsonl`).
 Metrics per sample: acc_strict (the number after "#### " equals the gold), acc_flexible (the last number in the
 completion equals the gold); both use the lm-eval-harness extraction in `adaptive_decoder.rewards`.
 Reward: acc_flexible (1.0 correct / 0.0 wrong), i.e. the spec {"gsm8k": {"mode": "flexible"}}.
@@ -45,7 +45,8 @@ class GSM8K(Task):
         if path is not None:
             rows = read_jsonl(path, expected=self.expected, on_bad_line=self.on_bad_line, validate=self._check)
         elif self.hf_id:
-            rows = load_hf_dataset(self.hf_id, "train", self.hf_config)
+            rows = load_hf_dataset(self.hf_id, "train", self.hf_config, revision=self.data.get("hf_revision"),
+                                   task=self.name)
         elif self.path is None:
             rows = read_jsonl(BUILTIN_DIR / "arithmetic_train.jsonl", expected=self.expected)
         else:
