@@ -70,6 +70,15 @@ def collecting_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
     return build_head({"selection": "sample", **cfg.head}, cfg.head_init_seed, model=model, head_path=cfg.head_path)
 
 
+def collect_prompts(entries: dict) -> tuple[dict, list[dict]]:
+    """({name: Task}, prompt records) of a collect config's `tasks`: each task's first num_prompts examples after
+    offset, rendered by the task as the evaluation renders them."""
+    tasks = {name: build_task(name, opts, COLLECT_KEYS) for name, opts in entries.items()}
+    prompts = [p for name, task in tasks.items()
+               for p in task_prompts(name, task, entries[name].get("num_prompts"), entries[name].get("offset", 0))]
+    return tasks, prompts
+
+
 def collection_specs(entries: dict, tasks: dict) -> dict:
     """What the manifest records of each task (the experiment's collect stage records the same keys): its reward,
     its task options, its generation length and which of its prompts."""
@@ -89,9 +98,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (cfg,) = parse_recipe_config((CollectConfig,), argv, __doc__)
     cfg.set_threads()
-    tasks = {name: build_task(name, opts, COLLECT_KEYS) for name, opts in cfg.tasks.items()}
-    prompts = [p for name, task in tasks.items()
-               for p in task_prompts(name, task, cfg.tasks[name].get("num_prompts"), cfg.tasks[name].get("offset", 0))]
+    tasks, prompts = collect_prompts(cfg.tasks)
     model, tok = cfg.load()
     head = collecting_head(cfg, model)
     adm, engine = AdaptiveDecodingModel(model, tok, head), None
