@@ -254,6 +254,19 @@ def test_a_second_run_on_one_output_dir_is_refused(tiny_dir, tmp_path):
     assert run_evaluation(cfg)["units_computed_this_run"] == 3  # the lock is gone with its holder
 
 
+def test_a_run_recorded_with_task_options_resumes(tiny_dir, tmp_path):
+    # run_config.json of a run made when options sat in task_options (every task listed, options or not)
+    kw = dict(methods=["greedy"], num_dev_prompts=0)
+    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}}, **kw))
+    path = tmp_path / "out" / "run_config.json"
+    rec = json.loads(path.read_text())
+    assert rec["task_options"] == {"translation": {"max_new_tokens": 4}}
+    path.write_text(json.dumps({**rec, "task_options": {"gsm8k": {}, "translation": {"max_new_tokens": 4}}}))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}},
+                                  **kw))
+    assert res["units_computed_this_run"] == 0
+
+
 def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
     run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0))
     with pytest.raises(ValueError, match=r"different config \(max_new_tokens, seed differ\)"):
