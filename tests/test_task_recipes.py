@@ -165,3 +165,13 @@ def test_hub_rows_are_brought_to_the_local_format(monkeypatch):
     assert [e["concepts"] for e in exs] == [["dog", "kite", "0"], ["dog", "kite", "1"]]
     with pytest.raises(ValueError, match="unknown dataset 'wmt99'"):
         get_task("translation", dataset="wmt99")
+
+
+def test_gsm8k_shots_come_from_the_train_split_of_its_public_dataset(tmp_path, monkeypatch):
+    _offline(monkeypatch)
+    (tmp_path / "gsm8k").mkdir()
+    for split, q in (("test", "How many?"), ("train", "Shot question?")):
+        (tmp_path / "gsm8k" / f"{split}.jsonl").write_text(json.dumps({"question": q, "answer": "x\n#### 3"}) + "\n")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    (ex,) = get_task("gsm8k", dataset="gsm8k", num_fewshot=1).examples()
+    assert "Question: Shot question?\nAnswer: x\n#### 3" in ex["prompt"] and ex["prompt"].endswith("How many?\nAnswer:")

@@ -14,7 +14,7 @@ import re
 
 from ..rewards import extract_gsm8k_answer, gsm8k_gold, numbers_equal
 from .base import Task, require
-from .io import BUILTIN_DIR, load_hf_dataset, read_jsonl
+from .io import BUILTIN_DIR, load_hf_dataset, local_copy, public_dataset, read_jsonl
 
 INSTRUCTION = ("Solve the following math problem step by step. At the end, write the final answer as a number "
                "on its own line in the form '#### <number>'.")
@@ -44,6 +44,12 @@ class GSM8K(Task):
         path = self.opts["fewshot_path"]
         if path is not None:
             rows = read_jsonl(path, expected=self.expected, on_bad_line=self.on_bad_line, validate=self._check)
+        elif self.dataset_name == "gsm8k":  # the shots from the train split of the same public dataset
+            train = public_dataset("gsm8k.train")
+            copy = local_copy(train["local"])
+            rows = (read_jsonl(copy, expected=self.expected) if copy else
+                    load_hf_dataset(train["hf_id"], train["hf_split"], train["hf_config"], task=self.name,
+                                    local=train["local"]))
         elif self.hf_id:
             rows = load_hf_dataset(self.hf_id, "train", self.hf_config, revision=self.data.get("hf_revision"),
                                    task=self.name)
