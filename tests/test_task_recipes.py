@@ -175,3 +175,13 @@ def test_gsm8k_shots_come_from_the_train_split_of_its_public_dataset(tmp_path, m
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     (ex,) = get_task("gsm8k", dataset="gsm8k", num_fewshot=1).examples()
     assert "Question: Shot question?\nAnswer: x\n#### 3" in ex["prompt"] and ex["prompt"].endswith("How many?\nAnswer:")
+
+
+def test_the_list_form_from_the_command_line_is_refused_in_one_line():
+    from adaptive_decoder.tasks.recipe import task_entries
+
+    with pytest.raises(ValueError, match=r"is no longer read: .*\(tasks: \{gsm8k: \{\}, translation: \{\}\}\)"):
+        task_entries("[gsm8k, translation]")
+    assert task_entries('{gsm8k: {num_fewshot: 0}, translation: null}') == {"gsm8k": {"num_fewshot": 0}, "translation": {}}
+    with pytest.raises(ValueError, match="`source: registry` is gone: use `task: gsm8k`"):
+        task_entries({"g": {"source": "registry", "eval_task": "gsm8k"}})

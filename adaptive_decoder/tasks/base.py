@@ -41,6 +41,9 @@ class Task:
             raise ValueError(f"unknown option(s) {unknown} for task {self.name!r}; valid: {valid}")
         if sum(x is not None for x in (path, hf_id, dataset)) > 1:
             raise ValueError(f"task {self.name!r}: give one of path= / hf_id= / dataset=, not several")
+        if dataset is not None and (hf_split or hf_config or data_files):
+            raise ValueError(f"task {self.name!r}: dataset {dataset!r} names its own split and config (its local copy "
+                             "is that split); name another dataset, or give hf_id= with hf_split= / hf_config=")
         # where the records come from: `path` (a local file), else `dataset` (a public dataset, read from its local
         # copy under $ADAPTIVE_DECODER_DATA when there is one), else `hf_id`, else the built-in set
         self.data = public_dataset(dataset) if dataset is not None else {}

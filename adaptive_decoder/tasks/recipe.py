@@ -32,6 +32,13 @@ REMOVED_SOURCES = {
 
 def task_entries(tasks, where: str = "tasks") -> dict[str, dict]:
     """`tasks:` as {name: options}; the list form and the collection's `source:` form are refused in one line."""
+    if isinstance(tasks, str):  # from the command line: YAML / JSON text
+        import yaml
+
+        try:
+            tasks = yaml.safe_load(tasks)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{where} must be a mapping task name -> options (YAML/JSON text), got {tasks!r} ({e})") from None
     if isinstance(tasks, (list, tuple)):
         example = ", ".join(f"{t}: {{}}" for t in tasks[:2]) or "gsm8k: {}"
         raise ValueError(f"{where}: a list of names (with task_options) is no longer read: write a mapping task name "
@@ -42,6 +49,8 @@ def task_entries(tasks, where: str = "tasks") -> dict[str, dict]:
         if "source" in opts:
             src = opts["source"]
             hint = REMOVED_SOURCES.get(src, "task: <a task name or a task file>")
+            if src == "registry" and opts.get("eval_task"):
+                hint = f"task: {opts['eval_task']}"
             raise ValueError(f"{where}.{name}: `source: {src}` is gone: use `{hint}`, with num_prompts / offset / reward / "
                              "max_new_tokens beside it")
         if "eval_task" in opts or "task_options" in opts:
