@@ -31,7 +31,7 @@ from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402
 from adaptive_decoder.lpo.pairs import collection_pair_report  # noqa: E402
 from adaptive_decoder.tasks.base import TaskReward  # noqa: E402
-from adaptive_decoder.tasks.recipe import COLLECT_KEYS, build_task, task_entries, task_options, task_prompts  # noqa: E402
+from adaptive_decoder.tasks.recipe import COLLECT_KEYS, build_task, task_entries, task_prompts  # noqa: E402
 
 logger = logging.getLogger("collect")
 
@@ -85,8 +85,7 @@ def collection_specs(entries: dict, tasks: dict) -> dict:
     out = {}
     for name, task in tasks.items():
         opts = entries[name]
-        spec = {"reward": task.reward_spec, "task_options": {**({"task": opts["task"]} if "task" in opts else {}),
-                                                           **task_options(opts, COLLECT_KEYS)}}
+        spec = {"reward": task.reward_spec, "task_options": {k: v for k, v in opts.items() if k not in COLLECT_KEYS}}
         if task.max_new_tokens:
             spec["max_new_tokens"] = task.max_new_tokens
         spec.update({k: opts[k] for k in COLLECT_KEYS if k in opts})

@@ -252,7 +252,7 @@ class CollectionWriter:
             diffs += describe_changes({key: m.get(key)}, {key: identity[key]})
         for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change
             old = m["tasks"].get(task)
-            if isinstance(old, dict) and "source" in old:  # prompts built by a template that is no longer there
+            if isinstance(old, dict) and "source" in old:  # no task renders a `source:` template: its prompts cannot be rebuilt
                 raise CollectionMismatchError(
                     f"{self.root}: task {task!r} was collected from `source: {old['source']}`, which is gone, so its "
                     "prompts cannot be rebuilt to resume; collect into a new output_dir (its samples stay readable)")

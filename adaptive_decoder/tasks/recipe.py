@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from ..configs import as_mapping
 
-# the collection's former `source:` formats and the task that renders their prompts now
+COLLECT_KEYS = ("num_prompts", "offset")  # the collection's own keys of an entry: which of the task's examples
+
+# a collect config's `source:` (its own prompt templates) and the task that renders the same prompts
 REMOVED_SOURCES = {
     "arithmetic": "task: arithmetic (its `data_seed:` is the old `seed:`, its `template:` uses {question})",
     "gsm8k": "task: gsm8k (a GSM8K JSONL as `path:`; `instruction:` sets the text before the question)",
@@ -92,9 +94,6 @@ def task_prompts(name: str, task, num_prompts: int | None = None, offset: int = 
         raise ValueError(f"task {name!r}: no prompts ({task.source} has {len(task.examples())} examples, "
                          f"offset={offset}, num_prompts={num_prompts})")
     return [{**ex, "id": f"{name}/{ex['id']}", "task": name} for ex in exs]
-
-
-COLLECT_KEYS = ("num_prompts", "offset")
 
 
 def load_task_prompts(name: str, opts: dict | None = None, **extra) -> list[dict]:
