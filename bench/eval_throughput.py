@@ -50,7 +50,8 @@ def main(argv=None):
     model, tok = load_base_model(args.model)
 
     def run(out_dir):
-        cfg = EvalConfig(model=args.model, tasks=args.tasks, num_prompts=args.prompts, num_dev_prompts=args.dev_prompts,
+        cfg = EvalConfig(model=args.model, tasks={t: {} for t in args.tasks}, num_prompts=args.prompts,
+                         num_dev_prompts=args.dev_prompts,
                          methods=["greedy", "fixed", "random", "oracle"], temperatures=args.temperatures,
                          num_samples=args.samples, max_new_tokens=args.new_tokens, batch_size=8, fluency=args.fluency,
                          output_dir=out_dir, report_to="none", progress=False, n_bootstrap=1000, plots=True)

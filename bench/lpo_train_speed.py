@@ -28,7 +28,7 @@ import torch
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
 from adaptive_decoder.lpo.store import CollectionSettings
 from adaptive_decoder.lpo.collection import collect
-from adaptive_decoder.lpo.prompt_sources import load_task_prompts
+from adaptive_decoder.tasks.recipe import load_task_prompts
 from adaptive_decoder.modeling.head import model_hidden_size
 from adaptive_decoder.lpo.losses import collate_pairs, compute_loss
 from adaptive_decoder.modeling.models import load_base_model
@@ -76,7 +76,7 @@ def main(argv=None):
                                 selection="sample")
     head = AdaptiveDecoderHead(cfg)
     adm = AdaptiveDecodingModel(model, tok, head)
-    prompts = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": args.prompts, "seed": 0, "reward": REWARD})
+    prompts = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": args.prompts, "data_seed": 0, "reward": REWARD})
     with tempfile.TemporaryDirectory() as root:
         log(f"collecting {args.prompts} prompts x {args.samples} samples into {root}")
         t0 = time.perf_counter()

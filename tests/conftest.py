@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED = Path(os.environ.get("ADAPTIVE_DECODER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+# the tasks' public datasets are read from the project's local copies (tasks.io.PUBLIC_DATASETS), never downloaded
+if (SHARED / "data").is_dir():
+    os.environ.setdefault("ADAPTIVE_DECODER_DATA", str(SHARED / "data"))
 
 
 def shared_data(rel: str) -> Path:

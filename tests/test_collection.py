@@ -1,23 +1,17 @@
 """Sample collection: records, hidden-state cache, budget, identity refusal, resume (incl. kill -9 of a subprocess)."""
 
 import json
-import math
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
 from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, hidden_key, read_collection
 from adaptive_decoder.lpo.collection import collect, group_size_mismatches
-from adaptive_decoder.lpo.prompt_sources import load_task_prompts
+from adaptive_decoder.tasks.recipe import load_task_prompts
 from adaptive_decoder.modeling.models import prepare_tokenizer
 from adaptive_decoder.rewards import build_reward
 from conftest import tiny_llama, tiny_tokenizer
@@ -37,7 +31,7 @@ def make_adm(level="sequence", seed=0, model_seed=0, bins=(0.0, 0.5, 1.0, 1.5)):
 
 
 def prompts(n=5, seed=0, task="arith"):
-    return load_task_prompts(task, {"source": "arithmetic", "num_prompts": n, "seed": seed, "reward": REWARD})
+    return load_task_prompts(task, {"task": "arithmetic", "num_prompts": n, "data_seed": seed, "reward": REWARD})
 
 
 def run(adm, out, ps, **kw):
@@ -310,158 +304,65 @@ def test_bad_prompts_and_settings(tmp_path):
                 progress=False)
     with pytest.raises(ValueError, match="num_samples must be >= 2"):
         CollectionSettings(num_samples=1)
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['paht'\]"):
-        load_task_prompts("x", {"source": "gsm8k", "paht": "a.jsonl", "reward": REWARD})
-    with pytest.raises(ValueError, match="unknown source 'mmlu'"):
-        load_task_prompts("x", {"source": "mmlu", "path": "a.jsonl", "reward": REWARD})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['paht'\] for task 'gsm8k'"):
+        load_task_prompts("x", {"task": "gsm8k", "paht": "a.jsonl", "reward": REWARD})
+    with pytest.raises(ValueError, match="unknown task.*mmlu"):
+        load_task_prompts("x", {"task": "mmlu", "path": "a.jsonl", "reward": REWARD})
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "no answer"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: record lacks field 'answer'"):
-        load_task_prompts("g", {"source": "gsm8k", "path": str(bad), "reward": REWARD})
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: malformed record \(missing field 'answer'"):
+        load_task_prompts("g", {"task": "gsm8k", "path": str(bad), "reward": REWARD})
 
 
-def test_prompt_sources(tmp_path):
+def test_collection_prompts_come_from_tasks(tmp_path):
     cg = tmp_path / "cg.jsonl"
     cg.write_text('{"concept_set": "field_N#look_V#stand_V"}\n{"concepts": ["dog", "kite"]}\n')
-    out = load_task_prompts("stories", {"source": "commongen", "path": str(cg), "reward": REWARD})
+    out = load_task_prompts("stories", {"task": "constrained_writing", "path": str(cg), "reward": REWARD})
     assert [o["concepts"] for o in out] == [["field", "look", "stand"], ["dog", "kite"]]
-    assert "field, look, stand" in out[0]["prompt"] and [o["id"] for o in out] == ["stories/0", "stories/1"]
+    assert "field, look, stand" in out[0]["prompt"] and [o["id"] for o in out] == ["stories/1", "stories/2"]
     tr = tmp_path / "tr.jsonl"
     tr.write_text('{"src_lang": "de", "tgt_lang": "en", "source": "Hallo", "reference": "Hello"}\n')
-    (t,) = load_task_prompts("mt", {"source": "translation", "path": str(tr), "reward": REWARD})
+    (t,) = load_task_prompts("mt", {"task": "translation", "path": str(tr), "reward": REWARD})
     assert t["reference"] == "Hello" and "English" in t["prompt"] and "Hallo" in t["prompt"]
-    a = load_task_prompts("a", {"source": "arithmetic", "num_prompts": 3, "offset": 2, "reward": REWARD})
-    full = load_task_prompts("a", {"source": "arithmetic", "num_prompts": 5, "reward": REWARD})
+    a = load_task_prompts("a", {"task": "arithmetic", "num_prompts": 3, "offset": 2, "reward": REWARD})
+    full = load_task_prompts("a", {"task": "arithmetic", "num_prompts": 5, "reward": REWARD})
     assert a == full[2:]  # offset keeps ids and content stable
     q = a[0]["prompt"].split("What is ")[1].split("?")[0]
     assert a[0]["answer"] == f"#### {eval(q)}"  # noqa: S307 (our own "a + b" string)
-
-
-def test_registry_tasks_as_prompt_source():
+    # an entry's name is its task unless `task:` says otherwise; its examples are the task's, first after offset
     from adaptive_decoder.tasks import get_task
 
-    spec = {"source": "registry", "eval_task": "constrained_writing", "num_prompts": 3, "offset": 1}
-    out = load_task_prompts("cw", spec)
+    out = load_task_prompts("constrained_writing", {"num_prompts": 3, "offset": 1})
     want = get_task("constrained_writing").examples()[1:4]
     assert [o["prompt"] for o in out] == [w["prompt"] for w in want]
-    assert [o["concepts"] for o in out] == [w["concepts"] for w in want]
-    assert [o["id"] for o in out] == [f"cw/{w['id']}" for w in want] and {o["task"] for o in out} == {"cw"}
-    from adaptive_decoder.lpo.prompt_sources import TaskSpec
-
-    assert TaskSpec.from_dict("cw", spec).reward == get_task("constrained_writing").reward_spec  # the task's own reward
-    assert TaskSpec.from_dict("cw", {**spec, "reward": {"concepts": {}}}).reward == {"concepts": {}}
-    with pytest.raises(ValueError, match="needs eval_task"):
-        TaskSpec.from_dict("cw", {"source": "registry"})
-    with pytest.raises(ValueError, match="only apply to source 'registry'"):
-        TaskSpec.from_dict("a", {"source": "arithmetic", "num_prompts": 2, "reward": REWARD, "eval_task": "gsm8k"})
-    with pytest.raises(ValueError, match="missing required key 'reward'"):
-        TaskSpec.from_dict("a", {"source": "arithmetic", "num_prompts": 2})
+    assert [o["id"] for o in out] == [f"constrained_writing/{w['id']}" for w in want]
 
 
-# ------------------------------------------------------------------------------------------- the recipe
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+@pytest.mark.parametrize("source, replacement", [("arithmetic", "task: arithmetic"), ("gsm8k", "task: gsm8k"),
+                                                 ("commongen", "task: constrained_writing"),
+                                                 ("translation", "task: translation"), ("prompts", "task: creative_writing"),
+                                                 ("registry", "task: <the eval_task>")])
+def test_the_old_source_form_is_refused_naming_its_replacement(source, replacement):
+    with pytest.raises(ValueError) as e:
+        load_task_prompts("x", {"source": source, "num_prompts": 2, "reward": REWARD})
+    msg = str(e.value)
+    assert "\n" not in msg and f"`source: {source}` is gone" in msg and replacement in msg
+    with pytest.raises(ValueError, match="eval_task / task_options are gone: use `task: gsm8k`"):
+        load_task_prompts("x", {"eval_task": "gsm8k", "task_options": {}})
 
 
-def test_recipe_unknown_config_keys_are_named(tmp_path, tiny_model_dir):
-    sys.path.insert(0, str(ROOT / "training"))
-    try:
-        import collect as recipe
-    finally:
-        sys.path.pop(0)
-    cfg = yaml.safe_load(TINY_YAML.read_text())
-    base = ["--base_model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**cfg, "num_sampels": 3}))
-    with pytest.raises(ValueError, match="num_sampels"):
-        recipe.main(["--config", str(bad)] + base)
-    with pytest.raises(ValueError, match="--epsilom"):
-        recipe.main(["--config", str(TINY_YAML), "--epsilom", "0.1"] + base)
-    bad.write_text(yaml.safe_dump({**cfg, "tasks": {"echo": {**cfg["tasks"]["echo"], "max_tokens": 5}}}))
-    with pytest.raises(ValueError, match=r"task 'echo': unknown key\(s\) \['max_tokens'\]"):
-        recipe.main(["--config", str(bad)] + base)
-    bad.write_text(yaml.safe_dump({**cfg, "head": {**cfg["head"], "levels": "token"}}))
-    with pytest.raises(ValueError, match="unknown AdaptiveDecoderConfig keys \\['levels'\\]"):
-        recipe.main(["--config", str(bad)] + base)
-    # and a good run in-process: pair statistics land next to the samples
-    summary = recipe.main(["--config", str(TINY_YAML)] + base)
-    assert summary["samples_collected"] == 10 * 4 and (tmp_path / "o" / "pair_stats.png").stat().st_size > 1000
-    assert summary["pairs"]["pairs"] + summary["pairs"]["prompts_all_tied"] == 10
+def test_a_collection_made_from_an_old_source_spec_is_refused_in_one_line(tmp_path):
+    from adaptive_decoder.lpo.store import CollectionWriter
 
-
-def test_kill_9_mid_collection_then_resume(tmp_path, tiny_model_dir):
-    """SIGKILL training/collect.py while it writes shards; the restart completes every prompt exactly once."""
-    cfg = yaml.safe_load(TINY_YAML.read_text())
-    cfg.update(prompts_per_batch=1, max_new_tokens=24, progress=False, report=False)
-    cfg["tasks"] = {"arithmetic": {**cfg["tasks"]["arithmetic"], "num_prompts": 60}}
-    conf = tmp_path / "c.yaml"
-    conf.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "training" / "collect.py"), "--config", str(conf),
-           "--base_model", str(tiny_model_dir), "--output_dir", str(out)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    manifest, killed_at = out / "manifest.json", None
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            n_done = len(json.loads(manifest.read_text())["done"])
-        except (FileNotFoundError, json.JSONDecodeError):
-            n_done = 0
-        if n_done >= 3:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            killed_at = n_done
-            break
-        time.sleep(0.01)
-    assert killed_at is not None, f"collect.py ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    assert proc.returncode == -signal.SIGKILL
-    m, recs = read_collection(out)
-    assert 3 <= len(m["done"]) < 60, "the kill should land mid-collection"
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    summary = json.loads(res.stdout[res.stdout.index("{"):])
-    assert summary["prompts_already_done"] >= killed_at and summary["prompts_total"] == 60
-    m, recs = read_collection(out)
-    counts = {}
-    for r in recs:
-        counts.setdefault(r["prompt_id"], []).append(r["sample_index"])
-    assert len(counts) == 60 and all(sorted(v) == [0, 1, 2, 3] for v in counts.values())
-    assert len(m["done"]) == len(set(m["done"])) == 60
-    assert all(math.isfinite(r["rewards"]["total"]) for r in recs)
-
-
-def test_recipe_collects_with_a_saved_head(tmp_path, tiny_model_dir):
-    """Iterative rounds: collect with a trained (saved) head; its own selection is overridden to 'sample'."""
-    sys.path.insert(0, str(ROOT / "training"))
-    try:
-        import collect as recipe
-    finally:
-        sys.path.pop(0)
-    cfg = AdaptiveDecoderConfig(hidden_size=32, base_model=str(tiny_model_dir), num_layers=1, temperature_bins=[0.0, 1.0],
-                                factors=["temperature"], level="token", selection="argmax")
-    torch.manual_seed(0)
-    AdaptiveDecoderHead(cfg).save_pretrained(tmp_path / "head")
-    base = ["--config", str(TINY_YAML), "--base_model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
-    with pytest.raises(ValueError, match="either head_path .* or head"):
-        recipe.main(base + ["--head_path", str(tmp_path / "head")])
-    bare = tmp_path / "bare.yaml"
-    bare.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(TINY_YAML.read_text()).items() if k != "head"}))
-    # a missing head directory is named before the model loads (this base model does not exist either)
-    with pytest.raises(FileNotFoundError, match="directory not found: .*nope"):
-        recipe.main(["--config", str(bare), "--base_model", str(tmp_path / "no_model"), "--output_dir",
-                     str(tmp_path / "o"), "--head_path", str(tmp_path / "nope")])
-    recipe.main(["--config", str(bare)] + base[2:] + ["--head_path", str(tmp_path / "head"), "--epsilon", "0.0"])
-    manifest, recs = read_collection(tmp_path / "o")
-    assert manifest["head"]["config"]["level"] == "token" and manifest["head"]["config"]["factors"] == ["temperature"]
-    assert all(set(r["choices"]) == {"temperature"} and len(r["choices"]["temperature"]) == len(r["completion_ids"])
-               for r in recs)
-    # sampled, not argmax: a prompt's samples share the first step's hidden state, so under argmax they would all
-    # make the same first choice; sampling makes some prompt's samples differ
-    first = {}
-    for r in recs:
-        first.setdefault(r["prompt_id"], set()).add(r["choices"]["temperature"][0])
-    assert any(len(v) == 2 for v in first.values())
+    ps = prompts(2)
+    run(make_adm(), tmp_path, ps)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    identity = {k: m[k] for k in ("base_model", "head", "settings", "tasks")}
+    m["tasks"]["arith"] = {"source": "arithmetic", "num_prompts": 2, "seed": 0, "reward": REWARD}
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CollectionMismatchError) as e:
+        CollectionWriter(tmp_path, identity)
+    assert "\n" not in str(e.value) and "task 'arith' was collected from `source: arithmetic`, which is gone" in str(e.value)
 
 
 def test_group_reward_scores_each_sample_against_a_same_values_twin(tmp_path):
@@ -471,7 +372,7 @@ def test_group_reward_scores_each_sample_against_a_same_values_twin(tmp_path):
 
     def go(out, twins):
         adm = make_adm("sequence", bins=(0.0, 1.5))
-        ps = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": 6, "seed": 0, "reward": spec})
+        ps = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": 6, "data_seed": 0, "reward": spec})
         settings = CollectionSettings(num_samples=4, max_new_tokens=6, epsilon=0.5, prompts_per_batch=3,
                                       group_reward_twins=twins)
         collect(adm, ps, {"arith": build_reward(spec, adm.model, adm.tokenizer)}, out, settings, progress=False)
@@ -503,7 +404,7 @@ def test_group_reward_among_several_twins(tmp_path, monkeypatch):
     monkeypatch.setattr(R.DistinctValid, "score", spy)
     spec = {"distinct_valid": {"pattern": ".+"}}
     adm = make_adm("sequence", bins=(0.0, 1.5))
-    ps = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": 4, "seed": 0, "reward": spec})
+    ps = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": 4, "data_seed": 0, "reward": spec})
     settings = CollectionSettings(num_samples=2, max_new_tokens=6, epsilon=0.5, prompts_per_batch=2, twins=3)
     assert settings.identity()["twins"] == 3 and "twins" not in CollectionSettings(num_samples=2).identity()
     collect(adm, ps, {"arith": build_reward(spec, adm.model, adm.tokenizer)}, tmp_path / "c", settings, progress=False)

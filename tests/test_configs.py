@@ -121,10 +121,10 @@ def test_config_is_valid(path):
             if scalar and key not in ("output_dir", "run_dir", "logging_dir"):
                 assert got == value or str(got).lower() == str(value).lower(), (key, got, value)
         if classes == _collect():
-            from adaptive_decoder.lpo.prompt_sources import TaskSpec
+            from adaptive_decoder.tasks.recipe import COLLECT_KEYS, build_task
 
-            for name, spec in parsed[0].tasks.items():
-                TaskSpec.from_dict(name, spec)
+            for name, spec in parsed[0].tasks.items():  # every option is one the task knows
+                build_task(name, spec, COLLECT_KEYS)
     elif family == "accelerate":
         check_accelerate(path)
     elif family == "deepspeed":
@@ -331,7 +331,7 @@ def test_experiment_variants_are_their_base_with_only_the_keys_they_set(name):
     if name == "smollm2_cpu_3f.yaml":
         assert delta.head["factors"] == ["temperature", "top_p", "top_k"] and "fixed" not in delta.head
     if name == "smollm2_cpu_ende.yaml":
-        assert delta.tasks["translation"]["path"].endswith("wmt22.en-de.jsonl")
+        assert delta.tasks["translation"]["dataset"] == "wmt22.en-de"
         assert {**delta.tasks, "translation": None} == {**parent.tasks, "translation": None}
     if name == "gemma3_mix.yaml":
         assert delta.model == "gemma3"
@@ -368,4 +368,4 @@ def test_model_presets_cover_both_models_and_every_stage():
         assert collect["base_model"] == ev["model"] == yaml.safe_load((d / "train_lpo.yaml").read_text())["base_model"]
         # a reward model scores the open-ended task in both collection and evaluation
         assert any("reward_model" in t["reward"] for t in collect["tasks"].values())
-        assert ev["task_options"]["creative_writing"].get("reward_model")
+        assert ev["tasks"]["creative_writing"].get("reward_model")

@@ -62,7 +62,8 @@ def tiny_dir(tmp_path_factory):
 
 
 def tiny_cfg(model_dir, out, **kw) -> EvalConfig:
-    base = dict(model=str(model_dir), tasks=ALL_TASKS, num_prompts=3, num_dev_prompts=2, methods=["greedy", "fixed"],
+    base = dict(model=str(model_dir), tasks={t: {} for t in ALL_TASKS}, num_prompts=3, num_dev_prompts=2,
+                methods=["greedy", "fixed"],
                 temperatures=[0.0, 1.0], num_samples=2, max_new_tokens=6, batch_size=2, n_bootstrap=200,
                 report_to="none", progress=False, torch_threads=1, output_dir=str(out))
     base.update(kw)
@@ -138,8 +139,8 @@ def test_end_to_end_every_method(tiny_dir, tmp_path):
 
 
 def test_samples_do_not_depend_on_which_other_methods_run(tiny_dir, tmp_path):
-    a = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "a", tasks=["translation"], methods=["fixed"]))
-    b = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "b", tasks=["translation"], methods=["random", "fixed"]))
+    a = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "a", tasks={"translation": {}}, methods=["fixed"]))
+    b = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "b", tasks={"translation": {}}, methods=["random", "fixed"]))
     ua, ub = units_by(a, "T=1.0", "translation"), units_by(b, "T=1.0", "translation")
     assert {k: u["samples"] for k, u in ua.items()} == {k: u["samples"] for k, u in ub.items()}
 
@@ -228,7 +229,7 @@ def test_units_and_logs_holding_unicode_line_breaks_read_back_whole(tmp_path, ca
 
 
 def test_torn_last_line_is_dropped_and_recomputed(tiny_dir, tmp_path):
-    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["fixed"], num_dev_prompts=0)
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["fixed"], num_dev_prompts=0)
     run_evaluation(cfg)
     units = tmp_path / "out" / "units.jsonl"
     lines = units.read_text().splitlines(keepends=True)
@@ -244,7 +245,7 @@ def test_a_second_run_on_one_output_dir_is_refused(tiny_dir, tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    cfg = tiny_cfg(tiny_dir, out, tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0)
+    cfg = tiny_cfg(tiny_dir, out, tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0)
     with lock_dir(out, "evaluation output directory"):  # what a first run_suite.py holds while it runs
         with pytest.raises(RuntimeError, match=rf"another process is writing to the evaluation output directory {out} "
                                                rf"\(pid {os.getpid()} on "):
@@ -253,23 +254,37 @@ def test_a_second_run_on_one_output_dir_is_refused(tiny_dir, tmp_path):
     assert run_evaluation(cfg)["units_computed_this_run"] == 3  # the lock is gone with its holder
 
 
+def test_a_run_recorded_with_task_options_resumes(tiny_dir, tmp_path):
+    # run_config.json of a run made when options sat in task_options (every task listed, options or not)
+    kw = dict(methods=["greedy"], num_dev_prompts=0)
+    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}}, **kw))
+    path = tmp_path / "out" / "run_config.json"
+    rec = json.loads(path.read_text())
+    assert rec["task_options"] == {"translation": {"max_new_tokens": 4}}
+    path.write_text(json.dumps({**rec, "task_options": {"gsm8k": {}, "translation": {"max_new_tokens": 4}}}))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}},
+                                  **kw))
+    assert res["units_computed_this_run"] == 0
+
+
 def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
-    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0))
+    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0))
     with pytest.raises(ValueError, match=r"different config \(max_new_tokens, seed differ\)"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0,
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0,
                                 seed=5, max_new_tokens=7))
     # adding a method or a head is fine (only its units run); retraining a head in place is not
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "random"], num_dev_prompts=0))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy", "random"],
+                                  num_dev_prompts=0))
     assert res["units_computed_this_run"] == 3 and list(res["methods"]) == ["greedy", "random"]
     # a method that has units keeps its options; a new one may bring its own (a trained HAG added to a finished run)
     with pytest.raises(ValueError, match=r"\(method_options of 'random' differ\)"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "random"],
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy", "random"],
                                 num_dev_prompts=0, method_options={"random": {"temperature_bins": [0.5]}}))
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "random", "fixed"],
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy", "random", "fixed"],
                                   num_dev_prompts=0, method_options={"fixed": {"temperatures": [0.3]}}))
     assert res["units_computed_this_run"] == 3 and list(res["methods"]) == ["greedy", "random", "T=0.3"]
     head = save_head(tmp_path / "head", "sequence", str(tiny_dir))
-    kw = dict(tasks=["gsm8k"], methods=["greedy", "adaptive"], num_dev_prompts=0, head_paths=[head])
+    kw = dict(tasks={"gsm8k": {}}, methods=["greedy", "adaptive"], num_dev_prompts=0, head_paths=[head])
     res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
     assert res["units_computed_this_run"] == 3 and "adseq" in res["methods"]
     torch.manual_seed(7)
@@ -282,7 +297,7 @@ def test_resume_under_another_resolved_dtype_is_refused(tiny_dir, tmp_path, monk
     """The fingerprint holds the RESOLVED dtype: `auto` that resolves to bf16 cannot resume a float32 run."""
     from adaptive_decoder.modeling import models
 
-    kw = dict(tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0, device="cpu")
+    kw = dict(tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0, device="cpu")
     run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
     assert json.loads((tmp_path / "out" / "run_config.json").read_text())["dtype"] == "float32"
     monkeypatch.setattr(models, "resolve_dtype", lambda name, device=None: torch.bfloat16)
@@ -296,7 +311,7 @@ def test_a_given_model_in_another_dtype_than_the_config_is_refused(tiny_dir, tmp
     from adaptive_decoder.modeling.models import load_base_model
 
     model, tok = load_base_model(str(tiny_dir), dtype="bfloat16")
-    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy"], num_dev_prompts=0)
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0)
     with pytest.raises(ValueError, match=r"the given model runs in bfloat16 but the config's dtype is float32"):
         run_evaluation(cfg, model, tok)
 
@@ -306,15 +321,19 @@ def test_unknown_task_method_and_config_key(tmp_path):
     # valid: the Python tasks and the task files (configs/tasks/*.yaml)
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \[.*'constrained_writing', .*'control_qa', "
                                          r".*'gsm8k', .*'translation'.*\] \(or a path"):
-        EvalConfig(tasks=["gsm9k"])
+        EvalConfig(tasks={"gsm9k": {}})
     with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'edt', "
                                          r"'edt_mix', 'epsilon', 'epsilon_mix', 'eta', 'eta_mix', 'fixed', 'greedy', 'hag', "
                                          r"'hag_untrained', 'meanshift', 'min_p', 'min_p_mix', 'oracle', 'random', "
                                          r"'random_token', 'top_h', 'top_h_mix', 'top_nsigma', 'top_nsigma_mix', 'typical_p', "
                                          r"'typical_p_mix'\]"):
         EvalConfig(methods=["greedy", "beam"])
-    with pytest.raises(ValueError, match="task_options for task"):
-        EvalConfig(tasks=["gsm8k"], task_options={"translation": {}})
+    # the list + task_options form: one line saying how to write it
+    with pytest.raises(ValueError, match=r"a list of names \(with task_options\) is no longer read: .*"
+                                         r"\(tasks: \{gsm8k: \{\}\}\)"):
+        EvalConfig(tasks=["gsm8k"])
+    with pytest.raises(ValueError, match=r"task_options is no longer read: .*\(tasks: \{translation: \{path: x\}\}\)"):
+        EvalConfig(tasks={"gsm8k": {}}, task_options={"translation": {"path": "x"}})
     spec = importlib.util.spec_from_file_location("run_suite", REPO / "eval" / "run_suite.py")
     run_suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_suite)
@@ -340,7 +359,7 @@ def test_stop_when_scored_keeps_every_reward_and_stops_at_the_scored_end(tiny_di
     # letter: a scored end it reaches about as often as a chat model ends a first line
     monkeypatch.setattr(Translation, "postprocess", lambda self, text: _upto_lowercase(text))
     monkeypatch.setattr(Translation, "stop_predicate", lambda self: lambda text: any("a" <= c <= "z" for c in text))
-    kw = dict(tasks=["translation"], methods=["greedy", "fixed", "random", "oracle"], max_new_tokens=16)
+    kw = dict(tasks={"translation": {}}, methods=["greedy", "fixed", "random", "oracle"], max_new_tokens=16)
     free = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "free", **kw))
     cut = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "cut", stop_when_scored=True, **kw))
     shorter = 0
@@ -366,16 +385,15 @@ def test_task_options_reach_the_task_and_bad_data_fails(tiny_dir, tmp_path):
     bad = tmp_path / "g.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{oops\n' + '{"question": "2+2?", "answer": "#### 4"}\n' * 3)
     with pytest.raises(ValueError, match=r"g\.jsonl:2: malformed"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks=["gsm8k"], task_options={"gsm8k": {"path": str(bad)}},
-                                num_dev_prompts=0))
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], num_dev_prompts=0, methods=["greedy"],
-                                  task_options=json.dumps({"gsm8k": {"path": str(bad)}}), on_bad_line="skip"))
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks={"gsm8k": {"path": str(bad)}}, num_dev_prompts=0))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", num_dev_prompts=0, methods=["greedy"],
+                                  tasks=json.dumps({"gsm8k": {"path": str(bad)}}), on_bad_line="skip"))
     assert res["tasks"]["gsm8k"]["source"] == str(bad) and res["tasks"]["gsm8k"]["num_test"] == 3
 
 
 def test_per_task_max_new_tokens(tiny_dir, tmp_path):
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks=["gsm8k", "translation"], methods=["fixed"],
-                                  num_dev_prompts=0, max_new_tokens=6, task_options={"gsm8k": {"max_new_tokens": 2}}))
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks={"gsm8k": {"max_new_tokens": 2}, "translation": {}},
+                                  methods=["fixed"], num_dev_prompts=0, max_new_tokens=6))
     longest = {t: max(s["num_tokens"] for u in res["units"] if u["task"] == t for s in u["samples"])
                for t in ("gsm8k", "translation")}
     assert longest["gsm8k"] <= 2 < longest["translation"] <= 6
@@ -383,21 +401,21 @@ def test_per_task_max_new_tokens(tiny_dir, tmp_path):
     assert res["tasks"]["gsm8k"]["max_new_tokens"] == 2 and "max_new_tokens=2" in md
     assert "only fixed temperatures were run" in md  # nothing to pair them with, and the note says what to add
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], task_options={"gsm8k": {"max_new_tokens": 0}}))
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks={"gsm8k": {"max_new_tokens": 0}}))
 
 
 def test_head_for_another_base_model_is_refused(tiny_dir, tmp_path):
     other = save_head(tmp_path / "other", "sequence", "HuggingFaceTB/SmolLM2-1.7B-Instruct")
     with pytest.raises(ValueError, match=r"other cannot be used: .*trained for base model 'HuggingFaceTB/SmolLM2-1.7B-Instruct'"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks=["gsm8k"], methods=["adaptive"], head_paths=[other]))
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o", tasks={"gsm8k": {}}, methods=["adaptive"], head_paths=[other]))
     wide = save_head(tmp_path / "wide", "sequence", str(tiny_dir), hidden=48)
     with pytest.raises(ValueError, match="hidden size 48"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks=["gsm8k"], methods=["adaptive"], head_paths=[wide]))
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o2", tasks={"gsm8k": {}}, methods=["adaptive"], head_paths=[wide]))
     with pytest.raises(FileNotFoundError, match="directory not found: .*nope .*skip_missing_heads"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o3", tasks=["gsm8k"], methods=["adaptive"],
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o3", tasks={"gsm8k": {}}, methods=["adaptive"],
                                 head_paths=[str(tmp_path / "nope")]))
     # skip_missing_heads drops it; greedy still runs
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o4", tasks=["gsm8k"], methods=["greedy", "adaptive"],
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "o4", tasks={"gsm8k": {}}, methods=["greedy", "adaptive"],
                                   head_paths=[str(tmp_path / "nope")], skip_missing_heads=True, num_dev_prompts=0))
     assert list(res["methods"]) == ["greedy"]
 
@@ -471,7 +489,7 @@ def test_a_registered_method_runs_in_the_harness(tiny_dir, tmp_path):
         with pytest.raises(ValueError, match="'fixed' is already registered"):
             register_policy("fixed")(build)
         assert [p.name for p in build_policies("t07_test")] == ["t07"]
-        res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["fixed", "t07_test"]))
+        res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["fixed", "t07_test"]))
         assert res["methods"]["t07"]["role"] == "fixed" and res["methods"]["t07"]["temperature"] == 0.7
     finally:
         del POLICIES["t07_test"]
@@ -527,7 +545,7 @@ def test_explicit_splits_replace_the_task_subset_and_are_checked(tiny_dir, tmp_p
     from adaptive_decoder.evaluation.harness import Evaluator
     from adaptive_decoder.tasks import get_task
 
-    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks=["gsm8k"], methods=["greedy", "oracle"])
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy", "oracle"])
     exs = get_task("gsm8k").examples()
     ev = Evaluator(cfg, splits={"gsm8k": (exs[10:12], exs[20:21])})
     assert [e["id"] for e in ev.splits["gsm8k"][0]] == [e["id"] for e in exs[10:12]]
@@ -638,7 +656,7 @@ def test_the_mix_sampler_runs_beside_the_per_task_one_on_shared_dev_units(tiny_d
         assert len(units_by(res, "min_p_mix", t)) == 3
     assert "for every task, on the dev prompts of all tasks" in (tmp_path / "out" / "results.md").read_text()
     # one task: normalizing is then monotone, so the mix value is the per-task one and its test units are copied
-    one = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "one", tasks=["gsm8k"], methods=["fixed", "min_p", "min_p_mix"]))
+    one = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "one", tasks={"gsm8k": {}}, methods=["fixed", "min_p", "min_p_mix"]))
     fits = one["tasks"]["gsm8k"]["oracle"]
     assert fits["min_p_mix"]["chosen"] == fits["min_p"]["chosen"]
     per_task, mix = units_by(one, "min_p", "gsm8k"), units_by(one, "min_p_mix", "gsm8k")

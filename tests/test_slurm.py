@@ -146,7 +146,7 @@ def test_collect_train_eval_pipeline(cluster, tiny_model_dir, tmp_path):
                  ACCELERATE_CONFIG="configs/accelerate/cpu_ddp.yaml")
     head = runs / "lpo" / "out" / "head"
     ev = submit(cluster, "eval_suite.sbatch", runs / "eval",
-                ["--config", "configs/eval/tiny.yaml", "--model", str(tiny_model_dir), "--tasks", "gsm8k",
+                ["--config", "configs/eval/tiny.yaml", "--model", str(tiny_model_dir), "--tasks", "{gsm8k: {}}",
                  "--methods", "greedy", "adaptive", "--head_paths", str(head), "--num_prompts", "2",
                  "--num_dev_prompts", "0", "--max_new_tokens", "6", "--report_to", "none"],
                  [f"--dependency=afterok:{lpo}"])

@@ -190,7 +190,7 @@ def test_hf_dataset_without_datasets_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as if not installed
     with pytest.raises(ImportError, match="pip install datasets"):
         get_task("gsm8k", hf_id="openai/gsm8k", hf_config="main").examples()
-    with pytest.raises(ValueError, match="either path= or hf_id="):
+    with pytest.raises(ValueError, match="give one of path= / hf_id= / dataset=, not several"):
         get_task("gsm8k", path="x.jsonl", hf_id="openai/gsm8k")
 
 

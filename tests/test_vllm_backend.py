@@ -189,7 +189,7 @@ def test_eval_suite_backend_vllm(tmp_path):
     AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=HIDDEN, level="sequence")).save_pretrained(tmp_path / "head")
 
     def cfg(backend, out, methods):
-        return EvalConfig(model=str(model_dir), tasks=["gsm8k", "creative_writing"], num_prompts=3, num_dev_prompts=2,
+        return EvalConfig(model=str(model_dir), tasks={"gsm8k": {}, "creative_writing": {}}, num_prompts=3, num_dev_prompts=2,
                           methods=methods, temperatures=[0.0, 1.0], num_samples=2, max_new_tokens=6, batch_size=2,
                           n_bootstrap=50, report_to="none", progress=False, plots=False, torch_threads=1,
                           head_paths=[str(tmp_path / "head")], strict_base_model=False, backend=backend,
@@ -244,7 +244,7 @@ def test_collection_backend_vllm(setup, tmp_path):
 
     from adaptive_decoder.lpo.store import CollectionSettings, hidden_key, read_collection
     from adaptive_decoder.lpo.collection import collect
-    from adaptive_decoder.lpo.prompt_sources import load_task_prompts
+    from adaptive_decoder.tasks.recipe import load_task_prompts
     from adaptive_decoder.modeling.generation import compute_head_inputs
     from adaptive_decoder.modeling.models import prepare_tokenizer
     from adaptive_decoder.rewards import build_reward
@@ -253,7 +253,7 @@ def test_collection_backend_vllm(setup, tmp_path):
     tok = prepare_tokenizer(tiny_tokenizer(), model)
     head = token_head(selection="sample", seed=4, level="sequence")
     reward = {"fluency": {"weight": 1.0}, "repetition": {"weight": 0.5, "n": 1}}
-    ps = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": 4, "seed": 0, "reward": reward})
+    ps = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": 4, "data_seed": 0, "reward": reward})
 
     def go(out, adm, backend="vllm"):
         settings = CollectionSettings(num_samples=4, max_new_tokens=6, epsilon=0.5, prompts_per_batch=2,

@@ -11,7 +11,7 @@ from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, Adaptiv
 from adaptive_decoder.integrations.vllm.crn import NOISE_VERSION
 from adaptive_decoder.lpo.store import CollectionSettings
 from adaptive_decoder.lpo.collection import collect
-from adaptive_decoder.lpo.prompt_sources import load_task_prompts
+from adaptive_decoder.tasks.recipe import load_task_prompts
 from adaptive_decoder.evaluation.config import EvalConfig
 from adaptive_decoder.evaluation.harness import run_evaluation
 from adaptive_decoder.rewards import build_reward
@@ -19,7 +19,7 @@ from conftest import tiny_llama, tiny_tokenizer
 
 
 def cfg(model_dir, out, **kw):
-    return EvalConfig(**{"model": str(model_dir), "tasks": ["gsm8k"], "num_prompts": 2, "methods": ["greedy"],
+    return EvalConfig(**{"model": str(model_dir), "tasks": {"gsm8k": {}}, "num_prompts": 2, "methods": ["greedy"],
                          "num_samples": 1, "max_new_tokens": 3, "n_bootstrap": 20, "report_to": "none", "progress": False,
                          "plots": False, "fluency": False, "torch_threads": 1, "output_dir": str(out), **kw})
 
@@ -54,7 +54,7 @@ def test_collection_backend_is_in_the_identity_and_must_match_the_model(tmp_path
     head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, num_layers=1, selection="sample"))
     adm = AdaptiveDecodingModel(model, tiny_tokenizer(), head)
     reward = {"repetition": {"n": 1}}
-    ps = load_task_prompts("arith", {"source": "arithmetic", "num_prompts": 2, "seed": 0, "reward": reward})
+    ps = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": 2, "data_seed": 0, "reward": reward})
     with pytest.raises(ValueError, match="settings.backend is 'vllm' but the decoding model samples with 'hf'"):
         collect(adm, ps, {"arith": build_reward(reward)}, tmp_path / "c", CollectionSettings(num_samples=2, backend="vllm"),
                 progress=False)

@@ -28,19 +28,20 @@ from adaptive_decoder.modeling.generation import AdaptiveDecodingModel  # noqa: 
 from adaptive_decoder.hag.policy import KEYS  # noqa: E402
 from adaptive_decoder.hag.search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
 from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
-from adaptive_decoder.tasks import get_task  # noqa: E402
+from adaptive_decoder.tasks.recipe import build_task, check_entries, task_entries  # noqa: E402
 from adaptive_decoder.plotting import pyplot, save_figure  # noqa: E402
 from adaptive_decoder.storage import atomic_write_bytes  # noqa: E402
 
 logger = logging.getLogger("build_hag_data")
-_TASK_KEYS = {"num_prompts", "seed"}  # everything else in a task entry goes to adaptive_decoder.tasks.get_task
+_TASK_KEYS = ("num_prompts", "seed")  # everything else in a task entry goes to the task (tasks.recipe)
 
 
 @dataclass
 class BuildHAGConfig(SearchSettings, ModelArguments):
     output_dir: str = field(default=None, metadata={"help": "Output directory (created, or resumed if it exists)."})
     tasks: dict = field(default_factory=dict, metadata={
-        "help": "task name -> {num_prompts, seed, and get_task options: path, reward, num_fewshot, template, ...}."})
+        "help": "task name -> options: num_prompts, seed (of the subset) and the task's options (`task:`, path, "
+                "reward, num_fewshot, template, ...; adaptive_decoder.tasks.recipe)."})
     experiment_config: str | None = field(default=None, metadata={
         "help": "An experiment config (experiments/run.py): search the first num_prompts of each task's TRAIN split "
                 "there (its task options and split_seed), so HAG is trained on the prompts the head was, and never on "
@@ -56,13 +57,16 @@ class BuildHAGConfig(SearchSettings, ModelArguments):
         ModelArguments.__post_init__(self)  # 'auto' resolved once: the resume fingerprint records the resolved dtype
         if not self.output_dir:
             raise ValueError("output_dir is required")
+        self.tasks = task_entries(self.tasks)
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (see configs/hag/build_tiny.yaml)")
         if self.experiment_config:
             self._experiment_tasks()
         for name, spec in self.tasks.items():
-            if not isinstance(spec, dict) or "num_prompts" not in spec:
-                raise ValueError(f"task {name!r}: needs a mapping with num_prompts (and get_task options), got {spec!r}")
+            if "num_prompts" not in spec:
+                raise ValueError(f"task {name!r}: needs num_prompts (beside the task's options), got {spec!r}")
+        if not self.experiment_config:
+            check_entries(self.tasks)
         unknown = sorted(set(self.space) - {f.name for f in fields(SearchSpace)})
         if unknown:
             raise ValueError(f"unknown space key(s) {unknown}; valid: {[f.name for f in fields(SearchSpace)]}")
@@ -85,7 +89,7 @@ class BuildHAGConfig(SearchSettings, ModelArguments):
 def experiment_train_prompts(path: str, num_prompts: dict) -> dict:
     """{task: (Task, the first num_prompts[task] examples of its train split)} of the experiment config at `path`."""
     from adaptive_decoder.configs import parse_recipe_config
-    from adaptive_decoder.experiment.config import ExperimentConfig
+    from adaptive_decoder.experiment.config import SPLIT_KEYS, ExperimentConfig
     from adaptive_decoder.experiment.splits import make_splits
 
     (ecfg,) = parse_recipe_config((ExperimentConfig,), ["--config", path])
@@ -95,7 +99,7 @@ def experiment_train_prompts(path: str, num_prompts: dict) -> dict:
         train = splits[name]["train"]
         if n > len(train):
             raise ValueError(f"task {name!r}: num_prompts {n} > the {len(train)} train prompts of {path}")
-        out[name] = (get_task(name, **ecfg.task_options(name)), train[:n])
+        out[name] = (build_task(name, ecfg.tasks[name], SPLIT_KEYS), train[:n])
     return out
 
 
@@ -109,8 +113,7 @@ def load_examples(tasks_cfg: dict, experiment_config: str | None = None) -> tupl
         if experiment_config:
             task, subset = chosen[name]
         else:
-            opts = {k: v for k, v in spec.items() if k not in _TASK_KEYS}
-            task = get_task(name, **opts)
+            task = build_task(name, spec, _TASK_KEYS)
             subset, _ = task.split(int(spec["num_prompts"]), 0, int(spec.get("seed", 0)))
         tasks[name] = task
         own = {"max_new_tokens": task.max_new_tokens} if task.max_new_tokens else {}  # as evaluation generates it

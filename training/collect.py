@@ -25,13 +25,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
 from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel  # noqa: E402
 from adaptive_decoder.lpo.store import CollectionSettings  # noqa: E402
-from adaptive_decoder.lpo.prompt_sources import TaskSpec, load_task_prompts  # noqa: E402
 from adaptive_decoder.lpo.collection import collect  # noqa: E402
 from adaptive_decoder.modeling.head import build_head  # noqa: E402
 from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402
 from adaptive_decoder.lpo.pairs import collection_pair_report  # noqa: E402
-from adaptive_decoder.rewards import build_reward  # noqa: E402
+from adaptive_decoder.tasks.base import TaskReward  # noqa: E402
+from adaptive_decoder.tasks.recipe import COLLECT_KEYS, build_task, task_entries, task_prompts  # noqa: E402
 
 logger = logging.getLogger("collect")
 
@@ -45,7 +45,8 @@ class CollectConfig(CollectionSettings, ModelArguments):
         "help": "AdaptiveDecoderConfig options of a fresh head (bins, factors, level, ...)."})
     head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     tasks: dict = field(default_factory=dict, metadata={
-        "help": "task name -> {source, path, num_prompts, reward, template, max_new_tokens}."})
+        "help": "task name -> options: a task (its name, or `task:`) with its options (path, template, reward, "
+                "max_new_tokens, ...) and num_prompts / offset (adaptive_decoder.tasks.recipe)."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
     report: bool = field(default=True, metadata={"help": "Write best-vs-worst pair statistics (JSON + PNG) at the end."})
 
@@ -54,6 +55,7 @@ class CollectConfig(CollectionSettings, ModelArguments):
         ModelArguments.__post_init__(self)  # 'auto' resolved once; the manifest records the model's dtype
         if not self.output_dir:
             raise ValueError("output_dir is required")
+        self.tasks = task_entries(self.tasks)
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (see configs/lpo/collect_tiny.yaml)")
         missing = missing_local_dir(self.head_path) if self.head_path else None
@@ -68,12 +70,34 @@ def collecting_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
     return build_head({"selection": "sample", **cfg.head}, cfg.head_init_seed, model=model, head_path=cfg.head_path)
 
 
+def collect_prompts(entries: dict) -> tuple[dict, list[dict]]:
+    """({name: Task}, prompt records) of a collect config's `tasks`: each task's first num_prompts examples after
+    offset, rendered by the task as the evaluation renders them."""
+    tasks = {name: build_task(name, opts, COLLECT_KEYS) for name, opts in entries.items()}
+    prompts = [p for name, task in tasks.items()
+               for p in task_prompts(name, task, entries[name].get("num_prompts"), entries[name].get("offset", 0))]
+    return tasks, prompts
+
+
+def collection_specs(entries: dict, tasks: dict) -> dict:
+    """What the manifest records of each task (the experiment's collect stage records the same keys): its reward,
+    its task options, its generation length and which of its prompts."""
+    out = {}
+    for name, task in tasks.items():
+        opts = entries[name]
+        spec = {"reward": task.reward_spec, "task_options": {k: v for k, v in opts.items() if k not in COLLECT_KEYS}}
+        if task.max_new_tokens:
+            spec["max_new_tokens"] = task.max_new_tokens
+        spec.update({k: opts[k] for k in COLLECT_KEYS if k in opts})
+        out[name] = spec
+    return out
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (cfg,) = parse_recipe_config((CollectConfig,), argv, __doc__)
     cfg.set_threads()
-    specs = {name: TaskSpec.from_dict(name, spec) for name, spec in cfg.tasks.items()}
-    prompts = [p for name, spec in specs.items() for p in load_task_prompts(name, spec)]
+    tasks, prompts = collect_prompts(cfg.tasks)
     model, tok = cfg.load()
     head = collecting_head(cfg, model)
     adm, engine = AdaptiveDecodingModel(model, tok, head), None
@@ -82,11 +106,12 @@ def main(argv=None):
 
         engine = VLLMEngine(model, tok, max_num_seqs=cfg.prompts_per_batch * cfg.num_samples * int(cfg.twins))
         adm = VLLMDecodingModel(model, tok, head, engine=engine)
-    rewards = {name: build_reward(spec.reward, model=model, tokenizer=tok) for name, spec in specs.items()}
+    rewards = {name: TaskReward(task, model, tok) for name, task in tasks.items()}
     settings = CollectionSettings(**{f.name: getattr(cfg, f.name) for f in fields(CollectionSettings)})
     t0 = time.time()
     try:
-        summary = collect(adm, prompts, rewards, cfg.output_dir, settings, task_specs=specs, progress=cfg.progress)
+        summary = collect(adm, prompts, rewards, cfg.output_dir, settings, task_specs=collection_specs(cfg.tasks, tasks),
+                          progress=cfg.progress)
     finally:
         if engine is not None:
             engine.close()

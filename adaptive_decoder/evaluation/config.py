@@ -11,7 +11,9 @@ from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "
 from ..modeling.model_args import ModelArguments
 from ..methods.policies import DEFAULT_TEMPERATURES, MIX_SAMPLERS, SAMPLER_GRIDS
 from ..methods.base import POLICIES
-from ..tasks import TASKS, check_tasks
+from ..configs import as_mapping
+from ..tasks import TASKS
+from ..tasks.recipe import check_entries, task_entries
 
 
 
@@ -27,11 +29,13 @@ class EvalConfig(ModelArguments):
     fields are `ModelArguments`'."""
 
     chat: bool | None = field(default=None, metadata={"help": "Use the chat template (default: when the tokenizer has one)."})
-    tasks: list[str] = field(default_factory=lambda: ["gsm8k", "translation", "constrained_writing", "creative_writing"],
-                             metadata={"help": f"Tasks to run; valid: {sorted(TASKS)}."})
+    tasks: dict | str | None = field(
+        default_factory=lambda: {"gsm8k": {}, "translation": {}, "constrained_writing": {}, "creative_writing": {}},
+        metadata={"help": f"task name -> options (YAML/JSON on the CLI): the task's options (`task:`, path, hf_id, reward, "
+                          f"num_fewshot, ...; adaptive_decoder.tasks.recipe) and its own num_prompts. Without path/hf_id a "
+                          f"task uses its built-in prompt set. Registered tasks: {sorted(TASKS)}, or a task file."})
     task_options: dict | str | None = field(default=None, metadata={
-        "help": "Per-task options {task: {path|hf_id|hf_split|hf_config|reward|num_fewshot|...}} (JSON on the CLI). "
-                "Without path/hf_id a task uses its built-in prompt set."})
+        "help": "Not read: write each task's options under its name in `tasks`."})
     num_prompts: int = field(default=20, metadata={"help": "Test prompts per task (deterministic subset)."})
     num_dev_prompts: int = field(default=10, metadata={
         "help": "Held-out dev prompts per task for the oracle (disjoint from test)."})
@@ -78,7 +82,15 @@ class EvalConfig(ModelArguments):
 
     def __post_init__(self):
         super().__post_init__()  # dtype resolved: the fingerprint (and results.json) hold the one that runs
-        for name in ("task_options", "method_options", "vllm_options"):
+        if self.task_options:
+            import yaml
+
+            opts = yaml.safe_dump(as_mapping("task_options", self.task_options), default_flow_style=True, width=1 << 16)
+            raise ValueError(f"task_options is no longer read: write each task's options under its name in tasks "
+                             f"(tasks: {opts.strip()})")
+        self.tasks = task_entries(self.tasks)
+        check_entries(self.tasks)
+        for name in ("method_options", "vllm_options"):
             v = getattr(self, name)
             if isinstance(v, str):
                 try:
@@ -87,10 +99,9 @@ class EvalConfig(ModelArguments):
                     raise ValueError(f"{name} must be a JSON object, got {v!r} ({e})") from None
             v = dict(v or {})
             setattr(self, name, v)
-        check_tasks(self.tasks)
-        unknown = sorted(set(self.task_options) - set(self.tasks))
-        if unknown:
-            raise ValueError(f"task_options for task(s) {unknown} that are not in tasks={self.tasks}")
+        for t, opts in self.tasks.items():
+            if int(opts.get("num_prompts", self.num_prompts)) < 1:
+                raise ValueError(f"tasks.{t}.num_prompts must be >= 1, got {opts['num_prompts']}")
         unknown = sorted(set(self.methods) - set(POLICIES))
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; valid: {sorted(POLICIES)}")
@@ -119,11 +130,16 @@ class EvalConfig(ModelArguments):
     _RESULT_FIELDS = ("model", "dtype", "chat", "task_options", "num_prompts", "num_dev_prompts", "temperatures",
                       "fixed_top_p", "fixed_top_k", "num_samples", "max_new_tokens", "batch_size", "seed", "fluency")
 
+    def task_prompts(self, task: str) -> int:
+        """Test prompts of `task`: its own num_prompts, else the run's."""
+        return int(self.tasks[task].get("num_prompts", self.num_prompts))
+
     def fingerprint(self) -> dict:
         # head_paths and method_options are not here: adding a head or a method (with its options) to a finished
         # run only adds units. The Evaluator checks them per method instead: a head's weights, and the options of
         # every method that already has units (a head retrained in place must not reuse the old head's units).
-        fp = {k: getattr(self, k) for k in self._RESULT_FIELDS}
+        fp = {k: getattr(self, k) for k in self._RESULT_FIELDS if k != "task_options"}
+        fp["task_options"] = task_fingerprint(self.tasks)
         # the backend draws the samples; recorded when not the default, so runs written before it existed resume
         if self.backend != "hf":
             fp["backend"] = self.backend
@@ -131,3 +147,12 @@ class EvalConfig(ModelArguments):
         if self.stop_when_scored:  # the same way: it changes the stored completions (not the scored texts)
             fp["stop_when_scored"] = True
         return fp
+
+
+EVAL_KEYS = ("num_prompts",)  # the per-task keys the evaluation reads itself; the rest go to the task
+
+
+def task_fingerprint(tasks: dict) -> dict:
+    """The task options that change results, as recorded in run_config.json (a task without options is left
+    out, so runs recorded before `tasks:` held the options compare equal)."""
+    return {t: dict(o) for t, o in tasks.items() if o}

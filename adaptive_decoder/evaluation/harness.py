@@ -43,16 +43,16 @@ from .results import MethodTaskResult, choices, compare_with_baselines
 from .scalefree import check_bar, normalize, task_normalization, units_report
 from ..stats import bootstrap_mean_ci, finite_mean
 from ..storage import lock_dir
-from ..tasks import get_task
-from .config import HEAD_METHODS, EvalConfig
+from ..tasks.recipe import build_task
+from .config import EVAL_KEYS, HEAD_METHODS, EvalConfig, task_fingerprint
 from .units import UnitStore, _build_unit, batch_seed
 
 logger = logging.getLogger(__name__)
 
 
 def eval_tasks(cfg: EvalConfig) -> dict:
-    """{name: Task} of an evaluation, each built with its `task_options`."""
-    return {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
+    """{name: Task} of an evaluation, each built from its `tasks` entry (`adaptive_decoder.tasks.recipe`)."""
+    return {t: build_task(t, o, EVAL_KEYS, on_bad_line=cfg.on_bad_line) for t, o in cfg.tasks.items()}
 
 
 class Evaluator:
@@ -78,7 +78,7 @@ class Evaluator:
                 self.splits[name] = ([by_id[e["id"]] for e in test], [by_id[e["id"]] for e in dev])
                 continue
             n_dev = cfg.num_dev_prompts if self.oracles else 0
-            self.splits[name] = task.split(cfg.num_prompts, n_dev, cfg.seed)
+            self.splits[name] = task.split(cfg.task_prompts(name), n_dev, cfg.seed)
         self.model, self.tokenizer = model, tokenizer
         self.adm = None
         self.engine = None  # backend 'vllm': the VLLMEngine of this run, closed when its units are done
@@ -164,6 +164,7 @@ class Evaluator:
         if cfg_file.exists():
             old = json.loads(cfg_file.read_text())
             old_heads = old.pop("heads", {})
+            old["task_options"] = task_fingerprint(old.get("task_options") or {})
             # options per method; a file written before they were kept that way has them all in one field
             old_opts = old.pop("methods", None)
             if old_opts is None:

@@ -21,7 +21,7 @@ _MANAGED = {
     "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
             "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
             "overwrite_output_dir", "head_init_seed"},
-    "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "task_options", "num_prompts",
+    "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "num_prompts",
              "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
              "progress", "report_to", "skip_missing_heads", "n_bootstrap", "stop_when_scored"},
 }
@@ -35,8 +35,8 @@ class ExperimentConfig(ModelArguments):
     run_dir: str = field(default=None, metadata={"help": "Directory for every output of the run (created; rerun = resume)."})
     chat: bool | None = field(default=None, metadata={"help": "Chat template (default: when the tokenizer has one)."})
     tasks: dict | str | None = field(default=None, metadata={
-        "help": "task name -> options: the evaluation task options (path, hf_id, reward, num_fewshot, template, ...; see "
-                "adaptive_decoder.tasks) plus optional per-task num_train / num_dev / num_test. JSON on the CLI."})
+        "help": "task name -> options: the task's options (`task:`, path, hf_id, reward, num_fewshot, template, ...; see "
+                "adaptive_decoder.tasks.recipe) plus optional per-task num_train / num_dev / num_test. JSON on the CLI."})
     num_train: int = field(default=16, metadata={"help": "Train prompts per task (collection), unless the task sets its own."})
     num_dev: int = field(default=4, metadata={
         "help": "Dev prompts per task (the oracle's choice), unless the task sets its own."})
@@ -88,13 +88,12 @@ class ExperimentConfig(ModelArguments):
         if not self.run_dir:
             raise ValueError("run_dir is required")
         super().__post_init__()  # dtype resolved: every stage fingerprint holds the one that runs
-        self.tasks = as_mapping("tasks", self.tasks)
+        from ..tasks.recipe import check_entries, task_entries
+
+        self.tasks = task_entries(self.tasks)
         if not self.tasks:
             raise ValueError("tasks is empty: configure at least one task (e.g. tasks: {gsm8k: {}, constrained_writing: {}})")
-        from ..tasks import check_tasks
-
-        check_tasks(self.tasks)
-        self.tasks = {t: as_mapping(f"tasks.{t}", o) for t, o in self.tasks.items()}
+        check_entries(self.tasks)
         for name in ("head", "collect", "lpo", "eval"):
             setattr(self, name, as_mapping(name, getattr(self, name)))
         self._check_nested()
@@ -157,12 +156,20 @@ class ExperimentConfig(ModelArguments):
     def split_sizes(self, task: str) -> dict:
         """A task's own num_train / num_dev / num_test here, else its task file's `splits:`, else the top level."""
         from ..tasks import TASKS, find_task_file, load_task_spec
+        from ..tasks.recipe import task_id
 
         opts = self.tasks[task]
-        path = None if task in TASKS else find_task_file(task)
+        name = task_id(task, opts)
+        path = None if name in TASKS else find_task_file(name)
         own = load_task_spec(path)["splits"] if path else {}
         return {k: int(opts.get(k, own.get(k, getattr(self, k)))) for k in SPLIT_KEYS}
 
     def task_options(self, task: str) -> dict:
         """The evaluation-task options of `task` (without the split sizes)."""
         return {k: v for k, v in self.tasks[task].items() if k not in SPLIT_KEYS}
+
+    def build_task(self, task: str):
+        """The `Task` of entry `task`, as collection, HAG search and evaluation all build it."""
+        from ..tasks.recipe import build_task
+
+        return build_task(task, self.tasks[task], SPLIT_KEYS)

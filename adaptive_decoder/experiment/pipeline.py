@@ -60,8 +60,6 @@ class Experiment:
     otherwise the base LM is loaded on first need."""
 
     def __init__(self, cfg: ExperimentConfig, model=None, tokenizer=None):
-        from ..tasks import get_task
-
         self.cfg = cfg
         self.root = Path(cfg.run_dir)
         self.model, self.tokenizer = model, tokenizer
@@ -69,7 +67,7 @@ class Experiment:
             from ..modeling.models import check_model_dtype
 
             check_model_dtype(model, cfg.dtype)
-        self.tasks = {t: get_task(t, **cfg.task_options(t)) for t in cfg.tasks}
+        self.tasks = {t: cfg.build_task(t) for t in cfg.tasks}
         self.splits = {}
         for t, task in self.tasks.items():
             n = cfg.split_sizes(t)
@@ -228,8 +226,8 @@ class Experiment:
             mo["hag"] = {"model_path": cfg.hag_model_path, **dict(mo.get("hag") or {})}
         opts["method_options"] = mo
         return EvalConfig(**{**opts, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
-                             "torch_threads": cfg.torch_threads, "chat": cfg.chat, "tasks": list(cfg.tasks),
-                             "task_options": {t: cfg.task_options(t) for t in cfg.tasks},
+                             "torch_threads": cfg.torch_threads, "chat": cfg.chat,
+                             "tasks": {t: cfg.task_options(t) for t in cfg.tasks},
                              # the real splits are set below; these only have to be valid for every task
                              "num_prompts": min(s[0] for s in sizes), "num_dev_prompts": min(s[1] for s in sizes),
                              "methods": list(cfg.methods), "temperatures": list(cfg.temperatures),
@@ -330,8 +328,13 @@ def _eval_covers(rec: dict, wanted: dict, heads: dict) -> bool:
 def _eval_normalize(old: dict, result_keys: set) -> dict:
     """An eval stage's fingerprint as recorded when the whole EvalConfig (and the heads) were in it, reduced to the
     result-changing keys the fingerprint holds now."""
+    from ..evaluation.config import task_fingerprint
+
     old = {k: v for k, v in old.items() if k != "heads"}
-    return {**old, "eval": {k: v for k, v in old.get("eval", {}).items() if k in result_keys}}
+    ev = {k: v for k, v in old.get("eval", {}).items() if k in result_keys}
+    if "task_options" in ev:  # recorded with the tasks that have no options too
+        ev["task_options"] = task_fingerprint(ev["task_options"] or {})
+    return {**old, "eval": ev}
 
 
 def run_experiment(cfg: ExperimentConfig, model=None, tokenizer=None) -> dict:

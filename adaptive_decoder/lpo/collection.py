@@ -31,7 +31,6 @@ import hashlib
 import logging
 import math
 from collections import Counter
-from dataclasses import asdict
 
 import torch
 
@@ -75,7 +74,7 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     """Collect `settings.num_samples` scored samples for every prompt not yet done in `output_dir`.
 
     prompts: records {"id", "task", "prompt", ...reward fields}; rewards: {task: CompositeReward};
-    task_specs: {task: TaskSpec or dict} (stored in the manifest; per-task max_new_tokens). Resumable: prompts
+    task_specs: {task: dict} (stored in the manifest; per-task max_new_tokens). Resumable: prompts
     already in the manifest are skipped. Returns a summary dict (counts, wall time is the caller's business).
     """
     from tqdm.auto import tqdm
@@ -101,7 +100,7 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
             raise ValueError(f"stop_when_scored needs a TaskReward (the task says where its scored text ends) for "
                              f"task(s) {plain}")
         stops = {t: r.task.stop_predicate() for t, r in rewards.items() if hasattr(r, "task")}
-    specs = {t: (asdict(s) if not isinstance(s, dict) else dict(s)) for t, s in (task_specs or {}).items()}
+    specs = {t: dict(s) for t, s in (task_specs or {}).items()}
     for t in {p["task"] for p in prompts}:
         specs.setdefault(t, {})
     identity = {"base_model": model_identity(adm.model), "head": head_identity(adm.head),

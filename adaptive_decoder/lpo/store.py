@@ -253,6 +253,11 @@ class CollectionWriter:
         for key in ("base_model", "head", "settings"):
             diffs += describe_changes({key: m.get(key)}, {key: identity[key]})
         for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change
+            old = m["tasks"].get(task)
+            if isinstance(old, dict) and "source" in old:  # no task renders a `source:` template: its prompts cannot be rebuilt
+                raise CollectionMismatchError(
+                    f"{self.root}: task {task!r} was collected from `source: {old['source']}`, which is gone, so its "
+                    "prompts cannot be rebuilt to resume; collect into a new output_dir (its samples stay readable)")
             if task in m["tasks"]:
                 diffs += describe_changes({"tasks": {task: m["tasks"][task]}}, {"tasks": {task: spec}})
         if diffs:

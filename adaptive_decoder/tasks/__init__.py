@@ -7,6 +7,7 @@ metrics with the scalar comparison "reward" and per-prompt diversity metrics. Th
 documented in its module docstring.
 """
 
+from .arithmetic import Arithmetic
 from .base import Task
 from .data_task import DataTask, TaskFileError, file_task_names, find_task_file, load_task_spec, task_class
 from .constrained_writing import ConstrainedWriting, strip_pos
@@ -15,7 +16,7 @@ from .gsm8k import GSM8K
 from .io import DataFormatError, read_jsonl
 from .translation import Translation
 
-TASKS = {t.name: t for t in (GSM8K, Translation, ConstrainedWriting, CreativeWriting)}
+TASKS = {t.name: t for t in (GSM8K, Translation, ConstrainedWriting, CreativeWriting, Arithmetic)}
 
 
 def available_tasks() -> list[str]:
@@ -45,5 +46,6 @@ def check_tasks(names) -> None:
 
 
 __all__ = ["TASKS", "Task", "get_task", "available_tasks", "is_task", "check_tasks", "DataTask", "TaskFileError",
-           "task_class", "load_task_spec", "find_task_file", "GSM8K", "Translation", "ConstrainedWriting", "CreativeWriting",
+           "task_class", "load_task_spec", "find_task_file", "GSM8K", "Arithmetic", "Translation", "ConstrainedWriting",
+           "CreativeWriting",
            "DataFormatError", "read_jsonl", "strip_pos"]

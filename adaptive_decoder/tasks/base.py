@@ -16,7 +16,7 @@ import math
 import random
 
 from ..rewards import build_reward
-from .io import BUILTIN_DIR, load_hf_dataset, read_jsonl
+from .io import BUILTIN_DIR, download_file, load_hf_dataset, local_copy, public_dataset, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,33 @@ class Task:
     options: dict = {}           # task-specific options and their defaults
     diversity: bool = False      # report self-BLEU / distinct-n across the k samples of a prompt
 
-    def __init__(self, path: str | None = None, hf_id: str | None = None, hf_split: str = "test",
-                 hf_config: str | None = None, reward: dict | None = None, on_bad_line: str = "fail",
+    def __init__(self, path: str | None = None, hf_id: str | None = None, hf_split: str | None = None,
+                 hf_config: str | None = None, hf_revision: str | None = None, data_files=None,
+                 dataset: str | None = None, reward: dict | None = None, on_bad_line: str = "fail",
                  max_new_tokens: int | None = None, **options):
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            valid = sorted(["path", "hf_id", "hf_split", "hf_config", "reward", "on_bad_line", "max_new_tokens", *self.options])
+            valid = sorted(["path", "hf_id", "hf_split", "hf_config", "hf_revision", "data_files", "dataset", "reward",
+                            "on_bad_line", "max_new_tokens", *self.options])
             raise ValueError(f"unknown option(s) {unknown} for task {self.name!r}; valid: {valid}")
-        if path is not None and hf_id is not None:
-            raise ValueError(f"task {self.name!r}: give either path= or hf_id=, not both")
-        self.path, self.hf_id, self.hf_split, self.hf_config = path, hf_id, hf_split, hf_config
+        if sum(x is not None for x in (path, hf_id, dataset)) > 1:
+            raise ValueError(f"task {self.name!r}: give one of path= / hf_id= / dataset=, not several")
+        if dataset is not None and (hf_split or hf_config or data_files):
+            raise ValueError(f"task {self.name!r}: dataset {dataset!r} names its own split and config (its local copy "
+                             "is that split); name another dataset, or give hf_id= with hf_split= / hf_config=")
+        # where the records come from: `path` (a local file), else `dataset` (a public dataset, read from its local
+        # copy under $ADAPTIVE_DECODER_DATA when there is one), else `hf_id`, else the built-in set
+        self.data = public_dataset(dataset) if dataset is not None else {}
+        if hf_id is not None:
+            self.data = {"hf_id": hf_id, "hf_config": hf_config, "hf_revision": hf_revision, "data_files": data_files}
+        self.data.update({k: v for k, v in (("hf_split", hf_split), ("hf_config", hf_config),
+                                            ("hf_revision", hf_revision), ("data_files", data_files)) if v is not None})
+        self.dataset_name = dataset
+        copy = local_copy(self.data.get("local")) if path is None else None
+        if copy is not None:
+            path, self.data = str(copy), {**self.data, "hf_id": None, "url": None}
+        self.path, self.hf_id = path, self.data.get("hf_id") if path is None else None
+        self.hf_split, self.hf_config = self.data.get("hf_split") or "test", self.data.get("hf_config")
         self.on_bad_line = on_bad_line
         if max_new_tokens is not None and int(max_new_tokens) < 1:
             raise ValueError(f"task {self.name!r}: max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -57,9 +74,19 @@ class Task:
             return f"hf:{self.hf_id}" + (f"/{self.hf_config}" if self.hf_config else "") + f"[{self.hf_split}]"
         return str(self.path or BUILTIN_DIR / self.builtin)
 
+    def data_file(self) -> str | None:
+        """The local file the records come from (a public dataset given by url is fetched on first use)."""
+        if self.path is None and self.data.get("url"):
+            self.path = download_file(self.data["url"], task=self.name, local=self.data.get("local"))
+        return self.path
+
     def _raw_records(self) -> list[tuple[int, dict]]:
+        self.data_file()
         if self.hf_id:
-            rows = load_hf_dataset(self.hf_id, self.hf_split, self.hf_config)
+            d = self.data
+            rows = load_hf_dataset(self.hf_id, self.hf_split, self.hf_config, revision=d.get("hf_revision"),
+                                   data_files=d.get("data_files"), task=self.name, local=d.get("local"),
+                                   columns=d.get("columns"), constants=d.get("constants"), unique=d.get("unique"))
             out = []
             for i, r in rows:
                 try:

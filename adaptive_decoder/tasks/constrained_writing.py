@@ -1,8 +1,8 @@
 """Constrained writing (CommonGen concept sets): "write a short story that uses the words ...".
 
 Source records: CommonGen {"concept_set": "field_N#look_V#stand_V", ...} (the `_N`/`_V` part-of-speech suffixes
-are stripped), or {"concepts": [words]} (e.g. the HF dataset "allenai/common_gen"); built-in:
-`tasks/data/concept_sets.jsonl`.
+are stripped), or {"concepts": [words]} (e.g. the HF dataset "allenai/common_gen": `dataset: commongen.dev`, one
+prompt per concept set); built-in: `tasks/data/concept_sets.jsonl`.
 Per-sample metrics: concepts (word coverage in [0, 1], simple inflections count), repetition (1 - repeated
 3-gram rate), fluency (mean token log-likelihood under the base model, nats). Per prompt: self-BLEU (higher =
 samples more alike) and distinct-1/2 over the k samples.

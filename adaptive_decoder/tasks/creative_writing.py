@@ -1,5 +1,6 @@
 """Open creative writing: EQ-Bench creative-writing prompts (expanded with their seed modifiers) or any
-{"prompt": str} JSONL; built-in: `tasks/data/story_prompts.jsonl`.
+{"prompt": str} JSONL; built-in: `tasks/data/story_prompts.jsonl`; `dataset: eqbench.creative_writing` names the
+EQ-Bench file (fetched into the `datasets` cache, or its local copy under $ADAPTIVE_DECODER_DATA).
 
 Per-sample metrics: repetition (1 - repeated 3-gram rate), fluency (mean token log-likelihood under the base
 model, nats), reward_model (when `reward_model=` names a sequence-classification reward model); per prompt:
@@ -32,7 +33,8 @@ class CreativeWriting(Task):
         return {"repetition": {"weight": 1.0, "n": 3}, "fluency": {"weight": 0.1}}
 
     def _raw_records(self):
-        if self.path is None or Path(self.path).suffix != ".json":
+        # the EQ-Bench file is one JSON object (a downloaded copy keeps no suffix: its url says what it is)
+        if self.data_file() is None or ".json" not in (Path(self.path).suffix, Path(self.data.get("url") or "").suffix):
             return super()._raw_records()
         path = Path(self.path)
         if not path.is_file():

@@ -3,10 +3,14 @@
     # configs/tasks/<name>.yaml
     task: control_copy                     # optional; default: the file name without .yaml
     description: copy a short text exactly # optional
-    dataset:                               # where the records come from (exactly one of path / builtin / hf_id)
+    dataset:                               # where the records come from (one of path / builtin / public / hf_id)
       builtin: control_copy.jsonl          #   a file in adaptive_decoder/tasks/data/
       # path: ../../data/x.jsonl           #   a JSONL file, relative to this YAML file (or absolute)
-      # hf_id: org/name                    #   a Hugging Face dataset (with hf_split, hf_config)
+      # public: wmt22.en-de                #   a public dataset of tasks.io.PUBLIC_DATASETS (its local copy under
+                                           #   $ADAPTIVE_DECODER_DATA when present, else `datasets.load_dataset`)
+      # hf_id: org/name                    #   datasets.load_dataset(hf_id, hf_config, split=hf_split,
+                                           #   revision=hf_revision, data_files=...); `hf_id: json` with
+                                           #   `data_files: x.jsonl` reads a local file through `datasets`
     fields: [text, answer]                 # record fields every example needs and keeps (a list, or a mapping
                                            #   {example field: record field} to rename)
     template: "Repeat exactly: {text}"     # the user message; str.format over the example fields (stripped)
@@ -22,7 +26,8 @@
 A task file is found by name (`get_task("control_copy")`): in `configs/tasks/` under the working directory, then
 in the repository's `configs/tasks/`, then in the directories of $ADAPTIVE_DECODER_TASK_PATH; or by a path ending
 in .yaml. Errors in a task file (a missing or unknown key, an unknown reward or reward option, a record lacking a
-field, no records) raise `TaskFileError` naming the file and the key.
+field, no records) raise `TaskFileError` naming the file and the key. A task's `path:` option (in a recipe's
+`tasks:` entry) replaces the file's dataset with a local file.
 """
 
 from __future__ import annotations
@@ -34,14 +39,14 @@ from pathlib import Path
 import yaml
 
 from .base import Task
-from .io import BUILTIN_DIR
+from .io import BUILTIN_DIR, PUBLIC_DATASETS
 from .translation import first_line, first_line_complete
 
 REPO_TASK_DIR = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 REQUIRED = ("dataset", "fields", "template", "reward")
 OPTIONAL = ("task", "description", "filter", "max_new_tokens", "diversity", "splits", "select")
 SELECT_KEYS = ("field", "min_words", "max_words")
-DATASET_KEYS = ("path", "builtin", "hf_id", "hf_split", "hf_config")
+DATASET_KEYS = ("path", "builtin", "public", "hf_id", "hf_split", "hf_config", "hf_revision", "data_files")
 SPLIT_KEYS = ("num_train", "num_dev", "num_test")
 FILTERS = ("strip", "first_line", "lower")
 
@@ -151,9 +156,11 @@ def load_task_spec(path) -> dict:
     ds = spec["dataset"]
     if not isinstance(ds, dict) or sorted(set(ds) - set(DATASET_KEYS)):
         raise _err(path, "dataset", f"must be a mapping with keys from {list(DATASET_KEYS)}, got {ds!r}")
-    sources = [k for k in ("path", "builtin", "hf_id") if ds.get(k)]
+    sources = [k for k in ("path", "builtin", "public", "hf_id") if ds.get(k)]
     if len(sources) != 1:
-        raise _err(path, "dataset", f"give exactly one of path / builtin / hf_id, got {sources or 'none'}")
+        raise _err(path, "dataset", f"give exactly one of path / builtin / public / hf_id, got {sources or 'none'}")
+    if ds.get("public") and ds["public"] not in PUBLIC_DATASETS:
+        raise _err(path, "dataset.public", f"unknown dataset {ds['public']!r}; valid: {sorted(PUBLIC_DATASETS)}")
     fields = spec["fields"]
     if isinstance(fields, list):
         fields = {str(f): str(f) for f in fields}
@@ -192,20 +199,27 @@ class DataTask(Task):
     spec: dict = {}
     file: Path | None = None
 
-    def __init__(self, path=None, hf_id=None, hf_split=None, hf_config=None, **options):
+    def __init__(self, path=None, hf_id=None, dataset=None, **options):
         ds = self.spec["dataset"]
-        if path is None and hf_id is None:
+        if path is None and hf_id is None and dataset is None:
             if ds.get("path"):
                 p = Path(ds["path"])
                 path = str(p if p.is_absolute() else (self.file.parent / p))
             elif ds.get("builtin"):
                 path = str(BUILTIN_DIR / ds["builtin"])
+            elif ds.get("public"):
+                dataset = ds["public"]
             else:
-                hf_id, hf_config = ds["hf_id"], hf_config or ds.get("hf_config")
-        hf_split = hf_split or ds.get("hf_split") or "test"
+                hf_id = ds["hf_id"]
+                files = ds.get("data_files")
+                if isinstance(files, str) and "://" not in files and not Path(files).is_absolute():
+                    files = str(self.file.parent / files)  # like `path`, relative to the task file
+                for k, v in (("hf_split", ds.get("hf_split")), ("hf_config", ds.get("hf_config")),
+                             ("hf_revision", ds.get("hf_revision")), ("data_files", files)):
+                    options.setdefault(k, v)
         if "max_new_tokens" not in options and self.spec.get("max_new_tokens"):
             options["max_new_tokens"] = self.spec["max_new_tokens"]
-        super().__init__(path=path, hf_id=hf_id, hf_split=hf_split, hf_config=hf_config, **options)
+        super().__init__(path=path, hf_id=hf_id, dataset=dataset, **options)
 
     def _raw_records(self):
         from .io import DataFormatError

@@ -1,7 +1,7 @@
 """GSM8K-style math word problems: zero-shot chat prompt or k-shot from a train split; strict and flexible accuracy.
 
 Source records: {"question": str, "answer": "<solution>\\n#### <number>"} (openai/grade-school-math JSONL, the HF
-dataset "openai/gsm8k" config "main", or the built-in generated set `tasks/data/arithmetic.jsonl`).
+dataset "openai/gsm8k" config "main" = `dataset: gsm8k`, or the built-in generated set `tasks/data/arithmetic.jsonl`).
 Metrics per sample: acc_strict (the number after "#### " equals the gold), acc_flexible (the last number in the
 completion equals the gold); both use the lm-eval-harness extraction in `adaptive_decoder.rewards`.
 Reward: acc_flexible (1.0 correct / 0.0 wrong), i.e. the spec {"gsm8k": {"mode": "flexible"}}.
@@ -14,7 +14,7 @@ import re
 
 from ..rewards import extract_gsm8k_answer, gsm8k_gold, numbers_equal
 from .base import Task, require
-from .io import BUILTIN_DIR, load_hf_dataset, read_jsonl
+from .io import BUILTIN_DIR, load_hf_dataset, local_copy, public_dataset, read_jsonl
 
 INSTRUCTION = ("Solve the following math problem step by step. At the end, write the final answer as a number "
                "on its own line in the form '#### <number>'.")
@@ -44,8 +44,15 @@ class GSM8K(Task):
         path = self.opts["fewshot_path"]
         if path is not None:
             rows = read_jsonl(path, expected=self.expected, on_bad_line=self.on_bad_line, validate=self._check)
+        elif self.dataset_name == "gsm8k":  # the shots from the train split of the same public dataset
+            train = public_dataset("gsm8k.train")
+            copy = local_copy(train["local"])
+            rows = (read_jsonl(copy, expected=self.expected) if copy else
+                    load_hf_dataset(train["hf_id"], train["hf_split"], train["hf_config"], task=self.name,
+                                    local=train["local"]))
         elif self.hf_id:
-            rows = load_hf_dataset(self.hf_id, "train", self.hf_config)
+            rows = load_hf_dataset(self.hf_id, "train", self.hf_config, revision=self.data.get("hf_revision"),
+                                   task=self.name)
         elif self.path is None:
             rows = read_jsonl(BUILTIN_DIR / "arithmetic_train.jsonl", expected=self.expected)
         else:

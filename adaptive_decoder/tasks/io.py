@@ -1,9 +1,11 @@
-"""Reading task data: local JSONL / JSON files (with line-numbered errors) or a Hugging Face dataset id."""
+"""Reading task data: local JSONL / JSON files (with line-numbered errors), a dataset by id through `datasets`, and
+the public datasets the shipped tasks name (`PUBLIC_DATASETS`) with their local-copy override."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -54,12 +56,114 @@ def read_jsonl(path, *, expected: str, on_bad_line: str = "fail", validate=None)
     return out
 
 
-def load_hf_dataset(hf_id: str, split: str, config: str | None = None) -> list[tuple[int, dict]]:
-    """Rows of a Hugging Face dataset as (row_index, record). Needs the optional `datasets` package."""
+DATA_ENV = "ADAPTIVE_DECODER_DATA"
+
+_WMT22 = "haoranxu/WMT22-Test"  # the WMT22 general test set (reference A), one config per language pair
+# Public datasets a task can name with `dataset: NAME`: where `datasets.load_dataset` finds them (hf_id, hf_config,
+# hf_split, or a file `url` fetched into the datasets cache), and `local`: the same data as a file under a directory
+# of $ADAPTIVE_DECODER_DATA, read instead when present (the layout of the project's local copies). Hub rows are
+# brought to the local file's record format: `columns` renames (dotted paths into nested rows), `constants` adds
+# fields, `unique` keeps the first row per value of that column.
+PUBLIC_DATASETS = {
+    "gsm8k": {"hf_id": "openai/gsm8k", "hf_config": "main", "hf_split": "test", "local": "gsm8k/test.jsonl"},
+    "gsm8k.train": {"hf_id": "openai/gsm8k", "hf_config": "main", "hf_split": "train", "local": "gsm8k/train.jsonl"},
+    **{f"wmt22.{s}-{t}": {"hf_id": _WMT22, "hf_config": f"{s}-{t}", "hf_split": "test",
+                          "local": f"translation/wmt22.{s}-{t}.jsonl",
+                          "columns": {"source": f"{s}-{t}.{s}", "reference": f"{s}-{t}.{t}"},
+                          "constants": {"src_lang": s, "tgt_lang": t}}
+       for s, t in (("en", "de"), ("de", "en"), ("en", "zh"), ("zh", "en"))},
+    "commongen.dev": {"hf_id": "allenai/common_gen", "hf_split": "validation", "unique": "concept_set_idx",
+                      "local": "creative_writing/commongen.dev.jsonl"},
+    "eqbench.creative_writing": {
+        "url": "https://raw.githubusercontent.com/EQ-bench/EQ-Bench/d28c60c514fe6667dc5818114ed10088f91f09f3/"
+               "data/creative_writing_prompts.json",
+        "local": "creative_writing/eqbench_creative_writing_prompts.json"},
+}
+DATASET_KEYS = ("hf_id", "hf_config", "hf_split", "hf_revision", "data_files", "url", "local", "columns", "constants",
+                "unique")
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A task's public dataset is neither in the local cache nor downloadable, and no local copy was given."""
+
+
+def public_dataset(name: str) -> dict:
+    if name not in PUBLIC_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {sorted(PUBLIC_DATASETS)}")
+    return dict(PUBLIC_DATASETS[name])
+
+
+def data_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(DATA_ENV, "").split(os.pathsep) if d]
+
+
+def local_copy(rel: str | None) -> Path | None:
+    """The file `rel` in the first directory of $ADAPTIVE_DECODER_DATA that has it, or None."""
+    for d in data_dirs() if rel else ():
+        if (d / rel).is_file():
+            return d / rel
+    return None
+
+
+def how_to_provide(task: str, what: str, local: str | None) -> str:
+    env = f" or set {DATA_ENV}=DIR with the file DIR/{local}" if local else ""
+    return f"task {task!r}: {what}; give the task a local copy with the option `path: FILE`{env}"
+
+
+def _unavailable(task, what, local, e) -> DatasetUnavailableError:
+    reason = (str(e).strip().splitlines() or [""])[0][:200]
+    return DatasetUnavailableError(how_to_provide(task, f"{what} is not in the local cache and could not be loaded "
+                                                        f"({type(e).__name__}: {reason})", local))
+
+
+def _datasets(what):
     try:
         import datasets  # noqa: PLC0415  (optional dependency)
     except ImportError:
-        raise ImportError(f"loading the HF dataset {hf_id!r} needs the `datasets` package: run `pip install datasets` "
+        raise ImportError(f"loading {what} needs the `datasets` package: run `pip install datasets` "
                           "(or give a local JSONL file with path=...)") from None
-    ds = datasets.load_dataset(hf_id, config, split=split)
-    return [(i, dict(r)) for i, r in enumerate(ds)]
+    return datasets
+
+
+def download_file(url: str, *, task: str = "", local: str | None = None) -> str:
+    """A data file fetched into the `datasets` cache (offline: the cached copy), as a local path."""
+    datasets = _datasets(url)
+    try:
+        return datasets.DownloadManager().download(url)
+    except Exception as e:  # offline without a cached copy, no network, HTTP errors: one line naming the way out
+        raise _unavailable(task, f"the data file {url}", local, e) from None
+
+
+def _get(row: dict, dotted: str):
+    v = row
+    for part in dotted.split("."):
+        if not isinstance(v, dict) or part not in v:
+            raise ValueError(f"hub row lacks column {dotted!r} (has {sorted(row)})")
+        v = v[part]
+    return v
+
+
+def load_hf_dataset(hf_id: str, split: str, config: str | None = None, *, revision: str | None = None,
+                    data_files=None, task: str = "", local: str | None = None, columns: dict | None = None,
+                    constants: dict | None = None, unique: str | None = None) -> list[tuple[int, dict]]:
+    """Rows of a dataset loaded by `datasets.load_dataset(hf_id, config, split=, revision=, data_files=)` (which
+    honours HF_DATASETS_OFFLINE / HF_HUB_OFFLINE and its cache) as (row_index, record). A dataset that cannot be
+    loaded raises one line naming the task, the dataset and how to give a local copy (`local`: its file name
+    under $ADAPTIVE_DECODER_DATA). `columns` / `constants` / `unique`: see PUBLIC_DATASETS."""
+    what = f"dataset {hf_id!r}" + (f" (config {config!r})" if config else "") + f" split {split!r}"
+    datasets = _datasets(what)
+    try:
+        ds = datasets.load_dataset(hf_id, config, split=split, revision=revision, data_files=data_files)
+    except Exception as e:  # offline without a cache, unknown id or split, no network: one line
+        raise _unavailable(task, what, local, e) from None
+    out, seen = [], set()
+    for i, r in enumerate(ds):
+        r = dict(r)
+        if unique is not None:
+            if r.get(unique) in seen:
+                continue
+            seen.add(r.get(unique))
+        if columns:
+            r = {**{k: _get(r, src) for k, src in columns.items()}, **{k: v for k, v in r.items() if k not in columns}}
+        out.append((i, {**r, **(constants or {})}))
+    return out

@@ -1,8 +1,8 @@
 """Translation (WMT22 pairs): corpus BLEU and chrF (sacrebleu) plus per-sample chrF.
 
-Source records: {"src_lang", "tgt_lang", "source", "reference"} (../shared/data/translation/wmt22.*.jsonl, the
-built-in `tasks/data/translation.en-de.jsonl`), or an HF dataset whose rows are {"translation": {lang: text}}
-(then give src_lang= and tgt_lang=).
+Source records: {"src_lang", "tgt_lang", "source", "reference"} (the built-in `tasks/data/translation.en-de.jsonl`;
+`dataset: wmt22.en-de` (or de-en, en-zh, zh-en) names the WMT22 general test set, see tasks.io.PUBLIC_DATASETS), or
+an HF dataset whose rows are {"translation": {lang: text}} (then give src_lang= and tgt_lang=).
 Scored text: the first non-empty line of the completion (filter `first_line`: chat models often add notes after
 the translation). Reward: per-sample chrF / 100 (in [0, 1]; empty -> 0), the spec {"chrf": {}}.
 Task metrics: corpus BLEU and chrF (0-100) over all samples, each sample paired with its prompt's reference.
