@@ -12,7 +12,9 @@
     template: "Repeat exactly: {text}"     # the user message; str.format over the example fields (stripped)
     filter: [first_line]                   # optional answer extraction, applied in order: strip, first_line,
                                            #   lower, {regex: PATTERN, group: 1} (no match -> "")
-    reward: {exact_match: {}}              # a build_reward spec (adaptive_decoder.rewards.REWARDS) with options
+    reward: {exact_match: {}}              # a build_reward spec with options: each key a built-in or registered
+                                           #   reward name, an import path (my_pkg.rewards:keyword_bonus) or an
+                                           #   entry point of group adaptive_decoder.rewards (adaptive_decoder.rewards)
     max_new_tokens: 16                     # optional generation length of this task
     diversity: false                       # optional: report self-BLEU / distinct-n over a prompt's samples
     splits: {num_train: 32, num_dev: 8, num_test: 32}   # optional default split sizes for experiments
@@ -88,19 +90,21 @@ def _err(path, key, msg):
 
 
 def _check_reward(path, spec):
-    from ..rewards import REWARDS, _valid_keys
+    from ..rewards import available_rewards, reward_options
 
     if not isinstance(spec, dict) or not spec:
         raise _err(path, "reward", f"must be a non-empty mapping of reward name -> options, got {spec!r}; "
-                                   f"valid names: {sorted(REWARDS)}")
+                                   f"valid names: {available_rewards()}")
     for name, opts in spec.items():
-        if name not in REWARDS:
-            raise _err(path, "reward", f"unknown reward {name!r}; valid: {sorted(REWARDS)}")
+        try:
+            valid = reward_options(name)  # imports an import path / entry point now: a typo fails at load time
+        except (ValueError, TypeError) as e:
+            raise _err(path, "reward", str(e)) from None
         if opts is not None and not isinstance(opts, dict):
             raise _err(path, f"reward.{name}", f"options must be a mapping, got {opts!r}")
-        bad = sorted(set(opts or {}) - set(_valid_keys(name)))
+        bad = sorted(set(opts or {}) - set(valid)) if valid is not None else []
         if bad:
-            raise _err(path, f"reward.{name}", f"unknown option(s) {bad}; valid: {_valid_keys(name)}")
+            raise _err(path, f"reward.{name}", f"unknown option(s) {bad}; valid: {valid}")
 
 
 def _check_filter(path, steps):
