@@ -51,20 +51,27 @@ logger = logging.getLogger(__name__)
 
 
 def eval_tasks(cfg: EvalConfig) -> dict:
-    """{name: Task} of an evaluation, each built with its `task_options`."""
-    return {t: get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks}
+    """{name: Task} of an evaluation, in the order of `cfg.tasks`, each built with its `task_options`. Keyed by the
+    task's name, not by the config's entry: a task file given by path is keyed (and so are its units and results)
+    by its `task:` key or stem; `EvalConfig` refuses two entries of one name."""
+    tasks = [get_task(t, on_bad_line=cfg.on_bad_line, **dict(cfg.task_options.get(t) or {})) for t in cfg.tasks]
+    return {task.name: task for task in tasks}
 
 
 class Evaluator:
     """Runs the units of a config against a model; `run()` returns the aggregated results dict."""
 
     def __init__(self, cfg: EvalConfig, model=None, tokenizer=None, splits: dict | None = None):
-        """`splits` ({task: (test_examples, dev_examples)}) replaces the tasks' own subset/seed split, e.g. to keep
-        evaluation prompts disjoint from the prompts a head was trained on."""
+        """`splits` ({task: (test_examples, dev_examples)}, keyed by task name or by the config's entry) replaces
+        the tasks' own subset/seed split, e.g. to keep evaluation prompts disjoint from the prompts a head was
+        trained on."""
         self.cfg = cfg
         self.out_dir = Path(cfg.output_dir)
         self.policies = self._build_policies()  # before loading the model: bad methods fail fast
         self.tasks = eval_tasks(cfg)
+        if splits is not None:
+            entry_names = dict(zip(cfg.tasks, self.tasks))
+            splits = {entry_names.get(t, t): v for t, v in splits.items()}
         if splits is not None and set(splits) != set(self.tasks):
             raise ValueError(f"splits must cover exactly the configured tasks {sorted(self.tasks)}, got {sorted(splits)}")
         self.splits = {}
@@ -185,9 +192,9 @@ class Evaluator:
         """(policy, task, split, examples) jobs in execution order; oracle dev candidates come first per task,
         and the candidates of a pooled fit (MeanShift: one fit over all tasks) before every test job."""
         pooled = [o for o in self.oracles if getattr(o, "pooled", False)]
-        jobs = [(c, tname, "dev", self.splits[tname][1]) for tname in self.cfg.tasks for o in pooled
+        jobs = [(c, tname, "dev", self.splits[tname][1]) for tname in self.tasks for o in pooled
                 for c in [*o.candidates, *getattr(o, "anchors", [])]]
-        for tname in self.cfg.tasks:
+        for tname in self.tasks:
             test, dev = self.splits[tname]
             seen = set()
             for o in self.oracles:
@@ -257,12 +264,12 @@ class Evaluator:
 
     def _fit_oracle(self, oracle: OraclePolicy, tname: str):
         if isinstance(oracle, MeanShiftPolicy):  # pooled: the same fit for every task
-            oracle.fit_units([self.store.get(c.name, t, "dev", e["id"]) for t in self.cfg.tasks
+            oracle.fit_units([self.store.get(c.name, t, "dev", e["id"]) for t in self.tasks
                               for c in oracle.candidates for e in self.splits[t][1]])
         elif isinstance(oracle, MixSamplerPolicy):  # pooled too, on the normalized dev rewards of every task
             oracle.fit_mix({t: {c.name: {e["id"]: self.store.get(c.name, t, "dev", e["id"])["reward"]
                                          for e in self.splits[t][1]} for c in [*oracle.candidates, *oracle.anchors]}
-                            for t in self.cfg.tasks}, mix_normalizer)
+                            for t in self.tasks}, mix_normalizer)
         else:
             oracle.fit(self._dev_scores(oracle, tname))
 
@@ -353,7 +360,7 @@ class Evaluator:
             res["comparisons"] += compare_with_baselines(tname, per_prompt, baselines, res["methods"], cfg.n_bootstrap, cfg.seed)
             res["tasks"][tname] = tres
         dev_names = list(dict.fromkeys(c.name for o in self.oracles for c in [*o.candidates, *getattr(o, "anchors", [])]))
-        for tname in self.cfg.tasks:
+        for tname in self.tasks:
             res["units"].extend(self.store.get(n, tname, "dev", e["id"]) for n in dev_names
                                 for e in self.splits[tname][1] if self.store.done(n, tname, "dev", e["id"]))
         if fixed:  # normalized rewards and win rates need the fixed grid

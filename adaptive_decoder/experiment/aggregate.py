@@ -84,7 +84,9 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     root = Path(root)
     results, left_out = in_every_seed(load_seed_results(root, cfg.seeds))
     table, methods = per_prompt_rewards(results)
-    tasks = [t for t in cfg.tasks if t in table]
+    from ..tasks import task_name
+
+    tasks = [n for n in map(task_name, cfg.tasks) if n in table]  # results are keyed by task name, not by path
     nb = cfg.n_bootstrap
     summary = {"seeds": list(cfg.seeds), "model": cfg.model, "methods": methods, "tasks": {}, "comparisons": [],
                "per_seed": {}, "timings": dict(timings or {}), "methods_left_out": left_out}

@@ -69,10 +69,15 @@ class Experiment:
             from ..modeling.models import check_model_dtype
 
             check_model_dtype(model, cfg.dtype)
-        self.tasks = {t: get_task(t, **cfg.task_options(t)) for t in cfg.tasks}
+        # keyed by task name (a task file given by path: its task: key or stem), as the evaluation keys its
+        # results; `_entry` maps a name back to the config's entry, which keys the task's options
+        self.tasks, self._entry = {}, {}
+        for t in cfg.tasks:
+            task = get_task(t, **cfg.task_options(t))
+            self.tasks[task.name], self._entry[task.name] = task, t
         self.splits = {}
         for t, task in self.tasks.items():
-            n = cfg.split_sizes(t)
+            n = cfg.split_sizes(self._entry[t])
             self.splits[t] = split_examples(task.examples(), n["num_test"], n["num_dev"], n["num_train"], cfg.split_seed, t)
         self.timings: dict = {}
         self.stages_run: list[str] = []
@@ -171,7 +176,8 @@ class Experiment:
         k = int(cfg.eval.get("num_samples") or EvalConfig.num_samples)
         for line in group_size_mismatches(rewards, settings, k, level):
             logger.warning(line)
-        specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
+        specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(self._entry[t])}
+                 for t, task in self.tasks.items()}
         for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
             if spec["task_options"].get("max_new_tokens"):
                 spec["max_new_tokens"] = int(spec["task_options"]["max_new_tokens"])
@@ -285,7 +291,7 @@ class Experiment:
 
         self._ensure_model()
         # the experiment's splits (disjoint from the collection's train prompts) replace the evaluator's own
-        splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in ecfg.tasks}
+        splits = {t: (self.splits[t]["test"], self.splits[t]["dev"]) for t in self.splits}
         res = Evaluator(ecfg, self.model, self.tokenizer, splits=splits).run()
         return {"wall_seconds": res["wall_seconds"], "units_computed": res["units_computed_this_run"], "methods": wanted,
                 "heads": heads}

@@ -54,14 +54,15 @@ def split_examples(examples: list[dict], num_test: int, num_dev: int, num_train:
 
 
 def make_splits(cfg: ExperimentConfig) -> dict:
-    """{task: {"test"|"dev"|"train": [example, ...]}} for the configured tasks (examples from the task registry)."""
+    """{task entry: {"test"|"dev"|"train": [example, ...]}} for the configured tasks (examples from the task
+    registry), keyed by the config's entries; each is shuffled under the task's name, as `Experiment` does."""
     from ..tasks import get_task
 
     out = {}
     for t in cfg.tasks:
         task = get_task(t, **cfg.task_options(t))
         n = cfg.split_sizes(t)
-        out[t] = split_examples(task.examples(), n["num_test"], n["num_dev"], n["num_train"], cfg.split_seed, t)
+        out[t] = split_examples(task.examples(), n["num_test"], n["num_dev"], n["num_train"], cfg.split_seed, task.name)
     return out
 
 

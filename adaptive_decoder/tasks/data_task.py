@@ -1,7 +1,8 @@
 """Tasks defined as data: one YAML file per task, no Python (in the spirit of lm-evaluation-harness task files).
 
     # configs/tasks/<name>.yaml
-    task: control_copy                     # optional; default: the file name without .yaml
+    task: control_copy                     # optional; default: the file name without .yaml. The task's name,
+                                           #   which keys its results, however the file was found (name or path)
     description: copy a short text exactly # optional
     dataset:                               # where the records come from (exactly one of path / builtin / hf_id)
       builtin: control_copy.jsonl          #   a file in adaptive_decoder/tasks/data/
@@ -23,8 +24,8 @@
 
 A task file is found by name (`get_task("control_copy")`): in `configs/tasks/` under the working directory, then
 in the repository's `configs/tasks/`, then in the directories of $ADAPTIVE_DECODER_TASK_PATH; or by a path ending
-in .yaml. Errors in a task file (a missing or unknown key, an unknown reward or reward option, a record lacking a
-field, no records) raise `TaskFileError` naming the file and the key.
+in .yaml. Errors in a task file (a missing or unknown key, an unknown reward or reward option, a reward import
+path that does not import, a record lacking a field, no records) raise `TaskFileError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -251,8 +252,8 @@ class DataTask(Task):
 
 
 def task_class(path, name: str | None = None) -> type:
-    """The Task subclass defined by the task file at `path`; `name` (default: the file's `task:` or its stem) is
-    the name results are keyed by."""
+    """The Task subclass defined by the task file at `path`; `name` (default: the file's `task:` or its stem, never
+    the path it was loaded by) is the name results are keyed by."""
     path = Path(path)
     spec = load_task_spec(path)
     name = name or spec["name"]
