@@ -33,8 +33,9 @@ What a key names may follow either convention:
 
 Two options (or attributes of the class / function) declare rather than configure a reward:
 `needs_group: true` -- the value of a sample depends on the other samples of its prompt in the same call (e.g.
-`Novelty`; see `group_components`): the collection then scores a sample among twins decoded like it, and each
-call passes all the samples of a prompt, grouped by the example's "id" (or "prompt");
+`Novelty`; see `group_components`): each call passes all the samples of a prompt, which the reward groups by the
+example's "id" (or "prompt"), and the collection can score a sample among twins decoded like it
+(`CollectionSettings.group_reward_twins`) instead of among the exploration pool;
 `allow_nonfinite: true` -- NaN / inf scores are stored as they are and dropped when pairs are built (`pairs.py`),
 as for a reward model that can overflow.
 
@@ -581,7 +582,8 @@ class FunctionReward:
     a default that no field or option provides is an error naming the reward and the field, raised before the
     call. `fixed` (the spec's options) is passed on every call and replaces an example field of the same name.
     `needs_group` / `allow_nonfinite` are the function's attributes of that name, False when absent (the module
-    docstring says what they declare). The returned list is checked by `CompositeReward.score_components`.
+    docstring says what they declare). The returned list is checked by `CompositeReward.score_components`; TRL's
+    None for "not applicable" is refused there, since a spec applies its rewards to every sample of its task.
     """
 
     def __init__(self, fn, name: str | None = None, **fixed):
@@ -619,9 +621,9 @@ def checked_scores(name: str, reward, values, n: int) -> list[float]:
     """`values` (what reward `name` returned for n completions) as n floats, or a one-line error naming the reward:
     TypeError for something that is not a list or holds a non-number (None, a string), ValueError for another
     length or for NaN / inf (unless the reward declares `allow_nonfinite`)."""
-    if isinstance(values, (str, bytes, dict)):
-        values = None  # iterable, but never a list of scores
     try:
+        if isinstance(values, (str, bytes, dict)):
+            raise TypeError  # iterable, but never a list of scores
         vals = list(values)
     except TypeError:
         raise TypeError(f"reward {name!r} returned {type(values).__name__}, not a list of {n} numbers (one per "
