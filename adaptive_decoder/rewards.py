@@ -847,16 +847,11 @@ def needs_group(reward) -> bool:
     return bool(group_components(reward))
 
 
-def build_reward(spec: dict, model=None, tokenizer=None) -> CompositeReward:
-    """Composite reward from a YAML-style dict {reward: {"weight": w, **options}}; each key is resolved by
-    `resolve_reward` (a registered name, an import path 'module:attribute' or an entry point).
-
-    Options go to a class's constructor, or to a plain function as fixed keywords of every call (`FunctionReward`);
-    `needs_group` / `allow_nonfinite` set those attributes on the built reward. `model`/`tokenizer` are the scorer
-    LM for "fluency" (normally the frozen base model). A reward_model entry takes `path:` (a local dir or hub id)
-    plus batch_size / max_length / label_index. Unknown reward names or keys raise ValueError naming them and
-    listing the valid ones; a key that does not import raises naming the key and what is missing.
-    """
+def check_reward_spec(spec) -> dict:
+    """Validate a reward spec without building it: every key resolves (`resolve_reward`: unknown names are listed
+    with the valid ones, a key that does not import names what is missing) and every option is one its reward
+    takes. Returns {key: the resolved object}. `build_reward` runs it first; a config that carries a spec (a
+    task's `reward:` option) runs it on load, so a typo stops the run before its first stage."""
     if not isinstance(spec, dict) or not spec:
         raise ValueError(f"reward spec must be a non-empty mapping of reward name -> options, got {spec!r}; valid names: "
                          f"{available_rewards()}")
@@ -867,16 +862,32 @@ def build_reward(spec: dict, model=None, tokenizer=None) -> CompositeReward:
     if unknown:
         raise ValueError(f"unknown reward name(s) {unknown}; valid: {available_rewards()} (or an import path "
                          "'module:attribute')")
-    comps = {}
+    objs = {}
     for name, opts in spec.items():
         if opts is not None and not isinstance(opts, dict):
             raise ValueError(f"reward {name!r}: options must be a mapping, got {opts!r}")
-        obj = resolve_reward(name)
-        opts = dict(opts or {})
+        objs[name] = obj = resolve_reward(name)
         valid = _option_keys(name, obj)
-        bad = [k for k in opts if valid is not None and k not in valid]
+        bad = [k for k in (opts or {}) if valid is not None and k not in valid]
         if bad:
             raise ValueError(f"unknown key(s) {bad} for reward {name!r}; valid: {valid}")
+    return objs
+
+
+def build_reward(spec: dict, model=None, tokenizer=None) -> CompositeReward:
+    """Composite reward from a YAML-style dict {reward: {"weight": w, **options}}; each key is resolved by
+    `resolve_reward` (a registered name, an import path 'module:attribute' or an entry point).
+
+    Options go to a class's constructor, or to a plain function as fixed keywords of every call (`FunctionReward`);
+    `needs_group` / `allow_nonfinite` set those attributes on the built reward. `model`/`tokenizer` are the scorer
+    LM for "fluency" (normally the frozen base model). A reward_model entry takes `path:` (a local dir or hub id)
+    plus batch_size / max_length / label_index. Unknown reward names or keys raise ValueError naming them and
+    listing the valid ones; a key that does not import raises naming the key and what is missing.
+    """
+    objs = check_reward_spec(spec)
+    comps = {}
+    for name, opts in spec.items():
+        obj, opts = objs[name], dict(opts or {})
         weight = opts.pop("weight", 1.0)
         for alias, real in _ALIASES.get(name, {}).items():
             if alias in opts:

@@ -80,6 +80,10 @@ def gives_number(completions, **kwargs):
     return 1.0
 
 
+def gives_text(completions, **kwargs):
+    return "0.5 0.5"
+
+
 def no_completions(texts):
     return [0.0] * len(texts)
 

@@ -154,6 +154,7 @@ def test_a_bad_import_path_is_one_line_naming_the_reward(key, kind, message):
     ("gives_strings", TypeError, "returned a non-number at index 0: 'high' (str); it must return one float per completion"),
     ("gives_none", TypeError, "returned a non-number at index 0: None (NoneType); it must return one float per completion"),
     ("gives_number", TypeError, "returned float, not a list of 2 numbers (one per completion)"),
+    ("gives_text", TypeError, "returned str, not a list of 2 numbers (one per completion)"),
 ])
 def test_bad_scores_are_one_line_naming_the_reward(fn, kind, message):
     r = build_reward({"repetition": {}, f"{H}:{fn}": {}})
@@ -198,6 +199,25 @@ def test_task_file_reward_errors_name_the_file_and_key(tmp_path, fake_distributi
     with pytest.raises(TaskFileError) as e:
         get_task(str(path))
     assert str(e.value) == f"task file {path}: key {key!r}: " + message.format(valid=available_rewards())
+
+
+def test_a_task_reward_option_is_checked_when_the_task_is_built(tmp_path):
+    """A config's `reward:` for a task fails where the task is built (Experiment / Evaluator construction), before
+    a run directory or a model exists."""
+    from adaptive_decoder.experiment.config import ExperimentConfig
+    from adaptive_decoder.experiment.pipeline import Experiment
+    from adaptive_decoder.tasks import get_task
+
+    with pytest.raises(ValueError) as e:
+        get_task("gsm8k", reward={f"{H}:nope": {}})
+    assert str(e.value) == (f"task 'gsm8k', option 'reward': reward '{H}:nope': module '{H}' has no attribute 'nope'; "
+                            "check the name after ':'")
+    assert get_task("gsm8k", reward={f"{H}:keyword_bonus": {}}).reward_spec == {f"{H}:keyword_bonus": {}}
+    cfg = ExperimentConfig(run_dir=str(tmp_path / "run"), tasks={"gsm8k": {"reward": {f"{H}:LengthScore": {"x": 1}}}},
+                           num_train=2, num_dev=0, num_test=2, methods=["fixed", "adaptive"])
+    with pytest.raises(ValueError, match=r"^task 'gsm8k', option 'reward': unknown key\(s\) \['x'\] for reward"):
+        Experiment(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------------------------------ collection + training

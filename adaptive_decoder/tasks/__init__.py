@@ -38,7 +38,15 @@ def get_task(name: str, **options) -> Task:
     """Build a registered task, or one defined by a task file (`adaptive_decoder.tasks.data_task`): a name found
     in configs/tasks/ or a path to a .yaml file; unknown names list the valid ones. A task file's task is named
     by its `task:` key (else the file's stem) however it was found, so `get_task("/x/my_task.yaml").name` is
-    "my_task" and results are keyed the same whether a config names the task or its path (`task_name`)."""
+    "my_task" and results are keyed the same whether a config names the task or its path (`task_name`).
+    A `reward=` option is validated here (`check_reward_spec`), before anything is run with it."""
+    if options.get("reward"):
+        from ..rewards import check_reward_spec
+
+        try:
+            check_reward_spec(options["reward"])
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"task {name!r}, option 'reward': {e}") from None
     if name in TASKS:
         return TASKS[name](**options)
     return task_class(_task_file(name))(**options)
