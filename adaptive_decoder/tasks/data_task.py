@@ -13,9 +13,9 @@
     template: "Repeat exactly: {text}"     # the user message; str.format over the example fields (stripped)
     filter: [first_line]                   # optional answer extraction, applied in order: strip, first_line,
                                            #   lower, {regex: PATTERN, group: 1} (no match -> "")
-    reward: {exact_match: {}}              # a build_reward spec with options: each key a built-in or registered
-                                           #   reward name, an import path (my_pkg.rewards:keyword_bonus) or an
-                                           #   entry point of group adaptive_decoder.rewards (adaptive_decoder.rewards)
+    reward: {exact_match: {}}              # a build_reward spec: each key a built-in or registered reward name,
+                                           #   an import path (my_pkg.rewards:keyword_bonus) or an entry point of
+                                           #   group adaptive_decoder.rewards, each value its options
     max_new_tokens: 16                     # optional generation length of this task
     diversity: false                       # optional: report self-BLEU / distinct-n over a prompt's samples
     splits: {num_train: 32, num_dev: 8, num_test: 32}   # optional default split sizes for experiments
