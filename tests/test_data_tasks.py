@@ -51,12 +51,33 @@ def test_task_file_by_path_with_relative_data_and_options(tmp_path):
     data(tmp_path, [{"text": "red fox", "answer": "red fox", "extra": 1}, {"text": " blue sky ", "answer": "blue sky"}])
     p = write_task(tmp_path, {**BASE, "max_new_tokens": 8, "splits": {"num_test": 1}})
     t = get_task(str(p))
-    assert t.name == str(p) and t.max_new_tokens == 8
+    assert t.name == "t" and t.max_new_tokens == 8  # the file's stem, not the path it was loaded by
     ex = t.examples()
     assert [e["prompt"] for e in ex] == ["Repeat: red fox", "Repeat: blue sky"] and "extra" not in ex[0]
     s, _ = t.setup_scoring().score(["Red fox!\nmore", "red", ""], ex[0])
     assert [x["reward"] for x in s] == [1.0, 0.0, 0.0]
     assert get_task(str(p), template="Say {text}").examples()[0]["prompt"] == "Say red fox"
+
+
+def test_a_task_file_is_named_by_its_task_key_or_stem_whatever_path_loads_it(tmp_path, monkeypatch):
+    from adaptive_decoder.tasks import check_tasks, task_name
+
+    data(tmp_path, [{"text": "red fox", "answer": "red fox"}])
+    plain = write_task(tmp_path, BASE, name="my_task")
+    keyed = write_task(tmp_path, {**BASE, "task": "renamed"}, name="other")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADAPTIVE_DECODER_TASK_PATH", str(tmp_path))
+    for how in (str(plain), "my_task.yaml", "./my_task.yaml", "my_task"):  # absolute, relative, by name
+        assert get_task(how).name == task_name(how) == "my_task", how
+    for how in (str(keyed), "other.yaml", "other"):
+        assert get_task(how).name == task_name(how) == "renamed", how
+    assert task_name("gsm8k") == get_task("gsm8k").name == "gsm8k"
+    (tmp_path / "sub").mkdir()
+    twin = write_task(tmp_path / "sub", {**BASE, "dataset": {"path": "../d.jsonl"}}, name="my_task")
+    with pytest.raises(ValueError) as e:
+        check_tasks([str(plain), str(twin)])
+    assert str(e.value) == (f"tasks {str(plain)!r} and {str(twin)!r} are both named 'my_task' (a task file's task: "
+                            "key, else its file name); give one another task: key")
 
 
 def test_select_keeps_records_by_word_count_with_their_file_index(tmp_path):

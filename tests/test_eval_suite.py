@@ -556,6 +556,30 @@ def test_explicit_splits_replace_the_task_subset_and_are_checked(tiny_dir, tmp_p
         Evaluator(cfg, splits={"gsm8k": ([{"id": "nope"}], [])})
 
 
+def test_a_task_file_given_by_path_keys_units_and_results_by_its_name(tiny_dir, tmp_path):
+    """A task file named by its path evaluates like one named by its name: units and results are keyed by its
+    `task:` key (or stem), as are its entry in the config and its explicit splits."""
+    from adaptive_decoder.evaluation.harness import Evaluator
+    from adaptive_decoder.tasks import get_task
+
+    spec = yaml.safe_load((REPO / "configs" / "tasks" / "control_qa.yaml").read_text())
+    spec.pop("task")
+    path = str(tmp_path / "tasks" / "my_qa.yaml")
+    Path(path).parent.mkdir()
+    Path(path).write_text(yaml.safe_dump(spec))
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks={path: {"max_new_tokens": 2}},
+                   methods=["greedy", "oracle"], num_prompts=2, num_dev_prompts=1)
+    assert list(cfg.tasks) == ["my_qa"]
+    res = run_evaluation(cfg)
+    assert list(res["tasks"]) == ["my_qa"] and res["tasks"]["my_qa"]["max_new_tokens"] == 2
+    assert {u["task"] for u in res["units"]} == {"my_qa"} and len(units_by(res, "greedy", "my_qa")) == 2
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| method | my_qa (n=2) |" in md and "## my_qa\n" in md and path not in md
+    exs = get_task(path).examples()
+    ev = Evaluator(cfg, splits={"my_qa": (exs[3:5], exs[7:8])})
+    assert list(ev.splits) == ["my_qa"] and [e["id"] for e in ev.splits["my_qa"][1]] == [exs[7]["id"]]
+
+
 def test_run_suite_every_baseline_method(tiny_dir, tmp_path):
     """configs/eval/baselines_tiny.yaml through eval/run_suite.py: each tuned sampler picks among as many settings as
     the oracle, on the same dev prompts; best_joint among the joint bins; meanshift decodes its head's mean."""

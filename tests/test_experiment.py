@@ -140,6 +140,34 @@ def finished_run(tiny_model_dir, tmp_path_factory):
     return run_dir, argv, summary
 
 
+def test_a_task_file_given_by_path_is_keyed_by_its_name_in_every_stage(tiny_model_dir, tmp_path):
+    """A task given by the path of its file (no task: key) runs collect -> train -> evaluate keyed by its stem, as
+    if a config had named it."""
+    spec = yaml.safe_load((ROOT / "configs" / "tasks" / "control_qa.yaml").read_text())
+    spec.pop("task")
+    path = tmp_path / "tasks" / "my_qa.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(spec))
+    cfg = yaml.safe_load(TINY.read_text())
+    # fluency spreads the rewards of a random model, so the collection has pairs to train on
+    cfg.update(tasks={str(path): {"reward": {"exact_match": {"mode": "contains"}, "fluency": {"weight": 0.1}},
+                                  "max_new_tokens": 2}},
+               levels=["sequence"], methods=["greedy", "fixed", "adaptive"], num_train=3, num_dev=0, num_test=2)
+    cfg["lpo"]["num_train_epochs"] = 1
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "run"
+    summary = _load_cli().main(["--config", str(tmp_path / "exp.yaml"), "--model", str(tiny_model_dir),
+                                "--run_dir", str(run_dir)])
+    assert [t for t in summary["tasks"] if t != "overall"] == ["my_qa"]
+    assert list(json.loads((run_dir / "splits.json").read_text())) == ["my_qa"]
+    results = json.loads((run_dir / "seed-0" / "eval" / "results.json").read_text())
+    assert list(results["tasks"]) == ["my_qa"] and results["tasks"]["my_qa"]["max_new_tokens"] == 2
+    recs = [json.loads(line) for f in sorted((run_dir / "seed-0" / "collect-sequence" / "shards").glob("*.jsonl"))
+            for line in f.read_text().splitlines()]
+    assert recs and {r["task"] for r in recs} == {"my_qa"} and all(r["prompt_id"].startswith("my_qa/") for r in recs)
+    assert str(path) not in (run_dir / "summary.md").read_text()
+
+
 def test_pipeline_end_to_end(finished_run):
     run_dir, _, summary = finished_run
     cfg = yaml.safe_load(TINY.read_text())

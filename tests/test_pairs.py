@@ -162,6 +162,7 @@ class _NanEveryOther:
     """A reward that fails (NaN) on every other sample, like a flaky reward model."""
 
     name = "flaky"
+    allow_nonfinite = True  # as RewardModelScorer declares: store NaN, drop it when pairing
 
     def score(self, completions, examples):
         return [float("nan") if i % 2 else float(len(c)) for i, c in enumerate(completions)]

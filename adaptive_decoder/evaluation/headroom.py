@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import EvalConfig
 from .harness import eval_tasks, run_evaluation
-from ..rewards import REWARDS, build_reward
+from ..rewards import build_reward, spec_needs_group
 from ..stats import bootstrap_mean_ci, format_ci, paired_comparison
 
 HEADROOM_METHODS = ["greedy", "fixed", "oracle"]
@@ -63,7 +63,7 @@ def group_divisors(k: int) -> list[int]:
 def group_reward(task):
     """The part of a task's reward that compares a prompt's samples (novelty, distinct_valid), as a
     `CompositeReward` with the task's weights; None when the reward has no such component."""
-    spec = {n: o for n, o in task.reward_spec.items() if getattr(REWARDS.get(n), "needs_group", False)}
+    spec = {n: o for n, o in task.reward_spec.items() if spec_needs_group(n, o)}
     return build_reward(spec) if spec else None
 
 

@@ -54,7 +54,8 @@ def split_examples(examples: list[dict], num_test: int, num_dev: int, num_train:
 
 
 def make_splits(cfg: ExperimentConfig) -> dict:
-    """{task: {"test"|"dev"|"train": [example, ...]}} for the configured tasks (examples from the task registry)."""
+    """{task: {"test"|"dev"|"train": [example, ...]}} for the configured tasks (examples from the task registry),
+    keyed and shuffled by each `tasks:` entry's name, as `Experiment` does."""
     out = {}
     for t in cfg.tasks:
         task = cfg.build_task(t)

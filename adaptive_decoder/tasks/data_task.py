@@ -1,7 +1,8 @@
 """Tasks defined as data: one YAML file per task, no Python (in the spirit of lm-evaluation-harness task files).
 
     # configs/tasks/<name>.yaml
-    task: control_copy                     # optional; default: the file name without .yaml
+    task: control_copy                     # optional; default: the file name without .yaml. The task's name,
+                                           #   which keys its results, however the file was found (name or path)
     description: copy a short text exactly # optional
     dataset:                               # where the records come from (one of path / builtin / public / hf_id)
       builtin: control_copy.jsonl          #   a file in adaptive_decoder/tasks/data/
@@ -16,7 +17,9 @@
     template: "Repeat exactly: {text}"     # the user message; str.format over the example fields (stripped)
     filter: [first_line]                   # optional answer extraction, applied in order: strip, first_line,
                                            #   lower, {regex: PATTERN, group: 1} (no match -> "")
-    reward: {exact_match: {}}              # a build_reward spec (adaptive_decoder.rewards.REWARDS) with options
+    reward: {exact_match: {}}              # a build_reward spec: each key a built-in or registered reward name,
+                                           #   an import path (my_pkg.rewards:keyword_bonus) or an entry point of
+                                           #   group adaptive_decoder.rewards, each value its options
     max_new_tokens: 16                     # optional generation length of this task
     diversity: false                       # optional: report self-BLEU / distinct-n over a prompt's samples
     splits: {num_train: 32, num_dev: 8, num_test: 32}   # optional default split sizes for experiments
@@ -25,9 +28,9 @@
 
 A task file is found by name (`get_task("control_copy")`): in `configs/tasks/` under the working directory, then
 in the repository's `configs/tasks/`, then in the directories of $ADAPTIVE_DECODER_TASK_PATH; or by a path ending
-in .yaml. Errors in a task file (a missing or unknown key, an unknown reward or reward option, a record lacking a
-field, no records) raise `TaskFileError` naming the file and the key. A task's `path:` option (in a recipe's
-`tasks:` entry) replaces the file's dataset with a local file.
+in .yaml. Errors in a task file (a missing or unknown key, an unknown reward or reward option, a reward import
+path that does not import, a record lacking a field, no records) raise `TaskFileError` naming the file and the key.
+A task's `path:` option (in a recipe's `tasks:` entry) replaces the file's dataset with a local file.
 """
 
 from __future__ import annotations
@@ -93,19 +96,21 @@ def _err(path, key, msg):
 
 
 def _check_reward(path, spec):
-    from ..rewards import REWARDS, _valid_keys
+    from ..rewards import available_rewards, reward_options
 
     if not isinstance(spec, dict) or not spec:
         raise _err(path, "reward", f"must be a non-empty mapping of reward name -> options, got {spec!r}; "
-                                   f"valid names: {sorted(REWARDS)}")
+                                   f"valid names: {available_rewards()}")
     for name, opts in spec.items():
-        if name not in REWARDS:
-            raise _err(path, "reward", f"unknown reward {name!r}; valid: {sorted(REWARDS)}")
+        try:
+            valid = reward_options(name)  # imports an import path / entry point now: a typo fails at load time
+        except (ValueError, TypeError) as e:
+            raise _err(path, "reward", str(e)) from None
         if opts is not None and not isinstance(opts, dict):
             raise _err(path, f"reward.{name}", f"options must be a mapping, got {opts!r}")
-        bad = sorted(set(opts or {}) - set(_valid_keys(name)))
+        bad = sorted(set(opts or {}) - set(valid)) if valid is not None else []
         if bad:
-            raise _err(path, f"reward.{name}", f"unknown option(s) {bad}; valid: {_valid_keys(name)}")
+            raise _err(path, f"reward.{name}", f"unknown option(s) {bad}; valid: {valid}")
 
 
 def _check_filter(path, steps):
@@ -261,8 +266,8 @@ class DataTask(Task):
 
 
 def task_class(path, name: str | None = None) -> type:
-    """The Task subclass defined by the task file at `path`; `name` (default: the file's `task:` or its stem) is
-    the name results are keyed by."""
+    """The Task subclass defined by the task file at `path`; `name` (default: the file's `task:` or its stem, never
+    the path it was loaded by) is the name results are keyed by."""
     path = Path(path)
     spec = load_task_spec(path)
     name = name or spec["name"]

@@ -8,7 +8,9 @@
         reward: {concepts: {weight: 1.0}, repetition: {weight: 1.0, n: 2}}
         num_prompts: 16                                     # a recipe key: not passed to the task
 
-Each entry maps a name (what results, prompt ids and collections are keyed by) to options: the task's own
+Each entry maps a name (what results, prompt ids and collections are keyed by) to options. A task file given by
+its path as the name (`/x/my_task.yaml: {}`) is keyed by the task's name (its `task:` key, else the file's stem),
+so reports never show the path; two entries of one name are refused. The options are the task's own
 (`get_task` options: path, hf_id, template, num_fewshot, reward, max_new_tokens, ...), `task:` and the keys
 the recipe reads itself (collection: num_prompts / offset; HAG search: num_prompts / seed; experiment: the split
 sizes). So a head's training prompts and its evaluation prompts come from the same `Task`, rendered by the same
@@ -58,7 +60,15 @@ def task_entries(tasks, where: str = "tasks") -> dict[str, dict]:
         if "eval_task" in opts or "task_options" in opts:
             raise ValueError(f"{where}.{name}: eval_task / task_options are gone: use `task: "
                              f"{opts.get('eval_task', '<name>')}` and write its options beside it")
-        out[str(name)] = opts
+        name = str(name)
+        if name.endswith((".yaml", ".yml")) and "task" not in opts:
+            from . import task_name
+
+            name, opts = task_name(name), {"task": name, **opts}
+        if name in out:
+            raise ValueError(f"{where}: two entries are named {name!r} (a task file given by path is named by its "
+                             "task: key, else its file name); give one of them another name with `task:` beside it")
+        out[name] = opts
     return out
 
 
@@ -73,9 +83,12 @@ def task_options(opts: dict, recipe_keys=()) -> dict:
 
 
 def check_entries(entries: dict) -> None:
-    from . import check_tasks
+    """Every entry builds a known task (several entries may build one task under different names)."""
+    from . import available_tasks, is_task
 
-    check_tasks([task_id(n, o) for n, o in entries.items()])
+    unknown = sorted({t for t in map(task_id, entries, entries.values()) if not is_task(t)})
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid: {available_tasks()} (or a path to a task .yaml file)")
 
 
 def build_task(name: str, opts: dict, recipe_keys=(), **extra):
@@ -98,6 +111,6 @@ def task_prompts(name: str, task, num_prompts: int | None = None, offset: int = 
 
 def load_task_prompts(name: str, opts: dict | None = None, **extra) -> list[dict]:
     """A collection entry's prompt records: build its task and take num_prompts after offset."""
-    opts = task_entries({name: opts or {}})[name]
+    ((name, opts),) = task_entries({name: opts or {}}).items()
     task = build_task(name, opts, COLLECT_KEYS, **extra)
     return task_prompts(name, task, opts.get("num_prompts"), opts.get("offset", 0))
