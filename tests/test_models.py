@@ -147,19 +147,12 @@ def test_missing_local_model_path_says_not_found(tmp_path, monkeypatch, rel, kin
 
 
 # --- dtype resolution ------------------------------------------------------------------------------------
-@pytest.fixture
-def fresh_auto(monkeypatch):
-    """The CPU probe is cached per process: clear it around a test that fakes what it sees."""
-    models._cpu_bf16_is_faster.cache_clear()
-    yield monkeypatch
-    models._cpu_bf16_is_faster.cache_clear()
-
-
 def test_resolve_dtype_names_and_auto():
     assert models.resolve_dtype("float32") is torch.float32
     assert models.resolve_dtype("bfloat16", "cpu") is torch.bfloat16
     assert models.resolve_dtype(torch.float16) is torch.float16
-    assert models.resolve_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)  # what this CPU measured
+    want = torch.bfloat16 if models.cpu_bf16_flags() else torch.float32
+    assert models.resolve_dtype("auto", "cpu") is want  # this CPU's flags, the same every call
     assert models.resolve_dtype("auto", "meta") is torch.float32  # neither cpu nor cuda: no guessing
     assert models.resolve_dtype_name("float32") == "float32"
 
@@ -170,24 +163,39 @@ def test_resolve_dtype_refuses_bad_names_listing_valid_ones(bad):
         models.resolve_dtype(bad)
 
 
-def test_auto_on_cpu_is_measured_and_gated_by_the_cpu_flags(fresh_auto):
-    def no_timing():
-        raise AssertionError("a CPU without native bf16 must not need a timing")
-
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: False)
-    fresh_auto.setattr(models, "bf16_matmul_speedup", no_timing)
-    assert models.resolve_dtype("auto", "cpu") is torch.float32
-    for flags in (True, None):  # native flags, or no /proc/cpuinfo: the measurement decides, with a margin
-        for speedup, want in ((1.05, torch.float32), (models.BF16_MIN_SPEEDUP, torch.bfloat16), (2.5, torch.bfloat16)):
-            models._cpu_bf16_is_faster.cache_clear()
-            fresh_auto.setattr(models, "cpu_bf16_flags", lambda: flags)
-            fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: speedup)
-            assert models.resolve_dtype("auto", "cpu") is want, (flags, speedup)
+def test_auto_is_a_fixed_rule_on_the_hardware_flags(monkeypatch):
+    """bf16 on CUDA with bf16 support and on CPUs with native bf16 flags, else float32; nothing is timed."""
+    for flags, want in ((True, torch.bfloat16), (False, torch.float32), (None, torch.float32)):
+        monkeypatch.setattr(models, "cpu_bf16_flags", lambda: flags)
+        assert models.resolve_dtype("auto", "cpu") is want, flags
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: pytest.fail("a CUDA device does not read the CPU's flags"))
+    for supported, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(models, "cuda_bf16_supported", lambda: supported)
+        assert models.resolve_dtype("auto", "cuda:0") is want, supported
 
 
-def test_a_pinned_bfloat16_warns_once_where_the_cpu_only_emulates_it(fresh_auto, caplog):
+@pytest.mark.parametrize("text, want", [
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_fp16\n", True),       # x86, AVX512-BF16
+    ("flags\t\t: fpu sse2 avx2 amx_tile amx_bf16 amx_int8\n", True),            # x86, AMX-BF16
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", False),                  # x86 without bf16
+    ("flags\t\t: fpu sse2 bf16\n", False),                                      # `bf16` counts on Arm only
+    ("Features\t: fp asimd sve bf16 i8mm\n", True),                              # aarch64, FEAT_BF16
+    ("Features\t: fp asimd sve i8mm\n", False),                                  # aarch64 without bf16
+    ("Features\t: fp asimd avx512_bf16\n", False),                               # x86 names on an Arm line
+])
+def test_cpu_bf16_flags_reads_the_per_architecture_flag_lines(tmp_path, monkeypatch, text, want):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\n" + text)
+    real = models.Path
+    monkeypatch.setattr(models, "Path", lambda p: real(info) if p == "/proc/cpuinfo" else real(p))
+    assert models.cpu_bf16_flags() is want
+    monkeypatch.setattr(models, "Path", lambda p: real(tmp_path / "missing"))
+    assert models.cpu_bf16_flags() is None  # no /proc/cpuinfo: unknown, and `auto` takes float32
+
+
+def test_a_pinned_bfloat16_warns_once_where_the_cpu_only_emulates_it(monkeypatch, caplog):
     models._warn_if_bf16_is_emulated.cache_clear()
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: False)
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: False)
     with caplog.at_level("WARNING", logger=models.logger.name):
         assert models.resolve_dtype("bfloat16", "cpu") is torch.bfloat16  # still what was asked for
         models.resolve_dtype("bfloat16", "cpu")
@@ -196,33 +204,29 @@ def test_a_pinned_bfloat16_warns_once_where_the_cpu_only_emulates_it(fresh_auto,
     for flags, device in ((True, "cpu"), (None, "cpu"), (False, "meta")):  # native, unknown, or not the CPU: quiet
         models._warn_if_bf16_is_emulated.cache_clear()
         caplog.clear()
-        fresh_auto.setattr(models, "cpu_bf16_flags", lambda: flags)
+        monkeypatch.setattr(models, "cpu_bf16_flags", lambda: flags)
         with caplog.at_level("WARNING", logger=models.logger.name):
             models.resolve_dtype("bfloat16", device)
         assert not caplog.records, (flags, device)
     models._warn_if_bf16_is_emulated.cache_clear()
 
 
-def test_bf16_matmul_speedup_is_a_positive_ratio():
-    assert models.bf16_matmul_speedup(reps=1, trials=1) > 0
-
-
-def test_recipe_configs_resolve_auto_and_refuse_bad_names(fresh_auto):
+def test_recipe_configs_resolve_auto_and_refuse_bad_names(monkeypatch):
     from adaptive_decoder import EvalConfig, ExperimentConfig
 
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: True)
-    fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: 3.0)
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: True)
     ev = EvalConfig(dtype="auto", device="cpu")
     assert ev.dtype == "bfloat16" and ev.fingerprint()["dtype"] == "bfloat16"  # the resolved one, never 'auto'
     ex = ExperimentConfig(run_dir="x", dtype="auto", device="cpu", tasks={"gsm8k": {}})
     assert ex.dtype == "bfloat16"
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: False)
+    assert EvalConfig(dtype="auto", device="cpu").dtype == "float32"
     with pytest.raises(ValueError, match=r"unknown dtype 'bf16'; valid: \['float32', 'bfloat16', 'float16', 'auto'\]"):
         EvalConfig(dtype="bf16")
 
 
-def test_load_base_model_takes_auto(tiny_model_dir, fresh_auto):
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: True)
-    fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: 3.0)
+def test_load_base_model_takes_auto(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: True)
     model, _ = models.load_base_model(str(tiny_model_dir), dtype="auto", device="cpu")
     assert next(model.parameters()).dtype is torch.bfloat16
 

@@ -32,9 +32,10 @@ class ModelArguments:
     base_model: str | None = field(default=None, metadata={
         "help": "Another name for model (the recipes' historical key); when given, it is the model."})
     dtype: str = field(default="float32", metadata={
-        "help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 where measured faster, see "
-                "modeling.models.resolve_dtype). Resolved when the config is built; the resolved name is what runs and "
-                "what resumes are checked against."})
+        "help": "torch dtype of the base LM: float32, bfloat16, float16 or auto (bfloat16 on a CUDA GPU with bf16 "
+                "support or a CPU with native bf16 instructions, else float32; see modeling.models.resolve_dtype). "
+                "Resolved when the config is built; the resolved name is what runs and what resumes are checked "
+                "against."})
     device: str | None = field(default=None, metadata={
         "help": "Device for the LM (cpu, cuda, cuda:0); default: cuda if available, else cpu."})
     torch_threads: int | None = field(default=None, metadata={
