@@ -61,6 +61,12 @@ class HAGTrainArguments(ModelArguments):
             raise ValueError("dataset_path is required (sft.jsonl written by training/build_hag_data.py)")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        quant = "load_in_4bit" if self.load_in_4bit else "load_in_8bit" if self.load_in_8bit else None
+        if quant and not self.use_lora:  # bitsandbytes weights take no gradient: only adapters train on them
+            raise ValueError(f"{quant} trains LoRA adapters only (QLoRA); set use_lora: true or drop {quant}")
+        if quant and self.merge_lora:  # merging rounds the adapter into the quantized weights
+            raise ValueError(f"merge_lora cannot merge into {quant} weights; set merge_lora: false (the adapter "
+                             "loads onto the base model for evaluation)")
 
 
 class _SFTOptions(SFTConfig):
