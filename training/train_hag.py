@@ -69,10 +69,14 @@ class HAGTrainArguments(ModelArguments):
                              "loads onto the base model for evaluation)")
 
 
+@dataclass
 class _SFTOptions(SFTConfig):
-    """TRL's SFTConfig, unchanged; the group name puts its ~400 options after this recipe's own in --help."""
+    """TRL's SFTConfig; the group name puts its ~400 options after this recipe's own in --help. Its
+    `trust_remote_code` is not a flag of its own: the recipe loads the model and the tokenizer (ModelArguments'
+    `trust_remote_code`, one flag for both), and `main` copies that value here."""
 
     _argument_group_name = "TRL SFTConfig / transformers TrainingArguments options (see TRL's SFTTrainer docs)"
+    trust_remote_code: bool = field(default=False, init=False)  # init=False: the argument parser skips it
 
 
 def load_sft(path: str):
@@ -141,6 +145,7 @@ def config_accuracy(model, tok, rows) -> dict:
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, sft_cfg = parse_recipe_config((HAGTrainArguments, _SFTOptions), argv, __doc__)
+    sft_cfg.trust_remote_code = args.trust_remote_code
     args.set_threads()
     out = Path(sft_cfg.output_dir)
     os.environ.setdefault("WANDB_DIR", str(out))
