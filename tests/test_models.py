@@ -416,3 +416,19 @@ def test_a_collection_records_the_load_options_and_an_old_manifest_without_them_
     assert model_identity(eager)["load"] == {"attn_implementation": "eager"}
     with pytest.raises(CollectionMismatchError, match=r"base_model\.load: stored None, now \{'attn_implementation': 'eager'\}"):
         CollectionWriter(tmp_path / "c", {**identity, "base_model": model_identity(eager)})
+
+
+def test_a_given_model_must_have_been_loaded_with_the_configs_options(tiny_model_dir):
+    from adaptive_decoder.modeling.tiny_model import tiny_llama
+
+    plain, _ = models.load_base_model(str(tiny_model_dir))
+    eager, _ = models.load_base_model(str(tiny_model_dir), attn_implementation="eager")
+    models.check_model_load(plain, {})
+    models.check_model_load(tiny_llama(), {})  # built by hand: all at their default
+    models.check_model_load(eager, {"attn_implementation": "eager"})
+    with pytest.raises(ValueError, match=r"^the given model was loaded with the default options but the config's "
+                                         r"loading options are \{'attn_implementation': 'eager'\}"):
+        models.check_model_load(plain, {"attn_implementation": "eager"})
+    with pytest.raises(ValueError, match=r"loaded with \{'attn_implementation': 'eager'\} but the config's loading "
+                                         r"options are the defaults"):
+        models.check_model_load(eager, {})

@@ -67,9 +67,10 @@ class Experiment:
         self.root = Path(cfg.run_dir)
         self.model, self.tokenizer = model, tokenizer
         if model is not None:
-            from ..modeling.models import check_model_dtype
+            from ..modeling.models import check_model_dtype, check_model_load
 
             check_model_dtype(model, cfg.dtype)
+            check_model_load(model, cfg.load_identity())
         self.tasks = {t: get_task(t, **cfg.task_options(t)) for t in cfg.tasks}
         self.splits = {}
         for t, task in self.tasks.items():

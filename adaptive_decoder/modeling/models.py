@@ -268,6 +268,17 @@ def kbit_device_map(device=None) -> dict:
     return {"": index if index is not None else torch.cuda.current_device()}
 
 
+def check_model_load(model, identity: dict) -> None:
+    """Refuse a caller-supplied model not loaded with the config's output-changing loading options (`identity`,
+    a `load_identity`): the config's are what the run's fingerprint records. A model that `load_base_model` did
+    not load carries none, which reads as all at their default."""
+    actual = getattr(model, LOAD_IDENTITY_ATTR, None) or {}
+    if actual != identity:
+        raise ValueError(f"the given model was loaded with {actual or 'the default options'} but the config's loading "
+                         f"options are {identity or 'the defaults'} (they are part of the run's fingerprint); "
+                         "load it with load_base_model and the config's options, or match the config to it")
+
+
 def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | None = torch.float32,
                     device: str | torch.device | None = None, *, revision: str | None = None,
                     trust_remote_code: bool = False, attn_implementation: str | None = None,
