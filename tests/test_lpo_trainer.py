@@ -268,6 +268,7 @@ def test_the_lm_reloads_with_the_loading_options_the_collection_recorded(tmp_pat
     import shutil
 
     import adaptive_decoder.modeling.models as models
+    from adaptive_decoder.modeling.loading import LOAD_IDENTITY_ATTR
 
     adm, uncached, _ = collection
     src = tmp_path / "collection"
@@ -281,7 +282,7 @@ def test_the_lm_reloads_with_the_loading_options_the_collection_recorded(tmp_pat
     def fake_load(name, dtype, **options):
         calls.append(options)
         model = copy.deepcopy(adm.model)
-        setattr(model, models.LOAD_IDENTITY_ATTR, options)
+        setattr(model, LOAD_IDENTITY_ATTR, options)
         return model, None
 
     monkeypatch.setattr(models, "load_base_model", fake_load)

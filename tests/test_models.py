@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts
-from adaptive_decoder.modeling import models
+from adaptive_decoder.modeling import loading, models
 
 
 def test_missing_embedded_package_names_the_install_command(monkeypatch):
@@ -286,11 +286,11 @@ def test_every_loading_option_reaches_from_pretrained(captured_load):
     assert "quantization_config" not in kw
     assert captured_load["tokenizer"][1] == {"revision": "0123abc", "trust_remote_code": True}
     want = {"revision": "0123abc", "trust_remote_code": True, "attn_implementation": "eager"}  # no placement
-    assert getattr(model, models.LOAD_IDENTITY_ATTR) == want == args.load_identity()
+    assert getattr(model, loading.LOAD_IDENTITY_ATTR) == want == args.load_identity()
     # nothing set: transformers' defaults, no extra kwarg, an empty identity (what old run records hold)
     model, _ = ModelArguments(model="org/some-lm", device="cpu").load()
     assert set(captured_load["model"][1]) == {"dtype"} and captured_load["tokenizer"][1] == {}
-    assert getattr(model, models.LOAD_IDENTITY_ATTR) == {}
+    assert getattr(model, loading.LOAD_IDENTITY_ATTR) == {}
 
 
 def _fake_cuda_and_bitsandbytes(monkeypatch, bnb_installed=True):
@@ -423,12 +423,12 @@ def test_a_given_model_must_have_been_loaded_with_the_configs_options(tiny_model
 
     plain, _ = models.load_base_model(str(tiny_model_dir))
     eager, _ = models.load_base_model(str(tiny_model_dir), attn_implementation="eager")
-    models.check_model_load(plain, {})
-    models.check_model_load(tiny_llama(), {})  # built by hand: all at their default
-    models.check_model_load(eager, {"attn_implementation": "eager"})
+    loading.check_model_load(plain, {})
+    loading.check_model_load(tiny_llama(), {})  # built by hand: all at their default
+    loading.check_model_load(eager, {"attn_implementation": "eager"})
     with pytest.raises(ValueError, match=r"^the given model was loaded with the default options but the config's "
                                          r"loading options are \{'attn_implementation': 'eager'\}"):
-        models.check_model_load(plain, {"attn_implementation": "eager"})
+        loading.check_model_load(plain, {"attn_implementation": "eager"})
     with pytest.raises(ValueError, match=r"loaded with \{'attn_implementation': 'eager'\} but the config's loading "
                                          r"options are the defaults"):
-        models.check_model_load(eager, {})
+        loading.check_model_load(eager, {})

@@ -137,7 +137,8 @@ class Evaluator:
 
     def _load_model(self):
         from ..modeling.generation import AdaptiveDecodingModel
-        from ..modeling.models import check_model_dtype, check_model_load
+        from ..modeling.loading import check_model_load
+        from ..modeling.models import check_model_dtype
 
         self.cfg.set_threads()
         if self.model is None:

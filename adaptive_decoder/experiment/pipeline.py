@@ -67,7 +67,8 @@ class Experiment:
         self.root = Path(cfg.run_dir)
         self.model, self.tokenizer = model, tokenizer
         if model is not None:
-            from ..modeling.models import check_model_dtype, check_model_load
+            from ..modeling.loading import check_model_load
+            from ..modeling.models import check_model_dtype
 
             check_model_dtype(model, cfg.dtype)
             check_model_load(model, cfg.load_identity())

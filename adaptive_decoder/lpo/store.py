@@ -43,7 +43,8 @@ def model_identity(model) -> dict:
     their default, and reads as such. LPO reloads the LM with them to recompute uncached head inputs.
     """
     from ..modeling.head import model_hidden_size
-    from ..modeling.models import LOAD_IDENTITY_ATTR, dtype_name
+    from ..modeling.loading import LOAD_IDENTITY_ATTR
+    from ..modeling.models import dtype_name
 
     out = {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
            "hidden_size": model_hidden_size(model),

@@ -19,7 +19,7 @@ names is refused (a `model` left at its default, "smollm2", cannot be told from 
 The loading options carry TRL `ModelConfig`'s names and meaning (`model_revision`, `trust_remote_code`,
 `attn_implementation`, `load_in_4bit` / `load_in_8bit`, `bnb_4bit_quant_type`, `use_bnb_nested_quant`), plus
 transformers' `device_map`; `load` forwards every one to `from_pretrained`. Impossible combinations are refused
-when the config is built, one line each (`adaptive_decoder.modeling.models.check_load_options`): 4/8-bit without
+when the config is built, one line each (`adaptive_decoder.modeling.loading.check_load_options`): 4/8-bit without
 CUDA or without bitsandbytes (the `quant` extra), both at once, 4/8-bit or a revision for the embedded GGUF
 names ('smollm2', 'gemma3'; `trust_remote_code` is accepted there and has no effect), `device` with `device_map`.
 The options that change outputs (`load_identity`: revision, remote code, attention kernel, quantization) are part
@@ -79,16 +79,17 @@ class ModelArguments:
         "help": "Whether to use nested quantization (load_in_4bit)."})
 
     def __post_init__(self):
-        from .models import EMBEDDED, check_load_options, resolve_dtype_name
+        from .loading import check_load_options
+        from .models import EMBEDDED, resolve_dtype_name
 
         if self.base_model is not None:
             if self.model not in (DEFAULT_MODEL, self.base_model):
                 raise ValueError(f"model={self.model!r} and base_model={self.base_model!r} name the same option; give one")
             self.model = self.base_model
         self.dtype = resolve_dtype_name(self.dtype, self.device)  # bad names fail here, before any model loads
-        gguf = self.model in EMBEDDED or self.model.endswith(".gguf")
-        check_load_options(self.model, gguf, self.device, self.device_map, self.model_revision, self.load_in_4bit,
-                           self.load_in_8bit, self.bnb_4bit_quant_type)
+        embedded = self.model in EMBEDDED
+        check_load_options(self.model, embedded, embedded or self.model.endswith(".gguf"), self.device, self.device_map,
+                           self.model_revision, self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type)
 
     def load_kwargs(self) -> dict:
         """The loading options as `load_base_model` takes them (all but the model, dtype and device)."""
@@ -99,8 +100,8 @@ class ModelArguments:
 
     def load_identity(self) -> dict:
         """The loading options that change outputs, those set away from their default (empty when none is):
-        what the recipes add to their fingerprints (`adaptive_decoder.modeling.models.load_identity`)."""
-        from .models import load_identity
+        what the recipes add to their fingerprints (`adaptive_decoder.modeling.loading.load_identity`)."""
+        from .loading import load_identity
 
         kw = self.load_kwargs()
         del kw["device_map"]
