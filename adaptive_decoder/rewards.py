@@ -47,8 +47,10 @@ for an empty completion (each one documents the value it gives instead).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import logging
 import math
 import re
 from collections import Counter
@@ -488,33 +490,75 @@ class Fluency:
         return out
 
 
+logger = logging.getLogger(__name__)
+
+
+def _is_cpu(where) -> bool:
+    return isinstance(where, (str, torch.device)) and str(where).split(":")[0] == "cpu"
+
+
+def _check_reward_model_placement(model, policy_device, asked_cpu: bool) -> None:
+    """Warn (once per process) when the reward model ended on the CPU while the policy runs on CUDA, unless the
+    CPU was asked for."""
+    if asked_cpu or policy_device is None or torch.device(policy_device).type != "cuda":
+        return
+    if next(model.parameters()).device.type == "cpu":
+        _warn_reward_model_on_cpu(str(policy_device))
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_reward_model_on_cpu(policy_device: str) -> None:
+    logger.warning("the reward model scores on the CPU while the policy runs on %s: set reward_model.device (e.g. "
+                   "cuda, with dtype: bfloat16) in the reward spec, or device: cpu to keep it there", policy_device)
+
+
 class RewardModelScorer:
     """Scores (prompt, completion) with any HF AutoModelForSequenceClassification reward model, batched.
 
     The conversation [user: prompt, assistant: completion] goes through the reward tokenizer's chat template
     when it has one (ArmoRM / Skywork style), else "prompt\\n\\ncompletion". The score is `outputs.score` when the
     model returns one (ArmoRM's custom head), else `logits[:, label_index]`.
+
+    Loading from a path takes `revision` and `trust_remote_code` (model and tokenizer; ArmoRM ships its own
+    modelling code, so it needs trust_remote_code: true, an opt-in since it runs that code), `dtype` (a name
+    `adaptive_decoder.modeling.models.resolve_dtype` accepts, 'auto' its rule on the device the model goes to;
+    None: transformers' default, float32) and `device_map` (placed while it loads). Placement: `device` moves
+    the model there; `device_map` places it instead (give one of them); with neither, a model loaded from a path
+    goes to `policy_device` (the policy LM's device, which `build_reward` passes), else to cuda when there is one,
+    else stays on the CPU, and a given model object stays where it is. A reward model left on the CPU while the
+    policy runs on CUDA, without `device: cpu` (or a CPU device_map) asking for it, is warned about once per
+    process, naming `reward_model.device`: an 8B reward model scoring on the CPU is what slows a GPU collection.
     """
 
     name = "reward_model"
     allow_nonfinite = True  # a model may overflow in half precision: pairs.py drops such samples, counted
 
     def __init__(self, model_or_path, tokenizer=None, batch_size: int = 8, max_length: int = 2048, label_index: int = 0,
-                 device=None, trust_remote_code: bool = False, dtype=None):
+                 device=None, trust_remote_code: bool = False, dtype=None, device_map=None, revision: str | None = None,
+                 policy_device=None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from .modeling.models import resolve_dtype
+
+        if device is not None and device_map is not None:
+            raise ValueError(f"reward_model: device {str(device)!r} and device_map {device_map!r} both place the "
+                             "reward model; give one of them")
         if isinstance(model_or_path, str):
-            # ArmoRM ships its own modelling code: it needs trust_remote_code=True (opt-in, it runs that code)
-            model = AutoModelForSequenceClassification.from_pretrained(model_or_path, trust_remote_code=trust_remote_code,
-                                                                       dtype=dtype)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_path, trust_remote_code=trust_remote_code)
+            target = device if device is not None or device_map is not None else (
+                policy_device if policy_device is not None else ("cuda" if torch.cuda.is_available() else None))
+            hub = {k: v for k, v in (("revision", revision), ("trust_remote_code", trust_remote_code)) if v}
+            opts = {} if device_map is None else {"device_map": device_map}
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_or_path, dtype=None if dtype is None else resolve_dtype(dtype, target), **hub, **opts)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_path, **hub)
         else:
-            model = model_or_path
+            target, model = device, model_or_path
         if tokenizer is None:
             raise ValueError("RewardModelScorer needs the reward model's tokenizer when given a model object")
         model.eval().requires_grad_(False)
-        if device is not None:
-            model.to(device)
+        if target is not None and device_map is None:
+            model.to(target)
+        _check_reward_model_placement(model, policy_device, asked_cpu=_is_cpu(device) or _is_cpu(device_map))
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if getattr(model.config, "pad_token_id", None) is None:
@@ -695,7 +739,7 @@ ENTRY_POINT_GROUP = "adaptive_decoder.rewards"
 FLAG_OPTIONS = ("needs_group", "allow_nonfinite")
 REWARDS: dict = {}  # name -> reward class, reward function or reward object
 # Constructor arguments that come from build_reward's own arguments, not from the YAML spec.
-_INJECTED = {"fluency": {"model", "tokenizer"}}
+_INJECTED = {"fluency": {"model", "tokenizer"}, "reward_model": {"policy_device"}}
 _ALIASES = {"reward_model": {"path": "model_or_path"}}
 
 
@@ -880,9 +924,11 @@ def build_reward(spec: dict, model=None, tokenizer=None) -> CompositeReward:
 
     Options go to a class's constructor, or to a plain function as fixed keywords of every call (`FunctionReward`);
     `needs_group` / `allow_nonfinite` set those attributes on the built reward. `model`/`tokenizer` are the scorer
-    LM for "fluency" (normally the frozen base model). A reward_model entry takes `path:` (a local dir or hub id)
-    plus batch_size / max_length / label_index. Unknown reward names or keys raise ValueError naming them and
-    listing the valid ones; a key that does not import raises naming the key and what is missing.
+    LM for "fluency" (normally the frozen base model); `model`'s device is where a reward_model goes unless its
+    `device:` / `device_map:` say otherwise. A reward_model entry takes `path:` (a local dir or hub id) plus
+    batch_size / max_length / label_index / device / device_map / dtype / revision / trust_remote_code (see
+    RewardModelScorer). Unknown reward names or keys raise ValueError naming them and listing the valid ones; a key
+    that does not import raises naming the key and what is missing.
     """
     objs = check_reward_spec(spec)
     comps = {}
@@ -892,8 +938,9 @@ def build_reward(spec: dict, model=None, tokenizer=None) -> CompositeReward:
         for alias, real in _ALIASES.get(name, {}).items():
             if alias in opts:
                 opts[real] = opts.pop(alias)
-        if name in _INJECTED:
-            opts.update(model=model, tokenizer=tokenizer)
+        opts.update({k: v for k, v in (("model", model), ("tokenizer", tokenizer)) if k in _INJECTED.get(name, ())})
+        if name == "reward_model" and model is not None:  # its default place, and the CPU-placement warning
+            opts["policy_device"] = next(model.parameters()).device
         if name == "reward_model" and "model_or_path" not in opts:
             raise ValueError("reward 'reward_model' needs 'path:' (local dir or hub id of a sequence-classification model)")
         comps[name] = (_instantiate(name, obj, opts), weight)

@@ -4,7 +4,8 @@ Plain `model.generate` (sampling T=0.6, top-p 0.9, top-k 20), the same prompts f
 exactly --new_tokens new tokens per row (min_new_tokens pins the length, so both do the same work). Both models
 are loaded first; runs are interleaved (fp32, bf16, fp32, ...) so machine-load drift hits both equally, after
 one untimed warm-up each; the median of --repeats runs is reported. Also printed: what `dtype: auto` resolves
-to here (adaptive_decoder.modeling.models.resolve_dtype) and the matmul probe it measured. A third timing,
+to here (adaptive_decoder.modeling.models.resolve_dtype: the CPU's native bf16 flags, nothing timed), so a run
+shows whether that rule picked the faster dtype on this CPU. A third timing,
 "bfloat16_strided_lm_head", runs the same bf16 model with `contiguous_lm_head_input`'s hook taken off: what torch's
 CPU bf16 linear costs on the strided [B, 1, H] prefill view (one weight copy per row) that the hook avoids.
 
@@ -21,8 +22,8 @@ import time
 
 import torch
 
-from adaptive_decoder.modeling.models import (_contiguous_bf16_input, bf16_matmul_speedup, cpu_bf16_flags, encode_prompts,
-                                            load_base_model, resolve_dtype)
+from adaptive_decoder.modeling.models import (_contiguous_bf16_input, cpu_bf16_flags, encode_prompts, load_base_model,
+                                            resolve_dtype)
 
 PROMPTS = ["What is 17 + 25?", "Translate to German: The weather is nice today.", "Write a haiku about autumn.",
            "Name three prime numbers.", "Explain photosynthesis in one sentence.", "Give a synonym for happy.",
@@ -83,7 +84,6 @@ def main():
     print(json.dumps({"model": args.model, "batch": args.batch, "new_tokens": args.new_tokens, "repeats": args.repeats,
                       "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor()
                       or platform.machine(), "cpu_bf16_flags": cpu_bf16_flags(),
-                      "bf16_matmul_speedup": round(bf16_matmul_speedup(), 2),
                       "auto_resolves_to": str(resolve_dtype("auto", "cpu")).removeprefix("torch."),
                       "tok_per_s_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
                       "tok_per_s_median": {k: round(v, 1) for k, v in med.items()}}, indent=1))

@@ -61,9 +61,8 @@ def _hag_build():
 
 
 def _hag_sft():
-    from trl import SFTConfig
-
-    return (_recipe_module("training/train_hag.py").HAGTrainArguments, SFTConfig)
+    recipe = _recipe_module("training/train_hag.py")
+    return (recipe.HAGTrainArguments, recipe._SFTOptions)
 
 
 def _experiment():
@@ -114,7 +113,7 @@ def test_config_is_valid(path):
         for key, value in raw.items():  # what the YAML says is what the recipe gets
             owner = next(o for o in parsed if key in o.__dataclass_fields__)
             got = getattr(owner, key)
-            if key == "dtype" and value == "auto":  # resolved when the config is built, to what this CPU runs fastest
+            if key == "dtype" and value == "auto":  # resolved when the config is built, by the rule on this CPU's flags
                 assert got in ("float32", "bfloat16"), (key, got)
                 continue
             scalar = isinstance(value, (int, float, str, bool)) and isinstance(got, (int, float, str, bool))
@@ -369,3 +368,31 @@ def test_model_presets_cover_both_models_and_every_stage():
         # a reward model scores the open-ended task in both collection and evaluation
         assert any("reward_model" in t["reward"] for t in collect["tasks"].values())
         assert ev["tasks"]["creative_writing"].get("reward_model")
+        # ... on the GPU in bf16 (the header's memory budget), with keys the reward model takes
+        from adaptive_decoder.rewards import reward_options
+
+        for rm in (t["reward"]["reward_model"] for t in collect["tasks"].values() if "reward_model" in t["reward"]):
+            assert rm["device"] == "cuda" and rm["dtype"] == "bfloat16" and set(rm) <= set(reward_options("reward_model"))
+
+
+def test_the_model_loading_options_parse_from_yaml_and_the_cli(tmp_path):
+    """TRL ModelConfig's names reach every recipe config that loads the LM, from a file and from flags."""
+    from adaptive_decoder.configs import parse_recipe_config
+
+    path = tmp_path / "eval.yaml"
+    path.write_text("model: org/some-lm\nmodel_revision: v1.2\ntrust_remote_code: true\n"
+                    "attn_implementation: eager\ndevice_map: auto\n")
+    (cfg,) = parse_recipe_config(_eval(), ["--config", str(path), "--output_dir", str(tmp_path / "out")])
+    assert (cfg.model_revision, cfg.trust_remote_code, cfg.attn_implementation, cfg.device_map) == (
+        "v1.2", True, "eager", "auto")
+    flags = ["--model_revision", "v1", "--attn_implementation", "sdpa", "--trust_remote_code", "true"]
+    for name, model_key in (("lpo/collect_tiny.yaml", "--base_model"), ("experiments/tiny.yaml", "--model"),
+                            ("hag/build_tiny.yaml", "--base_model"), ("hag/sft_tiny.yaml", "--base_model")):
+        classes = recipe_classes(CONFIGS / name)
+        assert {"model_revision", "load_in_4bit", "load_in_8bit", "device_map"} <= set(classes[0].__dataclass_fields__)
+        needs_out = "output_dir" not in load_config(CONFIGS / name) and any("output_dir" in c.__dataclass_fields__
+                                                                             for c in classes)
+        extra = ["--output_dir", str(tmp_path / "out")] if needs_out else []
+        (cfg, *_) = parse_recipe_config(classes, ["--config", str(CONFIGS / name), model_key, "org/some-lm", *flags,
+                                                  *extra])
+        assert cfg.load_identity() == {"revision": "v1", "attn_implementation": "sdpa", "trust_remote_code": True}

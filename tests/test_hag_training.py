@@ -374,6 +374,21 @@ def test_sft_recipe_errors(tmp_path, tiny_chat_dir):
         train.main(_sft_args(tiny_chat_dir, tmp_path / "none.jsonl", tmp_path / "o"))
 
 
+def test_sft_on_a_4_or_8_bit_base_trains_adapters_only(tmp_path, tiny_chat_dir, monkeypatch):
+    import importlib.util
+
+    import torch
+
+    train = _recipe("train_hag")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # past the CUDA and bitsandbytes checks
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: real("json") if n == "bitsandbytes" else real(n, *a))
+    with pytest.raises(ValueError, match=r"load_in_4bit trains LoRA adapters only \(QLoRA\); set use_lora: true"):
+        train.main(_sft_args(tiny_chat_dir, tmp_path, tmp_path / "o", ["--load_in_4bit", "true", "--use_lora", "false"]))
+    with pytest.raises(ValueError, match=r"merge_lora cannot merge into load_in_8bit weights; set merge_lora: false"):
+        train.main(_sft_args(tiny_chat_dir, tmp_path, tmp_path / "o", ["--load_in_8bit", "true", "--merge_lora", "true"]))
+
+
 def test_gguf_quantizer_marker_is_dropped_before_training():
     """SmolLM2 comes from GGUF: transformers dequantizes it to floats but leaves a GGUF quantizer that Trainer
     refuses to train; a model with another quantizer is left alone."""

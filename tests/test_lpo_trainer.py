@@ -260,6 +260,37 @@ def test_base_model_is_loaded_only_to_recompute_uncached_samples(tmp_path, colle
     assert len(loaded) == 1
 
 
+def test_the_lm_reloads_with_the_loading_options_the_collection_recorded(tmp_path, collection, monkeypatch):
+    """A collection loaded with e.g. another attention kernel or a revision records them in its manifest; LPO
+    recomputes head inputs with the LM loaded the same way (and the identity check then passes)."""
+    import copy
+    import json
+    import shutil
+
+    import adaptive_decoder.modeling.models as models
+    from adaptive_decoder.modeling.loading import LOAD_IDENTITY_ATTR
+
+    adm, uncached, _ = collection
+    src = tmp_path / "collection"
+    shutil.copytree(uncached, src)
+    manifest = json.loads((src / "manifest.json").read_text())
+    load = {"attn_implementation": "eager", "revision": "0123abc"}
+    manifest["base_model"]["load"] = load
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    calls = []
+
+    def fake_load(name, dtype, **options):
+        calls.append(options)
+        model = copy.deepcopy(adm.model)
+        setattr(model, LOAD_IDENTITY_ATTR, options)
+        return model, None
+
+    monkeypatch.setattr(models, "load_base_model", fake_load)
+    cfg = config(tmp_path, synthetic_pairs=0, collection_dir=str(src), head={}, base_model="org/the-collection-lm")
+    _, data = build_head_and_dataset(cfg)
+    assert calls == [load] and data.stats["samples_recomputed"] > 0
+
+
 def test_head_path_must_fit_the_collection(tmp_path, collection):
     adm, _, cached = collection
     other = AdaptiveDecoderHead(replace(adm.head.config, temperature_bins=[0.0, 1.0]))

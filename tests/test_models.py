@@ -3,12 +3,14 @@
 import importlib.util
 import logging
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts
-from adaptive_decoder.modeling import models
+from adaptive_decoder.modeling import loading, models
 
 
 def test_missing_embedded_package_names_the_install_command(monkeypatch):
@@ -147,19 +149,12 @@ def test_missing_local_model_path_says_not_found(tmp_path, monkeypatch, rel, kin
 
 
 # --- dtype resolution ------------------------------------------------------------------------------------
-@pytest.fixture
-def fresh_auto(monkeypatch):
-    """The CPU probe is cached per process: clear it around a test that fakes what it sees."""
-    models._cpu_bf16_is_faster.cache_clear()
-    yield monkeypatch
-    models._cpu_bf16_is_faster.cache_clear()
-
-
 def test_resolve_dtype_names_and_auto():
     assert models.resolve_dtype("float32") is torch.float32
     assert models.resolve_dtype("bfloat16", "cpu") is torch.bfloat16
     assert models.resolve_dtype(torch.float16) is torch.float16
-    assert models.resolve_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)  # what this CPU measured
+    want = torch.bfloat16 if models.cpu_bf16_flags() else torch.float32
+    assert models.resolve_dtype("auto", "cpu") is want  # this CPU's flags, the same every call
     assert models.resolve_dtype("auto", "meta") is torch.float32  # neither cpu nor cuda: no guessing
     assert models.resolve_dtype_name("float32") == "float32"
 
@@ -170,24 +165,39 @@ def test_resolve_dtype_refuses_bad_names_listing_valid_ones(bad):
         models.resolve_dtype(bad)
 
 
-def test_auto_on_cpu_is_measured_and_gated_by_the_cpu_flags(fresh_auto):
-    def no_timing():
-        raise AssertionError("a CPU without native bf16 must not need a timing")
-
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: False)
-    fresh_auto.setattr(models, "bf16_matmul_speedup", no_timing)
-    assert models.resolve_dtype("auto", "cpu") is torch.float32
-    for flags in (True, None):  # native flags, or no /proc/cpuinfo: the measurement decides, with a margin
-        for speedup, want in ((1.05, torch.float32), (models.BF16_MIN_SPEEDUP, torch.bfloat16), (2.5, torch.bfloat16)):
-            models._cpu_bf16_is_faster.cache_clear()
-            fresh_auto.setattr(models, "cpu_bf16_flags", lambda: flags)
-            fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: speedup)
-            assert models.resolve_dtype("auto", "cpu") is want, (flags, speedup)
+def test_auto_is_a_fixed_rule_on_the_hardware_flags(monkeypatch):
+    """bf16 on CUDA with bf16 support and on CPUs with native bf16 flags, else float32; nothing is timed."""
+    for flags, want in ((True, torch.bfloat16), (False, torch.float32), (None, torch.float32)):
+        monkeypatch.setattr(models, "cpu_bf16_flags", lambda: flags)
+        assert models.resolve_dtype("auto", "cpu") is want, flags
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: pytest.fail("a CUDA device does not read the CPU's flags"))
+    for supported, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(models, "cuda_bf16_supported", lambda: supported)
+        assert models.resolve_dtype("auto", "cuda:0") is want, supported
 
 
-def test_a_pinned_bfloat16_warns_once_where_the_cpu_only_emulates_it(fresh_auto, caplog):
+@pytest.mark.parametrize("text, want", [
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_fp16\n", True),       # x86, AVX512-BF16
+    ("flags\t\t: fpu sse2 avx2 amx_tile amx_bf16 amx_int8\n", True),            # x86, AMX-BF16
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", False),                  # x86 without bf16
+    ("flags\t\t: fpu sse2 bf16\n", False),                                      # `bf16` counts on Arm only
+    ("Features\t: fp asimd sve bf16 i8mm\n", True),                              # aarch64, FEAT_BF16
+    ("Features\t: fp asimd sve i8mm\n", False),                                  # aarch64 without bf16
+    ("Features\t: fp asimd avx512_bf16\n", False),                               # x86 names on an Arm line
+])
+def test_cpu_bf16_flags_reads_the_per_architecture_flag_lines(tmp_path, monkeypatch, text, want):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\n" + text)
+    real = models.Path
+    monkeypatch.setattr(models, "Path", lambda p: real(info) if p == "/proc/cpuinfo" else real(p))
+    assert models.cpu_bf16_flags() is want
+    monkeypatch.setattr(models, "Path", lambda p: real(tmp_path / "missing"))
+    assert models.cpu_bf16_flags() is None  # no /proc/cpuinfo: unknown, and `auto` takes float32
+
+
+def test_a_pinned_bfloat16_warns_once_where_the_cpu_only_emulates_it(monkeypatch, caplog):
     models._warn_if_bf16_is_emulated.cache_clear()
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: False)
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: False)
     with caplog.at_level("WARNING", logger=models.logger.name):
         assert models.resolve_dtype("bfloat16", "cpu") is torch.bfloat16  # still what was asked for
         models.resolve_dtype("bfloat16", "cpu")
@@ -196,33 +206,29 @@ def test_a_pinned_bfloat16_warns_once_where_the_cpu_only_emulates_it(fresh_auto,
     for flags, device in ((True, "cpu"), (None, "cpu"), (False, "meta")):  # native, unknown, or not the CPU: quiet
         models._warn_if_bf16_is_emulated.cache_clear()
         caplog.clear()
-        fresh_auto.setattr(models, "cpu_bf16_flags", lambda: flags)
+        monkeypatch.setattr(models, "cpu_bf16_flags", lambda: flags)
         with caplog.at_level("WARNING", logger=models.logger.name):
             models.resolve_dtype("bfloat16", device)
         assert not caplog.records, (flags, device)
     models._warn_if_bf16_is_emulated.cache_clear()
 
 
-def test_bf16_matmul_speedup_is_a_positive_ratio():
-    assert models.bf16_matmul_speedup(reps=1, trials=1) > 0
-
-
-def test_recipe_configs_resolve_auto_and_refuse_bad_names(fresh_auto):
+def test_recipe_configs_resolve_auto_and_refuse_bad_names(monkeypatch):
     from adaptive_decoder import EvalConfig, ExperimentConfig
 
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: True)
-    fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: 3.0)
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: True)
     ev = EvalConfig(dtype="auto", device="cpu")
     assert ev.dtype == "bfloat16" and ev.fingerprint()["dtype"] == "bfloat16"  # the resolved one, never 'auto'
     ex = ExperimentConfig(run_dir="x", dtype="auto", device="cpu", tasks={"gsm8k": {}})
     assert ex.dtype == "bfloat16"
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: False)
+    assert EvalConfig(dtype="auto", device="cpu").dtype == "float32"
     with pytest.raises(ValueError, match=r"unknown dtype 'bf16'; valid: \['float32', 'bfloat16', 'float16', 'auto'\]"):
         EvalConfig(dtype="bf16")
 
 
-def test_load_base_model_takes_auto(tiny_model_dir, fresh_auto):
-    fresh_auto.setattr(models, "cpu_bf16_flags", lambda: True)
-    fresh_auto.setattr(models, "bf16_matmul_speedup", lambda: 3.0)
+def test_load_base_model_takes_auto(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: True)
     model, _ = models.load_base_model(str(tiny_model_dir), dtype="auto", device="cpu")
     assert next(model.parameters()).dtype is torch.bfloat16
 
@@ -242,3 +248,187 @@ def test_gguf_loads_as_plain_bfloat16_linears_without_the_packed_weights_warning
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) > 200 and all(type(m) is torch.nn.Linear and m.weight.dtype is torch.bfloat16 for m in linears)
     assert getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config")
+
+
+# ------------------------------------------------------------------------------------------ loading options
+@pytest.fixture
+def captured_load(monkeypatch, tiny_model_dir):
+    """AutoModelForCausalLM / AutoTokenizer.from_pretrained record their kwargs and load the tiny model instead
+    (whatever the source: a Hub id needs no network here)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    calls = {}
+    real_model, real_tok = AutoModelForCausalLM.from_pretrained, AutoTokenizer.from_pretrained
+
+    def model(source, **kw):
+        calls["model"] = (source, kw)
+        return real_model(str(tiny_model_dir), dtype=kw.get("dtype"))
+
+    def tok(source, **kw):
+        calls["tokenizer"] = (source, kw)
+        return real_tok(str(tiny_model_dir))
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", tok)
+    return calls
+
+
+def test_every_loading_option_reaches_from_pretrained(captured_load):
+    from adaptive_decoder.modeling.model_args import ModelArguments
+
+    args = ModelArguments(model="org/some-lm", model_revision="0123abc", trust_remote_code=True,
+                          attn_implementation="eager", device_map="cpu")
+    model, _ = args.load()
+    source, kw = captured_load["model"]
+    assert source == "org/some-lm"
+    assert kw["revision"] == "0123abc" and kw["trust_remote_code"] is True
+    assert kw["attn_implementation"] == "eager" and kw["device_map"] == "cpu" and kw["dtype"] is torch.float32
+    assert "quantization_config" not in kw
+    assert captured_load["tokenizer"][1] == {"revision": "0123abc", "trust_remote_code": True}
+    want = {"revision": "0123abc", "trust_remote_code": True, "attn_implementation": "eager"}  # no placement
+    assert getattr(model, loading.LOAD_IDENTITY_ATTR) == want == args.load_identity()
+    # nothing set: transformers' defaults, no extra kwarg, an empty identity (what old run records hold)
+    model, _ = ModelArguments(model="org/some-lm", device="cpu").load()
+    assert set(captured_load["model"][1]) == {"dtype"} and captured_load["tokenizer"][1] == {}
+    assert getattr(model, loading.LOAD_IDENTITY_ATTR) == {}
+
+
+def _fake_cuda_and_bitsandbytes(monkeypatch, bnb_installed=True):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (real("json") if bnb_installed else None)
+                        if name == "bitsandbytes" else real(name, *a))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_4_and_8_bit_loading_pass_a_bitsandbytes_config_placed_on_one_gpu(captured_load, monkeypatch, bits):
+    """TRL's get_quantization_config / get_kbit_device_map: 4-bit computes in the model's dtype, and a k-bit model
+    is placed while it loads (bitsandbytes weights cannot be moved after), on the current CUDA device."""
+    from transformers import BitsAndBytesConfig
+
+    from adaptive_decoder.modeling.model_args import ModelArguments
+
+    _fake_cuda_and_bitsandbytes(monkeypatch)
+    args = ModelArguments(model="org/some-lm", dtype="bfloat16", **{f"load_in_{bits}bit": True},
+                          bnb_4bit_quant_type="fp4", use_bnb_nested_quant=True)
+    model, _ = args.load()
+    kw = captured_load["model"][1]
+    q = kw["quantization_config"]
+    assert isinstance(q, BitsAndBytesConfig) and kw["device_map"] == {"": 0}
+    if bits == 4:
+        assert q.load_in_4bit and q.bnb_4bit_compute_dtype is torch.bfloat16 and q.bnb_4bit_quant_type == "fp4"
+        assert q.bnb_4bit_use_double_quant
+        assert args.load_identity() == {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4", "use_bnb_nested_quant": True}
+    else:
+        assert q.load_in_8bit and not q.load_in_4bit
+        assert args.load_identity() == {"load_in_8bit": True}  # the 4-bit options mean nothing here
+    assert next(model.parameters()).device.type == "cpu"  # not moved after loading (the fake loaded it there)
+    models.load_base_model("org/some-lm", device="cuda:1", load_in_8bit=True)
+    assert captured_load["model"][1]["device_map"] == {"": 1}  # onto the device asked for
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(load_in_4bit=True, load_in_8bit=True), r"^load_in_4bit and load_in_8bit exclude each other; set one of them$"),
+    (dict(load_in_4bit=True), r"^load_in_4bit needs a CUDA device \(bitsandbytes kernels\), but no CUDA device is "
+                              r"available; drop load_in_4bit or run on a GPU$"),
+    (dict(load_in_8bit=True, device="cpu"), r"^load_in_8bit needs a CUDA device .* placed on 'cpu'; drop load_in_8bit"),
+    (dict(load_in_8bit=True, device_map="cpu"), r"^load_in_8bit needs a CUDA device .* placed on 'cpu'"),
+    (dict(device="cpu", device_map="auto"), r"^device 'cpu' and device_map 'auto' both place the model; give one of them$"),
+    (dict(bnb_4bit_quant_type="int4"), r"^bnb_4bit_quant_type must be one of \['nf4', 'fp4'\], got 'int4'$"),
+])
+def test_impossible_loading_options_are_one_line_errors_when_the_config_is_built(options, message):
+    from adaptive_decoder.modeling.model_args import ModelArguments
+
+    if not options.get("device") and not options.get("device_map") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=message):
+        ModelArguments(model="org/some-lm", **options)
+
+
+def test_missing_bitsandbytes_names_the_extra(monkeypatch):
+    from adaptive_decoder.modeling.model_args import ModelArguments
+
+    _fake_cuda_and_bitsandbytes(monkeypatch, bnb_installed=False)
+    with pytest.raises(ImportError, match=r"^load_in_4bit needs the bitsandbytes package: pip install "
+                                          r"'adaptive-decoder\[quant\]' \(or pip install bitsandbytes\)$"):
+        ModelArguments(model="org/some-lm", load_in_4bit=True)
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_embedded_gguf_names_refuse_what_cannot_apply_and_take_the_rest(captured_load, monkeypatch, name):
+    """4/8-bit cannot stack on GGUF weights (they load dequantized) and a revision names a Hub commit: refused
+    by name. attn_implementation and device_map apply; trust_remote_code has nothing to permit there."""
+    from adaptive_decoder.modeling.model_args import ModelArguments
+
+    with monkeypatch.context() as m:
+        _fake_cuda_and_bitsandbytes(m)  # so that the GGUF refusal, not the missing GPU, is what speaks
+        with pytest.raises(ValueError, match=rf"^load_in_8bit cannot apply to the embedded model '{name}': GGUF "
+                                             r"weights load dequantized to float; give an HF id or a safetensors dir"):
+            ModelArguments(model=name, load_in_8bit=True)
+    with pytest.raises(ValueError, match=rf"^model_revision 'v1' names a commit of a Hub repository, not of the "
+                                         rf"embedded model '{name}'; drop model_revision$"):
+        ModelArguments(model=name, model_revision="v1")
+    if name == "gemma3":
+        return  # loading assembles Gemma's GGUF file (slow); the options' path is smollm2's
+    ModelArguments(model=name, attn_implementation="eager", trust_remote_code=True, device="cpu").load()
+    kw = captured_load["model"][1]
+    assert kw["gguf_file"].endswith(".gguf") and kw["attn_implementation"] == "eager"
+    assert type(kw["quantization_config"]).__name__ == "GgufConfig"
+
+
+def test_a_local_path_refuses_a_revision(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"^model_revision 'main' names a commit of a Hub repository, not of the "
+                                         r"local path"):
+        models.load_base_model(str(tiny_model_dir), revision="main")
+
+
+def test_load_options_enter_fingerprints_only_when_set():
+    """absent == default: a run recorded before the options existed has the fingerprint of the same run now."""
+    from adaptive_decoder import EvalConfig, ExperimentConfig
+    from adaptive_decoder.experiment.pipeline import Experiment
+
+    assert "load" not in EvalConfig(device="cpu").fingerprint()
+    fp = EvalConfig(model="org/x", device="cpu", attn_implementation="sdpa", model_revision="r1").fingerprint()
+    assert fp["load"] == {"attn_implementation": "sdpa", "revision": "r1"}
+    assert "load" not in EvalConfig(model="org/x", device_map="cpu").fingerprint()  # placement: not a result
+    for opts, want in (({}, None), ({"attn_implementation": "eager"}, {"attn_implementation": "eager"})):
+        cfg = ExperimentConfig(run_dir="x", model="org/x", device="cpu", tasks={"gsm8k": {}}, **opts)
+        exp = object.__new__(Experiment)  # the fingerprints need no tasks' data and no model
+        exp.cfg, exp.root, exp.tasks = cfg, Path("x"), {"gsm8k": SimpleNamespace(reward_spec={})}
+        exp.splits = {"gsm8k": {"train": [], "dev": [{}], "test": [{}]}}
+        assert exp._collect_fingerprint(0, "sequence").get("load") == want
+        ecfg = exp.eval_config(0)
+        assert ecfg.attn_implementation == opts.get("attn_implementation") and ecfg.fingerprint().get("load") == want
+
+
+def test_a_collection_records_the_load_options_and_an_old_manifest_without_them_resumes(tmp_path, tiny_model_dir):
+    from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionWriter, model_identity
+
+    model, _ = models.load_base_model(str(tiny_model_dir))
+    identity = {"base_model": model_identity(model), "head": {"fingerprint": "h"}, "settings": {"prompts_per_batch": 1},
+                "tasks": {}}
+    assert "load" not in identity["base_model"]  # all at their default: the manifest reads as before
+    CollectionWriter(tmp_path / "c", identity).close()
+    CollectionWriter(tmp_path / "c", identity).close()  # resumes
+    eager, _ = models.load_base_model(str(tiny_model_dir), attn_implementation="eager")
+    assert model_identity(eager)["load"] == {"attn_implementation": "eager"}
+    with pytest.raises(CollectionMismatchError, match=r"base_model\.load: stored None, now \{'attn_implementation': 'eager'\}"):
+        CollectionWriter(tmp_path / "c", {**identity, "base_model": model_identity(eager)})
+
+
+def test_a_given_model_must_have_been_loaded_with_the_configs_options(tiny_model_dir):
+    from adaptive_decoder.modeling.tiny_model import tiny_llama
+
+    plain, _ = models.load_base_model(str(tiny_model_dir))
+    eager, _ = models.load_base_model(str(tiny_model_dir), attn_implementation="eager")
+    loading.check_model_load(plain, {})
+    loading.check_model_load(tiny_llama(), {})  # built by hand: all at their default
+    loading.check_model_load(eager, {"attn_implementation": "eager"})
+    with pytest.raises(ValueError, match=r"^the given model was loaded with the default options but the config's "
+                                         r"loading options are \{'attn_implementation': 'eager'\}"):
+        loading.check_model_load(plain, {"attn_implementation": "eager"})
+    with pytest.raises(ValueError, match=r"loaded with \{'attn_implementation': 'eager'\} but the config's loading "
+                                         r"options are the defaults"):
+        loading.check_model_load(eager, {})

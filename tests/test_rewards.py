@@ -2,6 +2,8 @@
 
 import math
 
+from types import SimpleNamespace
+
 import pytest
 import sacrebleu
 import torch
@@ -192,6 +194,88 @@ def test_reward_model_from_path_via_build_reward(reward_model, tmp_path):
     assert r.score(["x y"], [{"prompt": "p"}]) == [pytest.approx(0.5 * direct, abs=1e-5)]
     with pytest.raises(ValueError, match="needs 'path:'"):
         build_reward({"reward_model": {"batch_size": 2}})
+
+
+@pytest.fixture
+def captured_reward_load(monkeypatch, reward_model):
+    """AutoModelForSequenceClassification / AutoTokenizer.from_pretrained record their kwargs and return the tiny
+    reward model (a copy: placement is what the tests look at) and tokenizer."""
+    import copy
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    calls = {}
+
+    def model(source, **kw):
+        calls["model"] = (source, kw)
+        return copy.deepcopy(reward_model).to(kw["dtype"] or torch.float32)
+
+    def tok(source, **kw):
+        calls["tokenizer"] = (source, kw)
+        return tiny_tokenizer()
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", model)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", tok)
+    return calls
+
+
+@pytest.fixture
+def warned_once_per_test():
+    from adaptive_decoder import rewards
+
+    rewards._warn_reward_model_on_cpu.cache_clear()
+    yield
+    rewards._warn_reward_model_on_cpu.cache_clear()
+
+
+def test_reward_model_options_reach_from_pretrained(captured_reward_load, monkeypatch):
+    from adaptive_decoder.modeling import models
+
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: True)  # 'auto' by the fixed rule: bf16 on this "CPU"
+    r = build_reward({"reward_model": {"path": "org/rm", "revision": "v2", "trust_remote_code": True, "dtype": "auto",
+                                       "device": "cpu"}})
+    source, kw = captured_reward_load["model"]
+    assert source == "org/rm" and kw == {"dtype": torch.bfloat16, "revision": "v2", "trust_remote_code": True}
+    assert captured_reward_load["tokenizer"][1] == {"revision": "v2", "trust_remote_code": True}
+    assert next(r.components["reward_model"][0].model.parameters()).dtype is torch.bfloat16
+    build_reward({"reward_model": {"path": "org/rm", "device_map": "cpu", "dtype": "float32"}})
+    assert captured_reward_load["model"][1] == {"dtype": torch.float32, "device_map": "cpu"}
+    build_reward({"reward_model": {"path": "org/rm"}})  # nothing given: transformers' defaults
+    assert captured_reward_load["model"][1] == {"dtype": None} and captured_reward_load["tokenizer"][1] == {}
+    with pytest.raises(ValueError, match=r"^reward_model: device 'cuda' and device_map 'auto' both place the reward "
+                                         r"model; give one of them$"):
+        build_reward({"reward_model": {"path": "org/rm", "device": "cuda", "device_map": "auto"}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['policy_device'\]"):  # set by build_reward, not YAML
+        build_reward({"reward_model": {"path": "org/rm", "policy_device": "cpu"}})
+
+
+def test_the_reward_model_goes_to_the_policys_device_unless_told(captured_reward_load, monkeypatch, reward_model):
+    """build_reward passes the policy LM's device; a reward model loaded from a path goes there by default."""
+    moved = []
+    monkeypatch.setattr(type(reward_model), "to", lambda self, *a, **k: moved.append(a) or self)
+    policy = SimpleNamespace(parameters=lambda: iter([torch.zeros(1, device="meta")]))  # a policy on another device
+    build_reward({"reward_model": {"path": "org/rm"}}, model=policy)
+    assert moved[-1] == (torch.device("meta"),)
+    build_reward({"reward_model": {"path": "org/rm", "device": "cpu"}}, model=policy)
+    assert moved[-1] == ("cpu",)
+
+
+def test_a_cpu_reward_model_beside_a_cuda_policy_warns_once_naming_the_key(reward_model, caplog, warned_once_per_test):
+    tok = tiny_tokenizer()
+    with caplog.at_level("WARNING", logger="adaptive_decoder.rewards"):
+        RewardModelScorer(reward_model, tok, policy_device="cuda:0")  # a given model stays where it is: the CPU
+        RewardModelScorer(reward_model, tok, policy_device="cuda:0")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "reward_model.device" in warnings[0] and "cuda:0" in warnings[0]
+    caplog.clear()
+    from adaptive_decoder import rewards
+
+    rewards._warn_reward_model_on_cpu.cache_clear()
+    with caplog.at_level("WARNING", logger="adaptive_decoder.rewards"):
+        RewardModelScorer(reward_model, tok, device="cpu", policy_device="cuda:0")  # asked for: quiet
+        RewardModelScorer(reward_model, tok, policy_device="cpu")  # a CPU policy: quiet
+        RewardModelScorer(reward_model, tok)  # no policy known: quiet
+    assert not caplog.records
 
 
 # ---------------------------------------------------------------------------------------------- composite

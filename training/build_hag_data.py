@@ -169,6 +169,8 @@ def main(argv=None) -> dict:
     # is left out so a directory searched before the dtype was fingerprinted (in the float32 default) resumes
     if cfg.dtype != "float32":
         fingerprint["dtype"] = cfg.dtype
+    if cfg.load_identity():  # the same way: revision, attention kernel, quantization, remote code when set
+        fingerprint["load"] = cfg.load_identity()
     t0 = time.time()
     summary = run_search(adm, examples, scorer, cfg.output_dir, space, settings, progress=cfg.progress,
                          fingerprint=fingerprint)

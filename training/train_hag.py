@@ -61,12 +61,22 @@ class HAGTrainArguments(ModelArguments):
             raise ValueError("dataset_path is required (sft.jsonl written by training/build_hag_data.py)")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        quant = "load_in_4bit" if self.load_in_4bit else "load_in_8bit" if self.load_in_8bit else None
+        if quant and not self.use_lora:  # bitsandbytes weights take no gradient: only adapters train on them
+            raise ValueError(f"{quant} trains LoRA adapters only (QLoRA); set use_lora: true or drop {quant}")
+        if quant and self.merge_lora:  # merging rounds the adapter into the quantized weights
+            raise ValueError(f"merge_lora cannot merge into {quant} weights; set merge_lora: false (the adapter "
+                             "loads onto the base model for evaluation)")
 
 
+@dataclass
 class _SFTOptions(SFTConfig):
-    """TRL's SFTConfig, unchanged; the group name puts its ~400 options after this recipe's own in --help."""
+    """TRL's SFTConfig; the group name puts its ~400 options after this recipe's own in --help. Its
+    `trust_remote_code` is not a flag of its own: the recipe loads the model and the tokenizer (ModelArguments'
+    `trust_remote_code`, one flag for both), and `main` copies that value here."""
 
     _argument_group_name = "TRL SFTConfig / transformers TrainingArguments options (see TRL's SFTTrainer docs)"
+    trust_remote_code: bool = field(default=False, init=False)  # init=False: the argument parser skips it
 
 
 def load_sft(path: str):
@@ -135,6 +145,7 @@ def config_accuracy(model, tok, rows) -> dict:
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, sft_cfg = parse_recipe_config((HAGTrainArguments, _SFTOptions), argv, __doc__)
+    sft_cfg.trust_remote_code = args.trust_remote_code
     args.set_threads()
     out = Path(sft_cfg.output_dir)
     os.environ.setdefault("WANDB_DIR", str(out))

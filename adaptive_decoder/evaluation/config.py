@@ -146,6 +146,9 @@ class EvalConfig(ModelArguments):
             fp["vllm_noise"] = NOISE_VERSION  # its draw scheme: another one draws other samples
         if self.stop_when_scored:  # the same way: it changes the stored completions (not the scored texts)
             fp["stop_when_scored"] = True
+        load = self.load_identity()  # the same way: revision, attention kernel, quantization, remote code
+        if load:
+            fp["load"] = load
         return fp
 
 

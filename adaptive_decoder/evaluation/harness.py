@@ -137,6 +137,7 @@ class Evaluator:
 
     def _load_model(self):
         from ..modeling.generation import AdaptiveDecodingModel
+        from ..modeling.loading import check_model_load
         from ..modeling.models import check_model_dtype
 
         self.cfg.set_threads()
@@ -144,6 +145,7 @@ class Evaluator:
             self.model, self.tokenizer = self.cfg.load()
         else:
             check_model_dtype(self.model, self.cfg.dtype)
+            check_model_load(self.model, self.cfg.load_identity())
         self.adm = AdaptiveDecodingModel(self.model, self.tokenizer)
         for p in self._head_policies():  # a head for another base model is refused before any generation
             p._bound(self.adm)

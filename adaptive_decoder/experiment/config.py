@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 
 
 from ..configs import as_mapping
-from ..modeling.model_args import ModelArguments
+from ..modeling.model_args import MODEL_LOAD_FIELDS, ModelArguments
 from ..evaluation.results import LEVEL_METHOD
 from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 
@@ -23,7 +23,7 @@ _MANAGED = {
             "overwrite_output_dir", "head_init_seed"},
     "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "num_prompts",
              "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
-             "progress", "report_to", "skip_missing_heads", "n_bootstrap", "stop_when_scored"},
+             "progress", "report_to", "skip_missing_heads", "n_bootstrap", "stop_when_scored", *MODEL_LOAD_FIELDS},
 }
 
 

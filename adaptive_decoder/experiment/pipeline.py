@@ -45,6 +45,7 @@ from pathlib import Path
 
 
 from ..modeling.head_digest import head_fingerprint
+from ..modeling.model_args import MODEL_LOAD_FIELDS
 from ..storage import atomic_write_bytes
 from ..tasks.base import TaskReward
 from .config import ExperimentConfig
@@ -64,9 +65,11 @@ class Experiment:
         self.root = Path(cfg.run_dir)
         self.model, self.tokenizer = model, tokenizer
         if model is not None:
+            from ..modeling.loading import check_model_load
             from ..modeling.models import check_model_dtype
 
             check_model_dtype(model, cfg.dtype)
+            check_model_load(model, cfg.load_identity())
         self.tasks = {t: cfg.build_task(t) for t in cfg.tasks}
         self.splits = {}
         for t, task in self.tasks.items():
@@ -133,7 +136,8 @@ class Experiment:
                 "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
                 "rewards": {t: self.tasks[t].reward_spec for t in self.tasks},
                 # recorded only when on, so that stages finished before the option existed stay finished
-                **({"stop_when_scored": True} if cfg.stop_when_scored else {})}
+                **({"stop_when_scored": True} if cfg.stop_when_scored else {}),
+                **({"load": cfg.load_identity()} if cfg.load_identity() else {})}
 
     def collect_stage(self, seed: int, level: str) -> dict:
         out = self.seed_dir(seed) / f"collect-{level}"
@@ -226,8 +230,8 @@ class Experiment:
             mo["hag"] = {"model_path": cfg.hag_model_path, **dict(mo.get("hag") or {})}
         opts["method_options"] = mo
         return EvalConfig(**{**opts, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
-                             "torch_threads": cfg.torch_threads, "chat": cfg.chat,
-                             "tasks": {t: cfg.task_options(t) for t in cfg.tasks},
+                             **{k: getattr(cfg, k) for k in MODEL_LOAD_FIELDS}, "torch_threads": cfg.torch_threads,
+                             "chat": cfg.chat, "tasks": {t: cfg.task_options(t) for t in cfg.tasks},
                              # the real splits are set below; these only have to be valid for every task
                              "num_prompts": min(s[0] for s in sizes), "num_dev_prompts": min(s[1] for s in sizes),
                              "methods": list(cfg.methods), "temperatures": list(cfg.temperatures),

@@ -233,7 +233,9 @@ def _config_line_done(text: str) -> bool:
 def load_config_model(model_path: str, base_model: str | None = None, dtype=torch.float32, device=None):
     """A HAG config model saved by training/train_hag.py: a merged model directory, or a PEFT LoRA adapter
     directory (adapter_config.json), which is loaded onto `base_model` (default: the base recorded by the
-    recipe in hag_training.json, else the adapter's own base_model_name_or_path) and merged."""
+    recipe in hag_training.json, with the revision and trust_remote_code it trained on, else the adapter's own
+    base_model_name_or_path) and merged. The base loads unquantized even when the adapter trained on a 4/8-bit
+    one (QLoRA): the merge needs float weights."""
     import json
 
     from ..modeling.models import load_base_model, prepare_tokenizer
@@ -245,15 +247,18 @@ def load_config_model(model_path: str, base_model: str | None = None, dtype=torc
         return load_base_model(str(path), dtype=dtype, device=device)
     from peft import PeftModel
 
+    load = {}
     if base_model is None:
         meta = path / "hag_training.json"
         if meta.exists():
-            base_model = json.loads(meta.read_text()).get("base_model")
+            meta = json.loads(meta.read_text())
+            base_model, args = meta.get("base_model"), meta.get("args") or {}
+            load = {"revision": args.get("model_revision"), "trust_remote_code": bool(args.get("trust_remote_code"))}
         if base_model is None:
             base_model = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base_model:
         raise ValueError(f"{path} is a LoRA adapter but its base model is unknown: pass base_model=")
-    model, tok = load_base_model(base_model, dtype=dtype, device=device)
+    model, tok = load_base_model(base_model, dtype=dtype, device=device, **load)
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     model.eval().requires_grad_(False)
     if (path / "tokenizer_config.json").exists():

@@ -38,7 +38,8 @@ class LPOConfig(TrainingArguments):
     use_cache: bool = field(default=True, metadata={
         "help": "Read head inputs from the collection's hidden-state cache; False = always recompute with the LM."})
     base_model: str | None = field(default=None, metadata={
-        "help": "Base LM to load ONLY when some pair samples are not cached (must be the collection's model)."})
+        "help": "Base LM to load ONLY when some pair samples are not cached (must be the collection's model; it loads "
+                "with the dtype and loading options its manifest recorded)."})
     synthetic_pairs: int = field(default=0, metadata={
         "help": "Instead of a collection: N synthetic pairs (smoke tests; two tasks that prefer the lowest / highest bin)."})
     synthetic_hidden_size: int = field(default=16, metadata={"help": "Hidden size of the synthetic pairs."})

@@ -100,10 +100,13 @@ def build_head_and_dataset(cfg: LPOConfig):
             raise ModelNeededError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
     from ..modeling.models import load_base_model
 
-    # in the dtype the collection ran in: its hidden states (and the identity check) are of that model
+    # in the dtype and with the loading options (revision, attention, quantization) the collection ran with:
+    # its hidden states (and the identity check) are of that model
     dtype = manifest["base_model"].get("dtype", "float32")
-    logger.info("some pair samples are not cached: loading %s (%s) to recompute their head inputs", cfg.base_model, dtype)
-    model, _ = load_base_model(cfg.base_model, dtype=dtype)
+    load = manifest["base_model"].get("load", {})
+    logger.info("some pair samples are not cached: loading %s (%s%s) to recompute their head inputs", cfg.base_model,
+                dtype, "".join(f", {k}={v}" for k, v in load.items()))
+    model, _ = load_base_model(cfg.base_model, dtype=dtype, **load)
     return head, PairDataset(cfg.collection_dir, model=model, **kw)
 
 

@@ -39,14 +39,22 @@ def model_identity(model) -> dict:
 
     The dtype is the one the model actually runs in (what `dtype: auto` resolved to), so a resume under another
     one is refused by name: bf16 and fp32 samples of one prompt differ, and their cached hidden states too.
+    `load` holds the loading options that change outputs (revision, attention kernel, quantization, remote code)
+    that `load_base_model` left on the model, only when one is set: a manifest without it was loaded with all at
+    their default, and reads as such. LPO reloads the LM with them to recompute uncached head inputs.
     """
     from ..modeling.head import model_hidden_size
+    from ..modeling.loading import LOAD_IDENTITY_ATTR
     from ..modeling.models import dtype_name
 
-    return {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
-            "hidden_size": model_hidden_size(model),
-            "dtype": dtype_name(next(model.parameters()).dtype),
-            "fingerprint": tensor_fingerprint(model.named_parameters())}
+    out = {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
+           "hidden_size": model_hidden_size(model),
+           "dtype": dtype_name(next(model.parameters()).dtype),
+           "fingerprint": tensor_fingerprint(model.named_parameters())}
+    load = getattr(model, LOAD_IDENTITY_ATTR, None)
+    if load:
+        out["load"] = dict(load)
+    return out
 
 
 def model_identity_diffs(stored: dict, model) -> list[str]:

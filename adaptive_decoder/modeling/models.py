@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import time
 from pathlib import Path
 
 import torch
 
 from ..paths import local_path, shown_path
+from .loading import LOAD_IDENTITY_ATTR, check_load_options, kbit_device_map, load_identity, quantization_config
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ EMBEDDED = {
 # The dtypes a recipe config may name. float16 stays for GPUs; on CPU it is slow and overflow-prone.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_CHOICES = (*DTYPES, "auto")
-# bfloat16 must beat float32 by this factor in the matmul probe: a margin, so that timing noise on a CPU where
-# the two are about equal does not make `auto` flip between runs (a resume under the other dtype is refused)
-BF16_MIN_SPEEDUP = 1.15
+# /proc/cpuinfo words that mean the CPU computes in bf16 natively: on x86 in the `flags` line (AVX512-BF16,
+# AMX-BF16), on aarch64 in the `Features` line (FEAT_BF16). Other CPUs run bf16 matmuls emulated, many times slower.
+CPU_BF16_FLAGS = {"flags": {"avx512_bf16", "amx_bf16"}, "features": {"bf16"}}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -52,17 +52,15 @@ def dtype_name(dtype: torch.dtype) -> str:
 def resolve_dtype(name: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
     """The torch dtype a recipe's `dtype` option stands for; the one place every recipe resolves it.
 
-    float32 / bfloat16 / float16 (or those torch dtypes) are taken as given. `auto` is the fastest dtype whose
-    decoding is still exact-by-contract (bfloat16 or float32; never float16) on `device` (None: cuda if
-    available, else cpu, as the recipes choose):
+    float32 / bfloat16 / float16 (or those torch dtypes) are taken as given. `auto` is a fixed rule on the
+    hardware of `device` (None: cuda if available, else cpu, as the recipes choose), nothing is timed:
       * cuda: bfloat16 if the GPU supports it (torch.cuda.is_bf16_supported), else float32;
-      * cpu: bfloat16 only if the CPU reports native bf16 instructions (x86 `avx512_bf16`/`amx_bf16`, Arm `bf16`
-        in /proc/cpuinfo; where there is no /proc/cpuinfo the measurement alone decides) AND a measured bf16
-        matmul of decoder-like shape is at least BF16_MIN_SPEEDUP times faster than the float32 one; else float32;
-      * anything else (mps, ...): float32.
-    The CPU decision is measured once per process and cached. Because it is measured, two machines (or, on a
-    borderline CPU, two runs) may resolve `auto` differently; recipes therefore fingerprint the RESOLVED dtype, so
-    a resume under another one is refused by name. Pin the dtype explicitly for runs that must move machines.
+      * cpu: bfloat16 if /proc/cpuinfo lists a native bf16 instruction (`CPU_BF16_FLAGS`: x86 `avx512_bf16` or
+        `amx_bf16` in `flags`, aarch64 `bf16` in `Features`), else float32 (also where there is no /proc/cpuinfo);
+      * anything else (mps, meta, ...): float32.
+    Never float16 (its range breaks the exactness contract of long decodes). The rule reads only the hardware, so
+    one machine resolves a config the same way every time; two machines may not, so recipes fingerprint the
+    RESOLVED dtype and a resume under another one is refused by name. Pin the dtype for runs that move machines.
     """
     if isinstance(name, torch.dtype):
         if name not in DTYPES.values():
@@ -76,9 +74,9 @@ def resolve_dtype(name: str | torch.dtype, device: str | torch.device | None = N
             _warn_if_bf16_is_emulated()
         return DTYPES[name]
     if kind == "cuda":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if cuda_bf16_supported() else torch.float32
     if kind == "cpu":
-        return torch.bfloat16 if _cpu_bf16_is_faster() else torch.float32
+        return torch.bfloat16 if cpu_bf16_flags() else torch.float32
     return torch.float32
 
 
@@ -96,42 +94,22 @@ def check_model_dtype(model, dtype: str, what: str = "dtype") -> None:
                          f"run's fingerprint); set {what}: {actual} or pass a model cast to {dtype}")
 
 
+def cuda_bf16_supported() -> bool:
+    """Whether a CUDA device is there and computes in bf16 (compute capability 8.0 and newer)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def cpu_bf16_flags() -> bool | None:
-    """Whether /proc/cpuinfo lists native bf16 instructions; None where there is no /proc/cpuinfo to read."""
+    """Whether /proc/cpuinfo lists a native bf16 instruction (`CPU_BF16_FLAGS`); None where there is none to read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
-    words = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):  # x86: flags; Arm: Features
-            words.update(value.split())
-    return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def bf16_matmul_speedup(reps: int = 10, trials: int = 9) -> float:
-    """float32 time / bfloat16 time of a decoder-like matmul on the CPU (best of `trials`, each `reps` calls).
-
-    The shape is a small batch of rows through a SmolLM2-sized MLP weight (576 -> 1536): decoding is that, many
-    times over, and bf16 helps it only where the CPU computes in bf16 natively (else it is emulated, slower).
-    The two dtypes' trials alternate, so a burst of load from other processes slows both rather than one: timed
-    one dtype after the other (5 trials each), `auto` once resolved to float32 under load on a CPU where SmolLM2
-    decodes 2.5x faster in bf16.
-    """
-    g = torch.Generator().manual_seed(0)
-    x32, w32 = torch.randn(32, 576, generator=g), torch.randn(576, 1536, generator=g)
-    pairs = {dt: (x32.to(dt), w32.to(dt)) for dt in (torch.float32, torch.bfloat16)}
-    best = {}
-    for x, w in pairs.values():
-        x @ w  # warm-up: the first call pays for kernel selection
-    for _ in range(trials):
-        for dt, (x, w) in pairs.items():
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                x @ w
-            best[dt] = min(best.get(dt, float("inf")), time.perf_counter() - t0)
-    return best[torch.float32] / max(best[torch.bfloat16], 1e-12)
+        if set(value.split()) & CPU_BF16_FLAGS.get(key.strip().lower(), set()):
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -143,19 +121,6 @@ def _warn_if_bf16_is_emulated() -> None:
         logger.warning("dtype bfloat16 on a CPU without native bf16 instructions (no avx512_bf16 / amx_bf16 / bf16 in "
                        "/proc/cpuinfo): torch emulates it, typically many times slower than float32 (measured: 23x for "
                        "a decoder matmul). Use dtype float32 or auto unless this run must match a bfloat16 one.")
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_bf16_is_faster() -> bool:
-    flags = cpu_bf16_flags()
-    if flags is False:  # no native bf16: emulated bf16 is slower, no need to time it
-        logger.info("dtype auto -> float32 (the CPU reports no native bf16)")
-        return False
-    speedup = bf16_matmul_speedup()
-    faster = speedup >= BF16_MIN_SPEEDUP
-    logger.info("dtype auto -> %s (%s; bf16 matmul %.2fx float32, needs %.2fx)", "bfloat16" if faster else "float32",
-                "native bf16 flags" if flags else "no /proc/cpuinfo", speedup, BF16_MIN_SPEEDUP)
-    return faster
 
 
 def _package_dir(package: str, install: str) -> Path:
@@ -213,30 +178,56 @@ def resolve_model_source(name_or_path: str) -> tuple[str, dict, str]:
 
 
 def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | None = torch.float32,
-                    device: str | torch.device | None = None, **kwargs):
+                    device: str | torch.device | None = None, *, revision: str | None = None,
+                    trust_remote_code: bool = False, attn_implementation: str | None = None,
+                    device_map: str | dict | None = None, load_in_4bit: bool = False, load_in_8bit: bool = False,
+                    bnb_4bit_quant_type: str = "nf4", use_bnb_nested_quant: bool = False, **kwargs):
     """Load a frozen causal LM and its tokenizer (left padding, pad token set). Returns (model, tokenizer).
 
     `dtype`: a torch dtype or a name `resolve_dtype` accepts ('auto' included); None leaves it to transformers.
+    `device` moves the loaded model there; `device_map` ('auto', 'balanced', 'cuda:1', a module -> device map)
+    places it while it loads instead, so give one of the two. `revision` and `trust_remote_code` go to the model's
+    and the tokenizer's `from_pretrained`; `attn_implementation`, `device_map` and the bitsandbytes options (4/8-bit,
+    a CUDA device and the `quant` extra; without a device_map onto `device`, see `kbit_device_map`) to the
+    model's; `**kwargs` too. The embedded GGUF names take every option but 4/8-bit and a revision, which
+    `check_load_options` refuses; `trust_remote_code` has no effect on them (their architectures are transformers'
+    own). The options that change outputs (`load_identity`) are left on the model for run records.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    quant = dict(load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, bnb_4bit_quant_type=bnb_4bit_quant_type)
+    gguf_name = name_or_path in EMBEDDED or str(name_or_path).endswith(".gguf")
+    embedded = name_or_path in EMBEDDED
+    check_load_options(name_or_path, embedded, gguf_name, device, device_map, revision, **quant)  # before any file is read
     if dtype is not None:
         dtype = resolve_dtype(dtype, device)
     source, extra, identity = resolve_model_source(name_or_path)
     if "gguf_file" in extra:
+        check_load_options(name_or_path, embedded, True, **quant)  # a directory holding one .gguf
         # Dequantize explicitly: the head, LPO and the exactness contract need plain float Linear weights in
         # `dtype`. Left to itself transformers keeps GGUF weights packed wherever the `kernels` package is
         # installed (float32 kernels that cast every bf16 matmul), and where it is not, it warns about that
         # packed path before it falls back to dequantizing anyway.
         kwargs.setdefault("quantization_config", GgufConfig(dequantize=True))
-    tok = AutoTokenizer.from_pretrained(source, **extra)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **kwargs)
+    hub = {k: v for k, v in (("revision", revision), ("trust_remote_code", trust_remote_code)) if v}
+    bnb = quantization_config(dtype, use_bnb_nested_quant=use_bnb_nested_quant, **quant)
+    if bnb is not None:
+        kwargs["quantization_config"] = bnb
+        device_map = kbit_device_map(device) if device_map is None else device_map
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    tok = AutoTokenizer.from_pretrained(source, **extra, **hub)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **hub, **kwargs)
     model.config._name_or_path = identity
     if "gguf_file" in extra:
         _drop_gguf_quantizer(model)
-    if device is not None:
+    if device is not None and device_map is None:
         model = model.to(device)
     model.eval().requires_grad_(False)
+    setattr(model, LOAD_IDENTITY_ATTR, load_identity(revision, trust_remote_code, attn_implementation,
+                                                     use_bnb_nested_quant=use_bnb_nested_quant, **quant))
     contiguous_lm_head_input(model)
     prepare_tokenizer(tok, model)
     return model, tok
