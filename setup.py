@@ -25,7 +25,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["adaptive_decoder", "adaptive_decoder.*"]),
-    package_data={"adaptive_decoder": ["data/*", "tasks/data/*"]},
+    # the shipped task files and their data, and the recipe configs `adaptive-decoder <subcommand> --config NAME` finds
+    package_data={"adaptive_decoder": ["data/*", "tasks/data/*", "tasks/configs/*.yaml", "cli/configs/*/*.yaml"]},
     install_requires=[
         TORCH,
         "transformers>=5.0,<6",
@@ -42,6 +43,7 @@ setup(
     # vLLM loads both groups in every process of an engine (nothing else reads them): the first registers our
     # model classes, the second maps batch rows to requests (see adaptive_decoder/integrations/vllm)
     entry_points={
+        "console_scripts": ["adaptive-decoder = adaptive_decoder.cli:main"],
         "vllm.general_plugins": ["adaptive_decoder = adaptive_decoder.integrations.vllm:register"],
         "vllm.logits_processors": ["adaptive_decoder = adaptive_decoder.integrations.vllm.requests:RequestRows"],
     },

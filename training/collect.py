@@ -1,101 +1,12 @@
-"""Collect reward-scored samples for LPO (thin recipe over adaptive_decoder.lpo.collection).
+"""Collect reward-scored samples for LPO.
 
-    python training/collect.py --config configs/lpo/collect_smollm2_mix.yaml [--num_samples 4 ...]
+The recipe is adaptive_decoder/cli/collect.py; `adaptive-decoder collect` runs the same `main`.
 
-Re-running with the same output_dir resumes: prompts already in its manifest are skipped; a directory made with a
-different base model / head / settings is refused. A shard file that no longer matches the manifest (e.g. a torn
-last line) is dropped with a warning and its prompts are collected again. At the end it writes best-vs-worst pair
-statistics (pair_stats.json + pair_stats.png) next to the samples.
-
-`--backend vllm` draws the samples in a vLLM engine (run it in the venv of `make setup-vllm`; see README "Sample
-with vLLM"); the manifest records the backend, so a collection is resumed only under the backend that began it.
+    python training/collect.py --config FILE [--OPTION VALUE ...]
 """
 
-from __future__ import annotations
-
-import json
-import logging
-import os
-import time
-from dataclasses import dataclass, field, fields
-
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel  # noqa: E402
-from adaptive_decoder.lpo.store import CollectionSettings  # noqa: E402
-from adaptive_decoder.lpo.prompt_sources import TaskSpec, load_task_prompts  # noqa: E402
-from adaptive_decoder.lpo.collection import collect  # noqa: E402
-from adaptive_decoder.modeling.head import build_head  # noqa: E402
-from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
-from adaptive_decoder.paths import missing_local_dir  # noqa: E402
-from adaptive_decoder.lpo.pairs import collection_pair_report  # noqa: E402
-from adaptive_decoder.rewards import build_reward  # noqa: E402
-
-logger = logging.getLogger("collect")
-
-
-@dataclass
-class CollectConfig(CollectionSettings, ModelArguments):
-    output_dir: str = field(default=None, metadata={"help": "Collection directory (created, or resumed if it exists)."})
-    head_path: str | None = field(default=None, metadata={
-        "help": "Saved head to collect with (e.g. a previous round); None = fresh head."})
-    head: dict = field(default_factory=dict, metadata={
-        "help": "AdaptiveDecoderConfig options of a fresh head (bins, factors, level, ...)."})
-    head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
-    tasks: dict = field(default_factory=dict, metadata={
-        "help": "task name -> {source, path, num_prompts, reward, template, max_new_tokens}."})
-    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
-    report: bool = field(default=True, metadata={"help": "Write best-vs-worst pair statistics (JSON + PNG) at the end."})
-
-    def __post_init__(self):
-        CollectionSettings.__post_init__(self)
-        ModelArguments.__post_init__(self)  # 'auto' resolved once; the manifest records the model's dtype
-        if not self.output_dir:
-            raise ValueError("output_dir is required")
-        if not self.tasks:
-            raise ValueError("tasks is empty: configure at least one task (see configs/lpo/collect_tiny.yaml)")
-        missing = missing_local_dir(self.head_path) if self.head_path else None
-        if missing is not None:  # here, not after the model load
-            raise missing
-
-
-def collecting_head(cfg: CollectConfig, model) -> AdaptiveDecoderHead:
-    """The head that explores: the saved one at head_path, else a fresh one with cfg.head's options (sampling)."""
-    if cfg.head_path and cfg.head:
-        raise ValueError("give either head_path (a saved head) or head (options of a fresh head), not both")
-    return build_head({"selection": "sample", **cfg.head}, cfg.head_init_seed, model=model, head_path=cfg.head_path)
-
-
-def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (cfg,) = parse_recipe_config((CollectConfig,), argv, __doc__)
-    cfg.set_threads()
-    specs = {name: TaskSpec.from_dict(name, spec) for name, spec in cfg.tasks.items()}
-    prompts = [p for name, spec in specs.items() for p in load_task_prompts(name, spec)]
-    model, tok = cfg.load()
-    head = collecting_head(cfg, model)
-    adm, engine = AdaptiveDecodingModel(model, tok, head), None
-    if cfg.backend == "vllm":  # sampling in a vLLM engine; the HF model still gives the head inputs and token tables
-        from adaptive_decoder.integrations.vllm.backend import VLLMDecodingModel, VLLMEngine
-
-        engine = VLLMEngine(model, tok, max_num_seqs=cfg.prompts_per_batch * cfg.num_samples * int(cfg.twins))
-        adm = VLLMDecodingModel(model, tok, head, engine=engine)
-    rewards = {name: build_reward(spec.reward, model=model, tokenizer=tok) for name, spec in specs.items()}
-    settings = CollectionSettings(**{f.name: getattr(cfg, f.name) for f in fields(CollectionSettings)})
-    t0 = time.time()
-    try:
-        summary = collect(adm, prompts, rewards, cfg.output_dir, settings, task_specs=specs, progress=cfg.progress)
-    finally:
-        if engine is not None:
-            engine.close()
-    summary["wall_s"] = round(time.time() - t0, 1)
-    if cfg.report:
-        summary["pairs"] = collection_pair_report(cfg.output_dir)
-    print(json.dumps(summary, indent=1))
-    return summary
-
+from adaptive_decoder.cli.collect import CollectConfig, collecting_head, main  # noqa: F401
+from adaptive_decoder.configs import run_recipe
 
 if __name__ == "__main__":
     run_recipe(main)
