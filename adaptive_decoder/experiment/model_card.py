@@ -35,10 +35,15 @@ def run_head_dir(run_dir, level: str = "sequence", seed: int | None = None) -> P
 
 
 def run_card_facts(run_dir, level: str = "sequence", seed: int | None = None) -> dict:
-    """The `model_card_kwargs` of a run's head: the reward per task and the size of its collection, and the run's
-    scale-free results table (from summary.json, when the run has written it)."""
+    """The `model_card_kwargs` of a run's head: the reward per task and the size of its collection, the base
+    model's revision (the collection's record, else the run's config), and the run's scale-free results table (from
+    summary.json, when the run has written it)."""
     run = Path(run_dir)
     facts = collection_card_facts(run / f"seed-{_seed(run, seed)}" / f"collect-{level}")
+    config = run / "experiment_config.json"
+    if facts["base_model_revision"] is None and config.is_file():  # the revision the run asked for, if any
+        cfg = json.loads(config.read_text())
+        facts["base_model_revision"] = cfg.get("revision") or cfg.get("model_revision")
     summary = run / "summary.json"
     if summary.is_file():
         sf = json.loads(summary.read_text()).get("scale_free")
