@@ -388,10 +388,6 @@ class LPOTrainer(Trainer):
             final.config.selection = "argmax"  # a trained head is for inference
             card = collection_card_facts(self.args.collection_dir) if self.args.collection_dir else {}
             final.save_pretrained(self.out / "head", model_card_kwargs=card)
-            if self.args.push_to_hub:
-                summary["hub_commit"] = str(final.push_to_hub(self.args.hub_model_id, model_card_kwargs=card,
-                                                              private=self.args.hub_private_repo,
-                                                              token=self.args.hub_token))
             hist = task_bin_histograms(final, self.train_dataset)
             (self.out / "bin_histograms.json").write_text(json.dumps(hist, indent=1))
             if self.args.plot:
@@ -403,6 +399,9 @@ class LPOTrainer(Trainer):
         acc.wait_for_everyone()
         if not ranks_agree:
             raise RuntimeError(f"processes ended with different heads: checksums {checks.tolist()}")
+        if acc.is_main_process and self.args.push_to_hub:  # last: every local output is written and checked
+            summary["hub_commit"] = str(final.push_to_hub(self.args.hub_model_id, model_card_kwargs=card,
+                                                          private=self.args.hub_private_repo, token=self.args.hub_token))
         return summary
 
 
