@@ -28,7 +28,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["adaptive_decoder", "adaptive_decoder.*"]),
-    package_data={"adaptive_decoder": ["data/*", "tasks/data/*"]},
+    # the shipped task files and their data, and the recipe configs `adaptive-decoder <subcommand> --config NAME` finds
+    package_data={"adaptive_decoder": ["data/*", "tasks/data/*", "tasks/configs/*.yaml", "cli/configs/*/*.yaml"]},
     install_requires=[
         TORCH,
         "transformers>=5.0,<6",
@@ -46,6 +47,7 @@ setup(
     # `vllm.logits_processors` entry: vLLM would load it into every engine, and Model Runner V2 refuses
     # V1-interface processors at engine start, whatever the model (adaptive_decoder/integrations/vllm/attach.py)
     entry_points={
+        "console_scripts": ["adaptive-decoder = adaptive_decoder.cli:main"],
         "vllm.general_plugins": ["adaptive_decoder = adaptive_decoder.integrations.vllm:register"],
     },
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -131,12 +132,25 @@ def recipe_parser(dataclass_types, description: str | None = None):
     return parser
 
 
-def parse_recipe_config(dataclass_types, argv=None, description: str | None = None) -> tuple:
+def named_config(value: str, config_dir=None) -> str:
+    """The file `--config value` means: `value` itself, unless no such file exists and `value` is a bare name (no
+    directory, no .yaml) of a file `<config_dir>/<value>.yaml`, a config shipped with the recipe."""
+    if config_dir is None or Path(value).exists() or not re.fullmatch(r"[A-Za-z0-9_\-]+", value):
+        return value
+    path = Path(config_dir) / f"{value}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in Path(config_dir).glob("*.yaml"))
+        raise ConfigError(f"config file not found: {value} (a file path, or one of the packaged configs {names})")
+    return str(path)
+
+
+def parse_recipe_config(dataclass_types, argv=None, description: str | None = None, config_dir=None) -> tuple:
     """Parse `--config FILE` and command-line overrides into the recipe's dataclasses.
 
     Unknown YAML keys and unknown or abbreviated flags raise ConfigError naming them, with the closest valid name;
     so does a dataclass's own validation (`__post_init__`), so that every config mistake reaches the user the same
-    way. See `run_recipe` for the one-line printing.
+    way. See `run_recipe` for the one-line printing. `config_dir`: where `--config NAME` finds a packaged config
+    (`named_config`).
     """
     parser = recipe_parser(dataclass_types, description)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -147,7 +161,7 @@ def parse_recipe_config(dataclass_types, argv=None, description: str | None = No
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise ConfigError("--config needs a file path")
-        path = argv[i + 1]
+        path = named_config(argv[i + 1], config_dir)
         del argv[i:i + 2]  # the resolved mapping (includes and all) replaces the file TrlParser would read
         cfg = load_config(path)
         for key in cfg:

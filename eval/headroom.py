@@ -1,34 +1,12 @@
-"""Headroom first: reward vs temperature per task, and the dev-picked per-task oracle minus the best single fixed
-temperature (normalized, with its paired 95% CI) on the test prompts. Fixed configurations only (greedy, the
-temperature grid, the oracle that picks one of them per task on dev): run it before spending an experiment.
+"""Headroom: reward vs temperature per task and the per-task oracle's gain.
 
-    python eval/headroom.py --config configs/eval/headroom_control.yaml
+The recipe is adaptive_decoder/cli/headroom.py; `adaptive-decoder headroom` runs the same `main`.
 
-Takes every EvalConfig option (YAML or command line); `methods` is replaced by greedy + fixed + oracle. Writes
-headroom.json / headroom.md (and the suite's results.*) in output_dir; re-running resumes. For a task whose reward
-compares a prompt's samples (novelty, distinct_valid) it also rescores them in smaller groups, the size an LPO
-collection scores them in (1 + collect.twins), and says when that ranks the temperatures otherwise.
+    python eval/headroom.py --config FILE [--OPTION VALUE ...]
 """
 
-import logging
-import os
-
-os.environ.setdefault("WANDB_MODE", "offline")
-
-from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.evaluation.config import EvalConfig  # noqa: E402
-from adaptive_decoder.evaluation.headroom import headroom_line, headroom_markdown, run_headroom  # noqa: E402
-
-
-def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (cfg,) = parse_recipe_config((EvalConfig,), argv, __doc__)
-    rep = run_headroom(cfg)
-    print(headroom_markdown(rep))
-    print(f"wrote {cfg.output_dir}/headroom.json and headroom.md; wall clock {rep['wall_seconds']:.1f} s")
-    print(headroom_line(rep))
-    return rep
-
+from adaptive_decoder.cli.headroom import main  # noqa: F401
+from adaptive_decoder.configs import run_recipe
 
 if __name__ == "__main__":
     run_recipe(main)

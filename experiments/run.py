@@ -1,41 +1,12 @@
-"""Run (or resume) the reproduction experiment: collect -> LPO-train ADseq/ADtok -> evaluate -> aggregate over seeds.
+"""Run (or resume) an experiment: collect -> train -> evaluate -> aggregate.
 
-    python experiments/run.py --config configs/experiments/demo_quick.yaml           # < 10 min on 2 CPU cores
-    python experiments/run.py --config configs/experiments/demo.yaml                 # what `make demo` runs
-    python experiments/run.py --config configs/experiments/smollm2_mix.yaml --run_dir runs/smollm2_mix
+The recipe is adaptive_decoder/cli/experiment.py; `adaptive-decoder experiment` runs the same `main`.
 
-Every `adaptive_decoder.experiment.config.ExperimentConfig` field can be set in the YAML or overridden on the command line
-(nested option dicts as JSON, e.g. --lpo '{"beta": 0.2}'); an unknown key is an error naming it. Rerunning with the
-same run_dir resumes: finished stages are skipped. Results: <run_dir>/summary.md (+ summary.json and PNG plots); the
-terminal gets a short verdict ending with a `BAR MET: ...` or `BAR NOT MET: ...` line.
+    python experiments/run.py --config FILE [--OPTION VALUE ...]
 """
 
-import logging
-import os
-import time
-
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder.evaluation.report import verdict_block  # noqa: E402
-from adaptive_decoder.experiment.config import ExperimentConfig  # noqa: E402
-from adaptive_decoder.experiment.pipeline import run_experiment  # noqa: E402
-
-
-def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (cfg,) = parse_recipe_config((ExperimentConfig,), argv, __doc__)
-    cfg.set_threads()
-    t0 = time.time()
-    summary = run_experiment(cfg)
-    print(f"wrote {os.path.join(cfg.run_dir, 'summary.md')} (every table), summary.json and plots; wall clock "
-          f"{time.time() - t0:.1f} s (stages run: {len(summary['stages_run'])}, skipped: {len(summary['stages_skipped'])})")
-    print()
-    print("\n".join(verdict_block(summary, cfg)))  # the BAR line last: what a log tail or a grep finds
-    return summary
-
+from adaptive_decoder.cli.experiment import main  # noqa: F401
+from adaptive_decoder.configs import run_recipe
 
 if __name__ == "__main__":
     run_recipe(main)

@@ -1,4 +1,4 @@
-"""Tasks defined as data (configs/tasks/*.yaml, adaptive_decoder.tasks.data_task): a task file round-trips
+"""Tasks defined as data (adaptive_decoder/tasks/configs/*.yaml, adaptive_decoder.tasks.data_task): a task file round-trips
 against the Python task it mirrors, and every kind of bad task file stops with an error naming the file and key."""
 
 import json
@@ -12,7 +12,9 @@ from conftest import shared_data
 
 from adaptive_decoder.rewards import build_reward
 from adaptive_decoder.tasks import TaskFileError, available_tasks, get_task, is_task
-from adaptive_decoder.tasks.data_task import REPO_TASK_DIR, apply_filters
+from adaptive_decoder.tasks.data_task import PACKAGED_TASK_DIR, apply_filters
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_task(tmp_path, spec, name="t"):
@@ -145,7 +147,7 @@ def test_bad_task_data_names_file_and_key(tmp_path, rows, match):
 
 
 def test_every_shipped_task_file_loads():
-    files = sorted(REPO_TASK_DIR.glob("*.yaml"))
+    files = sorted(PACKAGED_TASK_DIR.glob("*.yaml")) + sorted((REPO / "configs" / "tasks").glob("*.yaml"))
     assert files
     for f in files:
         t = get_task(f.stem)
@@ -193,7 +195,7 @@ def test_shipped_control_qa_is_answered_at_greedy(smollm2):
     and reward as the task file)."""
     import importlib.util
 
-    path = REPO_TASK_DIR.parents[1] / "eval" / "make_control_data.py"
+    path = REPO / "eval" / "make_control_data.py"
     spec = importlib.util.spec_from_file_location("make_control_data", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

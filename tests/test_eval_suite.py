@@ -318,7 +318,7 @@ def test_a_given_model_in_another_dtype_than_the_config_is_refused(tiny_dir, tmp
 
 # --- bad input --------------------------------------------------------------------------------------------
 def test_unknown_task_method_and_config_key(tmp_path):
-    # valid: the Python tasks and the task files (configs/tasks/*.yaml)
+    # valid: the Python tasks and the task files (adaptive_decoder/tasks/configs/*.yaml)
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \[.*'constrained_writing', .*'control_qa', "
                                          r".*'gsm8k', .*'translation'.*\] \(or a path"):
         EvalConfig(tasks={"gsm9k": {}})

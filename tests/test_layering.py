@@ -19,6 +19,7 @@ LAYERS = [
     {"lpo"},
     {"evaluation"},
     {"experiment"},
+    {"cli"},  # the `adaptive-decoder` command: one recipe per subcommand
 ]
 
 

@@ -152,7 +152,7 @@ def test_creative_writing_reward_choice():
 
 # --- bad input --------------------------------------------------------------------------------------------
 def test_unknown_task_and_option_list_valid_ones():
-    # the valid names: the Python tasks and the task files (configs/tasks/*.yaml)
+    # the valid names: the Python tasks and the task files (adaptive_decoder/tasks/configs/*.yaml)
     with pytest.raises(ValueError, match=r"unknown task 'gsm9k'; valid: \[.*'constrained_writing', .*'control_qa', .*'gsm8k', "
                                          r".*'translation'.*\] \(or a path"):
         get_task("gsm9k")

@@ -20,7 +20,7 @@ _MANAGED = {
     "collect": {"seed", "max_new_tokens", "chat", "stop_when_scored"},
     "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
             "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
-            "overwrite_output_dir", "head_init_seed"},
+            "overwrite_output_dir", "head_init_seed", "push_to_hub", "hub_model_id"},
     "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "num_prompts",
              "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
              "progress", "report_to", "skip_missing_heads", "n_bootstrap", "stop_when_scored", *MODEL_LOAD_FIELDS},
@@ -83,6 +83,12 @@ class ExperimentConfig(ModelArguments):
         "help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars."})
     plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
+    push_to_hub: bool = field(default=False, metadata={
+        "help": "At the end, upload the first seed's head of each level with its model card (the run's results "
+                "table included) to hub_model_id (with several levels: hub_model_id-<level>)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "The Hub model repo (user/name) push_to_hub writes."})
+    hub_private_repo: bool | None = field(default=None, metadata={
+        "help": "Create the Hub repo private (None: the account's default)."})
 
     def __post_init__(self):
         if not self.run_dir:
@@ -125,6 +131,8 @@ class ExperimentConfig(ModelArguments):
                              "use 'hag_untrained' to let the base model propose its own config")
         if self.report_to not in ("none", "wandb"):
             raise ValueError(f"report_to must be 'none' or 'wandb', got {self.report_to!r}")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id: the Hub repo to publish the trained head to (user/name)")
         if "adaptive" not in self.methods:
             raise ValueError("methods must include 'adaptive' (the trained heads are what the experiment tests)")
         if not self.temperatures or "fixed" not in self.methods:

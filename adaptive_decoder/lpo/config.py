@@ -80,6 +80,10 @@ class LPOConfig(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many newest checkpoints."})
     report_to: None | str | list[str] = field(default="wandb", metadata={
         "help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'. metrics.jsonl is always written."})
+    push_to_hub: bool = field(default=False, metadata={
+        "help": "At the end, upload the final head with its model card to hub_model_id (checkpoints stay local)."})
+    hub_model_id: str | None = field(default=None, metadata={
+        "help": "The Hub model repo (user/name) push_to_hub creates or updates."})
     # a pair batch is a dict the collator builds; the Trainer's column filter would drop every key of it
     remove_unused_columns: bool = field(default=False, metadata={
         "help": "Keep False: the pair collator's keys are not forward() arguments."})
@@ -95,6 +99,8 @@ class LPOConfig(TrainingArguments):
         if self.synthetic_pairs and self.loss_type in NEEDS_RESPONSE_LOGPS:
             raise ValueError(f"loss_type {self.loss_type!r} needs the LM's token log-probs of real samples: "
                              "synthetic pairs have none (use a collection_dir)")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id: the Hub repo to publish the trained head to (user/name)")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if self.token_aggregation not in AGGREGATIONS:

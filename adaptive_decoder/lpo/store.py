@@ -164,6 +164,17 @@ def read_manifest(root) -> dict:
     return m
 
 
+def collection_card_facts(root) -> dict:
+    """What a head's model card states about the collection it was trained on (`modeling.model_card`): the reward
+    per task, the collection's size, and the base model's revision when the manifest records one."""
+    m = read_manifest(root)
+    base = m.get("base_model") if isinstance(m.get("base_model"), dict) else {}
+    return {"reward": {t: (spec or {}).get("reward") for t, spec in m["tasks"].items()},
+            "collection_size": {"prompts": len(m["done"]), "samples_per_prompt": m["settings"]["num_samples"],
+                                "tasks": len(m["tasks"])},
+            "base_model_revision": base.get("revision")}
+
+
 class DamagedShardError(ValueError):
     """A file the manifest lists is missing or is not the file that was committed (torn, truncated, altered)."""
 

@@ -18,7 +18,8 @@ under `.staging/` and the main process renames it into place after every rank ha
 at any moment (a Slurm time limit, kill -9) leaves the previous checkpoint as the newest one.
 
 Outputs in `output_dir`:
-  head/                      final head (`save_pretrained`: config.json + model.safetensors), selection="argmax"
+  head/                      final head (`save_pretrained`: config.json + model.safetensors + README.md, its model
+                             card), selection="argmax"; with push_to_hub also uploaded to hub_model_id
   reference_head/            the frozen initial head (LPO's pi_ref; reloaded on resume)
   checkpoint-N/              the Trainer's checkpoints (save_total_limit newest kept)
   config.json                the run's LPOConfig
@@ -50,6 +51,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from ..modeling.head import AdaptiveDecoderHead
 from .losses import collate_pairs, compute_loss, policy_log_probs
 from .config import LPOConfig
+from .store import collection_card_facts
 from .report import plot_bin_histograms, plot_training_curves, task_bin_histograms
 from ..storage import read_jsonl_log
 
@@ -348,6 +350,13 @@ class LPOTrainer(Trainer):
         logger.info("resumed from %s at step %d", last, step)
         return last
 
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Nothing at the start: with push_to_hub, `_finish` publishes the final head and its model card once,
+        never the Trainer's checkpoints (optimizer states of the policy wrapper are no use to a Hub user)."""
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Checkpoints stay local (see `init_hf_repo`)."""
+
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs) -> dict:
         """Run (or, with `resume`, continue) training; returns the summary row written last to metrics.jsonl."""
         args, acc = self.args, self.accelerator
@@ -377,7 +386,8 @@ class LPOTrainer(Trainer):
         if acc.is_main_process:
             final = copy.deepcopy(head).cpu()
             final.config.selection = "argmax"  # a trained head is for inference
-            final.save_pretrained(self.out / "head")
+            card = collection_card_facts(self.args.collection_dir) if self.args.collection_dir else {}
+            final.save_pretrained(self.out / "head", model_card_kwargs=card)
             hist = task_bin_histograms(final, self.train_dataset)
             (self.out / "bin_histograms.json").write_text(json.dumps(hist, indent=1))
             if self.args.plot:
@@ -389,6 +399,9 @@ class LPOTrainer(Trainer):
         acc.wait_for_everyone()
         if not ranks_agree:
             raise RuntimeError(f"processes ended with different heads: checksums {checks.tolist()}")
+        if acc.is_main_process and self.args.push_to_hub:  # last: every local output is written and checked
+            summary["hub_commit"] = str(final.push_to_hub(self.args.hub_model_id, model_card_kwargs=card,
+                                                          private=self.args.hub_private_repo, token=self.args.hub_token))
         return summary
 
 

@@ -261,6 +261,25 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
         cfg = {**self.config.to_dict(), DIGEST_KEY: weights_digest(save_directory)}
         (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(cfg, sort_keys=True, indent=2))
 
+    def generate_model_card(self, *args, **kwargs):
+        """The README.md that `save_pretrained` and `push_to_hub` write (`model_card.render_model_card`). The run's
+        facts come as their `model_card_kwargs`: base_model_revision, reward, collection_size, results_table,
+        repo_id; what is not given reads "not recorded"."""
+        from huggingface_hub import ModelCard
+
+        from .model_card import render_model_card
+
+        return ModelCard(render_model_card(self.config, **kwargs))
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:
+        """Upload the head (config.json with its digest, model.safetensors) and its model card to the Hub model repo
+        `repo_id` in one commit; returns the commit URL. The repo is created if missing (`private=`, `token=`,
+        `branch=`, `create_pr=`, `commit_message=` as in huggingface_hub's `ModelHubMixin.push_to_hub`).
+        `model_card_kwargs`: the facts the card states (see `generate_model_card`;
+        `adaptive_decoder.experiment.model_card.run_card_facts` reads them from a run directory)."""
+        card = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=card, **kwargs)
+
     @classmethod
     def _from_pretrained(cls, *, model_id, revision=None, cache_dir=None, force_download=False, proxies=None,
                          resume_download=None, local_files_only=False, token=None, map_location="cpu",

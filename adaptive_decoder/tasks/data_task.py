@@ -1,6 +1,6 @@
 """Tasks defined as data: one YAML file per task, no Python (in the spirit of lm-evaluation-harness task files).
 
-    # configs/tasks/<name>.yaml
+    # configs/tasks/<name>.yaml (or a packaged adaptive_decoder/tasks/configs/<name>.yaml)
     task: control_copy                     # optional; default: the file name without .yaml. The task's name,
                                            #   which keys its results, however the file was found (name or path)
     description: copy a short text exactly # optional
@@ -27,10 +27,11 @@
                                            #   field) has that many whitespace-separated words (either bound optional)
 
 A task file is found by name (`get_task("control_copy")`): in `configs/tasks/` under the working directory, then
-in the repository's `configs/tasks/`, then in the directories of $ADAPTIVE_DECODER_TASK_PATH; or by a path ending
-in .yaml. Errors in a task file (a missing or unknown key, an unknown reward or reward option, a reward import
-path that does not import, a record lacking a field, no records) raise `TaskFileError` naming the file and the key.
-A task's `path:` option (in a recipe's `tasks:` entry) replaces the file's dataset with a local file.
+among the task files shipped in the package (`PACKAGED_TASK_DIR`), then in the directories of
+$ADAPTIVE_DECODER_TASK_PATH; or by a path ending in .yaml. Errors in a task file (a missing or unknown key, an
+unknown reward or reward option, a reward import path that does not import, a record lacking a field, no records)
+raise `TaskFileError` naming the file and the key. A task's `path:` option (in a recipe's `tasks:` entry) replaces
+the file's dataset with a local file.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .base import Task
 from .io import BUILTIN_DIR, PUBLIC_DATASETS
 from .translation import first_line, first_line_complete
 
-REPO_TASK_DIR = Path(__file__).resolve().parents[2] / "configs" / "tasks"
+PACKAGED_TASK_DIR = Path(__file__).resolve().parent / "configs"
 REQUIRED = ("dataset", "fields", "template", "reward")
 OPTIONAL = ("task", "description", "filter", "max_new_tokens", "diversity", "splits", "select")
 SELECT_KEYS = ("field", "min_words", "max_words")
@@ -59,7 +60,7 @@ class TaskFileError(ValueError):
 
 
 def task_dirs() -> list[Path]:
-    dirs = [Path.cwd() / "configs" / "tasks", REPO_TASK_DIR]
+    dirs = [Path.cwd() / "configs" / "tasks", PACKAGED_TASK_DIR]
     dirs += [Path(d) for d in os.environ.get("ADAPTIVE_DECODER_TASK_PATH", "").split(os.pathsep) if d]
     out = []
     for d in dirs:

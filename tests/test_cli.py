@@ -1,0 +1,70 @@
+"""The `adaptive-decoder` command (adaptive_decoder.cli): its subcommands, the repository scripts as wrappers of
+the same `main`, and `--config NAME` finding a packaged config."""
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from adaptive_decoder import cli
+from adaptive_decoder.configs import ConfigError, named_config, parse_recipe_config
+from adaptive_decoder.experiment.config import ExperimentConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = {"collect": "training/collect.py", "train": "training/train_lpo.py", "evaluate": "eval/run_suite.py",
+           "experiment": "experiments/run.py", "headroom": "eval/headroom.py"}
+
+
+def test_help_lists_every_subcommand_with_a_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in ["collect", "train", "evaluate", "experiment", "headroom", "export"]:
+        assert name in out and cli.COMMANDS[name][1] in " ".join(out.split())
+    assert cli.main([]) == 2
+
+
+def test_unknown_subcommand_is_one_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["colect"])
+    assert e.value.code == 2 and "invalid choice: 'colect'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_repository_scripts_run_the_subcommands_main(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / SCRIPTS[name])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main is importlib.import_module(cli.COMMANDS[name][0]).main
+
+
+def test_config_name_finds_the_packaged_config_and_a_file_path_wins(tmp_path, monkeypatch):
+    d = cli.CONFIG_DIR / "experiment"
+    assert named_config("control", d) == str(d / "control.yaml")
+    assert {"control", "control_quick"} <= set(cli.packaged_configs("experiment"))
+    monkeypatch.chdir(tmp_path)
+    Path("control").write_text("run_dir: x\n")
+    assert named_config("control", d) == "control"  # an existing file is what the user meant
+    assert named_config("my/control.yaml", d) == "my/control.yaml"  # a path is left to load_config
+    with pytest.raises(ConfigError, match=r"config file not found: contrl \(a file path, or one of the packaged "
+                                          r"configs \['control', 'control_quick'\]\)"):
+        named_config("contrl", d)
+
+
+def test_packaged_control_config_parses_the_same_as_the_repository_one(tmp_path):
+    run = ["--run_dir", str(tmp_path / "r")]
+    (packaged,) = parse_recipe_config((ExperimentConfig,), ["--config", "control", *run],
+                                      config_dir=cli.CONFIG_DIR / "experiment")
+    (repo,) = parse_recipe_config((ExperimentConfig,), ["--config", str(REPO / "configs/experiments/control.yaml"), *run])
+    assert packaged == repo and list(packaged.tasks) == ["control_qa", "control_numbers"]
+
+
+def test_subcommand_config_mistake_is_one_line_naming_the_command(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["adaptive-decoder"])
+    with pytest.raises(SystemExit) as e:
+        cli.main(["experiment", "--config", "nope"])
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err[-1].startswith("adaptive-decoder experiment: error: config file not found: nope")
