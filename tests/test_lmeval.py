@@ -83,15 +83,17 @@ def write_task(d, data, name, *, max_gen_toks=12, mc=False):
 _RUNS = {}
 
 
-def evaluate(setup, task, model="adaptive-decoder", head="greedy", batch_size=8, gen_kwargs=None, **model_args):
+def evaluate(setup, task, model="adaptive-decoder", head="greedy", batch_size=8, gen_kwargs=None,
+             apply_chat_template=False, **model_args):
     """The logged samples of one lm-eval run, in doc order; a run already made in this module is not made again."""
     args = {"pretrained": str(setup["model"]), "device": "cpu", "dtype": "float32", **model_args}
     if model == "adaptive-decoder" and head is not None:
         args["head"] = str(setup["heads"].get(head, head))
-    key = (task, model, batch_size, json.dumps(gen_kwargs), tuple(sorted(args.items())))
+    key = (task, model, batch_size, json.dumps(gen_kwargs), apply_chat_template, tuple(sorted(args.items())))
     if key not in _RUNS:
         out = lm_eval.simple_evaluate(model=model, model_args=args, tasks=[task], batch_size=batch_size,
-                                      gen_kwargs=gen_kwargs, task_manager=setup["task_manager"], log_samples=True)
+                                      gen_kwargs=gen_kwargs, apply_chat_template=apply_chat_template,
+                                      task_manager=setup["task_manager"], log_samples=True)
         _RUNS[key] = sorted(out["samples"][task], key=lambda s: s["doc_id"])
     return _RUNS[key]
 
@@ -159,13 +161,20 @@ def test_loglikelihood_is_the_base_models(setup):
     assert [s["resps"] for s in ours] == [s["resps"] for s in hf]
 
 
-def test_chat_template_applied_as_the_library_applies_it(setup, tmp_path):
+@pytest.fixture(scope="module")
+def chat_model(setup):
+    """The tiny model with a chat template on its tokenizer."""
     tok = tiny_tokenizer()
     tok.chat_template = ("{% for m in messages %}<s>[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}[assistant] {% endif %}")
-    model_dir = tmp_path / "chat_model"
+    model_dir = setup["root"] / "chat_model"
     tiny_llama(vocab_size=259, hidden_size=HIDDEN, seed=0).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
+    return model_dir, tok
+
+
+def test_chat_template_applied_as_the_library_applies_it(setup, chat_model):
+    model_dir, tok = chat_model
     lm = ad_lmeval.AdaptiveDecoderLM(pretrained=str(model_dir), head=str(setup["heads"]["greedy"]), device="cpu")
     ids, mask = lm._encode(QUESTIONS[:3], 200)
     lib = encode_prompts(tok, QUESTIONS[:3])  # the tokenizer has a template: the library uses it
@@ -174,6 +183,16 @@ def test_chat_template_applied_as_the_library_applies_it(setup, tmp_path):
     plain = ad_lmeval.AdaptiveDecoderLM(pretrained=str(model_dir), head=str(setup["heads"]["greedy"]), device="cpu",
                                         chat=False)
     assert torch.equal(plain._encode(QUESTIONS[:1], 200)[0], tok(QUESTIONS[:1], return_tensors="pt")["input_ids"])
+
+
+def test_chat_template_never_applied_twice(setup, chat_model):
+    """Our template (default) and lm-eval's (--apply_chat_template) give the same prompt for a zero-shot context:
+    the greedy head then matches `--model hf --apply_chat_template` either way."""
+    pretrained = str(chat_model[0])
+    hf = evaluate(setup, "gen", model="hf", pretrained=pretrained, apply_chat_template=True)
+    assert texts(evaluate(setup, "gen", pretrained=pretrained)) == texts(hf)
+    assert texts(evaluate(setup, "gen", pretrained=pretrained, apply_chat_template=True)) == texts(hf)
+    assert texts(hf) != texts(evaluate(setup, "gen", model="hf"))  # the template did change the prompts
 
 
 def test_missing_or_mismatched_head_fails_with_one_line(setup):
