@@ -207,6 +207,8 @@ def test_missing_or_mismatched_head_fails_with_one_line(setup):
         evaluate(setup, "gen_short", peft="x")
     with pytest.raises(ValueError, match=r"unknown adaptive-decoder model_args \['temprature'\]"):
         evaluate(setup, "gen_short", temprature=0.7)
+    with pytest.raises(ValueError, match=r"chat='maybe' is not one of true, false, auto"):
+        evaluate(setup, "gen_short", chat="maybe")
 
 
 def test_command_line_registers_the_model_and_logs_choices(setup, tmp_path):

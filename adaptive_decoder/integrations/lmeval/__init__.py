@@ -117,6 +117,7 @@ class AdaptiveDecoderLM(HFLM):
         if unknown:
             raise ValueError(f"unknown adaptive-decoder model_args {unknown}; valid: pretrained, head, dtype, chat, "
                              "seed, max_gen_toks, device and HFLM's batch_size, max_length, ...")
+        chat, max_gen_toks = _chat_option(chat), positive_int("max_gen_toks", max_gen_toks)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         exported = _exported_head(pretrained)
         if head is not None and exported is not None:
@@ -133,9 +134,9 @@ class AdaptiveDecoderLM(HFLM):
         super().__init__(pretrained=model, tokenizer=tok, **kwargs)
         self.pretrained = pretrained  # what lm-eval records as the model name (HFLM keeps the object otherwise)
         self.head_path = str(head) if head is not None else str(pretrained)
-        self.chat = _chat_option(chat)
+        self.chat = chat
         self.seed = int(seed)
-        self._max_gen_toks = positive_int("max_gen_toks", max_gen_toks)
+        self._max_gen_toks = max_gen_toks
         self._templated_by_lm_eval = False
         self._warned = set()
 
