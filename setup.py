@@ -14,6 +14,8 @@ extras = {
     "vllm": ["vllm>=0.32"],
     # 4/8-bit base models (load_in_4bit / load_in_8bit): CUDA only, so not part of dev (tests fake its absence)
     "quant": ["bitsandbytes>=0.45"],
+    # evaluating a head with lm-evaluation-harness (adaptive_decoder.integrations.lmeval)
+    "lmeval": ["lm-eval>=0.4.13"],
     }
 # ruff pinned exactly: a new release may add findings, and `make lint` runs in CI
 extras["dev"] = sorted({d for k, v in extras.items() if k not in ("vllm", "quant") for d in v}

@@ -19,6 +19,9 @@ directory written by `AdaptiveDecoderHead.save_pretrained`. OUT (new or empty) t
 (`head_dir: null`): a model that serves the requests carrying their own values and seed (`per_request`), which is
 how the evaluation suite and the collection sample with `backend: vllm`.
 
+In plain transformers, `AutoModelForCausalLM.from_pretrained(OUT)` is the base model WITHOUT the head (config.json
+keeps the base's `model_type`, which is all transformers reads); `load_exported(OUT)` is the loader with the head.
+
 Invariant: `load_served_head(OUT)` returns the exact head that was exported, or raises ValueError /
 FileNotFoundError naming what is wrong (a missing or corrupt head, a head whose config no longer matches the one
 recorded, a hidden-size mismatch with the base). The vLLM model calls it at engine start, so a bad directory
@@ -212,6 +215,24 @@ def load_served_head(model_dir, hf_config=None) -> AdaptiveDecoderHead | None:
         raise ValueError(f"{model_dir / CONFIG_NAME}: level {entry.get('level')!r} does not match the head's "
                          f"{head.config.level!r}")
     return head.float().eval()
+
+
+def load_exported(model_dir, dtype="float32", device=None):
+    """The exported directory in transformers, head included: an `AdaptiveDecodingModel` on its base weights.
+
+    `AutoModelForCausalLM.from_pretrained(model_dir)` alone reads only `model_type` ("llama") and returns the
+    plain base model: the head lives in a subdirectory transformers never looks at. This loader reads both and
+    refuses a directory without a head (`export_sampler`'s) instead of returning a model without one.
+    """
+    from ...modeling.generation import AdaptiveDecodingModel  # noqa: PLC0415  (only when asked for)
+    from ...modeling.models import load_base_model  # noqa: PLC0415
+
+    model_dir = Path(model_dir).expanduser()
+    head = load_served_head(model_dir)
+    if head is None:
+        raise ValueError(f"{model_dir} was written by export_sampler and holds no head; export one with --head")
+    model, tok = load_base_model(str(model_dir), dtype=dtype, device=device)
+    return AdaptiveDecodingModel(model, tok, head)
 
 
 def main(argv=None) -> None:
