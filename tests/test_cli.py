@@ -21,7 +21,7 @@ def test_help_lists_every_subcommand_with_a_line(capsys):
         cli.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for name in ["collect", "train", "evaluate", "experiment", "headroom", "export"]:
+    for name in ["collect", "train", "evaluate", "experiment", "headroom", "export", "serve", "lmeval"]:
         assert name in out and cli.COMMANDS[name][1] in " ".join(out.split())
     assert cli.main([]) == 2
 
@@ -68,3 +68,12 @@ def test_subcommand_config_mistake_is_one_line_naming_the_command(capsys, monkey
     assert e.value.code == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert err[-1].startswith("adaptive-decoder experiment: error: config file not found: nope")
+
+
+def test_plain_subcommands_pass_their_arguments_on(capsys):
+    """serve and export parse their own arguments; serve refuses a directory that is not an export in one line."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["serve", str(REPO)])
+    assert "not an exported adaptive-decoder directory" in str(e.value) and "\n" not in str(e.value)
+    cli.main(["serve", "--help"])
+    assert "adaptive-decoder serve MODEL_DIR" in capsys.readouterr().out

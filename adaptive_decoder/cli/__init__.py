@@ -33,7 +33,14 @@ COMMANDS = {
                  "eval/headroom.py"),
     "export": ("adaptive_decoder.integrations.vllm.export", "write a model directory vLLM serves with a head",
                "python -m adaptive_decoder.integrations.vllm.export"),
+    "serve": ("adaptive_decoder.integrations.vllm.serve", "serve an exported head with vLLM's OpenAI server",
+              "python -m adaptive_decoder.integrations.vllm.serve"),
+    "lmeval": ("adaptive_decoder.integrations.lmeval.__main__",
+               "lm-evaluation-harness's command line with the adaptive-decoder model registered",
+               "python -m adaptive_decoder.integrations.lmeval"),
 }
+# subcommands that are not YAML recipes: their own argument parsers take the rest of the command line
+PLAIN = ("export", "serve", "lmeval")
 
 
 def packaged_configs(command: str) -> list[str]:
@@ -67,7 +74,7 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     # usage lines and one-line errors then read "adaptive-decoder collect: ...", the command the user typed
     sys.argv = [f"adaptive-decoder {name}", *rest]
-    if name == "export":
+    if name in PLAIN:
         module.main(rest)
     else:
         from ..configs import run_recipe
