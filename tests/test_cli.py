@@ -3,9 +3,11 @@ the same `main`, and `--config NAME` finding a packaged config."""
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adaptive_decoder import cli
 from adaptive_decoder.configs import ConfigError, named_config, parse_recipe_config
@@ -77,3 +79,18 @@ def test_plain_subcommands_pass_their_arguments_on(capsys):
     assert "not an exported adaptive-decoder directory" in str(e.value) and "\n" not in str(e.value)
     cli.main(["serve", "--help"])
     assert "adaptive-decoder serve MODEL_DIR" in capsys.readouterr().out
+
+
+def test_collect_then_train_subcommands_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """`adaptive-decoder collect` then `adaptive-decoder train` on its collection, as the README shows them (here
+    with the tiny configs and model): samples and pairs on disk, then a trained head."""
+    from adaptive_decoder import AdaptiveDecoderHead
+
+    col, out = tmp_path / "collect", tmp_path / "train"
+    assert cli.main(["collect", "--config", str(REPO / "configs" / "lpo" / "collect_tiny.yaml"),
+                     "--base_model", str(tiny_model_dir), "--output_dir", str(col)]) == 0
+    assert (col / "manifest.json").exists() and list((col / "shards").glob("*.jsonl"))
+    head = yaml.safe_load((REPO / "configs" / "lpo" / "collect_tiny.yaml").read_text())["head"]  # the collection's
+    assert cli.main(["train", "--config", str(REPO / "configs" / "lpo" / "train_tiny.yaml"), "--collection_dir", str(col),
+                     "--synthetic_pairs", "0", "--head", json.dumps(head), "--output_dir", str(out)]) == 0
+    AdaptiveDecoderHead.from_pretrained(out / "head")

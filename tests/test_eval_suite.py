@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from adaptive_decoder.tasks.data_task import PACKAGED_TASK_DIR
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
 from adaptive_decoder.evaluation.config import EvalConfig
 from adaptive_decoder.evaluation.harness import run_evaluation
@@ -562,7 +563,7 @@ def test_a_task_file_given_by_path_keys_units_and_results_by_its_name(tiny_dir, 
     from adaptive_decoder.evaluation.harness import Evaluator
     from adaptive_decoder.tasks import get_task
 
-    spec = yaml.safe_load((REPO / "configs" / "tasks" / "control_qa.yaml").read_text())
+    spec = yaml.safe_load((PACKAGED_TASK_DIR / "control_qa.yaml").read_text())
     spec.pop("task")
     path = str(tmp_path / "tasks" / "my_qa.yaml")
     Path(path).parent.mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adaptive_decoder.tasks.data_task import PACKAGED_TASK_DIR
 from adaptive_decoder.configs import load_config
 from adaptive_decoder.evaluation.results import same_decoding
 from adaptive_decoder.experiment.config import SPLIT_KEYS, ExperimentConfig
@@ -143,7 +144,7 @@ def finished_run(tiny_model_dir, tmp_path_factory):
 def test_a_task_file_given_by_path_is_keyed_by_its_name_in_every_stage(tiny_model_dir, tmp_path):
     """A task given by the path of its file (no task: key) runs collect -> train -> evaluate keyed by its stem, as
     if a config had named it."""
-    spec = yaml.safe_load((ROOT / "configs" / "tasks" / "control_qa.yaml").read_text())
+    spec = yaml.safe_load((PACKAGED_TASK_DIR / "control_qa.yaml").read_text())
     spec.pop("task")
     path = tmp_path / "tasks" / "my_qa.yaml"
     path.parent.mkdir()
