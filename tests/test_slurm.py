@@ -314,3 +314,24 @@ def test_multi_node_launch_is_derived_from_slurm_variables(cluster, tmp_path):
     _, t0, t1 = run(LAUNCHER="torchrun", SLURM_GPUS_ON_NODE="gpu:4")
     assert t1.split()[:13] == ["-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1", "--nproc_per_node",
                                "4", "--master_addr", "gpu07", "--master_port", "24321", "training/train_lpo.py"]
+
+
+def test_collect_array_shards_then_merge(cluster, tiny_model_dir, tmp_path):
+    """collect_array.sbatch as an array of 2 (each task one shard of the prompts), then merge_collection.sbatch once
+    both succeed: one collection holding every prompt once, which LPO reads like any other."""
+    from adaptive_decoder.lpo.store import read_collection
+
+    parts = tmp_path / "parts"
+    job = submit(cluster, "collect_array.sbatch", parts,
+                 ["--config", "configs/lpo/collect_tiny.yaml", "--base_model", str(tiny_model_dir), "--report", "false"],
+                 ["--array=0-1"])
+    root = job.split("_")[0]
+    merged = tmp_path / "merged"
+    merge = submit(cluster, "merge_collection.sbatch", merged, [str(parts / "out")], [f"--dependency=afterok:{root}"])
+    assert_completed(wait_done(cluster, merge, merged), merged)
+    for task in ("0", "1"):
+        assert job_info(cluster, f"{root}_{task}")["JobState"] == "COMPLETED", job_log(parts)[-6000:]
+    m, records = read_collection(merged / "out")
+    assert len(m["done"]) == 10 and len(set(m["done"])) == 10  # collect_tiny.yaml's 6 + 4 prompts, once each
+    assert sorted(p["shard"] for p in m["merged_from"]) == ["0/2", "1/2"]
+    assert len(records) == 10 * m["settings"]["num_samples"]

@@ -31,6 +31,8 @@ COMMANDS = {
                    "experiments/run.py"),
     "headroom": ("adaptive_decoder.cli.headroom", "reward vs temperature per task, before an experiment",
                  "eval/headroom.py"),
+    "merge": ("adaptive_decoder.cli.merge", "merge the shards of a collection (collect --shard INDEX/COUNT) into one",
+              "python -m adaptive_decoder.cli merge"),
     "export": ("adaptive_decoder.integrations.vllm.export", "write a model directory vLLM serves with a head",
                "python -m adaptive_decoder.integrations.vllm.export"),
     "serve": ("adaptive_decoder.integrations.vllm.serve", "serve an exported head with vLLM's OpenAI server",
@@ -40,7 +42,7 @@ COMMANDS = {
                "python -m adaptive_decoder.integrations.lmeval"),
 }
 # subcommands that are not YAML recipes: their own argument parsers take the rest of the command line
-PLAIN = ("export", "serve", "lmeval")
+PLAIN = ("export", "serve", "lmeval", "merge")
 
 
 def packaged_configs(command: str) -> list[str]:

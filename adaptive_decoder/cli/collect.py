@@ -32,6 +32,7 @@ from adaptive_decoder.modeling.head import build_head  # noqa: E402
 from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402
 from adaptive_decoder.lpo.pairs import collection_pair_report  # noqa: E402
+from adaptive_decoder.lpo.shards import shard_prompts  # noqa: E402
 from adaptive_decoder.tasks.base import TaskReward  # noqa: E402
 from adaptive_decoder.tasks.recipe import COLLECT_KEYS, build_task, task_entries, task_prompts  # noqa: E402
 
@@ -100,6 +101,7 @@ def main(argv=None):
     (cfg,) = parse_recipe_config((CollectConfig,), argv, __doc__, config_dir=CONFIG_DIR / "collect")
     cfg.set_threads()
     tasks, prompts = collect_prompts(cfg.tasks)
+    prompts = shard_prompts(prompts, cfg.shard)  # a Slurm array task's part (adaptive_decoder.lpo.shards)
     model, tok = cfg.load()
     head = collecting_head(cfg, model)
     adm, engine = AdaptiveDecodingModel(model, tok, head), None

@@ -17,7 +17,7 @@ LEVELS = tuple(LEVEL_METHOD)  # ("sequence", "token")
 SPLIT_KEYS = ("num_train", "num_dev", "num_test")
 # keys of the nested option dicts that the experiment sets itself (per seed / per stage)
 _MANAGED = {
-    "collect": {"seed", "max_new_tokens", "chat", "stop_when_scored"},
+    "collect": {"seed", "max_new_tokens", "chat", "stop_when_scored", "shard"},
     "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
             "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
             "overwrite_output_dir", "head_init_seed", "push_to_hub", "hub_model_id"},

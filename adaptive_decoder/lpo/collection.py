@@ -106,6 +106,7 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     identity = {"base_model": model_identity(adm.model), "head": head_identity(adm.head),
                 "settings": settings.identity(), "tasks": specs}
     writer = CollectionWriter(output_dir, identity)
+    writer.expect(len(prompts))
     budget = int(settings.cache_budget_mb * 2**20)
     todo = [p for p in prompts if p["id"] not in writer.done]
     summary = {"prompts_total": len(prompts), "prompts_already_done": len(prompts) - len(todo), "prompts_collected": 0,

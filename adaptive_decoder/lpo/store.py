@@ -106,6 +106,9 @@ class CollectionSettings:
         "Stop each sample once its task's scored text is final (the reward is a TaskReward whose task has a "
         "stop_predicate, e.g. the first line). Rewards are unchanged; the stored completions, token tables (and so "
         "response_logp) and a token-level head's per-step choices end there. Backend 'hf' only.")})
+    shard: str | None = field(default=None, metadata={"help": (
+        "'INDEX/COUNT': collect only the INDEX-th (from 0) of COUNT interleaved parts of the prompts, e.g. one per "
+        "Slurm array task; merge the parts with `adaptive-decoder merge` (adaptive_decoder.lpo.shards).")})
     backend: str = field(default="hf", metadata={"help": (
         "Where samples are drawn: 'hf' (transformers generate) or 'vllm' (a vLLM engine, "
         "adaptive_decoder.integrations.vllm.backend; head inputs and token tables still come from the HF model).")})
@@ -128,6 +131,10 @@ class CollectionSettings:
         if self.stop_when_scored and self.backend != "hf":
             raise ValueError(f"stop_when_scored needs backend 'hf' (it stops rows inside HF generate's loop), "
                              f"got {self.backend!r}")
+        if self.shard is not None:
+            from .shards import parse_shard
+
+            parse_shard(self.shard)
         if self.cache_budget_mb < 0:
             raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
 
@@ -144,6 +151,8 @@ class CollectionSettings:
             out["vllm_noise"] = NOISE_VERSION  # and to its draw scheme
         if self.stop_when_scored:  # and the same way: it ends the stored completions earlier
             out["stop_when_scored"] = True
+        if self.shard:  # which part of the prompts this directory holds: another part is another collection
+            out["shard"] = self.shard
         return out
 
 
@@ -339,6 +348,12 @@ class CollectionWriter:
         self.manifest["hidden_bytes"] += entry["hidden_bytes"]
         self._save()  # the commit point
         self.done.update(ids)
+
+    def expect(self, num_prompts: int) -> None:
+        """Record how many prompts this directory is to hold, so that a merge can tell a finished part."""
+        if self.manifest.get("prompts_expected") != num_prompts:
+            self.manifest["prompts_expected"] = num_prompts
+            self._save()
 
     def close(self):
         if self._lock is not None:
