@@ -71,3 +71,15 @@ def smollm2():
         return load_base_model("smollm2")
     except ImportError as e:
         pytest.skip(str(e))
+
+
+def training_recipe(name: str):
+    """The module of the repository script training/<name>.py (imported by name, as the tests call its functions)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)

@@ -1,7 +1,6 @@
 """HAG data search (prune + greedy, budget, resume) and the TRL SFT recipe, on tiny random models (offline)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import yaml
 from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
 from adaptive_decoder.hag.policy import KEYS, parse_config
 from adaptive_decoder.hag.search import ConfigSearch, SearchSettings, SearchSpace, canonical, read_records, run_search
+from conftest import training_recipe
 from test_hag import char_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,11 +19,7 @@ SFT_TINY = ROOT / "configs" / "hag" / "sft_tiny.yaml"
 
 
 def _recipe(name):
-    sys.path.insert(0, str(ROOT / "training"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return training_recipe(name)
 
 
 def save_tiny(path: Path) -> Path:

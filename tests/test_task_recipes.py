@@ -3,7 +3,6 @@ evaluation prompts come from the same `Task`, rendered by the same template; and
 local-copy override."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,14 @@ from adaptive_decoder.evaluation.harness import eval_tasks
 from adaptive_decoder.modeling.models import encode_prompts, format_prompt
 from adaptive_decoder.tasks import available_tasks, get_task
 from adaptive_decoder.tasks.io import DATA_ENV, DatasetUnavailableError
-from conftest import tiny_tokenizer
+from conftest import tiny_tokenizer, training_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 3
 
 
 def _recipe(name):
-    sys.path.insert(0, str(ROOT / "training"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return training_recipe(name)
 
 
 def chat_tokenizer():
