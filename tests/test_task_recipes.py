@@ -2,6 +2,7 @@
 evaluation prompts come from the same `Task`, rendered by the same template; and tasks' data by dataset id with a
 local-copy override."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _needs_data(fn):
 
 @pytest.mark.parametrize("name", available_tasks())
 def test_training_and_evaluation_prompts_are_rendered_by_the_same_template(name):
-    collect = _recipe("collect")
+    collect = importlib.import_module("adaptive_decoder.cli.collect")  # the recipe training/collect.py runs
     build_hag = _recipe("build_hag_data")
     from adaptive_decoder.experiment.config import ExperimentConfig
     from adaptive_decoder.experiment.splits import make_splits
@@ -69,7 +70,7 @@ def test_training_and_evaluation_prompts_are_rendered_by_the_same_template(name)
 
 
 def test_one_entry_shape_with_a_label_and_options_in_every_recipe():
-    collect = _recipe("collect")
+    collect = importlib.import_module("adaptive_decoder.cli.collect")  # the recipe training/collect.py runs
     entry = {"task": "constrained_writing", "template": "Use the words {words}.", "max_new_tokens": 12,
              "reward": {"concepts": {}}}
     tasks, prompts = collect.collect_prompts({"stories": {**entry, "num_prompts": 2, "offset": 1}})
