@@ -4,6 +4,8 @@ Llama and smaller splits: headroom first, then the experiment, whose results are
 its file's path) and whose collection, evaluation and model card carry the example's own rewards."""
 
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,8 +19,26 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "custom_task"
 TASK = "letter_words"  # my_task.yaml's `task:` key
 OWN = ("my_rewards:letter_answer", "my_rewards:OneWord")  # the example's rewards, by import path
-# the guide's commands with the model and the sizes replaced: a random model and a few prompts, so it runs in seconds
+GUIDE = REPO / "docs" / "guide.md"
+# the commands docs/guide.md and the example's README.md give; the test runs each with the model and the sizes
+# replaced (a random model and a few prompts, so it runs in seconds)
+COMMANDS = {
+    "headroom": "PYTHONPATH=examples/custom_task adaptive-decoder headroom --config examples/custom_task/headroom.yaml",
+    "experiment": "PYTHONPATH=examples/custom_task adaptive-decoder experiment --config "
+                  "examples/custom_task/experiment.yaml",
+}
 SMALL = ["--torch_threads", "1", "--n_bootstrap", "50", "--report_to", "none"]
+
+
+def _argv(command: str) -> list[str]:
+    """The `adaptive-decoder` arguments of a documented command (its PYTHONPATH is the example_env fixture's)."""
+    env, prog, *args = shlex.split(COMMANDS[command])
+    assert env == "PYTHONPATH=examples/custom_task" and prog == "adaptive-decoder"
+    return args
+
+
+def _blocks(path: Path, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), re.S)
 
 
 @pytest.fixture
@@ -58,22 +78,22 @@ def test_without_pythonpath_the_reward_import_fails_in_one_line_naming_the_fix(m
 def test_the_rewards_score_as_documented(example_env):
     import my_rewards
 
-    got = my_rewards.letter_answer(["Banana.", "bagel", "Cherry", ""], letter=["B"] * 4, answers=[["banana"]] * 4,
-                                   prompts=["p"] * 4)
-    assert got == [1.0, 0.5, 0.0, 0.0]
+    got = my_rewards.letter_answer(["Banana.", "A banana", "bagel", "Cherry", ""], letter=["B"] * 5,
+                                   answers=[["banana"]] * 5, prompts=["p"] * 5)
+    assert got == [1.0, 1.0, 0.5, 0.0, 0.0]
     assert my_rewards.OneWord().score(["Banana", "a ripe banana", ""], [{}] * 3) == [1.0, pytest.approx(1 / 3), 0.0]
 
 
 def test_headroom_then_experiment_on_a_tiny_model(example_env, tiny_model_dir, tmp_path):
     head_dir = tmp_path / "headroom"
-    assert cli.main(["headroom", "--config", "examples/custom_task/headroom.yaml", "--model", str(tiny_model_dir),
-                     "--output_dir", str(head_dir), "--num_prompts", "3", "--num_dev_prompts", "2", *SMALL]) == 0
+    assert cli.main([*_argv("headroom"), "--model", str(tiny_model_dir), "--output_dir", str(head_dir),
+                     "--num_prompts", "3", "--num_dev_prompts", "2", *SMALL]) == 0
     rep = json.loads((head_dir / "headroom.json").read_text())
     assert TASK in json.dumps(rep) and "my_task.yaml" not in json.dumps(rep)
 
     run_dir = tmp_path / "run"
-    argv = ["experiment", "--config", "examples/custom_task/experiment.yaml", "--model", str(tiny_model_dir),
-            "--run_dir", str(run_dir), "--num_train", "4", "--num_dev", "2", "--num_test", "3", "--plots", "false",
+    argv = [*_argv("experiment"), "--model", str(tiny_model_dir), "--run_dir", str(run_dir),
+            "--num_train", "4", "--num_dev", "2", "--num_test", "3", "--plots", "false",
             "--lpo", json.dumps({**yaml.safe_load((EXAMPLE / "experiment.yaml").read_text())["lpo"],
                                  "num_train_epochs": 2}), *SMALL]
     assert cli.main(argv) == 0
@@ -99,3 +119,44 @@ def test_headroom_then_experiment_on_a_tiny_model(example_env, tiny_model_dir, t
 
     card = read_card_metadata(write_model_card(tmp_path / "card", run_dir=run_dir).read_text())
     assert set(OWN) <= set(card["adaptive_decoder"]["reward"][TASK])
+
+
+# ------------------------------------------------------------------------------------------------ docs/guide.md
+def test_every_command_in_the_guide_and_the_readme_is_one_the_test_runs():
+    lines = [ln.strip() for doc in (GUIDE, EXAMPLE / "README.md") for b in _blocks(doc, "bash")
+             for ln in b.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines and set(lines) == set(COMMANDS.values())
+    for cfg in ("experiment.yaml", "headroom.yaml"):  # the command in each config's header comment
+        assert any(c in (EXAMPLE / cfg).read_text() for c in COMMANDS.values()), cfg
+
+
+def test_the_guides_snippets_are_the_example_files_and_valid_options(example_env):
+    """The task file and experiment shown in the guide are the example's (as far as shown); the other snippets use
+    keys the recipes and rewards accept."""
+    from adaptive_decoder.experiment.config import ExperimentConfig
+    from adaptive_decoder.rewards import reward_options
+    from adaptive_decoder.tasks.data_task import DATASET_KEYS
+
+    snippets = [yaml.safe_load(b) for b in _blocks(GUIDE, "yaml")]
+    task = yaml.safe_load((EXAMPLE / "my_task.yaml").read_text())
+    exp = yaml.safe_load((EXAMPLE / "experiment.yaml").read_text())
+    shown_task = next(s for s in snippets if s.get("task") == TASK)
+    assert shown_task == {k: task[k] for k in shown_task}
+    shown_exp = next(s for s in snippets if s.get("run_dir") == exp["run_dir"])
+    for k, v in shown_exp.items():
+        assert (v.items() <= exp[k].items()) if isinstance(v, dict) else v == exp[k], k
+    (public,) = [s["dataset"] for s in snippets if "hf_id" in (s.get("dataset") or {})]
+    assert set(public) <= set(DATASET_KEYS)
+    fields = set(ExperimentConfig.__dataclass_fields__)
+    model = next(s for s in snippets if "model_revision" in s)
+    publish = next(s for s in snippets if "hub_model_id" in s)
+    assert set(model) | set(publish) <= fields
+    rewards = [s["reward"] for s in snippets if "reward" in s]
+    (rm,) = [r["reward_model"] for r in rewards if "reward_model" in r]
+    assert set(rm) - {"path"} <= set(reward_options("reward_model"))
+    assert all(k in task["reward"] or ":" not in k for r in rewards for k in r)
+    import tomllib
+
+    (toml,) = _blocks(GUIDE, "toml")
+    eps = tomllib.loads(toml)["project"]["entry-points"]["adaptive_decoder.rewards"]
+    assert eps == {"letter_answer": "my_pkg.rewards:letter_answer"}
