@@ -28,8 +28,10 @@ FINITE = "(or declare allow_nonfinite: true to keep them and leave those samples
 @pytest.fixture
 def registry(monkeypatch):
     """A copy of the registry, so that names registered by a test do not outlive it."""
-    monkeypatch.setattr(rewards_mod, "REWARDS", dict(rewards_mod.REWARDS))
-    return rewards_mod.REWARDS
+    from adaptive_decoder.rewards import registry as reg
+
+    monkeypatch.setattr(reg, "REWARDS", dict(reg.REWARDS))
+    return reg.REWARDS
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ def test_register_reward_decorator_shares_the_builtins_registry(registry):
     register_reward("vowels")(vowels)  # the same object again (a module imported twice): a no-op
     with pytest.raises(ValueError) as e:
         register_reward("gsm8k")(helpers.keyword_bonus)
-    assert str(e.value) == (f"reward name 'gsm8k' is already registered to adaptive_decoder.rewards.GSM8KCorrectness; "
+    assert str(e.value) == (f"reward name 'gsm8k' is already registered to adaptive_decoder.rewards.metrics.GSM8KCorrectness; "
                             f"register {H}.keyword_bonus under another name")
     with pytest.raises(ValueError) as e:
         register_reward("my.mod:f")
