@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adaptive_decoder.integrations.vllm.crn import draw_tokens, step_seed  # noqa: E402
+from adaptive_decoder.integrations.vllm.crn import draw_tokens  # noqa: E402
 from adaptive_decoder.modeling.sampling import apply_sampling_params  # noqa: E402
 from adaptive_decoder.modeling.warp import warp  # noqa: E402
 
@@ -60,7 +60,7 @@ def vllm_cpu(logits, t, p, k):
 def gumbel_draw(scores, seeds, steps):
     noise = []
     for s, t in zip(seeds, steps):
-        g = torch.Generator().manual_seed(step_seed(s, t))
+        g = torch.Generator().manual_seed(s * 1_000_003 + t)  # a generator per row, as a Gumbel-max draw needs
         noise.append(-torch.log(-torch.log(torch.rand(scores.shape[1], generator=g, dtype=torch.float64))))
     return (scores.double() + torch.stack(noise)).argmax(-1)
 

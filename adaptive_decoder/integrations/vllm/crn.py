@@ -44,11 +44,6 @@ def _hash63(*parts) -> int:
     return int.from_bytes(h, "little") >> 1  # non-negative, below 2**63: a valid manual_seed and msgpack integer
 
 
-def step_seed(seed: int, step: int, stream: int = TOKEN_STREAM) -> int:
-    """The generator seed of one request's draw at `step` (tokens generated before it) on `stream`."""
-    return _hash63("step", int(seed), int(step), int(stream))
-
-
 def request_seed(base: int, prompt_ids, sample_index: int) -> int:
     """A request's seed: a function of the batch's base seed, its prompt tokens and its sample index only, so a
     prompt's j-th sample does not depend on which other prompts share its batch (or on a resume's subset)."""

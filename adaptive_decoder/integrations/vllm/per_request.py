@@ -69,9 +69,11 @@ class RequestDecoder:
         return self._heads[path]
 
     def head_values(self, hidden: torch.Tensor, rows: list, specs: list, steps: list) -> list[dict]:
-        """{name: number} for each of `rows` (spec rows), in one head call per head directory and selection."""
+        """{name: number} for each of `rows` (spec rows): one head call per head directory and selection for the
+        rows that decide now, one value lookup per head directory for every head row."""
         out: dict[int, dict] = {}
-        groups: dict[tuple, list] = {}
+        groups: dict[tuple, list] = {}  # (head dir, selection, epsilon) -> rows that decide at this step
+        picks: dict[str, list] = {}  # head dir -> [(row, {factor: bin})]
         for i in rows:
             spec = specs[i]
             if "force" in spec:
@@ -83,30 +85,29 @@ class RequestDecoder:
                 out[i] = dict(spec["force"])
             elif "head" not in spec:
                 raise ValueError(f"a {REQUEST_KEY} spec needs 'force' or 'head', got keys {sorted(spec)}")
+            elif self.head(spec["head"]).config.level == "sequence" and steps[i] > 0 and "choice" in spec:
+                # step 0 is the last prompt token (each chunk of a chunked prefill decides, the last one stays)
+                picks.setdefault(spec["head"], []).append((i, spec["choice"]))
             else:
-                head = self.head(spec["head"])
-                # step 0 is the last prompt token (each chunk of a chunked prefill comes here, the last one stays)
-                if head.config.level == "sequence" and steps[i] > 0 and "choice" in spec:
-                    out[i] = self._values(head, spec["choice"])
-                    continue
-                sel = spec.get("selection") or head.config.selection
+                sel = spec.get("selection") or self.head(spec["head"]).config.selection
                 groups.setdefault((spec["head"], sel, float(spec.get("epsilon", 0.0))), []).append(i)
         for (path, sel, eps), idx in groups.items():
-            head = self.head(path)
-            seq = head.config.level == "sequence"
-            chosen = select_rows(head, hidden[idx], sel, eps, [specs[i]["head_seed"] for i in idx],
+            seq = self.head(path).config.level == "sequence"
+            chosen = select_rows(self.head(path), hidden[idx], sel, eps, [specs[i]["head_seed"] for i in idx],
                                  [0 if seq else steps[i] for i in idx])
             for j, i in enumerate(idx):
                 choice = {f: int(c[j]) for f, c in chosen.items()}
                 if seq:
                     specs[i]["choice"] = choice
-                out[i] = self._values(head, choice)
+                picks.setdefault(path, []).append((i, choice))
+        for path, chosen in picks.items():
+            factors = list(chosen[0][1])  # one head: every row chose the same factors
+            v = self.head(path).values({f: torch.tensor([c[f] for _, c in chosen]) for f in factors},
+                                       shape=(len(chosen),))
+            cols = {k: x.tolist() for k, x in v.items()}
+            for j, (i, _) in enumerate(chosen):
+                out[i] = {k: float(col[j]) for k, col in cols.items()}
         return [out[i] for i in rows]
-
-    @staticmethod
-    def _values(head, choice: dict) -> dict:
-        v = head.values({f: torch.tensor([c]) for f, c in choice.items()}, shape=(1,))
-        return {k: float(x[0]) for k, x in v.items()}
 
     def row_values(self, hidden_row: torch.Tensor, spec: dict, step: int) -> dict:
         """{name: number} applied to one row at `step` (tokens the request generated before this one)."""
@@ -117,8 +118,8 @@ class RequestDecoder:
                   served: dict | None = None, token_ids=None) -> torch.Tensor:
         """Scores for one sampling call: spec rows as point masses, the others warped with `served` (per-row
         value tensors of the served head) or left as they are. `specs[i]`: row i's spec or None; `token_ids(i)`:
-        row i's prompt + output token ids (needed only for a repetition penalty). One head call per head, one
-        `apply_sampling_params` and one draw for the whole batch; the scores are written in place."""
+        row i's prompt + output token ids (needed only for a repetition penalty). One head call per head, one warping
+        call and one draw for the whole batch; the caller's logits are not written to."""
         n = logits.shape[0]
         seeded = [i for i in range(n) if specs[i] is not None]
         spec_values = self.head_values(hidden, seeded, specs, steps)
