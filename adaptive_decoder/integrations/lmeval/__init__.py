@@ -212,13 +212,13 @@ class AdaptiveDecoderLM(HFLM):
         how many tokens each value produced (token level). Fixed factors are in the head's config."""
         steps = out.step_mask[row]
         rec = {"level": out.level, "tokens": int(steps.sum())}
+        if out.level == "sequence":  # one decision: its values, looked up once for every factor
+            chosen = self.adm.head.values({k: c[row:row + 1] for k, c in out.choices.items()}, shape=(1,))
         for f in self.adm.head.factors:
-            v = out.values[f][row]
             if out.level == "sequence":
-                chosen = self.adm.head.values({k: c[row:row + 1] for k, c in out.choices.items()}, shape=(1,))[f]
-                rec[f] = _num(chosen.item())
+                rec[f] = _num(chosen[f].item())
             else:
-                rec[f] = {str(_num(x)): n for x, n in sorted(Counter(v[steps].tolist()).items())}
+                rec[f] = {str(_num(x)): n for x, n in sorted(Counter(out.values[f][row][steps].tolist()).items())}
         return rec
 
 
