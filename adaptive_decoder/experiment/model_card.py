@@ -43,7 +43,7 @@ def run_card_facts(run_dir, level: str = "sequence", seed: int | None = None) ->
     config = run / "experiment_config.json"
     if facts["base_model_revision"] is None and config.is_file():  # the revision the run asked for, if any
         cfg = json.loads(config.read_text())
-        facts["base_model_revision"] = cfg.get("revision") or cfg.get("model_revision")
+        facts["base_model_revision"] = cfg.get("model_revision")
     summary = run / "summary.json"
     if summary.is_file():
         sf = json.loads(summary.read_text()).get("scale_free")
