@@ -1,4 +1,4 @@
-"""Files for a small lm-eval run on SmolLM2 (docs/lmeval.md, "Measured"): a local task over 20 additions, heads,
+"""Files for a small lm-eval run on SmolLM2 (docs/results.md, "lm-evaluation-harness"): a local task over 20 additions, heads,
 and the base model as a float32 directory for `--model hf`.
 
     python examples/lmeval_add20.py --out runs/lmeval_add20
