@@ -19,7 +19,7 @@ from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, Adaptiv
 from adaptive_decoder.evaluation.config import EvalConfig
 from adaptive_decoder.evaluation.harness import run_evaluation
 from adaptive_decoder.evaluation.units import UnitStore
-from adaptive_decoder.methods.policies import FixedPolicy, OraclePolicy, RandomPolicy, build_policies
+from adaptive_decoder.methods.policies import FixedPolicy, build_policies
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_TASKS = ["gsm8k", "translation", "constrained_writing", "creative_writing"]
@@ -438,66 +438,6 @@ def test_fixed_policy_is_exactly_force_generate(tiny_dir):
     assert g[0].extra["replicated"] and len(set(g[0].texts)) == 1
 
 
-def test_random_oracle_and_hag_registry():
-    r = RandomPolicy()
-    assert r.config_for("a prompt", 3) == r.config_for("a prompt", 3)
-    assert len({tuple(r.config_for(f"p{i}", 0).values()) for i in range(50)}) > 10
-    grid = build_policies("fixed", temperatures=[0.2, 0.6, 1.0])
-    assert [p.name for p in grid] == ["T=0.2", "T=0.6", "T=1.0"]
-    o = OraclePolicy(grid)
-    with pytest.raises(RuntimeError, match="fit"):
-        o.generate(None, ["x"], num_samples=1, max_new_tokens=1, seed=0)
-    assert o.fit({"T=0.2": 0.5, "T=0.6": 0.7, "T=1.0": 0.7}).name == "T=0.6"  # ties -> the earlier candidate
-    with pytest.raises(ValueError, match=r"no dev score for candidates \['T=1.0'\]"):
-        o.fit({"T=0.2": 0.5, "T=0.6": 0.7})
-    with pytest.raises(ValueError, match="unknown method 'nucleus'"):
-        build_policies("nucleus")
-    with pytest.raises(ValueError, match="bad options for method 'fixed'"):
-        build_policies("fixed", temperature=[0.5])
-
-
-def test_every_method_describes_its_role(tmp_path):
-    from adaptive_decoder.methods.base import POLICIES, ROLE_OF_TYPE, role_of
-
-    head = tmp_path / "head"
-    AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=8)).save_pretrained(head)
-    options = {"adaptive": {"head_path": str(head)}, "meanshift": {"head_path": str(head)},
-               "hag": {"model_path": str(tmp_path / "hag")}}  # HAG loads its model only when it generates
-    roles = {}
-    for method in POLICIES:
-        for p in build_policies(method, **options.get(method, {})):
-            d = json.loads(json.dumps(p.describe()))  # as results.json holds it
-            roles[method] = d["role"]
-            assert role_of(d) == p.role
-            # a description without a role (an older results.json) is read by its class name
-            assert role_of({k: v for k, v in d.items() if k != "role"}) == p.role == ROLE_OF_TYPE[d["type"]]
-    assert roles["greedy"] == "greedy" and roles["fixed"] == "fixed" and roles["oracle"] == roles["best_joint"] == "oracle"
-    assert roles["min_p"] == "sampler" and roles["meanshift"] == "meanshift" and roles["random_token"] == "random_token"
-    assert roles["hag"] == roles["hag_untrained"] == "hag" and roles["adaptive"] == "adaptive"
-    assert role_of({"name": "mine", "type": "MyPolicy"}) == "policy"  # an unknown class: a chooser like any other
-
-
-def test_a_registered_method_runs_in_the_harness(tiny_dir, tmp_path):
-    from adaptive_decoder.methods.base import POLICIES, register_policy
-
-    @register_policy("t07_test")
-    def build(**kw):
-        return [FixedPolicy(0.7, name="t07", **kw)]
-
-    try:
-        with pytest.raises(ValueError, match="'t07_test' is already registered"):
-            register_policy("t07_test")(lambda **kw: [])
-        with pytest.raises(ValueError, match="'fixed' is already registered"):
-            register_policy("fixed")(build)
-        assert [p.name for p in build_policies("t07_test")] == ["t07"]
-        res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["fixed", "t07_test"]))
-        assert res["methods"]["t07"]["role"] == "fixed" and res["methods"]["t07"]["temperature"] == 0.7
-    finally:
-        del POLICIES["t07_test"]
-    with pytest.raises(ValueError, match="unknown method"):
-        EvalConfig(methods=["t07_test"])
-
-
 def test_random_token_draws_a_uniform_choice_at_every_token(tiny_dir):
     from adaptive_decoder.modeling.models import load_base_model
 
@@ -617,42 +557,6 @@ def test_run_suite_every_baseline_method(tiny_dir, tmp_path):
     for m in new:
         assert f"| {m} |" in md, m
     assert "mean temperature on the dev prompts" in md
-
-
-def test_sampler_grid_keeps_the_oracle_budget():
-    from adaptive_decoder.methods.policies import SAMPLER_GRIDS, sampler_grid
-
-    for m, (_, grid) in SAMPLER_GRIDS.items():
-        assert len(grid) == 6 and sampler_grid(m, 6) == grid
-        assert sampler_grid(m, 3) == [grid[0], grid[2], grid[-1]]  # indices round(i * 5 / 2): 0, 2, 5
-    with pytest.raises(ValueError, match="equal tuning budget"):
-        build_policies("min_p", budget=3, values=[0.1, 0.2])
-    with pytest.raises(ValueError, match="min_p"):
-        build_policies("min_p", budget=2, values=[0.1, 1.5])  # an invalid value fails when the method is built
-    [p] = build_policies("edt", budget=2, temperature=0.7)
-    assert [c.name for c in p.candidates] == ["T=0.7,edt_theta=0.1", "T=0.7,edt_theta=4"]
-
-
-def test_a_mix_sampler_picks_one_value_on_the_normalized_dev_reward_of_all_tasks():
-    """Hand numbers: on raw dev means min_p=0.5 would win (task b's rewards are 10x larger), but normalized by
-    each task's fixed grid (a: T=0 0.0, T=1 1.0; b: T=0 0.0, T=1 10.0) min_p=0.02 has the higher mean over
-    tasks: (0.9 + 0.3) / 2 = 0.6 against (0.1 + 0.5) / 2 = 0.3."""
-    [p] = build_policies("min_p_mix", budget=2, temperatures=[0.0, 1.0], values=[0.02, 0.5])
-    assert p.name == "min_p_mix" and [a.name for a in p.anchors] == ["T=0.0", "T=1.0"]
-    lo, hi = p.candidates
-    dev = {"a": {"T=0.0": {"1": 0.0, "2": 0.0}, "T=1.0": {"1": 1.0, "2": 1.0},
-                 lo.name: {"1": 0.8, "2": 1.0}, hi.name: {"1": 0.1, "2": 0.1}},
-           "b": {"T=0.0": {"1": 0.0, "2": 0.0}, "T=1.0": {"1": 10.0, "2": 10.0},
-                 lo.name: {"1": 3.0, "2": 3.0}, hi.name: {"1": 4.0, "2": 6.0}}}
-    from adaptive_decoder.evaluation.harness import mix_normalizer
-
-    assert p.fit_mix(dev, mix_normalizer) is lo
-    assert p.dev_scores == pytest.approx({lo.name: 0.6, hi.name: 0.3})
-    assert p.fit_summary()["pooled"] is True
-    with pytest.raises(TypeError, match="fit_mix"):
-        p.fit({lo.name: 1.0, hi.name: 0.0})
-    with pytest.raises(ValueError, match=r"task 'b' has no dev rewards for \['T=1.0'\]"):
-        p.fit_mix({**dev, "b": {k: v for k, v in dev["b"].items() if k != "T=1.0"}}, mix_normalizer)
 
 
 def test_the_mix_sampler_runs_beside_the_per_task_one_on_shared_dev_units(tiny_dir, tmp_path):

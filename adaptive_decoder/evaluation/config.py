@@ -9,18 +9,12 @@ from dataclasses import dataclass, field
 from ..integrations.vllm.crn import NOISE_VERSION
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from ..modeling.model_args import ModelArguments
-from ..methods.policies import DEFAULT_TEMPERATURES, MIX_SAMPLERS, SAMPLER_GRIDS
-from ..methods.base import POLICIES
+from ..methods.policies import DEFAULT_TEMPERATURES
+from ..methods.base import POLICIES, method_traits
 from ..configs import as_mapping
 from ..tasks import TASKS
 from ..tasks.recipe import check_entries, task_entries
 
-
-
-# methods fitted on the dev split (each an OraclePolicy: its candidates run on dev, the fit picks the test config)
-DEV_FITTED = ("oracle", "best_joint", "meanshift", *SAMPLER_GRIDS, *MIX_SAMPLERS)
-# methods that take the trained heads (EvalConfig.head_paths)
-HEAD_METHODS = ("adaptive", "meanshift")
 
 
 @dataclass
@@ -122,7 +116,7 @@ class EvalConfig(ModelArguments):
         for name in ("num_prompts", "num_samples", "max_new_tokens", "batch_size", "n_bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        fitted = [m for m in self.methods if m in DEV_FITTED]
+        fitted = [m for m in self.methods if method_traits(m).needs_dev]
         if fitted and self.num_dev_prompts < 1:
             raise ValueError(f"method(s) {fitted} need num_dev_prompts >= 1 (the held-out dev split they are tuned on)")
 

@@ -11,10 +11,14 @@ Seeding: batches are fixed chunks of each task's prompt list and batch b of (tas
 seed crc32(f"{seed}:{task}:{split}:{b}") for EVERY method, so methods see the same token randomness (paired
 comparisons with common random numbers) and a unit's samples do not depend on which methods run.
 
-Oracle: each fixed-grid candidate runs on a held-out dev split of the task (disjoint from the test prompts); the
-best mean dev reward picks the setting, which then decodes the test prompts.
-Reuse: two methods with the same fixed config (greedy and T=0.0; the oracle and the grid setting it chose) would
-produce identical samples (same config, prompts and seeds), so the second copies the first one's units
+Methods are read through their traits (`adaptive_decoder.methods.base.MethodTraits` and the policy's class
+traits), never by name or class: the run options a method declares come from this config, the trained heads go
+to the methods that take heads, and a dev-fitted policy (`needs_dev`; the oracle, the tuned samplers, MeanShift,
+or one registered elsewhere) has its `dev_policies()` run on a held-out dev split of each task (disjoint from the
+test prompts) before `fit(DevResults)` picks the config that decodes the test prompts; a pooled fit's dev units of
+every task come before any test job.
+Reuse: two policies with the same `fixed_config()` (greedy and T=0.0; the oracle and the grid setting it chose)
+would produce identical samples (same config, prompts and seeds), so the second copies the first one's units
 (marked extra.reused_from) instead of recomputing them.
 
 Outputs in `output_dir`: units.jsonl (resume log), results.json (config, every sample with its applied values
@@ -35,16 +39,15 @@ from pathlib import Path
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from ..configs import changed_keys
 from ..modeling.head_digest import head_fingerprint
-from ..methods.policies import (MIX_SAMPLERS, SAMPLER_GRIDS, AdaptivePolicy, FixedPolicy, MeanShiftPolicy, MixSamplerPolicy,
-                                OraclePolicy)
-from ..methods.base import build_policies
+from ..methods.base import build_policies, method_traits
+from ..methods.fitted import DevResults
 from .report import log_wandb, markdown_table, results_plots
 from .results import MethodTaskResult, choices, compare_with_baselines
 from .scalefree import check_bar, normalize, task_normalization, units_report
 from ..stats import bootstrap_mean_ci, finite_mean
 from ..storage import lock_dir
 from ..tasks.recipe import build_task
-from .config import EVAL_KEYS, HEAD_METHODS, EvalConfig, task_fingerprint
+from .config import EVAL_KEYS, EvalConfig, task_fingerprint
 from .units import UnitStore, _build_unit, batch_seed
 
 logger = logging.getLogger(__name__)
@@ -77,7 +80,7 @@ class Evaluator:
                     raise ValueError(f"task {name!r}: split examples {missing[:5]} are not among the task's examples")
                 self.splits[name] = ([by_id[e["id"]] for e in test], [by_id[e["id"]] for e in dev])
                 continue
-            n_dev = cfg.num_dev_prompts if self.oracles else 0
+            n_dev = cfg.num_dev_prompts if self.fitted else 0
             self.splits[name] = task.split(cfg.task_prompts(name), n_dev, cfg.seed)
         self.model, self.tokenizer = model, tokenizer
         self.adm = None
@@ -90,14 +93,13 @@ class Evaluator:
         self.skipped_heads: list[str] = []
         grid = dict(temperatures=cfg.temperatures, top_p=cfg.fixed_top_p, top_k=cfg.fixed_top_k)
         for m in cfg.methods:
-            opts = dict(cfg.method_options.get(m) or {})
-            if m in ("fixed", "oracle"):
-                opts = {**grid, **opts}
-            if m in SAMPLER_GRIDS or m in MIX_SAMPLERS:  # equal tuning budget: as many candidates as the grid has
-                opts = {**opts, "budget": len(cfg.temperatures)}
-            if m in MIX_SAMPLERS:  # normalized like the report: on the fixed grid's dev rewards
-                opts = {**grid, **opts}
-            if m in HEAD_METHODS:
+            traits = method_traits(m)
+            # the grid is a default that method_options may replace; the budget is not: every tuned method gets as
+            # many candidates as the grid it is compared with has
+            opts = {**{k: v for k, v in grid.items() if k in traits.run_options}, **(cfg.method_options.get(m) or {})}
+            if "budget" in traits.run_options:
+                opts["budget"] = len(cfg.temperatures)
+            if traits.takes_heads:
                 paths = list(cfg.head_paths) + ([opts.pop("head_path")] if "head_path" in opts else [])
                 missing = [p for p in paths if not Path(p).exists()]
                 if missing and cfg.skip_missing_heads:
@@ -115,7 +117,7 @@ class Evaluator:
             built = build_policies(m, **opts)
             for p in built:  # (unit name, split) -> the method whose options produced it
                 self._methods_of.setdefault((p.name, "test"), set()).add(m)
-                for c in [*getattr(p, "candidates", []), *getattr(p, "anchors", [])]:  # these run on the dev split
+                for c in p.dev_policies():
                     self._methods_of.setdefault((c.name, "dev"), set()).add(m)
             out.extend(built)
         names = [p.name for p in out]
@@ -127,13 +129,9 @@ class Evaluator:
         return out
 
     @property
-    def oracles(self) -> list:
-        return [p for p in self.policies if isinstance(p, OraclePolicy)]
-
-    def _head_policies(self) -> list:
-        """Every AdaptivePolicy that runs: the methods' own and MeanShift's (on dev)."""
-        return [p for p in self.policies if isinstance(p, AdaptivePolicy)] + [
-            c for o in self.oracles for c in o.candidates if isinstance(c, AdaptivePolicy)]
+    def fitted(self) -> list:
+        """The dev-fitted policies."""
+        return [p for p in self.policies if p.needs_dev]
 
     def _load_model(self):
         from ..modeling.generation import AdaptiveDecodingModel
@@ -147,8 +145,8 @@ class Evaluator:
             check_model_dtype(self.model, self.cfg.dtype)
             check_model_load(self.model, self.cfg.load_identity())
         self.adm = AdaptiveDecodingModel(self.model, self.tokenizer)
-        for p in self._head_policies():  # a head for another base model is refused before any generation
-            p._bound(self.adm)
+        for p in self.policies:  # a head for another base model is refused before any generation
+            p.check_model(self.adm)
         if self.cfg.backend == "vllm":  # one engine for every method; the HF model still encodes, scores, recomputes
             from ..integrations.vllm.backend import VLLMDecodingModel, VLLMEngine
 
@@ -160,7 +158,7 @@ class Evaluator:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.out_dir / "run_config.json"
         fp = json.loads(json.dumps(self.cfg.fingerprint()))
-        heads = {p.name: head_fingerprint(p.head_path) for p in self._head_policies() if p.head_path}
+        heads = {n: head_fingerprint(path) for p in self.policies for n, path in p.heads().items()}
         opts = json.loads(json.dumps({m: self.cfg.method_options.get(m) for m in self.cfg.methods}))
         self.store = UnitStore(self.out_dir / "units.jsonl")
         if cfg_file.exists():
@@ -185,18 +183,18 @@ class Evaluator:
 
     # --- running --------------------------------------------------------------------------------------------
     def _plan(self) -> list:
-        """(policy, task, split, examples) jobs in execution order; oracle dev candidates come first per task,
-        and the candidates of a pooled fit (MeanShift: one fit over all tasks) before every test job."""
-        pooled = [o for o in self.oracles if getattr(o, "pooled", False)]
+        """(policy, task, split, examples) jobs in execution order; a per-task fit's dev policies come first per task,
+        and the dev policies of a pooled fit (MeanShift: one fit over all tasks) before every test job."""
+        pooled = [o for o in self.fitted if o.pooled]
         jobs = [(c, tname, "dev", self.splits[tname][1]) for tname in self.cfg.tasks for o in pooled
-                for c in [*o.candidates, *getattr(o, "anchors", [])]]
+                for c in o.dev_policies()]
         for tname in self.cfg.tasks:
             test, dev = self.splits[tname]
             seen = set()
-            for o in self.oracles:
+            for o in self.fitted:
                 if o in pooled:
                     continue
-                for c in o.candidates:
+                for c in o.dev_policies():
                     if c.name not in seen:
                         seen.add(c.name)
                         jobs.append((c, tname, "dev", dev))
@@ -247,45 +245,33 @@ class Evaluator:
         bar = tqdm(total=total, desc="eval units", unit="prompt", disable=not self.cfg.progress, dynamic_ncols=True)
         try:
             for policy, tname, split, examples in jobs:
-                if isinstance(policy, OraclePolicy):
-                    self._fit_oracle(policy, tname)
+                if policy.needs_dev:
+                    self._fit(policy, tname)
                 self._run_job(policy, self.tasks[tname], split, examples, bar)
         finally:
             bar.close()
 
-    def _dev_scores(self, oracle: OraclePolicy, tname: str) -> dict:
-        _, dev = self.splits[tname]
-        return {c.name: finite_mean([self.store.get(c.name, tname, "dev", e["id"])["reward"] for e in dev])
-                for c in oracle.candidates}
+    def _fit(self, policy, tname: str):
+        """Fit a dev-fitted policy for task `tname` on the dev units in the store (a pooled fit reads every task)."""
+        def units(name, t):
+            return [self.store.get(name, t, "dev", e["id"]) for e in self.splits[t][1]]
 
-    def _fit_oracle(self, oracle: OraclePolicy, tname: str):
-        if isinstance(oracle, MeanShiftPolicy):  # pooled: the same fit for every task
-            oracle.fit_units([self.store.get(c.name, t, "dev", e["id"]) for t in self.cfg.tasks
-                              for c in oracle.candidates for e in self.splits[t][1]])
-        elif isinstance(oracle, MixSamplerPolicy):  # pooled too, on the normalized dev rewards of every task
-            oracle.fit_mix({t: {c.name: {e["id"]: self.store.get(c.name, t, "dev", e["id"])["reward"]
-                                         for e in self.splits[t][1]} for c in [*oracle.candidates, *oracle.anchors]}
-                            for t in self.cfg.tasks}, mix_normalizer)
-        else:
-            oracle.fit(self._dev_scores(oracle, tname))
+        policy.fit(DevResults(task=tname, tasks=list(self.cfg.tasks), units=units, normalizer=mix_normalizer))
 
     def _reusable(self, policy, task, split, todo):
         """A policy already run here with the same fixed config (greedy == T=0.0, oracle == its chosen setting, two
         dev-fitted methods that chose the same setting): same config, prompts and batch seeds give the same samples
         by construction, so its units are copied."""
-        target = policy.chosen if isinstance(policy, OraclePolicy) else policy
-        if not isinstance(target, FixedPolicy):
+        target = policy.fixed_config()
+        if target is None:
             return None
-        pool = self.policies + [c for o in self.oracles for c in o.candidates]
+        pool = self.policies + [c for o in self.fitted for c in o.dev_policies()]
         for q in pool:
             if q.name == policy.name or not all(self.store.done(q.name, task.name, split, e["id"]) for e in todo):
                 continue
-            if isinstance(q, OraclePolicy):  # another dev-fitted method that chose the same config on this task
-                self._fit_oracle(q, task.name)  # (min_p_mix and min_p often do); refitted before its own jobs anyway
-                decoded = q.chosen
-            else:
-                decoded = q if q.role in ("fixed", "greedy") else None
-            if isinstance(decoded, FixedPolicy) and decoded.config == target.config:
+            if q.needs_dev:  # another dev-fitted method that chose the same config on this task
+                self._fit(q, task.name)  # (min_p_mix and min_p often do); refitted before its own jobs anyway
+            if q.fixed_config() == target:
                 return q
         return None
 
@@ -304,9 +290,7 @@ class Evaluator:
                 for e in todo:
                     u = dict(self.store.get(reuse.name, task.name, split, e["id"]))
                     u["method"] = policy.name
-                    u["extra"] = {**u.get("extra", {}), "reused_from": reuse.name}
-                    if isinstance(policy, OraclePolicy):
-                        u["extra"]["oracle_choice"] = policy.chosen.name
+                    u["extra"] = {**u.get("extra", {}), "reused_from": reuse.name, **policy.output_extra()}
                     units.append(u)
             else:
                 bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")
@@ -339,8 +323,8 @@ class Evaluator:
                 "max_new_tokens": task.max_new_tokens or cfg.max_new_tokens, "methods": {}}
             per_prompt = {}
             for p in self.policies:
-                if isinstance(p, OraclePolicy):
-                    self._fit_oracle(p, tname)
+                if p.needs_dev:
+                    self._fit(p, tname)
                     tres.setdefault("oracle", {})[p.name] = p.fit_summary()
                 units = [self.store.get(p.name, tname, "test", e["id"]) for e in test]
                 rewards = [u["reward"] for u in units]
@@ -355,15 +339,15 @@ class Evaluator:
             baselines = {p.name: [f.name for f in fixed] for p in self.policies if p.role != "fixed"}
             res["comparisons"] += compare_with_baselines(tname, per_prompt, baselines, res["methods"], cfg.n_bootstrap, cfg.seed)
             res["tasks"][tname] = tres
-        dev_names = list(dict.fromkeys(c.name for o in self.oracles for c in [*o.candidates, *getattr(o, "anchors", [])]))
+        dev_names = list(dict.fromkeys(c.name for o in self.fitted for c in o.dev_policies()))
         for tname in self.cfg.tasks:
             res["units"].extend(self.store.get(n, tname, "dev", e["id"]) for n in dev_names
                                 for e in self.splits[tname][1] if self.store.done(n, tname, "dev", e["id"]))
         if fixed:  # normalized rewards and win rates need the fixed grid
             res["scale_free"] = units_report(res["units"], self.tasks, [f.name for f in fixed], [p.name for p in self.policies],
                                              n_boot=cfg.n_bootstrap, seed=cfg.seed,
-                                             head_to_head=[p.name for p in self.policies if isinstance(p, AdaptivePolicy)])
-            res["bar"] = {p.name: check_bar(res["scale_free"], p.name) for p in self.policies if isinstance(p, AdaptivePolicy)}
+                                             head_to_head=[p.name for p in self.policies if p.role == "adaptive"])
+            res["bar"] = {p.name: check_bar(res["scale_free"], p.name) for p in self.policies if p.role == "adaptive"}
         return res
 
 
@@ -384,6 +368,6 @@ def write_outputs(results: dict, out_dir: Path, cfg: EvalConfig):
 
 def mix_normalizer(by_name: dict, anchors: list):
     """A task's map of a raw dev mean onto the scale-free report's scale (0 / 1 = the worst / best of `anchors`, the
-    fixed grid, on that task's dev prompts), for `MixSamplerPolicy.fit_mix`."""
+    fixed grid, on that task's dev prompts), the `DevResults.normalizer` of every fit."""
     norm = task_normalization(by_name, None, anchors)
     return lambda x: normalize(x, norm)

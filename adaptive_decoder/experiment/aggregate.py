@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 
-from ..methods.base import FIXED_CONFIG_ROLES, role_of
+from ..methods.base import FIXED_CONFIG_ROLES, controls as control_methods, role_of
 from ..evaluation.report import summary_markdown, summary_plots
 from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, compare_with_baselines, same_decoding
 from ..storage import atomic_write_bytes
@@ -92,7 +92,7 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     fixed = [m for m in method_names if role_of(methods[m]) == "fixed"]
     others = [m for m in method_names if m not in fixed]
     # an AD head is also paired with the oracle and the random controls: does it beat choosing without learning?
-    controls = [m for m in ("oracle", "random", "random_token") if m in method_names]
+    controls = control_methods(method_names)
     baselines = {m: fixed + (controls if role_of(methods[m]) == "adaptive" else []) for m in others}
     pooled = {m: [] for m in method_names}
     reward_ci = {}  # task -> method -> mean reward with its CI; the records are built once choices and metrics are in

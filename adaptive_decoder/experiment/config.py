@@ -117,9 +117,10 @@ class ExperimentConfig(ModelArguments):
             n = self.split_sizes(t)
             if n["num_train"] < 1 or n["num_test"] < 1 or n["num_dev"] < 0:
                 raise ValueError(f"task {t!r}: need num_train >= 1, num_test >= 1, num_dev >= 0; got {n}")
-            from ..evaluation.config import DEV_FITTED
+            from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
+            from ..methods.base import method_traits
 
-            fitted = [m for m in self.methods if m in DEV_FITTED]
+            fitted = [m for m in self.methods if method_traits(m).needs_dev]
             if fitted and n["num_dev"] < 1:
                 raise ValueError(f"task {t!r}: method(s) {fitted} need dev prompts (num_dev >= 1)")
         if not self.reuse_collections and not self.reuse_from:

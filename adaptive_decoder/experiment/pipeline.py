@@ -218,7 +218,9 @@ class Experiment:
         opts = dict(cfg.eval)
         mo = opts.get("method_options") or {}
         mo = dict(json.loads(mo) if isinstance(mo, str) else mo)
-        random_methods = [m for m in ("random", "random_token", "best_joint") if m in cfg.methods]
+        from ..methods.base import registered_methods
+
+        random_methods = [m for m in registered_methods(uses_head_bins=True) if m in cfg.methods]
         if random_methods:  # random and best-joint configs come from the heads' bins (active factors; fixed otherwise)
             from ..modeling.head import AdaptiveDecoderConfig
 

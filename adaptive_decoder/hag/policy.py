@@ -339,11 +339,11 @@ class HAGPolicy(DecodingPolicy):
                 "max_config_tokens": self.max_config_tokens, "parse_stats": self.stats.to_dict()}
 
 
-@register_policy("hag")
+@register_policy("hag", policy=HAGPolicy)
 def _hag(**options) -> list:
     return [HAGPolicy(**options)]
 
 
-@register_policy("hag_untrained")
+@register_policy("hag_untrained", policy=HAGPolicy)
 def _hag_untrained(**options) -> list:
     return [HAGPolicy(untrained=True, **options)]

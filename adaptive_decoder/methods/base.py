@@ -1,24 +1,29 @@
-"""The decoding-policy interface, the method registry and the roles reports test.
+"""The decoding-policy interface, the method registry with each method's traits, and the roles reports test.
 
 A policy decides the decoding hyperparameters; the tokens always come from `AdaptiveDecodingModel.generate`
 (`force=` for fixed configs, the head for AD), so differences between methods come only from the policy:
 
     policy.generate(adm, prompts, num_samples=k, max_new_tokens=64, seed=0) -> [PolicyOutput per prompt]
 
-This module sits below every policy implementation (`policies`, `hag`): they import the interface and
-`forced_generate` from here and register their method builders here, so no policy module imports another
-one back.
+This module sits below every policy implementation (`policies`, `fitted`, `samplers`, `hag`): they import the
+interface and `forced_generate` from here and register their method builders here, so no policy module imports
+another one back. Importing any module of this package registers the built-in methods (the package's
+`__init__`); `adaptive_decoder.hag.policy` registers HAG's.
 
-Registry: `@register_policy("name")` on a function `(**options) -> [DecodingPolicy, ...]` makes `name` a method
-of `build_policies` and of the evaluation config (one name may expand to several policies, e.g. a grid). The
-harness (`adaptive_decoder.evaluation.harness`) imports the modules whose methods it offers, so the registry is complete
-whenever a config is validated.
+Registry: `@register_policy("name", policy=Class, **traits)` on a function `(**options) -> [policies]` makes
+`name` a method of `build_policies` and of the evaluation config (one name may expand to several policies, e.g. a
+grid). A method describes itself in two places, each fact once:
+- its policy class: `role` (what it is for in the comparisons), `needs_dev` (fitted on the dev split through
+  `fit(DevResults)`: `adaptive_decoder.methods.fitted`) and `pooled` (that fit reads every task at once);
+- its registration (`MethodTraits`): `takes_heads`, `uses_head_bins`, `is_control` and `run_options`, which
+  differ between methods that share a class (the oracle is a control, best_joint is not).
+The harness and the experiment read these traits (`method_traits`, `registered_methods`, `controls`) and never
+test a class or a method name; `build_policies` refuses a builder whose policies are not of its declared class,
+so the traits read before building are those of what runs.
 
-Roles: each policy class sets `role`, what it is for in the comparisons ("fixed", "greedy", "random",
-"random_token", "adaptive", "oracle", "sampler", "meanshift", "hag"); `describe()` writes it into results.json
-next to the class name, and reports select methods by role (`role_of`), never by class name. A results.json
-without a role (written by an older version) is read through `ROLE_OF_TYPE`, so resumed runs and summaries of
-such files keep working.
+Roles: `describe()` writes the role into results.json next to the class name, and reports select methods by role
+(`role_of`), never by class name. A description without a role is read through the registered classes' roles
+(`role_of_type`).
 """
 
 from __future__ import annotations
@@ -31,20 +36,9 @@ import torch
 from ..modeling.generation import AdaptiveDecodingModel
 from ..modeling.sampling import NEUTRAL
 
-# class name (describe()["type"]) -> role, for descriptions that carry no "role"
-ROLE_OF_TYPE = {"FixedPolicy": "fixed", "GreedyPolicy": "greedy", "RandomPolicy": "random",
-                "TokenRandomPolicy": "random_token", "AdaptivePolicy": "adaptive", "OraclePolicy": "oracle",
-                "TunedSamplerPolicy": "sampler", "MixSamplerPolicy": "sampler", "MeanShiftPolicy": "meanshift",
-                "HAGPolicy": "hag"}
 # roles of the policies that decode one fixed config per task (nothing chosen per prompt or token): reports leave
 # them out of the chosen-parameter distributions
 FIXED_CONFIG_ROLES = ("fixed", "greedy", "oracle", "sampler", "meanshift")
-
-
-def role_of(description: dict) -> str:
-    """The role of a method from its `describe()` dict: its "role", else the one its class name stands for
-    ("policy" for a class this library does not know, which reports treat like any other chooser)."""
-    return description.get("role") or ROLE_OF_TYPE.get(description.get("type"), DecodingPolicy.role)
 
 
 @dataclass
@@ -59,10 +53,15 @@ class PolicyOutput:
 
 
 class DecodingPolicy:
-    """Base class. Subclasses set `name` and `role` and implement `generate`."""
+    """Base class. Subclasses set `name` and `role` and implement `generate`.
+
+    Class traits: `role` (see the module docstring); `needs_dev` and `pooled` are set by the dev-fitted policies
+    (`adaptive_decoder.methods.fitted.DevFittedPolicy`), the only ones with a `fit`."""
 
     name: str = "policy"
     role: str = "policy"
+    needs_dev: bool = False  # fitted on the dev split before it decodes a test prompt
+    pooled: bool = False     # that fit reads the dev units of every task at once (else of one task)
 
     def generate(self, adm: AdaptiveDecodingModel, prompts: list, *, num_samples: int, max_new_tokens: int,
                  seed: int, chat: bool | None = None, stop_when=None) -> list:
@@ -73,21 +72,111 @@ class DecodingPolicy:
         """JSON-able description stored in results.json."""
         return {"name": self.name, "role": self.role, "type": type(self).__name__}
 
+    def fixed_config(self) -> dict | None:
+        """The one config (temperature, top_p, ...) this policy decodes every prompt with through `forced_generate`,
+        or None when it chooses per prompt or token. Two policies with equal fixed configs give the same samples for
+        the same prompts and seed, which is what lets the harness copy units between them."""
+        return None
+
+    def output_extra(self) -> dict:
+        """What `generate` adds to every output's `extra` beyond the samples (a copied unit gets it too)."""
+        return {}
+
+    def dev_policies(self) -> list:
+        """The policies this one runs on the dev split before its fit (none unless `needs_dev`)."""
+        return []
+
+    def heads(self) -> dict:
+        """{policy name: saved head directory} of the trained heads it decodes with (a resumed run checks their
+        weights)."""
+        return {}
+
+    def check_model(self, adm: AdaptiveDecodingModel) -> None:
+        """Refuse an evaluated model this policy cannot decode with, before any generation (a head trained on
+        another base model); every model is accepted unless a subclass says otherwise."""
+
 
 # ------------------------------------------------------------------------------------------------------------
+RUN_OPTIONS = ("temperatures", "top_p", "top_k", "budget")
+
+
+@dataclass(frozen=True)
+class MethodTraits:
+    """What a registered method is, read before it is built. `needs_dev`, `pooled` and `role` are its policy class's."""
+
+    policy: type = DecodingPolicy  # the class of every policy its builder returns
+    takes_heads: bool = False      # gets the evaluation's trained heads (head_paths, strict_base_model, model_name)
+    uses_head_bins: bool = False   # the experiment gives it its head's bins (temperature_bins, top_p_bins, top_k_bins)
+    is_control: bool = False       # a reference an adaptive head is paired with: does it beat choosing without learning?
+    run_options: tuple = ()        # RUN_OPTIONS it takes from the evaluation: the fixed grid (temperatures, top_p,
+                                   # top_k) and budget, its size (a tuned method gets as many candidates as it has)
+
+    def __post_init__(self):
+        bad = sorted(set(self.run_options) - set(RUN_OPTIONS))
+        if bad:
+            raise ValueError(f"unknown run option(s) {bad}; valid: {list(RUN_OPTIONS)}")
+        if not (isinstance(self.policy, type) and issubclass(self.policy, DecodingPolicy)):
+            raise TypeError(f"policy= must be a DecodingPolicy subclass, got {self.policy!r}")
+
+    @property
+    def needs_dev(self) -> bool:
+        return self.policy.needs_dev
+
+    @property
+    def pooled(self) -> bool:
+        return self.policy.pooled
+
+    @property
+    def role(self) -> str:
+        return self.policy.role
+
+
 POLICIES: dict[str, Callable[..., list]] = {}
+TRAITS: dict[str, MethodTraits] = {}
 
 
-def register_policy(*names: str):
-    """Decorator: register a builder `(**options) -> [policies]` under each of `names`."""
+def register_policy(*names: str, policy: type = DecodingPolicy, **traits):
+    """Decorator: register a builder `(**options) -> [policies of class `policy`]` under each of `names`, with the
+    method's `MethodTraits` (`takes_heads=`, `uses_head_bins=`, `is_control=`, `run_options=`)."""
+    described = MethodTraits(policy=policy, **traits)
+
     def deco(fn):
         for n in names:
             if n in POLICIES and POLICIES[n] is not fn:
                 raise ValueError(f"method {n!r} is already registered by {POLICIES[n].__module__}."
                                  f"{POLICIES[n].__qualname__}")
-            POLICIES[n] = fn
+            POLICIES[n], TRAITS[n] = fn, described
         return fn
     return deco
+
+
+def method_traits(method: str) -> MethodTraits:
+    """The traits of a registered method."""
+    if method not in TRAITS:
+        raise ValueError(f"unknown method {method!r}; valid: {sorted(POLICIES)}")
+    return TRAITS[method]
+
+
+def registered_methods(**where) -> list:
+    """The registered methods whose traits equal `where` (e.g. needs_dev=True), in registration order."""
+    return [m for m, t in TRAITS.items() if all(getattr(t, k) == v for k, v in where.items())]
+
+
+def controls(names) -> list:
+    """The controls among `names` (method names; a policy carries its method's name unless renamed): the references
+    an adaptive head is paired with besides the fixed grid."""
+    return [n for n in names if n in TRAITS and TRAITS[n].is_control]
+
+
+def role_of_type() -> dict:
+    """{class name: role} of every registered method's policy class."""
+    return {t.policy.__name__: t.policy.role for t in TRAITS.values()}
+
+
+def role_of(description: dict) -> str:
+    """The role of a method from its `describe()` dict: its "role", else its registered class's ("policy" for a
+    class no registered method builds, which reports treat like any other chooser)."""
+    return description.get("role") or role_of_type().get(description.get("type"), DecodingPolicy.role)
 
 
 def build_policies(method: str, **options) -> list:
@@ -95,9 +184,15 @@ def build_policies(method: str, **options) -> list:
     if method not in POLICIES:
         raise ValueError(f"unknown method {method!r}; valid: {sorted(POLICIES)}")
     try:
-        return POLICIES[method](**options)
+        built = POLICIES[method](**options)
     except TypeError as e:  # an unexpected keyword from a config file
         raise ValueError(f"bad options for method {method!r}: {e}") from None
+    cls = TRAITS[method].policy
+    wrong = [type(p).__name__ for p in built if not isinstance(p, cls)]
+    if wrong:
+        raise TypeError(f"method {method!r} is registered with policy={cls.__name__} but built {wrong}; register it "
+                        "with the class it builds (its traits are read from that class)")
+    return built
 
 
 # ------------------------------------------------------------------------------------------------------------
