@@ -215,6 +215,7 @@ def _greedy(**kw) -> list:
 
 @register_policy("fixed", policy=FixedPolicy, run_options=("temperatures", "top_p", "top_k"))
 def fixed_grid(temperatures=None, top_p: float = 1.0, top_k: int = 0, repetition_penalty: float | None = None) -> list:
+    """One FixedPolicy per temperature: method 'fixed', the oracle's candidates and the mix samplers' anchors."""
     temps = DEFAULT_TEMPERATURES if temperatures is None else list(temperatures)
     if not temps:
         raise ValueError("the fixed grid needs at least one temperature")
