@@ -217,3 +217,139 @@ def test_collate_groups_token_level_pads_and_indexes_groups():
     head = bias_head({"temperature": [0.0, 0.0]}, level="token", hidden=3)
     loss, m = group_loss(head, b)
     assert torch.isfinite(loss) and float(m["entropy"]) == pytest.approx(math.log(2), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# from a collection: the recomputed behaviour probabilities, refusals, and a training run
+@pytest.fixture(scope="module")
+def seq_collection(tmp_path_factory):
+    """A sequence-level collection, and the probabilities its head sampled each choice from, captured at the draw
+    (the head's draws are the only multinomials over fewer than 10 bins; the LM's are over its 259-token vocab)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_collection import make_adm, prompts, run
+
+    drawn = []
+    real = torch.multinomial
+
+    def spy(probs, *a, **k):
+        if probs.shape[-1] < 10:
+            drawn.append(probs.clone())
+        return real(probs, *a, **k)
+
+    adm = make_adm("sequence")
+    out = tmp_path_factory.mktemp("er_collection")
+    torch.multinomial = spy
+    try:
+        run(adm, out, prompts(6))
+    finally:
+        torch.multinomial = real
+    return adm, out, drawn
+
+
+def test_group_dataset_recomputes_the_probabilities_the_collection_sampled_from(seq_collection):
+    from adaptive_decoder.lpo.groups import GroupDataset
+    from adaptive_decoder.lpo.store import read_collection
+
+    adm, out, drawn = seq_collection
+    manifest, records = read_collection(out)
+    factors = adm.head.config.factors
+    # one head call per generate batch (sequence level), one multinomial per factor in the head's factor order
+    assert len(drawn) == len(manifest["shards"]) * len(factors)
+    sampled = {}
+    for k, shard in enumerate(manifest["shards"]):
+        rows = [r for r in records if r["shard"] == shard["name"]]  # in the batch's row order
+        for row, rec in enumerate(rows):
+            sampled[(rec["prompt_id"], rec["sample_index"])] = math.prod(
+                float(drawn[k * len(factors) + i][row, rec["choices"][f]]) for i, f in enumerate(factors))
+    data = GroupDataset(out, behaviour_head=adm.head)
+    assert len(data) == 6 and data.stats["samples"] == 24 and data.stats["samples_recomputed"] == 0
+    for i in range(len(data)):
+        item = data[i]
+        got = [math.exp(float(s["behaviour_logps"])) for s in item["samples"]]
+        want = [sampled[(item["prompt_id"], j)] for j in range(4)]
+        assert got == pytest.approx(want, rel=1e-3)  # the cache holds the head inputs in fp16
+        assert all(torch.equal(s["inputs"], item["samples"][0]["inputs"]) for s in item["samples"])
+
+
+def test_group_dataset_refuses_what_it_cannot_recompute(seq_collection, tmp_path):
+    import json
+    import shutil
+
+    from adaptive_decoder.lpo.groups import GroupDataset
+
+    adm, out, _ = seq_collection
+    torch.manual_seed(1)
+    other = AdaptiveDecoderHead(adm.head.config)
+    with pytest.raises(ValueError, match="sampled by the head with fingerprint .*start from the collecting head"):
+        GroupDataset(out, behaviour_head=other)
+    argmax = tmp_path / "argmax"
+    shutil.copytree(out, argmax)
+    m = json.loads((argmax / "manifest.json").read_text())
+    m["settings"]["selection"] = "argmax"
+    (argmax / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="records selection 'argmax'.*needs choices sampled"):
+        GroupDataset(argmax, behaviour_head=adm.head)
+
+
+def test_token_level_groups_recompute_uncached_inputs_with_the_lm(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_collection import make_adm, prompts, run
+
+    from adaptive_decoder.lpo.groups import GroupDataset
+    from adaptive_decoder.lpo.pairs import ModelNeededError
+
+    adm = make_adm("token")
+    run(adm, tmp_path / "all", prompts(2), cache_which="all")
+    run(adm, tmp_path / "extremes", prompts(2))
+    cached = GroupDataset(tmp_path / "all", behaviour_head=adm.head)
+    assert cached.stats["samples_recomputed"] == 0
+    with pytest.raises(ModelNeededError, match="not cached"):
+        GroupDataset(tmp_path / "extremes", behaviour_head=adm.head)
+    recomputed = GroupDataset(tmp_path / "extremes", behaviour_head=adm.head, model=adm.model)
+    assert recomputed.stats["samples_recomputed"] == 4  # 2 prompts x 4 samples, best and worst cached
+    for a, b in zip(cached, recomputed):
+        for sa, sb in zip(a["samples"], b["samples"]):
+            assert sa["inputs"].shape[0] == len(sa["choices"]["temperature"])
+            assert torch.allclose(sa["inputs"].float(), sb["inputs"].float(), atol=1e-2)
+            assert torch.allclose(sa["behaviour_logps"], sb["behaviour_logps"], atol=1e-3)
+    batch = collate_groups([cached[0], cached[1]])
+    assert batch["inputs"].dim() == 3 and batch["group"].tolist() == [0] * 4 + [1] * 4
+
+
+def test_lpo_trainer_runs_the_expected_reward_objective_on_a_collection(seq_collection, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import adaptive_decoder.modeling.models as models
+    from adaptive_decoder.lpo.config import LPOConfig
+    from adaptive_decoder.lpo.data import build_head_and_dataset
+    from adaptive_decoder.lpo.groups import GroupDataset
+    from adaptive_decoder.lpo.trainer import LPOTrainer
+
+    _, out, _ = seq_collection
+    monkeypatch.setattr(models, "load_base_model", lambda *a, **k: pytest.fail("the LM must not be loaded"))
+    opts = dict(output_dir=str(tmp_path / "run"), collection_dir=str(out), loss_type="expected_reward", max_steps=3,
+                per_device_train_batch_size=2, logging_steps=1, save_steps=2, report_to="none", progress=False,
+                plot=False, torch_threads=1)
+    cfg = LPOConfig(**opts)
+    head, data = build_head_and_dataset(cfg)  # head={} and seed 0: the collecting head
+    assert isinstance(data, GroupDataset)
+    trainer = LPOTrainer(cfg, head, data)
+    summary = trainer.train()
+    assert summary["step"] == 3 and summary["pairs_seen_this_session"] == 6
+    assert set(summary["bin_histograms"]["tasks"]) == {"arith", "all"}
+    assert sum(summary["bin_histograms"]["tasks"]["all"]["temperature"]) == 6  # one decision per prompt
+    row = trainer.history[-1]
+    assert {"kl", "weights/mean", "weights/truncated", "advantages/abs_mean", "entropy"} <= set(row)
+    assert (Path(cfg.output_dir) / "head" / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="start from the collecting head"):
+        build_head_and_dataset(LPOConfig(**{**opts, "head": {"num_layers": 3}}))
+    with pytest.raises(ValueError, match="synthetic pairs have neither"):
+        LPOConfig(**{**opts, "collection_dir": None, "synthetic_pairs": 4})
+    with pytest.raises(ValueError, match="advantage_scale must be one of"):
+        LPOConfig(**{**opts, "advantage_scale": "rank"})
