@@ -353,3 +353,15 @@ def test_lpo_trainer_runs_the_expected_reward_objective_on_a_collection(seq_coll
         LPOConfig(**{**opts, "collection_dir": None, "synthetic_pairs": 4})
     with pytest.raises(ValueError, match="advantage_scale must be one of"):
         LPOConfig(**{**opts, "advantage_scale": "rank"})
+
+
+def test_the_experiment_config_reaches_lpo_config_loss_type(tmp_path):
+    from pathlib import Path
+
+    from adaptive_decoder.configs import load_config
+    from adaptive_decoder.lpo.config import LPOConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "natural_copy_expected_reward.yaml"
+    lpo = load_config(path)["lpo"]
+    cfg = LPOConfig(**lpo, output_dir=str(tmp_path), collection_dir=str(tmp_path), report_to="none")
+    assert (cfg.loss_type, cfg.beta, cfg.importance_clip, cfg.advantage_scale) == ("expected_reward", 0.1, 10.0, "none")
