@@ -80,7 +80,8 @@ class LPOConfig(TrainingArguments):
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={
         "help": "transformers scheduler name (constant, linear, cosine, ...)."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per process per micro-batch."})
+    per_device_train_batch_size: int = field(default=16, metadata={
+        "help": "Pairs (expected_reward: prompt groups) per process per micro-batch."})
     num_train_epochs: float = field(default=3, metadata={"help": "Passes over the pairs (ignored when max_steps > 0)."})
     logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps (and at the last one)."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N optimizer steps (and at the end)."})
