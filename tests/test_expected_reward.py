@@ -213,6 +213,8 @@ def test_collate_groups_token_level_pads_and_indexes_groups():
     assert b["choices"]["temperature"].tolist() == [[0, 1, -1], [1, -1, -1], [1, 1, 0]]
     assert b["behaviour_logps"][1].tolist() == pytest.approx([-0.3, 0.0, 0.0])
     assert b["task"] == ["a", "b"] and b["rewards"].tolist() == [1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match=r"items \[0\] are not prompt groups"):
+        collate_groups([{"chosen_inputs": torch.ones(3)}])
     # token level: per-step weights, each step carries its sample's advantage; sum over real steps
     head = bias_head({"temperature": [0.0, 0.0]}, level="token", hidden=3)
     loss, m = group_loss(head, b)

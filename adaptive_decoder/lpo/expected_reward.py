@@ -108,6 +108,10 @@ def collate_groups(examples: list) -> dict:
     first row), "task" and "prompt_id" (per prompt), "level"."""
     if not examples:
         raise ValueError("collate_groups got an empty list of groups")
+    bad = [i for i, ex in enumerate(examples) if not isinstance(ex, dict) or not ex.get("samples")]
+    if bad:
+        raise ValueError(f"items {bad[:5]} are not prompt groups with samples (the expected-reward objective trains on "
+                         "GroupDataset items, not preference pairs)")
     samples = [(g, s) for g, ex in enumerate(examples) for s in ex["samples"]]
     level = "sequence" if samples[0][1]["inputs"].dim() == 1 else "token"
     factors = sorted(samples[0][1]["choices"])

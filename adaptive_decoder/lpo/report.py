@@ -1,9 +1,9 @@
 """What an LPO run shows: the trained head's bin choices per task and the training curves from metrics.jsonl.
 
 `task_bin_histograms` runs the head over the chosen samples of the training pairs, or every sample of the prompt
-groups of the expected-reward objective (sequence level: one decision per prompt; token level: every step), and counts argmax bins per task, with the mean bin probabilities and the
-expected value beside them; the plots read that dict and the metrics rows, so they can be redrawn from a run
-directory after the fact.
+groups of the expected-reward objective (sequence level: one decision per prompt; token level: every step), and
+counts argmax bins per task, with the mean bin probabilities and the expected value beside them; the plots read
+that dict and the metrics rows, so they can be redrawn from a run directory after the fact.
 """
 
 from __future__ import annotations
