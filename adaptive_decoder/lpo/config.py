@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 
 from ..configs import as_mapping
 from ..modeling.head import AdaptiveDecoderConfig
+from .expected_reward import ADVANTAGE_SCALES, GROUP_LOSS_TYPES
 from .losses import AGGREGATIONS, LOSS_TYPES, NEEDS_RESPONSE_LOGPS
 
 REFERENCES = ("initial", "none")
@@ -53,8 +54,14 @@ class LPOConfig(TrainingArguments):
     # --- loss ---------------------------------------------------------------------------------------------
     loss_type: str = field(default="lpo", metadata={
         "help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens "
-                "with the LM's response term) or latent (temperature marginalised per token)."})
-    beta: float = field(default=0.1, metadata={"help": "LPO strength beta."})
+                "with the LM's response term), latent (temperature marginalised per token) or expected_reward (a policy gradient "
+                "on whole prompt groups that maximises the mean reward, lpo.expected_reward)."})
+    beta: float = field(default=0.1, metadata={
+        "help": "LPO strength beta; for expected_reward the weight of KL(head || reference), the same beta."})
+    importance_clip: float = field(default=10.0, metadata={
+        "help": "expected_reward: importance weights pi / mu above this count as this (bounds their variance)."})
+    advantage_scale: str = field(default="none", metadata={
+        "help": f"expected_reward, {ADVANTAGE_SCALES}: advantages = reward - prompt mean, or that / the prompt's spread."})
     reference: str = field(default="initial", metadata={
         "help": f"{REFERENCES}: frozen copy of the initial head as pi_ref, or no reference terms (paper Eq. 10)."})
     token_aggregation: str = field(default="sum", metadata={
@@ -73,7 +80,8 @@ class LPOConfig(TrainingArguments):
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={
         "help": "transformers scheduler name (constant, linear, cosine, ...)."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per process per micro-batch."})
+    per_device_train_batch_size: int = field(default=16, metadata={
+        "help": "Pairs (expected_reward: prompt groups) per process per micro-batch."})
     num_train_epochs: float = field(default=3, metadata={"help": "Passes over the pairs (ignored when max_steps > 0)."})
     logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps (and at the last one)."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N optimizer steps (and at the end)."})
@@ -99,6 +107,13 @@ class LPOConfig(TrainingArguments):
         if self.synthetic_pairs and self.loss_type in NEEDS_RESPONSE_LOGPS:
             raise ValueError(f"loss_type {self.loss_type!r} needs the LM's token log-probs of real samples: "
                              "synthetic pairs have none (use a collection_dir)")
+        if self.synthetic_pairs and self.loss_type in GROUP_LOSS_TYPES:
+            raise ValueError(f"loss_type {self.loss_type!r} trains on a collection's prompt groups and their exploration "
+                             "probabilities: synthetic pairs have neither (use a collection_dir)")
+        if self.advantage_scale not in ADVANTAGE_SCALES:
+            raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {self.advantage_scale!r}")
+        if not self.importance_clip > 0:
+            raise ValueError(f"importance_clip must be > 0, got {self.importance_clip}")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id: the Hub repo to publish the trained head to (user/name)")
         if self.reference not in REFERENCES:

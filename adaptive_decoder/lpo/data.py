@@ -1,4 +1,5 @@
-"""The training set of an LPO run and the head it fits: preference pairs from a collection, or synthetic ones.
+"""The training set of an LPO run and the head it fits: preference pairs (or, for the expected-reward objective,
+whole prompt groups, `GroupDataset`) from a collection, or synthetic pairs.
 
 `build_head_and_dataset(cfg)` reads the pair settings of an `LPOConfig` and returns `(head, dataset)`:
   - pairs from a collection (`PairDataset`): the head's bins/factors/level default to the collecting head's, so a
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..modeling.head import AdaptiveDecoderConfig, build_head
+from .expected_reward import GROUP_LOSS_TYPES
 from .losses import NEEDS_RESPONSE_LOGPS
 
 if TYPE_CHECKING:
@@ -93,8 +95,14 @@ def build_head_and_dataset(cfg: LPOConfig):
         logger.info("the initial head differs from the collecting head (other head_path / head_init_seed / options)")
     kw = dict(mode=cfg.pair_mode, k=cfg.pair_k, eps=cfg.pair_eps, tasks=cfg.tasks, head_config=head.config,
               use_cache=cfg.use_cache, response_logps=cfg.loss_type in NEEDS_RESPONSE_LOGPS)
+    dataset_cls = PairDataset
+    if cfg.loss_type in GROUP_LOSS_TYPES:  # whole prompt groups, weighted by the initial (= collecting) head's mu
+        from .groups import GroupDataset
+
+        dataset_cls, kw = GroupDataset, dict(behaviour_head=head, tasks=cfg.tasks, use_cache=cfg.use_cache,
+                                             eps=cfg.pair_eps)
     try:
-        return head, PairDataset(cfg.collection_dir, **kw)
+        return head, dataset_cls(cfg.collection_dir, **kw)
     except ModelNeededError as e:
         if not cfg.base_model:
             raise ModelNeededError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
@@ -107,7 +115,7 @@ def build_head_and_dataset(cfg: LPOConfig):
     logger.info("some pair samples are not cached: loading %s (%s%s) to recompute their head inputs", cfg.base_model,
                 dtype, "".join(f", {k}={v}" for k, v in load.items()))
     model, _ = load_base_model(cfg.base_model, dtype=dtype, **load)
-    return head, PairDataset(cfg.collection_dir, model=model, **kw)
+    return head, dataset_cls(cfg.collection_dir, model=model, **kw)
 
 
 __all__ = ["SyntheticPairs", "build_head_and_dataset"]

@@ -16,6 +16,8 @@ Losses (per pair; the batch loss is the mean):
     "joint":  temperatures as tokens, DPO over P(y, tau) = P(y | tau) pi(tau) (`joint_loss`): the "lpo" margin
             plus a response term from the frozen LM; it has no gradient, so it only re-weights pairs.
     "latent": temperatures as latents (`latent_log_probs`): DPO on P'(y) = prod_t sum_tau P(y_t | tau) pi(tau).
+    "expected_reward": not a pair loss: a policy gradient on whole prompt groups that maximises the mean reward
+            (`adaptive_decoder.lpo.expected_reward`, with its own collator and dataset, `lpo.groups.GroupDataset`).
 The LM's log P(y_t | tau) come from the collection (`adaptive_decoder.modeling.response_logps`, via the pair dataset with
 `response_logps=True`).
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_TYPES = ("lpo", "nll", "joint", "latent")
+LOSS_TYPES = ("lpo", "nll", "joint", "latent", "expected_reward")
 NEEDS_RESPONSE_LOGPS = ("joint", "latent")
 AGGREGATIONS = ("sum", "mean")
 _PAIR_KEYS = ("chosen_inputs", "chosen_choices", "rejected_inputs", "rejected_choices")
@@ -284,6 +286,9 @@ def compute_loss(head, batch: dict, *, loss_type: str = "lpo", beta: float = 0.1
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if loss_type == "expected_reward":
+        raise ValueError("loss_type 'expected_reward' trains on prompt groups, not pairs: use "
+                         "adaptive_decoder.lpo.expected_reward.group_loss")
     if loss_type in NEEDS_RESPONSE_LOGPS and "chosen_token_logps" not in batch:
         raise ValueError(f"loss_type {loss_type!r} needs the LM's token log-probs in the batch "
                          "(PairDataset(..., response_logps=True))")

@@ -1,9 +1,9 @@
 """What an LPO run shows: the trained head's bin choices per task and the training curves from metrics.jsonl.
 
-`task_bin_histograms` runs the head over the chosen samples of the training pairs (sequence level: one decision
-per prompt; token level: every step) and counts argmax bins per task, with the mean bin probabilities and the
-expected value beside them; the plots read that dict and the metrics rows, so they can be redrawn from a run
-directory after the fact.
+`task_bin_histograms` runs the head over the chosen samples of the training pairs, or every sample of the prompt
+groups of the expected-reward objective (sequence level: one decision per prompt; token level: every step), and
+counts argmax bins per task, with the mean bin probabilities and the expected value beside them; the plots read
+that dict and the metrics rows, so they can be redrawn from a run directory after the fact.
 """
 
 from __future__ import annotations
@@ -13,29 +13,43 @@ from pathlib import Path
 import torch
 
 from ..modeling.head import AdaptiveDecoderHead
+from .expected_reward import collate_groups
 from .losses import collate_pairs
 from ..plotting import pyplot, save_figure
 from ..storage import read_jsonl_log
 
 
+def _decisions(batch: dict) -> tuple:
+    """(inputs, step mask or None, task per row) of the decisions a histogram counts: the chosen sample of each
+    pair; of a group batch, each prompt's first sample at sequence level (its samples share the input), else all."""
+    if "chosen_inputs" in batch:
+        return batch["chosen_inputs"], batch.get("chosen_mask"), batch["task"]
+    rows = batch["first"] if batch["level"] == "sequence" else torch.arange(len(batch["group"]))
+    mask = batch["mask"][rows] if "mask" in batch else None
+    return batch["inputs"][rows], mask, [batch["task"][g] for g in batch["group"][rows].tolist()]
+
+
 def task_bin_histograms(head: AdaptiveDecoderHead, dataset, batch_size: int = 256) -> dict:
-    """Per task and factor: argmax-bin counts of `head` on the pairs' chosen samples (sequence level: one decision
-    per prompt, the hidden state of its last prompt token; token level: every step of the chosen sample), plus
-    the head's mean bin probabilities ("mean_probs") and expected value ("expected") over the same decisions."""
+    """Per task and factor: argmax-bin counts of `head` on the pairs' chosen samples or the groups' samples
+    (sequence level: one decision per prompt, the hidden state of its last prompt token; token level: every step
+    of those samples), plus the head's mean bin probabilities ("mean_probs") and expected value ("expected") over
+    the same decisions."""
     head = head.eval()
     bins = {f: head.config.bins(f) for f in head.factors}
     out = {"bins": bins, "level": head.config.level, "tasks": {}, "mean_probs": {}, "expected": {}}
     prob_sums: dict = {}
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_pairs)
+    collate = collate_groups if len(dataset) and "samples" in dataset[0] else collate_pairs
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     for batch in loader:
+        inputs, mask, tasks = _decisions(batch)
         with torch.no_grad():
-            inputs = batch["chosen_inputs"].to(next(head.parameters()).device)
+            inputs = inputs.to(next(head.parameters()).device)
             picks, probs = head.select(inputs, "argmax"), head.probs(inputs)
         for f, idx in picks.items():
             idx, p = idx.cpu(), probs[f].float().cpu()
-            for i, task in enumerate(batch["task"]):
+            for i, task in enumerate(tasks):
                 if idx.dim() == 2:
-                    keep = batch["chosen_mask"][i]
+                    keep = mask[i]
                     row, prow = idx[i][keep], p[i][keep]
                 else:
                     row, prow = idx[i : i + 1], p[i : i + 1]

@@ -45,10 +45,11 @@ import torch
 from torch import nn
 from transformers import PrinterCallback, Trainer, TrainerCallback
 from transformers.integrations import WandbCallback
-from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import rotate_checkpoints
 
 from ..modeling.head import AdaptiveDecoderHead
+from .callbacks import _LaunchRecord, _MetricsFile, _StepHooks, _WandbMetrics
+from .expected_reward import GROUP_LOSS_TYPES, collate_groups, group_loss, group_policy
 from .losses import collate_pairs, compute_loss, policy_log_probs
 from .config import LPOConfig
 from .store import collection_card_facts
@@ -70,15 +71,21 @@ class _PolicyLogps(nn.Module):
         self.head, self.aggregation, self.loss_type = head, aggregation, loss_type
 
     def forward(self, batch: dict) -> dict:
+        if self.loss_type in GROUP_LOSS_TYPES:
+            return group_policy(self.head, batch)
         return policy_log_probs(self.head, batch, self.loss_type, self.aggregation)
 
 
 def _argmax_counts(head, batch: dict) -> dict:
-    """{factor: LongTensor [n_bins]} argmax-bin counts over the batch's real decisions (chosen + rejected)."""
+    """{factor: LongTensor [n_bins]} argmax-bin counts over the batch's real decisions (chosen + rejected, or
+    every sample of a group batch)."""
     with torch.no_grad():
-        inputs = torch.cat([batch["chosen_inputs"], batch["rejected_inputs"]])
+        if "inputs" in batch:
+            inputs, mask = batch["inputs"], batch.get("mask")
+        else:
+            inputs = torch.cat([batch["chosen_inputs"], batch["rejected_inputs"]])
+            mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]]) if inputs.dim() == 3 else None
         picks = head.select(inputs, "argmax")
-        mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]]) if inputs.dim() == 3 else None
         out = {}
         for f, idx in picks.items():
             idx = idx[mask] if mask is not None else idx
@@ -95,101 +102,10 @@ def checkpoints(output_dir) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-class _MetricsFile(TrainerCallback):
-    """Appends each training log row to metrics.jsonl (main process) and keeps them as `history` (every process).
-
-    Also makes the last optimizer step a logging step, so the final metrics row is the end of training."""
-
-    def __init__(self, path: Path, history: list):
-        self.path, self.history = path, history
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps:
-            control.should_log = True
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:  # the Trainer's end-of-training speed summary is not a training step
-            return
-        row = {"step": state.global_step, **logs}
-        self.history.append(row)
-        if state.is_world_process_zero:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-
-class _WandbMetrics(WandbCallback):
-    """The Trainer's wandb callback, logging each training row under metrics.jsonl's names (not `train/...`) at
-    wandb step = optimizer step, as metrics.jsonl numbers them: the sweep configs optimise `rewards/accuracies`,
-    and the sweep report reads the same names and steps from both sources. The end-of-training speed numbers go
-    to the run's summary only, so the history holds training rows alone."""
-
-    def setup(self, args, state, model, **kwargs):
-        # project and directory go to wandb.init itself, not through WANDB_PROJECT / WANDB_DIR: wandb reads those
-        # into its per-process settings once, so a run started after another wandb run of the same process (an
-        # eval suite, a second trainer) would otherwise be written under the first one's directory
-        if self._wandb is not None and state.is_world_process_zero and self._wandb.run is None:
-            self._wandb.init(project=args.wandb_project, name=args.run_name, dir=args.output_dir)
-        super().setup(args, state, model, **kwargs)
-
-    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-        if self._wandb is None or not logs:
-            return
-        if not self._initialized:
-            self.setup(args, state, model)
-        if state.is_world_process_zero:
-            if "loss" in logs:
-                # commit=True: with an explicit step wandb holds a row back until a later step arrives, and the
-                # last row of a run has none (it went missing when the process exited under load)
-                self._wandb.log(dict(logs), step=state.global_step, commit=True)
-            else:
-                self._wandb.run.summary.update(logs)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        super().on_train_end(args, state, control, **kwargs)
-        # the run is over when training is: finish it here, not in the interpreter's exit hook
-        if self._wandb is not None and self._wandb.run is not None and state.is_world_process_zero:
-            self._wandb.finish()
-
-
-class _StepHooks(TrainerCallback):
-    """Runs plain callables `cb(trainer, step, logs)` once per optimizer step: on a logging step after the row is
-    logged (`logs` = that row), else at the step's end (`logs` = None). Raising from one stops training."""
-
-    def __init__(self, trainer, hooks: list):
-        self.trainer, self.hooks = trainer, hooks
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if not control.should_log:
-            for cb in self.hooks:
-                cb(self.trainer, state.global_step, None)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            for cb in self.hooks:
-                cb(self.trainer, state.global_step, logs)
-
-
-class _LaunchRecord(TrainerCallback, ExportableState):
-    """Saved in each checkpoint's trainer_state.json: the process count and steps per epoch the run used, which
-    place every resumed batch; a resume under another launch setup would silently train on other batches."""
-
-    def __init__(self, num_processes: int, steps_per_epoch: int):
-        self.num_processes, self.steps_per_epoch = num_processes, steps_per_epoch
-
-    def state(self) -> dict:
-        return {"args": {"num_processes": self.num_processes, "steps_per_epoch": self.steps_per_epoch}, "attributes": {}}
-
-    def check(self, ckpt: Path):
-        saved = json.loads((ckpt / "trainer_state.json").read_text()).get("stateful_callbacks", {}).get(type(self).__name__)
-        if saved and saved["args"] != self.state()["args"]:
-            raise ValueError(f"{ckpt} was written by a run with {saved['args']['num_processes']} processes and "
-                             f"{saved['args']['steps_per_epoch']} steps/epoch; this run has {self.num_processes} "
-                             f"and {self.steps_per_epoch}: resume with the same launch setup and batch size")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 class LPOTrainer(Trainer):
-    """Train an `AdaptiveDecoderHead` on a dataset of preference pairs (dicts in the `PairDataset` format).
+    """Train an `AdaptiveDecoderHead` on a dataset of preference pairs (dicts in the `PairDataset` format), or, for
+    `loss_type="expected_reward"`, of prompt groups (`GroupDataset`'s format, batched by `collate_groups`).
 
     `callbacks`: `TrainerCallback`s, or plain callables `cb(trainer, step, logs)` run on every process after each
     optimizer step (see `_StepHooks`); raising from one stops training (the checkpoints stay valid). `train()`
@@ -211,8 +127,9 @@ class LPOTrainer(Trainer):
         native = [cb for cb in callbacks or [] if cb not in hooks]
         self.history: list[dict] = []
         self._staging = False  # True while a checkpoint is being written (see _save_checkpoint)
+        collate = collate_groups if args.loss_type in GROUP_LOSS_TYPES else collate_pairs
         super().__init__(model=_PolicyLogps(head, args.token_aggregation, args.loss_type), args=args,
-                         train_dataset=train_dataset, data_collator=collate_pairs,
+                         train_dataset=train_dataset, data_collator=collate,
                          callbacks=[_MetricsFile(self.out / "metrics.jsonl", self.history), *native])
         if hooks:
             self.add_callback(_StepHooks(self, hooks))
@@ -269,10 +186,14 @@ class LPOTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logps = model(inputs)
-        loss, metrics = compute_loss(self.head, inputs, loss_type=self.args.loss_type, beta=self.args.beta,
-                                     ref_head=self.ref_head, aggregation=self.args.token_aggregation,
-                                     policy_logps=logps)
+        logps, a = model(inputs), self.args
+        if a.loss_type in GROUP_LOSS_TYPES:
+            loss, metrics = group_loss(self.head, inputs, beta=a.beta, ref_head=self.ref_head,
+                                       aggregation=a.token_aggregation, clip=a.importance_clip,
+                                       advantage_scale=a.advantage_scale, policy_out=logps)
+        else:
+            loss, metrics = compute_loss(self.head, inputs, loss_type=a.loss_type, beta=a.beta, ref_head=self.ref_head,
+                                         aggregation=a.token_aggregation, policy_logps=logps)
         if model.training:
             for k, v in metrics.items():
                 if k != "loss":  # the Trainer logs the loss itself (averaged over the logging interval)
@@ -280,7 +201,7 @@ class LPOTrainer(Trainer):
             for f, c in _argmax_counts(self.head, inputs).items():
                 self._counts[f] = self._counts.get(f, 0) + c
             self._n_micro += 1
-            self._pairs_seen += inputs["chosen_inputs"].shape[0]
+            self._pairs_seen += len(inputs["prompt_id"])  # pairs, or prompt groups
         return (loss, logps) if return_outputs else loss
 
     def _reset_metrics(self):
