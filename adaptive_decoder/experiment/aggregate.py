@@ -13,7 +13,6 @@ from ..methods.base import FIXED_CONFIG_ROLES, role_of
 from ..evaluation.report import summary_markdown, summary_plots
 from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, compare_with_baselines, same_decoding
 from ..storage import atomic_write_bytes
-from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 from .config import ExperimentConfig
 from .stages import DONE, _jsonable
 

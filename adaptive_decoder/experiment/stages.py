@@ -11,7 +11,6 @@ import torch
 
 from ..configs import changed_keys
 from ..storage import atomic_write_bytes
-from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 
 
 
