@@ -9,7 +9,8 @@ import torch
 from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, read_collection
 from adaptive_decoder.lpo.collection import collect
 from adaptive_decoder.lpo.pairs import (ModelNeededError, PairDataset, bin_rewards, build_pairs, collection_pair_report,
-                                   pair_statistics, plot_pair_statistics, preference_mean_disagreements)
+                                        pair_statistics, preference_mean_disagreements)
+from adaptive_decoder.plotting import plot_pair_statistics
 from adaptive_decoder.rewards import CompositeReward, Repetition
 from test_collection import make_adm, prompts, run
 
