@@ -5,8 +5,8 @@ Bin conventions (validated when an `AdaptiveDecoderConfig` is made):
   top_p:       in (0, 1], strictly descending (least to most restrictive); 1.0 means off.
   top_k:       integers >= 0, least to most restrictive; 0 means off and may only come first.
   min_p:       in [0, 1], strictly ascending (least to most restrictive); 0.0 means off.
-The order is the invariant: bin index 0 is the least restrictive setting of its factor, so a stored choice index
-means the same setting wherever the same bins are configured.
+The invariant: each factor's bins are distinct and in one fixed order, so a stored choice index names one setting
+and sorting never reorders a configured list behind a head's back (a wrong order is refused, not fixed).
 
 min_p is optional: it is a FACTOR (it can be learned or fixed), but not one of the DEFAULT_FACTORS, so a head
 configured without mentioning it learns what it did before, and a saved config without `min_p_bins` / a
