@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adaptive_decoder.lpo.sweep_runs import read_runs  # noqa: E402
-from adaptive_decoder.lpo.sweep_report import write_report  # noqa: E402
+from adaptive_decoder.sweeps.runs import read_runs  # noqa: E402
+from adaptive_decoder.sweeps.report import write_report  # noqa: E402
 
 
 def main(argv=None) -> int:

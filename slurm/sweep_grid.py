@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adaptive_decoder.lpo.sweeps import expand_command, grid_points, load_sweep, run_id_for  # noqa: E402
+from adaptive_decoder.sweeps.grid import expand_command, grid_points, load_sweep, run_id_for  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -171,7 +171,7 @@ def check_deepspeed(path: Path):
 # ------------------------------------------------------------------------------------------------- sweeps
 def check_sweep(path: Path):
     from adaptive_decoder.lpo.trainer import LPOConfig
-    from adaptive_decoder.lpo.sweeps import expand_command, load_sweep
+    from adaptive_decoder.sweeps.grid import expand_command, load_sweep
 
     sweep = load_sweep(path)
     assert sweep["program"] == "training/train_lpo.py" and (REPO / sweep["program"]).exists()

@@ -311,10 +311,14 @@ def test_token_level_groups_recompute_uncached_inputs_with_the_lm(tmp_path):
     run(adm, tmp_path / "extremes", prompts(2))
     cached = GroupDataset(tmp_path / "all", behaviour_head=adm.head)
     assert cached.stats["samples_recomputed"] == 0
-    with pytest.raises(ModelNeededError, match="not cached"):
+    with pytest.raises(ModelNeededError, match="samples in groups, .* have no cached head inputs"):
         GroupDataset(tmp_path / "extremes", behaviour_head=adm.head)
     recomputed = GroupDataset(tmp_path / "extremes", behaviour_head=adm.head, model=adm.model)
     assert recomputed.stats["samples_recomputed"] == 4  # 2 prompts x 4 samples, best and worst cached
+    asked = []  # the loader runs only when inputs are missing, and is told which
+    GroupDataset(tmp_path / "all", behaviour_head=adm.head, load_model=lambda m: asked.append(m) or adm.model)
+    GroupDataset(tmp_path / "extremes", behaviour_head=adm.head, load_model=lambda m: asked.append(m) or adm.model)
+    assert [len(m.head_inputs) for m in asked] == [4]
     for a, b in zip(cached, recomputed):
         for sa, sb in zip(a["samples"], b["samples"]):
             assert sa["inputs"].shape[0] == len(sa["choices"]["temperature"])

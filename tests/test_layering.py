@@ -19,6 +19,7 @@ LAYERS = [
     {"lpo"},
     {"evaluation"},
     {"experiment"},
+    {"sweeps"},  # operations tooling over LPO runs: reads their logs, imports no method
     {"cli"},  # the `adaptive-decoder` command: one recipe per subcommand
 ]
 

@@ -1,17 +1,12 @@
-"""Preference pairs: modes, ties, non-finite rewards, statistics (Fig. 7), PairDataset cache vs recompute."""
+"""Preference pairs (adaptive_decoder.lpo.pairs.rules and .diagnostics): modes, ties, non-finite rewards, the
+statistics of Fig. 7 and the bin rewards, all on hand-made records with hand-computed answers."""
 
-import json
-import math
+import random
 
 import pytest
-import torch
 
-from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, read_collection
-from adaptive_decoder.lpo.collection import collect
-from adaptive_decoder.lpo.pairs import (ModelNeededError, PairDataset, bin_rewards, build_pairs, collection_pair_report,
-                                   pair_statistics, plot_pair_statistics, preference_mean_disagreements)
-from adaptive_decoder.rewards import CompositeReward, Repetition
-from test_collection import make_adm, prompts, run
+from adaptive_decoder.lpo.pairs import bin_rewards, build_pairs, pair_statistics, preference_mean_disagreements
+from adaptive_decoder.plotting import plot_pair_statistics
 
 
 def rec(pid, j, total, task="t", choices=None):
@@ -40,6 +35,25 @@ def test_top_k_vs_bottom_k_and_all_pairs_with_ties():
     assert all(p.reward_chosen > p.reward_rejected for p in pairs)
     pairs, st = build_pairs(recs, mode="all_pairs", eps=1.0)  # |diff| <= 1 is a tie: (5,4), (4,3), (1,1)
     assert len(pairs) == 7 and st["ties_skipped"] == 3
+
+
+def test_a_small_group_caps_top_k_and_pairs_do_not_depend_on_record_order():
+    # a: j0 2.0, j1 7.0, j2 7.0 -> ranked j1, j2 (tie broken by index), j0; three samples cap k=2 at 3 // 2 = 1.
+    # b: ranked j1 4, j3 4, j4 3, j5 2, j0 1, j2 0 -> top {j1, j3} x bottom {j0, j2}, best first, then by index.
+    recs = ([rec("a", j, r) for j, r in enumerate([2.0, 7.0, 7.0])]
+            + [rec("b", j, r, task="u") for j, r in enumerate([1.0, 4.0, 0.0, 4.0, 3.0, 2.0])])
+    expected = {"best_vs_worst": [("a", 1, 0), ("b", 1, 2)],
+                "top_k_vs_bottom_k": [("a", 1, 0), ("b", 1, 0), ("b", 1, 2), ("b", 3, 0), ("b", 3, 2)],
+                "all_pairs": [("a", 1, 0), ("a", 2, 0)]}  # all_pairs: only prompt a checked here
+    shuffled = recs[:]
+    random.Random(0).shuffle(shuffled)
+    for mode, want in expected.items():
+        for order in (recs, shuffled):
+            pairs, st = build_pairs(order, mode=mode, k=2, prompt_ids=["a", "b"])
+            got = [(p.prompt_id, p.chosen, p.rejected) for p in pairs]
+            assert (got if mode != "all_pairs" else got[:2]) == want, (mode, order is recs)
+    _, st = build_pairs(shuffled, mode="all_pairs", prompt_ids=["a", "b"])
+    assert st["ties_skipped"] == 1 + 1 and st["pairs"] == (3 - 1) + (15 - 1)  # a: (j1, j2) tied; b: (j1, j3) tied
 
 
 def test_all_tie_groups_nonfinite_rewards_and_empty_prompts_are_counted():
@@ -101,131 +115,3 @@ def test_bin_rewards_separate_head_to_head_wins_from_the_mean_by_hand():
         "w: temperature 1.2 beats 0.8 in 2 of 3 within-prompt pairs but is 0.433 below it in mean reward: "
         "preference pairs favour 1.2, the mean 0.8"]
     assert bin_rewards(recs, {**cfg, "level": "token"}) == {}
-
-
-# ------------------------------------------------------------------------------------------- PairDataset
-@pytest.mark.parametrize("level", ["sequence", "token"])
-def test_pair_dataset_cache_and_recompute_give_the_same_tensors_and_loss(tmp_path, level):
-    adm = make_adm(level)
-    run(adm, tmp_path, prompts(6), max_new_tokens=8, cache_which="all")
-    cached = PairDataset(tmp_path)
-    assert cached.stats["samples_recomputed"] == 0 and len(cached) > 0
-    recomputed = PairDataset(tmp_path, model=adm.model, use_cache=False)
-    assert recomputed.stats["samples_cached"] == 0 and len(recomputed) == len(cached)
-    head = adm.head
-    for a, b in zip(cached, recomputed):
-        assert a["prompt_id"] == b["prompt_id"] and a["reward_chosen"] > a["reward_rejected"]
-        for side in ("chosen", "rejected"):
-            x, y = a[f"{side}_inputs"], b[f"{side}_inputs"]
-            assert x.dtype == y.dtype == torch.float16 and x.shape == y.shape
-            assert x.shape == ((32,) if level == "sequence" else (len(a[f"{side}_choices"]["temperature"]), 32))
-            torch.testing.assert_close(x.float(), y.float(), atol=2e-3, rtol=2e-3)
-            for f in head.factors:
-                assert a[f"{side}_choices"][f].dtype == torch.long
-                assert torch.equal(a[f"{side}_choices"][f], b[f"{side}_choices"][f])
-        # the quantity LPO is built from: log-prob margin of chosen over rejected latents, summed over steps
-        margin = lambda d: (head.log_prob(d["chosen_inputs"].float(), d["chosen_choices"]).sum()  # noqa: E731
-                            - head.log_prob(d["rejected_inputs"].float(), d["rejected_choices"]).sum())
-        assert margin(a).item() == pytest.approx(margin(b).item(), abs=1e-3)
-    _, recs = read_collection(tmp_path)
-    assert {k for k in ("chosen_inputs", "chosen_choices", "rejected_inputs", "rejected_choices", "reward_chosen",
-                        "reward_rejected", "task", "prompt_id")} == set(cached[0])
-    assert len(recs) == 24
-
-
-def test_pair_dataset_mixes_cache_and_recompute_within_budget(tmp_path):
-    adm = make_adm()
-    run(adm, tmp_path, prompts(6), cache_budget_mb=4 * 32 * 2 / 2**20)  # room for four vectors
-    with pytest.raises(ModelNeededError, match="have no cached head inputs .* pass model="):
-        PairDataset(tmp_path)
-    ds = PairDataset(tmp_path, model=adm.model)
-    assert ds.stats["samples_cached"] >= 1 and ds.stats["samples_recomputed"] >= 1
-    full = PairDataset(tmp_path, model=adm.model, use_cache=False)
-    for a, b in zip(ds, full):
-        torch.testing.assert_close(a["chosen_inputs"].float(), b["chosen_inputs"].float(), atol=2e-3, rtol=2e-3)
-
-
-def test_pair_dataset_refuses_other_base_model_and_head_config(tmp_path):
-    adm = make_adm()
-    run(adm, tmp_path, prompts(3))
-    with pytest.raises(CollectionMismatchError, match="different base model"):
-        PairDataset(tmp_path, model=make_adm(model_seed=1).model)
-    with pytest.raises(CollectionMismatchError, match=r"temperature_bins: stored \[0.0, 0.5, 1.0, 1.5\], now \[0.0, 1.0\]"):
-        PairDataset(tmp_path, head_config=make_adm(bins=(0.0, 1.0)).head.config)
-    other_arch = adm.head.config.to_dict() | {"num_layers": 3, "intermediate_size": 64}  # architecture may differ
-    assert len(PairDataset(tmp_path, head_config=other_arch)) == PairDataset(tmp_path).stats["pairs"]
-    with pytest.raises(ValueError, match=r"tasks \['nope'\] have no samples"):
-        PairDataset(tmp_path, tasks=["nope"])
-
-
-class _NanEveryOther:
-    """A reward that fails (NaN) on every other sample, like a flaky reward model."""
-
-    name = "flaky"
-    allow_nonfinite = True  # as RewardModelScorer declares: store NaN, drop it when pairing
-
-    def score(self, completions, examples):
-        return [float("nan") if i % 2 else float(len(c)) for i, c in enumerate(completions)]
-
-
-def test_nan_rewards_from_a_collection_are_dropped_and_counted(tmp_path):
-    adm = make_adm()
-    ps = prompts(3)
-    reward = CompositeReward({"flaky": (_NanEveryOther(), 1.0), "repetition": (Repetition(), 0.0)})
-    summary = collect(adm, ps, {"arith": reward}, tmp_path, CollectionSettings(num_samples=4, max_new_tokens=6), progress=False)
-    assert summary["nonfinite_rewards"] == 6
-    _, recs = read_collection(tmp_path)
-    assert sum(math.isnan(r["rewards"]["total"]) for r in recs) == 6  # stored as-is, never silently replaced
-    counts = collection_pair_report(tmp_path)
-    assert counts["nonfinite_dropped"] == 6 and counts["samples"] == 12
-    ds = PairDataset(tmp_path, model=adm.model)
-    assert all(math.isfinite(x["reward_chosen"]) and math.isfinite(x["reward_rejected"]) for x in ds)
-    assert all(x["chosen_choices"]["temperature"].ndim == 0 for x in ds)
-    assert (tmp_path / "pair_stats.png").exists() and (tmp_path / "pair_stats.json").exists()
-    by_bin = json.loads((tmp_path / "pair_stats.json").read_text())["bin_rewards"]["all"]["temperature"]
-    assert sum(by_bin["n"]) == 6  # the finite samples, each counted at the bin it was decoded with
-
-
-def test_pair_dataset_works_with_a_dataloader(tmp_path):
-    adm = make_adm()
-    run(adm, tmp_path, prompts(4))
-    ds = PairDataset(tmp_path)
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds))))  # sequence level: default collate stacks
-    assert batch["chosen_inputs"].shape == (len(ds), 32) and batch["chosen_choices"]["temperature"].shape == (len(ds),)
-    st = ds.statistics()
-    assert sum(st["tasks"]["all"]["temperature"]["chosen"]) == len(ds)
-
-
-@pytest.mark.parametrize("level", ["sequence", "token"])
-def test_collection_token_logps_with_a_min_p_factor_feed_joint_and_latent_losses(tmp_path, level):
-    """A head with all four factors (min-p included): the stored [T, K] tables equal a one-row recompute, the
-    stored response sum reads the table at the chosen temperatures, and both new losses run on the batch."""
-    from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
-    from adaptive_decoder.lpo.losses import collate_pairs, compute_loss
-
-    base = make_adm(level)
-    torch.manual_seed(0)
-    cfg = AdaptiveDecoderConfig(**{**base.head.config.to_dict(), "factors": ["temperature", "top_p", "top_k", "min_p"],
-                                   "min_p_bins": [0.0, 0.1]})
-    adm = AdaptiveDecodingModel(base.model, base.tokenizer, AdaptiveDecoderHead(cfg))
-    run(adm, tmp_path, prompts(4), max_new_tokens=6)
-    ds = PairDataset(tmp_path, response_logps=True, model=adm.model)
-    assert len(ds) > 0 and ds.stats["samples_recomputed"] == 0
-    for key in list(ds._tables)[:4]:
-        stored, rec = ds.token_logps(key), ds.records[key]
-        assert stored["token_logps"].shape == (len(rec["completion_ids"]), 4)
-        assert set(rec["choices"]) == {"temperature", "top_p", "top_k", "min_p"}
-        t = torch.as_tensor(rec["choices"]["temperature"]).expand(len(rec["completion_ids"]))
-        at_chosen = stored["token_logps"].gather(1, t[:, None]).sum().item()
-        assert stored["response_logp"] == pytest.approx(at_chosen, abs=0.02)  # the table is fp16
-        table = ds._tables.pop(key)
-        again = ds.token_logps(key)  # recomputed: one teacher-forced pass over this sample alone
-        torch.testing.assert_close(again["token_logps"], table, atol=0.02, rtol=0.01)
-        assert again["lm_logp"] == pytest.approx(stored["lm_logp"], abs=1e-3)
-        ds._tables[key] = table
-    batch = collate_pairs([ds[i] for i in range(len(ds))])
-    for lt in ("joint", "latent"):
-        loss, _ = compute_loss(adm.head, batch, loss_type=lt, ref_head=adm.head)
-        assert torch.isfinite(loss)
-    # with the collecting head as its own reference the latent margin is 0: loss log 2
-    assert compute_loss(adm.head, batch, loss_type="latent", ref_head=adm.head)[0].item() == pytest.approx(math.log(2))

@@ -275,8 +275,8 @@ def test_offline_sweep_agent_array(cluster, tmp_path):
     for task in ("1", "2"):
         info = job_info(cluster, f"{root}_{task}")
         assert info["JobState"] == "COMPLETED", f"{info}\n{job_log(run)[-6000:]}"
-    from adaptive_decoder.lpo.sweep_runs import read_runs
-    from adaptive_decoder.lpo.sweep_report import write_report
+    from adaptive_decoder.sweeps.runs import read_runs
+    from adaptive_decoder.sweeps.report import write_report
 
     runs = read_runs([run / "out"])
     assert sorted(r.name for r in runs) == ["lpo_tiny_grid-001", "lpo_tiny_grid-002"]

@@ -18,9 +18,9 @@ import pytest
 from trl import TrlParser
 
 from adaptive_decoder.lpo.trainer import LPOConfig
-from adaptive_decoder.lpo.sweep_runs import SweepRun, read_local_runs, read_runs, read_wandb_api_runs, read_wandb_offline_runs
-from adaptive_decoder.lpo.sweeps import agent_args, expand_command, grid_points, load_sweep
-from adaptive_decoder.lpo.sweep_report import summarize, write_report
+from adaptive_decoder.sweeps.runs import SweepRun, read_local_runs, read_runs, read_wandb_api_runs, read_wandb_offline_runs
+from adaptive_decoder.sweeps.grid import agent_args, expand_command, grid_points, load_sweep
+from adaptive_decoder.sweeps.report import summarize, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, fields
 from ..configs import as_mapping
 from ..modeling.model_args import MODEL_LOAD_FIELDS, ModelArguments
 from ..evaluation.results import LEVEL_METHOD
-from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 
 
 

@@ -50,7 +50,7 @@ from ..storage import atomic_write_bytes
 from ..tasks.base import TaskReward
 from .config import ExperimentConfig
 from .splits import split_examples, splits_digest
-from .stages import _jsonable, _Memoized, mark_done, stage_done
+from .stages import jsonable, mark_done, stage_done
 from .aggregate import aggregate, write_summary
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Experiment:
                                  "(task data, split sizes or split_seed changed); use a new run_dir")
             digest = {**old, **digest}
         atomic_write_bytes(path, json.dumps(digest, indent=1).encode())
-        atomic_write_bytes(self.root / "experiment_config.json", json.dumps(_jsonable(asdict(self.cfg)), indent=1).encode())
+        atomic_write_bytes(self.root / "experiment_config.json", json.dumps(jsonable(asdict(self.cfg)), indent=1).encode())
 
     def _ensure_model(self):
         if self.model is not None:
@@ -192,7 +192,7 @@ class Experiment:
     def _train(self, seed: int, level: str, out: Path) -> dict:
         """The train stage's work: LPO on the pairs of the seed's collection, from (and against) its collecting head."""
         from ..lpo.config import LPOConfig
-        from ..lpo.data import build_head_and_dataset
+        from ..lpo.data import MemoizedDataset, build_head_and_dataset
         from ..lpo.trainer import LPOTrainer
 
         cfg = self.cfg
@@ -203,7 +203,7 @@ class Experiment:
                             "base_model": cfg.model})
         head, dataset = build_head_and_dataset(lcfg)
         if getattr(dataset, "stats", {}).get("samples_recomputed"):
-            dataset = _Memoized(dataset)  # recompute uncached head inputs once, not once per epoch
+            dataset = MemoizedDataset(dataset)  # recompute uncached head inputs once, not once per epoch
         trainer = LPOTrainer(lcfg, head, dataset)
         summary = trainer.train()
         summary["pair_stats"] = getattr(dataset, "stats", None)
@@ -248,7 +248,7 @@ class Experiment:
         # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
         # and the Evaluator computes only the new units (it refuses changed options of methods that have units
         # and changed weights of a head that has units). Returned with the map of an older record onto it.
-        fp = {"eval": _jsonable(ecfg.fingerprint()),
+        fp = {"eval": jsonable(ecfg.fingerprint()),
               "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
         return fp, partial(_eval_normalize, result_keys=set(fp["eval"]))
 
@@ -256,7 +256,7 @@ class Experiment:
         out = self.seed_dir(seed) / "eval"
         ecfg = self.eval_config(seed)
         fp, normalize = self._eval_fingerprint(ecfg)
-        wanted = _jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
+        wanted = jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
         heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
         return self._run_stage(f"seed-{seed}/eval", out, fp, partial(self._evaluate, ecfg, wanted, heads),
                                covers=partial(_eval_covers, wanted=wanted, heads=heads),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 
 
-from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 from .config import ExperimentConfig
 
 

@@ -7,18 +7,15 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from ..configs import changed_keys
 from ..storage import atomic_write_bytes
-from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
-
 
 
 DONE = "stage_done.json"
 
 
-def _jsonable(x):
+def jsonable(x):
+    """`x` as it reads back from JSON (tuples become lists, other objects their str): what a record compares."""
     return json.loads(json.dumps(x, default=str))
 
 
@@ -30,7 +27,7 @@ def stage_record(stage_dir: Path, fingerprint: dict, normalize=None) -> tuple[di
         return None, []
     rec = json.loads(path.read_text())
     old = rec.get("fingerprint", {})
-    return rec, changed_keys(normalize(old) if normalize else old, _jsonable(fingerprint))
+    return rec, changed_keys(normalize(old) if normalize else old, jsonable(fingerprint))
 
 
 def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | None:
@@ -44,24 +41,7 @@ def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | Non
 
 
 def mark_done(stage_dir: Path, fingerprint: dict, summary: dict, wall_s: float) -> dict:
-    rec = {"fingerprint": _jsonable(fingerprint), "summary": _jsonable(summary), "wall_s": round(wall_s, 2),
+    rec = {"fingerprint": jsonable(fingerprint), "summary": jsonable(summary), "wall_s": round(wall_s, 2),
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_bytes(Path(stage_dir) / DONE, json.dumps(rec, indent=1).encode())
     return rec
-
-
-class _Memoized(torch.utils.data.Dataset):
-    """Keeps the items of a dataset after their first access (pairs whose head inputs had to be recomputed with
-    the LM: a collection made before its cache covered every sample)."""
-
-    def __init__(self, dataset):
-        self.dataset, self.items = dataset, {}
-        self.stats = getattr(dataset, "stats", None)
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        if i not in self.items:
-            self.items[i] = self.dataset[i]
-        return self.items[i]

@@ -12,6 +12,7 @@ cached, and then in the dtype the collection ran in, so recomputed states are th
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,6 +20,8 @@ import torch
 from ..modeling.head import AdaptiveDecoderConfig, build_head
 from .expected_reward import GROUP_LOSS_TYPES
 from .losses import NEEDS_RESPONSE_LOGPS
+from .pairs import MissingSamples, ModelNeededError, PairDataset
+from .store import head_identity, read_manifest
 
 if TYPE_CHECKING:
     from .config import LPOConfig
@@ -73,7 +76,7 @@ def build_head_and_dataset(cfg: LPOConfig):
     """(head, dataset) for a config: the head from head_path or fresh; pairs from the collection or synthetic.
 
     A collection's cached hidden states are used without loading the LM; the LM (`base_model`) is loaded only
-    when some pair sample is not cached.
+    when the dataset reports pair samples that are not cached (its `missing`), and refused by name when unset.
     """
     if cfg.synthetic_pairs:
         opts = {"level": "sequence", "num_layers": 2, "intermediate_size": 32, **cfg.head,
@@ -81,41 +84,56 @@ def build_head_and_dataset(cfg: LPOConfig):
         head = build_head(opts, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
         return head, SyntheticPairs(cfg.synthetic_pairs, head.config, seed=cfg.seed)
 
-    from .store import read_manifest
-    from .pairs import ModelNeededError, PairDataset
-
     manifest = read_manifest(cfg.collection_dir)
     collected = dict(manifest["head"]["config"])
     head = build_head({**collected, **cfg.head}, cfg.head_init_seed, head_path=cfg.head_path, agree=_AGREE)
-    from .store import head_identity
-
     if head_identity(head)["fingerprint"] == manifest["head"].get("fingerprint"):
         logger.info("the initial head is the collecting head (LPO's reference = the sampling policy)")
     else:
         logger.info("the initial head differs from the collecting head (other head_path / head_init_seed / options)")
-    kw = dict(mode=cfg.pair_mode, k=cfg.pair_k, eps=cfg.pair_eps, tasks=cfg.tasks, head_config=head.config,
-              use_cache=cfg.use_cache, response_logps=cfg.loss_type in NEEDS_RESPONSE_LOGPS)
-    dataset_cls = PairDataset
+    load = partial(_load_collection_lm, cfg.base_model, manifest)
     if cfg.loss_type in GROUP_LOSS_TYPES:  # whole prompt groups, weighted by the initial (= collecting) head's mu
         from .groups import GroupDataset
 
-        dataset_cls, kw = GroupDataset, dict(behaviour_head=head, tasks=cfg.tasks, use_cache=cfg.use_cache,
-                                             eps=cfg.pair_eps)
-    try:
-        return head, dataset_cls(cfg.collection_dir, **kw)
-    except ModelNeededError as e:
-        if not cfg.base_model:
-            raise ModelNeededError(f"{e}. Set base_model (the collection's LM) so they can be recomputed.") from e
+        return head, GroupDataset(cfg.collection_dir, behaviour_head=head, tasks=cfg.tasks, use_cache=cfg.use_cache,
+                                  eps=cfg.pair_eps, load_model=load)
+    return head, PairDataset(cfg.collection_dir, mode=cfg.pair_mode, k=cfg.pair_k, eps=cfg.pair_eps, tasks=cfg.tasks,
+                             head_config=head.config, use_cache=cfg.use_cache,
+                             response_logps=cfg.loss_type in NEEDS_RESPONSE_LOGPS, load_model=load)
+
+
+def _load_collection_lm(name: str | None, manifest: dict, missing: MissingSamples):
+    """The collection's LM (`name`: LPOConfig.base_model), which `PairDataset` asks for only when `missing` pair
+    samples must be recomputed. It loads in the dtype and with the loading options (revision, attention,
+    quantization) the collection ran with: its hidden states (and the identity check) are of that model."""
+    if not name:
+        raise ModelNeededError(f"{missing.describe()}: set base_model (the collection's LM) so they can be recomputed")
     from ..modeling.models import load_base_model
 
-    # in the dtype and with the loading options (revision, attention, quantization) the collection ran with:
-    # its hidden states (and the identity check) are of that model
     dtype = manifest["base_model"].get("dtype", "float32")
     load = manifest["base_model"].get("load", {})
-    logger.info("some pair samples are not cached: loading %s (%s%s) to recompute their head inputs", cfg.base_model,
-                dtype, "".join(f", {k}={v}" for k, v in load.items()))
-    model, _ = load_base_model(cfg.base_model, dtype=dtype, **load)
-    return head, dataset_cls(cfg.collection_dir, model=model, **kw)
+    logger.info("%s: loading %s (%s%s) to recompute them", missing.describe(), name, dtype,
+                "".join(f", {k}={v}" for k, v in load.items()))
+    model, _ = load_base_model(name, dtype=dtype, **load)
+    return model
 
 
-__all__ = ["SyntheticPairs", "build_head_and_dataset"]
+class MemoizedDataset(torch.utils.data.Dataset):
+    """Keeps the items of a dataset after their first access, so pairs whose head inputs are recomputed with the
+    LM (a collection whose cache does not cover every sample) cost one forward pass per run, not one per epoch.
+    Memory: every item stays in RAM, as a full cache would."""
+
+    def __init__(self, dataset):
+        self.dataset, self.items = dataset, {}
+        self.stats = getattr(dataset, "stats", None)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if i not in self.items:
+            self.items[i] = self.dataset[i]
+        return self.items[i]
+
+
+__all__ = ["MemoizedDataset", "SyntheticPairs", "build_head_and_dataset"]

@@ -26,8 +26,8 @@ import torch
 
 from ..modeling.generation import compute_head_inputs
 from .expected_reward import behaviour_log_probs
-from .pairs import ModelNeededError
-from .store import head_identity, hidden_key, read_collection
+from .pairs import MissingSamples, ModelNeededError
+from .store import CollectionMismatchError, head_identity, hidden_key, model_identity_diffs, read_collection
 
 
 def _finite_total(rec: dict):
@@ -42,13 +42,14 @@ class GroupDataset(torch.utils.data.Dataset):
                                            "reward": float, "behaviour_logps": [] or [T]}, ...]}
 
     `behaviour_head`: the head the collection sampled with (copied and frozen here); `tasks`: keep these tasks only;
-    `model`: the collection's base LM, needed only for head inputs the cache lacks (`ModelNeededError` otherwise).
+    `model` (or `load_model(missing)`, called only when inputs are missing): the collection's base LM, needed
+    only for head inputs the cache lacks (`ModelNeededError` when neither is given).
     `stats`: prompts, groups, samples, prompts_too_few_valid, prompts_all_tied, nonfinite_dropped,
     samples_cached, samples_recomputed (what `PairDataset.stats` reports, for groups).
     """
 
     def __init__(self, collection_dir, *, behaviour_head, tasks: list[str] | None = None, model=None,
-                 use_cache: bool = True, dtype: torch.dtype = torch.float16, eps: float = 1e-6):
+                 load_model=None, use_cache: bool = True, dtype: torch.dtype = torch.float16, eps: float = 1e-6):
         self.root = Path(collection_dir)
         self.manifest, records = read_collection(self.root)
         settings = self.manifest.get("settings", {})
@@ -86,16 +87,23 @@ class GroupDataset(torch.utils.data.Dataset):
             totals = [_finite_total(r) for r in valid]
             self.stats["prompts_all_tied"] += max(totals) - min(totals) <= eps
             self.groups.append(valid)
-        self.model, self.dtype = model, dtype
+        self.dtype = dtype
         self._inputs = self._cached_inputs() if use_cache else {}
         needed = {self._input_key(g, r) for g in self.groups for r in g}
-        missing = needed - set(self._inputs)
+        missing = MissingSamples(len(needed), tuple(sorted(needed - set(self._inputs))), used_in="groups")
         self.stats.update(groups=len(self.groups), samples=sum(len(g) for g in self.groups),
-                          samples_cached=len(needed) - len(missing), samples_recomputed=len(missing))
+                          samples_cached=len(needed) - len(missing.head_inputs),
+                          samples_recomputed=len(missing.head_inputs))
         if missing and model is None:
-            raise ModelNeededError(f"{len(missing)} of the {len(needed)} head inputs of the groups are not cached "
-                                   "(cache budget, cache_which or use_cache=False): pass model= (the collection's base "
-                                   "model) to recompute them")
+            if load_model is None:
+                raise ModelNeededError(f"{missing.describe()}: pass model= (the collection's base model) to "
+                                       "recompute them")
+            model = load_model(missing)
+            diffs = model_identity_diffs(self.manifest["base_model"], model)
+            if diffs:
+                raise CollectionMismatchError(f"{self.root} was collected with a different base model:\n  "
+                                              + "\n  ".join(diffs))
+        self.model = model
 
     def _input_key(self, group: list, rec: dict) -> tuple:
         """Whose head input a sample uses: its own (token level) or its prompt's shared one (sequence level: the

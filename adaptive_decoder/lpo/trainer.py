@@ -1,6 +1,6 @@
 """`LPOTrainer`: train ONLY the AdaptiveDecoder head on preference pairs, as a `transformers.Trainer`.
 
-TRL's layout: `LPOConfig(TrainingArguments)` (lpo_config.py) adds the method's own fields, and
+TRL's layout: `LPOConfig(TrainingArguments)` (lpo/config.py) adds the method's own fields, and
 `LPOTrainer(Trainer)` overrides `compute_loss` and `log`. Everything else is the Trainer's: the accelerator
 (single process, DDP over gloo on CPU, DeepSpeed ZeRO-2), the seeded per-epoch shuffle, gradient accumulation,
 the scheduler, and `checkpoint-N/` save / rotate / resume. The policy is the head's categorical distribution over
@@ -326,4 +326,4 @@ class LPOTrainer(Trainer):
         return summary
 
 
-__all__ = ["LPOConfig", "LPOTrainer", "checkpoints"]  # LPOConfig: its home is lpo_config.py
+__all__ = ["LPOConfig", "LPOTrainer", "checkpoints"]  # LPOConfig: its home is lpo/config.py

@@ -2,17 +2,8 @@
 
 The head outputs one categorical distribution per *factor* (temperature, top-p, top-k, min-p). The factors are
 independent given the hidden state, so the joint log-probability of a choice is the sum over the active
-factors; LPO only ever needs that joint log-probability (see `AdaptiveDecoderHead.log_prob`).
-
-Bin conventions (validated in `AdaptiveDecoderConfig`):
-  temperature: strictly ascending, >= 0; 0.0 means greedy (exact argmax).
-  top_p:       in (0, 1], strictly descending (least to most restrictive); 1.0 means off.
-  top_k:       integers >= 0, least to most restrictive; 0 means off and may only come first.
-  min_p:       in [0, 1], strictly ascending (least to most restrictive); 0.0 means off.
-
-min_p is optional: it is a FACTOR (it can be learned or fixed), but not one of the DEFAULT_FACTORS, so a head
-configured without mentioning it learns what it did before, and a saved config without `min_p_bins` / a
-`fixed["min_p"]` loads with min-p off (fixed 0.0), which decodes bit-identically to a head that never had it.
+factors; LPO only ever needs that joint log-probability (see `AdaptiveDecoderHead.log_prob`). What the bins
+may be (their order, what 0 / 1.0 mean, the optional min_p factor) is `adaptive_decoder.modeling.bins`.
 
 A run's initial head (collection, the experiment's collect stage, LPO) is made one way, `build_head`: the saved
 head at a path, or a fresh one sized from the model and initialised from a seed. Whether a model is the LM a head
@@ -23,8 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -32,63 +22,15 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .bins import DEFAULT_FACTORS, FACTORS, FIXED_DEFAULTS, check_bins, check_fixed
 from .head_digest import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME, recorded_digest, verify_weights, weights_digest
 from .models import EMBEDDED
 from ..paths import local_path, missing_local_dir
-from .sampling import NEUTRAL, validate_sampling_value
 from ..validation import fraction, positive_int
 
 logger = logging.getLogger(__name__)
-FACTORS = ("temperature", "top_p", "top_k", "min_p")
-DEFAULT_FACTORS = ("temperature", "top_p", "top_k")
-_FIXED_DEFAULTS = {f: NEUTRAL[f] for f in FACTORS}
 LEVELS = ("token", "sequence")
 SELECTIONS = ("argmax", "sample")
-
-
-def _check_bins(factor: str, bins) -> list:
-    """Validated, normalised bins: every value valid for its factor (`validate_sampling_value`), then the order."""
-    if isinstance(bins, (str, bytes, dict)) or not isinstance(bins, Iterable):
-        raise ValueError(f"{factor}_bins must be a list of numbers, got {bins!r} ({type(bins).__name__})")
-    bins = list(bins)
-    if not bins:
-        raise ValueError(f"{factor}_bins is empty: give at least one value")
-    validate_sampling_value(factor, bins, label=f"each of {factor}_bins")
-    if len(set(bins)) != len(bins):
-        raise ValueError(f"{factor}_bins has duplicated values: {bins}")
-    if factor == "temperature":
-        if bins != sorted(bins):
-            raise ValueError(f"temperature_bins must be sorted ascending, got {bins}")
-        return [float(b) for b in bins]
-    if factor == "min_p":  # a larger min_p keeps fewer tokens; 0 (off) is the smallest, so it can only come first
-        if bins != sorted(bins):
-            raise ValueError(f"min_p_bins must be sorted ascending (least to most restrictive, 0 = off first), got {bins}")
-        return [float(b) for b in bins]
-    if factor == "top_p":
-        if bins != sorted(bins, reverse=True):
-            raise ValueError(f"top_p_bins must be sorted descending (least to most restrictive), got {bins}")
-        return [float(b) for b in bins]
-    # top_k: 0 (off) behaves like +inf, so it may only come first; the rest descend.
-    bins = [int(b) for b in bins]
-    as_inf = [math.inf if b == 0 else b for b in bins]
-    if as_inf != sorted(as_inf, reverse=True):
-        raise ValueError(f"top_k_bins must be sorted from least to most restrictive (0 = off first, then descending), got {bins}")
-    return bins
-
-
-def _check_fixed(fixed) -> dict:
-    """The values of inactive factors, defaults filled in, each validated like a forced value."""
-    if not isinstance(fixed, Mapping):
-        raise ValueError(f"fixed must be a mapping of factor -> value, got {fixed!r} ({type(fixed).__name__})")
-    bad = [k for k in fixed if k not in FACTORS]
-    if bad:
-        raise ValueError(f"unknown keys in fixed: {bad}; valid: {list(FACTORS)}")
-    out = {**_FIXED_DEFAULTS, **dict(fixed)}
-    for k, v in out.items():
-        validate_sampling_value(k, v, label=f"fixed[{k!r}]")
-        # plain Python numbers: config.json stays JSON and top_k stays an int (2.0 -> 2)
-        out[k] = int(v) if k == "top_k" else float(v)
-    return out
 
 
 @dataclass
@@ -108,7 +50,7 @@ class AdaptiveDecoderConfig:
         "help": "Min-p choices; 0.0 = off (used only when 'min_p' is in factors)."})
     factors: list = field(default_factory=lambda: list(DEFAULT_FACTORS), metadata={
         "help": f"Factors the head learns (any of {list(FACTORS)}); the others use `fixed`."})
-    fixed: dict = field(default_factory=lambda: dict(_FIXED_DEFAULTS), metadata={"help": "Values of inactive factors."})
+    fixed: dict = field(default_factory=lambda: dict(FIXED_DEFAULTS), metadata={"help": "Values of inactive factors."})
     level: str = field(default="token", metadata={
         "help": "'token' decides every step (ADtok); 'sequence' once from the last prompt token (ADseq)."})
     selection: str = field(default="argmax", metadata={
@@ -116,7 +58,7 @@ class AdaptiveDecoderConfig:
 
     def __post_init__(self):
         for f in FACTORS:
-            setattr(self, f"{f}_bins", _check_bins(f, getattr(self, f"{f}_bins")))
+            setattr(self, f"{f}_bins", check_bins(f, getattr(self, f"{f}_bins")))
         if isinstance(self.factors, (str, bytes)) or not isinstance(self.factors, Iterable):
             raise ValueError(f"factors must be a list of factor names, got {self.factors!r}")
         self.factors = list(self.factors)
@@ -125,7 +67,7 @@ class AdaptiveDecoderConfig:
             raise ValueError(f"unknown factors {unknown}; valid: {list(FACTORS)}")
         if len(set(self.factors)) != len(self.factors):
             raise ValueError(f"factors has duplicates: {self.factors}")
-        self.fixed = _check_fixed(self.fixed)
+        self.fixed = check_fixed(self.fixed)
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
         if self.selection not in SELECTIONS:

@@ -1,6 +1,6 @@
-"""The report of a sweep over LPO hyperparameters: `write_report` turns its runs (`lpo.sweep_runs.read_runs`) into
+"""The report of a sweep over LPO hyperparameters: `write_report` turns its runs (`sweeps.runs.read_runs`) into
 `report.md` plus PNG plots: the metric per hyperparameter, a grid heatmap (two swept parameters) or parallel
-coordinates (more), and the metric's curve per run. Expanding the sweep itself: `lpo.sweeps`."""
+coordinates (more), and the metric's curve per run. Expanding the sweep itself: `sweeps.grid`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from ..plotting import pyplot, save_figure
-from .sweep_runs import SweepRun, _num
+from .runs import SweepRun, is_number
 
 
 # ------------------------------------------------------------------------------------------------- analysis
@@ -29,7 +29,7 @@ def summarize(runs: list[SweepRun], metric: str, goal: str = "minimize") -> dict
         raise ValueError(f"goal must be minimize or maximize, got {goal!r}")
     if not runs:
         raise ValueError("no runs found")
-    have = [r for r in runs if _num(r.summary.get(metric))]
+    have = [r for r in runs if is_number(r.summary.get(metric))]
     if not have:
         known = sorted({k for r in runs for k in r.summary})
         raise ValueError(f"metric {metric!r} is in no run's summary; available: {known}")
@@ -103,7 +103,7 @@ def write_report(runs: list[SweepRun], out_dir, metric: str = "loss", goal: str 
 
 def _positions(values):
     """x positions for parameter values: numeric values keep their order (log scale handled by caller)."""
-    uniq = sorted({repr(v): v for v in values}.values(), key=lambda v: (not _num(v), v if _num(v) else repr(v)))
+    uniq = sorted({repr(v): v for v in values}.values(), key=lambda v: (not is_number(v), v if is_number(v) else repr(v)))
     return {repr(v): i for i, v in enumerate(uniq)}, uniq
 
 
@@ -196,7 +196,7 @@ def _plot_curves(s, path):
     metric = s["metric"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for r in s["ranked"]:
-        pts = [(h["step"], h[metric]) for h in r.history if _num(h.get(metric)) and _num(h.get("step"))]
+        pts = [(h["step"], h[metric]) for h in r.history if is_number(h.get(metric)) and is_number(h.get("step"))]
         if pts:
             ax.plot(*zip(*pts), label=r.name, lw=2 if r is s["best"] else 1)
     ax.set_xlabel("step")

@@ -17,7 +17,8 @@ import yaml
 from ..storage import read_jsonl_log
 
 
-def _num(v):
+def is_number(v) -> bool:
+    """A finite int or float (not a bool): a value a metric can be ranked and plotted by."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -147,7 +148,7 @@ def _read_wandb_file(run_file: Path) -> tuple[str | None, dict, dict, list[dict]
     if not summary:
         for r in history:
             summary.update(r)
-    summary = {k: v for k, v in summary.items() if not k.startswith("_") and _num(v)}
+    summary = {k: v for k, v in summary.items() if not k.startswith("_") and is_number(v)}
     return name, config, summary, history
 
 
