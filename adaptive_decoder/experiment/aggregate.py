@@ -12,10 +12,10 @@ from pathlib import Path
 from ..methods.base import FIXED_CONFIG_ROLES, role_of
 from ..evaluation.report import summary_markdown, summary_plots
 from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, compare_with_baselines, same_decoding
-from ..storage import atomic_write_bytes
+from ..storage import atomic_write_bytes, jsonable
 from ..modeling.tiny_model import save_tiny_model  # noqa: F401  (in __all__: the tiny experiment config's model)
 from .config import ExperimentConfig
-from .stages import DONE, _jsonable
+from .stages import DONE
 
 logger = logging.getLogger(__name__)
 
@@ -177,5 +177,5 @@ def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
     """The plots (their paths go into the summary), summary.json, then summary.md (`adaptive_decoder.evaluation.report`)."""
     root = Path(root)
     summary["plots"] = summary_plots(summary, root) if cfg.plots else []
-    atomic_write_bytes(root / "summary.json", json.dumps(_jsonable(summary), indent=1).encode())
+    atomic_write_bytes(root / "summary.json", json.dumps(jsonable(summary), indent=1).encode())
     atomic_write_bytes(root / "summary.md", summary_markdown(summary, cfg).encode())
