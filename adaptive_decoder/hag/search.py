@@ -301,8 +301,7 @@ def _run_search(adm, examples, scorer, record: RunRecord, fp: dict, space, setti
     if diff:
         raise ValueError(f"{out} holds a search with a different configuration ({', '.join(diff)} differ); "
                          "use another output directory or delete this one")
-    if not record.exists():
-        record.write(fp)
+    record.write(fp)  # the same identity, in the current format
     log = search_log(out / "search.jsonl")
     done = {r["prompt_id"] for r in log.read()}
     todo = [e for e in examples if e["id"] not in done]
