@@ -470,7 +470,7 @@ def test_reuse_from_without_its_collections_collects_again_and_copies_only_the_b
     assert run["stages_run"] == ["seed-0/collect-sequence", "seed-0/collect-token", "seed-0/train-sequence",
                                  "seed-0/train-token", "seed-0/eval"]
     assert json.loads((tmp_path / "r" / "seed-0" / "collect-sequence" / "stage_done.json").read_text()
-                      )["fingerprint"]["collect"]["num_samples"] == 2
+                      )["collect"]["num_samples"] == 2
     units = [json.loads(ln) for ln in (tmp_path / "r" / "seed-0" / "eval" / "units.jsonl").read_text().splitlines()]
     heads = {"adseq", "adtok"} | {m for m in run["methods"] if m.startswith("meanshift")}
     computed = json.loads((tmp_path / "r" / "seed-0" / "eval" / "stage_done.json").read_text())["summary"]

@@ -70,7 +70,7 @@ class RecordKind:
         if not isinstance(v, int) or v > self.version:
             raise RecordError(f"{where}: {VERSION_KEY} {v!r}, this library reads {self.file} up to version "
                               f"{self.version} (written by a newer version?)")
-        rec = copy.deepcopy(record)
+        rec, start = copy.deepcopy(record), v
         while v < self.version:
             if v not in self.migrations:
                 raise RecordError(f"{where}: version {v} cannot be migrated to version {self.version} (no migration "
@@ -78,8 +78,8 @@ class RecordKind:
             try:
                 rec = self.migrations[v](rec)
             except NotMigratable as e:
-                raise RecordError(f"{where}: written by an older version (format {v}) and cannot be migrated: {e}; "
-                                  "use a new output directory") from None
+                raise RecordError(f"{where}: written by an older version (format {start}) and cannot be migrated to "
+                                  f"format {self.version}: {e}; use a new output directory") from None
             v += 1
             rec[VERSION_KEY] = v
         return rec
