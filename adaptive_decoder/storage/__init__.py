@@ -3,8 +3,8 @@ with its one torn-line rule (`log`), and the versioned run record with its migra
 "what changed" check (`record`)."""
 
 from .files import LOCK, DirectoryLockedError, atomic_write_bytes, fsync_dir, lock_dir
-from .log import AppendLog, jsonl_lines, read_jsonl_log
+from .log import AppendLog, read_jsonl_log
 from .record import NotMigratable, RecordError, RecordKind, RunRecord, jsonable
 
 __all__ = ["LOCK", "AppendLog", "DirectoryLockedError", "NotMigratable", "RecordError", "RecordKind", "RunRecord",
-           "atomic_write_bytes", "fsync_dir", "jsonable", "jsonl_lines", "lock_dir", "read_jsonl_log"]
+           "atomic_write_bytes", "fsync_dir", "jsonable", "lock_dir", "read_jsonl_log"]
