@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -251,27 +252,31 @@ def test_resume_with_another_prompts_per_batch_is_refused(tmp_path):
     assert run(make_adm(), tmp_path, ps, prompts_per_batch=2)["prompts_collected"] == 4
 
 
-def _as_format_1(root, drop: str):
-    """The manifest of `root` as format 1 wrote it: without `drop` ("settings.x" / "base_model.x") and without the
-    settings it recorded only when on."""
+def _as_format_1(root, drop: str | None = None):
+    """The manifest of `root` as format 1 wrote it: without the settings it recorded only when on, and without
+    `drop` ("settings.x" / "base_model.x") when given."""
     m = json.loads((root / "manifest.json").read_text())
     m["format_version"] = 1
     for k in ("twins", "backend", "vllm_noise", "stop_when_scored", "shard"):
         del m["settings"][k]
     del m["base_model"]["load"]
-    part, key = drop.split(".")
-    del m[part][key]
+    if drop:
+        part, key = drop.split(".")
+        del m[part][key]
     (root / "manifest.json").write_text(json.dumps(m))
 
 
-def test_a_format_1_manifest_without_prompts_per_batch_is_readable_and_refused_by_name_on_resume(tmp_path):
-    # collections written before the batch size was part of the identity cannot say how they were batched
+@pytest.mark.parametrize("drop", ["settings.prompts_per_batch", "base_model.dtype"])
+def test_a_format_1_manifest_without_what_cannot_be_migrated_is_readable_and_refused_by_name_on_resume(tmp_path, drop):
+    # collections written before the batch size and the dtype were part of the identity cannot say how they were
+    # batched, or which dtype `auto` resolved to
     run(make_adm(), tmp_path, prompts(2))
-    _as_format_1(tmp_path, "settings.prompts_per_batch")
+    _as_format_1(tmp_path, drop)
     m, recs = read_collection(tmp_path)
-    assert len(recs) == 8 and m["settings"]["prompts_per_batch"] is None and m["settings"]["twins"] == 1
+    part, key = drop.split(".")
+    assert len(recs) == 8 and m[part][key] is None and m["settings"]["twins"] == 1
     with pytest.raises(CollectionMismatchError, match=rf"^{tmp_path}: its manifest \(format 1\) does not record "
-                                                      r"prompts_per_batch"):
+                                                      rf"{re.escape(drop)}, so a resume cannot tell"):
         run(make_adm(), tmp_path, prompts(4))
 
 
@@ -287,12 +292,12 @@ def test_resume_under_another_resolved_dtype_is_refused_by_name(tmp_path):
     assert len(read_collection(tmp_path)[1]) == 8
 
 
-def test_a_format_1_manifest_without_the_dtype_is_migrated_and_resumes(tmp_path):
+def test_a_format_1_manifest_is_migrated_and_resumes_in_the_current_format(tmp_path):
     run(make_adm(), tmp_path, prompts(2))
-    _as_format_1(tmp_path, "base_model.dtype")
+    _as_format_1(tmp_path)
     assert run(make_adm(), tmp_path, prompts(4))["prompts_collected"] == 2
     m = json.loads((tmp_path / "manifest.json").read_text())  # written back in the current format
-    assert m["format_version"] == 2 and m["base_model"]["dtype"] == "float32" and m["settings"]["backend"] == "hf"
+    assert m["format_version"] == 2 and m["base_model"]["load"] == {} and m["settings"]["backend"] == "hf"
 
 
 def test_two_writers_on_one_collection_are_refused(tmp_path):

@@ -177,14 +177,14 @@ def test_a_collection_manifest_of_format_1_is_migrated(tmp_path):
 
     head = {"hidden_size": 8, "level": "sequence"}
     (tmp_path / "manifest.json").write_text(json.dumps({
-        "format_version": 1, "base_model": {"name": "m", "hidden_size": 8, "fingerprint": "f"},
+        "format_version": 1, "base_model": {"name": "m", "hidden_size": 8, "fingerprint": "f", "dtype": "bfloat16"},
         "head": {"config": head, "fingerprint": "h"}, "tasks": {"gsm8k": {"reward": "exact"}},
         "settings": {"num_samples": 4, "epsilon": 0.0, "selection": "sample", "chat": None, "group_reward_twins": True,
                      "prompts_per_batch": 2, "backend": "vllm", "vllm_noise": 1},
         "shards": [], "done": [], "hidden_bytes": 0}))
     m = read_manifest(tmp_path)
     assert m["format_version"] == 2 and m["base_model"] == {"name": "m", "hidden_size": 8, "fingerprint": "f",
-                                                            "dtype": "float32", "load": {}}
+                                                            "dtype": "bfloat16", "load": {}}
     assert m["settings"] == {"num_samples": 4, "epsilon": 0.0, "selection": "sample", "chat": None,
                              "group_reward_twins": True, "prompts_per_batch": 2, "twins": 1, "backend": "vllm",
                              "vllm_noise": 1, "stop_when_scored": False, "shard": None}

@@ -143,20 +143,24 @@ class CollectionMismatchError(ValueError):
     """The collection directory was made with another base model / head / settings."""
 
 
-# what a manifest of format 1 meant by leaving a setting out: its value before the setting existed. A collection
-# made before prompts_per_batch was recorded cannot say how it was batched (None: a resume is refused by name).
-_SETTINGS_ABSENT_IN_V1 = {"twins": 1, "backend": "hf", "vllm_noise": None, "stop_when_scored": False, "shard": None,
-                          "prompts_per_batch": None}
+# what a manifest of format 1 meant by leaving a setting out: its value before the setting existed
+_SETTINGS_ABSENT_IN_V1 = {"twins": 1, "backend": "hf", "vllm_noise": None, "stop_when_scored": False, "shard": None}
+# what format 1 may lack and no value can stand in for: how the prompts were batched, and the dtype the base model ran
+# in (`dtype: auto` resolved to bf16 or float32 by machine). Migrated as None: readable, and a resume is refused
+_UNRECORDED_IN_V1 = (("settings", "prompts_per_batch"), ("base_model", "dtype"))
 
 
 def _manifest_v1(m: dict) -> dict:
-    """Format 1 -> 2: every setting recorded; the base model's dtype (float32, the only one before it was recorded)
-    and loading options ({}: all at their default); the head config with the fields added since at their default."""
+    """Format 1 -> 2: every setting recorded; the base model's loading options ({}: all at their default); the head
+    config with the fields added since at their default; what no value can stand in for as None."""
     from ..modeling.head import AdaptiveDecoderConfig
 
     m["settings"] = {**json.loads(json.dumps(_SETTINGS_ABSENT_IN_V1)), **m["settings"]}
     if isinstance(m.get("base_model"), dict):
-        m["base_model"] = {"dtype": "float32", "load": {}, **m["base_model"]}
+        m["base_model"] = {"load": {}, **m["base_model"]}
+    for part, key in _UNRECORDED_IN_V1:
+        if isinstance(m.get(part), dict):
+            m[part].setdefault(key, None)
     if isinstance(m.get("head"), dict) and isinstance(m["head"].get("config"), dict):
         m["head"]["config"] = AdaptiveDecoderConfig.from_dict(m["head"]["config"]).to_dict()
     return m
@@ -270,10 +274,11 @@ class CollectionWriter:
 
     def _check(self, identity: dict):
         m = self.manifest
-        if m["settings"]["prompts_per_batch"] is None:  # see _SETTINGS_ABSENT_IN_V1
+        unrecorded = [f"{part}.{key}" for part, key in _UNRECORDED_IN_V1 if (m.get(part) or {}).get(key) is None]
+        if unrecorded:
             raise CollectionMismatchError(
-                f"{self.root}: its manifest (format 1) does not record prompts_per_batch, so a resume cannot batch as "
-                "the first run did; collect into a new output_dir (its samples stay readable)")
+                f"{self.root}: its manifest (format 1) does not record {' or '.join(unrecorded)}, so a resume cannot "
+                "tell that it continues the same collection; collect into a new output_dir (its samples stay readable)")
         diffs = []
         for key in ("base_model", "head", "settings"):
             diffs += describe_changes({key: m.get(key)}, {key: identity[key]})
