@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -251,14 +252,32 @@ def test_resume_with_another_prompts_per_batch_is_refused(tmp_path):
     assert run(make_adm(), tmp_path, ps, prompts_per_batch=2)["prompts_collected"] == 4
 
 
-def test_a_manifest_without_prompts_per_batch_is_resumed_and_records_it(tmp_path):
-    # collections written before the batch size was part of the identity cannot be checked; they resume as before
+def _as_format_1(root, drop: str | None = None):
+    """The manifest of `root` as format 1 wrote it: without the settings it recorded only when on, and without
+    `drop` ("settings.x" / "base_model.x") when given."""
+    m = json.loads((root / "manifest.json").read_text())
+    m["format_version"] = 1
+    for k in ("twins", "backend", "vllm_noise", "stop_when_scored", "shard"):
+        del m["settings"][k]
+    del m["base_model"]["load"]
+    if drop:
+        part, key = drop.split(".")
+        del m[part][key]
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("drop", ["settings.prompts_per_batch", "base_model.dtype"])
+def test_a_format_1_manifest_without_what_cannot_be_migrated_is_readable_and_refused_by_name_on_resume(tmp_path, drop):
+    # collections written before the batch size and the dtype were part of the identity cannot say how they were
+    # batched, or which dtype `auto` resolved to
     run(make_adm(), tmp_path, prompts(2))
-    m = json.loads((tmp_path / "manifest.json").read_text())
-    del m["settings"]["prompts_per_batch"]
-    (tmp_path / "manifest.json").write_text(json.dumps(m))
-    assert run(make_adm(), tmp_path, prompts(4))["prompts_collected"] == 2
-    assert read_collection(tmp_path)[0]["settings"]["prompts_per_batch"] == 2
+    _as_format_1(tmp_path, drop)
+    m, recs = read_collection(tmp_path)
+    part, key = drop.split(".")
+    assert len(recs) == 8 and m[part][key] is None and m["settings"]["twins"] == 1
+    with pytest.raises(CollectionMismatchError, match=rf"^{tmp_path}: its manifest \(format 1\) does not record "
+                                                      rf"{re.escape(drop)}, so a resume cannot tell"):
+        run(make_adm(), tmp_path, prompts(4))
 
 
 def test_resume_under_another_resolved_dtype_is_refused_by_name(tmp_path):
@@ -273,13 +292,12 @@ def test_resume_under_another_resolved_dtype_is_refused_by_name(tmp_path):
     assert len(read_collection(tmp_path)[1]) == 8
 
 
-def test_a_manifest_without_the_dtype_is_resumed_and_records_it(tmp_path):
+def test_a_format_1_manifest_is_migrated_and_resumes_in_the_current_format(tmp_path):
     run(make_adm(), tmp_path, prompts(2))
-    m = json.loads((tmp_path / "manifest.json").read_text())
-    del m["base_model"]["dtype"]
-    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    _as_format_1(tmp_path)
     assert run(make_adm(), tmp_path, prompts(4))["prompts_collected"] == 2
-    assert read_collection(tmp_path)[0]["base_model"]["dtype"] == "float32"
+    m = json.loads((tmp_path / "manifest.json").read_text())  # written back in the current format
+    assert m["format_version"] == 2 and m["base_model"]["load"] == {} and m["settings"]["backend"] == "hf"
 
 
 def test_two_writers_on_one_collection_are_refused(tmp_path):
@@ -406,7 +424,7 @@ def test_group_reward_among_several_twins(tmp_path, monkeypatch):
     adm = make_adm("sequence", bins=(0.0, 1.5))
     ps = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": 4, "data_seed": 0, "reward": spec})
     settings = CollectionSettings(num_samples=2, max_new_tokens=6, epsilon=0.5, prompts_per_batch=2, twins=3)
-    assert settings.identity()["twins"] == 3 and "twins" not in CollectionSettings(num_samples=2).identity()
+    assert settings.identity()["twins"] == 3 and CollectionSettings(num_samples=2).identity()["twins"] == 1
     collect(adm, ps, {"arith": build_reward(spec, adm.model, adm.tokenizer)}, tmp_path / "c", settings, progress=False)
     recs = read_collection(tmp_path / "c")[1]
     assert len(recs) == 8 and seen

@@ -255,17 +255,25 @@ def test_a_second_run_on_one_output_dir_is_refused(tiny_dir, tmp_path):
     assert run_evaluation(cfg)["units_computed_this_run"] == 3  # the lock is gone with its holder
 
 
-def test_a_run_recorded_with_task_options_resumes(tiny_dir, tmp_path):
-    # run_config.json of a run made when options sat in task_options (every task listed, options or not)
-    kw = dict(methods=["greedy"], num_dev_prompts=0)
-    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}}, **kw))
+def test_a_finished_run_of_format_0_resumes_and_is_rewritten_in_the_current_format(tiny_dir, tmp_path):
+    # run_config.json as format 0 wrote it: no format_version, the options only when on, every task in
+    # task_options (options or not), and the options of every method in one field
+    kw = dict(methods=["greedy"], num_dev_prompts=0, tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}})
+    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
     path = tmp_path / "out" / "run_config.json"
     rec = json.loads(path.read_text())
-    assert rec["task_options"] == {"translation": {"max_new_tokens": 4}}
-    path.write_text(json.dumps({**rec, "task_options": {"gsm8k": {}, "translation": {"max_new_tokens": 4}}}))
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}},
-                                  **kw))
-    assert res["units_computed_this_run"] == 0
+    assert rec["format_version"] == 1 and rec["task_options"] == {"translation": {"max_new_tokens": 4}}
+    old = {k: v for k, v in rec.items() if k not in ("format_version", "backend", "vllm_noise", "stop_when_scored",
+                                                     "load", "methods")}
+    path.write_text(json.dumps({**old, "task_options": {"gsm8k": {}, "translation": {"max_new_tokens": 4}},
+                                "method_options": {"greedy": None}}))
+    assert run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))["units_computed_this_run"] == 0
+    assert json.loads(path.read_text()) == rec
+    # a format this library does not know is refused by name
+    path.write_text(json.dumps({**rec, "format_version": 7}))
+    with pytest.raises(ValueError, match=rf"^{path}: format_version 7, this library reads run_config\.json up to "
+                                         r"version 1"):
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
 
 
 def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
@@ -373,9 +381,9 @@ def test_stop_when_scored_keeps_every_reward_and_stops_at_the_scored_end(tiny_di
             assert sc["metrics"] == sf["metrics"]
             shorter += sc["num_tokens"] < sf["num_tokens"]
     assert shorter > 10, "hardly any sample stopped early: the option is not tested"
-    # recorded only when on: runs made before the option existed resume as they were
+    # recorded at its value, off included
     assert json.loads((tmp_path / "cut" / "run_config.json").read_text())["stop_when_scored"] is True
-    assert "stop_when_scored" not in json.loads((tmp_path / "free" / "run_config.json").read_text())
+    assert json.loads((tmp_path / "free" / "run_config.json").read_text())["stop_when_scored"] is False
     with pytest.raises(ValueError, match="different config.*stop_when_scored"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "free", **kw, stop_when_scored=True))
     with pytest.raises(ValueError, match="stop_when_scored needs backend 'hf'"):

@@ -322,6 +322,53 @@ def test_resume_skips_finished_stages(finished_run, monkeypatch):
             assert again["tasks"][t]["methods"][m]["reward"] == r["reward"]
 
 
+def _off_options_dropped(fp: dict) -> dict:
+    """A fingerprint as the versions before format_version recorded it: an option only when on."""
+    off = {"stop_when_scored": False, "load": {}, "backend": "hf", "vllm_noise": None}
+    return {k: v for k, v in fp.items() if k not in off or v != off[k]}
+
+
+def test_a_finished_run_recorded_before_format_versions_resumes_without_running_a_stage(finished_run, tmp_path,
+                                                                                         monkeypatch):
+    """Every record of a finished run rewritten exactly as the version before format_version wrote it (stage_done.json
+    with its fingerprint nested, the evaluation's run_config.json, the collections' manifest.json of format 1, each
+    with its options only when on): the run resumes, skips every stage and summarizes the same."""
+    import shutil
+
+    from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
+
+    run_dir, argv, summary = finished_run
+    old = tmp_path / "run"
+    shutil.copytree(run_dir, old)
+    for done in old.glob("seed-*/*/stage_done.json"):
+        rec = json.loads(done.read_text())
+        fp = {k: v for k, v in rec.items() if k not in ("format_version", "summary", "wall_s", "finished_at")}
+        for part in ("collect", "eval"):
+            if isinstance(fp.get(part), dict) and "model" in fp[part]:
+                fp[part] = _off_options_dropped(fp[part])
+        done.write_text(json.dumps({"fingerprint": _off_options_dropped(fp),
+                                    **{k: rec[k] for k in ("summary", "wall_s", "finished_at")}}))
+    for rc in old.glob("seed-*/eval/run_config.json"):
+        rec = json.loads(rc.read_text())
+        rc.write_text(json.dumps(_off_options_dropped({k: v for k, v in rec.items() if k != "format_version"})))
+    for manifest in old.glob("seed-*/collect-*/manifest.json"):
+        m = json.loads(manifest.read_text())
+        m["settings"] = {k: v for k, v in _off_options_dropped(m["settings"]).items()
+                         if (k, v) not in (("twins", 1), ("shard", None))}
+        manifest.write_text(json.dumps({**m, "format_version": 1, "base_model": _off_options_dropped(m["base_model"])}))
+    assert "format_version" not in (old / "seed-0" / "eval" / "stage_done.json").read_text()
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage generated again")
+
+    monkeypatch.setattr(AdaptiveDecodingModel, "generate", boom)
+    again = _load_cli().main([*argv[:-1], str(old)])
+    assert argv[-2] == "--run_dir" and again["stages_run"] == [] and len(again["stages_skipped"]) == 5
+    for t in ("gsm8k", "constrained_writing", "overall"):
+        for m, r in summary["tasks"][t]["methods"].items():
+            assert again["tasks"][t]["methods"][m]["reward"] == r["reward"]
+
+
 def test_results_without_roles_summarize_the_same(finished_run):
     # results.json of an older version names each method's class ("type": "FixedPolicy") and has no "role"
     run_dir, argv, summary = finished_run
@@ -470,7 +517,7 @@ def test_reuse_from_without_its_collections_collects_again_and_copies_only_the_b
     assert run["stages_run"] == ["seed-0/collect-sequence", "seed-0/collect-token", "seed-0/train-sequence",
                                  "seed-0/train-token", "seed-0/eval"]
     assert json.loads((tmp_path / "r" / "seed-0" / "collect-sequence" / "stage_done.json").read_text()
-                      )["fingerprint"]["collect"]["num_samples"] == 2
+                      )["collect"]["num_samples"] == 2
     units = [json.loads(ln) for ln in (tmp_path / "r" / "seed-0" / "eval" / "units.jsonl").read_text().splitlines()]
     heads = {"adseq", "adtok"} | {m for m in run["methods"] if m.startswith("meanshift")}
     computed = json.loads((tmp_path / "r" / "seed-0" / "eval" / "stage_done.json").read_text())["summary"]

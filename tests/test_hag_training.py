@@ -170,13 +170,24 @@ def test_stop_when_scored_keeps_every_reward_and_stops_at_the_scored_end(tmp_pat
             assert f.startswith(c) and _upto_lowercase(f) == c
             shorter += len(c) < len(f)
     assert shorter > 3, "hardly any sample stopped early: the option is not tested"
-    # recorded in the resume fingerprint only when on: directories searched before the option existed resume
+    # recorded in the resume fingerprint at its value, off included; a directory of format 0 (recorded only when
+    # on) is migrated: it was searched with the option off
     for stop in (False, True):
         run_search(adm, examples[:1], scorer, tmp_path / str(stop), space,
                    SearchSettings(samples_per_config=2, max_new_tokens=8, chat=False, stop_when_scored=stop),
                    progress=False)
-        assert ("settings.stop_when_scored" in json.loads((tmp_path / str(stop) / "search_config.json").read_text())) \
-            is stop
+        assert json.loads((tmp_path / str(stop) / "search_config.json").read_text())["settings.stop_when_scored"] is stop
+    cfg_file = tmp_path / "False" / "search_config.json"
+    old = json.loads(cfg_file.read_text())
+    del old["settings.stop_when_scored"], old["format_version"]
+    cfg_file.write_text(json.dumps(old))
+    settings = SearchSettings(samples_per_config=2, max_new_tokens=8, chat=False)
+    assert run_search(adm, examples[:2], scorer, tmp_path / "False", space, settings, progress=False)["prompts"] == 2
+    with pytest.raises(ValueError, match=r"holds a search with a different configuration \(settings\.stop_when_scored "
+                                         r"differ\)"):
+        run_search(adm, examples[:2], scorer, tmp_path / "False", space,
+                   SearchSettings(samples_per_config=2, max_new_tokens=8, chat=False, stop_when_scored=True),
+                   progress=False)
     plain = lambda texts, examples: [0.0] * len(texts)  # noqa: E731
     with pytest.raises(ValueError, match="stop_when_scored needs a scorer that says where each task's scored text"):
         ConfigSearch(adm, plain, space, SearchSettings(stop_when_scored=True))

@@ -1,6 +1,7 @@
 """Model loading and prompt encoding: embedded defaults, clear errors, bad prompts; SmolLM2 integration."""
 
 import importlib.util
+import json
 import logging
 import re
 from pathlib import Path
@@ -384,37 +385,42 @@ def test_a_local_path_refuses_a_revision(tiny_model_dir):
         models.load_base_model(str(tiny_model_dir), revision="main")
 
 
-def test_load_options_enter_fingerprints_only_when_set():
-    """absent == default: a run recorded before the options existed has the fingerprint of the same run now."""
+def test_load_options_are_in_every_fingerprint_at_their_value():
+    """{} when all are at their default; records of the format before (absent == default) are migrated to {}."""
     from adaptive_decoder import EvalConfig, ExperimentConfig
     from adaptive_decoder.experiment.pipeline import Experiment
 
-    assert "load" not in EvalConfig(device="cpu").fingerprint()
+    assert EvalConfig(device="cpu").fingerprint()["load"] == {}
     fp = EvalConfig(model="org/x", device="cpu", attn_implementation="sdpa", model_revision="r1").fingerprint()
     assert fp["load"] == {"attn_implementation": "sdpa", "revision": "r1"}
-    assert "load" not in EvalConfig(model="org/x", device_map="cpu").fingerprint()  # placement: not a result
-    for opts, want in (({}, None), ({"attn_implementation": "eager"}, {"attn_implementation": "eager"})):
+    assert EvalConfig(model="org/x", device_map="cpu").fingerprint()["load"] == {}  # placement: not a result
+    for opts, want in (({}, {}), ({"attn_implementation": "eager"}, {"attn_implementation": "eager"})):
         cfg = ExperimentConfig(run_dir="x", model="org/x", device="cpu", tasks={"gsm8k": {}}, **opts)
         exp = object.__new__(Experiment)  # the fingerprints need no tasks' data and no model
         exp.cfg, exp.root, exp.tasks = cfg, Path("x"), {"gsm8k": SimpleNamespace(reward_spec={})}
         exp.splits = {"gsm8k": {"train": [], "dev": [{}], "test": [{}]}}
-        assert exp._collect_fingerprint(0, "sequence").get("load") == want
+        assert exp._collect_fingerprint(0, "sequence")["load"] == want
         ecfg = exp.eval_config(0)
-        assert ecfg.attn_implementation == opts.get("attn_implementation") and ecfg.fingerprint().get("load") == want
+        assert ecfg.attn_implementation == opts.get("attn_implementation") and ecfg.fingerprint()["load"] == want
 
 
 def test_a_collection_records_the_load_options_and_an_old_manifest_without_them_resumes(tmp_path, tiny_model_dir):
-    from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionWriter, model_identity
+    from adaptive_decoder.lpo.store import CollectionMismatchError, CollectionSettings, CollectionWriter, model_identity
 
     model, _ = models.load_base_model(str(tiny_model_dir))
-    identity = {"base_model": model_identity(model), "head": {"fingerprint": "h"}, "settings": {"prompts_per_batch": 1},
+    settings = CollectionSettings(prompts_per_batch=1).identity()
+    identity = {"base_model": model_identity(model), "head": {"fingerprint": "h"}, "settings": settings,
                 "tasks": {}}
-    assert "load" not in identity["base_model"]  # all at their default: the manifest reads as before
+    assert identity["base_model"]["load"] == {}  # all at their default
     CollectionWriter(tmp_path / "c", identity).close()
-    CollectionWriter(tmp_path / "c", identity).close()  # resumes
+    manifest = tmp_path / "c" / "manifest.json"
+    m = json.loads(manifest.read_text())  # as format 1 wrote it: no load options when all were at their default
+    del m["base_model"]["load"]
+    manifest.write_text(json.dumps({**m, "format_version": 1}))
+    CollectionWriter(tmp_path / "c", identity).close()  # migrated, and resumes
     eager, _ = models.load_base_model(str(tiny_model_dir), attn_implementation="eager")
     assert model_identity(eager)["load"] == {"attn_implementation": "eager"}
-    with pytest.raises(CollectionMismatchError, match=r"base_model\.load: stored None, now \{'attn_implementation': 'eager'\}"):
+    with pytest.raises(CollectionMismatchError, match=r"base_model\.load\.attn_implementation: stored None, now 'eager'"):
         CollectionWriter(tmp_path / "c", {**identity, "base_model": model_identity(eager)})
 
 

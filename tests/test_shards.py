@@ -46,7 +46,7 @@ def test_merged_shards_hold_every_prompt_once_and_train(parts, tiny_model_dir, t
     merged = merge_collections(tmp_path / "merged", [parts / "part-1", parts / "part-0"])
     m, records = read_collection(merged)
     assert sorted(m["done"]) == sorted(m0["done"] + m1["done"]) and len(m["done"]) == 10  # collect_tiny's 6 + 4
-    assert len(records) == 10 * m["settings"]["num_samples"] and "shard" not in m["settings"]
+    assert len(records) == 10 * m["settings"]["num_samples"] and m["settings"]["shard"] is None
     assert [p["shard"] for p in m["merged_from"]] == ["1/2", "0/2"]
     head = yaml.safe_load(TINY.read_text())["head"]
     assert cli.main(["train", "--config", str(REPO / "configs" / "lpo" / "train_tiny.yaml"), "--collection_dir",

@@ -207,7 +207,7 @@ def test_eval_suite_backend_vllm(tmp_path):
     for m in ("T=1.0", "adseq", "hag_untrained"):
         assert len(texts(res, m)) == 6
     assert json.loads((tmp_path / "v" / "run_config.json").read_text())["backend"] == "vllm"
-    assert "backend" not in json.loads((tmp_path / "h" / "run_config.json").read_text())  # old runs stay resumable
+    assert json.loads((tmp_path / "h" / "run_config.json").read_text())["backend"] == "hf"  # recorded at its value
     with pytest.raises(ValueError, match=r"different config \(backend, vllm_noise differ"):
         run_evaluation(cfg("hf", tmp_path / "v", methods))
     # a run drawn with another scheme of the vllm backend (or before it was recorded) draws other samples: refused

@@ -31,13 +31,13 @@ def test_eval_backend_is_validated_and_fingerprinted(tiny_model_dir, tmp_path):
         cfg(tiny_model_dir, tmp_path, vllm_options={"max_num_seqs": 4})
     assert cfg(tiny_model_dir, tmp_path, backend="vllm", vllm_options='{"kv_cache_gib": 1}').vllm_options == {"kv_cache_gib": 1}
     assert cfg(tiny_model_dir, tmp_path, backend="vllm").fingerprint()["backend"] == "vllm"
-    # the default is left out, so the run_config.json of a run made before the option resumes unchanged
-    assert "backend" not in cfg(tiny_model_dir, tmp_path).fingerprint()
+    # recorded at its value, the default included (a run_config.json of format 0 is migrated to "hf")
+    assert cfg(tiny_model_dir, tmp_path).fingerprint()["backend"] == "hf"
 
 
 def test_resume_under_another_backend_is_refused_by_name(tiny_model_dir, tmp_path):
     run_evaluation(cfg(tiny_model_dir, tmp_path / "out"))
-    assert "backend" not in json.loads((tmp_path / "out" / "run_config.json").read_text())
+    assert json.loads((tmp_path / "out" / "run_config.json").read_text())["backend"] == "hf"
     # refused at the resume check, before any model or engine is loaded (so no vLLM is needed here)
     with pytest.raises(ValueError, match=r"different config \(backend, vllm_noise differ\)"):
         run_evaluation(cfg(tiny_model_dir, tmp_path / "out", backend="vllm"))
@@ -46,7 +46,7 @@ def test_resume_under_another_backend_is_refused_by_name(tiny_model_dir, tmp_pat
 def test_collection_backend_is_in_the_identity_and_must_match_the_model(tmp_path):
     with pytest.raises(ValueError, match="backend must be 'hf' or 'vllm', got 'vllm-cpu'"):
         CollectionSettings(backend="vllm-cpu")
-    assert "backend" not in CollectionSettings().identity()
+    assert CollectionSettings().identity()["backend"] == "hf"
     assert CollectionSettings(backend="vllm").identity()["backend"] == "vllm"
     # and to its draw scheme: a collection drawn with another one is refused on resume, naming it
     assert CollectionSettings(backend="vllm").identity()["vllm_noise"] == NOISE_VERSION

@@ -12,6 +12,7 @@ from ..modeling.model_args import ModelArguments
 from ..methods.policies import DEFAULT_TEMPERATURES
 from ..methods.base import POLICIES, method_traits
 from ..configs import as_mapping
+from ..storage import RecordKind
 from ..tasks import TASKS
 from ..tasks.recipe import check_entries, task_entries
 
@@ -134,16 +135,39 @@ class EvalConfig(ModelArguments):
         # every method that already has units (a head retrained in place must not reuse the old head's units).
         fp = {k: getattr(self, k) for k in self._RESULT_FIELDS if k != "task_options"}
         fp["task_options"] = task_fingerprint(self.tasks)
-        # the backend draws the samples; recorded when not the default, so runs written before it existed resume
-        if self.backend != "hf":
-            fp["backend"] = self.backend
-            fp["vllm_noise"] = NOISE_VERSION  # its draw scheme: another one draws other samples
-        if self.stop_when_scored:  # the same way: it changes the stored completions (not the scored texts)
-            fp["stop_when_scored"] = True
-        load = self.load_identity()  # the same way: revision, attention kernel, quantization, remote code
-        if load:
-            fp["load"] = load
+        # every option at its value, off included (`storage.record`): the backend draws the samples, with vLLM's
+        # noise scheme of this version; stop_when_scored ends the stored completions; `load` holds the loading
+        # options that change outputs (revision, attention kernel, quantization, remote code), {} when none is set
+        fp.update(backend=self.backend, vllm_noise=NOISE_VERSION if self.backend == "vllm" else None,
+                  stop_when_scored=self.stop_when_scored, load=self.load_identity())
         return fp
+
+
+# what an evaluation fingerprint of format 0 meant by leaving an option out: the option was off
+_ABSENT_IN_V0 = {"backend": "hf", "vllm_noise": None, "stop_when_scored": False, "load": {}}
+
+
+def fingerprint_v0(old: dict) -> dict:
+    """An evaluation fingerprint of format 0 in the current layout: its result fields (a record that held the whole
+    EvalConfig keeps only those), the options it left out at the value their absence meant, and its task options
+    in `task_fingerprint`'s form."""
+    keep = set(EvalConfig._RESULT_FIELDS) | set(_ABSENT_IN_V0)
+    fp = {**json.loads(json.dumps(_ABSENT_IN_V0)), **{k: v for k, v in old.items() if k in keep}}
+    fp["task_options"] = task_fingerprint(old.get("task_options") or {})
+    return fp
+
+
+def _run_config_v0(rec: dict) -> dict:
+    methods = rec.get("methods")
+    if not isinstance(methods, dict):  # the options of every method in one field, as format 0 first kept them
+        methods = dict(rec.get("method_options") or {})
+    return {**fingerprint_v0(rec), "heads": rec.get("heads") or {}, "methods": methods}
+
+
+# run_config.json: the fingerprint, and per head and per method what its finished units were computed with (the
+# harness checks those only for methods that have units, so they are state, not identity)
+RUN_CONFIG = RecordKind("run_config.json", "evaluation output directory", version=1, state=("heads", "methods"),
+                        migrations={0: _run_config_v0})
 
 
 EVAL_KEYS = ("num_prompts",)  # the per-task keys the evaluation reads itself; the rest go to the task

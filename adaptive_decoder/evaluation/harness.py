@@ -4,7 +4,7 @@ renders the tables, plots and wandb run from the results it writes.
 Work is split into *units* (method, task, split, prompt). Each finished unit (its k samples, the values the
 policy applied, every metric) is appended to `<output_dir>/units.jsonl` as soon as its generate batch finishes,
 so a killed run loses at most the batch in flight; a restart skips finished units and never recomputes them.
-One run at a time per output_dir: a second process is refused (`adaptive_decoder.storage.lock_dir`, the lock the
+One run at a time per output_dir: a second process is refused (`adaptive_decoder.storage.RunRecord.lock`, the lock the
 sample collection uses) instead of computing and appending every unit a second time.
 
 Seeding: batches are fixed chunks of each task's prompt list and batch b of (task, split) is generated with the
@@ -37,7 +37,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
-from ..configs import changed_keys
 from ..modeling.head_digest import head_fingerprint
 from ..methods.base import build_policies, method_traits
 from ..methods.fitted import DevResults
@@ -45,9 +44,9 @@ from .report import log_wandb, markdown_table, results_plots
 from .results import MethodTaskResult, choices, compare_with_baselines
 from .scalefree import check_bar, normalize, task_normalization, units_report
 from ..stats import bootstrap_mean_ci, finite_mean
-from ..storage import lock_dir
+from ..storage import RunRecord, jsonable
 from ..tasks.recipe import build_task
-from .config import EVAL_KEYS, EvalConfig, task_fingerprint
+from .config import EVAL_KEYS, RUN_CONFIG, EvalConfig
 from .units import UnitStore, _build_unit, batch_seed
 
 logger = logging.getLogger(__name__)
@@ -155,31 +154,24 @@ class Evaluator:
             self.adm = VLLMDecodingModel(self.model, self.tokenizer, engine=self.engine)
 
     def _check_resume(self):
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        cfg_file = self.out_dir / "run_config.json"
-        fp = json.loads(json.dumps(self.cfg.fingerprint()))
+        record = RunRecord(self.out_dir, RUN_CONFIG)
+        fp = self.cfg.fingerprint()
         heads = {n: head_fingerprint(path) for p in self.policies for n, path in p.heads().items()}
-        opts = json.loads(json.dumps({m: self.cfg.method_options.get(m) for m in self.cfg.methods}))
+        opts = jsonable({m: self.cfg.method_options.get(m) for m in self.cfg.methods})
         self.store = UnitStore(self.out_dir / "units.jsonl")
-        if cfg_file.exists():
-            old = json.loads(cfg_file.read_text())
-            old_heads = old.pop("heads", {})
-            old["task_options"] = task_fingerprint(old.get("task_options") or {})
-            # options per method; a file written before they were kept that way has them all in one field
-            old_opts = old.pop("methods", None)
-            if old_opts is None:
-                old_opts = dict(old.pop("method_options", None) or {})
-            diff = changed_keys(old, fp)
-            diff += [f"weights of head {n!r}" for n in sorted(set(heads) & set(old_heads)) if heads[n] != old_heads[n]]
+        old = record.read()
+        if old is not None:
+            diff = record.changes(fp, old)
+            diff += [f"weights of head {n!r}" for n in sorted(set(heads) & set(old["heads"])) if heads[n] != old["heads"][n]]
             # a method's options matter only where it has finished units: a new method (or one whose units were
             # deleted) may come with any options
             has_units = {m for name, _, split, _ in self.store.units for m in self._methods_of.get((name, split), ())}
-            diff += [f"method_options of {m!r}" for m in sorted(has_units) if opts[m] != old_opts.get(m)]
+            diff += [f"method_options of {m!r}" for m in sorted(has_units) if opts[m] != old["methods"].get(m)]
             if diff:
                 raise ValueError(f"{self.out_dir} holds units of a run with a different config ({', '.join(diff)} differ); "
                                  "finished units would not match. Use another output_dir or delete that directory.")
-            heads, opts = {**old_heads, **heads}, {**old_opts, **opts}
-        cfg_file.write_text(json.dumps({**fp, "heads": heads, "methods": opts}, indent=2))
+            heads, opts = {**old["heads"], **heads}, {**old["methods"], **opts}
+        record.write(fp, heads=heads, methods=opts)
 
     # --- running --------------------------------------------------------------------------------------------
     def _plan(self) -> list:
@@ -214,7 +206,7 @@ class Evaluator:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         # one run per output_dir: a second one would compute and append every unit again (and both would
         # rewrite run_config.json and the results); the lock is held from the resume check to the last output
-        with lock_dir(self.out_dir, "evaluation output directory"):
+        with RunRecord(self.out_dir, RUN_CONFIG).lock():
             return self._run(t0)
 
     def _run(self, t0: float) -> dict:

@@ -4,13 +4,11 @@ gives every method the same token randomness (common random numbers)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import zlib
 from pathlib import Path
 
-from ..storage import jsonl_lines
+from ..storage import AppendLog
 
 
 logger = logging.getLogger(__name__)
@@ -19,38 +17,21 @@ logger = logging.getLogger(__name__)
 class UnitStore:
     """Append-only JSONL of finished units, keyed by (method, task, split, prompt_id).
 
-    A torn last line (the process died mid-write) is cut off on open; a garbled line elsewhere is dropped with a
-    warning (its unit is recomputed). Appends are flushed and fsync'ed per batch.
+    The log follows `storage.AppendLog`'s torn-line rule: a torn last line (the process died mid-write) is dropped
+    with a warning and its unit recomputed; a broken line elsewhere raises ValueError naming it. Appends are
+    flushed and fsync'ed per batch.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.log = AppendLog(self.path, redo="its unit is recomputed")
         self.units: dict = {}
-        if self.path.exists():
-            self._load()
+        for u in self.log.read():
+            self.units[self.key(u["method"], u["task"], u["split"], u["prompt_id"])] = u
 
     @staticmethod
     def key(method, task, split, prompt_id) -> tuple:
         return (method, task, split, str(prompt_id))
-
-    def _load(self):
-        raw = self.path.read_bytes()
-        if raw and not raw.endswith(b"\n"):
-            cut = raw.rfind(b"\n") + 1
-            logger.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", self.path, len(raw) - cut)
-            raw = raw[:cut]
-            self.path.write_bytes(raw)
-        bad = []
-        for lineno, line in enumerate(jsonl_lines(raw.decode("utf-8")), 1):
-            if not line.strip():
-                continue
-            try:
-                u = json.loads(line)
-                self.units[self.key(u["method"], u["task"], u["split"], u["prompt_id"])] = u
-            except (ValueError, KeyError, TypeError):
-                bad.append(lineno)
-        if bad:
-            logger.warning("%s: ignoring %d unreadable line(s) %s; those units will be recomputed", self.path, len(bad), bad[:10])
 
     def done(self, method, task, split, prompt_id) -> bool:
         return self.key(method, task, split, prompt_id) in self.units
@@ -59,13 +40,7 @@ class UnitStore:
         return self.units[self.key(method, task, split, prompt_id)]
 
     def add(self, units: list):
-        if not units:
-            return
-        data = "".join(json.dumps(u, ensure_ascii=False) + "\n" for u in units)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        self.log.append(units)
         for u in units:
             self.units[self.key(u["method"], u["task"], u["split"], u["prompt_id"])] = u
 

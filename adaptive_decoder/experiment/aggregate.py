@@ -12,9 +12,9 @@ from pathlib import Path
 from ..methods.base import FIXED_CONFIG_ROLES, controls as control_methods, role_of
 from ..evaluation.report import summary_markdown, summary_plots
 from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, compare_with_baselines, same_decoding
-from ..storage import atomic_write_bytes
+from ..storage import atomic_write_bytes, jsonable
 from .config import ExperimentConfig
-from .stages import DONE, jsonable
+from .stages import DONE
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from ..modeling.head_digest import head_fingerprint
 from ..modeling.model_args import MODEL_LOAD_FIELDS
-from ..storage import atomic_write_bytes
+from ..storage import atomic_write_bytes, jsonable
 from ..tasks.base import TaskReward
 from .config import ExperimentConfig
 from .splits import split_examples, splits_digest
@@ -111,9 +111,9 @@ class Experiment:
     def _train_prompts(self) -> list[dict]:
         return [{**ex, "id": f"{t}/{ex['id']}", "task": t} for t, parts in self.splits.items() for ex in parts["train"]]
 
-    def _run_stage(self, name: str, stage_dir: Path, fingerprint: dict, fn, covers=None, normalize=None):
+    def _run_stage(self, name: str, stage_dir: Path, fingerprint: dict, fn, covers=None):
         """Run `fn` unless the stage finished with this fingerprint (and, if given, `covers(record)` holds)."""
-        rec = stage_done(stage_dir, fingerprint, normalize)
+        rec = stage_done(stage_dir, fingerprint)
         if rec is not None and (covers is None or covers(rec)):
             logger.info("stage %s: already done (%.1f s), skipping", name, rec["wall_s"])
             self.stages_skipped.append(name)
@@ -135,9 +135,7 @@ class Experiment:
                 "collect": cfg.collect, "max_new_tokens": cfg.max_new_tokens,
                 "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
                 "rewards": {t: self.tasks[t].reward_spec for t in self.tasks},
-                # recorded only when on, so that stages finished before the option existed stay finished
-                **({"stop_when_scored": True} if cfg.stop_when_scored else {}),
-                **({"load": cfg.load_identity()} if cfg.load_identity() else {})}
+                "stop_when_scored": cfg.stop_when_scored, "load": cfg.load_identity()}
 
     def collect_stage(self, seed: int, level: str) -> dict:
         out = self.seed_dir(seed) / f"collect-{level}"
@@ -243,24 +241,22 @@ class Experiment:
                              "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap,
                              "stop_when_scored": cfg.stop_when_scored})
 
-    def _eval_fingerprint(self, ecfg) -> tuple[dict, partial]:
+    def _eval_fingerprint(self, ecfg) -> dict:
         # the settings that change results (not paths, threads, progress bars). Methods, their options and the
         # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
         # and the Evaluator computes only the new units (it refuses changed options of methods that have units
-        # and changed weights of a head that has units). Returned with the map of an older record onto it.
-        fp = {"eval": jsonable(ecfg.fingerprint()),
-              "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
-        return fp, partial(_eval_normalize, result_keys=set(fp["eval"]))
+        # and changed weights of a head that has units).
+        return {"eval": jsonable(ecfg.fingerprint()),
+                "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
 
     def eval_stage(self, seed: int) -> dict:
         out = self.seed_dir(seed) / "eval"
         ecfg = self.eval_config(seed)
-        fp, normalize = self._eval_fingerprint(ecfg)
+        fp = self._eval_fingerprint(ecfg)
         wanted = jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
         heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
         return self._run_stage(f"seed-{seed}/eval", out, fp, partial(self._evaluate, ecfg, wanted, heads),
-                               covers=partial(_eval_covers, wanted=wanted, heads=heads),
-                               normalize=normalize)
+                               covers=partial(_eval_covers, wanted=wanted, heads=heads))
 
     def reuse_stages(self, source: Path):
         """Copy `source`'s finished collections (unless reuse_collections is off) and the evaluation units of its
@@ -277,7 +273,7 @@ class Experiment:
             for lv in self.cfg.levels if self.cfg.reuse_collections else ():
                 if copy_collection(src / f"collect-{lv}", dst / f"collect-{lv}", self._collect_fingerprint(seed, lv)):
                     logger.info("reuse_from: copied %s", src / f"collect-{lv}")
-            n = copy_eval_units(src / "eval", dst / "eval", *self._eval_fingerprint(self.eval_config(seed)))
+            n = copy_eval_units(src / "eval", dst / "eval", self._eval_fingerprint(self.eval_config(seed)))
             if n:
                 logger.info("reuse_from: copied %d evaluation units of methods without a trained head from %s", n,
                             src / "eval")
@@ -323,24 +319,10 @@ class Experiment:
 
 def _eval_covers(rec: dict, wanted: dict, heads: dict) -> bool:
     """Whether a finished eval stage ran every wanted method and head, with the options and weights wanted now."""
-    # records written before methods left the fingerprint keep them in it
-    old = rec["summary"].get("methods") or {k: rec["fingerprint"]["eval"].get(k) for k in wanted}
-    old_heads = rec["summary"].get("heads") or rec["fingerprint"].get("heads") or {}
+    old, old_heads = rec["summary"]["methods"], rec["summary"]["heads"]
     return set(wanted["methods"]) <= set(old["methods"]) and all(
         (wanted["method_options"] or {}).get(m) == (old["method_options"] or {}).get(m) for m in wanted["methods"]
     ) and all(old_heads.get(lv) == h for lv, h in heads.items())
-
-
-def _eval_normalize(old: dict, result_keys: set) -> dict:
-    """An eval stage's fingerprint as recorded when the whole EvalConfig (and the heads) were in it, reduced to the
-    result-changing keys the fingerprint holds now."""
-    from ..evaluation.config import task_fingerprint
-
-    old = {k: v for k, v in old.items() if k != "heads"}
-    ev = {k: v for k, v in old.get("eval", {}).items() if k in result_keys}
-    if "task_options" in ev:  # recorded with the tasks that have no options too
-        ev["task_options"] = task_fingerprint(ev["task_options"] or {})
-    return {**old, "eval": ev}
 
 
 def run_experiment(cfg: ExperimentConfig, model=None, tokenizer=None) -> dict:

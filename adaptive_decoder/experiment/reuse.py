@@ -28,16 +28,18 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..storage import atomic_write_bytes, jsonl_lines
+from ..evaluation.config import RUN_CONFIG
+from ..evaluation.units import UnitStore
+from ..storage import RunRecord
 from .stages import DONE, stage_record
 
 logger = logging.getLogger(__name__)
 
 
-def _checked(src_stage: Path, fingerprint: dict, normalize=None) -> dict | None:
+def _checked(src_stage: Path, fingerprint: dict) -> dict | None:
     """The source stage's record if it finished with `fingerprint`, None if it did not finish; a clear error if it
     finished with other settings."""
-    rec, diff = stage_record(src_stage, fingerprint, normalize)
+    rec, diff = stage_record(src_stage, fingerprint)
     if diff:
         raise ValueError(f"reuse_from: {src_stage} ran with other settings than this run ({', '.join(diff)} differ), "
                          "so its samples are not this run's; reuse a run with the same collection and evaluation "
@@ -65,21 +67,22 @@ def head_methods(results: dict) -> set[str]:
     return {name for name, m in results.get("methods", {}).items() if m.get("head_path")}
 
 
-def copy_eval_units(src_eval: Path, dst_eval: Path, fingerprint: dict, normalize=None) -> int:
-    """Copy the units of the methods without a trained head from a finished evaluation; the number copied (0 if this
-    run has begun its own evaluation, or the source's has not finished)."""
+def copy_eval_units(src_eval: Path, dst_eval: Path, fingerprint: dict) -> int:
+    """Copy the units of the methods without a trained head from a finished evaluation, through the evaluation's
+    own record and unit log (the record migrated to the current format, as the evaluator reads it); the number
+    copied (0 if this run has begun its own evaluation, or the source's has not finished)."""
     if dst_eval.exists():
         return 0
-    if _checked(src_eval, fingerprint, normalize) is None:
+    if _checked(src_eval, fingerprint) is None:
         logger.warning("reuse_from: %s has not finished; every evaluation unit is computed here", src_eval)
         return 0
     drop = head_methods(json.loads((src_eval / "results.json").read_text()))
-    lines = [ln + "\n" for ln in jsonl_lines((src_eval / "units.jsonl").read_text(encoding="utf-8"))
-             if ln.strip() and json.loads(ln)["method"] not in drop]
-    run_config = json.loads((src_eval / "run_config.json").read_text())
-    # the evaluator checks these on resume: its settings, and the options of each method that has units
-    run_config["heads"] = {n: d for n, d in run_config.get("heads", {}).items() if n not in drop}
+    units = [u for u in UnitStore(src_eval / "units.jsonl").units.values() if u["method"] not in drop]
+    src = RunRecord(src_eval, RUN_CONFIG)
+    rec = src.read()
     dst_eval.mkdir(parents=True)
-    atomic_write_bytes(dst_eval / "run_config.json", json.dumps(run_config, indent=2).encode())
-    atomic_write_bytes(dst_eval / "units.jsonl", "".join(lines).encode("utf-8"))
-    return len(lines)
+    # the evaluator checks these on resume: its settings, and the options of each method that has units
+    RunRecord(dst_eval, RUN_CONFIG).write(src.identity(rec), methods=rec["methods"],
+                                          heads={n: d for n, d in rec["heads"].items() if n not in drop})
+    UnitStore(dst_eval / "units.jsonl").add(units)
+    return len(units)

@@ -1,39 +1,67 @@
-"""Stage bookkeeping: a finished stage records its settings fingerprint in `stage_done.json` (written atomically);
-a rerun skips it, and a finished stage whose settings changed is refused by name rather than silently mixed."""
+"""Stage bookkeeping: a finished stage writes its run record `stage_done.json` (`storage.RunRecord`: the settings
+fingerprint as identity; its summary, wall time and finish time as state), last and atomically; a rerun skips it,
+and a finished stage whose settings changed is refused by name rather than silently mixed.
+
+Format 0 (records without `format_version`) held the fingerprint under "fingerprint", with options recorded only
+when on; `_stage_v0` migrates each stage's shape (collect, train, eval) exactly, see its docstring."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from ..configs import changed_keys
-from ..storage import atomic_write_bytes
+from ..storage import RecordKind, RunRecord, jsonable
+
+
+# what a collect fingerprint of format 0 meant by leaving an option out: the option was off
+_COLLECT_ABSENT_IN_V0 = {"stop_when_scored": False, "load": {}}
+
+
+def _collect_v0(fp: dict) -> dict:
+    return {**jsonable(_COLLECT_ABSENT_IN_V0), **fp}
+
+
+def _eval_v0(fp: dict, summary: dict) -> tuple[dict, dict]:
+    """An eval stage of format 0: its "eval" fingerprint in the current layout (`evaluation.config.fingerprint_v0`;
+    a record that held the whole EvalConfig keeps its result fields), and the methods, their options and the head
+    weights it covered in the summary (older records kept them in the fingerprint)."""
+    from ..evaluation.config import fingerprint_v0
+
+    ev = fp.get("eval", {})
+    summary = {**summary, "methods": summary.get("methods") or {k: ev.get(k) for k in ("methods", "method_options")},
+               "heads": summary.get("heads") or fp.get("heads") or {}}
+    return {**{k: v for k, v in fp.items() if k != "heads"}, "eval": fingerprint_v0(ev)}, summary
+
+
+def _stage_v0(rec: dict) -> dict:
+    """Format 0 -> 1: the fingerprint moves to the top level, and each shape gets the options it left out."""
+    fp, summary = rec.get("fingerprint", {}), rec.get("summary") or {}
+    if "eval" in fp and "splits" in fp:
+        fp, summary = _eval_v0(fp, summary)
+    elif "lpo" in fp and "collect" in fp:  # a train stage: its collect fingerprint with its LPO options
+        fp = {**fp, "collect": _collect_v0(fp["collect"])}
+    elif "level" in fp and "train_ids" in fp:
+        fp = _collect_v0(fp)
+    return {**fp, "summary": summary, "wall_s": rec.get("wall_s", 0.0), "finished_at": rec.get("finished_at")}
 
 
 DONE = "stage_done.json"
+STAGE = RecordKind(DONE, "experiment stage", version=1, state=("summary", "wall_s", "finished_at"),
+                   migrations={0: _stage_v0})
 
 
-def jsonable(x):
-    """`x` as it reads back from JSON (tuples become lists, other objects their str): what a record compares."""
-    return json.loads(json.dumps(x, default=str))
-
-
-def stage_record(stage_dir: Path, fingerprint: dict, normalize=None) -> tuple[dict | None, list[str]]:
+def stage_record(stage_dir: Path, fingerprint: dict) -> tuple[dict | None, list[str]]:
     """A stage's finished record (None if it has not finished) and the settings in which it differs from
-    `fingerprint`. `normalize(old_fingerprint)` maps a record written by an older version."""
-    path = Path(stage_dir) / DONE
-    if not path.is_file():
-        return None, []
-    rec = json.loads(path.read_text())
-    old = rec.get("fingerprint", {})
-    return rec, changed_keys(normalize(old) if normalize else old, jsonable(fingerprint))
+    `fingerprint`."""
+    record = RunRecord(stage_dir, STAGE)
+    rec = record.read()
+    return rec, record.changes(fingerprint, rec)
 
 
-def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | None:
+def stage_done(stage_dir: Path, fingerprint: dict) -> dict | None:
     """The stage's record if it finished with the same settings; None if it has not finished; error if it
     finished with other settings."""
-    rec, diff = stage_record(stage_dir, fingerprint, normalize)
+    rec, diff = stage_record(stage_dir, fingerprint)
     if diff:
         raise ValueError(f"{stage_dir} finished with different settings ({', '.join(diff)} differ); "
                          "use a new run_dir (or delete that stage directory to redo it)")
@@ -41,7 +69,5 @@ def stage_done(stage_dir: Path, fingerprint: dict, normalize=None) -> dict | Non
 
 
 def mark_done(stage_dir: Path, fingerprint: dict, summary: dict, wall_s: float) -> dict:
-    rec = {"fingerprint": jsonable(fingerprint), "summary": jsonable(summary), "wall_s": round(wall_s, 2),
-           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    atomic_write_bytes(Path(stage_dir) / DONE, json.dumps(rec, indent=1).encode())
-    return rec
+    return RunRecord(stage_dir, STAGE).write(fingerprint, summary=summary, wall_s=round(wall_s, 2),
+                                             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -26,10 +26,8 @@ chunk) and skips finished prompts on restart; `sft_records` turns the records in
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -37,9 +35,8 @@ from pathlib import Path
 
 import torch
 
-from ..configs import changed_keys
 from .policy import KEYS, sft_example, validate_config
-from ..storage import read_jsonl_log
+from ..storage import AppendLog, RecordKind, RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -258,18 +255,24 @@ class ConfigSearch:
 
 
 # ------------------------------------------------------------------------------------------------------------
+def search_log(path) -> AppendLog:
+    """The search.jsonl log of a search directory (`storage.AppendLog`: a torn last line is searched again)."""
+    return AppendLog(path, redo="its prompt is searched again")
+
+
 def read_records(path) -> list:
-    """Records of a search.jsonl; a torn last line (a crash mid-write) is dropped with a warning."""
-    return read_jsonl_log(path, redo="its prompt is searched again")
+    """Records of a search.jsonl (`search_log`)."""
+    return search_log(path).read()
 
 
-def _repair_tail(path: Path):
-    """Cut a torn last line so new records start on a fresh line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+def _search_config_v0(rec: dict) -> dict:
+    # format 0 recorded stop_when_scored only when on
+    return {"settings.stop_when_scored": False, **rec}
+
+
+# search_config.json: the space, the settings and the caller's identity, flat ("settings.samples_per_config") so
+# that a refusal names exactly what changed
+SEARCH_CONFIG = RecordKind("search_config.json", "search directory", version=1, migrations={0: _search_config_v0})
 
 
 def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None = None,
@@ -285,24 +288,22 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
     ids = [e["id"] for e in examples]
     if len(set(ids)) != len(ids):
         raise ValueError("example ids must be unique (they key the resume log)")
-    # flat keys ("settings.samples_per_config") so a refusal names exactly what changed
     fp = {**{f"space.{k}": v for k, v in asdict(space).items()},
           **{f"settings.{k}": v for k, v in asdict(settings).items()}, **(fingerprint or {})}
-    if not settings.stop_when_scored:  # recorded only when on: a directory searched before it existed resumes
-        del fp["settings.stop_when_scored"]
-    fp = json.loads(json.dumps(fp))
-    cfg_file = out / "search_config.json"
-    if cfg_file.exists():
-        old = json.loads(cfg_file.read_text())
-        diff = changed_keys(old, fp)
-        if diff:
-            raise ValueError(f"{out} holds a search with a different configuration ({', '.join(diff)} differ); "
-                             "use another output directory or delete this one")
-    else:
-        cfg_file.write_text(json.dumps(fp, indent=2))
-    log = out / "search.jsonl"
-    _repair_tail(log)
-    done = {r["prompt_id"] for r in read_records(log)}
+    record = RunRecord(out, SEARCH_CONFIG)
+    with record.lock():  # one search per directory: a second would search and append every prompt again
+        return _run_search(adm, examples, scorer, record, fp, space, settings, progress)
+
+
+def _run_search(adm, examples, scorer, record: RunRecord, fp: dict, space, settings, progress) -> dict:
+    out = record.root
+    diff = record.changes(fp)
+    if diff:
+        raise ValueError(f"{out} holds a search with a different configuration ({', '.join(diff)} differ); "
+                         "use another output directory or delete this one")
+    record.write(fp)  # the same identity, in the current format
+    log = search_log(out / "search.jsonl")
+    done = {r["prompt_id"] for r in log.read()}
     todo = [e for e in examples if e["id"] not in done]
     search = ConfigSearch(adm, scorer, space, settings)
     chunks = [todo[i:i + settings.prompts_per_chunk] for i in range(0, len(todo), settings.prompts_per_chunk)]
@@ -315,17 +316,13 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
         for chunk in chunks:
             chunk_id = zlib.crc32(chunk[0]["id"].encode())  # seeds follow the chunk's first prompt, not its position
             recs = search.search(chunk, chunk_id)
-            with open(log, "a", encoding="utf-8") as f:
-                for r in recs:
-                    f.write(json.dumps(r) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            log.append(recs)
             new_samples += sum(r["samples"] for r in recs)
             bar.update(len(recs))
             bar.set_postfix(samples=new_samples)
     finally:
         bar.close()
-    return summarize(read_records(log), run_seconds=time.time() - t0, run_samples=new_samples)
+    return summarize(log.read(), run_seconds=time.time() - t0, run_samples=new_samples)
 
 
 def summarize(records: list, run_seconds: float | None = None, run_samples: int | None = None) -> dict:

@@ -20,14 +20,13 @@ file systems), so LPO training reads it like any collection.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from ..configs import describe_changes
-from ..storage import atomic_write_bytes
-from .store import MANIFEST, _read_shard, _shard_files, read_manifest
+from ..storage import RunRecord
+from .store import COLLECTION, _read_shard, _shard_files, read_manifest
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -112,12 +111,13 @@ def merge_collections(out, parts, *, copy: bool = False) -> Path:
                         except OSError:  # another file system: hard links cannot cross it
                             shutil.copyfile(src, dst)
                 listed.append({**shard, "name": name})
-        merged = {"format_version": manifests[0]["format_version"], **_identity(manifests[0]), "shards": listed,
-                  "done": [pid for m in manifests for pid in m["done"]],
-                  "hidden_bytes": sum(m["hidden_bytes"] for m in manifests),
-                  "prompts_expected": sum(m["prompts_expected"] for m in manifests),
-                  "merged_from": [{"dir": str(p), "shard": m["settings"]["shard"]} for p, m in zip(parts, manifests)]}
-        atomic_write_bytes(out / MANIFEST, json.dumps(merged, indent=1).encode())
+        identity = _identity(manifests[0])
+        identity["settings"]["shard"] = None  # the merge holds every part
+        RunRecord(out, COLLECTION).write(
+            identity, shards=listed, done=[pid for m in manifests for pid in m["done"]],
+            hidden_bytes=sum(m["hidden_bytes"] for m in manifests),
+            prompts_expected=sum(m["prompts_expected"] for m in manifests),
+            merged_from=[{"dir": str(p), "shard": m["settings"]["shard"]} for p, m in zip(parts, manifests)])
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # never leave a half-merged directory that looks like a collection
         raise

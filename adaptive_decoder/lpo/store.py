@@ -14,14 +14,12 @@ import torch
 
 from ..configs import describe_changes
 from ..integrations.vllm.crn import NOISE_VERSION
-from ..storage import atomic_write_bytes, lock_dir
+from ..storage import RecordKind, RunRecord, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CACHE_WHICH = ("extremes", "all", "none")
-
 
 
 def tensor_fingerprint(named_tensors) -> str:
@@ -40,8 +38,8 @@ def model_identity(model) -> dict:
     The dtype is the one the model actually runs in (what `dtype: auto` resolved to), so a resume under another
     one is refused by name: bf16 and fp32 samples of one prompt differ, and their cached hidden states too.
     `load` holds the loading options that change outputs (revision, attention kernel, quantization, remote code)
-    that `load_base_model` left on the model, only when one is set: a manifest without it was loaded with all at
-    their default, and reads as such. LPO reloads the LM with them to recompute uncached head inputs.
+    that `load_base_model` left on the model ({} when all are at their default). LPO reloads the LM with them to
+    recompute uncached head inputs.
     """
     from ..modeling.head import model_hidden_size
     from ..modeling.loading import LOAD_IDENTITY_ATTR
@@ -50,23 +48,14 @@ def model_identity(model) -> dict:
     out = {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
            "hidden_size": model_hidden_size(model),
            "dtype": dtype_name(next(model.parameters()).dtype),
-           "fingerprint": tensor_fingerprint(model.named_parameters())}
-    load = getattr(model, LOAD_IDENTITY_ATTR, None)
-    if load:
-        out["load"] = dict(load)
+           "fingerprint": tensor_fingerprint(model.named_parameters()),
+           "load": dict(getattr(model, LOAD_IDENTITY_ATTR, None) or {})}
     return out
 
 
 def model_identity_diffs(stored: dict, model) -> list[str]:
-    """What differs between a manifest's base-model identity and `model` (empty: the same model).
-
-    A manifest written before the dtype was recorded has none; its content fingerprint (taken from the weights as
-    loaded, so in their dtype) still tells a differently cast model apart, so the missing field is not a change.
-    """
-    new = model_identity(model)
-    if isinstance(stored, dict) and "dtype" not in stored:
-        stored = {**stored, "dtype": new["dtype"]}
-    return describe_changes({"base_model": stored}, {"base_model": new})
+    """What differs between a manifest's base-model identity and `model` (empty: the same model)."""
+    return describe_changes({"base_model": stored}, {"base_model": model_identity(model)})
 
 
 def head_identity(head) -> dict:
@@ -142,34 +131,53 @@ class CollectionSettings:
         # Settings that change the samples. The batch size does: a batch's token and head seeds come from its prompt
         # ids, and its prompts are left-padded to the longest one, which changes the LM's logits in the last bits,
         # so no per-prompt seeding could make a prompt's samples independent of its batch. The cache budget does not.
+        # Every option at its value (`storage.record`): another backend draws other samples for the same seeds (vLLM
+        # by its noise scheme), stop_when_scored ends the stored completions earlier, and the shard says which part
+        # of the prompts this directory holds (another part is another collection).
         out = {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
-                                             "prompts_per_batch")}
-        if self.twins != 1:  # left out at its default: collections made before the option stay valid
-            out["twins"] = int(self.twins)
-        if self.backend != "hf":  # the same way: another backend draws other samples for the same seeds
-            out["backend"] = self.backend
-            out["vllm_noise"] = NOISE_VERSION  # and to its draw scheme
-        if self.stop_when_scored:  # and the same way: it ends the stored completions earlier
-            out["stop_when_scored"] = True
-        if self.shard:  # which part of the prompts this directory holds: another part is another collection
-            out["shard"] = self.shard
-        return out
+                                             "prompts_per_batch", "backend", "stop_when_scored", "shard")}
+        return {**out, "twins": int(self.twins), "vllm_noise": NOISE_VERSION if self.backend == "vllm" else None}
 
 
 class CollectionMismatchError(ValueError):
     """The collection directory was made with another base model / head / settings."""
 
 
+# what a manifest of format 1 meant by leaving a setting out: its value before the setting existed
+_SETTINGS_ABSENT_IN_V1 = {"twins": 1, "backend": "hf", "vllm_noise": None, "stop_when_scored": False, "shard": None}
+# what format 1 may lack and no value can stand in for: how the prompts were batched, and the dtype the base model ran
+# in (`dtype: auto` resolved to bf16 or float32 by machine). Migrated as None: readable, and a resume is refused
+_UNRECORDED_IN_V1 = (("settings", "prompts_per_batch"), ("base_model", "dtype"))
+
+
+def _manifest_v1(m: dict) -> dict:
+    """Format 1 -> 2: every setting recorded; the base model's loading options ({}: all at their default); the head
+    config with the fields added since at their default; what no value can stand in for as None."""
+    from ..modeling.head import AdaptiveDecoderConfig
+
+    m["settings"] = {**json.loads(json.dumps(_SETTINGS_ABSENT_IN_V1)), **m["settings"]}
+    if isinstance(m.get("base_model"), dict):
+        m["base_model"] = {"load": {}, **m["base_model"]}
+    for part, key in _UNRECORDED_IN_V1:
+        if isinstance(m.get(part), dict):
+            m[part].setdefault(key, None)
+    if isinstance(m.get("head"), dict) and isinstance(m["head"].get("config"), dict):
+        m["head"]["config"] = AdaptiveDecoderConfig.from_dict(m["head"]["config"]).to_dict()
+    return m
+
+
+# the collection's run record: identity (base model, head, settings, tasks) and, as state, the shard list, the
+# done prompts and the cache's size; the shards' integrity is `_read_shard`'s
+COLLECTION = RecordKind(MANIFEST, "collection", version=2, migrations={1: _manifest_v1},
+                        state=("shards", "done", "hidden_bytes", "prompts_expected", "merged_from"))
+FORMAT_VERSION = COLLECTION.version
+
+
 def read_manifest(root) -> dict:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
+    """The manifest of the collection in `root`, migrated to the current format."""
+    m = RunRecord(root, COLLECTION).read()
+    if m is None:
         raise FileNotFoundError(f"{root} is not a sample collection: no {MANIFEST} (run training/collect.py first)")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"corrupt collection manifest {path}: {e}") from e
-    if m.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {m.get('format_version')!r}, this library reads {FORMAT_VERSION}")
     return m
 
 
@@ -249,12 +257,13 @@ class CollectionWriter:
 
     def __init__(self, root, identity: dict):
         self.root = Path(root)
+        self.record = RunRecord(self.root, COLLECTION)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
         (self.root / "hidden").mkdir(parents=True, exist_ok=True)
-        self._lock = lock_dir(self.root, "collection")
+        self._lock = self.record.lock()
         for tmp in list(self.root.glob("*.tmp")) + list(self.root.glob("*/*.tmp")):
             tmp.unlink()  # leftovers of a killed write
-        if (self.root / MANIFEST).exists():
+        if self.record.exists():
             self.manifest = read_manifest(self.root)
             self._check(identity)
             self._drop_damaged()
@@ -265,19 +274,12 @@ class CollectionWriter:
 
     def _check(self, identity: dict):
         m = self.manifest
-        if "prompts_per_batch" not in m["settings"]:  # written before the batch size was part of the identity
-            logger.warning("%s does not record prompts_per_batch; resuming with %d, which can only reproduce an "
-                           "uninterrupted run if the first run used it too", self.root, identity["settings"]["prompts_per_batch"])
-            m["settings"]["prompts_per_batch"] = identity["settings"]["prompts_per_batch"]
+        unrecorded = [f"{part}.{key}" for part, key in _UNRECORDED_IN_V1 if (m.get(part) or {}).get(key) is None]
+        if unrecorded:
+            raise CollectionMismatchError(
+                f"{self.root}: its manifest (format 1) does not record {' or '.join(unrecorded)}, so a resume cannot "
+                "tell that it continues the same collection; collect into a new output_dir (its samples stay readable)")
         diffs = []
-        if isinstance(m.get("base_model"), dict) and "dtype" not in m["base_model"]:
-            # written before the dtype was part of the identity: see model_identity_diffs
-            m["base_model"]["dtype"] = identity["base_model"]["dtype"]
-        if isinstance(m.get("head"), dict) and isinstance(m["head"].get("config"), dict):
-            # written before a head-config field existed (min_p_bins, fixed.min_p): compare it with its defaults
-            from ..modeling.head import AdaptiveDecoderConfig
-
-            m["head"]["config"] = AdaptiveDecoderConfig.from_dict(m["head"]["config"]).to_dict()
         for key in ("base_model", "head", "settings"):
             diffs += describe_changes({key: m.get(key)}, {key: identity[key]})
         for task, spec in identity["tasks"].items():  # new tasks may be added; existing ones must not change
@@ -319,7 +321,8 @@ class CollectionWriter:
         return f"shard-{max(used, default=-1) + 1:05d}"
 
     def _save(self):
-        atomic_write_bytes(self.root / MANIFEST, json.dumps(self.manifest, indent=1).encode())
+        m = self.manifest
+        self.record.write(self.record.identity(m), **{k: m[k] for k in COLLECTION.state if k in m})
 
     def write_group(self, records: list[dict], hidden: dict[str, torch.Tensor]):
         """Write one shard holding every sample of some prompts, then mark those prompts done."""

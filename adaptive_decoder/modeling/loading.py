@@ -5,7 +5,7 @@ into `from_pretrained` arguments, and the part of them a run record holds.
 device_map and bitsandbytes 4/8-bit loading; `check_load_options` refuses the combinations that cannot work with
 one line each, before anything is read; `quantization_config` / `kbit_device_map` build what TRL's
 `get_quantization_config` / `get_kbit_device_map` build; `load_identity` is the subset that changes outputs, which
-`load_base_model` leaves on the model (`LOAD_IDENTITY_ATTR`) and recipes add to their fingerprints only when set.
+`load_base_model` leaves on the model (`LOAD_IDENTITY_ATTR`) and every run record holds ({} for the defaults).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def load_identity(revision: str | None = None, trust_remote_code: bool = False, 
 
     `revision` picks other weights; `attn_implementation` another attention kernel (eager, sdpa, flash attention
     round differently); 4/8-bit loading quantized weights; `trust_remote_code` the repository's own modelling code
-    instead of transformers'. Only the options away from their default are listed, so a record written before
-    these options existed (every one at its default) equals the record of the same setup now: absent == default.
+    instead of transformers'. Only the options away from their default are listed (one form per setup: {} is every
+    option at its default).
     Placement (`device`, `device_map`) is left out, like the device in every fingerprint: it runs the same computation.
     """
     out = {"revision": revision, "trust_remote_code": trust_remote_code or None,

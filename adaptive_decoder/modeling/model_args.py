@@ -22,8 +22,8 @@ transformers' `device_map`; `load` forwards every one to `from_pretrained`. Impo
 when the config is built, one line each (`adaptive_decoder.modeling.loading.check_load_options`): 4/8-bit without
 CUDA or without bitsandbytes (the `quant` extra), both at once, 4/8-bit or a revision for the embedded GGUF
 names ('smollm2', 'gemma3'; `trust_remote_code` is accepted there and has no effect), `device` with `device_map`.
-The options that change outputs (`load_identity`: revision, remote code, attention kernel, quantization) are part
-of the recipes' run records only when set, so runs recorded before these options existed resume unchanged.
+The options that change outputs (`load_identity`: revision, remote code, attention kernel, quantization; {} when
+all are at their default) are part of every recipe's run record (`adaptive_decoder.storage.record`).
 """
 
 from __future__ import annotations

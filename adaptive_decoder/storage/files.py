@@ -1,11 +1,7 @@
-"""Crash-safe file primitives shared by the collection, the evaluation store and the resume and metrics logs.
+"""Crash-safe file primitives: atomic whole-file writes and the one-writer directory lock.
 
 Atomic writes: data goes to `<name>.tmp`, is fsync'ed, then renamed over `<name>` and the directory is fsync'ed,
 so a reader (or a process restarted after kill -9) sees either the old file or the whole new one, never a part.
-
-Append-only logs: a JSONL file that grows by one appended line per record (a resume log, a metrics file) can end
-in a torn line when a kill interrupts a write; `read_jsonl_log` drops that last line (the record it held is
-redone by whoever resumes) and refuses a broken line anywhere else, which no interrupted append can produce.
 
 Directory lock: one writer per output directory. `lock_dir` takes an exclusive `flock` on `<dir>/.lock`; the
 kernel drops it when the holder's file is closed or the process dies (kill -9 included), so a crash never leaves
@@ -15,13 +11,9 @@ file is opened without truncating, or the refused process would erase the holder
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import socket
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 LOCK = ".lock"
 
@@ -49,37 +41,6 @@ def atomic_write_bytes(path: Path, data: bytes):
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-def jsonl_lines(text: str) -> list:
-    """The lines of a JSONL text, split at "\n" only. `str.splitlines` would also split at U+2028, U+0085 and the
-    other Unicode line breaks, which `json.dumps(..., ensure_ascii=False)` leaves raw inside a string: a sampled
-    text holding one (a SmolLM2 sample at T=1.2 held U+2028) would tear its record in two."""
-    lines = text.split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def read_jsonl_log(path, redo: str | None = None) -> list:
-    """The records of an append-only JSONL log, [] when there is no file (see the module docstring).
-
-    A torn last line is dropped, with a warning when `redo` says what happens to its record (e.g. "its prompt is
-    searched again"); any other line that is not JSON raises ValueError naming the file and line.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    out, lines = [], jsonl_lines(path.read_text(encoding="utf-8"))
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n != len(lines):
-                raise ValueError(f"{path}:{n} is not valid JSON; the file is corrupt (delete that line to resume)") from None
-            if redo:
-                logger.warning("%s: dropping a torn last line (interrupted write); %s", path, redo)
-    return out
 
 
 class DirectoryLockedError(RuntimeError):
