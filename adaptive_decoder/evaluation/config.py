@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..integrations.vllm.crn import NOISE_VERSION
+from ..modeling.noise import NOISE_VERSION
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from ..modeling.model_args import ModelArguments
 from ..methods.policies import DEFAULT_TEMPERATURES, MIX_SAMPLERS, SAMPLER_GRIDS
@@ -143,7 +143,7 @@ class EvalConfig(ModelArguments):
         # the backend draws the samples; recorded when not the default, so runs written before it existed resume
         if self.backend != "hf":
             fp["backend"] = self.backend
-            fp["vllm_noise"] = NOISE_VERSION  # its draw scheme: another one draws other samples
+        fp["noise_scheme"] = NOISE_VERSION  # the draw scheme (`modeling.noise`): another one draws other samples
         if self.stop_when_scored:  # the same way: it changes the stored completions (not the scored texts)
             fp["stop_when_scored"] = True
         load = self.load_identity()  # the same way: revision, attention kernel, quantization, remote code

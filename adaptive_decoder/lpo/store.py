@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..configs import describe_changes
-from ..integrations.vllm.crn import NOISE_VERSION
+from ..modeling.noise import NOISE_VERSION
 from ..storage import atomic_write_bytes, lock_dir
 
 logger = logging.getLogger(__name__)
@@ -139,16 +139,16 @@ class CollectionSettings:
             raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
 
     def identity(self) -> dict:
-        # Settings that change the samples. The batch size does: a batch's token and head seeds come from its prompt
-        # ids, and its prompts are left-padded to the longest one, which changes the LM's logits in the last bits,
-        # so no per-prompt seeding could make a prompt's samples independent of its batch. The cache budget does not.
+        # Settings that change the samples. The batch size does: its prompts are left-padded to the longest one,
+        # which changes the LM's logits in the last bits (the seeds are per prompt and do not depend on the batch).
+        # The cache budget does not. The noise scheme does: another scheme draws other samples for the same seeds.
         out = {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
                                              "prompts_per_batch")}
+        out["noise_scheme"] = NOISE_VERSION
         if self.twins != 1:  # left out at its default: collections made before the option stay valid
             out["twins"] = int(self.twins)
         if self.backend != "hf":  # the same way: another backend draws other samples for the same seeds
             out["backend"] = self.backend
-            out["vllm_noise"] = NOISE_VERSION  # and to its draw scheme
         if self.stop_when_scored:  # and the same way: it ends the stored completions earlier
             out["stop_when_scored"] = True
         if self.shard:  # which part of the prompts this directory holds: another part is another collection
