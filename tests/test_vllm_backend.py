@@ -208,14 +208,14 @@ def test_eval_suite_backend_vllm(tmp_path):
         assert len(texts(res, m)) == 6
     assert json.loads((tmp_path / "v" / "run_config.json").read_text())["backend"] == "vllm"
     assert "backend" not in json.loads((tmp_path / "h" / "run_config.json").read_text())  # old runs stay resumable
-    with pytest.raises(ValueError, match=r"different config \(backend, vllm_noise differ"):
+    with pytest.raises(ValueError, match=r"different config \(backend differ"):
         run_evaluation(cfg("hf", tmp_path / "v", methods))
-    # a run drawn with another scheme of the vllm backend (or before it was recorded) draws other samples: refused
+    # a run drawn with another noise scheme (or before it was recorded) draws other samples: refused
     rc = tmp_path / "v" / "run_config.json"
     old = json.loads(rc.read_text())
-    assert old["vllm_noise"] == NOISE_VERSION
-    rc.write_text(json.dumps({k: v for k, v in old.items() if k != "vllm_noise"}))
-    with pytest.raises(ValueError, match=r"different config \(vllm_noise differ"):
+    assert old["noise_scheme"] == NOISE_VERSION
+    rc.write_text(json.dumps({k: v for k, v in old.items() if k != "noise_scheme"}))
+    with pytest.raises(ValueError, match=r"different config \(noise_scheme differ"):
         run_evaluation(cfg("vllm", tmp_path / "v", methods))
     with pytest.raises(ValueError, match="backend must be 'hf' or 'vllm', got 'vlm'"):
         cfg("vlm", tmp_path / "x", methods)
