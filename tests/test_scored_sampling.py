@@ -211,3 +211,35 @@ def test_runs_recorded_under_another_noise_scheme_are_refused_by_name(tiny_model
         run_search(AdaptiveDecodingModel(model, tok), prompts, lambda t, e: [0.0] * len(t), tmp_path / "s",
                    settings=SearchSettings(samples_per_config=1, max_new_tokens=2, chat=False, max_rounds=1),
                    progress=False)
+
+
+def test_hf_row_seeded_generate_draws_what_the_vllm_backends_served_model_draws(tmp_path):
+    """The vLLM backend's served model (`per_request.RequestDecoder`, no vLLM needed) given the same row seeds,
+    hidden states and logits picks the token HF `generate(row_seeds=)` picked, at every step of every row, with a
+    token-level head sampling its bins (epsilon exploration). The replay's logits come from one teacher-forced pass
+    instead of generate's cached steps: equal to float32 rounding, which a draw can only notice at a CDF boundary."""
+    from adaptive_decoder.integrations.vllm.per_request import RequestDecoder
+    from adaptive_decoder.modeling.generation import compute_head_inputs
+
+    token_head().save_pretrained(tmp_path / "head")
+    head = AdaptiveDecoderHead.from_pretrained(tmp_path / "head")
+    model, tok = tiny_llama(vocab_size=259, hidden_size=32).float(), tiny_tokenizer()
+    seeds = row_seeds([prompt_seed(0, "t", "a"), prompt_seed(0, "t", "b")], 2)
+    out = AdaptiveDecodingModel(model, tok, head).generate_text(["abc", "hello"], chat=False, max_new_tokens=6,
+                                                                 num_return_sequences=2, epsilon=0.2, row_seeds=seeds)
+    enc = encode_prompts(tok, ["abc", "hello"], chat=False)
+    mask = torch.cat([enc["attention_mask"].repeat_interleave(2, 0), torch.ones_like(out.step_mask, dtype=torch.long)], 1)
+    hidden = compute_head_inputs(model, out.sequences, mask, out.prompt_length, "token")
+    with torch.no_grad():
+        logits = model.lm_head(hidden)  # the final hidden states are the lm_head's inputs
+    specs = [{"seed": s, "head": str(tmp_path / "head"), "selection": "sample", "epsilon": 0.2, "head_seed": s}
+             for s in seeds]
+    dec, checked = RequestDecoder(), 0
+    for t in range(out.step_mask.shape[1]):
+        served = dec.warp_rows(hidden[:, t], logits[:, t], specs, [t] * len(seeds)).argmax(-1)
+        for r in range(len(seeds)):
+            if out.step_mask[r, t]:
+                assert int(served[r]) == int(out.sequences[r, out.prompt_length + t]), (r, t)
+                checked += 1
+    assert checked >= 12
+    assert len({c for row in out.choices["temperature"].tolist() for c in row if c >= 0}) > 1  # the head explored

@@ -12,9 +12,9 @@ The best config seen (ties: the one evaluated first, i.e. the base sweep order) 
 
 Prompts are searched in lockstep chunks (`adaptive_decoder.scoring`'s batches): every step's candidates of all
 prompts of a chunk go into batched `adm.generate(force=per-row lists, row_seeds=)` calls (the same sampling code
-path and noise as evaluation: a config's j-th sample of a prompt is evaluation's j-th sample at that config). Temperature 0 configs
-are greedy, so they take one sample (scored once, counted once) and top_p/top_k are irrelevant for them
-(canonicalised to 1.0 / 0). `budget_samples` caps the samples spent per prompt.
+path and noise as evaluation: a config's j-th sample of a prompt is evaluation's j-th sample at that config).
+Temperature 0 configs are greedy, so they take one sample (scored once, counted once) and top_p/top_k are
+irrelevant for them (canonicalised to 1.0 / 0). `budget_samples` caps the samples spent per prompt.
 
 A reward that compares the samples of a prompt with each other (novelty; `scorer.needs_group`) is scored within
 each config's own samples, as evaluation scores a fixed config's k samples: the samples of one (prompt, config)
