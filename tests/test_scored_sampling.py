@@ -109,6 +109,9 @@ def test_the_engine_batches_within_a_task_skips_done_prompts_and_refuses_duplica
     ps = [{"id": str(i), "task": "ab"[i % 2]} for i in range(7)]
     eng = ScoredSampling(seed=0, batch_size=2)
     assert [[p["id"] for p in b] for b in eng.batches(ps, done={"2"})] == [["0", "4"], ["6"], ["1", "3"], ["5"]]
+    mixed = ScoredSampling(seed=0, batch_size=3, group_tasks=False).batches(ps, done={"2"})
+    assert [[p["id"] for p in b] for b in mixed] == [["0", "1", "3"], ["4", "5", "6"]]
+    assert eng.prompt_seeds(ps[:1]) == ScoredSampling(seed=0, batch_size=5).prompt_seeds(ps[:1]) == [prompt_seed(0, "a", "0")]
     with pytest.raises(ValueError, match=r"duplicated prompt ids \['1'\]"):
         eng.batches(ps + [{"id": "1", "task": "a"}])
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):

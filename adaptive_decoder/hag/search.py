@@ -287,9 +287,6 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
     space, settings = space or SearchSpace(), settings or SearchSettings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ids = [e["id"] for e in examples]
-    if len(set(ids)) != len(ids):
-        raise ValueError("example ids must be unique (they key the resume log)")
     # flat keys ("settings.samples_per_config") so a refusal names exactly what changed
     fp = {**{f"space.{k}": v for k, v in asdict(space).items()},
           **{f"settings.{k}": v for k, v in asdict(settings).items()}, **(fingerprint or {})}
@@ -316,6 +313,8 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
 
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="HAG search", unit="prompt",
                disable=not progress)
+    engine = ScoredSampling(settings.seed, settings.prompts_per_chunk, group_tasks=False)  # _evaluate splits tasks
+
     def append(chunk, recs):
         nonlocal new_samples
         with open(log, "a", encoding="utf-8") as f:
@@ -328,7 +327,7 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
         bar.set_postfix(samples=new_samples)
 
     try:
-        ScoredSampling(settings.seed, settings.prompts_per_chunk).run(todo, draw=search.search, append=append)
+        engine.run(examples, draw=search.search, append=append, done=done)  # refuses duplicate ids
     finally:
         bar.close()
     return summarize(read_records(log), run_seconds=time.time() - t0, run_samples=new_samples)
