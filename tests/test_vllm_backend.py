@@ -2,7 +2,8 @@
 random Llama (head_dim 64: vLLM's CPU attention refuses 16). One engine for the module (~20 s to start), one more
 for the evaluation-suite run. Skipped where vLLM is not installed (the main venv); `make test-vllm` runs it.
 
-Not tested, because it does not hold: that vLLM draws the samples HF `generate` draws for a seed (another RNG).
+Not tested, because it does not hold: that vLLM draws the samples HF `generate` draws for a global seed (another
+RNG). With `row_seeds=` (the library's scored sampling) both backends draw the same samples: that is tested.
 """
 
 import json
@@ -18,6 +19,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, apply_sampling_params  # noqa: E402
 from adaptive_decoder.integrations.vllm.backend import VLLMDecodingModel, VLLMEngine  # noqa: E402
 from adaptive_decoder.integrations.vllm.crn import NOISE_VERSION, draw_tokens, request_seed  # noqa: E402
+from adaptive_decoder.modeling.noise import prompt_seed, row_seeds  # noqa: E402
 from conftest import tiny_tokenizer  # noqa: E402
 
 HIDDEN, VOCAB = 128, 259  # the byte-level test tokenizer's 259 ids
@@ -140,6 +142,21 @@ def test_same_seed_same_samples_across_methods_and_batches(setup):
     assert run(vadm, PROMPTS, 3, max_new_tokens=12, num_return_sequences=2,
                force={"temperature": 1.0, "top_k": 5}).completion_ids != plain.completion_ids
     assert len({tuple(c) for c in plain.completion_ids}) == len(plain.completion_ids)
+
+
+def test_row_seeds_draw_the_samples_hf_generate_draws(setup):
+    """One seeding rule for both backends: with the same row seeds, the vLLM backend draws the samples HF
+    `generate(row_seeds=)` draws, for forced values and for a head sampling its bins with exploration."""
+    model, engine = setup
+    seeds = row_seeds([prompt_seed(0, "t", i) for i in range(len(PROMPTS))], 2)
+    ids, mask = left_pad(PROMPTS)
+    for head, kw in ((None, {"force": {"temperature": 0.8, "top_k": 30}}),
+                     (token_head(), {"selection": "sample", "epsilon": 0.3})):
+        common = dict(max_new_tokens=12, num_return_sequences=2, eos_token_id=None, row_seeds=seeds, **kw)
+        hf = AdaptiveDecodingModel(model, head=head).generate(ids, mask, **common)
+        out = VLLMDecodingModel(model, head=head, engine=engine).generate(ids, mask, **common)
+        assert out.completion_ids == hf.completion_ids
+        assert len({tuple(c) for c in out.completion_ids}) == len(seeds)  # real draws, one per row
 
 
 def test_head_choices_and_inputs_match_hf_recomputation(setup):
