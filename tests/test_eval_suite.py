@@ -263,7 +263,7 @@ def test_a_finished_run_of_format_0_resumes_and_is_rewritten_in_the_current_form
     path = tmp_path / "out" / "run_config.json"
     rec = json.loads(path.read_text())
     assert rec["format_version"] == 1 and rec["task_options"] == {"translation": {"max_new_tokens": 4}}
-    old = {k: v for k, v in rec.items() if k not in ("format_version", "backend", "vllm_noise", "stop_when_scored",
+    old = {k: v for k, v in rec.items() if k not in ("format_version", "backend", "stop_when_scored",
                                                      "load", "methods")}
     path.write_text(json.dumps({**old, "task_options": {"gsm8k": {}, "translation": {"max_new_tokens": 4}},
                                 "method_options": {"greedy": None}}))

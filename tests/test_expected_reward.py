@@ -226,28 +226,31 @@ def test_collate_groups_token_level_pads_and_indexes_groups():
 @pytest.fixture(scope="module")
 def seq_collection(tmp_path_factory):
     """A sequence-level collection, and the probabilities its head sampled each choice from, captured at the draw
-    (the head's draws are the only multinomials over fewer than 10 bins; the LM's are over its 259-token vocab)."""
+    (the collection draws with row seeds, `noise.inverse_cdf`; the head's draws are the only ones over fewer than
+    10 bins, the LM's are over its 259-token vocab)."""
     import sys
     from pathlib import Path
+
+    from adaptive_decoder.modeling import noise
 
     sys.path.insert(0, str(Path(__file__).parent))
     from test_collection import make_adm, prompts, run
 
     drawn = []
-    real = torch.multinomial
+    real = noise.inverse_cdf
 
-    def spy(probs, *a, **k):
-        if probs.shape[-1] < 10:
-            drawn.append(probs.clone())
-        return real(probs, *a, **k)
+    def spy(weights, u):
+        if weights.shape[-1] < 10:
+            drawn.append(weights / weights.sum(-1, keepdim=True))
+        return real(weights, u)
 
     adm = make_adm("sequence")
     out = tmp_path_factory.mktemp("er_collection")
-    torch.multinomial = spy
+    noise.inverse_cdf = spy
     try:
         run(adm, out, prompts(6))
     finally:
-        torch.multinomial = real
+        noise.inverse_cdf = real
     return adm, out, drawn
 
 
@@ -258,7 +261,7 @@ def test_group_dataset_recomputes_the_probabilities_the_collection_sampled_from(
     adm, out, drawn = seq_collection
     manifest, records = read_collection(out)
     factors = adm.head.config.factors
-    # one head call per generate batch (sequence level), one multinomial per factor in the head's factor order
+    # one head call per generate batch (sequence level), one draw per factor in the head's factor order
     assert len(drawn) == len(manifest["shards"]) * len(factors)
     sampled = {}
     for k, shard in enumerate(manifest["shards"]):

@@ -324,7 +324,7 @@ def test_resume_skips_finished_stages(finished_run, monkeypatch):
 
 def _off_options_dropped(fp: dict) -> dict:
     """A fingerprint as the versions before format_version recorded it: an option only when on."""
-    off = {"stop_when_scored": False, "load": {}, "backend": "hf", "vllm_noise": None}
+    off = {"stop_when_scored": False, "load": {}, "backend": "hf"}
     return {k: v for k, v in fp.items() if k not in off or v != off[k]}
 
 

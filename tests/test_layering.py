@@ -14,7 +14,7 @@ LAYERS = [
     {"paths", "storage", "validation", "stats", "configs", "plotting"},
     {"modeling"},
     {"integrations"},  # vLLM: the served model and the sampling backend need only modeling
-    {"rewards", "tasks"},
+    {"rewards", "tasks", "scoring"},  # scoring: the scored-sampling engine of collection, evaluation, HAG search
     {"methods", "hag"},
     {"lpo"},
     {"evaluation"},

@@ -129,7 +129,7 @@ def test_a_version_without_a_migration_and_a_damaged_record_are_refused(tmp_path
 EVAL_FP_V0 = {"model": "m", "dtype": "float32", "chat": None, "task_options": {"gsm8k": {}, "tr": {"n": 4}},
               "num_prompts": 2, "num_dev_prompts": 0, "temperatures": [0.7], "fixed_top_p": 1.0, "fixed_top_k": 0,
               "num_samples": 2, "max_new_tokens": 8, "batch_size": 4, "seed": 0, "fluency": False}
-EVAL_FP_V1 = {**EVAL_FP_V0, "task_options": {"tr": {"n": 4}}, "backend": "hf", "vllm_noise": None,
+EVAL_FP_V1 = {**EVAL_FP_V0, "task_options": {"tr": {"n": 4}}, "backend": "hf", "noise_scheme": None,
               "stop_when_scored": False, "load": {}}
 
 
@@ -187,7 +187,7 @@ def test_a_collection_manifest_of_format_1_is_migrated(tmp_path):
                                                             "dtype": "bfloat16", "load": {}}
     assert m["settings"] == {"num_samples": 4, "epsilon": 0.0, "selection": "sample", "chat": None,
                              "group_reward_twins": True, "prompts_per_batch": 2, "twins": 1, "backend": "vllm",
-                             "vllm_noise": 1, "stop_when_scored": False, "shard": None}
+                             "noise_scheme": 1, "stop_when_scored": False, "shard": None}
     assert m["head"]["config"] == AdaptiveDecoderConfig.from_dict(head).to_dict()
 
 

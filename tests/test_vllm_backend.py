@@ -2,7 +2,8 @@
 random Llama (head_dim 64: vLLM's CPU attention refuses 16). One engine for the module (~20 s to start), one more
 for the evaluation-suite run. Skipped where vLLM is not installed (the main venv); `make test-vllm` runs it.
 
-Not tested, because it does not hold: that vLLM draws the samples HF `generate` draws for a seed (another RNG).
+Not tested, because it does not hold: that vLLM draws the samples HF `generate` draws for a global seed (another
+RNG). With `row_seeds=` (the library's scored sampling) both backends draw the same samples: that is tested.
 """
 
 import json
@@ -18,6 +19,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, apply_sampling_params  # noqa: E402
 from adaptive_decoder.integrations.vllm.backend import VLLMDecodingModel, VLLMEngine  # noqa: E402
 from adaptive_decoder.integrations.vllm.crn import NOISE_VERSION, draw_tokens, request_seed  # noqa: E402
+from adaptive_decoder.modeling.noise import prompt_seed, row_seeds  # noqa: E402
 from conftest import tiny_tokenizer  # noqa: E402
 
 HIDDEN, VOCAB = 128, 259  # the byte-level test tokenizer's 259 ids
@@ -142,6 +144,21 @@ def test_same_seed_same_samples_across_methods_and_batches(setup):
     assert len({tuple(c) for c in plain.completion_ids}) == len(plain.completion_ids)
 
 
+def test_row_seeds_draw_the_samples_hf_generate_draws(setup):
+    """One seeding rule for both backends: with the same row seeds, the vLLM backend draws the samples HF
+    `generate(row_seeds=)` draws, for forced values and for a head sampling its bins with exploration."""
+    model, engine = setup
+    seeds = row_seeds([prompt_seed(0, "t", i) for i in range(len(PROMPTS))], 2)
+    ids, mask = left_pad(PROMPTS)
+    for head, kw in ((None, {"force": {"temperature": 0.8, "top_k": 30}}),
+                     (token_head(), {"selection": "sample", "epsilon": 0.3})):
+        common = dict(max_new_tokens=12, num_return_sequences=2, eos_token_id=None, row_seeds=seeds, **kw)
+        hf = AdaptiveDecodingModel(model, head=head).generate(ids, mask, **common)
+        out = VLLMDecodingModel(model, head=head, engine=engine).generate(ids, mask, **common)
+        assert out.completion_ids == hf.completion_ids
+        assert len({tuple(c) for c in out.completion_ids}) == len(seeds)  # real draws, one per row
+
+
 def test_head_choices_and_inputs_match_hf_recomputation(setup):
     """Sequence and token level: the returned choices are the head's on the HF hidden states of the returned tokens
     (argmax), and `head_inputs` (what the collection caches) are those hidden states."""
@@ -208,14 +225,14 @@ def test_eval_suite_backend_vllm(tmp_path):
         assert len(texts(res, m)) == 6
     assert json.loads((tmp_path / "v" / "run_config.json").read_text())["backend"] == "vllm"
     assert json.loads((tmp_path / "h" / "run_config.json").read_text())["backend"] == "hf"  # recorded at its value
-    with pytest.raises(ValueError, match=r"different config \(backend, vllm_noise differ"):
+    with pytest.raises(ValueError, match=r"different config \(backend differ"):
         run_evaluation(cfg("hf", tmp_path / "v", methods))
-    # a run drawn with another scheme of the vllm backend (or before it was recorded) draws other samples: refused
+    # a run drawn with another noise scheme (or before it was recorded) draws other samples: refused
     rc = tmp_path / "v" / "run_config.json"
     old = json.loads(rc.read_text())
-    assert old["vllm_noise"] == NOISE_VERSION
-    rc.write_text(json.dumps({k: v for k, v in old.items() if k != "vllm_noise"}))
-    with pytest.raises(ValueError, match=r"different config \(vllm_noise differ"):
+    assert old["noise_scheme"] == NOISE_VERSION
+    rc.write_text(json.dumps({k: v for k, v in old.items() if k != "noise_scheme"}))
+    with pytest.raises(ValueError, match=r"different config \(noise_scheme differ"):
         run_evaluation(cfg("vllm", tmp_path / "v", methods))
     with pytest.raises(ValueError, match="backend must be 'hf' or 'vllm', got 'vlm'"):
         cfg("vlm", tmp_path / "x", methods)

@@ -39,7 +39,7 @@ def test_resume_under_another_backend_is_refused_by_name(tiny_model_dir, tmp_pat
     run_evaluation(cfg(tiny_model_dir, tmp_path / "out"))
     assert json.loads((tmp_path / "out" / "run_config.json").read_text())["backend"] == "hf"
     # refused at the resume check, before any model or engine is loaded (so no vLLM is needed here)
-    with pytest.raises(ValueError, match=r"different config \(backend, vllm_noise differ\)"):
+    with pytest.raises(ValueError, match=r"different config \(backend differ\)"):
         run_evaluation(cfg(tiny_model_dir, tmp_path / "out", backend="vllm"))
 
 
@@ -48,8 +48,8 @@ def test_collection_backend_is_in_the_identity_and_must_match_the_model(tmp_path
         CollectionSettings(backend="vllm-cpu")
     assert CollectionSettings().identity()["backend"] == "hf"
     assert CollectionSettings(backend="vllm").identity()["backend"] == "vllm"
-    # and to its draw scheme: a collection drawn with another one is refused on resume, naming it
-    assert CollectionSettings(backend="vllm").identity()["vllm_noise"] == NOISE_VERSION
+    # and its draw scheme, whatever the backend: a collection drawn with another one is refused on resume, naming it
+    assert CollectionSettings(backend="vllm").identity()["noise_scheme"] == NOISE_VERSION
     model = tiny_llama(vocab_size=259, hidden_size=32)
     head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, num_layers=1, selection="sample"))
     adm = AdaptiveDecodingModel(model, tiny_tokenizer(), head)

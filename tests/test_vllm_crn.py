@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, apply_sampling_params
-from adaptive_decoder.integrations.vllm.crn import (HEAD_STREAM, _hash63, draw_tokens, inverse_cdf, point_mass, request_seed,
+from adaptive_decoder.integrations.vllm.crn import (HEAD_STREAM, draw_tokens, inverse_cdf, point_mass, request_seed,
                                                    select_rows, uniforms)
+from adaptive_decoder.modeling.noise import _hash63
 from adaptive_decoder.integrations.vllm.per_request import REQUEST_KEY, RequestDecoder, request_spec
 
 

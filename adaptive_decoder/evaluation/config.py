@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..integrations.vllm.crn import NOISE_VERSION
+from ..modeling.noise import NOISE_VERSION
 from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "hag" and "hag_untrained")
 from ..modeling.model_args import ModelArguments
 from ..methods.policies import DEFAULT_TEMPERATURES
@@ -135,16 +135,19 @@ class EvalConfig(ModelArguments):
         # every method that already has units (a head retrained in place must not reuse the old head's units).
         fp = {k: getattr(self, k) for k in self._RESULT_FIELDS if k != "task_options"}
         fp["task_options"] = task_fingerprint(self.tasks)
-        # every option at its value, off included (`storage.record`): the backend draws the samples, with vLLM's
-        # noise scheme of this version; stop_when_scored ends the stored completions; `load` holds the loading
-        # options that change outputs (revision, attention kernel, quantization, remote code), {} when none is set
-        fp.update(backend=self.backend, vllm_noise=NOISE_VERSION if self.backend == "vllm" else None,
-                  stop_when_scored=self.stop_when_scored, load=self.load_identity())
+        # every option at its value, off included (`storage.record`): the backend draws the samples with the noise
+        # scheme of this version (`modeling.noise`: another scheme draws other samples for the same seeds);
+        # stop_when_scored ends the stored completions; `load` holds the loading options that change outputs
+        # (revision, attention kernel, quantization, remote code), {} when none is set
+        fp.update(backend=self.backend, noise_scheme=NOISE_VERSION, stop_when_scored=self.stop_when_scored,
+                  load=self.load_identity())
         return fp
 
 
-# what an evaluation fingerprint of format 0 meant by leaving an option out: the option was off
-_ABSENT_IN_V0 = {"backend": "hf", "vllm_noise": None, "stop_when_scored": False, "load": {}}
+# what an evaluation fingerprint of format 0 meant by leaving an option out: the option was off. Its noise scheme
+# is the vLLM one it recorded as `vllm_noise`, else None (HF's batch-seeded draws): never this version's, so a
+# format-0 run is refused by name (`noise_scheme`) rather than extended with samples drawn another way
+_ABSENT_IN_V0 = {"backend": "hf", "noise_scheme": None, "stop_when_scored": False, "load": {}}
 
 
 def fingerprint_v0(old: dict) -> dict:
@@ -153,6 +156,8 @@ def fingerprint_v0(old: dict) -> dict:
     in `task_fingerprint`'s form."""
     keep = set(EvalConfig._RESULT_FIELDS) | set(_ABSENT_IN_V0)
     fp = {**json.loads(json.dumps(_ABSENT_IN_V0)), **{k: v for k, v in old.items() if k in keep}}
+    if "noise_scheme" not in old:
+        fp["noise_scheme"] = old.get("vllm_noise")
     fp["task_options"] = task_fingerprint(old.get("task_options") or {})
     return fp
 

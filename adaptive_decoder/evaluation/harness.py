@@ -7,9 +7,9 @@ so a killed run loses at most the batch in flight; a restart skips finished unit
 One run at a time per output_dir: a second process is refused (`adaptive_decoder.storage.RunRecord.lock`, the lock the
 sample collection uses) instead of computing and appending every unit a second time.
 
-Seeding: batches are fixed chunks of each task's prompt list and batch b of (task, split) is generated with the
-seed crc32(f"{seed}:{task}:{split}:{b}") for EVERY method, so methods see the same token randomness (paired
-comparisons with common random numbers) and a unit's samples do not depend on which methods run.
+Seeding (`adaptive_decoder.scoring`): a prompt's j-th sample draws from the row seed of (seed, task, prompt id, j)
+for EVERY method, so methods see the same token randomness (paired comparisons with common random numbers), and a
+unit's samples do not depend on which methods run, on its batch or on what a resume skips.
 
 Methods are read through their traits (`adaptive_decoder.methods.base.MethodTraits` and the policy's class
 traits), never by name or class: the run options a method declares come from this config, the trained heads go
@@ -44,10 +44,11 @@ from .report import log_wandb, markdown_table, results_plots
 from .results import MethodTaskResult, choices, compare_with_baselines
 from .scalefree import check_bar, normalize, task_normalization, units_report
 from ..stats import bootstrap_mean_ci, finite_mean
+from ..scoring import ScoredSampling
 from ..storage import RunRecord, jsonable
 from ..tasks.recipe import build_task
 from .config import EVAL_KEYS, RUN_CONFIG, EvalConfig
-from .units import UnitStore, _build_unit, batch_seed
+from .units import UnitStore, _build_unit
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ class Evaluator:
 
     def _reusable(self, policy, task, split, todo):
         """A policy already run here with the same fixed config (greedy == T=0.0, oracle == its chosen setting, two
-        dev-fitted methods that chose the same setting): same config, prompts and batch seeds give the same samples
+        dev-fitted methods that chose the same setting): same config, prompts and prompt seeds give the same samples
         by construction, so its units are copied."""
         target = policy.fixed_config()
         if target is None:
@@ -268,14 +269,11 @@ class Evaluator:
         return None
 
     def _run_job(self, policy, task, split, examples, bar):
+        """A policy's units on one task and split, through the scored-sampling engine: a prompt's seed (and so its
+        samples) depends on (seed, task, prompt id) only, the same for every method and whatever its batch."""
         cfg = self.cfg
-        for b in range(0, len(examples), cfg.batch_size):
-            chunk = examples[b:b + cfg.batch_size]
-            todo = [e for e in chunk if not self.store.done(policy.name, task.name, split, e["id"])]
-            if not todo:
-                continue
-            bi = b // cfg.batch_size
-            seed = batch_seed(cfg.seed, task.name, split, bi)
+
+        def draw(todo, seeds):
             reuse = self._reusable(policy, task, split, todo)
             if reuse is not None:
                 units = []
@@ -284,23 +282,29 @@ class Evaluator:
                     u["method"] = policy.name
                     u["extra"] = {**u.get("extra", {}), "reused_from": reuse.name, **policy.output_extra()}
                     units.append(u)
-            else:
-                bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")
-                start = time.time()
-                stop = task.stop_predicate() if cfg.stop_when_scored else None
-                try:
-                    outs = policy.generate(self.adm, [e["prompt"] for e in todo], num_samples=cfg.num_samples,
-                                           max_new_tokens=task.max_new_tokens or cfg.max_new_tokens, seed=seed, chat=cfg.chat,
-                                           **({"stop_when": stop} if stop else {}))  # a plug-in policy may predate it
-                except ValueError as e:
-                    if cfg.backend == "hf":
-                        raise
-                    # e.g. a method whose generate needs HF's loop (stopping criteria): say which one, on which backend
-                    raise ValueError(f"method {policy.name!r} cannot run on backend {cfg.backend!r}: {e}") from e
-                secs = (time.time() - start) / len(todo)
-                units = [_build_unit(policy.name, task, split, e, o, bi, seed, secs) for e, o in zip(todo, outs)]
+                return units
+            bar.set_postfix_str(f"{task.name}/{split}/{policy.name}")
+            start = time.time()
+            stop = task.stop_predicate() if cfg.stop_when_scored else None
+            try:
+                outs = policy.generate(self.adm, [e["prompt"] for e in todo], num_samples=cfg.num_samples,
+                                       max_new_tokens=task.max_new_tokens or cfg.max_new_tokens, seed=seeds, chat=cfg.chat,
+                                       **({"stop_when": stop} if stop else {}))  # a plug-in policy may predate it
+            except ValueError as e:
+                if cfg.backend == "hf":
+                    raise
+                # e.g. a method whose generate needs HF's loop (stopping criteria): say which one, on which backend
+                raise ValueError(f"method {policy.name!r} cannot run on backend {cfg.backend!r}: {e}") from e
+            secs = (time.time() - start) / len(todo)
+            return [_build_unit(policy.name, task, split, e, o, s, secs) for e, o, s in zip(todo, outs, seeds)]
+
+        def append(todo, units):
             self.store.add(units)
             bar.update(len(todo))
+
+        done = {e["id"] for e in examples if self.store.done(policy.name, task.name, split, e["id"])}
+        ScoredSampling(cfg.seed, cfg.batch_size, task_of=lambda e: task.name).run(examples, draw=draw, append=append,
+                                                                                 done=done)
 
     # --- aggregation ----------------------------------------------------------------------------------------
     def aggregate(self, wall_seconds: float, units_computed: int = 0) -> dict:

@@ -1,11 +1,10 @@
 """Units of the suite's work: one (method, task, split, prompt) with its k samples, kept in an append-only,
-fsync'ed JSONL log (`UnitStore`) so a killed run loses at most the batch in flight; and the per-batch seed that
-gives every method the same token randomness (common random numbers)."""
+fsync'ed JSONL log (`UnitStore`) so a killed run loses at most the batch in flight; and how a policy's output for
+one prompt becomes a unit."""
 
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 
 from ..storage import AppendLog
@@ -45,11 +44,8 @@ class UnitStore:
             self.units[self.key(u["method"], u["task"], u["split"], u["prompt_id"])] = u
 
 
-def batch_seed(seed: int, task: str, split: str, batch: int) -> int:
-    return zlib.crc32(f"{seed}:{task}:{split}:{batch}".encode())
-
-
-def _build_unit(policy_name, task, split, example, out, b, seed, seconds) -> dict:
+def _build_unit(policy_name, task, split, example, out, seed, seconds) -> dict:
+    """One unit from a policy's output for one prompt; `seed` is the prompt's seed (`noise.prompt_seed`)."""
     samples_metrics, prompt_metrics = task.score(out.texts, example)
     samples = []
     for j, text in enumerate(out.texts):
@@ -59,6 +55,6 @@ def _build_unit(policy_name, task, split, example, out, b, seed, seconds) -> dic
         samples.append(s)
     extra = {k: v for k, v in out.extra.items() if k != "choices"}
     rewards = [m["reward"] for m in samples_metrics]
-    return {"method": policy_name, "task": task.name, "split": split, "prompt_id": example["id"], "batch": b,
+    return {"method": policy_name, "task": task.name, "split": split, "prompt_id": example["id"],
             "seed": seed, "example": example, "samples": samples, "prompt_metrics": prompt_metrics,
             "reward": sum(rewards) / len(rewards), "extra": extra, "gen_seconds": seconds}

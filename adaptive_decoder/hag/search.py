@@ -10,10 +10,11 @@ For each prompt, candidate configs are scored by the mean task reward of `sample
    mean reward improves by more than `min_improvement`; repeat until a round changes nothing or `max_rounds`.
 The best config seen (ties: the one evaluated first, i.e. the base sweep order) is kept.
 
-Prompts are searched in lockstep chunks: every step's candidates of all prompts of a chunk go into batched
-`adm.generate(force=per-row lists)` calls (the same sampling code path as evaluation). Temperature 0 configs
-are greedy, so they take one sample (scored once, counted once) and top_p/top_k are irrelevant for them
-(canonicalised to 1.0 / 0). `budget_samples` caps the samples spent per prompt.
+Prompts are searched in lockstep chunks (`adaptive_decoder.scoring`'s batches): every step's candidates of all
+prompts of a chunk go into batched `adm.generate(force=per-row lists, row_seeds=)` calls (the same sampling code
+path and noise as evaluation: a config's j-th sample of a prompt is evaluation's j-th sample at that config).
+Temperature 0 configs are greedy, so they take one sample (scored once, counted once) and top_p/top_k are
+irrelevant for them (canonicalised to 1.0 / 0). `budget_samples` caps the samples spent per prompt.
 
 A reward that compares the samples of a prompt with each other (novelty; `scorer.needs_group`) is scored within
 each config's own samples, as evaluation scores a fixed config's k samples: the samples of one (prompt, config)
@@ -29,12 +30,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
+from ..modeling.noise import NOISE_VERSION, prompt_seed, row_seeds
+from ..scoring import ScoredSampling
 from .policy import KEYS, sft_example, validate_config
 from ..storage import AppendLog, RecordKind, RunRecord
 
@@ -97,7 +97,8 @@ class SearchSettings:
                 "task_scorer gives them): the rewards are unchanged and the unscored rest is not decoded, as in "
                 "evaluation's stop_when_scored (a base model that never ends a copy line otherwise decodes "
                 "max_new_tokens for every sample)."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed (per chunk and step: crc32 of seed:chunk:step)."})
+    seed: int = field(default=0, metadata={
+        "help": "Sampling seed: a config's j-th sample for a prompt draws from the row seed of (seed, task, prompt id, j)."})
 
     def __post_init__(self):
         for name in ("samples_per_config", "max_new_tokens", "keep_per_key", "max_rounds", "prompts_per_chunk", "max_rows"):
@@ -147,8 +148,10 @@ class ConfigSearch:
     def _cost(self, config: dict) -> int:
         return 1 if config["temperature"] == 0 else self.settings.samples_per_config
 
-    def _evaluate(self, states: list, requests: list, step_seed: str):
-        """requests: (state index, config). Generates, scores and records every affordable, new request."""
+    def _evaluate(self, states: list, requests: list, seeds: list):
+        """requests: (state index, config). Generates, scores and records every affordable, new request; the j-th
+        sample of a config for prompt i draws from row j of prompt seed seeds[i] (`noise.row_seeds`), as that
+        prompt's j-th sample does in evaluation and collection."""
         s, budget = self.settings, self.settings.budget_samples
         todo, seen = [], set()
         for i, cfg in requests:
@@ -162,22 +165,21 @@ class ConfigSearch:
             st.samples += cost
             todo.append((i, dict(zip(KEYS, key)), cost))
         rows = [(i, cfg) for i, cfg, cost in todo for _ in range(cost)]
+        noise = [r for i, cfg, cost in todo for r in row_seeds([seeds[i]], cost)]
         grouped = getattr(self.scorer, "needs_group", False)
         # a task's own answer length (example["max_new_tokens"], as evaluation uses it), else the setting's; with
         # stop_when_scored one generate call per (length, task): a call stops its rows with one task's predicate
         groups = [(states[i].example.get("max_new_tokens") or s.max_new_tokens,
                    states[i].example.get("task") if self.stops else None) for i, _ in rows]
-        texts, c = [None] * len(rows), 0
+        texts = [None] * len(rows)
         for length, task in dict.fromkeys(groups):
             idx = [n for n, x in enumerate(groups) if x == (length, task)]
             stop = self.stops.get(task)
             for start in range(0, len(idx), s.max_rows):
                 part = idx[start:start + s.max_rows]
                 force = {k: [rows[n][1][k] for n in part] for k in KEYS}
-                torch.manual_seed(zlib.crc32(f"{s.seed}:{step_seed}:{c}".encode()))
-                c += 1
                 out = self.adm.generate_text([states[rows[n][0]].example["prompt"] for n in part], chat=s.chat,
-                                             max_new_tokens=int(length), force=force,
+                                             max_new_tokens=int(length), force=force, row_seeds=[noise[n] for n in part],
                                              **({"stop_when": stop} if stop else {}))
                 for n, t in zip(part, out.texts):
                     texts[n] = t
@@ -198,15 +200,18 @@ class ConfigSearch:
                                           "texts": texts[pos - cost:pos]}
 
     # --- search -------------------------------------------------------------------------------------------
-    def search(self, examples: list, chunk_id: int = 0) -> list:
-        """Search a chunk of examples (dicts with "prompt" and the reward fields); returns one record each."""
+    def search(self, examples: list, seeds: list | None = None) -> list:
+        """Search a chunk of examples (dicts with "id", "prompt" and the reward fields); returns one record each.
+        `seeds`: the examples' prompt seeds (default: `noise.prompt_seed(settings.seed, task, id)`, the engine's)."""
         s, sp = self.settings, self.space
         t0 = time.time()
+        if seeds is None:
+            seeds = [prompt_seed(s.seed, e.get("task"), e["id"]) for e in examples]
         states = [_PromptState(e) for e in examples]
         # 1. prune: one hyperparameter at a time around the base config
         sweeps = {k: [{**sp.base, k: v} for v in sp.grid(k)] for k in KEYS}
         self._evaluate(states, [(i, cfg) for i in range(len(states)) for k in KEYS for cfg in sweeps[k]],
-                       f"{chunk_id}:prune")
+                       seeds)
         for st in states:
             for k in KEYS:
                 scored = [(st.results[canonical(c)]["mean"], -n, c[k]) for n, c in enumerate(sweeps[k])
@@ -226,7 +231,7 @@ class ConfigSearch:
                 for i, st in enumerate(states):
                     cur = dict(zip(KEYS, st.current))
                     reqs += [(i, {**cur, k: v}) for v in st.kept[k]]
-                self._evaluate(states, reqs, f"{chunk_id}:greedy:{rnd}:{k}")
+                self._evaluate(states, reqs, seeds)
                 for i, st in enumerate(states):
                     cur = dict(zip(KEYS, st.current))
                     cands = [st.results[canonical({**cur, k: v})] for v in st.kept[k] if canonical({**cur, k: v}) in st.results]
@@ -285,11 +290,10 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
     space, settings = space or SearchSpace(), settings or SearchSettings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ids = [e["id"] for e in examples]
-    if len(set(ids)) != len(ids):
-        raise ValueError("example ids must be unique (they key the resume log)")
+    # flat keys ("settings.samples_per_config") so a refusal names exactly what changed
     fp = {**{f"space.{k}": v for k, v in asdict(space).items()},
-          **{f"settings.{k}": v for k, v in asdict(settings).items()}, **(fingerprint or {})}
+          **{f"settings.{k}": v for k, v in asdict(settings).items()}, **(fingerprint or {}),
+          "noise_scheme": NOISE_VERSION}  # another draw scheme draws other samples for the same seeds
     record = RunRecord(out, SEARCH_CONFIG)
     with record.lock():  # one search per directory: a second would search and append every prompt again
         return _run_search(adm, examples, scorer, record, fp, space, settings, progress)
@@ -306,20 +310,22 @@ def _run_search(adm, examples, scorer, record: RunRecord, fp: dict, space, setti
     done = {r["prompt_id"] for r in log.read()}
     todo = [e for e in examples if e["id"] not in done]
     search = ConfigSearch(adm, scorer, space, settings)
-    chunks = [todo[i:i + settings.prompts_per_chunk] for i in range(0, len(todo), settings.prompts_per_chunk)]
     t0, new_samples = time.time(), 0
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="HAG search", unit="prompt",
                disable=not progress)
+    engine = ScoredSampling(settings.seed, settings.prompts_per_chunk, group_tasks=False)  # _evaluate splits tasks
+
+    def append(chunk, recs):
+        nonlocal new_samples
+        log.append(recs)
+        new_samples += sum(r["samples"] for r in recs)
+        bar.update(len(recs))
+        bar.set_postfix(samples=new_samples)
+
     try:
-        for chunk in chunks:
-            chunk_id = zlib.crc32(chunk[0]["id"].encode())  # seeds follow the chunk's first prompt, not its position
-            recs = search.search(chunk, chunk_id)
-            log.append(recs)
-            new_samples += sum(r["samples"] for r in recs)
-            bar.update(len(recs))
-            bar.set_postfix(samples=new_samples)
+        engine.run(examples, draw=search.search, append=append, done=done)  # refuses duplicate ids
     finally:
         bar.close()
     return summarize(log.read(), run_seconds=time.time() - t0, run_samples=new_samples)

@@ -14,7 +14,9 @@ one, so a prompt's samples are never lost or duplicated. Readers only read shard
 Integrity: the manifest records each listed file's byte length and sha256. A file changed after its commit (a
 torn last line from an interrupted copy, a truncated or edited file) no longer matches: readers refuse it naming
 the file, and the next writer (rerunning the same collect command) unlists the shard and deletes its files,
-so `collect` draws its prompts again, in the same batch with the same seed, i.e. the same samples.
+so `collect` draws its prompts again with the same prompt seeds, i.e. the same samples.
+Seeding: the engine's rule (`adaptive_decoder.scoring`): a prompt's j-th sample draws its tokens and the head's
+explored bins from the row seed of (seed, task, prompt id, j), whatever batch it falls in.
 
 The base LM is frozen, so the head's inputs never change: we keep them (fp16) for the samples that can enter
 pairs while the byte budget lasts; `adaptive_decoder.lpo.pairs.PairDataset` recomputes the rest with one
@@ -27,7 +29,6 @@ file (T*K*2 bytes, not counted against the hidden-state budget), and in its reco
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import Counter
@@ -36,16 +37,13 @@ import torch
 
 from ..modeling.generation import AdaptiveDecodingModel
 from ..modeling.models import encode_prompts
+from ..modeling.noise import row_seeds
 from ..modeling.response_logps import response_log_prob, sample_token_log_probs, table_temperatures
 from ..rewards import group_components, needs_group
+from ..scoring import ScoredSampling
 from .store import CollectionSettings, CollectionWriter, head_identity, hidden_key, model_identity, token_logps_key
 
 logger = logging.getLogger(__name__)
-
-
-def _batch_seed(seed: int, prompt_ids: list[str]) -> int:
-    h = hashlib.sha256(f"{seed}|{'|'.join(prompt_ids)}".encode()).digest()
-    return int.from_bytes(h[:7], "little")
 
 
 def _finite(x) -> bool:
@@ -112,22 +110,24 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     summary = {"prompts_total": len(prompts), "prompts_already_done": len(prompts) - len(todo), "prompts_collected": 0,
                "samples_collected": 0, "nonfinite_rewards": 0, "samples_cached": 0, "samples_not_cached_budget": 0}
 
-    batches = []
-    for task in dict.fromkeys(p["task"] for p in todo):  # batch within a task: one reward, one length
-        group = [p for p in todo if p["task"] == task]
-        batches += [group[i : i + settings.prompts_per_batch] for i in range(0, len(group), settings.prompts_per_batch)]
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="collect", unit="prompt", disable=not progress)
+
+    def draw(batch, seeds):
+        task = batch[0]["task"]
+        return _sample_batch(adm, batch, seeds, rewards[task], specs[task], settings, writer, budget, summary,
+                             stops.get(task))
+
+    def append(batch, drawn):
+        records, hidden, totals = drawn
+        writer.write_group(records, hidden)
+        summary["prompts_collected"] += len(batch)
+        summary["samples_collected"] += len(records)
+        bar.update(len(batch))
+        finite = [x for x in totals if math.isfinite(x)]
+        bar.set_postfix(task=batch[0]["task"], mean_reward=f"{sum(finite) / max(1, len(finite)):.3f}")
+
     try:
-        for batch in batches:
-            task = batch[0]["task"]
-            records, hidden, totals = _sample_batch(adm, batch, rewards[task], specs[task], settings, writer, budget, summary,
-                                                    stops.get(task))
-            writer.write_group(records, hidden)
-            summary["prompts_collected"] += len(batch)
-            summary["samples_collected"] += len(records)
-            bar.update(len(batch))
-            finite = [x for x in totals if math.isfinite(x)]
-            bar.set_postfix(task=task, mean_reward=f"{sum(finite) / max(1, len(finite)):.3f}")
+        ScoredSampling(settings.seed, settings.prompts_per_batch).run(todo, draw=draw, append=append)
     finally:
         bar.close()
         writer.close()
@@ -135,17 +135,16 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     return summary
 
 
-def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary, stop_when=None):
-    """Generate num_samples per prompt of one single-task batch, score them, pick what to cache."""
+def _sample_batch(adm, batch, seeds, reward, spec, settings, writer, budget, summary, stop_when=None):
+    """Generate num_samples per prompt of one single-task batch (`seeds`: the prompts' seeds), score them, pick
+    what to cache."""
     n, level = settings.num_samples, adm.head.config.level
-    seed = _batch_seed(settings.seed, [p["id"] for p in batch])  # same prompts -> same samples after a resume
     enc = encode_prompts(adm.tokenizer, [p["prompt"] for p in batch], chat=settings.chat).to(adm.model.device)
-    torch.manual_seed(seed)
     out = adm.generate(enc["input_ids"], enc["attention_mask"],
                        max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens,
-                       num_return_sequences=n, selection=settings.selection, epsilon=settings.epsilon, head_seed=seed,
-                       return_head_inputs=True, stop_when=stop_when)
-    scores = _score(adm, enc, out, batch, reward, spec, settings, seed, stop_when)
+                       num_return_sequences=n, selection=settings.selection, epsilon=settings.epsilon,
+                       row_seeds=row_seeds(seeds, n), return_head_inputs=True, stop_when=stop_when)
+    scores = _score(adm, enc, out, batch, reward, spec, settings, seeds, stop_when)
     temps = table_temperatures(adm.head.config)
     full_mask = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), torch.ones_like(out.step_mask, dtype=torch.long)], 1)
     # one more column at temperature 1: the LM's own likelihood, the joint loss's reference (see lpo.joint_loss)
@@ -181,7 +180,7 @@ def _sample_batch(adm, batch, reward, spec, settings, writer, budget, summary, s
             summary["nonfinite_rewards"] += not math.isfinite(rew["total"])
             records.append({"prompt_id": p["id"], "task": p["task"], "sample_index": j, "prompt": p["prompt"],
                             "prompt_ids": prompt_ids, "completion": out.texts[r], "completion_ids": out.completion_ids[r],
-                            "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seed, **logps})
+                            "choices": choices, "values": values, "rewards": rew, "cached": cached, "seed": seeds[i], **logps})
     return records, hidden, scores["total"]
 
 
@@ -201,7 +200,7 @@ def group_size_mismatches(rewards: dict, settings: CollectionSettings, eval_samp
             for t, r in rewards.items() if needs_group(r)]
 
 
-def _score(adm, enc, out, batch, reward, spec, settings, seed, stop_when=None) -> dict:
+def _score(adm, enc, out, batch, reward, spec, settings, seeds, stop_when=None) -> dict:
     """Reward components of every row. A group reward (e.g. novelty) compares the samples of a prompt, and its
     value depends on who else is in the group. In this pool the rows of a prompt use different decoding values,
     so a lone greedy sample looks novel next to sampled ones; at evaluation a sequence-level head decodes all k
@@ -213,12 +212,11 @@ def _score(adm, enc, out, batch, reward, spec, settings, seed, stop_when=None) -
     if not (settings.group_reward_twins and adm.head.config.level == "sequence" and needs_group(reward)):
         return reward.score_components(out.texts, examples)
     m = int(settings.twins)
-    torch.manual_seed(seed ^ 0x7717)
     # from the head's [n] choices: out.values is per step, NaN where a row produced no token
     force = {k: v.repeat_interleave(m, 0) for k, v in adm.head.values(out.choices, shape=(len(examples),)).items()}
     twin = adm.generate(enc["input_ids"].repeat_interleave(n * m, 0), enc["attention_mask"].repeat_interleave(n * m, 0),
                         max_new_tokens=spec.get("max_new_tokens") or settings.max_new_tokens, force=force,
-                        stop_when=stop_when)
+                        row_seeds=row_seeds(seeds, n * m, "twin"), stop_when=stop_when)
     keyed = [{**e, "id": f"{e['id']}#{r}"} for r, e in enumerate(examples)]
     twin_keyed = [k for k in keyed for _ in range(m)]  # twin rows r*m .. r*m+m-1 belong to row r
     scores = reward.score_components(out.texts + twin.texts, keyed + twin_keyed)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..configs import describe_changes
-from ..integrations.vllm.crn import NOISE_VERSION
+from ..modeling.noise import NOISE_VERSION
 from ..storage import RecordKind, RunRecord, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -128,15 +128,15 @@ class CollectionSettings:
             raise ValueError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
 
     def identity(self) -> dict:
-        # Settings that change the samples. The batch size does: a batch's token and head seeds come from its prompt
-        # ids, and its prompts are left-padded to the longest one, which changes the LM's logits in the last bits,
-        # so no per-prompt seeding could make a prompt's samples independent of its batch. The cache budget does not.
-        # Every option at its value (`storage.record`): another backend draws other samples for the same seeds (vLLM
-        # by its noise scheme), stop_when_scored ends the stored completions earlier, and the shard says which part
-        # of the prompts this directory holds (another part is another collection).
+        # Settings that change the samples. The batch size does: its prompts are left-padded to the longest one,
+        # which changes the LM's logits in the last bits (the seeds are per prompt and do not depend on the batch).
+        # The cache budget does not. Every option at its value (`storage.record`): another backend or noise scheme
+        # (`modeling.noise`) draws other samples for the same seeds, stop_when_scored ends the stored completions
+        # earlier, and the shard says which part of the prompts this directory holds (another part is another
+        # collection).
         out = {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
                                              "prompts_per_batch", "backend", "stop_when_scored", "shard")}
-        return {**out, "twins": int(self.twins), "vllm_noise": NOISE_VERSION if self.backend == "vllm" else None}
+        return {**out, "twins": int(self.twins), "noise_scheme": NOISE_VERSION}
 
 
 class CollectionMismatchError(ValueError):
@@ -144,7 +144,9 @@ class CollectionMismatchError(ValueError):
 
 
 # what a manifest of format 1 meant by leaving a setting out: its value before the setting existed
-_SETTINGS_ABSENT_IN_V1 = {"twins": 1, "backend": "hf", "vllm_noise": None, "stop_when_scored": False, "shard": None}
+# (its noise scheme: the vLLM one it recorded as `vllm_noise`, else None for HF's batch-seeded draws; never this
+# version's, so a format-1 collection is refused by name rather than extended with samples drawn another way)
+_SETTINGS_ABSENT_IN_V1 = {"twins": 1, "backend": "hf", "noise_scheme": None, "stop_when_scored": False, "shard": None}
 # what format 1 may lack and no value can stand in for: how the prompts were batched, and the dtype the base model ran
 # in (`dtype: auto` resolved to bf16 or float32 by machine). Migrated as None: readable, and a resume is refused
 _UNRECORDED_IN_V1 = (("settings", "prompts_per_batch"), ("base_model", "dtype"))
@@ -156,6 +158,8 @@ def _manifest_v1(m: dict) -> dict:
     from ..modeling.head import AdaptiveDecoderConfig
 
     m["settings"] = {**json.loads(json.dumps(_SETTINGS_ABSENT_IN_V1)), **m["settings"]}
+    if "vllm_noise" in m["settings"]:
+        m["settings"]["noise_scheme"] = m["settings"].pop("vllm_noise")
     if isinstance(m.get("base_model"), dict):
         m["base_model"] = {"load": {}, **m["base_model"]}
     for part, key in _UNRECORDED_IN_V1:

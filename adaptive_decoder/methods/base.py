@@ -31,9 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
-
 from ..modeling.generation import AdaptiveDecodingModel
+from ..modeling.noise import seeding
 from ..modeling.sampling import NEUTRAL
 
 # roles of the policies that decode one fixed config per task (nothing chosen per prompt or token): reports leave
@@ -64,8 +63,11 @@ class DecodingPolicy:
     pooled: bool = False     # that fit reads the dev units of every task at once (else of one task)
 
     def generate(self, adm: AdaptiveDecodingModel, prompts: list, *, num_samples: int, max_new_tokens: int,
-                 seed: int, chat: bool | None = None, stop_when=None) -> list:
-        """k samples per prompt; `stop_when` (a task's `stop_predicate()`) goes to `adm.generate` unchanged."""
+                 seed, chat: bool | None = None, stop_when=None) -> list:
+        """k samples per prompt; `stop_when` (a task's `stop_predicate()`) goes to `adm.generate` unchanged.
+        `seed`: one `noise.prompt_seed` per prompt (row-seeded draws: a prompt's samples do not depend on its
+        batch), or an int seeding torch's generator before the call (`noise.seeding` turns either into generate's
+        keywords)."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -249,7 +251,6 @@ def forced_generate(adm: AdaptiveDecodingModel, prompts: list, configs: list, *,
     per = 1 if greedy else num_samples
     keys = sorted({k for c in configs for k in c})
     force = {k: [c.get(k, NEUTRAL.get(k)) for c in configs for _ in range(per)] for k in keys}
-    torch.manual_seed(seed)
     out = adm.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens, num_return_sequences=per,
-                            force=force, stop_when=stop_when)
+                            force=force, stop_when=stop_when, **seeding(seed, per))
     return split_output(out, len(prompts), num_samples, replicate=greedy, extra=extra)

@@ -2,9 +2,9 @@
 
     policy.generate(adm, prompts, num_samples=k, max_new_tokens=64, seed=0) -> [PolicyOutput per prompt]
 
-Seeding: `torch.manual_seed(seed)` right before the generate call, and the head's own generator (AD with
-selection="sample") is seeded with `seed` too. Two policies called with the same prompts and seed therefore
-see the same token randomness (common random numbers, which makes paired comparisons sharper).
+Seeding (`modeling.noise.seeding`): one seed per prompt (row-seeded, batch-independent draws) or an int (seeds
+torch's generator and the head's right before generate). Two policies called with the same prompts and seed
+therefore see the same token randomness (common random numbers, which makes paired comparisons sharper).
 
 Methods registered here (`build_policies(method, **options)`; one method name may expand to several policies):
     greedy                      temperature 0 (exact argmax)
@@ -26,6 +26,7 @@ import torch
 
 from ..modeling.generation import AdaptiveDecodingModel
 from ..modeling.head import AdaptiveDecoderConfig, AdaptiveDecoderHead, same_base_model
+from ..modeling.noise import seeding
 from .base import DecodingPolicy, forced_generate, register_policy
 # re-exported: callers build methods and read their outputs through this module
 from .base import POLICIES, PolicyOutput, build_policies, split_output  # noqa: F401
@@ -83,7 +84,7 @@ class GreedyPolicy(FixedPolicy):
 class RandomPolicy(DecodingPolicy):
     """A uniformly random (temperature, top_p, top_k) per prompt, shared by its k samples.
 
-    The draw depends only on (seed, prompt text), so it does not change with batching or on resume."""
+    The draw depends only on (the prompt's seed, prompt text), so it does not change with batching or on resume."""
 
     role = "random"
 
@@ -99,7 +100,8 @@ class RandomPolicy(DecodingPolicy):
         return {k: rng.choice(v) for k, v in self.bins.items()}
 
     def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
-        configs = [self.config_for(p, seed) for p in prompts]
+        seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(prompts)  # per prompt, or one for all
+        configs = [self.config_for(p, s) for p, s in zip(prompts, seeds)]
         return forced_generate(adm, prompts, configs, num_samples=num_samples, max_new_tokens=max_new_tokens,
                                seed=seed, chat=chat, stop_when=stop_when)
 
@@ -195,10 +197,9 @@ class AdaptivePolicy(DecodingPolicy):
 
     def generate(self, adm, prompts, *, num_samples, max_new_tokens, seed, chat=None, stop_when=None):
         local = self._bound(adm)
-        torch.manual_seed(seed)
         out = local.generate_text(list(prompts), chat=chat, max_new_tokens=max_new_tokens,
-                                  num_return_sequences=num_samples, selection=self.selection, head_seed=seed,
-                                  stop_when=stop_when)
+                                  num_return_sequences=num_samples, selection=self.selection, stop_when=stop_when,
+                                  **seeding(seed, num_samples))
         return split_output(out, len(prompts), num_samples)
 
     def describe(self):

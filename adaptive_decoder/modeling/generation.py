@@ -9,6 +9,9 @@ How it works, per decoding step of `model.generate(do_sample=True)` with neutral
 No `output_hidden_states=True`: that would keep every layer's activations for every step.
 The head's own sampling (selection="sample") uses a separate torch.Generator, so choosing latents never
 consumes the token-sampling RNG: two methods run with the same seed see the same token randomness.
+`row_seeds=` (one seed per row, `adaptive_decoder.modeling.noise`) replaces both generators by counter-based
+draws: row r's token and the head's sampled bins at step t are functions of (row_seeds[r], t) and the row's own
+scores only, whatever else is in the batch; without it generate samples exactly as HF does.
 
 `stop_when=` (a function of a row's decoded completion) ends each row the first time it returns True, through a
 stock `StoppingCriteria`: a task that scores only its completion's first line need not decode the rest. Stopping a
@@ -32,6 +35,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from .head import FACTORS, AdaptiveDecoderHead
 from .models import contiguous_lm_head_input, encode_prompts, model_max_length
+from .noise import RowSeededDraw, select_rows
 from .sampling import NEUTRAL, SAMPLER_OFF, SamplingParamsProcessor, validate_sampling_value
 from ..validation import positive_int
 
@@ -61,9 +65,9 @@ class AdaptiveGenerateOutput:
 class _StepRecorder:
     """State shared by the lm_head hook and the logits processor for one `generate` call."""
 
-    def __init__(self, adm, force, selection, epsilon, generator, keep_inputs):
+    def __init__(self, adm, force, selection, epsilon, generator, keep_inputs, row_seeds=None):
         self.adm, self.force, self.selection, self.epsilon = adm, force, selection, epsilon
-        self.generator, self.keep_inputs = generator, keep_inputs
+        self.generator, self.keep_inputs, self.row_seeds = generator, keep_inputs, row_seeds
         self.hidden = None
         self.steps = 0
         self.choices, self.values, self.inputs = [], [], []
@@ -86,7 +90,13 @@ class _StepRecorder:
         if self.hidden is None or self.hidden.shape[0] != n:
             raise RuntimeError("hidden state hook did not fire for this step; is the model's lm_head bypassed?")
         h = self.hidden
-        choice = head.select(h, selection=self.selection, generator=self.generator, epsilon=self.epsilon)
+        if self.row_seeds is not None and (self.selection or head.config.selection) == "sample":
+            # the vLLM backend's draw: step 0 for a sequence-level decision, the token's step otherwise
+            steps = [0 if level == "sequence" else self.steps] * n
+            choice = {f: c.to(h.device) for f, c in
+                      select_rows(head, h, "sample", self.epsilon, self.row_seeds, steps).items()}
+        else:
+            choice = head.select(h, selection=self.selection, generator=self.generator, epsilon=self.epsilon)
         vals = head.values(choice, shape=(n,))
         self.choices.append(choice)
         if self.keep_inputs:
@@ -155,7 +165,7 @@ class AdaptiveDecodingModel:
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, *, force: dict | None = None, selection: str | None = None,
                  epsilon: float = 0.0, head_seed: int | None = None, return_head_inputs: bool = False,
-                 logits_processor=None, stop_when: Callable[[str], bool] | None = None,
+                 logits_processor=None, stop_when: Callable[[str], bool] | None = None, row_seeds=None,
                  **kwargs) -> AdaptiveGenerateOutput:
         bad = sorted(_REFUSED & set(kwargs))
         if bad:
@@ -172,13 +182,16 @@ class AdaptiveDecodingModel:
             if kwargs.get(k) is not None:
                 kwargs[k] = positive_int(k, kwargs[k])
         attention_mask, force = self._check_inputs(input_ids, attention_mask, force, num_return, input_ids.device)
-        generator = None
-        if force is None and (selection or self.head.config.selection) == "sample":
+        generator, draw = None, []
+        if row_seeds is not None:
+            row_seeds = _check_row_seeds(row_seeds, input_ids.shape[0] * num_return, head_seed)
+            draw = [RowSeededDraw(row_seeds)]  # after every other processor: it draws from the final scores
+        elif force is None and (selection or self.head.config.selection) == "sample":
             generator = torch.Generator(device=self.model.device)
             generator.manual_seed(int(head_seed) if head_seed is not None else int(torch.randint(0, 2**62, (1,))))
-        rec = _StepRecorder(self, force, selection, epsilon, generator, return_head_inputs)
+        rec = _StepRecorder(self, force, selection, epsilon, generator, return_head_inputs, row_seeds)
         pad_len = (attention_mask != 0).int().argmax(dim=1).repeat_interleave(num_return)
-        procs = LogitsProcessorList(list(logits_processor or []) + [SamplingParamsProcessor(rec.decide, pad_len)])
+        procs = LogitsProcessorList(list(logits_processor or []) + [SamplingParamsProcessor(rec.decide, pad_len)] + draw)
         stop = None
         if stop_when is not None:
             if self.tokenizer is None:
@@ -282,6 +295,16 @@ def _per_step_values(vals: dict, mask: torch.BoolTensor) -> dict:
             v = v[:, None].expand(n, t)
         out[k] = v.masked_fill(~mask, -1 if v.dtype == torch.long else float("nan"))
     return out
+
+
+def _check_row_seeds(row_seeds, n: int, head_seed) -> list[int]:
+    """`row_seeds` as n ints (one per row after num_return_sequences); head_seed belongs to the other mode."""
+    if head_seed is not None:
+        raise ValueError("pass row_seeds= or head_seed=, not both: with row seeds the head draws from them")
+    seeds = [int(s) for s in (row_seeds.tolist() if torch.is_tensor(row_seeds) else row_seeds)]
+    if len(seeds) != n:
+        raise ValueError(f"row_seeds needs one seed per row: {n} (prompts x num_return_sequences), got {len(seeds)}")
+    return seeds
 
 
 def _normalise_force(force: dict, n: int, device) -> dict:

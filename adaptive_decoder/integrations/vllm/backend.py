@@ -10,10 +10,11 @@ argmax or sampled bins). So policies, the harness and `collection.collect` call 
 model, and get the same `AdaptiveGenerateOutput` layout (left-padded prompts + right-padded completions in
 `sequences`, `step_mask`, `values`, `choices`, `head_inputs`).
 
-Common random numbers: a row's token noise comes from `crn.request_seed(base, prompt tokens, sample index)` and
-its step (`crn`), where `base` is drawn from torch's global generator, which callers seed right before the call
-as they do for HF `generate`; so every method run with the same seed sees the same noise, whatever the batch.
-Head-sampled bins use `head_seed` the same way on their own stream.
+Common random numbers: with `row_seeds=` (the library's scored sampling always passes them) row r's token and
+head-bin draws come from row_seeds[r] and the step (`crn`), exactly as HF `generate(row_seeds=)` draws them.
+Without, a row's seed is `crn.request_seed(base, prompt tokens, sample index)`, where `base` is drawn from torch's
+global generator, which callers seed right before the call as they do for HF `generate`; head-sampled bins use
+`head_seed` the same way on their own stream.
 
 What the engine does not return is recomputed here with one teacher-forced HF pass over prompt + completion
 (`compute_head_inputs`, as the collection's cache and `choices.served_choices` do): the hidden states the head
@@ -33,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from ...modeling.generation import (AdaptiveDecodingModel, AdaptiveGenerateOutput, _per_step_values,
-                                    compute_head_inputs)
+from ...modeling.generation import (AdaptiveDecodingModel, AdaptiveGenerateOutput, _check_row_seeds,
+                                    _per_step_values, compute_head_inputs)
 from ...modeling.models import model_max_length
 from ...validation import positive_int
 from .crn import request_seed, select_rows
@@ -111,7 +112,7 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, *, force: dict | None = None, selection: str | None = None,
                  epsilon: float = 0.0, head_seed: int | None = None, return_head_inputs: bool = False,
-                 logits_processor=None, stop_when=None, **kwargs) -> AdaptiveGenerateOutput:
+                 logits_processor=None, stop_when=None, row_seeds=None, **kwargs) -> AdaptiveGenerateOutput:
         bad = sorted(set(kwargs) - _ALLOWED) + (["logits_processor"] if logits_processor else []) + (
             ["stop_when"] if stop_when is not None else [])
         if bad:
@@ -123,11 +124,14 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
         k = positive_int("num_return_sequences", kwargs.get("num_return_sequences", 1))
         attention_mask, force = self._check_inputs(input_ids, attention_mask, force, k, "cpu")
         selection = selection or (self.head.config.selection if self.head is not None else "argmax")
-        # seeds from torch's global generator: callers seed it right before, as for HF generate (common random numbers)
-        base = int(torch.randint(0, 2**62, (1,)))
-        if force is None and head_seed is None:
-            head_seed = int(torch.randint(0, 2**62, (1,)))
         prompts = [input_ids[i][attention_mask[i].bool()].tolist() for i in range(input_ids.shape[0])]
+        if row_seeds is not None:  # the HF path's rule: a row's token and head draws both come from its one seed
+            row_seeds = _check_row_seeds(row_seeds, len(prompts) * k, head_seed)
+        else:  # seeds from torch's global generator: callers seed it right before, as for HF generate
+            base = int(torch.randint(0, 2**62, (1,)))
+            if force is None and head_seed is None:
+                head_seed = int(torch.randint(0, 2**62, (1,)))
+            row_seeds = [request_seed(base, p, j) for p in prompts for j in range(k)]
         too_long = [i for i, p in enumerate(prompts) if len(p) + max_new > self.engine.max_model_len]
         if too_long:
             raise ValueError(f"prompts {too_long[:5]}: prompt + max_new_tokens={max_new} exceed the engine's "
@@ -137,11 +141,11 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
         for i, p in enumerate(prompts):
             for j in range(k):
                 r = i * k + j
-                spec = {"seed": request_seed(base, p, j)}
+                spec = {"seed": row_seeds[r]}
                 if force is not None:
                     spec["force"] = {name: int(v[r]) if name == "top_k" else float(v[r]) for name, v in force.items()}
                 else:
-                    head_seeds.append(request_seed(head_seed, p, j))
+                    head_seeds.append(row_seeds[r] if head_seed is None else request_seed(head_seed, p, j))
                     spec.update(head=self.engine.head_path(self.head), selection=selection, epsilon=float(epsilon),
                                 head_seed=head_seeds[-1])
                 rows.append(p)
