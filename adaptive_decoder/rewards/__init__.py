@@ -63,7 +63,8 @@ from .registry import (  # noqa: F401
 __all__ = [
     "EXTRACTION_MODES", "extract_gsm8k_answer", "gsm8k_gold", "numbers_equal", "GSM8KCorrectness", "ChrF", "BLEU",
     "word_forms", "ConceptCoverage", "distinct_n", "repeated_ngram_rate", "Repetition", "Novelty", "ExactMatch",
-    "DistinctValid", "DistinctItems", "list_items", "Fluency", "RewardModelScorer", "FunctionReward", "checked_scores", "CompositeReward",
+    "DistinctValid", "DistinctItems", "list_items", "Fluency", "RewardModelScorer", "FunctionReward", "checked_scores",
+    "CompositeReward",
     "ENTRY_POINT_GROUP", "FLAG_OPTIONS", "REWARDS", "register_reward", "available_rewards", "resolve_reward",
     "reward_options", "spec_needs_group", "group_components", "needs_group", "check_reward_spec", "build_reward",
 ]
