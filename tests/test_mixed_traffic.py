@@ -137,3 +137,22 @@ def test_headroom_config_measures_the_experiments_tasks_rewards_and_grid():
     assert hr.tasks == {t: exp.task_options(t) for t in exp.tasks}
     assert hr.temperatures == exp.temperatures and hr.num_samples == exp.eval["num_samples"] == 8
     assert hr.stop_when_scored and exp.stop_when_scored and not hr.fluency
+
+
+def test_hag_search_config_searches_the_experiments_train_prompts_of_every_task():
+    from conftest import training_recipe
+    from adaptive_decoder.configs import parse_recipe_config
+    from adaptive_decoder.experiment.config import ExperimentConfig
+    from adaptive_decoder.experiment.splits import make_splits
+
+    shared_data("translation/wmt22.en-de.jsonl")
+    shared_data("creative_writing/commongen.dev.jsonl")
+    build = training_recipe("build_hag_data")
+    hag_cfg = REPO / "configs" / "hag" / "build_mixed_traffic.yaml"
+    (cfg,) = parse_recipe_config((build.BuildHAGConfig,), ["--config", str(hag_cfg)])
+    assert Path(cfg.experiment_config).resolve() == EXPERIMENT
+    tasks, examples = build.load_examples(cfg.tasks, cfg.experiment_config)
+    splits = make_splits(ExperimentConfig(**load_config(EXPERIMENT)))
+    train_ids = {f"{t}/{e['id']}" for t, p in splits.items() for e in p["train"]}
+    assert sorted(tasks) == sorted(splits) and len(examples) == 6 * 32
+    assert {e["id"] for e in examples} <= train_ids  # never a dev or test prompt of the experiment
