@@ -23,6 +23,9 @@ HEADROOM = REPO / "configs" / "eval" / "headroom_mixed_traffic.yaml"
 # the distinct-items reward
 def test_list_items_splits_at_separators_and_drops_list_marks():
     assert list_items("1. Apple\n2. Pear.") == ["apple", "pear"]
+    # a gloss after the item is not part of it
+    assert list_items("1. Cow (Bovine)\n2. Gold: a soft metal\n3. Oak - a tree\n4. Sea-lion") == ["cow", "gold", "oak",
+                                                                                                "sea-lion"]
     assert list_items("- Red;  - dark  Blue\n\n* green!") == ["red", "dark blue", "green"]
     assert list_items("cats, dogs and mice") == ["cats", "dogs", "mice"]
     assert list_items("") == [] and list_items(" ,\n; ") == []
@@ -36,6 +39,7 @@ def test_list_items_splits_at_separators_and_drops_list_marks():
     ("apple, apple, pear, plum, kiwi", 4, 0.75),                    # ... nor make up for a repeat
     ("1. Apple\n2. Pear\n3. Fig", 5, 0.6),                          # too few: 3 of 5
     ("apple 1, banana, pear", 3, 2 / 3),                            # a digit makes "apple 1" no item
+    ("1. Cow (Bovine)\n2. Cow: again\n3. Pig", 3, 2 / 3),            # glosses cut: cow, cow, pig
     ("", 3, 0.0),
 ])
 def test_distinct_items_by_hand(reply, n, expected):

@@ -16,14 +16,17 @@ from .metrics import _check_batch, _require
 _SPLIT = re.compile(r"[,;\n]+|\s+and\s+")       # items are separated by commas, semicolons, line breaks or "and"
 _MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)])\s+", re.IGNORECASE)  # "1. ", "- ", "a) " list marks
 _ITEM = re.compile(r"[a-z][a-z' -]*[a-z]|[a-z]")  # letters with inner spaces, hyphens, apostrophes
+# a gloss after the item: "Cow (Bovine)", "Gold: a soft metal", "Oak - a tree" (SmolLM2-135M adds one to most items)
+_GLOSS = re.compile(r"\s*(?:\(|:|\s[-–—]\s).*$")
 
 
 def list_items(text: str) -> list[str]:
-    """The items of a reply, in order: split at `,` `;` line breaks and " and ", list marks and a final "." removed,
-    lower-cased, inner whitespace collapsed; empty pieces dropped. "1. Apple\\n2. Pear." -> ["apple", "pear"]."""
+    """The items of a reply, in order: split at `,` `;` line breaks and " and "; list marks, a gloss (from "(", ":"
+    or a spaced dash on) and a final "." removed; lower-cased, inner whitespace collapsed; empty pieces dropped.
+    "1. Apple\\n2. Pear (Pyrus)." -> ["apple", "pear"]."""
     out = []
     for piece in _SPLIT.split(text or ""):
-        piece = _MARKER.sub("", piece).strip().rstrip(".!").strip().lower()
+        piece = _GLOSS.sub("", _MARKER.sub("", piece)).strip().rstrip(".!").strip().lower()
         piece = " ".join(piece.split())
         if piece:
             out.append(piece)
