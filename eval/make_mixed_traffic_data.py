@@ -3,15 +3,16 @@ adaptive_decoder/tasks/data/:
 
   list_items.jsonl         one record per category, {"category": "fruits", "n": 4}: name n distinct members of a
                            familiar category (task file list_items.yaml).
-  arithmetic_simple.jsonl  the first 200 records of the `arithmetic` task's generator (data_seed 0),
-                           {"question": "17 + 25", "answer": "#### 42"} (task file arithmetic_simple.yaml): the same
-                           prompts as `arithmetic`, as a file.
+  arithmetic_simple.jsonl  200 sums and differences a + b / a - b with a in [2, 20], b in [2, 9],
+                           {"question": "17 - 5", "answer": "#### 12"} (task file arithmetic_simple.yaml). Smaller
+                           than the `arithmetic` task's (a up to 60, b up to 40), which SmolLM2-135M-Instruct answers
+                           1 time in 6 at greedy (a floor task, flat in temperature); these about 1 in 2 (11 of 24).
 
 The categories are hand-written here: common nouns whose members a 135M instruct model knows many of, so the list
 can be right at greedy and the question is whether sampling keeps it well-formed while varying it. n is drawn from
 {3, 4, 5} by `random.Random(0)`, in category order, so a record keeps its n whatever is appended after it.
 
-    PYTHONPATH=. python eval/make_mixed_traffic_data.py
+    python eval/make_mixed_traffic_data.py
 """
 
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "adaptive_decoder" / "tasks" / "data"
 NUM_ARITHMETIC = 200
+A_RANGE, B_RANGE = (2, 20), (2, 9)
 
 CATEGORIES = [
     "fruits", "vegetables", "animals", "farm animals", "wild animals", "birds", "fish", "insects", "colors",
@@ -40,10 +42,12 @@ def records(seed: int = 0) -> list[dict]:
     return [{"category": c, "n": rng.choice([3, 4, 5])} for c in CATEGORIES]
 
 
-def arithmetic_records() -> list[dict]:
-    from adaptive_decoder.tasks import Arithmetic
-
-    return [r for _, r in Arithmetic(data_seed=0, num_examples=NUM_ARITHMETIC)._raw_records()]
+def arithmetic_records(seed: int = 0) -> list[dict]:
+    rng, out = random.Random(seed), []
+    for _ in range(NUM_ARITHMETIC):
+        a, b, op = rng.randint(*A_RANGE), rng.randint(*B_RANGE), rng.choice("+-")
+        out.append({"question": f"{a} {op} {b}", "answer": f"#### {a + b if op == '+' else a - b}"})
+    return out
 
 
 def main():

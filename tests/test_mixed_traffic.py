@@ -72,12 +72,16 @@ def test_list_items_task_scores_distinct_items_and_novelty_by_hand():
     assert [x["reward"] for x in s] == [1.0, 1.0, pytest.approx(0.5 + 0.5 * 0.8)]
 
 
-def test_arithmetic_simple_is_the_arithmetic_task_as_data_and_scores_the_last_number():
-    task, gen = get_task("arithmetic_simple"), get_task("arithmetic", data_seed=0, num_examples=200)
-    assert [(e["prompt"], e["answer"]) for e in task.examples()] == [(e["prompt"], e["answer"]) for e in gen.examples()]
-    ex = task.examples()[0]
-    assert ex["question"] == "56 - 26" and ex["answer"] == "#### 30"
-    s, _ = task.setup_scoring().score(["30", "56 - 26 = 30.", "31", "30 is wrong, it is 29", "thirty"], ex)
+def test_arithmetic_simple_asks_small_sums_with_the_arithmetic_template_and_scores_the_last_number():
+    task = get_task("arithmetic_simple")
+    exs = task.examples()
+    assert len(exs) == 200 and exs[0]["question"] == "14 + 8" and exs[0]["answer"] == "#### 22"
+    assert exs[0]["prompt"] == get_task("arithmetic").opts["template"].format(question="14 + 8")
+    for e in exs:  # a in [2, 20], b in [2, 9], the answer is the result
+        a, op, b = e["question"].split()
+        assert 2 <= int(a) <= 20 and 2 <= int(b) <= 9
+        assert e["answer"] == f"#### {int(a) + int(b) if op == '+' else int(a) - int(b)}"
+    s, _ = task.setup_scoring().score(["22", "14 + 8 = 22.", "23", "22 is wrong, it is 21", "twenty-two"], exs[0])
     assert [x["reward"] for x in s] == [1.0, 1.0, 0.0, 0.0, 0.0]
 
 
