@@ -6,6 +6,7 @@ Every reward is a small class with a `name` and a batched `score(completions, ex
     "answer"     GSM8K answer field (the gold number follows "#### ")      -> GSM8KCorrectness
     "reference"  reference translation                                     -> ChrF, BLEU
     "concepts"   list of words that must appear                            -> ConceptCoverage
+    "n"          how many items a list reply must give                     -> DistinctItems
     "prompt"     the prompt text                                           -> Fluency, RewardModelScorer
 
 `CompositeReward` combines named components with weights; `build_reward` builds one from a YAML-style dict whose
@@ -49,6 +50,7 @@ from .metrics import (  # noqa: F401
     EXTRACTION_MODES, extract_gsm8k_answer, gsm8k_gold, numbers_equal, GSM8KCorrectness, ChrF, BLEU, word_forms,
     ConceptCoverage, _ngrams, distinct_n, repeated_ngram_rate, Repetition, Novelty, ExactMatch, DistinctValid,
 )
+from .lists import DistinctItems, list_items  # noqa: F401
 from .scorers import (  # noqa: F401
     Fluency, _warn_reward_model_on_cpu, RewardModelScorer,
 )
@@ -61,7 +63,8 @@ from .registry import (  # noqa: F401
 __all__ = [
     "EXTRACTION_MODES", "extract_gsm8k_answer", "gsm8k_gold", "numbers_equal", "GSM8KCorrectness", "ChrF", "BLEU",
     "word_forms", "ConceptCoverage", "distinct_n", "repeated_ngram_rate", "Repetition", "Novelty", "ExactMatch",
-    "DistinctValid", "Fluency", "RewardModelScorer", "FunctionReward", "checked_scores", "CompositeReward",
+    "DistinctValid", "DistinctItems", "list_items", "Fluency", "RewardModelScorer", "FunctionReward", "checked_scores",
+    "CompositeReward",
     "ENTRY_POINT_GROUP", "FLAG_OPTIONS", "REWARDS", "register_reward", "available_rewards", "resolve_reward",
     "reward_options", "spec_needs_group", "group_components", "needs_group", "check_reward_spec", "build_reward",
 ]

@@ -11,6 +11,7 @@ import math
 
 from .metrics import (BLEU, ChrF, ConceptCoverage, DistinctValid, ExactMatch, GSM8KCorrectness, Novelty, Repetition,
                       _check_batch)
+from .lists import DistinctItems
 from .scorers import Fluency, RewardModelScorer
 
 # --------------------------------------------------------------------------------------------------------
@@ -193,8 +194,8 @@ def register_reward(name: str):
     return deco
 
 
-for _builtin in (GSM8KCorrectness, ChrF, BLEU, ConceptCoverage, Repetition, Novelty, ExactMatch, DistinctValid, Fluency,
-                 RewardModelScorer):
+for _builtin in (GSM8KCorrectness, ChrF, BLEU, ConceptCoverage, Repetition, Novelty, ExactMatch, DistinctValid,
+                 DistinctItems, Fluency, RewardModelScorer):
     register_reward(_builtin.name)(_builtin)
 
 
