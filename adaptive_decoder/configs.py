@@ -13,16 +13,26 @@ Resume checks: a run directory records the settings its results depend on (a col
 stage's fingerprint, an evaluation's or HAG search's config file), and a rerun refuses to add to it under other
 settings. `changed_keys` and `describe_changes` are the one comparison those checks make, by top-level key or by
 nested path with both values.
+
+Field marks: a config dataclass field's metadata may hold, beside its "help", marks that say who sets the field:
+`"managed": True` (a driver running several stages sets it for all of them) and `"stage": "module:Class"` (the
+field holds a delta of that stage dataclass); `adaptive_decoder.experiment.stage_configs` reads them. They are no
+argparse options: `recipe_parser` leaves them out of the flags it builds (a bare `HfArgumentParser` would pass
+them on to `add_argument`, which refuses unknown keywords).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import os
 import re
 import sys
 from pathlib import Path
+from types import MappingProxyType
+
+FIELD_MARKS = ("managed", "stage")  # field metadata for config drivers, not for argparse (module docstring)
 
 
 def as_mapping(name: str, value) -> dict:
@@ -118,7 +128,15 @@ def recipe_parser(dataclass_types, description: str | None = None):
     """
     from trl import TrlParser  # noqa: PLC0415  (trl is heavy: import it only in recipes)
 
-    parser = TrlParser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False,
+    class _Parser(TrlParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            if any(k in field.metadata for k in FIELD_MARKS):
+                field = copy.copy(field)
+                field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k not in FIELD_MARKS})
+            TrlParser._parse_dataclass_field(parser, field)
+
+    parser = _Parser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False,
                        usage="%(prog)s [--config FILE] [--OPTION VALUE ...]")
     group = parser.add_argument_group("config file")
     # SUPPRESS: TrlParser takes --config out of argv before parsing, so this entry only documents it
