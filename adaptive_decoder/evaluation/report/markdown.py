@@ -106,6 +106,11 @@ def markdown_table(results: dict) -> str:
             lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs each fixed setting, a trained head "
                       "also vs the oracle and the random controls; win rate with 95% bootstrap CI; p: two-sided paired "
                       "bootstrap):", ""] + _comparison_table(comps, signed=False)
+    comps = _shown_comparisons(results["comparisons"], OVERALL, twins)
+    if comps:  # the experiment's summary.md shows the same pooled rows
+        lines += ["", f"## Paired comparisons, every task's test prompts pooled (`{OVERALL}`, raw rewards)", "",
+                  "On raw scales the task with the widest reward scale dominates; the normalized view weights tasks "
+                  "equally.", ""] + _comparison_table(comps, signed=False)
     small = [t for t in tasks if results["tasks"][t]["num_test"] < SMALL_N]
     if small:
         lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
