@@ -18,8 +18,9 @@ produce identical samples (same config, prompts and seeds), so the second copies
 (marked extra.reused_from) instead of recomputing them.
 
 Outputs in `output_dir`: units.jsonl (resume log), results.json (config, every sample with its applied values
-and chosen bins, per-method metrics, paired comparisons, the scale-free report of `adaptive_decoder.evaluation.scalefree`:
-normalized rewards, win rates and the bar for each head), results.md (tables; a win rate is never shown without
+and chosen bins, per-method metrics, and the one aggregator's statistics (`adaptive_decoder.evaluation.aggregate`:
+paired comparisons with each method's comparison set, the scale-free report of `adaptive_decoder.evaluation.scalefree`:
+normalized rewards, win rates and the bar for each head)), results.md (tables; a win rate is never shown without
 its CI), reward_vs_temperature.png, chosen_params.png, and an offline wandb run (tables + images).
 """
 

@@ -13,12 +13,17 @@ One call, `run_experiment(ExperimentConfig(...))`, drives the whole pipeline on 
       eval             greedy, the fixed-temperature grid, random, the per-task oracle (fitted on DEV prompts),
                        the trained heads (ADseq / ADtok) and optionally HAG on the TEST prompts
                        (`adaptive_decoder.evaluation.harness.Evaluator`)
-    aggregate    per method x task: mean reward with a 95% bootstrap CI over prompts (each prompt's reward averaged
-                 over seeds), paired win rates / mean differences with p-values vs every fixed temperature
-                 (`adaptive_decoder.stats`); per-task normalized rewards and win rates, their equally weighted
-                 means over tasks and the verdict on the bar (`adaptive_decoder.evaluation.scalefree`); the learned
-                 temperature / top-p / top-k distributions per task; `summary.json`, and the plots and `summary.md`
-                 that `adaptive_decoder.evaluation.report` renders from it.
+    aggregate    the suite's aggregator over every seed's units (`adaptive_decoder.evaluation.aggregate`): per
+                 method x task, mean reward with a 95% bootstrap CI over prompts (each prompt's reward averaged
+                 over seeds), paired win rates / mean differences with p-values vs each method's comparison set
+                 (every fixed temperature; a head also the oracle and the random controls); per-task normalized
+                 rewards and win rates, their equally weighted means over tasks and the verdict on the bar
+                 (`adaptive_decoder.evaluation.scalefree`); the learned temperature / top-p / top-k distributions
+                 per task; `summary.json`, and the plots and `summary.md` that `adaptive_decoder.evaluation.report`
+                 renders from it.
+
+Each stage runs on its typed config, `ExperimentConfig.stage_config(kind, seed, level)`: the `collect` / `lpo` /
+`eval` options of the experiment under the values it sets itself (`adaptive_decoder.experiment.stage_configs`).
 
 Resume: each stage directory gets a `stage_done.json` (its settings fingerprint, summary and wall time) written
 atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
