@@ -14,25 +14,42 @@ stage's fingerprint, an evaluation's or HAG search's config file), and a rerun r
 settings. `changed_keys` and `describe_changes` are the one comparison those checks make, by top-level key or by
 nested path with both values.
 
-Field marks: a config dataclass field's metadata may hold, beside its "help", marks that say who sets the field:
-`"managed": True` (a driver running several stages sets it for all of them) and `"stage": "module:Class"` (the
-field holds a delta of that stage dataclass); `adaptive_decoder.experiment.stage_configs` reads them. They are no
-argparse options: `recipe_parser` leaves them out of the flags it builds (a bare `HfArgumentParser` would pass
-them on to `add_argument`, which refuses unknown keywords).
+Field marks say who sets a config field, as `typing.Annotated` metadata of its type: `Managed[T]` (a driver running
+several stages, the experiment, sets the field for all of them, so a stage's options may not) and
+`Annotated[T, StageOf("module:Class")]` (the field holds a delta of that stage dataclass);
+`adaptive_decoder.experiment.stage_configs` reads them with `field_marks`. In the type, not in `field(metadata=...)`:
+`HfArgumentParser` (and so `TrlParser`) passes every metadata key on to argparse's `add_argument`, which refuses
+unknown ones, and resolves the types without their Annotated extras, so a marked config still parses everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import difflib
 import os
 import re
 import sys
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
-from types import MappingProxyType
+from typing import Annotated, TypeVar
 
-FIELD_MARKS = ("managed", "stage")  # field metadata for config drivers, not for argparse (module docstring)
+_T = TypeVar("_T")
+MANAGED = "managed"  # the Annotated mark of `Managed`
+Managed = Annotated[_T, MANAGED]  # a field the experiment sets for every stage (module docstring)
+
+
+@dataclass(frozen=True)
+class StageOf:
+    """The Annotated mark of a field that holds a delta of the stage dataclass `target` ("module:Class")."""
+
+    target: str
+
+
+def field_marks(cls) -> dict[str, tuple]:
+    """{field name: the Annotated metadata of its type} of dataclass `cls` (empty tuples for unmarked fields)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: getattr(hints[f.name], "__metadata__", ()) for f in fields(cls)}
 
 
 def as_mapping(name: str, value) -> dict:
@@ -128,15 +145,7 @@ def recipe_parser(dataclass_types, description: str | None = None):
     """
     from trl import TrlParser  # noqa: PLC0415  (trl is heavy: import it only in recipes)
 
-    class _Parser(TrlParser):
-        @staticmethod
-        def _parse_dataclass_field(parser, field):
-            if any(k in field.metadata for k in FIELD_MARKS):
-                field = copy.copy(field)
-                field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k not in FIELD_MARKS})
-            TrlParser._parse_dataclass_field(parser, field)
-
-    parser = _Parser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False,
+    parser = TrlParser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False,
                        usage="%(prog)s [--config FILE] [--OPTION VALUE ...]")
     group = parser.add_argument_group("config file")
     # SUPPRESS: TrlParser takes --config out of argv before parsing, so this entry only documents it

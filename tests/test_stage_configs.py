@@ -110,3 +110,16 @@ def test_stage_configs_follow_the_experiment_options():
     assert option(cfg, "eval", "num_samples") == 2 and option(cfg, "lpo", "pair_k") == 2  # the delta, else the default
     with pytest.raises(ValueError, match="stage kind must be one of"):
         cfg.stage_config("aggregate", 4)
+
+
+def test_the_marks_leave_the_ecosystem_parsers_alone():
+    """The marks live in the fields' types (Annotated), which HfArgumentParser / TrlParser read without extras: a
+    bare parser of a marked config builds and parses, and the marks survive it."""
+    from transformers import HfArgumentParser
+
+    (lcfg,) = HfArgumentParser(LPOConfig).parse_args_into_dataclasses(
+        ["--output_dir", "/tmp/unused", "--synthetic_pairs", "2", "--seed", "5"])
+    assert (lcfg.seed, lcfg.synthetic_pairs) == (5, 2)
+    (ecfg,) = HfArgumentParser(EvalConfig).parse_args_into_dataclasses(["--num_prompts", "3", "--report_to", "none"])
+    assert ecfg.num_prompts == 3
+    assert {"seed", "synthetic_pairs"} <= managed_fields(LPOConfig) and "num_prompts" in managed_fields(EvalConfig)

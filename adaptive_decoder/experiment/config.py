@@ -4,13 +4,14 @@ dataclasses their fields name; `stage_config` composes a stage's typed config (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Annotated
 
 
-from ..configs import as_mapping
+from ..configs import StageOf, as_mapping
 from ..modeling.model_args import ModelArguments
 from ..evaluation.results import LEVEL_METHOD
-from .stage_configs import check_delta, stage_class, stage_config
+from .stage_configs import check_delta, stage_class, stage_config, stage_fields
 
 
 LEVELS = tuple(LEVEL_METHOD)  # ("sequence", "token")
@@ -46,9 +47,10 @@ class ExperimentConfig(ModelArguments):
         "help": "Stop each sample once its task's scored text is final (e.g. its first line), in collection and "
                 "evaluation alike: the rewards and every scored text are unchanged, the unscored rest is not decoded "
                 "(see EvalConfig.stop_when_scored for what else it shortens)."})
-    collect: dict | str | None = field(default=None, metadata={"stage": "adaptive_decoder.lpo.store:CollectionSettings",
-        "help": "adaptive_decoder.lpo.store.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
-    lpo: dict | str | None = field(default=None, metadata={"stage": "adaptive_decoder.lpo.config:LPOConfig",
+    collect: Annotated[dict | str | None, StageOf("adaptive_decoder.lpo.store:CollectionSettings")] = field(
+        default=None, metadata={"help": "adaptive_decoder.lpo.store.CollectionSettings options (num_samples, epsilon, "
+                                        "prompts_per_batch, ...)."})
+    lpo: Annotated[dict | str | None, StageOf("adaptive_decoder.lpo.config:LPOConfig")] = field(default=None, metadata={
         "help": "adaptive_decoder.lpo.config.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
     methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle", "adaptive"],
                                metadata={
@@ -66,8 +68,9 @@ class ExperimentConfig(ModelArguments):
         "help": "With reuse_from: copy its collections too (an ablation of training). False: collect again and "
                 "copy only the evaluation units of the methods without a trained head (an ablation of the head or "
                 "of collection: factors, bins, num_samples, pairing of new samples)."})
-    eval: dict | str | None = field(default=None, metadata={"stage": "adaptive_decoder.evaluation.config:EvalConfig",
-        "help": "evaluation.config.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
+    eval: Annotated[dict | str | None, StageOf("adaptive_decoder.evaluation.config:EvalConfig")] = field(
+        default=None, metadata={"help": "evaluation.config.EvalConfig options (num_samples, batch_size, fluency, "
+                                        "method_options, ...)."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
     report_to: str = field(default="none", metadata={
         "help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
@@ -131,9 +134,8 @@ class ExperimentConfig(ModelArguments):
     def _check_nested(self):
         from ..modeling.head import AdaptiveDecoderConfig
 
-        for f in fields(self):
-            if "stage" in f.metadata:
-                check_delta(f.name, stage_class(self, f.name), getattr(self, f.name))
+        for name in stage_fields(self):
+            check_delta(name, stage_class(self, name), getattr(self, name))
         unknown = sorted(set(self.head) - set(AdaptiveDecoderConfig.__dataclass_fields__))
         if unknown:
             raise ValueError(f"head: unknown key(s) {unknown}; valid: {sorted(AdaptiveDecoderConfig.__dataclass_fields__)}")

@@ -3,11 +3,11 @@
 
 TRL's pattern (one parser, several typed dataclasses), with the experiment in the parser's place. The experiment's
 YAML holds one delta per stage dataclass (`collect:`, `lpo:`, `eval:`); the `ExperimentConfig` field holding it
-names the dataclass in its metadata (`"stage": "module:Class"`), and the delta is checked against that dataclass's
-fields when the config is built. The experiment sets some fields of every stage itself, from its top-level options
-(the seed, the run directory's paths, the generation length, the chat template, the base LM): those are the stage
-dataclass's fields marked `"managed": True` in their own metadata, plus, in a stage that is a `ModelArguments`,
-every base-LM field (one experiment runs one LM). A delta may not set a managed field.
+names the dataclass in its type (`Annotated[..., StageOf("module:Class")]`), and the delta is checked against that
+dataclass's fields when the config is built. The experiment sets some fields of every stage itself, from its
+top-level options (the seed, the run directory's paths, the generation length, the chat template, the base LM):
+those are the stage dataclass's fields typed `Managed[...]` (`adaptive_decoder.configs`), plus, in a stage that is a
+`ModelArguments`, every base-LM field (one experiment runs one LM). A delta may not set a managed field.
 
 `stage_config` builds a stage's dataclass from three layers, later ones winning: the user's delta, the values the
 experiment derives from it and its other options (a default it picks where the delta is silent, a mapping of the
@@ -23,12 +23,19 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from ..configs import MANAGED, StageOf, field_marks
+
 STAGE_OPTIONS = {"collect": "collect", "train": "lpo", "eval": "eval"}  # stage kind -> the field with its delta
 
 
+def stage_fields(cfg) -> dict[str, str]:
+    """{field of the experiment config: the "module:Class" of the stage dataclass it holds a delta of}."""
+    return {name: m.target for name, marks in field_marks(type(cfg)).items() for m in marks if isinstance(m, StageOf)}
+
+
 def stage_class(cfg, name: str) -> type:
-    """The stage dataclass the `ExperimentConfig` field `name` (collect, lpo, eval) holds a delta of."""
-    module, cls = {f.name: f for f in fields(cfg)}[name].metadata["stage"].split(":")
+    """The stage dataclass the experiment config's field `name` (collect, lpo, eval) holds a delta of."""
+    module, cls = stage_fields(cfg)[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -37,7 +44,7 @@ def managed_fields(cls) -> set[str]:
     from ..modeling.model_args import ModelArguments
 
     model = {f.name for f in fields(ModelArguments)} if issubclass(cls, ModelArguments) else set()
-    return model | {f.name for f in fields(cls) if f.metadata.get("managed")}
+    return model | {name for name, marks in field_marks(cls).items() if MANAGED in marks}
 
 
 def check_delta(name: str, cls, opts: dict) -> None:
