@@ -1,6 +1,6 @@
 """The experiment's typed stage configs (`adaptive_decoder.experiment.stage_configs`): every shipped experiment config
-composes the stage configs it composed before the typed stages existed, the fields the experiment owns are the
-ones marked managed, and a delta that names a managed or unknown field fails naming it.
+composes the stage configs recorded in tests/golden, the fields the experiment owns are the ones typed Managed, and
+a delta that names a managed or unknown field fails naming it.
 
 tests/golden/experiment_stage_configs.json holds, per shipped YAML (run_dir "RUN", its last seed), the collect
 settings, the LPOConfig keyword arguments, the EvalConfig and its fingerprint as the dict-splat pipeline of commit
@@ -59,7 +59,7 @@ def test_shipped_config_composes_the_stage_configs_it_did_before(path):
 
 
 def test_managed_fields_are_the_ones_the_experiment_sets():
-    # the keys the experiment owned when they were a hand-kept list; the field marks must keep every one
+    # every field the experiment sets (or keeps out of a stage delta), written out: a mark dropped from a field fails here
     assert managed_fields(CollectionSettings) == {"seed", "max_new_tokens", "chat", "stop_when_scored", "shard"}
     assert managed_fields(LPOConfig) == {
         "output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs", "synthetic_hidden_size",
