@@ -13,6 +13,13 @@ Resume checks: a run directory records the settings its results depend on (a col
 stage's fingerprint, an evaluation's or HAG search's config file), and a rerun refuses to add to it under other
 settings. `changed_keys` and `describe_changes` are the one comparison those checks make, by top-level key or by
 nested path with both values.
+
+Field marks say who sets a config field, as `typing.Annotated` metadata of its type: `Managed[T]` (a driver running
+several stages, the experiment, sets the field for all of them, so a stage's options may not) and
+`Annotated[T, StageOf("module:Class")]` (the field holds a delta of that stage dataclass);
+`adaptive_decoder.experiment.stage_configs` reads them with `field_marks`. In the type, not in `field(metadata=...)`:
+`HfArgumentParser` (and so `TrlParser`) passes every metadata key on to argparse's `add_argument`, which refuses
+unknown ones, and resolves the types without their Annotated extras, so a marked config still parses everywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +29,27 @@ import difflib
 import os
 import re
 import sys
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, TypeVar
+
+_T = TypeVar("_T")
+MANAGED = "managed"  # the Annotated mark of `Managed`
+Managed = Annotated[_T, MANAGED]  # a field the experiment sets for every stage (module docstring)
+
+
+@dataclass(frozen=True)
+class StageOf:
+    """The Annotated mark of a field that holds a delta of the stage dataclass `target` ("module:Class")."""
+
+    target: str
+
+
+def field_marks(cls) -> dict[str, tuple]:
+    """{field name: the Annotated metadata of its type} of dataclass `cls` (empty tuples for unmarked fields)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: getattr(hints[f.name], "__metadata__", ()) for f in fields(cls)}
 
 
 def as_mapping(name: str, value) -> dict:

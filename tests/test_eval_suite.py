@@ -106,8 +106,13 @@ def test_end_to_end_every_method(tiny_dir, tmp_path):
     assert isinstance(s["choices"]["temperature"], int) and isinstance(s["values"]["temperature"], float)
     s = next(iter(units_by(res, "adtok", "gsm8k").values()))["samples"][0]
     assert len(s["choices"]["temperature"]) == len(s["values"]["top_p"]) == s["num_tokens"]
-    # every non-fixed method is compared with every fixed temperature on every task
-    assert len(res["comparisons"]) == len(ALL_TASKS) * 5 * 2
+    # one comparison set (evaluation.aggregate.comparison_set), the experiment's: every non-fixed method against every
+    # fixed temperature, a trained head also against the oracle and the random control; per task and pooled (overall)
+    want = {(m, f) for m in ("greedy", "random", "oracle", "adseq", "adtok") for f in ("T=0.0", "T=1.0")}
+    want |= {(h, c) for h in ("adseq", "adtok") for c in ("oracle", "random")}
+    for t in [*ALL_TASKS, "overall"]:
+        assert {(c["method"], c["baseline"]) for c in res["comparisons"] if c["task"] == t} == want
+    assert len(res["comparisons"]) == (len(ALL_TASKS) + 1) * 14
     out = tmp_path / "out"
     md = (out / "results.md").read_text()
     assert "| adtok | T=1.0 |" in md and "win [95% CI]" in md

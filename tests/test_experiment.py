@@ -271,6 +271,20 @@ def test_every_comparison_written_is_a_comparison_record(finished_run):
         assert json.dumps(Comparison(**c).to_dict()) == json.dumps(c)
 
 
+def test_one_seed_summary_and_suite_results_are_one_aggregation(finished_run):
+    """The experiment aggregates its seeds with the suite's aggregator: with one seed (seed 0, also the suite's
+    bootstrap seed) summary.json holds the comparisons, reward intervals and scale-free report of results.json."""
+    run_dir, _, _ = finished_run
+    suite = json.loads((run_dir / "seed-0" / "eval" / "results.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["comparisons"] == suite["comparisons"]
+    assert {("adseq", "oracle"), ("adtok", "random")} <= {(c["method"], c["baseline"]) for c in suite["comparisons"]}
+    for t, tr in suite["tasks"].items():
+        assert {m: r["reward"] for m, r in tr["methods"].items()} == {
+            m: r["reward"] for m, r in summary["tasks"][t]["methods"].items()}
+    assert summary["scale_free"] == suite["scale_free"] and summary["bars"] == suite["bar"]
+
+
 def test_same_decoding_pairs_greedy_with_its_grid_setting():
     methods = {"greedy": {"type": "GreedyPolicy", "temperature": 0.0, "top_p": 1.0, "top_k": 0},
                "T=0.0": {"type": "FixedPolicy", "temperature": 0.0, "top_p": 1.0, "top_k": 0},
@@ -427,20 +441,18 @@ def test_a_method_added_to_a_finished_run_computes_only_its_units(finished_run):
     assert set(added["methods"]) == set(summary["methods"]) | {"hag_untrained"}
     # HAG's parse failures: one key in the suite's results and the experiment's summary; an older summary.json's
     # "parse_failure_rate" still renders
-    from adaptive_decoder.configs import parse_recipe_config
     from adaptive_decoder.evaluation.report import summary_markdown
 
     res = json.loads((run_dir / "seed-0" / "eval" / "results.json").read_text())
     for t in cfg["tasks"]:
         hag = added["tasks"][t]["methods"]["hag_untrained"]
         assert hag["parse_failed_rate"] == res["tasks"][t]["methods"]["hag_untrained"]["parse_failed_rate"]
-    (exp_cfg,) = parse_recipe_config((ExperimentConfig,), argv + ["--methods", *cfg["methods"], "hag_untrained"])
     old = json.loads(json.dumps(added))
     for t in cfg["tasks"]:
         d = old["tasks"][t]["methods"]["hag_untrained"]
         d["parse_failure_rate"] = d.pop("parse_failed_rate")
-    md = summary_markdown(added, exp_cfg)
-    assert "HAG config-text parse failures" in md and summary_markdown(old, exp_cfg) == md
+    md = summary_markdown(added)
+    assert "HAG config-text parse failures" in md and summary_markdown(old) == md
     for m, r in summary["tasks"]["overall"]["methods"].items():
         assert added["tasks"]["overall"]["methods"][m]["reward"] == r["reward"]
     # the original method list is covered by the finished stage: nothing reruns

@@ -123,3 +123,13 @@ def test_the_checker_sees_a_violation():
     src = "import torch\n\ndef f():\n    from ..experiment.pipeline import run_experiment\n"
     assert violations(PKG / "modeling" / "head.py", src) == [("adaptive_decoder.experiment.pipeline", 4)]
     assert violations(PKG / "experiment" / "pipeline.py", "from ..modeling.head import AdaptiveDecoderHead\n") == []
+
+
+def test_report_imports_nothing_from_the_experiment():
+    """evaluation/report renders the dicts results.json and summary.json hold: it names no experiment type, not even
+    for type checking (the layers above allow what TYPE_CHECKING imports; this does not)."""
+    for path in sorted((PKG / "evaluation" / "report").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [n for n in names if "experiment" in n.split(".")], path

@@ -2,8 +2,9 @@
 
 import pytest
 
-from adaptive_decoder.evaluation.scalefree import (bar_line, check_bar, markdown_sections, rewards_by_prompt, rival_line,
-                                                   scale_free_report, strongest_rival, task_normalization, win_scores)
+from adaptive_decoder.evaluation.report import bar_line, markdown_sections, rival_line
+from adaptive_decoder.evaluation.scalefree import (check_bar, rewards_by_prompt, scale_free_report, strongest_rival,
+                                                   task_normalization, win_scores)
 
 FIXED = ["T=0.0", "T=1.0"]
 

@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     print(f"wrote {os.path.join(cfg.run_dir, 'summary.md')} (every table), summary.json and plots; wall clock "
           f"{time.time() - t0:.1f} s (stages run: {len(summary['stages_run'])}, skipped: {len(summary['stages_skipped'])})")
     print()
-    print("\n".join(verdict_block(summary, cfg)))  # the BAR line last: what a log tail or a grep finds
+    print("\n".join(verdict_block(summary)))  # the BAR line last: what a log tail or a grep finds
     return summary
 
 

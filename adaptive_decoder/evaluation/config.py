@@ -11,7 +11,7 @@ from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "
 from ..modeling.model_args import ModelArguments
 from ..methods.policies import DEFAULT_TEMPERATURES
 from ..methods.base import POLICIES, method_traits
-from ..configs import as_mapping
+from ..configs import Managed, as_mapping
 from ..storage import RecordKind
 from ..tasks import TASKS
 from ..tasks.recipe import check_entries, task_entries
@@ -21,53 +21,57 @@ from ..tasks.recipe import check_entries, task_entries
 @dataclass
 class EvalConfig(ModelArguments):
     """Configuration of `run_evaluation` (YAML via `eval/run_suite.py --config`, CLI flags override); the base LM's
-    fields are `ModelArguments`'."""
+    fields are `ModelArguments`'. The fields typed `Managed[...]`, and the base LM's, are the ones the experiment sets
+    for each eval stage (`adaptive_decoder.configs.Managed`)."""
 
-    chat: bool | None = field(default=None, metadata={"help": "Use the chat template (default: when the tokenizer has one)."})
-    tasks: dict | str | None = field(
+    chat: Managed[bool | None] = field(default=None, metadata={
+        "help": "Use the chat template (default: when the tokenizer has one)."})
+    tasks: Managed[dict | str | None] = field(
         default_factory=lambda: {"gsm8k": {}, "translation": {}, "constrained_writing": {}, "creative_writing": {}},
         metadata={"help": f"task name -> options (YAML/JSON on the CLI): the task's options (`task:`, path, hf_id, reward, "
                           f"num_fewshot, ...; adaptive_decoder.tasks.recipe) and its own num_prompts. Without path/hf_id a "
                           f"task uses its built-in prompt set. Registered tasks: {sorted(TASKS)}, or a task file."})
     task_options: dict | str | None = field(default=None, metadata={
         "help": "Not read: write each task's options under its name in `tasks`."})
-    num_prompts: int = field(default=20, metadata={"help": "Test prompts per task (deterministic subset)."})
-    num_dev_prompts: int = field(default=10, metadata={
+    num_prompts: Managed[int] = field(default=20, metadata={"help": "Test prompts per task (deterministic subset)."})
+    num_dev_prompts: Managed[int] = field(default=10, metadata={
         "help": "Held-out dev prompts per task for the oracle (disjoint from test)."})
-    methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle"],
+    methods: Managed[list[str]] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle"],
                                metadata={"help": f"Methods; valid: {sorted(POLICIES)}."})
-    temperatures: list[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES),
+    temperatures: Managed[list[float]] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES),
                                       metadata={"help": "Fixed-temperature grid (method 'fixed' and the oracle's candidates)."})
     fixed_top_p: float = field(default=1.0, metadata={"help": "top_p used by every fixed-grid setting (1.0 = off)."})
     fixed_top_k: int = field(default=0, metadata={"help": "top_k used by every fixed-grid setting (0 = off)."})
-    head_paths: list[str] = field(default_factory=list, metadata={
+    head_paths: Managed[list[str]] = field(default_factory=list, metadata={
         "help": "Saved AdaptiveDecoder heads for method 'adaptive' (ADseq/ADtok)."})
-    skip_missing_heads: bool = field(default=False, metadata={
+    skip_missing_heads: Managed[bool] = field(default=False, metadata={
         "help": "Drop head paths that do not exist (with a warning) instead of failing."})
     strict_base_model: bool = field(default=True, metadata={
         "help": "Refuse a head whose recorded base model differs from `model`."})
     method_options: dict | str | None = field(default=None, metadata={
         "help": "Extra options per method, e.g. {hag: {adapter_path: ...}} (JSON on the CLI)."})
     num_samples: int = field(default=4, metadata={"help": "Samples per prompt (k); diversity metrics compare them."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Generation length cap."})
+    max_new_tokens: Managed[int] = field(default=64, metadata={"help": "Generation length cap."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (each with num_samples rows)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the prompt subsets and of the token sampling."})
+    seed: Managed[int] = field(default=0, metadata={"help": "Seed of the prompt subsets and of the token sampling."})
     fluency: bool = field(default=True, metadata={"help": "Score fluency with the base LM (one extra forward per sample)."})
     on_bad_line: str = field(default="fail", metadata={
         "help": "Malformed data line: 'fail' (error naming the line) or 'skip' (warn)."})
-    output_dir: str = field(default="outputs/eval", metadata={"help": "Where units.jsonl, results.json/.md and plots go."})
-    n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
+    output_dir: Managed[str] = field(default="outputs/eval", metadata={
+        "help": "Where units.jsonl, results.json/.md and plots go."})
+    n_bootstrap: Managed[int] = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
     plots: bool = field(default=True, metadata={"help": "Write the PNG plots."})
-    report_to: str = field(default="wandb", metadata={"help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'."})
+    report_to: Managed[str] = field(default="wandb", metadata={
+        "help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'."})
     wandb_project: str = field(default="adaptive-decoder-eval", metadata={"help": "wandb project name."})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (default: output_dir's name)."})
-    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+    progress: Managed[bool] = field(default=True, metadata={"help": "Show a tqdm progress bar."})
     backend: str = field(default="hf", metadata={
         "help": "Where the methods sample: 'hf' (transformers generate) or 'vllm' (one vLLM engine with the "
                 "adaptive-decoder plugin, for every method: adaptive_decoder.integrations.vllm.backend; run it in the "
                 "venv of `make setup-vllm`). Same seeds give every method the same noise on either backend, but the "
                 "two backends draw different samples. Scoring, units, resume and reports are the same."})
-    stop_when_scored: bool = field(default=False, metadata={
+    stop_when_scored: Managed[bool] = field(default=False, metadata={
         "help": "Stop each sample once its task's scored text is final (Task.stop_predicate: the first line, for "
                 "tasks scored on it), instead of decoding the unscored rest up to max_new_tokens. Every scored text, "
                 "reward and sequence-level choice is unchanged; the stored completions and token counts end there, "

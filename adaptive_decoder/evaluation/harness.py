@@ -22,8 +22,9 @@ would produce identical samples (same config, prompts and seeds), so the second 
 (marked extra.reused_from) instead of recomputing them.
 
 Outputs in `output_dir`: units.jsonl (resume log), results.json (config, every sample with its applied values
-and chosen bins, per-method metrics, paired comparisons, the scale-free report of `adaptive_decoder.evaluation.scalefree`:
-normalized rewards, win rates and the bar for each head), results.md (tables; a win rate is never shown without
+and chosen bins, per-method metrics, and the one aggregator's statistics (`adaptive_decoder.evaluation.aggregate`:
+paired comparisons with each method's comparison set, the scale-free report of `adaptive_decoder.evaluation.scalefree`:
+normalized rewards, win rates and the bar for each head)), results.md (tables; a win rate is never shown without
 its CI), reward_vs_temperature.png, chosen_params.png, and an offline wandb run (tables + images).
 """
 
@@ -41,9 +42,10 @@ from ..modeling.head_digest import head_fingerprint
 from ..methods.base import build_policies, method_traits
 from ..methods.fitted import DevResults
 from .report import log_wandb, markdown_table, results_plots
-from .results import MethodTaskResult, choices, compare_with_baselines
-from .scalefree import check_bar, normalize, task_normalization, units_report
-from ..stats import bootstrap_mean_ci, finite_mean
+from .aggregate import aggregate_units
+from .results import MethodTaskResult, choices
+from .scalefree import normalize, task_normalization
+from ..stats import finite_mean
 from ..scoring import ScoredSampling
 from ..storage import RunRecord, jsonable
 from ..tasks.recipe import build_task
@@ -308,42 +310,38 @@ class Evaluator:
 
     # --- aggregation ----------------------------------------------------------------------------------------
     def aggregate(self, wall_seconds: float, units_computed: int = 0) -> dict:
+        """results.json's dict: the dev-fitted methods' fits, each method's record per task, and the statistics of
+        the one aggregator (`evaluation.aggregate.aggregate_units`, the experiment's over several seeds)."""
         cfg = self.cfg
-        fixed = [p for p in self.policies if p.role == "fixed"]
         res = {"config": asdict(cfg), "wall_seconds": wall_seconds, "units_computed_this_run": units_computed,
                "skipped_heads": list(getattr(self, "skipped_heads", [])),
                "methods": {p.name: p.describe() for p in self.policies}, "tasks": {}, "comparisons": [], "units": []}
+        test_units = {}
         for tname, task in self.tasks.items():
             test, dev = self.splits[tname]
             tres = {"source": task.source, "num_test": len(test), "num_dev": len(dev), "reward": task.reward_spec,
                 "max_new_tokens": task.max_new_tokens or cfg.max_new_tokens, "methods": {}}
-            per_prompt = {}
             for p in self.policies:
                 if p.needs_dev:
                     self._fit(p, tname)
                     tres.setdefault("oracle", {})[p.name] = p.fit_summary()
-                units = [self.store.get(p.name, tname, "test", e["id"]) for e in test]
-                rewards = [u["reward"] for u in units]
-                per_prompt[p.name] = rewards
-                ci = bootstrap_mean_ci(rewards, n_boot=cfg.n_bootstrap, seed=cfg.seed)
-                tres["methods"][p.name] = MethodTaskResult(
-                    reward=ci, metrics=task.summarize(units),
-                    mean_new_tokens=finite_mean([s["num_tokens"] for u in units for s in u["samples"]]),
-                    gen_seconds_per_prompt=finite_mean([u.get("gen_seconds", 0.0) for u in units]),
-                    **choices(units)).to_dict()
-                res["units"].extend(units)
-            baselines = {p.name: [f.name for f in fixed] for p in self.policies if p.role != "fixed"}
-            res["comparisons"] += compare_with_baselines(tname, per_prompt, baselines, res["methods"], cfg.n_bootstrap, cfg.seed)
+                test_units[tname, p.name] = [self.store.get(p.name, tname, "test", e["id"]) for e in test]
+                res["units"].extend(test_units[tname, p.name])
             res["tasks"][tname] = tres
         dev_names = list(dict.fromkeys(c.name for o in self.fitted for c in o.dev_policies()))
         for tname in self.cfg.tasks:
             res["units"].extend(self.store.get(n, tname, "dev", e["id"]) for n in dev_names
                                 for e in self.splits[tname][1] if self.store.done(n, tname, "dev", e["id"]))
-        if fixed:  # normalized rewards and win rates need the fixed grid
-            res["scale_free"] = units_report(res["units"], self.tasks, [f.name for f in fixed], [p.name for p in self.policies],
-                                             n_boot=cfg.n_bootstrap, seed=cfg.seed,
-                                             head_to_head=[p.name for p in self.policies if p.role == "adaptive"])
-            res["bar"] = {p.name: check_bar(res["scale_free"], p.name) for p in self.policies if p.role == "adaptive"}
+        stats = aggregate_units(res["units"], res["methods"], list(self.tasks), cfg.n_bootstrap, cfg.seed)
+        for (tname, name), units in test_units.items():
+            res["tasks"][tname]["methods"][name] = MethodTaskResult(
+                reward=stats["tasks"][tname]["rewards"][name], metrics=self.tasks[tname].summarize(units),
+                mean_new_tokens=finite_mean([s["num_tokens"] for u in units for s in u["samples"]]),
+                gen_seconds_per_prompt=finite_mean([u.get("gen_seconds", 0.0) for u in units]),
+                **choices(units)).to_dict()
+        res["comparisons"] = stats["comparisons"]
+        if "scale_free" in stats:
+            res["scale_free"], res["bar"] = stats["scale_free"], stats["bars"]
         return res
 
 

@@ -1,6 +1,7 @@
-"""Aggregation over seeds: per method x task rewards with bootstrap CIs over prompts (each prompt averaged over
-seeds), paired comparisons with every fixed temperature, the scale-free report and the bar, the learned value
-distributions; `summary.json`, and what `evaluation.report` renders from it (summary.md, plots)."""
+"""Aggregation over seeds: the seeds' units through the one aggregator (`adaptive_decoder.evaluation.aggregate`:
+per method x task rewards with bootstrap CIs over prompts, each prompt averaged over seeds, paired comparisons, the
+scale-free report), the bar of each trained head, the learned value distributions, per-seed choices and training
+diagnostics; `summary.json`, and what `evaluation.report` renders from it (summary.md, plots)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import logging
 from pathlib import Path
 
 
-from ..methods.base import FIXED_CONFIG_ROLES, controls as control_methods, role_of
+from ..methods.base import FIXED_CONFIG_ROLES, role_of
 from ..evaluation.report import summary_markdown, summary_plots
-from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, compare_with_baselines, same_decoding
+from ..evaluation.aggregate import aggregate_units
+from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, same_decoding
+from ..evaluation.scalefree import check_bar
 from ..storage import atomic_write_bytes, jsonable
 from .config import ExperimentConfig
 from .stages import DONE
@@ -50,67 +53,38 @@ def in_every_seed(results_by_seed: dict) -> tuple[dict, dict]:
     return kept, left_out
 
 
-def per_prompt_rewards(results_by_seed: dict) -> tuple[dict, dict]:
-    """({task: {method: {prompt_id: [reward per seed]}}}, {method: description}) from the test units."""
-    table: dict = {}
-    methods: dict = {}
-    for res in results_by_seed.values():
-        methods.update(res["methods"])
-        for u in res["units"]:
-            if u["split"] != "test":
-                continue
-            table.setdefault(u["task"], {}).setdefault(u["method"], {}).setdefault(u["prompt_id"], []).append(u["reward"])
-    return table, methods
-
-
-def _mean_rewards(by_prompt: dict, prompt_ids: list) -> list[float]:
-    return [sum(by_prompt[p]) / len(by_prompt[p]) for p in prompt_ids]
-
-
 def primary_method(cfg: ExperimentConfig) -> str:
     """The head the bar is about: ADseq (as in the paper's headline), ADtok when only that head is trained."""
     return LEVEL_METHOD["sequence" if "sequence" in cfg.levels else cfg.levels[0]]
 
 
 def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
-    """Summary over seeds: per-task and overall (pooled, raw) mean rewards with CIs, paired comparisons vs each fixed
-    temperature, the scale-free report (`adaptive_decoder.evaluation.scalefree`: normalized rewards, win rates), chosen-parameter
-    distributions, the oracle's choices, training diagnostics and the bar verdict (`bar`: the primary head's;
-    `bars`: every head's)."""
-    from ..evaluation.scalefree import check_bar, units_report
-    from ..stats import bootstrap_mean_ci, finite_mean
+    """Summary over seeds: the statistics of every seed's units (`adaptive_decoder.evaluation.aggregate`, the one
+    aggregator the suite uses for one seed: per-task and overall (pooled, raw) mean rewards with CIs, paired
+    comparisons, the scale-free report), chosen-parameter distributions, the oracle's choices, training diagnostics
+    and the bar verdict (`bar`: the primary head's; `bars`: every trained head's). It also records what the markdown
+    renders (`max_new_tokens`), so `evaluation.report` reads the summary alone."""
+    from ..stats import finite_mean
 
     root = Path(root)
     results, left_out = in_every_seed(load_seed_results(root, cfg.seeds))
-    table, methods = per_prompt_rewards(results)
-    tasks = [t for t in cfg.tasks if t in table]
-    nb = cfg.n_bootstrap
-    summary = {"seeds": list(cfg.seeds), "model": cfg.model, "methods": methods, "tasks": {}, "comparisons": [],
-               "per_seed": {}, "timings": dict(timings or {}), "methods_left_out": left_out}
-    method_names = list(methods)
-    fixed = [m for m in method_names if role_of(methods[m]) == "fixed"]
-    others = [m for m in method_names if m not in fixed]
-    # an AD head is also paired with the oracle and the random controls: does it beat choosing without learning?
-    controls = control_methods(method_names)
-    baselines = {m: fixed + (controls if role_of(methods[m]) == "adaptive" else []) for m in others}
-    pooled = {m: [] for m in method_names}
-    reward_ci = {}  # task -> method -> mean reward with its CI; the records are built once choices and metrics are in
-    for t in tasks:
-        ids = sorted(set.intersection(*(set(table[t][m]) for m in method_names)))
-        rewards = {m: _mean_rewards(table[t][m], ids) for m in method_names}
-        for m in method_names:
-            pooled[m].extend(rewards[m])
-        reward_ci[t] = {m: bootstrap_mean_ci(rewards[m], nb, seed=0) for m in method_names}
-        summary["tasks"][t] = {"num_test": len(ids), "methods": {}}
-        summary["comparisons"] += compare_with_baselines(t, rewards, baselines, methods, nb, seed=0)
-    summary["tasks"][OVERALL] = {"num_test": len(pooled[method_names[0]]),
-                                 "methods": {m: MethodTaskResult(reward=bootstrap_mean_ci(pooled[m], nb, seed=0)).to_dict()
-                                             for m in method_names}}
-    summary["comparisons"] += compare_with_baselines(OVERALL, pooled, baselines, methods, nb, seed=0)
+    methods: dict = {}
+    for res in results.values():
+        methods.update(res["methods"])
+    all_units = [u for res in results.values() for u in res["units"]]
+    stats = aggregate_units(all_units, methods, list(cfg.tasks), cfg.n_bootstrap, seed=0)
+    tasks = list(stats["tasks"])
+    summary = {"seeds": list(cfg.seeds), "model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "methods": methods,
+               "tasks": {t: {"num_test": stats["tasks"][t]["num_test"], "methods": {}} for t in tasks},
+               "comparisons": stats["comparisons"], "per_seed": {}, "timings": dict(timings or {}),
+               "methods_left_out": left_out}
+    summary["tasks"][OVERALL] = {"num_test": stats[OVERALL]["num_test"],
+                                 "methods": {m: MethodTaskResult(reward=ci).to_dict()
+                                             for m, ci in stats[OVERALL]["rewards"].items()}}
     # per seed: overall mean of each method (seed-to-seed spread) and the oracle's choice per task
     for s, res in results.items():
         ps = {"overall": {}, "oracle_choice": {}}
-        for m in method_names:
+        for m in methods:
             vals = [u["reward"] for u in res["units"] if u["split"] == "test" and u["method"] == m]
             ps["overall"][m] = sum(vals) / len(vals) if vals else None
         for t, tr in res["tasks"].items():
@@ -122,20 +96,20 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
                     ps.setdefault("fitted_choice", {}).setdefault(t, {})[name] = o["chosen"]
         summary["per_seed"][str(s)] = ps
     # what the adaptive methods (and HAG) chose, per task, over every test sample of every seed
-    chooser = [m for m in method_names if role_of(methods[m]) not in FIXED_CONFIG_ROLES]
+    chooser = [m for m in methods if role_of(methods[m]) not in FIXED_CONFIG_ROLES]
     for t in tasks:
-        units = [u for res in results.values() for u in res["units"] if u["split"] == "test" and u["task"] == t]
+        units = [u for u in all_units if u["split"] == "test" and u["task"] == t]
         records = summary["tasks"][t]["methods"]
-        for m in method_names:  # task metrics averaged over seeds (accuracy, chrF, coverage, diversity, ...)
+        for m in methods:  # task metrics averaged over seeds (accuracy, chrF, coverage, diversity, ...)
             per_seed = [res["tasks"][t]["methods"][m]["metrics"] for res in results.values() if t in res["tasks"]]
             keys = sorted({k for d in per_seed for k, v in d.items() if isinstance(v, (int, float))})
             chose = choices([u for u in units if u["method"] == m]) if m in chooser else {}
-            records[m] = MethodTaskResult(reward=reward_ci[t][m], metrics={k: finite_mean([d.get(k) for d in per_seed])
-                                                                      for k in keys}, **chose).to_dict()
+            records[m] = MethodTaskResult(reward=stats["tasks"][t]["rewards"][m],
+                                          metrics={k: finite_mean([d.get(k) for d in per_seed]) for k in keys},
+                                          **chose).to_dict()
     summary["training"] = _training_diagnostics(root, cfg)
-    heads = [m for m in method_names if role_of(methods[m]) == "adaptive"]
-    summary["scale_free"] = units_report([u for res in results.values() for u in res["units"]], tasks, fixed, method_names,
-                                         n_boot=nb, seed=0, head_to_head=heads)
+    summary["scale_free"] = stats["scale_free"]
+    # every trained level's head: one evaluated on some seeds only was left out above, and is reported unevaluated
     summary["bars"] = {LEVEL_METHOD[lv]: check_bar(summary["scale_free"], LEVEL_METHOD[lv]) for lv in cfg.levels}
     summary["bar"] = summary["bars"][primary_method(cfg)]
     summary["same_decoding"] = same_decoding(methods)
@@ -177,4 +151,4 @@ def write_summary(root, summary: dict, cfg: ExperimentConfig) -> None:
     root = Path(root)
     summary["plots"] = summary_plots(summary, root) if cfg.plots else []
     atomic_write_bytes(root / "summary.json", json.dumps(jsonable(summary), indent=1).encode())
-    atomic_write_bytes(root / "summary.md", summary_markdown(summary, cfg).encode())
+    atomic_write_bytes(root / "summary.md", summary_markdown(summary).encode())

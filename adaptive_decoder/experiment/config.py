@@ -1,29 +1,21 @@
 """`ExperimentConfig`: what an experiment runs (tasks, split sizes, seeds, levels, head, collection, LPO and
-evaluation options), checked when it is built; the experiment sets the nested keys in `_MANAGED` itself."""
+evaluation options), checked when it is built. The collection, LPO and evaluation options are deltas of the stage
+dataclasses their fields name; `stage_config` composes a stage's typed config (`adaptive_decoder.experiment.stage_configs`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Annotated
 
 
-from ..configs import as_mapping
-from ..modeling.model_args import MODEL_LOAD_FIELDS, ModelArguments
+from ..configs import StageOf, as_mapping
+from ..modeling.model_args import ModelArguments
 from ..evaluation.results import LEVEL_METHOD
-
+from .stage_configs import check_delta, stage_class, stage_config, stage_fields
 
 
 LEVELS = tuple(LEVEL_METHOD)  # ("sequence", "token")
 SPLIT_KEYS = ("num_train", "num_dev", "num_test")
-# keys of the nested option dicts that the experiment sets itself (per seed / per stage)
-_MANAGED = {
-    "collect": {"seed", "max_new_tokens", "chat", "stop_when_scored", "shard"},
-    "lpo": {"output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs",
-            "synthetic_hidden_size", "tasks", "base_model", "torch_threads", "progress", "report_to",
-            "overwrite_output_dir", "head_init_seed", "push_to_hub", "hub_model_id"},
-    "eval": {"model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "num_prompts",
-             "num_dev_prompts", "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens",
-             "progress", "report_to", "skip_missing_heads", "n_bootstrap", "stop_when_scored", *MODEL_LOAD_FIELDS},
-}
 
 
 @dataclass
@@ -55,9 +47,10 @@ class ExperimentConfig(ModelArguments):
         "help": "Stop each sample once its task's scored text is final (e.g. its first line), in collection and "
                 "evaluation alike: the rewards and every scored text are unchanged, the unscored rest is not decoded "
                 "(see EvalConfig.stop_when_scored for what else it shortens)."})
-    collect: dict | str | None = field(default=None, metadata={
-        "help": "adaptive_decoder.lpo.collection.CollectionSettings options (num_samples, epsilon, prompts_per_batch, ...)."})
-    lpo: dict | str | None = field(default=None, metadata={
+    collect: Annotated[dict | str | None, StageOf("adaptive_decoder.lpo.store:CollectionSettings")] = field(
+        default=None, metadata={"help": "adaptive_decoder.lpo.store.CollectionSettings options (num_samples, epsilon, "
+                                        "prompts_per_batch, ...)."})
+    lpo: Annotated[dict | str | None, StageOf("adaptive_decoder.lpo.config:LPOConfig")] = field(default=None, metadata={
         "help": "adaptive_decoder.lpo.config.LPOConfig options (beta, learning_rate, num_train_epochs, loss_type, ...)."})
     methods: list[str] = field(default_factory=lambda: ["greedy", "fixed", "random", "oracle", "adaptive"],
                                metadata={
@@ -75,8 +68,9 @@ class ExperimentConfig(ModelArguments):
         "help": "With reuse_from: copy its collections too (an ablation of training). False: collect again and "
                 "copy only the evaluation units of the methods without a trained head (an ablation of the head or "
                 "of collection: factors, bins, num_samples, pairing of new samples)."})
-    eval: dict | str | None = field(default=None, metadata={
-        "help": "evaluation.config.EvalConfig options (num_samples, batch_size, fluency, method_options, ...)."})
+    eval: Annotated[dict | str | None, StageOf("adaptive_decoder.evaluation.config:EvalConfig")] = field(
+        default=None, metadata={"help": "evaluation.config.EvalConfig options (num_samples, batch_size, fluency, "
+                                        "method_options, ...)."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs and p-values."})
     report_to: str = field(default="none", metadata={
         "help": "'none' or 'wandb' (offline unless WANDB_MODE says otherwise) for the LPO and eval stages."})
@@ -139,27 +133,20 @@ class ExperimentConfig(ModelArguments):
             raise ValueError("methods must include 'fixed' with a non-empty temperatures grid (the bar compares to it)")
 
     def _check_nested(self):
-        from ..lpo.store import CollectionSettings
-        from ..evaluation.config import EvalConfig
         from ..modeling.head import AdaptiveDecoderConfig
-        from ..lpo.config import LPOConfig
 
-        valid = {"collect": {f.name for f in fields(CollectionSettings)}, "lpo": {f.name for f in fields(LPOConfig)},
-                 "eval": {f.name for f in fields(EvalConfig)}}
-        for name, ok in valid.items():
-            opts = getattr(self, name)
-            managed = sorted(set(opts) & _MANAGED[name])
-            if managed:
-                raise ValueError(f"{name}: {managed} are set by the experiment itself (use the top-level options); "
-                                 f"settable here: {sorted(ok - _MANAGED[name])}")
-            unknown = sorted(set(opts) - ok)
-            if unknown:
-                raise ValueError(f"{name}: unknown key(s) {unknown}; valid: {sorted(ok - _MANAGED[name])}")
+        for name in stage_fields(self):
+            check_delta(name, stage_class(self, name), getattr(self, name))
         unknown = sorted(set(self.head) - set(AdaptiveDecoderConfig.__dataclass_fields__))
         if unknown:
             raise ValueError(f"head: unknown key(s) {unknown}; valid: {sorted(AdaptiveDecoderConfig.__dataclass_fields__)}")
         if "level" in self.head or "hidden_size" in self.head:
             raise ValueError("head: 'level' comes from `levels` and 'hidden_size' from the model; remove them")
+
+    def stage_config(self, kind: str, seed: int, level: str | None = None):
+        """The typed config of stage `kind` of `seed`: the `CollectionSettings` of "collect", the `LPOConfig` of
+        "train" (both per head `level`), the `EvalConfig` of "eval" (`stage_configs.stage_config`)."""
+        return stage_config(self, kind, seed, level)
 
     def split_sizes(self, task: str) -> dict:
         """A task's own num_train / num_dev / num_test here, else its task file's `splits:`, else the top level."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..evaluation.scalefree import markdown_sections
+from ..evaluation.report import markdown_sections
 from ..lpo.store import collection_card_facts
 from ..modeling.head import AdaptiveDecoderHead
 

@@ -13,12 +13,17 @@ One call, `run_experiment(ExperimentConfig(...))`, drives the whole pipeline on 
       eval             greedy, the fixed-temperature grid, random, the per-task oracle (fitted on DEV prompts),
                        the trained heads (ADseq / ADtok) and optionally HAG on the TEST prompts
                        (`adaptive_decoder.evaluation.harness.Evaluator`)
-    aggregate    per method x task: mean reward with a 95% bootstrap CI over prompts (each prompt's reward averaged
-                 over seeds), paired win rates / mean differences with p-values vs every fixed temperature
-                 (`adaptive_decoder.stats`); per-task normalized rewards and win rates, their equally weighted
-                 means over tasks and the verdict on the bar (`adaptive_decoder.evaluation.scalefree`); the learned
-                 temperature / top-p / top-k distributions per task; `summary.json`, and the plots and `summary.md`
-                 that `adaptive_decoder.evaluation.report` renders from it.
+    aggregate    the suite's aggregator over every seed's units (`adaptive_decoder.evaluation.aggregate`): per
+                 method x task, mean reward with a 95% bootstrap CI over prompts (each prompt's reward averaged
+                 over seeds), paired win rates / mean differences with p-values vs each method's comparison set
+                 (every fixed temperature; a head also the oracle and the random controls); per-task normalized
+                 rewards and win rates, their equally weighted means over tasks and the verdict on the bar
+                 (`adaptive_decoder.evaluation.scalefree`); the learned temperature / top-p / top-k distributions
+                 per task; `summary.json`, and the plots and `summary.md` that `adaptive_decoder.evaluation.report`
+                 renders from it.
+
+Each stage runs on its typed config, `ExperimentConfig.stage_config(kind, seed, level)`: the `collect` / `lpo` /
+`eval` options of the experiment under the values it sets itself (`adaptive_decoder.experiment.stage_configs`).
 
 Resume: each stage directory gets a `stage_done.json` (its settings fingerprint, summary and wall time) written
 atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
@@ -45,12 +50,12 @@ from pathlib import Path
 
 
 from ..modeling.head_digest import head_fingerprint
-from ..modeling.model_args import MODEL_LOAD_FIELDS
 from ..storage import atomic_write_bytes, jsonable
 from ..tasks.base import TaskReward
 from .config import ExperimentConfig
 from .splits import split_examples, splits_digest
-from .stages import jsonable, mark_done, stage_done
+from .stage_configs import head_path, option, stage_dir
+from .stages import mark_done, stage_done
 from .aggregate import aggregate, write_summary
 
 logger = logging.getLogger(__name__)
@@ -106,7 +111,7 @@ class Experiment:
         return self.root / f"seed-{seed}"
 
     def head_path(self, seed: int, level: str) -> Path:
-        return self.seed_dir(seed) / f"train-{level}" / "head"
+        return head_path(self.root, seed, level)
 
     def _train_prompts(self) -> list[dict]:
         return [{**ex, "id": f"{t}/{ex['id']}", "task": t} for t, parts in self.splits.items() for ex in parts["train"]]
@@ -138,16 +143,14 @@ class Experiment:
                 "stop_when_scored": cfg.stop_when_scored, "load": cfg.load_identity()}
 
     def collect_stage(self, seed: int, level: str) -> dict:
-        out = self.seed_dir(seed) / f"collect-{level}"
+        out = stage_dir(self.root, seed, "collect", level)
         return self._run_stage(f"seed-{seed}/collect-{level}", out, self._collect_fingerprint(seed, level),
                                partial(self._collect, seed, level, out))
 
     def _collect(self, seed: int, level: str, out: Path) -> dict:
         """The collect stage's work: LPO samples on the train prompts, explored by the seed's collecting head (made
         and saved on first need), and the pair statistics of the collection."""
-        from ..lpo.store import CollectionSettings
         from ..lpo.collection import collect, group_size_mismatches
-        from ..evaluation.config import EvalConfig
         from ..modeling.generation import AdaptiveDecodingModel
         from ..modeling.head import build_head
         from ..lpo.pairs import collection_pair_report
@@ -160,16 +163,9 @@ class Experiment:
                           head_path=head_dir if saved else None, model_name=cfg.model)
         if not saved:
             head.save_pretrained(head_dir)
-        extra = {}
-        if "cache_which" not in cfg.collect and cfg.lpo.get("pair_mode", "best_vs_worst") != "best_vs_worst":
-            # pairs beyond best-vs-worst use other samples too: cache them all, or every LPO epoch would
-            # recompute their head inputs with the LM (a small MLP epoch becoming an LM forward per sample)
-            extra["cache_which"] = "all"
-        settings = CollectionSettings(**{**cfg.collect, **extra, "seed": seed, "max_new_tokens": cfg.max_new_tokens,
-                                         "chat": cfg.chat, "stop_when_scored": cfg.stop_when_scored})
+        settings = cfg.stage_config("collect", seed, level)
         rewards = {t: TaskReward(task, self.model, self.tokenizer) for t, task in self.tasks.items()}
-        k = int(cfg.eval.get("num_samples") or EvalConfig.num_samples)
-        for line in group_size_mismatches(rewards, settings, k, level):
+        for line in group_size_mismatches(rewards, settings, int(option(cfg, "eval", "num_samples")), level):
             logger.warning(line)
         specs = {t: {"reward": task.reward_spec, "task_options": cfg.task_options(t)} for t, task in self.tasks.items()}
         for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
@@ -177,28 +173,21 @@ class Experiment:
                 spec["max_new_tokens"] = int(spec["task_options"]["max_new_tokens"])
         adm = AdaptiveDecodingModel(self.model, self.tokenizer, head.to(self.model.device))
         summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
-        summary["pairs"] = collection_pair_report(out, **{k: v for k, v in
-                                                          (("mode", cfg.lpo.get("pair_mode")), ("k", cfg.lpo.get("pair_k")),
-                                                           ("eps", cfg.lpo.get("pair_eps"))) if v is not None})
+        summary["pairs"] = collection_pair_report(out, mode=option(cfg, "lpo", "pair_mode"), k=option(cfg, "lpo", "pair_k"),
+                                                  eps=option(cfg, "lpo", "pair_eps"))
         return summary
 
     def train_stage(self, seed: int, level: str) -> dict:
-        out = self.seed_dir(seed) / f"train-{level}"
+        out = stage_dir(self.root, seed, "train", level)
         fp = {"collect": self._collect_fingerprint(seed, level), "lpo": self.cfg.lpo}
-        return self._run_stage(f"seed-{seed}/train-{level}", out, fp, partial(self._train, seed, level, out))
+        return self._run_stage(f"seed-{seed}/train-{level}", out, fp, partial(self._train, seed, level))
 
-    def _train(self, seed: int, level: str, out: Path) -> dict:
+    def _train(self, seed: int, level: str) -> dict:
         """The train stage's work: LPO on the pairs of the seed's collection, from (and against) its collecting head."""
-        from ..lpo.config import LPOConfig
         from ..lpo.data import MemoizedDataset, build_head_and_dataset
         from ..lpo.trainer import LPOTrainer
 
-        cfg = self.cfg
-        collection = self.seed_dir(seed) / f"collect-{level}"
-        lcfg = LPOConfig(**{**cfg.lpo, "output_dir": str(out), "collection_dir": str(collection),
-                            "head_path": str(collection / "collect_head"), "seed": seed, "resume": True,
-                            "torch_threads": cfg.torch_threads, "progress": cfg.progress, "report_to": cfg.report_to,
-                            "base_model": cfg.model})
+        lcfg = self.cfg.stage_config("train", seed, level)
         head, dataset = build_head_and_dataset(lcfg)
         if getattr(dataset, "stats", {}).get("samples_recomputed"):
             dataset = MemoizedDataset(dataset)  # recompute uncached head inputs once, not once per epoch
@@ -209,37 +198,7 @@ class Experiment:
         return summary
 
     def eval_config(self, seed: int):
-        from ..evaluation.config import EvalConfig
-
-        cfg = self.cfg
-        sizes = [(len(p["test"]), len(p["dev"])) for p in self.splits.values()]
-        opts = dict(cfg.eval)
-        mo = opts.get("method_options") or {}
-        mo = dict(json.loads(mo) if isinstance(mo, str) else mo)
-        from ..methods.base import registered_methods
-
-        random_methods = [m for m in registered_methods(uses_head_bins=True) if m in cfg.methods]
-        if random_methods:  # random and best-joint configs come from the heads' bins (active factors; fixed otherwise)
-            from ..modeling.head import AdaptiveDecoderConfig
-
-            hc = AdaptiveDecoderConfig.from_dict({**cfg.head, "hidden_size": 1})
-            bins = {f"{f}_bins": hc.bins(f) if f in hc.factors else [hc.fixed[f]] for f in ("temperature", "top_p", "top_k")}
-            for m in random_methods:
-                mo[m] = {**bins, **dict(mo.get(m) or {})}
-        if cfg.hag_model_path:
-            mo["hag"] = {"model_path": cfg.hag_model_path, **dict(mo.get("hag") or {})}
-        opts["method_options"] = mo
-        return EvalConfig(**{**opts, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
-                             **{k: getattr(cfg, k) for k in MODEL_LOAD_FIELDS}, "torch_threads": cfg.torch_threads,
-                             "chat": cfg.chat, "tasks": {t: cfg.task_options(t) for t in cfg.tasks},
-                             # the real splits are set below; these only have to be valid for every task
-                             "num_prompts": min(s[0] for s in sizes), "num_dev_prompts": min(s[1] for s in sizes),
-                             "methods": list(cfg.methods), "temperatures": list(cfg.temperatures),
-                             "head_paths": [str(self.head_path(seed, lv)) for lv in cfg.levels],
-                             "output_dir": str(self.seed_dir(seed) / "eval"), "seed": seed,
-                             "max_new_tokens": cfg.max_new_tokens, "progress": cfg.progress,
-                             "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap,
-                             "stop_when_scored": cfg.stop_when_scored})
+        return self.cfg.stage_config("eval", seed)
 
     def _eval_fingerprint(self, ecfg) -> dict:
         # the settings that change results (not paths, threads, progress bars). Methods, their options and the
@@ -250,7 +209,7 @@ class Experiment:
                 "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
 
     def eval_stage(self, seed: int) -> dict:
-        out = self.seed_dir(seed) / "eval"
+        out = stage_dir(self.root, seed, "eval")
         ecfg = self.eval_config(seed)
         fp = self._eval_fingerprint(ecfg)
         wanted = jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from ..configs import as_mapping
+from ..configs import Managed, as_mapping
 from ..modeling.head import AdaptiveDecoderConfig
 from .expected_reward import ADVANTAGE_SCALES, GROUP_LOSS_TYPES
 from .losses import AGGREGATIONS, LOSS_TYPES, NEEDS_RESPONSE_LOGPS
@@ -26,31 +26,32 @@ REFERENCES = ("initial", "none")
 
 @dataclass
 class LPOConfig(TrainingArguments):
-    """LPO's own options on top of `TrainingArguments` (YAML `--config` + CLI overrides via `TrlParser`)."""
+    """LPO's own options on top of `TrainingArguments` (YAML `--config` + CLI overrides via `TrlParser`). The fields
+    typed `Managed[...]` are the ones the experiment sets for each train stage (`adaptive_decoder.configs.Managed`)."""
 
     # --- data ---------------------------------------------------------------------------------------------
-    collection_dir: str | None = field(default=None, metadata={
+    collection_dir: Managed[str | None] = field(default=None, metadata={
         "help": "Sample collection made by training/collect.py (preference pairs are built from it)."})
     pair_mode: str = field(default="best_vs_worst", metadata={"help": "best_vs_worst | top_k_vs_bottom_k | all_pairs."})
     pair_k: int = field(default=2, metadata={"help": "k of top_k_vs_bottom_k."})
     pair_eps: float = field(default=1e-6, metadata={"help": "Rewards within eps are a tie: the pair is skipped (and counted)."})
-    tasks: list[str] | None = field(default=None, metadata={
+    tasks: Managed[list[str] | None] = field(default=None, metadata={
         "help": "Train on these tasks of the collection only (default: all)."})
     use_cache: bool = field(default=True, metadata={
         "help": "Read head inputs from the collection's hidden-state cache; False = always recompute with the LM."})
-    base_model: str | None = field(default=None, metadata={
+    base_model: Managed[str | None] = field(default=None, metadata={
         "help": "Base LM to load ONLY when some pair samples are not cached (must be the collection's model; it loads "
                 "with the dtype and loading options its manifest recorded)."})
-    synthetic_pairs: int = field(default=0, metadata={
+    synthetic_pairs: Managed[int] = field(default=0, metadata={
         "help": "Instead of a collection: N synthetic pairs (smoke tests; two tasks that prefer the lowest / highest bin)."})
-    synthetic_hidden_size: int = field(default=16, metadata={"help": "Hidden size of the synthetic pairs."})
+    synthetic_hidden_size: Managed[int] = field(default=16, metadata={"help": "Hidden size of the synthetic pairs."})
     # --- head ---------------------------------------------------------------------------------------------
-    head_path: str | None = field(default=None, metadata={
+    head_path: Managed[str | None] = field(default=None, metadata={
         "help": "Saved head to start from (e.g. the collecting head or a previous round)."})
-    head: dict | str | None = field(default_factory=dict, metadata={
+    head: Managed[dict | str | None] = field(default_factory=dict, metadata={
         "help": "Options of a fresh head (num_layers, intermediate_size, dropout; bins/factors/level default to the "
                 "collection's). A mapping, or YAML/JSON text on the CLI (as `wandb agent` passes it)."})
-    head_init_seed: int = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
+    head_init_seed: Managed[int] = field(default=0, metadata={"help": "Seed of a fresh head's initialisation."})
     # --- loss ---------------------------------------------------------------------------------------------
     loss_type: str = field(default="lpo", metadata={
         "help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens "
@@ -67,16 +68,18 @@ class LPOConfig(TrainingArguments):
     token_aggregation: str = field(default="sum", metadata={
         "help": f"{AGGREGATIONS}: how token-level log-probs combine over the steps of a sample."})
     # --- run bookkeeping ----------------------------------------------------------------------------------
-    resume: bool = field(default=False, metadata={
+    resume: Managed[bool] = field(default=False, metadata={
         "help": "Continue from the newest complete checkpoint in output_dir (fresh start if none)."})
-    overwrite_output_dir: bool = field(default=False, metadata={
+    overwrite_output_dir: Managed[bool] = field(default=False, metadata={
         "help": "Allow a fresh (non-resume) run into an output_dir that has checkpoints."})
     wandb_project: str = field(default="adaptive-decoder", metadata={"help": "wandb project."})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads per process (CPU)."})
-    progress: bool = field(default=True, metadata={"help": "tqdm progress bar on the main process."})
+    torch_threads: Managed[int | None] = field(default=None, metadata={"help": "torch.set_num_threads per process (CPU)."})
+    progress: Managed[bool] = field(default=True, metadata={"help": "tqdm progress bar on the main process."})
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png and bin_histograms.png at the end."})
     # --- TrainingArguments with LPO's defaults --------------------------------------------------------------
-    output_dir: str | None = field(default=None, metadata={"help": "Run directory: head/, checkpoint-N/, metrics.jsonl, plots."})
+    seed: Managed[int] = field(default=42, metadata={"help": "Random seed set at the start of training."})
+    output_dir: Managed[str | None] = field(default=None, metadata={
+        "help": "Run directory: head/, checkpoint-N/, metrics.jsonl, plots."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={
         "help": "transformers scheduler name (constant, linear, cosine, ...)."})
@@ -86,11 +89,11 @@ class LPOConfig(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps (and at the last one)."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N optimizer steps (and at the end)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many newest checkpoints."})
-    report_to: None | str | list[str] = field(default="wandb", metadata={
+    report_to: Managed[None | str | list[str]] = field(default="wandb", metadata={
         "help": "'wandb' (offline unless WANDB_MODE says otherwise) or 'none'. metrics.jsonl is always written."})
-    push_to_hub: bool = field(default=False, metadata={
+    push_to_hub: Managed[bool] = field(default=False, metadata={
         "help": "At the end, upload the final head with its model card to hub_model_id (checkpoints stay local)."})
-    hub_model_id: str | None = field(default=None, metadata={
+    hub_model_id: Managed[str | None] = field(default=None, metadata={
         "help": "The Hub model repo (user/name) push_to_hub creates or updates."})
     # a pair batch is a dict the collator builds; the Trainer's column filter would drop every key of it
     remove_unused_columns: bool = field(default=False, metadata={

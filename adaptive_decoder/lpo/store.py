@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..configs import describe_changes
+from ..configs import Managed, describe_changes
 from ..modeling.noise import NOISE_VERSION
 from ..storage import RecordKind, RunRecord, atomic_write_bytes
 
@@ -64,19 +64,22 @@ def head_identity(head) -> dict:
 
 @dataclass
 class CollectionSettings:
-    """How samples are drawn and stored (library-level; `training/collect.py` fills it from YAML)."""
+    """How samples are drawn and stored (library-level; `training/collect.py` fills it from YAML). The fields typed
+    `Managed[...]` are the ones the experiment sets for every stage (one seed, generation length and chat setting for
+    collection and evaluation alike; `adaptive_decoder.configs.Managed`)."""
 
     num_samples: int = field(default=8, metadata={"help": "Samples per prompt (the paper: best-vs-worst of N)."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Default generation length (tasks may override)."})
+    max_new_tokens: Managed[int] = field(default=128, metadata={"help": "Default generation length (tasks may override)."})
     epsilon: float = field(default=0.0, metadata={
         "help": "Epsilon-uniform mix into the head's bin distribution, so every bin gets explored."})
     selection: str = field(default="sample", metadata={"help": "'sample' (exploration) or 'argmax'."})
-    seed: int = field(default=0, metadata={
+    seed: Managed[int] = field(default=0, metadata={
         "help": "Base seed; each prompt batch derives its token and head seeds from it and its prompt ids."})
     prompts_per_batch: int = field(default=4, metadata={"help": (
         "Prompts per generate call (rows = this * num_samples). Fixed for a collection: a batch's seed and its "
         "prompts' padding depend on which prompts share it, so a resume must batch as the first run did.")})
-    chat: bool | None = field(default=None, metadata={"help": "Chat template: None = use it when the tokenizer has one."})
+    chat: Managed[bool | None] = field(default=None, metadata={
+        "help": "Chat template: None = use it when the tokenizer has one."})
     cache_budget_mb: float = field(default=512.0, metadata={
         "help": "Byte budget of the fp16 hidden-state cache; beyond it PairDataset recomputes."})
     cache_which: str = field(default="extremes", metadata={
@@ -91,11 +94,11 @@ class CollectionSettings:
         "twins). Set it to the evaluation's num_samples - 1: a group reward depends on the group's size (distinct "
         "among 8 samples is harder than among 2; novelty, 1 - the max similarity to the others, falls with their "
         "number, fastest for low temperatures), and the experiment warns when the two differ.")})
-    stop_when_scored: bool = field(default=False, metadata={"help": (
+    stop_when_scored: Managed[bool] = field(default=False, metadata={"help": (
         "Stop each sample once its task's scored text is final (the reward is a TaskReward whose task has a "
         "stop_predicate, e.g. the first line). Rewards are unchanged; the stored completions, token tables (and so "
         "response_logp) and a token-level head's per-step choices end there. Backend 'hf' only.")})
-    shard: str | None = field(default=None, metadata={"help": (
+    shard: Managed[str | None] = field(default=None, metadata={"help": (
         "'INDEX/COUNT': collect only the INDEX-th (from 0) of COUNT interleaved parts of the prompts, e.g. one per "
         "Slurm array task; merge the parts with `adaptive-decoder merge` (adaptive_decoder.lpo.shards).")})
     backend: str = field(default="hf", metadata={"help": (

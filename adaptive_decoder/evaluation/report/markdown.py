@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ...methods.base import role_of
 from ...modeling.sampling import NEUTRAL
-from ..results import FALLBACK, LEVEL_METHOD, OVERALL, same_decoding, value_order
-from ..scalefree import BAR_RULE, bar_line, bar_numbers, markdown_sections, rival_line
+from ..results import FALLBACK, OVERALL, same_decoding, value_order
+from .scalefree import BAR_RULE, bar_line, bar_numbers, markdown_sections, rival_line
 from ...stats import format_ci
-
-if TYPE_CHECKING:
-    from ...experiment.config import ExperimentConfig
 
 
 _HEADLINE = {"gsm8k": ["acc_strict", "acc_flexible"], "translation": ["corpus_bleu", "corpus_chrf", "chrf"],
@@ -107,8 +103,14 @@ def markdown_table(results: dict) -> str:
                              "(the default config was used for them).")
         comps = _shown_comparisons(results["comparisons"], t, twins)
         if comps:
-            lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs fixed setting; win rate with 95% "
-                      "bootstrap CI; p: two-sided paired bootstrap):", ""] + _comparison_table(comps, signed=False)
+            lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs each fixed setting, a trained head "
+                      "also vs the oracle and the random controls; win rate with 95% bootstrap CI; p: two-sided paired "
+                      "bootstrap):", ""] + _comparison_table(comps, signed=False)
+    comps = _shown_comparisons(results["comparisons"], OVERALL, twins)
+    if comps:  # the experiment's summary.md shows the same pooled rows
+        lines += ["", f"## Paired comparisons, every task's test prompts pooled (`{OVERALL}`, raw rewards)", "",
+                  "On raw scales the task with the widest reward scale dominates; the normalized view weights tasks "
+                  "equally.", ""] + _comparison_table(comps, signed=False)
     small = [t for t in tasks if results["tasks"][t]["num_test"] < SMALL_N]
     if small:
         lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
@@ -190,19 +192,21 @@ def _bar_sentences(summary: dict) -> list[str]:
 
 
 def _rival_lines(summary: dict) -> list[str]:
-    """Each head against its strongest baseline (`scalefree.rival_line`), greedy's twin left out."""
+    """Each head against its strongest baseline (`report.scalefree.rival_line`), greedy's twin left out."""
     twins = set(summary.get("same_decoding", {}))
     return [r for m in summary["bars"] for r in [rival_line(summary["scale_free"], m, skip=twins)] if r]
 
 
-def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
+def summary_markdown(summary: dict) -> str:
+    """summary.md, from summary.json's dict alone (the heads are the keys of its `bars`)."""
     tasks = [t for t in summary["tasks"] if t != OVERALL] + [OVERALL]
     twins = summary.get("same_decoding", {})
     methods = [m for m in summary["methods"] if m not in twins]
+    length = f"; {summary['max_new_tokens']} max new tokens" if summary.get("max_new_tokens") else ""
     L = ["# Experiment summary", "",
-         f"Model `{cfg.model}`; seeds {cfg.seeds}; heads: {', '.join(LEVEL_METHOD[lv] for lv in cfg.levels)}; "
-         f"{cfg.max_new_tokens} max new tokens. Each prompt's reward is its mean over the k samples and over seeds; "
-         f"intervals are 95% bootstrap CIs over test prompts ({cfg.n_bootstrap} resamples).", "",
+         f"Model `{summary['model']}`; seeds {summary['seeds']}; heads: {', '.join(summary['bars'])}{length}. Each "
+         f"prompt's reward is its mean over the k samples and over seeds; intervals are 95% bootstrap CIs over test "
+         f"prompts ({summary['scale_free']['n_boot']} resamples).", "",
          "## The bar", ""] + _bar_sentences(summary) + [""]
     L += _twin_notes(twins, {})
     if summary.get("methods_left_out"):
@@ -279,14 +283,13 @@ def summary_markdown(summary: dict, cfg: ExperimentConfig) -> str:
     return "\n".join(L) + "\n"
 
 
-def verdict_block(summary: dict, cfg: ExperimentConfig) -> list[str]:
+def verdict_block(summary: dict) -> list[str]:
     """The few lines a run ends with: what was compared, the bar, the numbers, and last the `BAR ...` line."""
     sf = summary["scale_free"]
-    heads = [LEVEL_METHOD[lv] for lv in cfg.levels]
     tasks = ", ".join(f"{t} (n={d['n']})" for t, d in sf["tasks"].items())
     primary = summary["bar"]
-    L = [f"Compared {', '.join(heads)} with the fixed temperatures {', '.join(sf['fixed'])} on the test prompts of "
-         f"{tasks}, seeds {list(cfg.seeds)}; per task, rewards are normalized so that the worst / best fixed "
+    L = [f"Compared {', '.join(summary['bars'])} with the fixed temperatures {', '.join(sf['fixed'])} on the test prompts "
+         f"of {tasks}, seeds {list(summary['seeds'])}; per task, rewards are normalized so that the worst / best fixed "
          "temperature on dev score 0 / 1, tasks weighted equally.",
          "The bar: " + BAR_RULE.format(method=primary["method"])]
     for m, b in summary["bars"].items():

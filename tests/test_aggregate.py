@@ -1,0 +1,73 @@
+"""The one aggregator (`adaptive_decoder.evaluation.aggregate`) the suite uses for one seed and the experiment for
+many: the comparison set, per-prompt rewards averaged over seeds, alignment on the prompts every method has, pooling,
+and independence of the order units arrive in; checked against hand-computed numbers."""
+
+import random
+
+import pytest
+
+from adaptive_decoder.evaluation.aggregate import aggregate_units, comparison_set, learned_heads
+
+FIX0 = {"type": "FixedPolicy", "role": "fixed", "temperature": 0.0, "top_p": 1.0, "top_k": 0}
+FIX1 = {"type": "FixedPolicy", "role": "fixed", "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+METHODS = {"T=0.0": FIX0, "T=1.0": FIX1, "greedy": {"type": "GreedyPolicy", "role": "greedy", "temperature": 0.0},
+           "random": {"type": "RandomPolicy", "role": "random"}, "oracle": {"type": "OraclePolicy", "role": "oracle"},
+           "adseq": {"type": "AdaptivePolicy", "role": "adaptive"}}
+
+
+def test_comparison_set_pairs_every_method_with_the_grid_and_a_head_also_with_the_controls():
+    assert comparison_set(METHODS) == {"greedy": ["T=0.0", "T=1.0"], "random": ["T=0.0", "T=1.0"],
+                                       "oracle": ["T=0.0", "T=1.0"], "adseq": ["T=0.0", "T=1.0", "random", "oracle"]}  # controls in the methods' order
+    # a description written without a role is read through its type; controls that did not run are not paired
+    old = {"T=0.0": {"type": "FixedPolicy"}, "adtok": {"type": "AdaptivePolicy"}}
+    assert comparison_set(old) == {"adtok": ["T=0.0"]} and learned_heads(old) == ["adtok"]
+
+
+def _units(rewards: dict) -> list:
+    """Test units from {(seed, task, method): {prompt_id: reward}}."""
+    return [{"split": "test", "task": t, "method": m, "prompt_id": p, "reward": r, "seed": s}
+            for (s, t, m), by_p in rewards.items() for p, r in by_p.items()]
+
+
+# two seeds; task b's adseq has a prompt the others lack (left out of every statistic of b)
+REWARDS = {
+    (0, "a", "T=0.0"): {"p0": 0.0, "p1": 1.0, "p2": 0.5}, (1, "a", "T=0.0"): {"p0": 0.2, "p1": 0.8, "p2": 0.5},
+    (0, "a", "T=1.0"): {"p0": 0.4, "p1": 0.4, "p2": 0.4}, (1, "a", "T=1.0"): {"p0": 0.4, "p1": 0.4, "p2": 0.4},
+    (0, "a", "adseq"): {"p0": 1.0, "p1": 1.0, "p2": 0.0}, (1, "a", "adseq"): {"p0": 0.6, "p1": 1.0, "p2": 0.2},
+    (0, "b", "T=0.0"): {"q0": 0.0, "q1": 0.0}, (1, "b", "T=0.0"): {"q0": 0.0, "q1": 0.0},
+    (0, "b", "T=1.0"): {"q0": 1.0, "q1": 1.0}, (1, "b", "T=1.0"): {"q0": 1.0, "q1": 1.0},
+    (0, "b", "adseq"): {"q0": 1.0, "q1": 0.0, "q2": 9.0}, (1, "b", "adseq"): {"q0": 1.0, "q1": 0.0, "q2": 9.0},
+}
+SMALL = {m: METHODS[m] for m in ("T=0.0", "T=1.0", "adseq")}
+
+
+def test_rewards_are_per_prompt_means_over_seeds_on_the_common_prompts():
+    out = aggregate_units(_units(REWARDS), SMALL, ["a", "b", "c"], n_boot=200, seed=0)
+    assert list(out["tasks"]) == ["a", "b"]  # c has no units
+    a, b = out["tasks"]["a"], out["tasks"]["b"]
+    assert (a["num_test"], b["num_test"], out["overall"]["num_test"]) == (3, 2, 5)
+    # adseq on a: prompts (1.0+0.6)/2, 1.0, (0.0+0.2)/2 -> 0.8, 1.0, 0.1
+    assert a["rewards"]["adseq"]["mean"] == pytest.approx(1.9 / 3)
+    assert b["rewards"]["adseq"]["mean"] == pytest.approx(0.5)  # q2 left out
+    assert out["overall"]["rewards"]["adseq"]["mean"] == pytest.approx(2.9 / 5)  # the pooled prompts of a and b
+    c = {(c["task"], c["method"], c["baseline"]): c for c in out["comparisons"]}
+    assert set(c) == {(t, "adseq", f) for t in ("a", "b", "overall") for f in ("T=0.0", "T=1.0")}
+    # adseq - T=0.0 on a: 0.8 - 0.1, 1.0 - 0.9, 0.1 - 0.5
+    assert c["a", "adseq", "T=0.0"]["mean_diff"] == pytest.approx(0.4 / 3)
+    assert (c["a", "adseq", "T=0.0"]["win"], c["a", "adseq", "T=0.0"]["loss"]) == pytest.approx((2 / 3, 1 / 3))
+    assert c["b", "adseq", "T=1.0"]["mean_diff"] == pytest.approx(-0.5)
+    assert set(out["bars"]) == {"adseq"} and out["scale_free"]["fixed"] == ["T=0.0", "T=1.0"]
+
+
+def test_the_order_of_the_units_changes_nothing():
+    units = _units(REWARDS)
+    want = aggregate_units(units, SMALL, ["a", "b"], n_boot=200, seed=3)
+    random.Random(0).shuffle(units)
+    assert aggregate_units(units, SMALL, ["a", "b"], n_boot=200, seed=3) == want
+
+
+def test_without_a_fixed_setting_there_is_no_scale_free_report():
+    rewards = {k: v for k, v in REWARDS.items() if k[2] == "adseq"}
+    out = aggregate_units(_units(rewards), {"adseq": METHODS["adseq"]}, ["a", "b"], n_boot=50, seed=0)
+    assert "scale_free" not in out and "bars" not in out and out["comparisons"] == []
+    assert out["tasks"]["b"]["num_test"] == 3  # alone, adseq keeps every prompt it has
