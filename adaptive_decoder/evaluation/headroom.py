@@ -61,7 +61,8 @@ def label_free_headroom(results: dict) -> dict | None:
     the fixed temperature, then to the earlier method); where the grid has no dev results the test normalized
     means decide, as for the bar. {"settings": {name: {"chosen", "score", "normalized"}}, "best", "chosen_on",
     "normalized", "gain": iv, "per_task_gain": {task: iv}} with iv = {"mean", "lo", "hi"}, paired 95% CIs over
-    prompts on the scale-free report's draws."""
+    prompts on the scale-free report's draws. (A task whose grid ties on dev is left raw by the fits but
+    normalized on test by the report; only there do the two dev scales differ.)"""
     sf = results["scale_free"]
     first = next(iter(results["tasks"].values())).get("oracle") or {}  # a pooled fit is the same on every task
     fits = {n: f for n, f in first.items() if f.get("pooled") and f.get("dev_scores") and n in sf["normalized"]}
