@@ -14,8 +14,8 @@ bootstrap CIs over prompts):
 - headroom: the dev-picked per-task oracle minus the best single fixed temperature (dev-picked);
 - the bar: the primary head's verdict, its difference to that temperature with its CI, and the failed condition;
 - head vs the best label-free baseline: the best, by normalized reward, of the methods that see prompts only (the
-  best fixed temperature, MeanShift, a sampler tuned once for the mix, HAG), and vs min-p tuned per task (a labeled
-  reference); "—" where the run did not evaluate it;
+  best fixed temperature, MeanShift, a sampler or joint config tuned once for the mix, HAG), and vs min-p tuned per
+  task (a labeled reference); "—" where the run did not evaluate it;
 - wall time: the sum of the recorded stage times (a resumed stage reports its whole compute time).
 `row_of` is the one function that reads the summary schema.
 """
@@ -32,7 +32,7 @@ import yaml
 
 DOCS = Path(__file__).resolve().parent
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
-LABEL_FREE_ROLES = ("meanshift", "hag")  # besides the fixed grid and the `pooled` (tuned once for the mix) samplers
+LABEL_FREE_ROLES = ("meanshift", "hag")  # besides the fixed grid and the `pooled` settings (tuned once for the mix)
 COLUMNS = ("run", "model", "config", "seeds", "test prompts per task", "headroom: oracle − best fixed [95% CI]",
            "head", "bar: head − best fixed [95% CI]", "head − best label-free baseline [95% CI]",
            "head − min-p per task [95% CI]", "wall time (stages)")

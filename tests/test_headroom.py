@@ -85,3 +85,47 @@ def test_group_size_report_skips_tasks_without_a_group_reward():
     assert group_reward(task) is None
     units = [_unit("A", "0", ["a", "b", "c", "d"], [1.0] * 4)]
     assert group_size_report(units, {"constrained_writing": task}, ["A"]) == {}
+
+
+def _hand_results(mix_dev_score: float) -> dict:
+    """Two tasks, two test prompts each, grid T=0.0 / T=1.0 (dev means a: 0 / 1, b: 0 / 2, so T=1.0 is the best
+    single temperature with dev score 1.0), a per-task oracle that picks T=1.0's rewards, and one pooled fit,
+    min_p_mix, whose chosen setting has `mix_dev_score`. Test rewards, normalized by the dev grid:
+    a: T=1.0 1, 1; min_p_mix 1.5, 0.5 (raw 1.5, 0.5)    b: T=1.0 1, 1; min_p_mix 1.5, 1.5 (raw 3, 3)."""
+    from adaptive_decoder.evaluation.scalefree import units_report
+
+    raw = {("a", "test"): {"T=0.0": [0, 0], "T=1.0": [1, 1], "oracle": [1, 1], "min_p_mix": [1.5, 0.5]},
+           ("b", "test"): {"T=0.0": [0, 0], "T=1.0": [2, 2], "oracle": [2, 2], "min_p_mix": [3, 3]},
+           ("a", "dev"): {"T=0.0": [0, 0], "T=1.0": [1, 1]}, ("b", "dev"): {"T=0.0": [0, 0], "T=1.0": [2, 2]}}
+    units = [{"method": m, "task": t, "split": s, "prompt_id": str(i), "reward": float(r)}
+             for (t, s), by_m in raw.items() for m, rs in by_m.items() for i, r in enumerate(rs)]
+    methods = ["T=0.0", "T=1.0", "oracle", "min_p_mix"]
+    fits = {"oracle": {"chosen": "T=1.0", "dev_scores": {"T=0.0": 0.0, "T=1.0": 1.0}},
+            "min_p_mix": {"chosen": "T=1.0,min_p=0.1", "dev_scores": {"T=1.0,min_p=0.1": mix_dev_score}, "pooled": True}}
+    sf = units_report(units, ["a", "b"], ["T=0.0", "T=1.0"], methods, n_boot=200, seed=0)
+    return {"tasks": {t: {"oracle": fits} for t in ("a", "b")}, "scale_free": sf, "units": units}
+
+
+def test_label_free_headroom_by_hand():
+    """min_p_mix scores 1.25 on dev against T=1.0's 1.0, so it is the best label-free single setting. The oracle
+    minus it, normalized: task a (1 + 1) / 2 - (1.5 + 0.5) / 2 = 0, task b 1 - 1.5 = -0.5 on both prompts (so its
+    interval is the point), overall -0.25. At a tie on dev the fixed temperature (the simpler setting) is kept."""
+    from adaptive_decoder.evaluation.headroom import headroom_line, label_free_headroom, label_free_markdown
+
+    lf = label_free_headroom(_hand_results(1.25))
+    assert lf["best"] == "min_p_mix" and lf["chosen_on"] == "dev"
+    assert {n: (s["chosen"], s["score"]) for n, s in lf["settings"].items()} == {
+        "T=1.0": ("T=1.0", 1.0), "min_p_mix": ("T=1.0,min_p=0.1", 1.25)}
+    assert lf["normalized"]["mean"] == pytest.approx(1.25)
+    assert lf["gain"]["mean"] == pytest.approx(-0.25) and lf["gain"]["lo"] <= -0.25 <= lf["gain"]["hi"]
+    assert lf["per_task_gain"]["a"]["mean"] == pytest.approx(0.0)
+    assert [lf["per_task_gain"]["b"][k] for k in ("mean", "lo", "hi")] == pytest.approx([-0.5, -0.5, -0.5])
+    assert "HEADROOM: oracle - best label-free single setting (min_p_mix) = -0.250 [" in "\n".join(label_free_markdown(lf))
+    assert headroom_line({"label_free": lf}).startswith("HEADROOM: oracle - best label-free single setting (min_p_mix)")
+
+    tie = label_free_headroom(_hand_results(1.0))
+    assert tie["best"] == "T=1.0" and tie["gain"]["mean"] == pytest.approx(0.0)  # oracle == T=1.0 on both tasks
+    no_fit = _hand_results(1.0)
+    # a fit that is not pooled (tuned per task, with labels) is no label-free setting (one dict serves both tasks)
+    no_fit["tasks"]["a"]["oracle"]["min_p_mix"]["pooled"] = False
+    assert label_free_headroom(no_fit) is None

@@ -47,8 +47,9 @@ def dev_results(rewards: dict, task: str | None = None, normalizer=None) -> DevR
 
 # --- the shipped methods' traits ----------------------------------------------------------------------------
 def test_the_traits_of_the_shipped_methods_give_the_lists_callers_used_to_keep():
-    assert set(registered_methods(needs_dev=True)) == {"oracle", "best_joint", "meanshift", *SAMPLERS, *MIXES}
-    assert registered_methods(pooled=True) == ["meanshift", *MIXES]
+    assert set(registered_methods(needs_dev=True)) == {"oracle", "best_joint", "meanshift", *SAMPLERS, *MIXES,
+                                                       "best_joint_mix"}
+    assert registered_methods(pooled=True) == ["meanshift", *MIXES, "best_joint_mix"]
     assert registered_methods(takes_heads=True) == ["adaptive", "meanshift"]
     assert registered_methods(uses_head_bins=True) == ["random", "random_token", "best_joint"]
     assert set(registered_methods(is_control=True)) == {"oracle", "random", "random_token"}
@@ -56,10 +57,12 @@ def test_the_traits_of_the_shipped_methods_give_the_lists_callers_used_to_keep()
     assert role_of_type() == {"FixedPolicy": "fixed", "GreedyPolicy": "greedy", "RandomPolicy": "random",
                               "TokenRandomPolicy": "random_token", "AdaptivePolicy": "adaptive", "OraclePolicy": "oracle",
                               "TunedSamplerPolicy": "sampler", "MixSamplerPolicy": "sampler",
-                              "MeanShiftPolicy": "meanshift", "HAGPolicy": "hag"}
+                              "MeanShiftPolicy": "meanshift", "JointMixPolicy": "sampler", "HAGPolicy": "hag"}
     grid = ("temperatures", "top_p", "top_k")
-    assert {m: method_traits(m).run_options for m in ("fixed", "oracle", "min_p", "min_p_mix", "random")} == {
-        "fixed": grid, "oracle": grid, "min_p": ("budget",), "min_p_mix": (*grid, "budget"), "random": ()}
+    assert {m: method_traits(m).run_options for m in ("fixed", "oracle", "min_p", "min_p_mix", "best_joint_mix",
+                                                      "random")} == {
+        "fixed": grid, "oracle": grid, "min_p": ("budget",), "min_p_mix": (*grid, "budget"),
+        "best_joint_mix": (*grid, "budget"), "random": ()}
     with pytest.raises(ValueError, match="unknown method 'nucleus'"):
         method_traits("nucleus")
 

@@ -116,7 +116,7 @@ def test_experiment_config_is_a_mix_of_six_task_types_with_the_label_free_baseli
     cfg = ExperimentConfig(**load_config(EXPERIMENT))
     assert list(cfg.tasks) == ["control_qa", "arithmetic_simple", "copy_text", "translation_wmt_short", "list_items",
                                "constrained_writing"]
-    label_free = {"fixed", "min_p_mix", "meanshift", "adaptive"}
+    label_free = {"fixed", "min_p_mix", "best_joint_mix", "meanshift", "adaptive"}
     labeled = {"oracle", "min_p", "best_joint"}
     assert label_free | labeled <= set(cfg.methods)
     # every task's reward is its own: no two tasks share a reward spec except the two chrF tasks' plain chrf
@@ -145,6 +145,11 @@ def test_headroom_config_measures_the_experiments_tasks_rewards_and_grid():
     assert hr.tasks == {t: exp.task_options(t) for t in exp.tasks}
     assert hr.temperatures == exp.temperatures and hr.num_samples == exp.eval["num_samples"] == 8
     assert hr.stop_when_scored and exp.stop_when_scored and not hr.fluency
+    # headroom against the best label-free single setting: the experiment's ones that need no head are run too
+    from adaptive_decoder.evaluation.headroom import headroom_config, label_free_settings
+
+    assert headroom_config(hr).methods == ["greedy", "fixed", "oracle", *label_free_settings(exp.methods)]
+    assert label_free_settings(exp.methods) == ["min_p_mix", "best_joint_mix"]
 
 
 def test_hag_search_config_searches_the_experiments_train_prompts_of_every_task():

@@ -5,7 +5,9 @@ temperature grid, the oracle that picks one of them per task on dev): run it bef
     adaptive-decoder headroom --config configs/eval/headroom_control.yaml
     python eval/headroom.py --config configs/eval/headroom_control.yaml     # the same, from a clone
 
-Takes every EvalConfig option (YAML or command line); `methods` is replaced by greedy + fixed + oracle. Writes
+Takes every EvalConfig option (YAML or command line); `methods` is replaced by greedy + fixed + oracle and the
+label-free single settings it names (`min_p_mix`, `best_joint_mix`, ...: the headline is then the oracle minus the
+best of them, chosen on dev). Writes
 headroom.json / headroom.md (and the suite's results.*) in output_dir; re-running resumes. For a task whose reward
 compares a prompt's samples (novelty, distinct_valid) it also rescores them in smaller groups, the size an LPO
 collection scores them in (1 + collect.twins), and says when that ranks the temperatures otherwise.

@@ -7,6 +7,12 @@ the best single fixed temperature (`adaptive_decoder.evaluation.scalefree`: per 
 0 / 1, tasks weighted equally; the best single temperature chosen on dev), with its paired 95% CI. If that gain
 is not clearly above 0, no adaptive method can beat the best single temperature on these tasks.
 
+Label-free single settings: a config's methods that tune ONE setting for the whole mix on dev, without task labels
+or a trained head (`label_free_settings`, read from the traits: pooled dev fits that take no head and are no
+control, e.g. `min_p_mix`, `best_joint_mix`), run too. The headline is then the oracle minus the BEST label-free
+single setting (`label_free_headroom`): among the best fixed temperature and those, the one with the highest pooled
+normalized dev reward, so it is chosen on dev as the oracle is; the fixed-temperature headroom stays in the report.
+
 A reward that compares a prompt's samples (novelty, distinct_valid) also depends on how many samples it compares:
 novelty is 1 - the max similarity to the *other* samples, so a greedy-ish sample meets fewer near-copies among 2
 than among 8. The collection scores each sample among 1 + `twins`, the evaluation among its k, and LPO learns the
@@ -22,15 +28,65 @@ from pathlib import Path
 
 from .config import EvalConfig
 from .harness import eval_tasks, run_evaluation
+from .scalefree import units_report
+from ..methods.base import method_traits
 from ..rewards import build_reward, spec_needs_group
 from ..stats import bootstrap_mean_ci, format_ci, paired_comparison
 
 HEADROOM_METHODS = ["greedy", "fixed", "oracle"]
 
 
+def label_free_settings(methods: list) -> list:
+    """The methods among `methods` that tune ONE setting for the whole mix on dev without task labels or a head:
+    pooled dev fits (`MethodTraits.pooled`, `needs_dev`) that take no trained head and are not controls."""
+    def single(t):
+        return t.needs_dev and t.pooled and not t.takes_heads and not t.is_control
+    return [m for m in methods if single(method_traits(m))]
+
+
 def headroom_config(cfg: EvalConfig) -> EvalConfig:
-    """`cfg` with only the fixed-configuration methods (and the oracle); anything else in `methods` is dropped."""
-    return replace(cfg, methods=list(HEADROOM_METHODS), head_paths=[])
+    """`cfg` with only the fixed-configuration methods, the oracle and the label-free single settings among its
+    `methods` (`label_free_settings`); anything else is dropped."""
+    extra = [m for m in label_free_settings(cfg.methods) if m not in HEADROOM_METHODS]
+    return replace(cfg, methods=[*HEADROOM_METHODS, *extra], head_paths=[])
+
+
+def label_free_headroom(results: dict) -> dict | None:
+    """The oracle minus the best label-free single setting, from `run_evaluation`'s results; None when no pooled
+    fit (one setting for the mix, scored on dev) ran.
+
+    Candidates: the best single fixed temperature (its pooled normalized dev score, `scale_free.best_fixed`) and
+    every pooled fit with dev scores (its chosen candidate's score, the pooled normalized dev reward: the bar's
+    scale, as the harness gives those fits the run's grid as anchors). The highest dev score wins (a tie goes to
+    the fixed temperature, then to the earlier method); where the grid has no dev results the test normalized
+    means decide, as for the bar. {"settings": {name: {"chosen", "score", "normalized"}}, "best", "chosen_on",
+    "normalized", "gain": iv, "per_task_gain": {task: iv}} with iv = {"mean", "lo", "hi"}, paired 95% CIs over
+    prompts on the scale-free report's draws. (A task whose grid ties on dev is left raw by the fits but
+    normalized on test by the report; only there do the two dev scales differ.)"""
+    sf = results["scale_free"]
+    first = next(iter(results["tasks"].values())).get("oracle") or {}  # a pooled fit is the same on every task
+    fits = {n: f for n, f in first.items() if f.get("pooled") and f.get("dev_scores") and n in sf["normalized"]}
+    if not fits:
+        return None
+    best_fixed, on = sf["best_fixed"]["name"], sf["best_fixed"]["chosen_on"]
+    chosen = {best_fixed: best_fixed, **{n: f["chosen"] for n, f in fits.items()}}
+    if on == "dev":
+        score = {best_fixed: sf["best_fixed"]["scores"][best_fixed],
+                 **{n: f["dev_scores"][f["chosen"]] for n, f in fits.items()}}
+    else:
+        score = {n: sf["normalized"][n]["overall"]["mean"] for n in chosen}
+    names = list(chosen)
+    best = max(names, key=lambda n: (score[n], -names.index(n)))
+    if best == best_fixed:
+        diff = sf["differences"]["oracle"][best]
+    else:  # the same paired draws as the report's (same prompts, n_boot and seed), with the oracle's head-to-head
+        rep = units_report(results["units"], list(results["tasks"]), sf["fixed"], sf["methods"], n_boot=sf["n_boot"],
+                           seed=sf["seed"], head_to_head=["oracle"])
+        diff = rep["head_to_head"]["oracle"][best]["difference"]
+    settings = {n: {"chosen": chosen[n], "score": score[n], "normalized": sf["normalized"][n]["overall"]}
+                for n in names}
+    return {"settings": settings, "best": best, "chosen_on": on, "normalized": sf["normalized"][best]["overall"],
+            "gain": diff["overall"], "per_task_gain": diff["tasks"]}
 
 
 def headroom_report(results: dict) -> dict:
@@ -52,6 +108,9 @@ def headroom_report(results: dict) -> dict:
         out["tasks"][t] = {"temperatures": rows, "oracle_choice": (tres.get("oracle") or {}).get("oracle", {}).get("chosen"),
                            "best_on_test": max(rows, key=lambda f: rows[f]["reward"]["mean"]),
                            "normalization": sf["tasks"][t]["normalization"], "n": sf["tasks"][t]["n"]}
+    label_free = label_free_headroom(results)
+    if label_free is not None:
+        out["label_free"] = label_free
     return out
 
 
@@ -183,14 +242,32 @@ def headroom_markdown(rep: dict) -> str:
               f"- dev-picked per-task oracle: normalized {rep['oracle_normalized']['mean']:.3f}",
               f"- **HEADROOM: oracle - {rep['best_single']} = {_iv(rep['gain'])}** (paired 95% CI)"]
     lines += [f"  - {t}: {_iv(iv)}" for t, iv in rep["per_task_gain"].items()]
+    lines += label_free_markdown(rep.get("label_free"))
     lines += group_size_markdown(rep.get("group_sizes") or {})
     return "\n".join(lines) + "\n"
 
 
+def label_free_markdown(lf: dict | None) -> list[str]:
+    """Markdown lines of `label_free_headroom` (none without it)."""
+    if not lf:
+        return []
+    lines = ["", "## Headroom over the best label-free single setting", "",
+             "One setting for the whole mix, tuned without task labels (the best fixed temperature, and each method "
+             f"tuned once for the mix); the best by pooled normalized reward on {lf['chosen_on']} is the baseline.", "",
+             f"| setting | its config | score ({lf['chosen_on']}) | normalized on test [95% CI] |", "|---|---|---|---|"]
+    lines += [f"| {n} | {s['chosen']} | {s['score']:.3f} | {_ci3(s['normalized'])} |" for n, s in lf["settings"].items()]
+    lines += ["", f"- **HEADROOM: oracle - best label-free single setting ({lf['best']}) = {_iv(lf['gain'])}** "
+              "(paired 95% CI)"]
+    return lines + [f"  - {t}: {_iv(iv)}" for t, iv in lf["per_task_gain"].items()]
+
+
 def headroom_line(rep: dict) -> str:
-    g = rep["gain"]
-    return (f"HEADROOM: oracle - best single fixed ({rep['best_single']}) = {g['mean']:+.3f} "
-            f"[95% CI {g['lo']:+.3f}, {g['hi']:+.3f}] normalized")
+    """The headline: the oracle minus the best label-free single setting where one was tuned for the mix, else
+    minus the best single fixed temperature."""
+    lf = rep.get("label_free")
+    what, g = ((f"best label-free single setting ({lf['best']})", lf["gain"]) if lf
+               else (f"best single fixed ({rep['best_single']})", rep["gain"]))
+    return f"HEADROOM: oracle - {what} = {g['mean']:+.3f} [95% CI {g['lo']:+.3f}, {g['hi']:+.3f}] normalized"
 
 
 def run_headroom(cfg: EvalConfig, model=None, tokenizer=None) -> dict:

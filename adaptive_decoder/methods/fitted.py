@@ -13,6 +13,8 @@ Methods registered here:
                  (the strongest fixed baseline; its budget is the full product)
     meanshift    a trained head's mean chosen temperature on the dev prompts of all tasks, rounded to its nearest
                  bin, as one fixed temperature for every prompt (`MeanShiftPolicy`)
+`PooledFit` is the pooled fit of the label-free tuned settings (`min_p_mix` and co., `best_joint_mix`): one
+candidate for the whole mix, scored on the per-task-normalized dev reward of every task.
 """
 
 from __future__ import annotations
@@ -121,6 +123,52 @@ class OraclePolicy(DevFittedPolicy):
         self.dev_scores = {c.name: float(scores[c.name]) for c in self.candidates}
         self.chosen = max(self.candidates, key=lambda c: (self.dev_scores[c.name], -self.candidates.index(c)))
         return self.chosen
+
+
+class PooledFit:
+    """Mixin for an `OraclePolicy` subclass that is fitted ONCE for the whole task mix (`pooled`): the one setting
+    a user without task labels would pick, e.g. one min-p (`MixSamplerPolicy`) or one joint config
+    (`adaptive_decoder.methods.joint`). The subclass sets `anchors`, the fixed-temperature grid.
+
+    Raw rewards of different tasks are on different scales (chrF 0-1, a writing reward 0-3), so a candidate's score
+    is its normalized dev reward, mapped per task exactly as the scale-free report maps it (`dev.normalizer`: 0 = the
+    worst and 1 = the best of `anchors` on that task's dev prompts) and averaged over every task with equal weight;
+    the best score wins as in `OraclePolicy.fit` (ties -> the earlier candidate). The anchors run on dev too, so the
+    scale is the one the bar reports on."""
+
+    pooled = True
+    anchors: list
+
+    def dev_policies(self) -> list:
+        return [*self.candidates, *self.anchors]
+
+    def scores(self, dev: DevResults) -> dict:
+        if dev.normalizer is None:
+            raise ValueError(f"{self.name}: its fit needs dev.normalizer (the scale-free report's per-task map)")
+        anchors = [a.name for a in self.anchors]
+        scores = {c.name: [] for c in self.candidates}
+        for t in dev.tasks:
+            by_name = {n: dev.rewards(n, t) for n in [*scores, *anchors]}
+            missing = [n for n, r in by_name.items() if not r]
+            if missing:
+                raise ValueError(f"{self.name}: task {t!r} has no dev rewards for {missing}")
+            norm = dev.normalizer(by_name, anchors)
+            for c in scores:
+                scores[c].append(float(norm(sum(by_name[c].values()) / len(by_name[c]))))
+        return {c: sum(v) / len(v) for c, v in scores.items()}
+
+    def fit_summary(self) -> dict:
+        return {**super().fit_summary(), "pooled": True}
+
+    def describe(self):
+        return {**super().describe(), "pooled": True, "anchors": [a.name for a in self.anchors]}
+
+
+def check_anchors(name: str, anchors: list) -> list:
+    """The fixed grid a pooled fit normalizes by, refused when empty."""
+    if not anchors:
+        raise ValueError(f"{name}: the normalization needs the fixed-temperature grid (anchors=)")
+    return list(anchors)
 
 
 def _nearest_bin(x: float, bins: list) -> float:

@@ -11,7 +11,7 @@ Methods registered here (`build_policies(method, **options)`):
 from __future__ import annotations
 
 from .base import register_policy
-from .fitted import DevResults, OraclePolicy
+from .fitted import OraclePolicy, PooledFit, check_anchors
 from .policies import DEFAULT_TEMPERATURES, FixedPolicy, fixed_grid
 
 # method name -> (force key, its tuning grid, least to most aggressive where that is defined). Six values each,
@@ -28,22 +28,30 @@ SAMPLER_GRIDS = {
 }
 
 
-def sampler_grid(method: str, budget: int, values=None) -> list:
-    """The `budget` values a tuned sampler chooses from: `values` (which must have exactly `budget` entries, so
-    no sampler is tuned on more settings than the oracle), else evenly spaced entries of its SAMPLER_GRIDS row."""
-    key, grid = SAMPLER_GRIDS[method]
+def tuning_grid(method: str, grid: list, budget: int, values=None, option: str = "values",
+                what: str = "values") -> list:
+    """The `budget` candidates a tuned method chooses from: `values` (which must have exactly `budget` entries, so
+    no method is tuned on more settings than the oracle), else evenly spaced entries of its default `grid`
+    (indices round(i * (len(grid) - 1) / (budget - 1)); the middle entry for a budget of 1). The messages call
+    the method option that gives `values` `option=` and its entries `what`."""
     if values is not None:
         values = list(values)
         if len(values) != budget:
-            raise ValueError(f"method {method!r}: values= has {len(values)} entries but the fixed-temperature grid has "
-                             f"{budget}; an equal tuning budget needs the same number")
+            raise ValueError(f"method {method!r}: {option}= has {len(values)} entries but the fixed-temperature grid "
+                             f"has {budget}; an equal tuning budget needs the same number")
         return values
     if budget > len(grid):
         raise ValueError(f"method {method!r}: its grid has {len(grid)} values but the fixed-temperature grid has "
-                         f"{budget}; give values= with {budget} {key} values in method_options")
+                         f"{budget}; give {option}= with {budget} {what} in method_options")
     if budget == 1:
         return [grid[len(grid) // 2]]
     return [grid[round(i * (len(grid) - 1) / (budget - 1))] for i in range(budget)]
+
+
+def sampler_grid(method: str, budget: int, values=None) -> list:
+    """The `budget` values a tuned sampler chooses from (`tuning_grid` of its SAMPLER_GRIDS row)."""
+    key, grid = SAMPLER_GRIDS[method]
+    return tuning_grid(method, grid, budget, values, what=f"{key} values")
 
 
 class TunedSamplerPolicy(OraclePolicy):
@@ -64,48 +72,16 @@ class TunedSamplerPolicy(OraclePolicy):
         return {**super().describe(), "sampler": self.key, "grid": self.grid}
 
 
-class MixSamplerPolicy(TunedSamplerPolicy):
+class MixSamplerPolicy(PooledFit, TunedSamplerPolicy):
     """A training-free sampler tuned ONCE for the whole task mix: the one value a user would set without per-task
-    tuning, the sampler's counterpart of the bar's best single fixed temperature.
-
-    Raw rewards of different tasks are on different scales (chrF 0-1, a writing reward 0-3), so a candidate's score
-    is its normalized dev reward, mapped per task exactly as the scale-free report maps it (`dev.normalizer`: 0 = the
-    worst and 1 = the best of `anchors`, the fixed-temperature grid, on that task's dev prompts) and averaged over
-    every task with equal weight; the best score wins as in `OraclePolicy.fit`. A win of a learned head over
-    per-task tuning that this method also gets needs no head."""
-
-    pooled = True
+    tuning, the sampler's counterpart of the bar's best single fixed temperature. Its score is the pooled,
+    per-task-normalized dev reward (`PooledFit`). A win of a learned head over per-task tuning that this method
+    also gets needs no head."""
 
     def __init__(self, method: str, budget: int, anchors: list, temperature: float = 1.0, values=None,
                  name: str | None = None):
         super().__init__(method, budget, temperature, values, name=name or f"{method}_mix")
-        if not anchors:
-            raise ValueError(f"{self.name}: the normalization needs the fixed-temperature grid (anchors=)")
-        self.anchors = list(anchors)
-
-    def dev_policies(self) -> list:
-        return [*self.candidates, *self.anchors]
-
-    def scores(self, dev: DevResults) -> dict:
-        if dev.normalizer is None:
-            raise ValueError(f"{self.name}: its fit needs dev.normalizer (the scale-free report's per-task map)")
-        anchors = [a.name for a in self.anchors]
-        scores = {c.name: [] for c in self.candidates}
-        for t in dev.tasks:
-            by_name = {n: dev.rewards(n, t) for n in [*scores, *anchors]}
-            missing = [n for n, r in by_name.items() if not r]
-            if missing:
-                raise ValueError(f"{self.name}: task {t!r} has no dev rewards for {missing}")
-            norm = dev.normalizer(by_name, anchors)
-            for c in scores:
-                scores[c].append(float(norm(sum(by_name[c].values()) / len(by_name[c]))))
-        return {c: sum(v) / len(v) for c, v in scores.items()}
-
-    def fit_summary(self) -> dict:
-        return {**super().fit_summary(), "pooled": True}
-
-    def describe(self):
-        return {**super().describe(), "pooled": True, "anchors": [a.name for a in self.anchors]}
+        self.anchors = check_anchors(self.name, anchors)
 
 
 # ------------------------------------------------------------------------------------------------------------
