@@ -160,6 +160,10 @@ def test_transformers_loads_the_export_with_its_head(base_dir, tmp_path, caplog)
     warned = [r.message for r in caplog.records if "are not applied" in r.message]
     assert warned == ["AdaptiveDecoderLlamaForCausalLM: sampling values {'do_sample': False, 'temperature': 0.0} are "
                       "not applied: the adaptive-decoder head chooses temperature / top-p / top-k itself"]
+    with pytest.raises(ValueError, match=r"returns the sequences: pass generate options as keywords, without "):
+        model.generate(ids, max_new_tokens=2, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match=r"^AdaptiveDecoderLlamaForCausalLM has no head: load it with from_pretrained"):
+        AutoModelForCausalLM.from_config(model.config).generate(ids, max_new_tokens=2)
     model.save_pretrained(tmp_path / "copy")  # the copy carries its head too
     copy = AutoModelForCausalLM.from_pretrained(tmp_path / "copy")
     assert torch.equal(copy.adaptive_decoder_head.outputs["temperature"].weight, head.outputs["temperature"].weight)
