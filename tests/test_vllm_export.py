@@ -200,6 +200,12 @@ def test_without_the_package_transformers_refuses_the_export(base_dir, tmp_path)
                                        "but Transformers does not recognize this architecture. This could be because "
                                        "of an issue with the checkpoint, or because your version of Transformers is "
                                        "out of date.", "False"]
+    # `import adaptive_decoder` alone is enough to register the type
+    code = ("import adaptive_decoder\nfrom transformers import AutoConfig\n"
+            f"print(type(AutoConfig.from_pretrained({str(out)!r})).__name__)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0 and res.stdout.split() == ["AdaptiveDecoderLlamaConfig"], res.stderr[-2000:]
 
 
 def test_an_export_of_an_earlier_version_loads_with_a_re_export_hint(base_dir, tmp_path, caplog):
