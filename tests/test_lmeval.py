@@ -228,16 +228,30 @@ def test_command_line_registers_the_model_and_logs_choices(setup, tmp_path):
 
 
 def test_exported_directory_keeps_its_head(setup, tmp_path):
-    """A directory written for vLLM: plain transformers reads it as the bare base model (its config keeps
-    model_type "llama"); `load_exported` and lm-eval's pretrained=<dir> bring the head along."""
-    from transformers import AutoModelForCausalLM
+    """A directory written for vLLM brings its head to `load_exported`, to lm-eval's pretrained=<dir>, and (with
+    adaptive_decoder imported, as here) to `--model hf`, which then decodes with the head as `adaptive-decoder`
+    does on the same prompts (chat=false: HFLM's encoding) and seed; `lm_eval --model hf` builds the same model
+    from the string once adaptive_decoder is imported (`python -m adaptive_decoder.integrations.lmeval`). Without
+    the package transformers refuses the directory (tests/test_vllm_export.py)."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from adaptive_decoder.integrations.vllm.export import export_servable, load_exported
 
     out = export_servable(setup["model"], setup["heads"]["hot"], tmp_path / "served")
-    assert not hasattr(AutoModelForCausalLM.from_pretrained(out), "head")  # transformers alone: no head
+    assert AutoModelForCausalLM.from_pretrained(out).adaptive_decoder_head is not None
     adm = load_exported(out)
     assert adm.head.config == AdaptiveDecoderHead.from_pretrained(setup["heads"]["hot"]).config
     assert texts(evaluate(setup, "gen", head=None, pretrained=str(out))) == texts(evaluate(setup, "gen", head="hot"))
+    # lm-eval seeds torch before it builds a model from a string, and loading consumes draws: built first here, so
+    # that generation starts from lm-eval's seed (1234), as adaptive-decoder's first batch does (seed + 0)
+    lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(out), tokenizer=AutoTokenizer.from_pretrained(out),
+              device="cpu", batch_size=8)
+    run = lm_eval.simple_evaluate(model=lm, tasks=["gen"], task_manager=setup["task_manager"], log_samples=True)
+    hf = texts(sorted(run["samples"]["gen"], key=lambda s: s["doc_id"]))
+    assert hf == texts(evaluate(setup, "gen", head=None, pretrained=str(out), chat="false"))
+    base_greedy = texts(evaluate(setup, "gen", model="hf"))
+    assert hf != base_greedy
+    assert texts(evaluate(setup, "gen", model="hf", pretrained=str(out))) != base_greedy  # by name: the head too
     with pytest.raises(ValueError, match="exported with its own head: drop head="):
         evaluate(setup, "gen", head="greedy", pretrained=str(out))

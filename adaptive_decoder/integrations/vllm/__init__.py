@@ -28,11 +28,16 @@ Pieces:
   * `backend`  - `backend: vllm` of the evaluation suite and the collection: `VLLMEngine` (a head-less export of
                  the loaded HF model, `export.export_sampler`) and `VLLMDecodingModel`, an AdaptiveDecodingModel
                  whose `generate` samples there (imports vLLM);
+  * `hf_auto`  - the exported directory's own model type, registered with transformers' AutoConfig when this
+                 package is imported (so with adaptive_decoder imported, `AutoModelForCausalLM` loads an exported
+                 directory with its head, and without it transformers refuses the directory by name);
   * `register` - the `vllm.general_plugins` entry point (below), loaded by vLLM in every process.
 That entry point is declared in setup.py, so `pip install adaptive-decoder[vllm]` is all a server needs.
 """
 
 from __future__ import annotations
+
+from .hf_auto import register_auto_classes
 
 # architecture name in an exported config.json -> the vLLM model class serving it
 MODEL_CLASSES = {
@@ -44,14 +49,20 @@ MODEL_CLASSES = {
 # the base architecture each one extends (what `export` accepts in the base model's config.json)
 BASE_ARCHITECTURES = {name.removeprefix("AdaptiveDecoder"): name for name in MODEL_CLASSES}
 
+# every process that imports adaptive_decoder (a vLLM process through `register`'s module) knows the exported types
+register_auto_classes()
+
 
 def register() -> None:
     """The `vllm.general_plugins` entry point: register our architectures lazily (by "module:Class" string, so
-    vLLM imports the model module only in the process that builds the model), and the config hook that attaches
-    the row tracker to their engines (`attach`)."""
+    vLLM imports the model module only in the process that builds the model), the config hook that attaches
+    the row tracker to their engines (`attach`), and the exported model types with AutoConfig, through which vLLM
+    reads config.json (done already by importing this package; repeated so the entry point states it)."""
     from vllm import ModelRegistry
 
     from .attach import add_config_hooks
+
+    register_auto_classes()
 
     for arch, target in MODEL_CLASSES.items():
         ModelRegistry.register_model(arch, target)

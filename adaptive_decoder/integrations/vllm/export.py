@@ -7,9 +7,9 @@ directory written by `AdaptiveDecoderHead.save_pretrained`. OUT (new or empty) t
   * the base weights, symlinked (absolute links; `--copy` copies them), or, for an embedded name, written by
     `save_pretrained` in float32 (the GGUF file is not something vLLM reads);
   * the base's other top-level files (tokenizer, chat template) copied;
-  * config.json = the base's, with `architectures` renamed to our class (`BASE_ARCHITECTURES`) and an
-    `adaptive_decoder` entry: the head's subdirectory, its level, its whole config (bins, factors, fixed values)
-    and its weights digest;
+  * config.json = the base's, with `architectures` renamed to our class (`BASE_ARCHITECTURES`), `model_type`
+    renamed to "adaptive_decoder_<base model_type>" (`hf_auto`) and an `adaptive_decoder` entry: the head's
+    subdirectory, its level, its whole config (bins, factors, fixed values) and its weights digest;
   * generation_config.json = the base's without its sampling defaults (temperature, top_p, top_k, min_p,
     repetition penalty): vLLM applies those to every request that does not set them, and the head's
     warping must be the only one;
@@ -19,8 +19,11 @@ directory written by `AdaptiveDecoderHead.save_pretrained`. OUT (new or empty) t
 (`head_dir: null`): a model that serves the requests carrying their own values and seed (`per_request`), which is
 how the evaluation suite and the collection sample with `backend: vllm`.
 
-In plain transformers, `AutoModelForCausalLM.from_pretrained(OUT)` is the base model WITHOUT the head (config.json
-keeps the base's `model_type`, which is all transformers reads); `load_exported(OUT)` is the loader with the head.
+In plain transformers, `AutoModelForCausalLM.from_pretrained(OUT)` loads the model with its head once adaptive_decoder
+is imported, and is refused by transformers (an unknown model type) otherwise (`hf_auto`); `load_exported(OUT)`
+returns the `AdaptiveDecodingModel`. A directory exported by an earlier version (the base's `model_type`) still
+loads through `load_exported`, with a warning: transformers alone reads it as the base model without its head.
+`export_sampler` keeps the base's `model_type`: it holds no head to lose.
 
 Invariant: `load_served_head(OUT)` returns the exact head that was exported, or raises ValueError /
 FileNotFoundError naming what is wrong (a missing or corrupt head, a head whose config no longer matches the one
@@ -42,6 +45,7 @@ from ...modeling.head import AdaptiveDecoderHead
 from ...modeling.head_digest import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME, recorded_digest
 from ...paths import missing_local_dir
 from . import BASE_ARCHITECTURES
+from .hf_auto import is_served_config, served_model_type
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +114,7 @@ def export_servable(base, head, out, *, copy: bool = False) -> Path:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copyfile(head_dir / name, out / HEAD_SUBDIR / name)
         cfg["architectures"] = [BASE_ARCHITECTURES[archs[0]]]
+        cfg["model_type"] = served_model_type(cfg.get("model_type"))
         cfg[CONFIG_KEY] = {"head_dir": HEAD_SUBDIR, "level": loaded.config.level,
                            "head_config": loaded.config.to_dict(),
                            DIGEST_KEY: recorded_digest(head_dir / CONFIG_NAME)}
@@ -220,17 +225,22 @@ def load_served_head(model_dir, hf_config=None) -> AdaptiveDecoderHead | None:
 def load_exported(model_dir, dtype="float32", device=None):
     """The exported directory in transformers, head included: an `AdaptiveDecodingModel` on its base weights.
 
-    `AutoModelForCausalLM.from_pretrained(model_dir)` alone reads only `model_type` ("llama") and returns the
-    plain base model: the head lives in a subdirectory transformers never looks at. This loader reads both and
-    refuses a directory without a head (`export_sampler`'s) instead of returning a model without one.
+    Refuses a directory without a head (`export_sampler`'s) instead of returning a model without one. A directory
+    exported before the served model types (config.json keeps the base's `model_type`) loads too, with a warning
+    naming how to re-export it, since plain transformers reads it as the base model and drops its head.
     """
     from ...modeling.generation import AdaptiveDecodingModel  # noqa: PLC0415  (only when asked for)
     from ...modeling.models import load_base_model  # noqa: PLC0415
 
     model_dir = Path(model_dir).expanduser()
-    head = load_served_head(model_dir)
+    cfg = _read_json(model_dir / CONFIG_NAME, "a model directory")
+    head = load_served_head(model_dir, cfg)
     if head is None:
         raise ValueError(f"{model_dir} was written by export_sampler and holds no head; export one with --head")
+    if not is_served_config(cfg):
+        logger.warning("%s has model_type %r: transformers alone loads it without its head; re-export it with "
+                       "`adaptive-decoder export --base BASE --head %s --out NEW_DIR`", model_dir,
+                       cfg.get("model_type"), model_dir / HEAD_SUBDIR)
     model, tok = load_base_model(str(model_dir), dtype=dtype, device=device)
     return AdaptiveDecodingModel(model, tok, head)
 

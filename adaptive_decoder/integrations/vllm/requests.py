@@ -19,8 +19,11 @@ state on the client: a second forward pass outside vLLM, and no way to do it beh
 
 It is also where requests with non-neutral sampling values are noticed: vLLM's sampler would apply them on
 top of the head's warping, so each such request gets a warning in the server log naming the values. Greedy
-requests (temperature 0) are exempt: the head's warping never moves the argmax, so they decode plain greedy,
-and so are requests that switch the head off. It also holds each request's controls (`controls`: the head off,
+requests (temperature 0) are not warped on top of, but the head's warping never moves the argmax, so they decode
+as the plain model's greedy: under a head, the first one of an engine is noted once in the log (`GREEDY_NOTE`:
+lm-eval's completions client sends temperature 0 for every `do_sample: false` task). Requests that switch the
+head off are exempt from both, and so are the backend's own requests (`per_request`: greedy over the point mass
+the model drew). It also holds each request's controls (`controls`: the head off,
 a temperature cap, forced bins), parsed once when the request joins the batch and refused at admission when bad.
 
 It is attached only to engines that serve one of our architectures (`attach`: never through the global
@@ -38,10 +41,15 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDi
 
 from . import MODEL_CLASSES
 from .controls import admission_bins, request_controls
+from .per_request import REQUEST_KEY
 
 logger = logging.getLogger(__name__)
 
 SEQ_CHOICE_KEY = "adaptive_decoder_seq_choice"
+GREEDY_NOTE = ("adaptive-decoder: a greedy request (temperature 0) decodes as the plain model's greedy: the head's "
+               "warping never moves the argmax. Send temperature=1, top_p=1 for the head to choose (lm-eval: "
+               "--gen_kwargs temperature=1,top_p=1); noted once per engine")
+_GREEDY_EPS = 1e-5  # vLLM samples greedily below this temperature (its _SAMPLING_EPS)
 _ACTIVE: "RequestRows | None" = None
 
 
@@ -66,6 +74,11 @@ def non_neutral_values(params) -> dict:
     return out
 
 
+def _plain_greedy(params) -> bool:
+    """A greedy request that is not the backend's own (`per_request`, whose point mass makes greedy its draw)."""
+    return params.temperature < _GREEDY_EPS and REQUEST_KEY not in (params.extra_args or {})
+
+
 class RequestRows(LogitsProcessor):
     """Row -> (SamplingParams, output-token list) of the persistent batch; changes no logits."""
 
@@ -81,6 +94,7 @@ class RequestRows(LogitsProcessor):
         self.bins: dict | None = None  # factor -> number of bins of the served head (set by the model at load)
         self.batch_size = 0
         self.fresh = False  # True from update_state until the step's sampling `compute_logits` consumed it
+        self.greedy_noted = False
         if self.enabled:
             _ACTIVE = self
 
@@ -118,11 +132,16 @@ class RequestRows(LogitsProcessor):
                 self.controls[i] = ctl
             else:
                 self.controls.pop(i, None)
+            if ctl and ctl["off"]:
+                continue
             bad = non_neutral_values(params)
-            if bad and not (ctl and ctl["off"]):
+            if bad:
                 logger.warning("adaptive-decoder: request sampling values %s are applied on top of the head's own "
                                "choices; send temperature=1, top_p=1, top_k=0 (or temperature=0 for plain greedy)",
                                bad)
+            elif self.bins is not None and not self.greedy_noted and _plain_greedy(params):
+                self.greedy_noted = True
+                logger.warning(GREEDY_NOTE)
         for a, b, direction in batch_update.moved:
             for d in self.rows.values():
                 va, vb = d.pop(a, None), d.pop(b, None)  # a one-way move fills a free slot b: nothing to keep
