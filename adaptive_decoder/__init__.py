@@ -17,6 +17,9 @@ from .lpo.pairs import PairDataset, build_pairs
 from .methods.policies import DecodingPolicy, PolicyOutput, build_policies
 from .rewards import build_reward
 from .modeling.sampling import apply_sampling_params
+# registers an exported directory's model type with transformers' Auto classes, so AutoModelForCausalLM loads it
+# with its head (and without this package transformers refuses it by name rather than dropping the head)
+from .integrations.vllm import hf_auto as _hf_auto  # noqa: F401
 
 __version__ = "0.1.0"
 
