@@ -534,6 +534,19 @@ def test_a_task_file_given_by_path_keys_units_and_results_by_its_name(tiny_dir, 
     assert list(ev.splits) == ["my_qa"] and [e["id"] for e in ev.splits["my_qa"][1]] == [exs[7]["id"]]
 
 
+def test_an_entry_named_apart_from_its_task_keys_units_and_results_by_the_entry(tiny_dir, tmp_path):
+    """`arith: {task: arithmetic}` beside `arithmetic: {}`: each entry's units, prompt seeds and results are keyed by
+    its own name (no KeyError in aggregate), and both draw the same prompts (the subset is the task's)."""
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks={"arith": {"task": "arithmetic"}, "arithmetic": {}},
+                   methods=["greedy"], num_dev_prompts=0, num_prompts=2)
+    res = run_evaluation(cfg)
+    assert list(res["tasks"]) == ["arith", "arithmetic"] and {u["task"] for u in res["units"]} == {"arith", "arithmetic"}
+    alias, own = units_by(res, "greedy", "arith"), units_by(res, "greedy", "arithmetic")
+    assert len(alias) == 2 and alias.keys() == own.keys()
+    assert [alias[i]["samples"][0]["text"] for i in alias] == [own[i]["samples"][0]["text"] for i in alias]
+    assert run_evaluation(cfg)["units_computed_this_run"] == 0  # a resume finds them under the same names
+
+
 def test_run_suite_every_baseline_method(tiny_dir, tmp_path):
     """configs/eval/baselines_tiny.yaml through eval/run_suite.py: each tuned sampler picks among as many settings as
     the oracle, on the same dev prompts; best_joint among the joint bins; meanshift decodes its head's mean."""
