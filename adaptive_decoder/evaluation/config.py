@@ -14,7 +14,7 @@ from ..methods.base import POLICIES, method_traits
 from ..configs import Managed, as_mapping
 from ..storage import RecordKind
 from ..tasks import TASKS
-from ..tasks.identity import task_digest
+from ..tasks.identity import task_digest, unrecorded_contents
 from ..tasks.recipe import build_task, check_entries, task_entries
 
 
@@ -176,16 +176,10 @@ def _run_config_v0(rec: dict) -> dict:
     return {**fingerprint_v0(rec), "heads": rec.get("heads") or {}, "methods": methods}
 
 
-def _run_config_v1(rec: dict) -> dict:
-    # format 1 did not record what its tasks resolved to: None, which the resume check accepts with a warning
-    # (`tasks.identity.content_changes` says why)
-    return {**rec, "task_contents": None}
-
-
 # run_config.json: the fingerprint, and per head and per method what its finished units were computed with (the
 # harness checks those only for methods that have units, so they are state, not identity)
 RUN_CONFIG = RecordKind("run_config.json", "evaluation output directory", version=2, state=("heads", "methods"),
-                        migrations={0: _run_config_v0, 1: _run_config_v1})
+                        migrations={0: _run_config_v0, 1: unrecorded_contents})
 
 
 EVAL_KEYS = ("num_prompts",)  # the per-task keys the evaluation reads itself; the rest go to the task

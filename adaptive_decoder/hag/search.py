@@ -37,7 +37,7 @@ from ..modeling.noise import NOISE_VERSION, prompt_seed, row_seeds
 from ..scoring import ScoredSampling
 from .policy import KEYS, sft_example, validate_config
 from ..storage import AppendLog, RecordKind, RunRecord
-from ..tasks.identity import changes_by_task
+from ..tasks.identity import changes_by_task, unrecorded_contents
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def _search_config_v0(rec: dict) -> dict:
 # search_config.json: the space, the settings and the caller's identity, flat ("settings.samples_per_config") so
 # that a refusal names exactly what changed. Format 1 lacks the caller's `task_contents`: None, accepted with a warning
 SEARCH_CONFIG = RecordKind("search_config.json", "search directory", version=2,
-                           migrations={0: _search_config_v0, 1: lambda r: {**r, "task_contents": None}})
+                           migrations={0: _search_config_v0, 1: unrecorded_contents})
 
 
 def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None = None,

@@ -95,6 +95,19 @@ def content_changes(recorded: dict | None, current: dict, where) -> list[str]:
     return [f"contents of task {t!r}" for t in sorted(current) if t in recorded and recorded[t] != current[t]]
 
 
+def unrecorded_contents(record: dict) -> dict:
+    """The migration of a record written before task contents were recorded: `task_contents` None, which
+    `content_changes` accepts with a warning."""
+    return {**record, "task_contents": None}
+
+
+def recorded_contents(record: dict, identity: dict, where) -> tuple[list[str], dict]:
+    """(`content_changes` of a stored `record` and the current `identity`, the `task_contents` to record from now
+    on: the stored ones, each task of `identity` at its current digest); an identity without the key has none."""
+    recorded, current = record.get("task_contents"), identity.get("task_contents") or {}
+    return content_changes(recorded, current, where), {**(recorded or {}), **current}
+
+
 def changes_by_task(record, identity: dict, old: dict | None) -> list[str]:
     """`record.changes(identity, old)` (a `storage.RunRecord`) with the key `task_contents`, when `identity` has
     it, compared by task (`content_changes`), so a refusal names the task whose contents changed."""
