@@ -259,7 +259,7 @@ def _as_format_1(root, drop: str | None = None):
     m["format_version"] = 1
     for k in ("twins", "backend", "stop_when_scored", "shard"):
         del m["settings"][k]
-    del m["base_model"]["load"]
+    del m["base_model"]["load"], m["task_contents"]
     if drop:
         part, key = drop.split(".")
         del m[part][key]
@@ -297,7 +297,39 @@ def test_a_format_1_manifest_is_migrated_and_resumes_in_the_current_format(tmp_p
     _as_format_1(tmp_path)
     assert run(make_adm(), tmp_path, prompts(4))["prompts_collected"] == 2
     m = json.loads((tmp_path / "manifest.json").read_text())  # written back in the current format
-    assert m["format_version"] == 2 and m["base_model"]["load"] == {} and m["settings"]["backend"] == "hf"
+    assert m["format_version"] == 3 and m["base_model"]["load"] == {} and m["settings"]["backend"] == "hf"
+
+
+def test_a_task_file_edited_between_collect_runs_is_refused_by_name(tmp_path, caplog):
+    """The manifest records what each task resolves to: a task file edited since (its template here) is refused on
+    resume naming the task; a manifest of format 2, which did not record it, resumes with a warning."""
+    import yaml
+
+    from adaptive_decoder.tasks.base import TaskReward
+    from adaptive_decoder.tasks.data_task import PACKAGED_TASK_DIR
+    from adaptive_decoder.tasks.recipe import build_task
+
+    spec = yaml.safe_load((PACKAGED_TASK_DIR / "arithmetic_simple.yaml").read_text())
+    path = tmp_path / "sums.yaml"
+
+    def run_task(n, **edit):
+        path.write_text(yaml.safe_dump({**spec, "task": "sums", **edit}))
+        adm = make_adm()
+        task = build_task("sums", {"task": str(path)})
+        settings = CollectionSettings(num_samples=2, max_new_tokens=4, prompts_per_batch=2)
+        ps = load_task_prompts("sums", {"task": str(path), "num_prompts": n})
+        return collect(adm, ps, {"sums": TaskReward(task)}, tmp_path / "c", settings, progress=False)
+
+    run_task(2)
+    with pytest.raises(CollectionMismatchError, match=r"contents of task 'sums'"):
+        run_task(3, template="Sum: " + spec["template"])
+    manifest = tmp_path / "c" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**{k: v for k, v in m.items() if k != "task_contents"}, "format_version": 2}))
+    with caplog.at_level("WARNING", logger="adaptive_decoder.tasks.identity"):
+        assert run_task(3, template="Sum: " + spec["template"])["prompts_collected"] == 1
+    assert "cannot be detected" in caplog.text
+    assert json.loads(manifest.read_text())["task_contents"]["sums"] != m["task_contents"]["sums"]
 
 
 def test_two_writers_on_one_collection_are_refused(tmp_path):

@@ -267,9 +267,9 @@ def test_a_finished_run_of_format_0_resumes_and_is_rewritten_in_the_current_form
     run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
     path = tmp_path / "out" / "run_config.json"
     rec = json.loads(path.read_text())
-    assert rec["format_version"] == 1 and rec["task_options"] == {"translation": {"max_new_tokens": 4}}
+    assert rec["format_version"] == 2 and rec["task_options"] == {"translation": {"max_new_tokens": 4}}
     old = {k: v for k, v in rec.items() if k not in ("format_version", "backend", "stop_when_scored",
-                                                     "load", "methods")}
+                                                     "load", "methods", "task_contents")}
     path.write_text(json.dumps({**old, "task_options": {"gsm8k": {}, "translation": {"max_new_tokens": 4}},
                                 "method_options": {"greedy": None}}))
     assert run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))["units_computed_this_run"] == 0
@@ -277,7 +277,7 @@ def test_a_finished_run_of_format_0_resumes_and_is_rewritten_in_the_current_form
     # a format this library does not know is refused by name
     path.write_text(json.dumps({**rec, "format_version": 7}))
     with pytest.raises(ValueError, match=rf"^{path}: format_version 7, this library reads run_config\.json up to "
-                                         r"version 1"):
+                                         r"version 2"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
 
 
@@ -305,6 +305,42 @@ def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
     AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, base_model=str(tiny_dir), level="sequence")).save_pretrained(head)
     with pytest.raises(ValueError, match=r"\(weights of head 'adseq' differ\)"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
+
+
+def test_a_task_file_edited_after_a_run_is_refused_on_resume_by_name(tiny_dir, tmp_path, caplog):
+    """The fingerprint holds what each task resolves to: editing the task file (its template here; any key, or the
+    data file, the same) makes a resume refuse in one line naming the task, though the config is unchanged."""
+    spec = yaml.safe_load((PACKAGED_TASK_DIR / "control_qa.yaml").read_text())
+    path = tmp_path / "my_qa.yaml"
+    path.write_text(yaml.safe_dump({**spec, "task": "my_qa"}))
+    kw = dict(tasks={str(path): {}}, methods=["greedy"], num_dev_prompts=0, num_prompts=2)
+    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
+    record = tmp_path / "out" / "run_config.json"
+    digests = json.loads(record.read_text())["task_contents"]
+    # adding a task to the finished run only adds its units
+    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **{**kw, "tasks": {str(path): {}, "arithmetic": {}}}))
+    assert res["units_computed_this_run"] == 2
+    assert json.loads(record.read_text())["task_contents"] == {**digests, "arithmetic": task_digest_of("arithmetic")}
+    path.write_text(yaml.safe_dump({**spec, "task": "my_qa", "template": "Q: " + spec["template"]}))
+    with pytest.raises(ValueError, match=r"different config \(contents of task 'my_qa' differ\)") as e:
+        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
+    assert "\n" not in str(e.value)
+    # a run recorded before task contents were (format 1) resumes with a warning and records them from then on
+    rec = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in {**rec, "format_version": 1}.items() if k != "task_contents"}))
+    with caplog.at_level("WARNING", logger="adaptive_decoder.tasks.identity"):
+        assert run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))["units_computed_this_run"] == 0
+    assert "cannot be detected" in caplog.text and "my_qa" in caplog.text
+    now = json.loads(record.read_text())
+    assert now["format_version"] == 2 and now["task_contents"] == {"my_qa": now["task_contents"]["my_qa"]}
+    assert now["task_contents"]["my_qa"] != digests["my_qa"]
+
+
+def task_digest_of(task: str) -> str:
+    from adaptive_decoder.tasks.identity import task_digest
+    from adaptive_decoder.tasks.recipe import build_task
+
+    return task_digest(build_task(task, {}))
 
 
 def test_resume_under_another_resolved_dtype_is_refused(tiny_dir, tmp_path, monkeypatch):
@@ -532,6 +568,19 @@ def test_a_task_file_given_by_path_keys_units_and_results_by_its_name(tiny_dir, 
     exs = get_task(path).examples()
     ev = Evaluator(cfg, splits={"my_qa": (exs[3:5], exs[7:8])})
     assert list(ev.splits) == ["my_qa"] and [e["id"] for e in ev.splits["my_qa"][1]] == [exs[7]["id"]]
+
+
+def test_an_entry_named_apart_from_its_task_keys_units_and_results_by_the_entry(tiny_dir, tmp_path):
+    """`arith: {task: arithmetic}` beside `arithmetic: {}`: each entry's units, prompt seeds and results are keyed by
+    its own name (no KeyError in aggregate), and both draw the same prompts (the subset is the task's)."""
+    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks={"arith": {"task": "arithmetic"}, "arithmetic": {}},
+                   methods=["greedy"], num_dev_prompts=0, num_prompts=2)
+    res = run_evaluation(cfg)
+    assert list(res["tasks"]) == ["arith", "arithmetic"] and {u["task"] for u in res["units"]} == {"arith", "arithmetic"}
+    alias, own = units_by(res, "greedy", "arith"), units_by(res, "greedy", "arithmetic")
+    assert len(alias) == 2 and alias.keys() == own.keys()
+    assert [alias[i]["samples"][0]["text"] for i in alias] == [own[i]["samples"][0]["text"] for i in alias]
+    assert run_evaluation(cfg)["units_computed_this_run"] == 0  # a resume finds them under the same names
 
 
 def test_run_suite_every_baseline_method(tiny_dir, tmp_path):

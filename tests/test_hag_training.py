@@ -193,6 +193,34 @@ def test_stop_when_scored_keeps_every_reward_and_stops_at_the_scored_end(tmp_pat
         ConfigSearch(adm, plain, space, SearchSettings(stop_when_scored=True))
 
 
+def test_a_search_resumed_after_its_task_changed_is_refused_naming_the_task(tmp_path, caplog):
+    """The caller's `task_contents` ({task: digest}) is compared by task: another digest is refused naming the
+    task; a directory of format 1, which did not record it, resumes with a warning and records it."""
+    from conftest import tiny_llama
+
+    adm = AdaptiveDecodingModel(tiny_llama(vocab_size=128, hidden_size=32), char_tokenizer())
+    space = SearchSpace(temperature=[0.0, 0.8], top_p=[1.0], top_k=[0], repetition_penalty=[1.0],
+                        base={"temperature": 0.8, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0})
+    settings = SearchSettings(samples_per_config=2, max_new_tokens=4, chat=False)
+    examples = [{"id": f"p{i}", "prompt": p, "task": "t"} for i, p in enumerate(["one", "two"])]
+    scorer = lambda texts, examples: [float(len(t)) for t in texts]  # noqa: E731
+
+    def search(n, digest):
+        return run_search(adm, examples[:n], scorer, tmp_path, space, settings, progress=False,
+                          fingerprint={"task_contents": {"t": digest}})
+
+    search(1, "a")
+    with pytest.raises(ValueError, match=r"different configuration \(contents of task 't' differ\)"):
+        search(2, "b")
+    record = tmp_path / "search_config.json"
+    old = json.loads(record.read_text())
+    del old["task_contents"]
+    record.write_text(json.dumps({**old, "format_version": 1}))
+    with caplog.at_level("WARNING", logger="adaptive_decoder.tasks.identity"):
+        assert search(2, "b")["prompts"] == 2
+    assert "cannot be detected" in caplog.text and json.loads(record.read_text())["task_contents"] == {"t": "b"}
+
+
 def test_space_and_settings_validation():
     with pytest.raises(ValueError, match="top_p"):
         SearchSpace(top_p=[1.0, 1.5])

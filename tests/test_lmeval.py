@@ -21,6 +21,7 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, encode_prompts  # noqa: E402
 from adaptive_decoder.integrations import lmeval as ad_lmeval  # noqa: E402  (registers "adaptive-decoder")
 from adaptive_decoder.modeling.models import load_base_model  # noqa: E402
+from adaptive_decoder.modeling.noise import prompt_seed, row_seeds  # noqa: E402
 
 from conftest import tiny_llama, tiny_tokenizer  # noqa: E402
 
@@ -60,16 +61,17 @@ def setup(tmp_path_factory):
     tasks.mkdir()
     write_task(tasks, data, "gen", max_gen_toks=12)
     write_task(tasks, data, "gen_short", max_gen_toks=5)
+    write_task(tasks, data, "gen_rep", repeats=2)
     write_task(tasks, data, "mc", mc=True)
     # indexing lm-eval's own tasks takes seconds: one TaskManager serves every run
     return {"root": root, "model": model, "data": data, "heads": heads, "tasks": tasks,
             "task_manager": TaskManager(include_path=str(tasks))}
 
 
-def write_task(d, data, name, *, max_gen_toks=12, mc=False):
+def write_task(d, data, name, *, max_gen_toks=12, mc=False, repeats=1):
     """One task YAML over the test JSONL in `d` (generate_until, greedy by the task's settings, or multiple choice)."""
     head = (f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
-            "test_split: test\ndoc_to_text: '{{question}}'\n")
+            f"test_split: test\ndoc_to_text: '{{{{question}}}}'\nrepeats: {repeats}\n")
     if mc:
         body = ("output_type: multiple_choice\ndoc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n"
                 "metric_list:\n  - metric: acc\n")
@@ -117,23 +119,36 @@ def test_greedy_bin_head_equals_hf_greedy(setup):
         assert rec["temperature"] == {"0.0": 12} and rec["top_p"] == {"1.0": 12} and rec["top_k"] == {"0": 12}
 
 
-def test_sampling_head_equals_library_generate_for_the_seed(setup):
-    ours = evaluate(setup, "gen", head="hot")
-    # the library: the same batch in lm-eval's order (longest prompt first), right after torch.manual_seed(seed)
+def library_samples(setup, head, task, k=1, max_new_tokens=12):
+    """Each question's k samples from the library's `generate` under its per-prompt rule: prompt seed of (SEED,
+    task, doc id), row seeds of k samples; one question per call, so no batch is shared."""
     model, tok = load_base_model(str(setup["model"]), dtype="float32")
-    adm = AdaptiveDecodingModel(model, tok, AdaptiveDecoderHead.from_pretrained(setup["heads"]["hot"]))
-    order = sorted(range(len(QUESTIONS)), key=lambda i: (-len(tok(QUESTIONS[i])["input_ids"]), QUESTIONS[i]))
-    enc = encode_prompts(tok, [QUESTIONS[i] for i in order], chat=False)
-    torch.manual_seed(SEED)
-    out = adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=12, pad_token_id=tok.pad_token_id,
-                       head_seed=SEED, stop_when=lambda t: False)
-    expected = [None] * len(order)
-    for row, i in enumerate(order):
-        expected[i] = out.texts[row]
-    assert texts(ours) == expected
+    adm = AdaptiveDecodingModel(model, tok, AdaptiveDecoderHead.from_pretrained(setup["heads"][head]))
+    out = []
+    for doc, q in enumerate(QUESTIONS):
+        enc = encode_prompts(tok, [q] * k, chat=False)
+        seeds = row_seeds([prompt_seed(SEED, task, doc)], k)
+        out.append(adm.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
+                                pad_token_id=tok.pad_token_id, row_seeds=seeds, stop_when=lambda t: False).texts)
+    return out
+
+
+def test_sampling_head_draws_each_doc_from_its_prompt_seed_whatever_the_batch(setup):
+    ours = evaluate(setup, "gen", head="hot")
+    assert texts(ours) == [t[0] for t in library_samples(setup, "hot", "gen")]
+    # lm-eval batches 8, 4 or 1 docs (longest first): a doc's samples are its own, not its batch position's
+    assert texts(evaluate(setup, "gen", head="hot", batch_size=4)) == texts(ours)
+    assert texts(evaluate(setup, "gen", head="hot", batch_size=1)) == texts(ours)
     # and not the greedy ones: the head's T=1 replaced the task's do_sample: false
     assert texts(ours) != texts(evaluate(setup, "gen"))
     assert all(r["temperature"] == {"1.0": r["tokens"]} for r in records(ours))
+
+
+def test_repeated_requests_are_a_docs_k_samples(setup):
+    """`repeats: 2` sends a doc's request twice: the j-th response is the library's j-th sample of that doc."""
+    ours = evaluate(setup, "gen_rep", head="hot", batch_size=3)
+    assert [s["resps"][0] for s in ours] == library_samples(setup, "hot", "gen_rep", k=2)
+    assert all(a != b for a, b in (s["resps"][0] for s in ours))
 
 
 def test_until_stops_where_lm_eval_expects(setup):

@@ -58,11 +58,13 @@ def test_shipped_config_composes_the_stage_configs_it_did_before(path):
     assert {k: v for k, v in _jsonable(asdict(ecfg)).items() if k != "dtype"} == want["stages"]["eval"]
     # the eval stage's resume record: the golden fingerprint, migrated as a finished run's record is
     # (`fingerprint_v0`: every option at its value), differs only in the noise scheme, which changed on purpose
-    # (per-prompt row seeds), so such a run is refused by that name
+    # (per-prompt row seeds), so such a run is refused by that name; and in the digests of its tasks' contents, which
+    # it did not record (a run of format 1 migrates them as None)
     old_fp = fingerprint_v0(want["stages"]["eval_fingerprint"])
     assert old_fp["noise_scheme"] is None
-    assert {k: v for k, v in _jsonable(ecfg.fingerprint()).items() if k != "dtype"} == {**old_fp,
-                                                                                      "noise_scheme": NOISE_VERSION}
+    now = {k: v for k, v in _jsonable(ecfg.fingerprint()).items() if k != "dtype"}
+    assert set(now.pop("task_contents")) == set(ecfg.tasks)
+    assert now == {**old_fp, "noise_scheme": NOISE_VERSION}
 
 
 def test_managed_fields_are_the_ones_the_experiment_sets():

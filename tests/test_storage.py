@@ -139,23 +139,25 @@ def test_an_evaluation_run_config_of_format_0_is_migrated(tmp_path):
     (tmp_path / "run_config.json").write_text(json.dumps({**EVAL_FP_V0, "stop_when_scored": True, "heads": {"adseq": "d"},
                                                           "method_options": {"random": {"b": [1]}}}))
     assert RunRecord(tmp_path, RUN_CONFIG).read() == {**EVAL_FP_V1, "stop_when_scored": True, "heads": {"adseq": "d"},
-                                                     "methods": {"random": {"b": [1]}}, "format_version": 1}
+                                                     "methods": {"random": {"b": [1]}}, "task_contents": None,
+                                                     "format_version": 2}
 
 
 def test_experiment_stage_records_of_format_0_are_migrated_by_their_shape(tmp_path):
-    from adaptive_decoder.experiment.stages import DONE, stage_done
+    from adaptive_decoder.experiment.stages import DONE, mark_done, stage_done
 
     collect = {"model": "m", "level": "sequence", "seed": 0, "train_ids": {"gsm8k": ["1"]}, "collect": {"n": 2}}
     cases = {  # stage: (format 0 fingerprint, its summary, the fingerprint now, the summary now)
-        "collect": (collect, {"samples": 4}, {**collect, "stop_when_scored": False, "load": {}}, {"samples": 4}),
+        "collect": (collect, {"samples": 4}, {**collect, "stop_when_scored": False, "load": {}, "task_contents": None},
+                    {"samples": 4}),
         "train": ({"collect": {**collect, "load": {"revision": "r"}}, "lpo": {"beta": 0.1}}, {},
-                  {"collect": {**collect, "stop_when_scored": False, "load": {"revision": "r"}}, "lpo": {"beta": 0.1}},
-                  {}),
+                  {"collect": {**collect, "stop_when_scored": False, "load": {"revision": "r"}, "task_contents": None},
+                   "lpo": {"beta": 0.1}}, {}),
         # the eval stage as first recorded: the whole EvalConfig (paths, threads, methods and their options) + heads
         "eval": ({"eval": {**EVAL_FP_V0, "output_dir": "x", "torch_threads": 1, "methods": ["greedy"],
                            "method_options": {}}, "splits": "abc", "heads": {"sequence": "h"}},
                  {"wall_seconds": 1.0, "units_computed": 0},
-                 {"eval": EVAL_FP_V1, "splits": "abc"},
+                 {"eval": {**EVAL_FP_V1, "task_contents": None}, "splits": "abc"},
                  {"wall_seconds": 1.0, "units_computed": 0, "methods": {"methods": ["greedy"], "method_options": {}},
                   "heads": {"sequence": "h"}}),
     }
@@ -166,9 +168,17 @@ def test_experiment_stage_records_of_format_0_are_migrated_by_their_shape(tmp_pa
                                           "finished_at": "2026-01-01T00:00:00Z"}))
         rec = stage_done(d, fp)
         assert rec == {**fp, "summary": summary_now, "wall_s": 2.5, "finished_at": "2026-01-01T00:00:00Z",
-                       "format_version": 1}, name
+                       "format_version": 2}, name
     with pytest.raises(ValueError, match=r"collect finished with different settings \(stop_when_scored differ\)"):
         stage_done(tmp_path / "collect", {**cases["collect"][2], "stop_when_scored": True})
+    # a stage recorded before its tasks' contents were: accepted (a warning); once recorded, checked by task
+    assert stage_done(tmp_path / "train", {**cases["train"][2], "collect": {**cases["train"][2]["collect"],
+                                                                            "task_contents": {"gsm8k": "a"}}})
+    now = {"eval": {**EVAL_FP_V1, "task_contents": {"gsm8k": "a", "tr": "b"}}, "splits": "abc"}
+    assert stage_done(tmp_path / "eval", now)["summary"] == cases["eval"][3]
+    mark_done(tmp_path / "eval", now, {}, 1.0)
+    with pytest.raises(ValueError, match=r"eval finished with different settings \(contents of task 'tr' differ\)"):
+        stage_done(tmp_path / "eval", {**now, "eval": {**now["eval"], "task_contents": {"gsm8k": "a", "tr": "c"}}})
 
 
 def test_a_collection_manifest_of_format_1_is_migrated(tmp_path):
@@ -183,7 +193,7 @@ def test_a_collection_manifest_of_format_1_is_migrated(tmp_path):
                      "prompts_per_batch": 2, "backend": "vllm", "vllm_noise": 1},
         "shards": [], "done": [], "hidden_bytes": 0}))
     m = read_manifest(tmp_path)
-    assert m["format_version"] == 2 and m["base_model"] == {"name": "m", "hidden_size": 8, "fingerprint": "f",
+    assert m["format_version"] == 3 and m["task_contents"] is None and m["base_model"] == {"name": "m", "hidden_size": 8, "fingerprint": "f",
                                                             "dtype": "bfloat16", "load": {}}
     assert m["settings"] == {"num_samples": 4, "epsilon": 0.0, "selection": "sample", "chat": None,
                              "group_reward_twins": True, "prompts_per_batch": 2, "twins": 1, "backend": "vllm",
@@ -196,4 +206,5 @@ def test_a_hag_search_config_of_format_0_is_migrated(tmp_path):
 
     (tmp_path / "search_config.json").write_text(json.dumps({"space.top_k": [0], "settings.seed": 0}))
     assert RunRecord(tmp_path, SEARCH_CONFIG).read() == {"space.top_k": [0], "settings.seed": 0,
-                                                         "settings.stop_when_scored": False, "format_version": 1}
+                                                         "settings.stop_when_scored": False, "task_contents": None,
+                                                         "format_version": 2}

@@ -181,3 +181,46 @@ def test_the_list_form_from_the_command_line_is_refused_in_one_line():
     assert task_entries('{gsm8k: {num_fewshot: 0}, translation: null}') == {"gsm8k": {"num_fewshot": 0}, "translation": {}}
     with pytest.raises(ValueError, match="`source: registry` is gone: use `task: gsm8k`"):
         task_entries({"g": {"source": "registry", "eval_task": "gsm8k"}})
+
+
+# --- what a run records of a task: the digest of what its entry resolves to ---------------------------------
+def _digest(name, opts=None):
+    from adaptive_decoder.tasks.identity import task_digest
+    from adaptive_decoder.tasks.recipe import build_task, task_entries
+
+    ((name, opts),) = task_entries({name: opts or {}}).items()
+    return task_digest(build_task(name, opts))
+
+
+def test_the_task_digest_follows_the_task_file_and_its_data_not_where_they_are(tmp_path):
+    import yaml
+
+    from adaptive_decoder.tasks.data_task import PACKAGED_TASK_DIR
+
+    spec = yaml.safe_load((PACKAGED_TASK_DIR / "control_qa.yaml").read_text())
+    data = (ROOT / "adaptive_decoder" / "tasks" / "data" / "control_qa.jsonl").read_text()
+    task_file = tmp_path / "qa.yaml"
+
+    def write(where, lines, **edit):
+        where.mkdir(exist_ok=True)
+        (where / "qa.jsonl").write_text(lines)
+        task_file.write_text(yaml.safe_dump({**spec, "task": "qa", "dataset": {"path": str(where / "qa.jsonl")},
+                                             **edit}))
+        return _digest(str(task_file))
+
+    base = write(tmp_path / "a", data)
+    assert write(tmp_path / "b", data) == base  # the same records under another directory
+    assert _digest(str(task_file), {"max_new_tokens": spec.get("max_new_tokens")}) == base  # its own value, written out
+    changed = {"a changed record": write(tmp_path / "a", data.replace("\n", " \n", 1)),
+               "template": write(tmp_path / "a", data, template="Q: " + spec["template"]),
+               "reward": write(tmp_path / "a", data, reward={"exact_match": {}}),
+               "filter": write(tmp_path / "a", data, filter=["strip"]),
+               "max_new_tokens": write(tmp_path / "a", data, max_new_tokens=3)}
+    assert base not in changed.values() and len(set(changed.values())) == len(changed), changed
+
+
+def test_the_task_digest_of_a_python_task_holds_its_resolved_options_not_its_label():
+    assert _digest("gsm8k") == _digest("gsm8k", {"num_fewshot": 0}) == _digest("math", {"task": "gsm8k"})
+    assert _digest("gsm8k", {"num_fewshot": 2}) != _digest("gsm8k")
+    assert _digest("arithmetic", {"reward": {"exact_match": {}}}) != _digest("arithmetic")
+    assert _digest("arithmetic", {"data_seed": 1}) != _digest("arithmetic")

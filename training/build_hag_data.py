@@ -28,6 +28,7 @@ from adaptive_decoder.modeling.generation import AdaptiveDecodingModel  # noqa: 
 from adaptive_decoder.hag.policy import KEYS  # noqa: E402
 from adaptive_decoder.hag.search import SearchSettings, SearchSpace, read_records, run_search, sft_records, task_scorer  # noqa: E402
 from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
+from adaptive_decoder.tasks.identity import task_digest  # noqa: E402
 from adaptive_decoder.tasks.recipe import build_task, check_entries, task_entries  # noqa: E402
 from adaptive_decoder.plotting import pyplot, save_figure  # noqa: E402
 from adaptive_decoder.storage import atomic_write_bytes  # noqa: E402
@@ -159,7 +160,8 @@ def main(argv=None) -> dict:
     # num_prompts is left out: a seeded subset of n+m prompts extends the one of n, so a finished directory can
     # be grown by raising num_prompts (the prompts already searched are kept)
     fingerprint = {"base_model": cfg.model,
-                   "tasks": {n: {k: v for k, v in s.items() if k != "num_prompts"} for n, s in cfg.tasks.items()}}
+                   "tasks": {n: {k: v for k, v in s.items() if k != "num_prompts"} for n, s in cfg.tasks.items()},
+                   "task_contents": {n: task_digest(t) for n, t in tasks.items()}}  # task file, defaults, data file
     if cfg.experiment_config:  # the experiment's task options and split settings decide which prompts these are
         from adaptive_decoder.configs import load_config
 

@@ -14,7 +14,8 @@ from ..methods.base import POLICIES, method_traits
 from ..configs import Managed, as_mapping
 from ..storage import RecordKind
 from ..tasks import TASKS
-from ..tasks.recipe import check_entries, task_entries
+from ..tasks.identity import task_digest, unrecorded_contents
+from ..tasks.recipe import build_task, check_entries, task_entries
 
 
 
@@ -139,6 +140,8 @@ class EvalConfig(ModelArguments):
         # every method that already has units (a head retrained in place must not reuse the old head's units).
         fp = {k: getattr(self, k) for k in self._RESULT_FIELDS if k != "task_options"}
         fp["task_options"] = task_fingerprint(self.tasks)
+        # what each task resolves to (its task file, option defaults, data file), which its options do not show
+        fp["task_contents"] = {t: task_digest(build_task(t, o, EVAL_KEYS)) for t, o in self.tasks.items()}
         # every option at its value, off included (`storage.record`): the backend draws the samples with the noise
         # scheme of this version (`modeling.noise`: another scheme draws other samples for the same seeds);
         # stop_when_scored ends the stored completions; `load` holds the loading options that change outputs
@@ -175,8 +178,8 @@ def _run_config_v0(rec: dict) -> dict:
 
 # run_config.json: the fingerprint, and per head and per method what its finished units were computed with (the
 # harness checks those only for methods that have units, so they are state, not identity)
-RUN_CONFIG = RecordKind("run_config.json", "evaluation output directory", version=1, state=("heads", "methods"),
-                        migrations={0: _run_config_v0})
+RUN_CONFIG = RecordKind("run_config.json", "evaluation output directory", version=2, state=("heads", "methods"),
+                        migrations={0: _run_config_v0, 1: unrecorded_contents})
 
 
 EVAL_KEYS = ("num_prompts",)  # the per-task keys the evaluation reads itself; the rest go to the task

@@ -48,6 +48,7 @@ from .scalefree import normalize, task_normalization
 from ..stats import finite_mean
 from ..scoring import ScoredSampling
 from ..storage import RunRecord, jsonable
+from ..tasks.identity import changes_by_task
 from ..tasks.recipe import build_task
 from .config import EVAL_KEYS, RUN_CONFIG, EvalConfig
 from .units import UnitStore, _build_unit
@@ -164,7 +165,8 @@ class Evaluator:
         self.store = UnitStore(self.out_dir / "units.jsonl")
         old = record.read()
         if old is not None:
-            diff = record.changes(fp, old)
+            diff = changes_by_task(record, fp, old)  # a task added since only adds units
+            fp = {**fp, "task_contents": {**(old["task_contents"] or {}), **fp["task_contents"]}}
             diff += [f"weights of head {n!r}" for n in sorted(set(heads) & set(old["heads"])) if heads[n] != old["heads"][n]]
             # a method's options matter only where it has finished units: a new method (or one whose units were
             # deleted) may come with any options

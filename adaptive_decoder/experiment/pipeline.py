@@ -52,6 +52,7 @@ from pathlib import Path
 from ..modeling.head_digest import head_fingerprint
 from ..storage import atomic_write_bytes, jsonable
 from ..tasks.base import TaskReward
+from ..tasks.identity import task_digest
 from .config import ExperimentConfig
 from .splits import split_examples, splits_digest
 from .stage_configs import head_path, option, stage_dir
@@ -140,6 +141,7 @@ class Experiment:
                 "collect": cfg.collect, "max_new_tokens": cfg.max_new_tokens,
                 "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
                 "rewards": {t: self.tasks[t].reward_spec for t in self.tasks},
+                "task_contents": {t: task_digest(task) for t, task in self.tasks.items()},
                 "stop_when_scored": cfg.stop_when_scored, "load": cfg.load_identity()}
 
     def collect_stage(self, seed: int, level: str) -> dict:

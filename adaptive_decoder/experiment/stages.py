@@ -45,17 +45,46 @@ def _stage_v0(rec: dict) -> dict:
     return {**fp, "summary": summary, "wall_s": rec.get("wall_s", 0.0), "finished_at": rec.get("finished_at")}
 
 
+def _contents_part(fp: dict) -> str | None:
+    """Where a stage's fingerprint holds its tasks' contents, by its shape: at its top (collect: "" ), in its collect
+    part (train), in its eval part (eval); None for another shape."""
+    if "train_ids" in fp:
+        return ""
+    part = "collect" if "lpo" in fp else "eval" if "eval" in fp else None
+    return part if part and isinstance(fp.get(part), dict) else None
+
+
+def _with_contents(fp: dict, part: str, contents) -> dict:
+    return {**fp, "task_contents": contents} if part == "" else {**fp, part: {**fp[part], "task_contents": contents}}
+
+
+def _stage_v1(rec: dict) -> dict:
+    """Format 1 -> 2: a collect, train or eval fingerprint gains the digests of its tasks' contents, which format 1
+    did not record: None, accepted on resume with a warning (`tasks.identity.content_changes`)."""
+    part = _contents_part(rec)
+    return rec if part is None else _with_contents(rec, part, None)
+
+
 DONE = "stage_done.json"
-STAGE = RecordKind(DONE, "experiment stage", version=1, state=("summary", "wall_s", "finished_at"),
-                   migrations={0: _stage_v0})
+STAGE = RecordKind(DONE, "experiment stage", version=2, state=("summary", "wall_s", "finished_at"),
+                   migrations={0: _stage_v0, 1: _stage_v1})
 
 
 def stage_record(stage_dir: Path, fingerprint: dict) -> tuple[dict | None, list[str]]:
     """A stage's finished record (None if it has not finished) and the settings in which it differs from
     `fingerprint`."""
+    from ..tasks.identity import content_changes
+
     record = RunRecord(stage_dir, STAGE)
     rec = record.read()
-    return rec, record.changes(fingerprint, rec)
+    part = _contents_part(fingerprint)
+    now = None if part is None else (fingerprint if part == "" else fingerprint[part]).get("task_contents")
+    if rec is None or not isinstance(now, dict) or _contents_part(rec) != part:
+        return rec, record.changes(fingerprint, rec)
+    # task contents are compared by task, naming the one that changed; the rest as a whole
+    old = (rec if part == "" else rec[part]).get("task_contents")
+    diff = content_changes(old, now, stage_dir)
+    return rec, record.changes(fingerprint, _with_contents(rec, part, now)) + diff
 
 
 def stage_done(stage_dir: Path, fingerprint: dict) -> dict | None:

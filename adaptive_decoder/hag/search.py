@@ -37,6 +37,7 @@ from ..modeling.noise import NOISE_VERSION, prompt_seed, row_seeds
 from ..scoring import ScoredSampling
 from .policy import KEYS, sft_example, validate_config
 from ..storage import AppendLog, RecordKind, RunRecord
+from ..tasks.identity import changes_by_task, unrecorded_contents
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +277,9 @@ def _search_config_v0(rec: dict) -> dict:
 
 
 # search_config.json: the space, the settings and the caller's identity, flat ("settings.samples_per_config") so
-# that a refusal names exactly what changed
-SEARCH_CONFIG = RecordKind("search_config.json", "search directory", version=1, migrations={0: _search_config_v0})
+# that a refusal names exactly what changed. Format 1 lacks the caller's `task_contents`: None, accepted with a warning
+SEARCH_CONFIG = RecordKind("search_config.json", "search directory", version=2,
+                           migrations={0: _search_config_v0, 1: unrecorded_contents})
 
 
 def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None = None,
@@ -285,7 +287,7 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
     """Search every example not yet in `<out_dir>/search.jsonl`; returns the cost summary of the whole directory.
 
     `fingerprint`: extra identity (model, task sources, ...) checked with the space/settings on resume, so a
-    directory is never continued under a different configuration.
+    directory is never continued under a different configuration (`task_contents`: compared by task, by name).
     """
     space, settings = space or SearchSpace(), settings or SearchSettings()
     out = Path(out_dir)
@@ -301,7 +303,7 @@ def run_search(adm, examples: list, scorer, out_dir, space: SearchSpace | None =
 
 def _run_search(adm, examples, scorer, record: RunRecord, fp: dict, space, settings, progress) -> dict:
     out = record.root
-    diff = record.changes(fp)
+    diff = changes_by_task(record, fp, record.read())
     if diff:
         raise ValueError(f"{out} holds a search with a different configuration ({', '.join(diff)} differ); "
                          "use another output directory or delete this one")

@@ -2,7 +2,8 @@
 
 On-disk layout of a collection directory (append-only; nothing is ever rewritten except the manifest):
 
-    manifest.json                   identity (base model, head, settings, tasks), shard list, done prompt ids
+    manifest.json                   identity (base model, head, settings, tasks and the digests of what they
+                                    resolve to), shard list, done prompt ids
     shards/shard-00000.jsonl        one JSON line per sample; a shard holds whole prompt groups only
     hidden/shard-00000.safetensors  fp16 head inputs of the samples that can enter pairs ("<prompt_id>::<j>")
 
@@ -41,6 +42,8 @@ from ..modeling.noise import row_seeds
 from ..modeling.response_logps import response_log_prob, sample_token_log_probs, table_temperatures
 from ..rewards import group_components, needs_group
 from ..scoring import ScoredSampling
+from ..tasks.base import Task
+from ..tasks.identity import task_digest
 from .store import CollectionSettings, CollectionWriter, head_identity, hidden_key, model_identity, token_logps_key
 
 logger = logging.getLogger(__name__)
@@ -101,8 +104,11 @@ def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, outp
     specs = {t: dict(s) for t, s in (task_specs or {}).items()}
     for t in {p["task"] for p in prompts}:
         specs.setdefault(t, {})
+    # what each task resolves to (task file, option defaults, data file): a TaskReward knows its task
+    tasks = {t: getattr(r, "task", None) for t, r in rewards.items() if t in specs}
+    contents = {t: task_digest(task) for t, task in tasks.items() if isinstance(task, Task)}
     identity = {"base_model": model_identity(adm.model), "head": head_identity(adm.head),
-                "settings": settings.identity(), "tasks": specs}
+                "settings": settings.identity(), "tasks": specs, "task_contents": contents}
     writer = CollectionWriter(output_dir, identity)
     writer.expect(len(prompts))
     budget = int(settings.cache_budget_mb * 2**20)

@@ -50,7 +50,8 @@ def shard_prompts(prompts: list[dict], shard: str | None) -> list[dict]:
 
 def _identity(m: dict) -> dict:
     settings = {k: v for k, v in m["settings"].items() if k != "shard"}
-    return {"base_model": m.get("base_model"), "head": m.get("head"), "settings": settings, "tasks": m.get("tasks")}
+    return {"base_model": m.get("base_model"), "head": m.get("head"), "settings": settings, "tasks": m.get("tasks"),
+            "task_contents": m.get("task_contents")}
 
 
 def merge_collections(out, parts, *, copy: bool = False) -> Path:

@@ -15,6 +15,7 @@ import torch
 from ..configs import Managed, describe_changes
 from ..modeling.noise import NOISE_VERSION
 from ..storage import RecordKind, RunRecord, atomic_write_bytes
+from ..tasks.identity import recorded_contents, unrecorded_contents
 
 logger = logging.getLogger(__name__)
 
@@ -173,9 +174,9 @@ def _manifest_v1(m: dict) -> dict:
     return m
 
 
-# the collection's run record: identity (base model, head, settings, tasks) and, as state, the shard list, the
-# done prompts and the cache's size; the shards' integrity is `_read_shard`'s
-COLLECTION = RecordKind(MANIFEST, "collection", version=2, migrations={1: _manifest_v1},
+# the collection's run record: identity (base model, head, settings, tasks, task contents: None in format 2) and, as
+# state, the shard list, the done prompts and the cache's size; the shards' integrity is `_read_shard`'s
+COLLECTION = RecordKind(MANIFEST, "collection", version=3, migrations={1: _manifest_v1, 2: unrecorded_contents},
                         state=("shards", "done", "hidden_bytes", "prompts_expected", "merged_from"))
 FORMAT_VERSION = COLLECTION.version
 
@@ -297,6 +298,8 @@ class CollectionWriter:
                     "prompts cannot be rebuilt to resume; collect into a new output_dir (its samples stay readable)")
             if task in m["tasks"]:
                 diffs += describe_changes({"tasks": {task: m["tasks"][task]}}, {"tasks": {task: spec}})
+        changed, m["task_contents"] = recorded_contents(m, identity, self.root)
+        diffs += changed
         if diffs:
             raise CollectionMismatchError(
                 f"{self.root} holds samples from a different setup, refusing to mix them:\n  " + "\n  ".join(diffs)

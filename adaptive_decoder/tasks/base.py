@@ -116,7 +116,7 @@ class Task:
         n_test=None takes every example not used by dev."""
         exs = self.examples()
         order = list(range(len(exs)))
-        random.Random(f"{self.name}:{seed}").shuffle(order)
+        random.Random(f"{type(self).name}:{seed}").shuffle(order)  # the task's own name, whatever entry built it
         n_test = len(exs) - n_dev if n_test is None else n_test
         if n_test < 1 or n_dev < 0 or n_test + n_dev > len(exs):
             raise ValueError(f"task {self.name!r}: asked for {n_test} test + {n_dev} dev prompts but {self.source} "

@@ -92,10 +92,15 @@ def check_entries(entries: dict) -> None:
 
 
 def build_task(name: str, opts: dict, recipe_keys=(), **extra):
-    """The `Task` of entry `name` (see the module docstring); `extra` are options the recipe adds (on_bad_line)."""
+    """The `Task` of entry `name` (see the module docstring); `extra` are options the recipe adds (on_bad_line).
+    The task is named by the entry (`task.name == name`), so its units, seeds, prompt ids and results are keyed by
+    one name even when `task:` builds another (`arith: {task: arithmetic}`); its subset draw stays keyed by the
+    task it builds (`Task.split`), so two entries of one task draw the same prompts."""
     from . import get_task
 
-    return get_task(task_id(name, opts), **task_options(opts, recipe_keys), **extra)
+    task = get_task(task_id(name, opts), **task_options(opts, recipe_keys), **extra)
+    task.name = name
+    return task
 
 
 def task_prompts(name: str, task, num_prompts: int | None = None, offset: int = 0) -> list[dict]:

@@ -14,9 +14,11 @@ unchanged; from Python, `import adaptive_decoder.integrations.lmeval` before `lm
 Mechanism. `AdaptiveDecoderLM` is lm-eval's `HFLM` (the precedent is lm-eval's `hf_steered.SteeredModel`, an HFLM
 subclass that changes generation) on the base model loaded by `load_base_model`; only `generate_until` differs:
   * requests are batched as HFLM batches them (grouped by their generation kwargs, longest first);
-  * each batch decodes with `AdaptiveDecodingModel.generate` right after `torch.manual_seed(seed + i)` (i: the
-    batch's index in that order; the head's own sampling, for a `selection="sample"` head, takes the same seed),
-    so a batch's completions are the library's own for that seed;
+  * each batch decodes with `AdaptiveDecodingModel.generate(row_seeds=...)`, each row seeded by the library's
+    per-prompt rule (`modeling.noise`): the j-th response to a doc (lm-eval repeats a request `repeats` times) draws
+    from `row_seeds([prompt_seed(seed, task name, doc id)], j + 1)[j]`, its tokens and a `selection="sample"`
+    head's bins alike. So a doc's samples do not depend on its batch, the batch size or the other docs (up to the
+    last bits of left padding), and are the library's own samples of that prompt seed;
   * `max_gen_toks` bounds the completion, and `until` ends a row (through `stop_when=`) the first time its
     decoded completion contains a stop sequence; the text is then cut before the first one, as HFLM cuts it;
   * the task's sampling values (temperature, do_sample, top_p, ...) are dropped: the head chooses them. One
@@ -55,6 +57,7 @@ from tqdm import tqdm
 from ...modeling.generation import _REFUSED, AdaptiveDecodingModel
 from ...modeling.head import AdaptiveDecoderHead
 from ...modeling.models import format_prompt, has_chat_template, load_base_model
+from ...modeling.noise import prompt_seed, row_seeds
 from ...validation import positive_int
 
 logger = logging.getLogger(__name__)
@@ -175,22 +178,22 @@ class AdaptiveDecoderLM(HFLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list:
         res, records = [], []
-        re_ords = Collator([r.args[:2] for r in requests], sort_fn=lambda r: (-len(self.tok_encode(r[0])), r[0]),
+        re_ords = Collator([(*r.args[:2], s) for r, s in zip(requests, self.request_seeds(requests), strict=True)],
+                           sort_fn=lambda r: (-len(self.tok_encode(r[0])), r[0]),
                            group_by="gen_kwargs", group_fn=lambda r: r[1])
         bs = self.batch_size if self.batch_size != "auto" else self._detect_batch_size()
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="adaptive-decoder generate_until")
-        for i, chunk in enumerate(re_ords.get_batched(n=bs)):
-            contexts, all_kwargs = zip(*chunk, strict=True)
+        for chunk in re_ords.get_batched(n=bs):
+            contexts, all_kwargs, seeds = zip(*chunk, strict=True)
             kwargs = normalize_gen_kwargs(all_kwargs[0], self.max_gen_toks)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_gen_toks = kwargs.pop("max_gen_toks")
             self._warn_overridden({k: kwargs.pop(k) for k in list(kwargs) if k in _REFUSED})
             ids, mask = self._encode(contexts, self.max_length - max_gen_toks)
             stops = [s for s in until if s]
-            torch.manual_seed(self.seed + i)
             out = self.adm.generate(ids.to(self.device), mask.to(self.device), max_new_tokens=max_gen_toks,
-                                    pad_token_id=self.tokenizer.pad_token_id, head_seed=self.seed + i,
+                                    pad_token_id=self.tokenizer.pad_token_id, row_seeds=list(seeds),
                                     stop_when=lambda text, stops=stops: any(s in text for s in stops), **kwargs)
             for row, (context, text) in enumerate(zip(contexts, out.texts, strict=True)):
                 s = postprocess_generated_text(text, stop=until, think_end_token=None)
@@ -206,6 +209,22 @@ class AdaptiveDecoderLM(HFLM):
             extra[RECORD_KEY].append(rec)
             req.arguments = (*req.arguments[:2], extra)
         return res
+
+    def request_seeds(self, requests) -> list[int]:
+        """One row seed per request (see the module docstring): its doc's prompt seed, keyed by lm-eval's task name
+        and doc id (a request built without them, outside lm-eval's evaluator, by its context text), and the
+        response index j of that request among the requests given. A doc's second request (`idx` > 0) draws another
+        family of rows."""
+        count: Counter = Counter()
+        out = []
+        for r in requests:
+            doc = r.doc_id if r.doc_id is not None else r.args[0]
+            key = (r.task_name, doc, r.idx)
+            j = count[key]
+            count[key] += 1
+            label = f"request-{r.idx}" if r.idx else ""
+            out.append(row_seeds([prompt_seed(self.seed, r.task_name, doc)], j + 1, label)[j])
+        return out
 
     def _record(self, out, row: int) -> dict:
         """What the head chose for one completion: per factor it learns, its value (sequence level, one decision) or
