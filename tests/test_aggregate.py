@@ -16,8 +16,9 @@ METHODS = {"T=0.0": FIX0, "T=1.0": FIX1, "greedy": {"type": "GreedyPolicy", "rol
 
 
 def test_comparison_set_pairs_every_method_with_the_grid_and_a_head_also_with_the_controls():
+    # the controls come in the methods' order
     assert comparison_set(METHODS) == {"greedy": ["T=0.0", "T=1.0"], "random": ["T=0.0", "T=1.0"],
-                                       "oracle": ["T=0.0", "T=1.0"], "adseq": ["T=0.0", "T=1.0", "random", "oracle"]}  # controls in the methods' order
+                                       "oracle": ["T=0.0", "T=1.0"], "adseq": ["T=0.0", "T=1.0", "random", "oracle"]}
     # a description written without a role is read through its type; controls that did not run are not paired
     old = {"T=0.0": {"type": "FixedPolicy"}, "adtok": {"type": "AdaptivePolicy"}}
     assert comparison_set(old) == {"adtok": ["T=0.0"]} and learned_heads(old) == ["adtok"]

@@ -10,7 +10,7 @@ import pytest
 from adaptive_decoder.evaluation.headroom import (group_reward, group_size_markdown, group_size_report, headroom_markdown,
                                                   regrouped_rewards)
 from adaptive_decoder.tasks import get_task
-from test_eval_suite import save_tiny
+from eval_support import save_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 

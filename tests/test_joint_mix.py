@@ -13,7 +13,7 @@ from adaptive_decoder.methods.base import build_policies, controls, method_trait
 from adaptive_decoder.methods.fitted import OraclePolicy
 from adaptive_decoder.methods.joint import JOINT_GRID, joint_grid
 
-from test_eval_suite import save_tiny, tiny_cfg, units_by
+from eval_support import save_tiny, tiny_cfg, units_by
 from test_methods import dev_results
 
 TASKS = ["gsm8k", "translation"]

@@ -7,17 +7,26 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from eval_support import save_tiny, tiny_cfg, units_by
 
-from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead
+from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
 from adaptive_decoder.evaluation.config import EvalConfig
 from adaptive_decoder.evaluation.harness import mix_normalizer, run_evaluation
-from adaptive_decoder.methods.base import (POLICIES, TRAITS, build_policies, controls, method_traits, register_policy,
-                                           registered_methods, role_of, role_of_type)
+from adaptive_decoder.methods.base import (
+    POLICIES,
+    TRAITS,
+    build_policies,
+    controls,
+    method_traits,
+    register_policy,
+    registered_methods,
+    role_of,
+    role_of_type,
+)
 from adaptive_decoder.methods.fitted import DevFittedPolicy, DevResults, MeanShiftPolicy, OraclePolicy
 from adaptive_decoder.methods.policies import FixedPolicy, RandomPolicy, fixed_grid
 from adaptive_decoder.methods.samplers import SAMPLER_GRIDS, sampler_grid
-
-from test_eval_suite import save_tiny, tiny_cfg, units_by
 
 PKG = Path(__file__).resolve().parents[1] / "adaptive_decoder"
 SAMPLERS = list(SAMPLER_GRIDS)
@@ -253,3 +262,42 @@ def test_no_module_outside_the_methods_imports_a_policy_class():
             if isinstance(node, ast.ImportFrom) and "methods" in (node.module or ""):
                 bad += [f"{rel}:{node.lineno} {a.name}" for a in node.names if a.name.endswith("Policy")]
     assert not bad, bad
+
+
+def test_fixed_policy_is_exactly_force_generate(tiny_dir):
+    from adaptive_decoder.modeling.models import load_base_model
+
+    model, tok = load_base_model(str(tiny_dir))
+    adm = AdaptiveDecodingModel(model, tok)
+    prompts = ["Hello there", "What is 2+2?"]
+    outs = FixedPolicy(0.7, top_p=0.9, top_k=20).generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=11)
+    torch.manual_seed(11)
+    ref = adm.generate_text(prompts, max_new_tokens=5, num_return_sequences=3,
+                            force={"temperature": 0.7, "top_p": 0.9, "top_k": 20})
+    assert [t for o in outs for t in o.texts] == ref.texts  # prompt i, sample j = row i*3+j
+    assert outs[1].values[2] == {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0}
+    g = build_policies("greedy")[0].generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=0)
+    assert g[0].extra["replicated"] and len(set(g[0].texts)) == 1
+
+
+def test_random_token_draws_a_uniform_choice_at_every_token(tiny_dir):
+    from adaptive_decoder.modeling.models import load_base_model
+
+    model, tok = load_base_model(str(tiny_dir))
+    adm = AdaptiveDecodingModel(model, tok)
+    (pol,) = build_policies("random_token", temperature_bins=[0.0, 0.5, 1.0], top_p_bins=[0.9], top_k_bins=[0])
+    prompts = ["Hello there", "What is 2+2?", "Name a colour", "Count to three"]
+    outs = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=5)
+    temps = [t for o in outs for v in o.values for t in v["temperature"]]
+    assert len(temps) > 100 and set(temps) <= {0.0, 0.5, 1.0}
+    assert {p for o in outs for v in o.values for p in v["top_p"]} == {0.9}  # a single bin stays fixed
+    share = {t: temps.count(t) / len(temps) for t in (0.0, 0.5, 1.0)}
+    assert all(0.2 < f < 0.47 for f in share.values()), share  # uniform, not learned
+    assert any(len(set(v["temperature"])) > 1 for o in outs for v in o.values)  # it changes within a sequence
+    again = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=5)
+    assert [o.texts for o in again] == [o.texts for o in outs] and [o.values for o in again] == [o.values for o in outs]
+    other = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=6)
+    assert [o.values for o in other] != [o.values for o in outs]
+    with pytest.raises(ValueError, match="nothing to randomize"):
+        build_policies("random_token", temperature_bins=[0.7], top_p_bins=[1.0], top_k_bins=[0])[0].generate(
+            adm, prompts, num_samples=1, max_new_tokens=2, seed=0)

@@ -23,7 +23,7 @@ RUN_BY = {
     "adaptive-decoder experiment": CONTROL,
     "adaptive-decoder collect": "tests/test_cli.py::test_collect_then_train_subcommands_on_the_tiny_model",
     "adaptive-decoder train": "tests/test_cli.py::test_collect_then_train_subcommands_on_the_tiny_model",
-    "adaptive-decoder evaluate": "tests/test_eval_suite.py::test_end_to_end_every_method",
+    "adaptive-decoder evaluate": "tests/test_harness.py::test_end_to_end_every_method",
     "adaptive-decoder export": "tests/test_vllm_serve.py::test_completions_with_several_samples",
     "adaptive-decoder serve": "tests/test_vllm_serve.py::test_completions_with_several_samples",
     "adaptive-decoder lmeval": "tests/test_lmeval.py::test_command_line_registers_the_model_and_logs_choices",

@@ -193,8 +193,8 @@ def test_a_collection_manifest_of_format_1_is_migrated(tmp_path):
                      "prompts_per_batch": 2, "backend": "vllm", "vllm_noise": 1},
         "shards": [], "done": [], "hidden_bytes": 0}))
     m = read_manifest(tmp_path)
-    assert m["format_version"] == 3 and m["task_contents"] is None and m["base_model"] == {"name": "m", "hidden_size": 8, "fingerprint": "f",
-                                                            "dtype": "bfloat16", "load": {}}
+    assert m["format_version"] == 3 and m["task_contents"] is None
+    assert m["base_model"] == {"name": "m", "hidden_size": 8, "fingerprint": "f", "dtype": "bfloat16", "load": {}}
     assert m["settings"] == {"num_samples": 4, "epsilon": 0.0, "selection": "sample", "chat": None,
                              "group_reward_twins": True, "prompts_per_batch": 2, "twins": 1, "backend": "vllm",
                              "noise_scheme": 1, "stop_when_scored": False, "shard": None}

@@ -1,60 +1,19 @@
-"""Evaluation harness end to end on a tiny random Llama: every method, outputs, resume after SIGKILL, bad input."""
+"""The evaluation harness end to end on a tiny random Llama: every method, its outputs, task options and splits,
+bad input refused by name."""
 
 import importlib.util
 import json
-import os
-import signal
-import string
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from eval_support import ALL_TASKS, REPO, char_tokenizer, save_head, save_tiny, tiny_cfg, units_by
 
-from adaptive_decoder.tasks.data_task import PACKAGED_TASK_DIR
-from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel
+from adaptive_decoder import AdaptiveDecoderConfig
 from adaptive_decoder.evaluation.config import EvalConfig
 from adaptive_decoder.evaluation.harness import run_evaluation
-from adaptive_decoder.evaluation.units import UnitStore
-from adaptive_decoder.methods.policies import FixedPolicy, build_policies
-
-REPO = Path(__file__).resolve().parents[1]
-ALL_TASKS = ["gsm8k", "translation", "constrained_writing", "creative_writing"]
-
-
-def char_tokenizer():
-    """Character-level tokenizer (ids < 128) so a tiny random Llama can decode real text, offline."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["<pad>", "</s>", "<s>", "<unk>"] + list(string.printable[:95]))}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", bos_token="<s>", unk_token="<unk>")
-
-
-def save_tiny(path: Path, zero_lm_head: bool = False) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=1, pad_token_id=0, bos_token_id=2)
-    model = LlamaForCausalLM(cfg)
-    if zero_lm_head:  # all logits equal -> greedy picks id 0 (= pad) -> every completion is empty
-        model.lm_head.weight.data.zero_()
-    model.save_pretrained(path)
-    char_tokenizer().save_pretrained(path)
-    return path
-
-
-def save_head(path: Path, level: str, base_model: str, hidden: int = 32) -> str:
-    torch.manual_seed(1)
-    AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=hidden, base_model=base_model, level=level)).save_pretrained(path)
-    return str(path)
+from adaptive_decoder.tasks.data_task import PACKAGED_TASK_DIR
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +21,6 @@ def tiny_dir(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny") / "model")
 
 
-def tiny_cfg(model_dir, out, **kw) -> EvalConfig:
-    base = dict(model=str(model_dir), tasks={t: {} for t in ALL_TASKS}, num_prompts=3, num_dev_prompts=2,
-                methods=["greedy", "fixed"],
-                temperatures=[0.0, 1.0], num_samples=2, max_new_tokens=6, batch_size=2, n_bootstrap=200,
-                report_to="none", progress=False, torch_threads=1, output_dir=str(out))
-    base.update(kw)
-    return EvalConfig(**base)
-
-
-def units_by(results, method, task, split="test"):
-    return {u["prompt_id"]: u for u in results["units"] if (u["method"], u["task"], u["split"]) == (method, task, split)}
-
-
-# --------------------------------------------------------------------------------------------------------
 def test_end_to_end_every_method(tiny_dir, tmp_path):
     heads = [save_head(tmp_path / "seq", "sequence", str(tiny_dir)), save_head(tmp_path / "tok", "token", str(tiny_dir))]
     cfg = tiny_cfg(tiny_dir, tmp_path / "out", methods=["greedy", "fixed", "random", "oracle", "adaptive"],
@@ -165,198 +110,6 @@ def test_empty_generations_are_scored(tmp_path):
     assert "scale_free" not in res and "Normalized reward" not in md  # no fixed grid to normalize by
 
 
-def test_resume_after_sigkill_skips_finished_units(tiny_dir, tmp_path):
-    out = tmp_path / "out"
-    cfg_file = REPO / "configs" / "eval" / "tiny.yaml"  # the shipped tiny config, model/output_dir from the CLI
-    cfg = yaml.safe_load(cfg_file.read_text())
-    assert cfg["num_prompts"] == 6 and cfg["num_dev_prompts"] == 2 and len(cfg["temperatures"]) == 3
-    total = len(ALL_TASKS) * (6 * 6 + 3 * 2)  # greedy, 3 fixed, random, oracle on 6 test prompts + 3 candidates on 2 dev
-    cmd = [sys.executable, str(REPO / "eval" / "run_suite.py"), "--config", str(cfg_file), "--model", str(tiny_dir),
-           "--output_dir", str(out)]
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    log = open(tmp_path / "first_run.log", "wb")  # a file, not a pipe: a full pipe would stall the child
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    units = out / "units.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if units.exists() and units.read_bytes().count(b"\n") >= 8:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'first_run.log').read_text()[-2000:]}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    log.close()
-    before = units.read_bytes()
-    done_before = before[: before.rfind(b"\n") + 1].count(b"\n")
-    assert 8 <= done_before < total
-
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
-    after = units.read_bytes()
-    assert after.startswith(before[: before.rfind(b"\n") + 1])  # finished units untouched, never rewritten
-    lines = [json.loads(x) for x in after.decode().splitlines()]
-    keys = [(u["method"], u["task"], u["split"], u["prompt_id"]) for u in lines]
-    assert len(keys) == len(set(keys)) == total  # nothing recomputed twice, nothing missing
-    res = json.loads((out / "results.json").read_text())
-    assert res["units_computed_this_run"] == total - done_before
-    assert all(res["tasks"][t]["methods"][m]["reward"]["n"] == 6 for t in ALL_TASKS for m in res["methods"])
-    # a third run finds everything done and only aggregates
-    run3 = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-    assert units.read_bytes() == after and "all units already finished" in run3.stderr
-
-
-# U+2028 / U+2029 / U+0085: Unicode line breaks that json.dumps(ensure_ascii=False) leaves raw in a string (a SmolLM2
-# sample at T=1.2 held U+2028). str.splitlines() splits at them, which tore such a unit in two.
-ODD_BREAKS = "a\u2028b\u2029c\x85d"
-
-
-def test_units_and_logs_holding_unicode_line_breaks_read_back_whole(tmp_path, caplog):
-    from adaptive_decoder.experiment.reuse import copy_eval_units
-    from adaptive_decoder.experiment.stages import DONE
-    from adaptive_decoder.storage import read_jsonl_log
-
-    unit = {"method": "T=0.4", "task": "t", "split": "test", "prompt_id": "1", "samples": [{"text": ODD_BREAKS}]}
-    head = {**unit, "method": "adseq"}
-    src = tmp_path / "src"
-    src.mkdir()
-    store = UnitStore(src / "units.jsonl")
-    store.add([unit, head])
-    again = UnitStore(src / "units.jsonl")
-    assert again.done("T=0.4", "t", "test", "1") and again.get("T=0.4", "t", "test", "1")["samples"][0]["text"] == ODD_BREAKS
-    assert "unreadable" not in caplog.text
-    assert [r["samples"][0]["text"] for r in read_jsonl_log(src / "units.jsonl")] == [ODD_BREAKS] * 2
-    # reuse_from copies the units of methods without a head, each whole
-    (src / DONE).write_text(json.dumps({"fingerprint": {"k": 1}}))
-    (src / "results.json").write_text(json.dumps({"methods": {"adseq": {"head_path": "h"}, "T=0.4": {}}}))
-    (src / "run_config.json").write_text(json.dumps({"heads": {"adseq": "d"}}))
-    assert copy_eval_units(src, tmp_path / "dst", {"k": 1}) == 1
-    copied = UnitStore(tmp_path / "dst" / "units.jsonl")
-    assert list(copied.units) == [UnitStore.key("T=0.4", "t", "test", "1")]
-    assert copied.get("T=0.4", "t", "test", "1")["samples"][0]["text"] == ODD_BREAKS
-
-
-def test_torn_last_line_is_dropped_and_recomputed(tiny_dir, tmp_path):
-    cfg = tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["fixed"], num_dev_prompts=0)
-    run_evaluation(cfg)
-    units = tmp_path / "out" / "units.jsonl"
-    lines = units.read_text().splitlines(keepends=True)
-    units.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # died mid-write
-    assert len(UnitStore(units).units) == len(lines) - 1
-    res = run_evaluation(cfg)
-    assert res["units_computed_this_run"] == 1
-    assert units.read_text().count("\n") == len(lines)
-
-
-def test_a_second_run_on_one_output_dir_is_refused(tiny_dir, tmp_path):
-    from adaptive_decoder.storage import lock_dir
-
-    out = tmp_path / "out"
-    out.mkdir()
-    cfg = tiny_cfg(tiny_dir, out, tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0)
-    with lock_dir(out, "evaluation output directory"):  # what a first run_suite.py holds while it runs
-        with pytest.raises(RuntimeError, match=rf"another process is writing to the evaluation output directory {out} "
-                                               rf"\(pid {os.getpid()} on "):
-            run_evaluation(cfg)
-        assert not (out / "units.jsonl").exists() and not (out / "run_config.json").exists()
-    assert run_evaluation(cfg)["units_computed_this_run"] == 3  # the lock is gone with its holder
-
-
-def test_a_finished_run_of_format_0_resumes_and_is_rewritten_in_the_current_format(tiny_dir, tmp_path):
-    # run_config.json as format 0 wrote it: no format_version, the options only when on, every task in
-    # task_options (options or not), and the options of every method in one field
-    kw = dict(methods=["greedy"], num_dev_prompts=0, tasks={"gsm8k": {}, "translation": {"max_new_tokens": 4}})
-    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
-    path = tmp_path / "out" / "run_config.json"
-    rec = json.loads(path.read_text())
-    assert rec["format_version"] == 2 and rec["task_options"] == {"translation": {"max_new_tokens": 4}}
-    old = {k: v for k, v in rec.items() if k not in ("format_version", "backend", "stop_when_scored",
-                                                     "load", "methods", "task_contents")}
-    path.write_text(json.dumps({**old, "task_options": {"gsm8k": {}, "translation": {"max_new_tokens": 4}},
-                                "method_options": {"greedy": None}}))
-    assert run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))["units_computed_this_run"] == 0
-    assert json.loads(path.read_text()) == rec
-    # a format this library does not know is refused by name
-    path.write_text(json.dumps({**rec, "format_version": 7}))
-    with pytest.raises(ValueError, match=rf"^{path}: format_version 7, this library reads run_config\.json up to "
-                                         r"version 2"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
-
-
-def test_resume_with_a_different_config_is_refused(tiny_dir, tmp_path):
-    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0))
-    with pytest.raises(ValueError, match=r"different config \(max_new_tokens, seed differ\)"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0,
-                                seed=5, max_new_tokens=7))
-    # adding a method or a head is fine (only its units run); retraining a head in place is not
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy", "random"],
-                                  num_dev_prompts=0))
-    assert res["units_computed_this_run"] == 3 and list(res["methods"]) == ["greedy", "random"]
-    # a method that has units keeps its options; a new one may bring its own (a trained HAG added to a finished run)
-    with pytest.raises(ValueError, match=r"\(method_options of 'random' differ\)"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy", "random"],
-                                num_dev_prompts=0, method_options={"random": {"temperature_bins": [0.5]}}))
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", tasks={"gsm8k": {}}, methods=["greedy", "random", "fixed"],
-                                  num_dev_prompts=0, method_options={"fixed": {"temperatures": [0.3]}}))
-    assert res["units_computed_this_run"] == 3 and list(res["methods"]) == ["greedy", "random", "T=0.3"]
-    head = save_head(tmp_path / "head", "sequence", str(tiny_dir))
-    kw = dict(tasks={"gsm8k": {}}, methods=["greedy", "adaptive"], num_dev_prompts=0, head_paths=[head])
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
-    assert res["units_computed_this_run"] == 3 and "adseq" in res["methods"]
-    torch.manual_seed(7)
-    AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, base_model=str(tiny_dir), level="sequence")).save_pretrained(head)
-    with pytest.raises(ValueError, match=r"\(weights of head 'adseq' differ\)"):
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
-
-
-def test_a_task_file_edited_after_a_run_is_refused_on_resume_by_name(tiny_dir, tmp_path, caplog):
-    """The fingerprint holds what each task resolves to: editing the task file (its template here; any key, or the
-    data file, the same) makes a resume refuse in one line naming the task, though the config is unchanged."""
-    spec = yaml.safe_load((PACKAGED_TASK_DIR / "control_qa.yaml").read_text())
-    path = tmp_path / "my_qa.yaml"
-    path.write_text(yaml.safe_dump({**spec, "task": "my_qa"}))
-    kw = dict(tasks={str(path): {}}, methods=["greedy"], num_dev_prompts=0, num_prompts=2)
-    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
-    record = tmp_path / "out" / "run_config.json"
-    digests = json.loads(record.read_text())["task_contents"]
-    # adding a task to the finished run only adds its units
-    res = run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **{**kw, "tasks": {str(path): {}, "arithmetic": {}}}))
-    assert res["units_computed_this_run"] == 2
-    assert json.loads(record.read_text())["task_contents"] == {**digests, "arithmetic": task_digest_of("arithmetic")}
-    path.write_text(yaml.safe_dump({**spec, "task": "my_qa", "template": "Q: " + spec["template"]}))
-    with pytest.raises(ValueError, match=r"different config \(contents of task 'my_qa' differ\)") as e:
-        run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
-    assert "\n" not in str(e.value)
-    # a run recorded before task contents were (format 1) resumes with a warning and records them from then on
-    rec = json.loads(record.read_text())
-    record.write_text(json.dumps({k: v for k, v in {**rec, "format_version": 1}.items() if k != "task_contents"}))
-    with caplog.at_level("WARNING", logger="adaptive_decoder.tasks.identity"):
-        assert run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))["units_computed_this_run"] == 0
-    assert "cannot be detected" in caplog.text and "my_qa" in caplog.text
-    now = json.loads(record.read_text())
-    assert now["format_version"] == 2 and now["task_contents"] == {"my_qa": now["task_contents"]["my_qa"]}
-    assert now["task_contents"]["my_qa"] != digests["my_qa"]
-
-
-def task_digest_of(task: str) -> str:
-    from adaptive_decoder.tasks.identity import task_digest
-    from adaptive_decoder.tasks.recipe import build_task
-
-    return task_digest(build_task(task, {}))
-
-
-def test_resume_under_another_resolved_dtype_is_refused(tiny_dir, tmp_path, monkeypatch):
-    """The fingerprint holds the RESOLVED dtype: `auto` that resolves to bf16 cannot resume a float32 run."""
-    from adaptive_decoder.modeling import models
-
-    kw = dict(tasks={"gsm8k": {}}, methods=["greedy"], num_dev_prompts=0, device="cpu")
-    run_evaluation(tiny_cfg(tiny_dir, tmp_path / "out", **kw))
-    assert json.loads((tmp_path / "out" / "run_config.json").read_text())["dtype"] == "float32"
-    monkeypatch.setattr(models, "resolve_dtype", lambda name, device=None: torch.bfloat16)
-    cfg = tiny_cfg(tiny_dir, tmp_path / "out", dtype="auto", **kw)
-    assert cfg.dtype == "bfloat16"
-    with pytest.raises(ValueError, match=r"different config \(dtype differ\)"):
-        run_evaluation(cfg)
-
-
 def test_a_given_model_in_another_dtype_than_the_config_is_refused(tiny_dir, tmp_path):
     from adaptive_decoder.modeling.models import load_base_model
 
@@ -367,13 +120,15 @@ def test_a_given_model_in_another_dtype_than_the_config_is_refused(tiny_dir, tmp
 
 
 # --- bad input --------------------------------------------------------------------------------------------
+
+
 def test_unknown_task_method_and_config_key(tmp_path):
     # valid: the Python tasks and the task files (adaptive_decoder/tasks/configs/*.yaml)
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['gsm9k'\]; valid: \[.*'constrained_writing', .*'control_qa', "
                                          r".*'gsm8k', .*'translation'.*\] \(or a path"):
         EvalConfig(tasks={"gsm9k": {}})
-    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'edt', "
-                                         r"'edt_mix', 'epsilon', 'epsilon_mix', 'eta', 'eta_mix', 'fixed', 'greedy', 'hag', "
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'best_joint_mix', "
+                                         r"'edt', 'edt_mix', 'epsilon', 'epsilon_mix', 'eta', 'eta_mix', 'fixed', 'greedy', 'hag', "
                                          r"'hag_untrained', 'meanshift', 'min_p', 'min_p_mix', 'oracle', 'random', "
                                          r"'random_token', 'top_h', 'top_h_mix', 'top_nsigma', 'top_nsigma_mix', 'typical_p', "
                                          r"'typical_p_mix'\]"):
@@ -471,43 +226,6 @@ def test_head_for_another_base_model_is_refused(tiny_dir, tmp_path):
 
 
 # --- policies ---------------------------------------------------------------------------------------------
-def test_fixed_policy_is_exactly_force_generate(tiny_dir):
-    from adaptive_decoder.modeling.models import load_base_model
-
-    model, tok = load_base_model(str(tiny_dir))
-    adm = AdaptiveDecodingModel(model, tok)
-    prompts = ["Hello there", "What is 2+2?"]
-    outs = FixedPolicy(0.7, top_p=0.9, top_k=20).generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=11)
-    torch.manual_seed(11)
-    ref = adm.generate_text(prompts, max_new_tokens=5, num_return_sequences=3,
-                            force={"temperature": 0.7, "top_p": 0.9, "top_k": 20})
-    assert [t for o in outs for t in o.texts] == ref.texts  # prompt i, sample j = row i*3+j
-    assert outs[1].values[2] == {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0}
-    g = build_policies("greedy")[0].generate(adm, prompts, num_samples=3, max_new_tokens=5, seed=0)
-    assert g[0].extra["replicated"] and len(set(g[0].texts)) == 1
-
-
-def test_random_token_draws_a_uniform_choice_at_every_token(tiny_dir):
-    from adaptive_decoder.modeling.models import load_base_model
-
-    model, tok = load_base_model(str(tiny_dir))
-    adm = AdaptiveDecodingModel(model, tok)
-    (pol,) = build_policies("random_token", temperature_bins=[0.0, 0.5, 1.0], top_p_bins=[0.9], top_k_bins=[0])
-    prompts = ["Hello there", "What is 2+2?", "Name a colour", "Count to three"]
-    outs = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=5)
-    temps = [t for o in outs for v in o.values for t in v["temperature"]]
-    assert len(temps) > 100 and set(temps) <= {0.0, 0.5, 1.0}
-    assert {p for o in outs for v in o.values for p in v["top_p"]} == {0.9}  # a single bin stays fixed
-    share = {t: temps.count(t) / len(temps) for t in (0.0, 0.5, 1.0)}
-    assert all(0.2 < f < 0.47 for f in share.values()), share  # uniform, not learned
-    assert any(len(set(v["temperature"])) > 1 for o in outs for v in o.values)  # it changes within a sequence
-    again = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=5)
-    assert [o.texts for o in again] == [o.texts for o in outs] and [o.values for o in again] == [o.values for o in outs]
-    other = pol.generate(adm, prompts, num_samples=4, max_new_tokens=12, seed=6)
-    assert [o.values for o in other] != [o.values for o in outs]
-    with pytest.raises(ValueError, match="nothing to randomize"):
-        build_policies("random_token", temperature_bins=[0.7], top_p_bins=[1.0], top_k_bins=[0])[0].generate(
-            adm, prompts, num_samples=1, max_new_tokens=2, seed=0)
 
 
 def test_creative_writing_reward_model_score(tmp_path):
@@ -652,56 +370,3 @@ def test_the_mix_sampler_runs_beside_the_per_task_one_on_shared_dev_units(tiny_d
     assert fits["min_p_mix"]["chosen"] == fits["min_p"]["chosen"]
     per_task, mix = units_by(one, "min_p", "gsm8k"), units_by(one, "min_p_mix", "gsm8k")
     assert all(u["extra"]["reused_from"] == "min_p" and u["samples"] == per_task[p]["samples"] for p, u in mix.items())
-
-
-def test_results_md_shows_greedy_and_its_grid_twin_as_one_row():
-    """greedy decodes exactly like T=0.0: results.md has one row for the pair and no greedy-vs-T=0.0 comparison,
-    in the raw, normalized, win-rate, per-task and paired-comparison tables."""
-    from adaptive_decoder.evaluation.report import markdown_table
-    from adaptive_decoder.evaluation.scalefree import scale_free_report
-
-    from adaptive_decoder.methods.policies import GreedyPolicy
-
-    methods = {"greedy": GreedyPolicy().describe(),
-               "T=0.0": FixedPolicy(0.0).describe(), "T=1.0": FixedPolicy(1.0).describe(),
-               "adseq": {"name": "adseq", "type": "AdaptivePolicy", "factors": ["temperature"]}}
-    per_prompt = {"greedy": [0.5, 0.4, 0.9], "T=0.0": [0.5, 0.4, 0.9], "T=1.0": [0.2, 0.6, 0.1], "adseq": [0.5, 0.6, 0.8]}
-    test = {"qa": {m: {str(i): r for i, r in enumerate(rs)} for m, rs in per_prompt.items()}}
-    iv = {"mean": 0.5, "lo": 0.4, "hi": 0.6}
-    comp = {"win": 0.5, "win_lo": 0.2, "win_hi": 0.8, "tie": 0.1, "loss": 0.4, "mean_diff": 0.0, "diff_lo": -0.1,
-            "diff_hi": 0.1, "p_value": 1.0}
-    results = {"config": {"model": "tiny", "num_samples": 2, "max_new_tokens": 8, "seed": 0, "n_bootstrap": 100},
-               "wall_seconds": 1.0, "methods": methods,
-               "tasks": {"qa": {"num_test": 3, "num_dev": 0, "source": "data/qa.jsonl", "reward": {"name": "exact"},
-                                "methods": {m: {"reward": iv, "metrics": {}, "mean_new_tokens": 4.0} for m in methods}}},
-               "comparisons": [{"task": "qa", "method": m, "baseline": f, **comp}
-                               for m in ("greedy", "adseq") for f in ("T=0.0", "T=1.0")],
-               "scale_free": scale_free_report(test, None, ["T=0.0", "T=1.0"], list(methods), n_boot=50)}
-    md = markdown_table(results)
-    rows = [line for line in md.splitlines() if line.startswith("| ")]
-    assert sum(r.startswith("| T=0.0 (= greedy) |") for r in rows) == 2  # raw table and the qa table
-    # greedy appears only as a comparison with another temperature (the same as T=0.0's, which is not listed)
-    assert {r.split(" | ")[1] for r in rows if r.startswith("| greedy |")} == {"T=1.0"}
-    assert "| adseq | T=0.0 |" in md and "| adseq | T=1.0 |" in md  # the other comparisons stay
-    assert "`greedy` decodes exactly like `T=0.0`" in md
-
-
-def test_chosen_values_count_hag_fallbacks_apart_and_the_plot_axis_keeps_every_bin(tmp_path):
-    from adaptive_decoder.evaluation.report import plot_chosen_params
-    from adaptive_decoder.evaluation.results import FALLBACK, chosen_values
-    from adaptive_decoder.evaluation.report.plots import _value_axis
-
-    def unit(temperature, problems):
-        vals = {"temperature": temperature, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
-        return {"samples": [{"values": vals}] * 2, "extra": {"parse_problems": problems}}
-
-    # the second prompt's config text had no valid temperature: 1.0 is the default, not HAG's choice
-    hag = chosen_values([unit(0.7, {}), unit(1.0, {"temperature": "missing"}), unit(1.0, {"top_p": "out_of_range"})])
-    assert hag["temperature"] == {"0.7": 2, FALLBACK: 2, "1": 2} and hag["top_p"] == {"1": 4, FALLBACK: 2}
-    results = {"methods": {"adseq": {"type": "AdaptivePolicy", "factors": ["temperature"],
-                                     "bins": {"temperature": [0.0, 0.5, 1.0]}}, "hag": {"type": "HAGPolicy"}},
-               "tasks": {"a": {"methods": {"adseq": {"chosen": {"temperature": {"0.5": 3}}}, "hag": {"chosen": hag}}},
-                         "b": {"methods": {"adseq": {"chosen": {"temperature": {"1": 3}}}, "hag": {"chosen": hag}}}}}
-    # bins nobody chose (0) stay on the axis; HAG's free value 0.7 joins it; the fallback comes last
-    assert _value_axis(results, ["adseq", "hag"], "temperature") == ["0", "0.5", "0.7", "1", FALLBACK]
-    assert plot_chosen_params(results, tmp_path / "chosen.png").read_bytes()[:4] == b"\x89PNG"
