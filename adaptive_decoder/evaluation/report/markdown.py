@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...methods.base import role_of
+from ...methods.base import controls, role_of
 from ...modeling.sampling import NEUTRAL
 from ..results import FALLBACK, OVERALL, same_decoding, value_order
 from .scalefree import BAR_RULE, bar_line, bar_numbers, markdown_sections, rival_line
@@ -176,8 +176,9 @@ def _bar_sentences(summary: dict) -> list[str]:
             continue
         L.append(f"- **{m}: {'MET' if b['met'] else 'NOT MET'}**: {bar_numbers(b)}.")
     sf = summary["scale_free"]
-    oracle = [m for m, d in summary["methods"].items() if role_of(d) == "oracle" and m in sf["normalized"]]
-    oracle.sort(key=lambda m: m != "oracle")  # the temperature oracle when it ran (best_joint is an oracle too)
+    # the per-task oracle that is a control (the temperature grid's; best_joint fits per task too but is a baseline)
+    oracle = [m for m in controls(list(summary["methods"]))
+              if role_of(summary["methods"][m]) == "oracle" and m in sf["normalized"]]
     if oracle and summary["bar"].get("evaluated"):
         o = sf["normalized"][oracle[0]]["overall"]
         v = summary["bar"]["method_normalized"]
