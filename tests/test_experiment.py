@@ -253,6 +253,8 @@ def test_pipeline_end_to_end(finished_run):
     md = (run_dir / "summary.md").read_text()
     assert "## Paired comparisons vs each fixed temperature" in md and "## The bar" in md and "meets the bar when" in md
     assert "## Normalized reward per task" in md and "## Win rate vs each fixed temperature" in md
+    o = summary["scale_free"]["normalized"]["oracle"]["overall"]  # the control oracle is the bar's reference
+    assert f"reaches an overall normalized reward of {o['mean']:.3f} [95% CI {o['lo']:.3f}, {o['hi']:.3f}]" in md
     # greedy is T=0.0: no reward row of its own, no comparison with itself; its other comparisons stay
     assert "`greedy` decodes exactly like `T=0.0`" in md and "within/above" not in md
     assert not re.search(r"^\| greedy \| -?\d", md, re.M) and "| greedy | T=0.0 |" not in md and "| greedy | T=1.0 |" in md
