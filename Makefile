@@ -85,11 +85,11 @@ bench-vllm: setup-vllm
 bench-vllm-suite: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) bench/vllm_suite.py
 
-# a slice of the natural copy mix, hf vs vllm (whole jobs per engine call) vs vllm with one batch per call
+# a slice of the natural copy mix, hf vs vllm side by side (bench/vllm_natural_copy.md)
 bench-vllm-natural-copy: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) bench/vllm_suite.py --config configs/eval/vllm_natural_copy.yaml \
 		--head '{"factors": ["temperature"], "temperature_bins": [0.0, 0.4, 0.8, 1.2], "fixed": {"top_p": 1.0, "top_k": 0}, "num_layers": 2, "intermediate_size": 128}' \
-		--variant hf --variant vllm --variant 'vllm_batch8=vllm:{"prompts_per_call": 8}'
+		--variant hf --variant vllm
 
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

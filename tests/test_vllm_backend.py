@@ -195,6 +195,9 @@ def test_stop_when_ends_rows_where_hf_ends_them(setup):
     assert cut > 6, "hardly any row stopped: the test would not see a wrong stop"
 
 
+GREEDY_HEAD_SEED = 1  # a sequence head that sends some of PROMPTS, not all, to T=0 (asserted below)
+
+
 def test_greedy_rows_of_a_prompt_are_one_request(setup, monkeypatch):
     """Rows of a prompt forced to temperature 0 with the same values are drawn once and copied: the engine gets one
     request per (prompt, values), and the rows equal HF's greedy rows; sampled rows stay one request each."""
@@ -214,6 +217,14 @@ def test_greedy_rows_of_a_prompt_are_one_request(setup, monkeypatch):
         assert out.completion_ids == hf.completion_ids
         t = force["temperature"]
         assert sent == [4 if not torch.is_tensor(t) else 1 + 2 + 3 + 1]
+    # a sequence-level argmax head: the prompts it sends to T=0 are one request each, with the head's own choices
+    head = token_head(selection="argmax", seed=GREEDY_HEAD_SEED, level="sequence")
+    sent.clear()
+    out = VLLMDecodingModel(model, head=head, engine=engine).generate(ids, mask, **common)
+    hf = AdaptiveDecodingModel(model, head=head).generate(ids, mask, **common)
+    assert out.completion_ids == hf.completion_ids and torch.equal(out.choices["temperature"], hf.choices["temperature"])
+    greedy = int((hf.values["temperature"][::k, 0] == 0).sum())
+    assert 0 < greedy < len(PROMPTS) and sent == [greedy + k * (len(PROMPTS) - greedy)]
 
 
 def test_head_choices_and_inputs_match_hf_recomputation(setup):

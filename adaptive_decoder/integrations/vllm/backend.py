@@ -26,7 +26,8 @@ the reason: extra logits processors (they need HF's generation loop).
 
 Cost: a batch is one engine call (vLLM schedules its rows itself, up to `max_num_seqs` at a time), and the
 rows of a prompt forced to temperature 0 (greedy, T=0.0, a fitted method that chose it) are one request copied
-k times. The k rows of a prompt are adjacent requests with the same prompt tokens, so vLLM's prefix cache
+k times, and so are those of a prompt a sequence-level argmax head sends to T=0 (it decides on the prompt alone:
+one HF pass over the prompts gives its choice before sampling, and the returned choices from the same pass). The k rows of a prompt are adjacent requests with the same prompt tokens, so vLLM's prefix cache
 (on by default; it shares whole blocks only, `block_size` tokens, 128 on the CPU unless set) can reuse the
 prompt's KV blocks across them once the first one is prefilled.
 """
@@ -148,6 +149,12 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
             raise ValueError(f"prompts {too_long[:5]}: prompt + max_new_tokens={max_new} exceed the engine's "
                              f"max_model_len={self.engine.max_model_len}")
         eos = self._eos_ids(kwargs)
+        # a sequence-level head decides on the prompt alone: one HF pass over the prompts gives its inputs (for the
+        # returned choices too), and a prompt it sends greedy (argmax on T=0) is one forced greedy request
+        h_seq = greedy = None
+        if force is None and self.head.config.level == "sequence":
+            h_seq = compute_head_inputs(self.model, input_ids, attention_mask, input_ids.shape[1], "sequence")
+            greedy = self._greedy_prompts(h_seq) if selection == "argmax" else None
         specs, head_seeds = [], []
         for i, p in enumerate(prompts):
             for j in range(k):
@@ -157,13 +164,24 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
                     spec["force"] = {name: int(v[r]) if name == "top_k" else float(v[r]) for name, v in force.items()}
                 else:
                     head_seeds.append(row_seeds[r] if head_seed is None else request_seed(head_seed, p, j))
-                    spec.update(head=self.engine.head_path(self.head), selection=selection, epsilon=float(epsilon),
-                                head_seed=head_seeds[-1])
+                    if greedy is not None and i in greedy:
+                        spec["force"] = greedy[i]
+                    else:
+                        spec.update(head=self.engine.head_path(self.head), selection=selection,
+                                    epsilon=float(epsilon), head_seed=head_seeds[-1])
                 specs.append(spec)
         rows = [p for p in prompts for _ in range(k)]
         completion = self._draw(rows, specs, max_new, eos, stop_when)
         return self._assemble_vllm(input_ids, attention_mask, k, completion, force, selection, epsilon, head_seeds,
-                                   return_head_inputs, kwargs)
+                                   return_head_inputs, kwargs, h_seq)
+
+    def _greedy_prompts(self, h_seq) -> dict:
+        """{prompt index: the head's values} for the prompts a sequence-level argmax head sends to temperature 0."""
+        chosen = self.head.select(h_seq.to(next(self.head.parameters()).device), selection="argmax")
+        vals = self.head.values(chosen, shape=(h_seq.shape[0],))
+        cols = {name: v.tolist() for name, v in vals.items()}
+        return {i: {name: int(c[i]) if name == "top_k" else float(c[i]) for name, c in cols.items()}
+                for i, t in enumerate(cols["temperature"]) if t == 0.0}
 
     def _draw(self, rows: list, specs: list, max_new: int, eos: list, stop_when) -> list:
         """Each row's completion token ids: one engine call for every distinct request, greedy copies shared,
@@ -207,7 +225,7 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
         return [list(outs[u].outputs[0].token_ids) for u in where]
 
     def _assemble_vllm(self, input_ids, attention_mask, k, completion, force, selection, epsilon, head_seeds,
-                       keep_inputs, kwargs) -> AdaptiveGenerateOutput:
+                       keep_inputs, kwargs, h_seq=None) -> AdaptiveGenerateOutput:
         device = input_ids.device
         n, t = len(completion), max(len(c) for c in completion)
         pad = self._pad_id(kwargs)
@@ -223,8 +241,8 @@ class VLLMDecodingModel(AdaptiveDecodingModel):
         else:
             level = self.head.config.level
             full_mask = torch.cat([attention_mask.repeat_interleave(k, 0), torch.ones_like(gen).to(device)], 1)
-            h = compute_head_inputs(self.model, seqs, full_mask, input_ids.shape[1], level,
-                                    None if level == "sequence" else mask.to(device))
+            h = (h_seq.repeat_interleave(k, 0) if h_seq is not None else
+                 compute_head_inputs(self.model, seqs, full_mask, input_ids.shape[1], level, mask.to(device)))
             out.choices = self._choices(h, mask, selection, epsilon, head_seeds, level)
             if level == "token":
                 out.level = "token"
