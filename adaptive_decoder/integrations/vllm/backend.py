@@ -24,12 +24,13 @@ sampled bin's cumulative probability and its uniform) tie within them. `stop_whe
 (`stops`: the predicate's stop characters become stop tokens, then each row is cut at HF's length). Refused, with
 the reason: extra logits processors (they need HF's generation loop).
 
-Cost: a batch is one engine call (vLLM schedules its rows itself, up to `max_num_seqs` at a time), and the
-rows of a prompt forced to temperature 0 (greedy, T=0.0, a fitted method that chose it) are one request copied
-k times, and so are those of a prompt a sequence-level argmax head sends to T=0 (it decides on the prompt alone:
-one HF pass over the prompts gives its choice before sampling, and the returned choices from the same pass). The k rows of a prompt are adjacent requests with the same prompt tokens, so vLLM's prefix cache
-(on by default; it shares whole blocks only, `block_size` tokens, 128 on the CPU unless set) can reuse the
-prompt's KV blocks across them once the first one is prefilled.
+Cost: a batch is one engine call (vLLM schedules its rows itself, up to `max_num_seqs` at a time). The rows of
+a prompt forced to temperature 0 (greedy, T=0.0, a fitted method that chose it) are one request copied k times,
+and so are those of a prompt a sequence-level argmax head sends to T=0 (it decides on the prompt alone: one HF
+pass over the prompts gives its choice before sampling, and the returned choices from the same pass). The k rows
+of a prompt are adjacent requests with the same prompt tokens, so vLLM's prefix cache (on by default; it shares
+whole blocks only, `block_size` tokens, 128 on the CPU unless set) can reuse the prompt's KV blocks across them
+once the first one is prefilled.
 """
 
 from __future__ import annotations
