@@ -4,7 +4,8 @@ wall time of each, side by side in one run.
     make bench-vllm-suite            # configs/eval/vllm_backend.yaml
     make bench-vllm-natural-copy     # a slice of the natural copy mix: configs/eval/vllm_natural_copy.yaml
     # = .venv-vllm/bin/python bench/vllm_suite.py [--config CONFIG] [--root ROOT] [--head JSON]
-    #       [--variant NAME=BACKEND[:VLLM_OPTIONS_JSON] ...]   with the environment of `make test-vllm`
+    #       [--variant NAME=BACKEND[:VLLM_OPTIONS_JSON] ...] [run_suite options, e.g. --dtype float32]
+    #   with the environment of `make test-vllm`
 
 Writes the config's untrained SmolLM2 heads (the head_paths; a name containing "tok" is token level, the others
 sequence level; seeded, argmax; `--head` adds head settings, e.g. the experiment's bins) under ROOT/heads, then runs
@@ -66,7 +67,7 @@ def main():
     ap.add_argument("--root", default=None, help="default: the parent of the config's output_dir")
     ap.add_argument("--head", default="{}", help="head settings (JSON) for the untrained heads")
     ap.add_argument("--variant", action="append", default=None, help="NAME=BACKEND[:VLLM_OPTIONS_JSON]; default hf, vllm")
-    args = ap.parse_args()
+    args, passthrough = ap.parse_known_args()  # any other --OPTION VALUE goes to every run_suite call
     cfg = yaml.safe_load(Path(args.config).read_text())
     write_heads(cfg["head_paths"], settings=json.loads(args.head))
     root = Path(args.root or Path(cfg["output_dir"]).parent)
@@ -74,6 +75,7 @@ def main():
     print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(), "torch": torch.__version__,
                       "python": sys.version.split()[0], "config": args.config, "variants": variants,
+                      "run_suite_options": passthrough,
                       "start_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}))
     for name, _, _ in variants:
         if (root / name).exists():
@@ -83,7 +85,7 @@ def main():
         out = root / name
         load0, t0 = os.getloadavg(), time.time()
         subprocess.run([sys.executable, str(REPO / "eval/run_suite.py"), "--config", args.config, "--backend", backend,
-                        *(["--vllm_options", json.dumps(opts)] if opts else []), "--output_dir", str(out)],
+                        *(["--vllm_options", json.dumps(opts)] if opts else []), *passthrough, "--output_dir", str(out)],
                        check=True, stdout=subprocess.DEVNULL)
         wall = time.time() - t0
         res = json.loads((out / "results.json").read_text())

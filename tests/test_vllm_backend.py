@@ -227,6 +227,23 @@ def test_greedy_rows_of_a_prompt_are_one_request(setup, monkeypatch):
     assert 0 < greedy < len(PROMPTS) and sent == [greedy + k * (len(PROMPTS) - greedy)]
 
 
+def test_a_prompts_rows_share_its_prefilled_blocks(setup, monkeypatch):
+    """share_prefix: the k requests of a 70-token prompt reuse its two full 32-token blocks (vLLM's
+    num_cached_tokens), and the rows are still HF's row-seeded samples."""
+    model, engine = setup
+    outs = []
+    real = engine.llm.generate
+    monkeypatch.setattr(engine.llm, "generate", lambda *a, **kw: outs.append(real(*a, **kw)) or outs[-1])
+    prompt = [(7 * i) % 250 + 3 for i in range(70)]
+    ids, mask = left_pad([prompt, PROMPTS[0]])
+    common = dict(max_new_tokens=6, num_return_sequences=3, eos_token_id=None, force={"temperature": 1.0},
+                  row_seeds=row_seeds([prompt_seed(0, "p", i) for i in range(2)], 3))
+    out = VLLMDecodingModel(model, engine=engine).generate(ids, mask, **common)
+    assert out.completion_ids == AdaptiveDecodingModel(model).generate(ids, mask, **common).completion_ids
+    warm, real_rows = outs  # one prefill of the long prompt (the short one fills no block), then the 6 rows
+    assert len(warm) == 1 and [o.num_cached_tokens for o in real_rows[:3]] == [64, 64, 64]
+
+
 def test_head_choices_and_inputs_match_hf_recomputation(setup):
     """Sequence and token level: the returned choices are the head's on the HF hidden states of the returned tokens
     (argmax), and `head_inputs` (what the collection caches) are those hidden states."""

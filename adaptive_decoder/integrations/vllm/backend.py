@@ -28,15 +28,15 @@ Cost: a batch is one engine call (vLLM schedules its rows itself, up to `max_num
 a prompt forced to temperature 0 (greedy, T=0.0, a fitted method that chose it) are one request copied k times,
 and so are those of a prompt a sequence-level argmax head sends to T=0 (it decides on the prompt alone: one HF
 pass over the prompts gives its choice before sampling, and the returned choices from the same pass). The k rows
-of a prompt are adjacent requests with the same prompt tokens, so vLLM's prefix cache (on by default; it shares
-whole blocks only, `block_size` tokens, 128 on the CPU unless set) can reuse the prompt's KV blocks across them
-once the first one is prefilled.
+of a prompt share their prompt's KV blocks through vLLM's prefix cache (`VLLMEngine.generate`: the prompt is
+prefilled once, then its whole `block_size` blocks are reused by the k requests).
 """
 
 from __future__ import annotations
 
 import copy
 import gc
+from collections import Counter
 import os
 import tempfile
 from pathlib import Path
@@ -60,10 +60,12 @@ class VLLMEngine:
     """One vLLM engine on a loaded HF model (its own dtype), for every method of a run. Close it (or use `with`)."""
 
     def __init__(self, model, tokenizer=None, *, max_model_len: int | None = None, max_num_seqs: int = 64,
-                 kv_cache_gib: float = 2.0, block_size: int | None = None, prompts_per_call: int | None = None):
+                 kv_cache_gib: float = 2.0, block_size: int | None = 32, prompts_per_call: int | None = None,
+                 share_prefix: bool = True):
         """`prompts_per_call`: how many prompts a caller that batches (the evaluation harness) hands to one
-        `generate`; None: all of a job's. `block_size`: KV-cache block (and prefix-cache unit), vLLM's default
-        when None."""
+        `generate`; None: all of a job's. `block_size`: KV-cache block, the unit the prefix cache shares (None:
+        vLLM's, 128 on the CPU: longer than most prompts here; the CPU backend wants multiples of 32).
+        `share_prefix`: prefill each prompt that several requests of a call share once first (see `generate`)."""
         # vLLM-CPU sizes its KV cache from this variable only (an unset one is a warning and a small default)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         import vllm
@@ -75,6 +77,7 @@ class VLLMEngine:
         self.heads_dir.mkdir()
         self._heads: dict[int, tuple] = {}
         self.prompts_per_call = None if prompts_per_call is None else positive_int("prompts_per_call", prompts_per_call)
+        self.share_prefix = bool(share_prefix)
         self.max_model_len = int(max_model_len or model_max_length(model, tokenizer) or 4096)
         self.SamplingParams = vllm.SamplingParams
         # async scheduling off: the per-request step index is the length of the request's output list, which
@@ -93,6 +96,16 @@ class VLLMEngine:
         return entry[1]
 
     def generate(self, prompts: list, params: list) -> list:
+        """One engine call. vLLM's prefix cache only serves blocks that an earlier step computed, and the k requests
+        of a prompt are all scheduled in the same step; so with `share_prefix` a one-token greedy request per shared
+        prompt runs first (no spec: it draws nothing from any row's noise), and the real requests then reuse its full
+        blocks instead of prefilling the prompt k times."""
+        counts = Counter(map(tuple, prompts))
+        block = self.llm.llm_engine.vllm_config.cache_config.block_size
+        shared = [list(p) for p, c in counts.items() if c > 1 and len(p) >= block]
+        if self.share_prefix and shared:
+            self.llm.generate([{"prompt_token_ids": p} for p in shared],
+                              self.SamplingParams(temperature=0.0, max_tokens=1, detokenize=False), use_tqdm=False)
         return self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
 
     def close(self) -> None:
