@@ -80,7 +80,7 @@ def main():
     for name, _, _ in variants:
         if (root / name).exists():
             raise SystemExit(f"{root / name} exists; remove it (a resumed run would time nothing)")
-    units = {}
+    units, rewards = {}, {}
     for name, backend, opts in variants:
         out = root / name
         load0, t0 = os.getloadavg(), time.time()
@@ -91,6 +91,8 @@ def main():
         res = json.loads((out / "results.json").read_text())
         units[name] = {(u["method"], u["task"], u["split"], u["prompt_id"]): [s["text"] for s in u["samples"]]
                        for u in res["units"]}
+        rewards[name] = {(u["method"], u["task"], u["split"], u["prompt_id"]): u["reward"] for u in res["units"]
+                         if "reused_from" not in u.get("extra", {})}
         print(json.dumps({"variant": name, "backend": backend, "vllm_options": opts, "wall_s": round(wall, 1),
                           "gen_s": round(sampled_seconds(res), 1), "units": len(res["units"]),
                           "load_before": [round(x, 2) for x in load0],
@@ -101,7 +103,23 @@ def main():
         print(json.dumps({"variant": name, "against": variants[0][0],
                           "greedy_units_same_text": sum(ref[k] == units[name].get(k) for k in greedy),
                           "greedy_units": len(greedy),
-                          "units_same_text": sum(ref[k] == units[name].get(k) for k in ref), "units": len(ref)}))
+                          "units_same_text": sum(ref[k] == units[name].get(k) for k in ref), "units": len(ref),
+                          "reward_diff": paired_reward_diff(rewards[variants[0][0]], rewards[name])}))
+
+
+def paired_reward_diff(ref: dict, other: dict, n_boot: int = 5000) -> dict:
+    """Per task: the mean over computed units of (other's unit reward - ref's) and its 95% paired bootstrap
+    interval (seeded). The test for sampled rows where the backends' float kernels differ (bf16): equal in
+    distribution shows as an interval around 0."""
+    import numpy as np
+
+    rng, out = np.random.default_rng(0), {}
+    for task in sorted({k[1] for k in ref}):
+        d = np.array([other[k] - ref[k] for k in ref if k[1] == task and k in other])
+        boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+        out[task] = {"units": len(d), "mean": round(float(d.mean()), 4),
+                     "ci95": [round(float(x), 4) for x in np.percentile(boots, [2.5, 97.5])]}
+    return out
 
 
 if __name__ == "__main__":
