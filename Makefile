@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: setup setup-dev setup-vllm demo demo-quick quickstart test test-fast test-slurm test-vllm bench bench-decode bench-vllm bench-vllm-suite clean-venv
+.PHONY: setup setup-dev setup-vllm demo demo-quick quickstart test test-fast test-slurm test-vllm bench bench-decode bench-vllm bench-vllm-suite bench-vllm-natural-copy clean-venv
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
@@ -86,6 +86,12 @@ bench-vllm: setup-vllm
 # the evaluation suite with backend hf, then vllm, on one small SmolLM2 config (bench/vllm_suite.py)
 bench-vllm-suite: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) bench/vllm_suite.py
+
+# a slice of the natural copy mix, hf vs vllm side by side (bench/vllm_natural_copy.md)
+bench-vllm-natural-copy: setup-vllm
+	$(VLLM_ENV) $(VLLM_PY) bench/vllm_suite.py --config configs/eval/vllm_natural_copy.yaml \
+		--head '{"factors": ["temperature"], "temperature_bins": [0.0, 0.4, 0.8, 1.2], "fixed": {"top_p": 1.0, "top_k": 0}, "num_layers": 2, "intermediate_size": 128}' \
+		--variant hf --variant vllm
 
 test: setup-dev
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

@@ -182,8 +182,7 @@ def test_stop_when_scored_keeps_every_reward_and_stops_at_the_scored_end(tiny_di
     assert json.loads((tmp_path / "free" / "run_config.json").read_text())["stop_when_scored"] is False
     with pytest.raises(ValueError, match="different config.*stop_when_scored"):
         run_evaluation(tiny_cfg(tiny_dir, tmp_path / "free", **kw, stop_when_scored=True))
-    with pytest.raises(ValueError, match="stop_when_scored needs backend 'hf'"):
-        EvalConfig(backend="vllm", stop_when_scored=True)
+    assert EvalConfig(backend="vllm", stop_when_scored=True).stop_when_scored  # vLLM stops rows too (stops.py)
 
 
 def test_task_options_reach_the_task_and_bad_data_fails(tiny_dir, tmp_path):

@@ -159,6 +159,91 @@ def test_row_seeds_draw_the_samples_hf_generate_draws(setup):
         assert len({tuple(c) for c in out.completion_ids}) == len(seeds)  # real draws, one per row
 
 
+def after_first(chars):
+    """A predicate that holds once one of `chars` follows the first character (first_line_complete's shape:
+    a stop char at the very start does not count, so vLLM stops there early and the row must be redrawn)."""
+    def pred(text):
+        return any(c in text[1:] for c in chars)
+    pred.stop_chars = chars
+    return pred
+
+
+def test_stop_when_ends_rows_where_hf_ends_them(setup):
+    """stop_when on the engine: every row (sampled, greedy, a sampling token head) ends at HF's token, whether
+    vLLM stopped it at a stop token, ran it past HF's stop (no stop_chars: cut back) or stopped it too early
+    (a stop char first: redrawn). Token for token, since both backends warp in float32 and draw the same uniforms."""
+    model, engine = setup
+    tok = tiny_tokenizer()
+    seeds = row_seeds([prompt_seed(0, "stop", i) for i in range(len(PROMPTS))], 2)
+    ids, mask = left_pad(PROMPTS)
+    common = dict(max_new_tokens=16, num_return_sequences=2, eos_token_id=None, row_seeds=seeds)
+    free = AdaptiveDecodingModel(model, tok).generate(ids, mask, force={"temperature": 1.0}, **common)
+    ascii_ = [[c if c.isascii() and c.isprintable() else None for c in tok.batch_decode([[t] for t in row])]
+              for row in free.completion_ids]
+    first = next(r[0] for r in ascii_ if r[0])  # some row starts with it: vLLM stops that row at step 1
+    chars = first + "".join(r[6] for r in ascii_ if r[6])[:2]
+    cut = 0
+    for head, kw in ((None, {"force": {"temperature": 1.0}}), (None, {"force": {"temperature": 0.0}}),
+                     (token_head(), {"selection": "sample", "epsilon": 0.3})):
+        for pred in (after_first(chars), lambda t, p=after_first(chars): p(t)):  # with and without stop_chars
+            hf = AdaptiveDecodingModel(model, tok, head=head).generate(ids, mask, stop_when=pred, **kw, **common)
+            out = VLLMDecodingModel(model, tok, head=head, engine=engine).generate(ids, mask, stop_when=pred, **kw,
+                                                                                  **common)
+            assert out.completion_ids == hf.completion_ids and out.texts == hf.texts
+            assert torch.equal(out.step_mask.sum(1), hf.step_mask.sum(1))
+            cut += sum(len(c) < 16 for c in out.completion_ids)
+    assert cut > 6, "hardly any row stopped: the test would not see a wrong stop"
+
+
+GREEDY_HEAD_SEED = 1  # a sequence head that sends some of PROMPTS, not all, to T=0 (asserted below)
+
+
+def test_greedy_rows_of_a_prompt_are_one_request(setup, monkeypatch):
+    """Rows of a prompt forced to temperature 0 with the same values are drawn once and copied: the engine gets one
+    request per (prompt, values), and the rows equal HF's greedy rows; sampled rows stay one request each."""
+    model, engine = setup
+    sent = []
+    real = engine.generate
+    monkeypatch.setattr(engine, "generate", lambda prompts, params: sent.append(len(prompts)) or real(prompts, params))
+    ids, mask = left_pad(PROMPTS)
+    k = 3
+    temps = torch.tensor([0.0] * k + [0.0, 1.0, 0.0] + [1.0] * k + [0.0] * k)  # per row, prompt-major
+    common = dict(max_new_tokens=8, num_return_sequences=k, eos_token_id=None,
+                  row_seeds=row_seeds([prompt_seed(0, "g", i) for i in range(len(PROMPTS))], k))
+    for force in ({"temperature": 0.0}, {"temperature": temps}, {"temperature": temps, "top_k": 5}):
+        sent.clear()
+        out = VLLMDecodingModel(model, engine=engine).generate(ids, mask, force=force, **common)
+        hf = AdaptiveDecodingModel(model).generate(ids, mask, force=force, **common)
+        assert out.completion_ids == hf.completion_ids
+        t = force["temperature"]
+        assert sent == [4 if not torch.is_tensor(t) else 1 + 2 + 3 + 1]
+    # a sequence-level argmax head: the prompts it sends to T=0 are one request each, with the head's own choices
+    head = token_head(selection="argmax", seed=GREEDY_HEAD_SEED, level="sequence")
+    sent.clear()
+    out = VLLMDecodingModel(model, head=head, engine=engine).generate(ids, mask, **common)
+    hf = AdaptiveDecodingModel(model, head=head).generate(ids, mask, **common)
+    assert out.completion_ids == hf.completion_ids and torch.equal(out.choices["temperature"], hf.choices["temperature"])
+    greedy = int((hf.values["temperature"][::k, 0] == 0).sum())
+    assert 0 < greedy < len(PROMPTS) and sent == [greedy + k * (len(PROMPTS) - greedy)]
+
+
+def test_a_prompts_rows_share_its_prefilled_blocks(setup, monkeypatch):
+    """share_prefix: the k requests of a 70-token prompt reuse its two full 32-token blocks (vLLM's
+    num_cached_tokens), and the rows are still HF's row-seeded samples."""
+    model, engine = setup
+    outs = []
+    real = engine.llm.generate
+    monkeypatch.setattr(engine.llm, "generate", lambda *a, **kw: outs.append(real(*a, **kw)) or outs[-1])
+    prompt = [(7 * i) % 250 + 3 for i in range(70)]
+    ids, mask = left_pad([prompt, PROMPTS[0]])
+    common = dict(max_new_tokens=6, num_return_sequences=3, eos_token_id=None, force={"temperature": 1.0},
+                  row_seeds=row_seeds([prompt_seed(0, "p", i) for i in range(2)], 3))
+    out = VLLMDecodingModel(model, engine=engine).generate(ids, mask, **common)
+    assert out.completion_ids == AdaptiveDecodingModel(model).generate(ids, mask, **common).completion_ids
+    warm, real_rows = outs  # one prefill of the long prompt (the short one fills no block), then the 6 rows
+    assert len(warm) == 1 and [o.num_cached_tokens for o in real_rows[:3]] == [64, 64, 64]
+
+
 def test_head_choices_and_inputs_match_hf_recomputation(setup):
     """Sequence and token level: the returned choices are the head's on the HF hidden states of the returned tokens
     (argmax), and `head_inputs` (what the collection caches) are those hidden states."""

@@ -76,9 +76,11 @@ class EvalConfig(ModelArguments):
         "help": "Stop each sample once its task's scored text is final (Task.stop_predicate: the first line, for "
                 "tasks scored on it), instead of decoding the unscored rest up to max_new_tokens. Every scored text, "
                 "reward and sequence-level choice is unchanged; the stored completions and token counts end there, "
-                "and so do a token-level head's per-step choices (and MeanShift's mean of them). Backend 'hf' only."})
+                "and so do a token-level head's per-step choices (and MeanShift's mean of them). Both backends "
+                "end a row at the same token."})
     vllm_options: dict | str | None = field(default=None, metadata={
-        "help": "backend 'vllm' only: VLLMEngine options {max_model_len, max_num_seqs, kv_cache_gib} (JSON on the CLI)."})
+        "help": "backend 'vllm' only: VLLMEngine options {max_model_len, max_num_seqs, kv_cache_gib, block_size, "
+                "prompts_per_call, share_prefix} (JSON on the CLI)."})
 
     def __post_init__(self):
         super().__post_init__()  # dtype resolved: the fingerprint (and results.json) hold the one that runs
@@ -111,9 +113,6 @@ class EvalConfig(ModelArguments):
             raise ValueError(f"on_bad_line must be 'fail' or 'skip', got {self.on_bad_line!r}")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
-        if self.stop_when_scored and self.backend != "hf":
-            raise ValueError(f"stop_when_scored needs backend 'hf' (it stops rows inside HF generate's loop), "
-                             f"got {self.backend!r}")
         if self.vllm_options and self.backend != "vllm":
             raise ValueError(f"vllm_options {self.vllm_options} given with backend {self.backend!r}; they apply to "
                              "backend 'vllm'")

@@ -307,8 +307,10 @@ class Evaluator:
             bar.update(len(todo))
 
         done = {e["id"] for e in examples if self.store.done(policy.name, task.name, split, e["id"])}
-        ScoredSampling(cfg.seed, cfg.batch_size, task_of=lambda e: task.name).run(examples, draw=draw, append=append,
-                                                                                 done=done)
+        # backend 'vllm': a whole job per engine call by default (vLLM refills its batch as rows end; a killed run
+        # loses that job's units), or the engine's prompts_per_call (bench/vllm_suite.py measures both)
+        size = cfg.batch_size if self.engine is None else self.engine.prompts_per_call or max(1, len(examples))
+        ScoredSampling(cfg.seed, size, task_of=lambda e: task.name).run(examples, draw=draw, append=append, done=done)
 
     # --- aggregation ----------------------------------------------------------------------------------------
     def aggregate(self, wall_seconds: float, units_computed: int = 0) -> dict:

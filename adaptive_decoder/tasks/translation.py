@@ -71,6 +71,11 @@ def first_line_complete(text: str) -> bool:
     return bool(s) and len(s.splitlines(keepends=True)[0]) > len(s.splitlines()[0])
 
 
+# the characters `str.splitlines` breaks at: the predicate can only turn True at a token holding one of them (a
+# sampling backend may stop rows at those tokens and check the predicate there: integrations.vllm.stops)
+first_line_complete.stop_chars = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 def corpus_scores(triples: list[tuple[str, str, str]]) -> dict:
     """Corpus BLEU / chrF (0-100) of (hypothesis, reference, target language) triples; BLEU uses sacrebleu's "zh"
     tokenizer when every target is Chinese, "13a" otherwise."""
