@@ -128,8 +128,8 @@ def test_unknown_task_method_and_config_key(tmp_path):
                                          r".*'gsm8k', .*'translation'.*\] \(or a path"):
         EvalConfig(tasks={"gsm9k": {}})
     with pytest.raises(ValueError, match=r"unknown method\(s\) \['beam'\]; valid: \['adaptive', 'best_joint', 'best_joint_mix', "
-                                         r"'edt', 'edt_mix', 'epsilon', 'epsilon_mix', 'eta', 'eta_mix', 'fixed', 'greedy', 'hag', "
-                                         r"'hag_untrained', 'meanshift', 'min_p', 'min_p_mix', 'oracle', 'random', "
+                                         r"'edt', 'edt_mix', 'epsilon', 'epsilon_mix', 'eta', 'eta_mix', 'fixed', 'greedy', "
+                                         r"'hag', 'hag_untrained', 'meanshift', 'min_p', 'min_p_mix', 'oracle', 'random', "
                                          r"'random_token', 'top_h', 'top_h_mix', 'top_nsigma', 'top_nsigma_mix', 'typical_p', "
                                          r"'typical_p_mix'\]"):
         EvalConfig(methods=["greedy", "beam"])
