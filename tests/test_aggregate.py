@@ -72,3 +72,26 @@ def test_without_a_fixed_setting_there_is_no_scale_free_report():
     out = aggregate_units(_units(rewards), {"adseq": METHODS["adseq"]}, ["a", "b"], n_boot=50, seed=0)
     assert "scale_free" not in out and "bars" not in out and out["comparisons"] == []
     assert out["tasks"]["b"]["num_test"] == 3  # alone, adseq keeps every prompt it has
+
+
+def test_each_methods_comparisons_on_a_task_are_holm_adjusted_as_one_family():
+    out = aggregate_units(_units(REWARDS), SMALL, ["a", "b"], n_boot=400, seed=0)
+    for task in ("a", "b", "overall"):
+        fam = sorted((c for c in out["comparisons"] if (c["task"], c["method"]) == (task, "adseq")),
+                     key=lambda c: c["p_value"])
+        # two tests, p1 <= p2: Holm gives min(1, 2 p1), then max(that, p2)
+        p1, p2 = fam[0]["p_value"], fam[1]["p_value"]
+        assert fam[0]["p_holm"] == pytest.approx(min(1.0, 2 * p1))
+        assert fam[1]["p_holm"] == pytest.approx(max(min(1.0, 2 * p1), p2))
+    # adseq - T=1.0 on b: -0.5 on every prompt, so its raw p is small and doubling it is visible
+    c = {(c["task"], c["baseline"]): c for c in out["comparisons"] if c["method"] == "adseq"}
+    assert c["b", "T=1.0"]["p_holm"] >= c["b", "T=1.0"]["p_value"]
+
+
+def test_a_record_written_without_the_holm_column_renders_a_dash():
+    from adaptive_decoder.evaluation.report.markdown import _comparison_table
+
+    rec = {"method": "adseq", "baseline": "T=0.0", "win": 0.5, "win_lo": 0.4, "win_hi": 0.6, "tie": 0.0, "loss": 0.5,
+           "mean_diff": 0.0, "diff_lo": -0.1, "diff_hi": 0.1, "p_value": 0.9}
+    assert _comparison_table([rec], signed=False)[-1].endswith("| 0.9 | — |")
+    assert _comparison_table([{**rec, "p_holm": 1.0}], signed=False)[-1].endswith("| 0.9 | 1 |")

@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from ..methods.base import role_of
-from ..stats import paired_comparison
+from ..stats import adjust_pvalues, paired_comparison
 
 # the pooled row of the experiment's summary: every task's test prompts together, on their raw scales
 OVERALL = "overall"
@@ -99,7 +99,9 @@ class MethodTaskResult:
 class Comparison:
     """One paired comparison as results.json and summary.json record it: `method` against `baseline` on the
     per-prompt rewards of `task` (the numbers of `adaptive_decoder.stats.paired_comparison`); the fields in the
-    order the files hold them."""
+    order the files hold them. `p_holm`: `p_value` adjusted by Holm's step-down over the family of `method`'s
+    comparisons on `task` (one per baseline), so "some baseline is beaten" keeps its 5% error rate however many
+    baselines a method meets; None in records written before it was computed."""
 
     task: str
     method: str
@@ -115,6 +117,7 @@ class Comparison:
     diff_lo: float
     diff_hi: float
     p_value: float
+    p_holm: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,10 +125,15 @@ class Comparison:
 
 def compare_with_baselines(task: str, rewards: dict, baselines: dict, methods: dict, n_boot: int, seed: int) -> list[dict]:
     """The comparison records on `task`: each method paired with each of its `baselines[method]` on per-prompt
-    rewards (`rewards[m]`: one list per method, in one prompt order); `methods`: the method descriptions."""
-    return [Comparison(task, m, f, methods[f].get("temperature"),
-                       **paired_comparison(rewards[m], rewards[f], n_boot=n_boot, seed=seed)).to_dict()
-            for m, fs in baselines.items() for f in fs]
+    rewards (`rewards[m]`: one list per method, in one prompt order); `methods`: the method descriptions. A method's
+    comparisons on the task are one family of tests, Holm-adjusted together (`Comparison.p_holm`)."""
+    out = []
+    for m, fs in baselines.items():
+        family = [paired_comparison(rewards[m], rewards[f], n_boot=n_boot, seed=seed) for f in fs]
+        holm = adjust_pvalues([c["p_value"] for c in family], "holm") if family else []
+        out += [Comparison(task, m, f, methods[f].get("temperature"), **c, p_holm=h).to_dict()
+                for f, c, h in zip(fs, family, holm)]
+    return out
 
 
 def same_decoding(methods: dict) -> dict:

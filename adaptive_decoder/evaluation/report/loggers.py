@@ -30,8 +30,9 @@ def log_wandb(results: dict, cfg: EvalConfig, images: list):
     for t, tr in results["tasks"].items():
         for m, r in tr["methods"].items():
             summary.add_data(t, m, r["reward"]["mean"], r["reward"]["lo"], r["reward"]["hi"])
-    cols = ["task", "method", "baseline", "win", "win_lo", "win_hi", "tie", "loss", "mean_diff", "diff_lo", "diff_hi", "p_value"]
-    comps = wandb.Table(columns=cols, data=[[c[k] for k in cols] for c in results["comparisons"]])
+    cols = ["task", "method", "baseline", "win", "win_lo", "win_hi", "tie", "loss", "mean_diff", "diff_lo", "diff_hi", "p_value",
+            "p_holm"]
+    comps = wandb.Table(columns=cols, data=[[c.get(k) for k in cols] for c in results["comparisons"]])
     log = {"summary": summary, "comparisons": comps}
     for p in images:
         log[f"plots/{Path(p).stem}"] = wandb.Image(str(p))

@@ -53,16 +53,25 @@ def _shown_comparisons(comparisons: list, task: str, twins: dict) -> list:
     return [c for c in comparisons if c["task"] == task and twins.get(c["method"]) != c["baseline"]]
 
 
+# the family a p (Holm) column is adjusted over, said where the tables are
+HOLM_NOTE = "p (Holm): the p-value Holm-adjusted over one method's comparisons on one task (its family of tests)"
+
+
 def _comparison_table(comps: list, signed: bool) -> list[str]:
-    """Win / tie / loss, mean difference and p-value per comparison; `signed` writes the differences with their sign."""
+    """Win / tie / loss, mean difference, p-value and its Holm adjustment per comparison; `signed` writes the
+    differences with their sign."""
     def diff(c):
         if not signed:
             return format_ci(c["mean_diff"], c["diff_lo"], c["diff_hi"])
         return f"{c['mean_diff']:+.3f} [{c['diff_lo']:+.3f}, {c['diff_hi']:+.3f}]"
 
-    return ["| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p |", "|---|---|---|---|---|---|---|"] + [
+    def holm(c):
+        return "—" if c.get("p_holm") is None else f"{c['p_holm']:.3g}"
+
+    return ["| method | vs | win [95% CI] | tie | loss | mean diff [95% CI] | p | p (Holm) |",
+            "|---|---|---|---|---|---|---|---|"] + [
         f"| {c['method']} | {c['baseline']} | {format_ci(c['win'], c['win_lo'], c['win_hi'], 2)} | {c['tie']:.2f} | "
-        f"{c['loss']:.2f} | {diff(c)} | {c['p_value']:.3g} |" for c in comps]
+        f"{c['loss']:.2f} | {diff(c)} | {c['p_value']:.3g} | {holm(c)} |" for c in comps]
 
 
 # --- results.md ---------------------------------------------------------------------------------------------
@@ -105,12 +114,12 @@ def markdown_table(results: dict) -> str:
         if comps:
             lines += ["", f"Paired comparisons on {t} (per-prompt reward, method vs each fixed setting, a trained head "
                       "also vs the oracle and the random controls; win rate with 95% bootstrap CI; p: two-sided paired "
-                      "bootstrap):", ""] + _comparison_table(comps, signed=False)
+                      f"bootstrap; {HOLM_NOTE}):", ""] + _comparison_table(comps, signed=False)
     comps = _shown_comparisons(results["comparisons"], OVERALL, twins)
     if comps:  # the experiment's summary.md shows the same pooled rows
         lines += ["", f"## Paired comparisons, every task's test prompts pooled (`{OVERALL}`, raw rewards)", "",
                   "On raw scales the task with the widest reward scale dominates; the normalized view weights tasks "
-                  "equally.", ""] + _comparison_table(comps, signed=False)
+                  f"equally. {HOLM_NOTE[0].upper()}{HOLM_NOTE[1:]}.", ""] + _comparison_table(comps, signed=False)
     small = [t for t in tasks if results["tasks"][t]["num_test"] < SMALL_N]
     if small:
         lines += ["", f"Caution: {', '.join(small)} used fewer than {SMALL_N} test prompts; with so few prompts bootstrap "
@@ -234,8 +243,8 @@ def summary_markdown(summary: dict) -> str:
         L += per_seed(f"`{m}`'s choice (per seed)", lambda ps, t, m=m: ps.get("fitted_choice", {}).get(t, {}).get(m))
     L += ["## Paired comparisons vs each fixed temperature, raw", "",
           "Win / tie / loss on per-prompt rewards (win rate with 95% CI), mean difference with 95% CI, two-sided "
-          "paired-bootstrap p-value. Here a tie is its own column (the paper's win rate above counts it 1/2). AD heads "
-          "are also compared with the oracle and the random controls.", ""]
+          f"paired-bootstrap p-value; {HOLM_NOTE}. Here a tie is its own column (the paper's win rate above counts it "
+          "1/2). AD heads are also compared with the oracle and the random controls.", ""]
     for t in tasks:
         rows = _shown_comparisons(summary["comparisons"], t, twins)
         if rows:
