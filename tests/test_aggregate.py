@@ -95,3 +95,26 @@ def test_a_record_written_without_the_holm_column_renders_a_dash():
            "mean_diff": 0.0, "diff_lo": -0.1, "diff_hi": 0.1, "p_value": 0.9}
     assert _comparison_table([rec], signed=False)[-1].endswith("| 0.9 | — |")
     assert _comparison_table([{**rec, "p_holm": 1.0}], signed=False)[-1].endswith("| 0.9 | 1 |")
+
+
+def test_a_seed_that_flips_the_bar_widens_its_interval():
+    from adaptive_decoder.evaluation.aggregate import with_seed_uncertainty
+    from adaptive_decoder.evaluation.report.scalefree import bar_numbers
+
+    # no dev units: task a is normalized on test, T=0.0 (0) -> 0 and T=1.0 (1) -> 1, scale 1. The head scores 2 on
+    # every prompt with seed 0 and 0 with seed 1: seed-averaged it ties T=1.0 on every prompt (prompt-level CI
+    # [0, 0]), while the seeds' own differences are +1 and -1
+    prompts = [f"p{i}" for i in range(4)]
+    rewards = {(s, "a", m): {p: v for p in prompts}
+               for s, m, v in [(0, "T=0.0", 0.0), (1, "T=0.0", 0.0), (0, "T=1.0", 1.0), (1, "T=1.0", 1.0),
+                               (0, "adseq", 2.0), (1, "adseq", 0.0)]}
+    units = _units(rewards)
+    out = aggregate_units(units, SMALL, ["a"], n_boot=400, seed=0)
+    bar = out["bars"]["adseq"]
+    assert bar["baseline"] == "T=1.0" and bar["diff"] == pytest.approx(0.0) and bar["diff_ci"] == pytest.approx([0, 0])
+    by_seed = {s: [u for u in units if u["seed"] == s] for s in (0, 1)}
+    two = with_seed_uncertainty(bar, by_seed, out["scale_free"], n_boot=400)
+    assert two["per_seed"] == {"0": pytest.approx(1.0), "1": pytest.approx(-1.0)}
+    assert two["diff_ci"] == pytest.approx([-1.0, 1.0]) and two["diff_ci_prompts"] == bar["diff_ci"]
+    assert not two["met"] and "over 2 training seeds and their prompts (seed 0 +1.000, seed 1 -1.000)" in bar_numbers(two)
+    assert with_seed_uncertainty(bar, {0: by_seed[0]}, out["scale_free"], n_boot=400) is bar  # one seed: unchanged

@@ -14,7 +14,7 @@ Who is compared with whom is defined once, in `comparison_set`.
 from __future__ import annotations
 
 from ..methods.base import controls, role_of
-from ..stats import bootstrap_mean_ci
+from ..stats import bootstrap_mean_ci, two_level_bootstrap
 from .results import OVERALL, compare_with_baselines
 from .scalefree import check_bar, rewards_by_prompt, units_report
 
@@ -65,4 +65,28 @@ def aggregate_units(units: list, methods: dict, tasks: list, n_boot: int, seed: 
     return out
 
 
-__all__ = ["aggregate_units", "comparison_set", "fixed_settings", "learned_heads"]
+def with_seed_uncertainty(bar: dict, units_by_seed: dict, scale_free: dict, n_boot: int) -> dict:
+    """`bar` (`check_bar`'s, over seed-averaged prompts) with its difference's interval from a two-level bootstrap
+    over training seeds and, within each, prompts within task (`stats.two_level_bootstrap`), so a seed whose head
+    decides otherwise widens it; `met` is re-read with that interval. `units_by_seed`: {training seed: its units}.
+    Kept beside it: "diff_ci_prompts" (the prompt-level interval) and "per_seed": {seed: that seed's normalized
+    difference}, the per-seed verdicts. With one seed the bar is returned as it is."""
+    if not bar.get("evaluated") or len(units_by_seed) < 2:
+        return bar
+    head, base = bar["method"], bar["baseline"]
+    per_seed = {}
+    for s, units in units_by_seed.items():
+        test = rewards_by_prompt(units, "test")
+        per_seed[str(s)] = {}
+        for t, norm in scale_free["tasks"].items():
+            by_m = test.get(t, {})
+            ids = sorted(set(by_m.get(head, {})) & set(by_m.get(base, {})))
+            per_seed[str(s)][t] = [(by_m[head][p] - by_m[base][p]) / norm["normalization"]["scale"] for p in ids]
+    two = two_level_bootstrap(per_seed, n_boot=n_boot, seed=0)
+    beats = two["lo"] > 0
+    return {**bar, "diff_ci": [two["lo"], two["hi"]], "diff_ci_prompts": bar["diff_ci"], "per_seed": two["per_seed"],
+            "ci_levels": "training seeds, then prompts within task", "beats_best_fixed": bool(beats),
+            "met": bool(beats and bar["wins_vs_every_fixed"])}
+
+
+__all__ = ["aggregate_units", "with_seed_uncertainty", "comparison_set", "fixed_settings", "learned_heads"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..methods.base import FIXED_CONFIG_ROLES, role_of
 from ..evaluation.report import summary_markdown, summary_plots
-from ..evaluation.aggregate import aggregate_units
+from ..evaluation.aggregate import aggregate_units, with_seed_uncertainty
 from ..evaluation.results import LEVEL_METHOD, OVERALL, MethodTaskResult, choices, same_decoding
 from ..evaluation.scalefree import check_bar
 from ..storage import atomic_write_bytes, jsonable
@@ -110,7 +110,10 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     summary["training"] = _training_diagnostics(root, cfg)
     summary["scale_free"] = stats["scale_free"]
     # every trained level's head: one evaluated on some seeds only was left out above, and is reported unevaluated
-    summary["bars"] = {LEVEL_METHOD[lv]: check_bar(summary["scale_free"], LEVEL_METHOD[lv]) for lv in cfg.levels}
+    by_seed = {s: res["units"] for s, res in results.items()}
+    summary["bars"] = {LEVEL_METHOD[lv]: with_seed_uncertainty(check_bar(summary["scale_free"], LEVEL_METHOD[lv]), by_seed,
+                                                                summary["scale_free"], cfg.n_bootstrap)
+                       for lv in cfg.levels}
     summary["bar"] = summary["bars"][primary_method(cfg)]
     summary["same_decoding"] = same_decoding(methods)
     return summary

@@ -29,7 +29,16 @@ def bar_numbers(bar: dict) -> str:
                      for f, w in bar["win_rates"].items())
     return (f"{bar['method']} normalized reward {bar['method_normalized']:.3f} vs best fixed {bar['baseline']} "
             f"(chosen on {bar['baseline_chosen_on']}) {bar['baseline_normalized']:.3f}: difference {bar['diff']:+.3f} "
-            f"[95% CI {lo:+.3f}, {hi:+.3f}]; win rate vs {wins}")
+            f"[95% CI {lo:+.3f}, {hi:+.3f}]{_seed_note(bar)}; win rate vs {wins}")
+
+
+def _seed_note(bar: dict) -> str:
+    """Where the interval spans training seeds (`evaluation.aggregate.with_seed_uncertainty`): that, and each seed's
+    own difference (the per-seed verdicts)."""
+    if "per_seed" not in bar:
+        return ""
+    seeds = ", ".join(f"seed {s} {v:+.3f}" for s, v in bar["per_seed"].items())
+    return f" over {len(bar['per_seed'])} training seeds and their prompts ({seeds})"
 
 
 def bar_line(bar: dict) -> str:
