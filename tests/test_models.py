@@ -385,10 +385,13 @@ def test_a_local_path_refuses_a_revision(tiny_model_dir):
         models.load_base_model(str(tiny_model_dir), revision="main")
 
 
-def test_load_options_are_in_every_fingerprint_at_their_value():
+def test_load_options_are_in_every_fingerprint_at_their_value(monkeypatch):
     """{} when all are at their default; records of the format before (absent == default) are migrated to {}."""
     from adaptive_decoder import EvalConfig, ExperimentConfig
+    from adaptive_decoder.experiment import pipeline
     from adaptive_decoder.experiment.pipeline import Experiment
+
+    monkeypatch.setattr(pipeline, "task_digest", lambda task: "digest")  # the stub task below has no contents
 
     assert EvalConfig(device="cpu").fingerprint()["load"] == {}
     fp = EvalConfig(model="org/x", device="cpu", attn_implementation="sdpa", model_revision="r1").fingerprint()
