@@ -26,8 +26,8 @@ import torch
 
 from ..modeling.generation import compute_head_inputs
 from .expected_reward import behaviour_log_probs
-from .pairs import MissingSamples, ModelNeededError
-from .store import CollectionMismatchError, head_identity, hidden_key, model_identity_diffs, read_collection
+from .pairs.dataset import MissingSamples, collection_model
+from .store import head_identity, hidden_key, read_collection
 
 
 def _finite_total(rec: dict):
@@ -94,16 +94,7 @@ class GroupDataset(torch.utils.data.Dataset):
         self.stats.update(groups=len(self.groups), samples=sum(len(g) for g in self.groups),
                           samples_cached=len(needed) - len(missing.head_inputs),
                           samples_recomputed=len(missing.head_inputs))
-        if missing and model is None:
-            if load_model is None:
-                raise ModelNeededError(f"{missing.describe()}: pass model= (the collection's base model) to "
-                                       "recompute them")
-            model = load_model(missing)
-            diffs = model_identity_diffs(self.manifest["base_model"], model)
-            if diffs:
-                raise CollectionMismatchError(f"{self.root} was collected with a different base model:\n  "
-                                              + "\n  ".join(diffs))
-        self.model = model
+        self.model = collection_model(self.root, self.manifest, missing, model, load_model)
 
     def _input_key(self, group: list, rec: dict) -> tuple:
         """Whose head input a sample uses: its own (token level) or its prompt's shared one (sequence level: the

@@ -51,6 +51,24 @@ class MissingSamples:
         return f"of the {self.in_pairs} samples in {self.used_in}, " + " and ".join(parts)
 
 
+def check_collection_model(root, manifest: dict, model):
+    """`model`, if it is the base LM the collection in `root` ran (CollectionMismatchError naming what differs)."""
+    diffs = model_identity_diffs(manifest["base_model"], model)
+    if diffs:
+        raise CollectionMismatchError(f"{root} was collected with a different base model:\n  " + "\n  ".join(diffs))
+    return model
+
+
+def collection_model(root, manifest: dict, missing: MissingSamples, model=None, load_model=None):
+    """The base LM that recomputes the `missing` samples: `model` as given; else, only when something is missing,
+    `load_model(missing)`, identity-checked (`check_collection_model`); ModelNeededError when neither is given."""
+    if not missing or model is not None:
+        return model
+    if load_model is None:
+        raise ModelNeededError(f"{missing.describe()}: pass model= (the collection's base model) to recompute them")
+    return check_collection_model(root, manifest, load_model(missing))
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Preference pairs of a collection directory, one dict per pair (what `lpo.collate_pairs` batches):
 
@@ -88,7 +106,7 @@ class PairDataset(torch.utils.data.Dataset):
                 raise CollectionMismatchError(f"{self.root} was collected with another head setup; its choices do not "
                                               "fit this head:\n  " + "\n  ".join(diffs))
         if model is not None:
-            self._check_model(model)
+            check_collection_model(self.root, self.manifest, model)
         done = self.manifest["done"]
         if tasks is not None:
             unknown = sorted(set(tasks) - {r["task"] for r in records})
@@ -112,19 +130,7 @@ class PairDataset(torch.utils.data.Dataset):
                                       tuple(sorted(needed - set(self._tables))) if response_logps else ())
         self.stats.update(samples_in_pairs=len(needed), samples_cached=len(needed) - len(self.missing.head_inputs),
                           samples_recomputed=len(self.missing.head_inputs))
-        if self.missing and model is None:
-            if load_model is None:
-                raise ModelNeededError(f"{self.missing.describe()}: pass model= (the collection's base model) to "
-                                       "recompute them")
-            model = self._check_model(load_model(self.missing))
-        self.model = model
-
-    def _check_model(self, model):
-        diffs = model_identity_diffs(self.manifest["base_model"], model)
-        if diffs:
-            raise CollectionMismatchError(f"{self.root} was collected with a different base model:\n  "
-                                          + "\n  ".join(diffs))
-        return model
+        self.model = collection_model(self.root, self.manifest, self.missing, model, load_model)
 
     def _load_cache(self, needed):
         from safetensors import safe_open
