@@ -39,6 +39,7 @@ from __future__ import annotations
 import torch
 
 from .losses import aggregate_steps
+from ..modeling.head import exploration_probs
 
 GROUP_LOSS_TYPES = ("expected_reward",)
 ADVANTAGE_SCALES = ("none", "std")
@@ -51,9 +52,7 @@ def behaviour_log_probs(head, inputs: torch.Tensor, choices: dict, epsilon: floa
     total = torch.zeros(inputs.shape[:-1], dtype=torch.float32)
     with torch.no_grad():
         for f, logits in head(inputs).items():
-            p = logits.float().softmax(-1)
-            if epsilon > 0:  # the same arithmetic as select(): a recomputed mu is the sampled-from one to rounding
-                p = (1 - epsilon) * p + epsilon / p.shape[-1]
+            p = exploration_probs(logits, epsilon)  # what select() drew from: a recomputed mu equals it to rounding
             idx = choices[f].long().to(p.device)
             lp = p.log().gather(-1, idx.clamp(min=0).unsqueeze(-1)).squeeze(-1).cpu()
             total = total + torch.where(idx.cpu() >= 0, lp, torch.zeros_like(lp))

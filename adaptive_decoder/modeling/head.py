@@ -97,6 +97,14 @@ class AdaptiveDecoderConfig:
         return cls(**d)
 
 
+def exploration_probs(logits: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """The distribution "sample" selection draws a bin from: (1 - epsilon) * softmax(logits) + epsilon / K, in
+    float32. One definition, so that the HF draw, the row-seeded draw and the expected-reward objective's recomputed
+    behaviour probabilities agree to rounding."""
+    p = logits.float().softmax(-1)
+    return (1 - epsilon) * p + epsilon / p.shape[-1] if epsilon > 0 else p
+
+
 class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptive-decoder", tags=["adaptive-decoding"]):
     """MLP trunk + one linear output per active factor (factorized categorical distributions)."""
 
@@ -167,9 +175,7 @@ class AdaptiveDecoderHead(nn.Module, PyTorchModelHubMixin, library_name="adaptiv
             if selection == "argmax":
                 out[f] = logits.argmax(-1)
                 continue
-            p = logits.float().softmax(-1)
-            if epsilon > 0:
-                p = (1 - epsilon) * p + epsilon / p.shape[-1]
+            p = exploration_probs(logits, epsilon)
             flat = p.reshape(-1, p.shape[-1])
             out[f] = torch.multinomial(flat, 1, generator=generator).reshape(p.shape[:-1])
         return out

@@ -24,6 +24,7 @@ import hashlib
 
 import torch
 from transformers import LogitsProcessor
+from .head import exploration_probs
 
 TOKEN_STREAM = 0
 HEAD_STREAM = 1
@@ -113,10 +114,7 @@ def select_rows(head, hidden: torch.Tensor, selection: str, epsilon: float, seed
         raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
     out = {}
     for f, logits in head(h).items():
-        p = logits.float().softmax(-1)
-        if epsilon > 0:
-            p = (1 - epsilon) * p + epsilon / p.shape[-1]
-        out[f] = inverse_cdf(p.cpu(), uniforms(seeds, steps, HEAD_STREAM, f))
+        out[f] = inverse_cdf(exploration_probs(logits, epsilon).cpu(), uniforms(seeds, steps, HEAD_STREAM, f))
     return out
 
 
