@@ -83,3 +83,15 @@ def training_recipe(name: str):
         return __import__(name)
     finally:
         sys.path.pop(0)
+
+
+@pytest.fixture
+def vllm_importable(monkeypatch):
+    """A stand-in `vllm` module, for configs that only check that vLLM can be imported (no engine is built)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    monkeypatch.setitem(sys.modules, "vllm", fake)

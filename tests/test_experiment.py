@@ -431,6 +431,34 @@ def test_changed_settings_are_refused_on_resume(finished_run):
         _load_cli().main(argv + ["--split_seed", "7"])
 
 
+def test_a_resume_under_another_backend_is_refused_by_name(finished_run, vllm_importable, tmp_path, monkeypatch):
+    """The collect stage records the backend that drew its samples: a resume under the other one is refused naming
+    it, at the first stage, before a model or an engine loads; a record of format 2 (before the backend was recorded:
+    every collection drawn by HF) resumes under hf without running a stage."""
+    import shutil
+
+    from adaptive_decoder.modeling.generation import AdaptiveDecodingModel
+
+    run_dir, argv, _ = finished_run
+    with pytest.raises(ValueError, match=r"collect-sequence finished with different settings \(backend differ\)"):
+        _load_cli().main(argv + ["--backend", "vllm"])
+    old = tmp_path / "run"
+    shutil.copytree(run_dir, old)
+    for done in old.glob("seed-*/*/stage_done.json"):
+        rec = json.loads(done.read_text())
+        for fp in (rec, rec.get("collect")):
+            if isinstance(fp, dict) and "train_ids" in fp:
+                assert fp.pop("backend") == "hf"
+        done.write_text(json.dumps({**rec, "format_version": 2}))
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage generated again")
+
+    monkeypatch.setattr(AdaptiveDecodingModel, "generate", boom)
+    again = _load_cli().main([*argv[:-1], str(old)])
+    assert again["stages_run"] == [] and len(again["stages_skipped"]) == 5
+
+
 def test_a_method_added_to_a_finished_run_computes_only_its_units(finished_run):
     run_dir, argv, summary = finished_run
     units = run_dir / "seed-0" / "eval" / "units.jsonl"

@@ -69,7 +69,7 @@ def test_shipped_config_composes_the_stage_configs_it_did_before(path):
 
 def test_managed_fields_are_the_ones_the_experiment_sets():
     # every field the experiment sets (or keeps out of a stage delta), written out: a mark dropped from a field fails here
-    assert managed_fields(CollectionSettings) == {"seed", "max_new_tokens", "chat", "stop_when_scored", "shard"}
+    assert managed_fields(CollectionSettings) == {"seed", "max_new_tokens", "chat", "stop_when_scored", "shard", "backend"}
     assert managed_fields(LPOConfig) == {
         "output_dir", "collection_dir", "head_path", "head", "seed", "resume", "synthetic_pairs", "synthetic_hidden_size",
         "tasks", "base_model", "torch_threads", "progress", "report_to", "overwrite_output_dir", "head_init_seed",
@@ -77,7 +77,7 @@ def test_managed_fields_are_the_ones_the_experiment_sets():
     assert managed_fields(EvalConfig) == {
         "model", "base_model", "dtype", "device", "torch_threads", "chat", "tasks", "num_prompts", "num_dev_prompts",
         "methods", "temperatures", "head_paths", "output_dir", "seed", "max_new_tokens", "progress", "report_to",
-        "skip_missing_heads", "n_bootstrap", "stop_when_scored", *MODEL_LOAD_FIELDS}
+        "skip_missing_heads", "n_bootstrap", "stop_when_scored", "backend", *MODEL_LOAD_FIELDS}
 
 
 def test_compose_refuses_a_value_for_a_field_not_marked_managed():
@@ -132,3 +132,38 @@ def test_the_marks_leave_the_ecosystem_parsers_alone():
     (ecfg,) = HfArgumentParser(EvalConfig).parse_args_into_dataclasses(["--num_prompts", "3", "--report_to", "none"])
     assert ecfg.num_prompts == 3
     assert {"seed", "synthetic_pairs"} <= managed_fields(LPOConfig) and "num_prompts" in managed_fields(EvalConfig)
+
+
+def test_the_experiment_backend_reaches_the_collect_and_eval_stages(vllm_importable):
+    # mixed_traffic stops its first-line tasks at their first line: the vLLM collection honours that too
+    cfg = ExperimentConfig(**{**load_config(ROOT / "configs" / "experiments" / "mixed_traffic.yaml"), "run_dir": "RUN",
+                              "backend": "vllm"})
+    for lv in cfg.levels:
+        c = cfg.stage_config("collect", 0, lv)
+        assert (c.backend, c.stop_when_scored, c.identity()["backend"]) == ("vllm", True, "vllm")
+    e = cfg.stage_config("eval", 0)
+    assert (e.backend, e.fingerprint()["backend"], e.stop_when_scored) == ("vllm", "vllm", True)
+    hf = ExperimentConfig(**{**load_config(ROOT / "configs" / "experiments" / "mixed_traffic.yaml"), "run_dir": "RUN"})
+    assert hf.backend == "hf" and hf.stage_config("collect", 0, "sequence").backend == "hf"
+    assert hf.stage_config("eval", 0).backend == "hf"
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"backend": "VLLM"}, r"backend must be 'hf' or 'vllm', got 'VLLM'"),
+    ({"collect": {"backend": "vllm"}}, r"collect: \['backend'\] are set by the experiment itself"),
+    ({"eval": {"backend": "vllm"}}, r"eval: \['backend'\] are set by the experiment itself"),
+])
+def test_a_bad_backend_fails_in_one_line(kw, match):
+    with pytest.raises(ValueError, match=match) as e:
+        ExperimentConfig(run_dir="RUN", tasks={"gsm8k": {}}, **kw)
+    assert "\n" not in str(e.value)
+
+
+def test_backend_vllm_without_vllm_names_the_venv_to_run_in(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what `import vllm` meets where vLLM is not installed
+    with pytest.raises(ValueError, match=r"backend 'vllm' needs vLLM, .*`make setup-vllm`") as e:
+        ExperimentConfig(run_dir="RUN", tasks={"gsm8k": {}}, backend="vllm")
+    assert "\n" not in str(e.value)
+    assert ExperimentConfig(run_dir="RUN", tasks={"gsm8k": {}}).backend == "hf"  # hf needs no vLLM

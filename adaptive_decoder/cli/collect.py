@@ -25,9 +25,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from adaptive_decoder.cli import CONFIG_DIR  # noqa: E402
 from adaptive_decoder.configs import parse_recipe_config, run_recipe  # noqa: E402
-from adaptive_decoder import AdaptiveDecoderHead, AdaptiveDecodingModel  # noqa: E402
+from adaptive_decoder import AdaptiveDecoderHead  # noqa: E402
 from adaptive_decoder.lpo.store import CollectionSettings  # noqa: E402
-from adaptive_decoder.lpo.collection import collect  # noqa: E402
+from adaptive_decoder.lpo.collection import collect, sampling_model  # noqa: E402
 from adaptive_decoder.modeling.head import build_head  # noqa: E402
 from adaptive_decoder.modeling.model_args import ModelArguments  # noqa: E402
 from adaptive_decoder.paths import missing_local_dir  # noqa: E402
@@ -104,21 +104,12 @@ def main(argv=None):
     prompts = shard_prompts(prompts, cfg.shard)  # a Slurm array task's part (adaptive_decoder.lpo.shards)
     model, tok = cfg.load()
     head = collecting_head(cfg, model)
-    adm, engine = AdaptiveDecodingModel(model, tok, head), None
-    if cfg.backend == "vllm":  # sampling in a vLLM engine; the HF model still gives the head inputs and token tables
-        from adaptive_decoder.integrations.vllm.backend import VLLMDecodingModel, VLLMEngine
-
-        engine = VLLMEngine(model, tok, max_num_seqs=cfg.prompts_per_batch * cfg.num_samples * int(cfg.twins))
-        adm = VLLMDecodingModel(model, tok, head, engine=engine)
     rewards = {name: TaskReward(task, model, tok) for name, task in tasks.items()}
     settings = CollectionSettings(**{f.name: getattr(cfg, f.name) for f in fields(CollectionSettings)})
     t0 = time.time()
-    try:
+    with sampling_model(model, tok, head, settings) as adm:  # backend 'vllm': one engine, closed at the end
         summary = collect(adm, prompts, rewards, cfg.output_dir, settings, task_specs=collection_specs(cfg.tasks, tasks),
                           progress=cfg.progress)
-    finally:
-        if engine is not None:
-            engine.close()
     summary["wall_s"] = round(time.time() - t0, 1)
     if cfg.report:
         summary["pairs"] = collection_pair_report(cfg.output_dir)

@@ -67,7 +67,7 @@ class EvalConfig(ModelArguments):
     wandb_project: str = field(default="adaptive-decoder-eval", metadata={"help": "wandb project name."})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (default: output_dir's name)."})
     progress: Managed[bool] = field(default=True, metadata={"help": "Show a tqdm progress bar."})
-    backend: str = field(default="hf", metadata={
+    backend: Managed[str] = field(default="hf", metadata={
         "help": "Where the methods sample: 'hf' (transformers generate) or 'vllm' (one vLLM engine with the "
                 "adaptive-decoder plugin, for every method: adaptive_decoder.integrations.vllm.backend; run it in the "
                 "venv of `make setup-vllm`). Same seeds give every method the same noise on either backend, but the "

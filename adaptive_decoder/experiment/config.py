@@ -4,6 +4,7 @@ dataclasses their fields name; `stage_config` composes a stage's typed config (`
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -47,6 +48,12 @@ class ExperimentConfig(ModelArguments):
         "help": "Stop each sample once its task's scored text is final (e.g. its first line), in collection and "
                 "evaluation alike: the rewards and every scored text are unchanged, the unscored rest is not decoded "
                 "(see EvalConfig.stop_when_scored for what else it shortens)."})
+    backend: str = field(default="hf", metadata={
+        "help": "Where the collection and the evaluation sample: 'hf' (transformers generate) or 'vllm' (one vLLM engine "
+                "per collect or eval stage, adaptive_decoder.integrations.vllm.backend; run the experiment in the venv of "
+                "`make setup-vllm`). The HF model still gives the head inputs, token tables and scores, and the LPO "
+                "stage draws no samples (it trains on the collection). A run is resumed only under the backend "
+                "that began it: the two draw different samples for the same seeds."})
     collect: Annotated[dict | str | None, StageOf("adaptive_decoder.lpo.store:CollectionSettings")] = field(
         default=None, metadata={"help": "adaptive_decoder.lpo.store.CollectionSettings options (num_samples, epsilon, "
                                         "prompts_per_batch, ...)."})
@@ -123,6 +130,11 @@ class ExperimentConfig(ModelArguments):
         if "hag" in self.methods and not self.hag_model_path and "hag" not in (self.eval.get("method_options") or {}):
             raise ValueError("method 'hag' needs hag_model_path (a model saved by training/train_hag.py); "
                              "use 'hag_untrained' to let the base model propose its own config")
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
+        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError("backend 'vllm' needs vLLM, which this Python cannot import: run the experiment in the "
+                             "venv that `make setup-vllm` builds (.venv-vllm/bin/python)")
         if self.report_to not in ("none", "wandb"):
             raise ValueError(f"report_to must be 'none' or 'wandb', got {self.report_to!r}")
         if self.push_to_hub and not self.hub_model_id:

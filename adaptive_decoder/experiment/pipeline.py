@@ -7,7 +7,8 @@ One call, `run_experiment(ExperimentConfig(...))`, drives the whole pipeline on 
                  splits). The same splits serve every seed, so seeds vary only the sampling and the head init.
     for each seed:
       collect-<level>  LPO samples on the TRAIN prompts with a freshly initialised head exploring
-                       (`adaptive_decoder.lpo.collection.collect`, rewards = the evaluation rewards of each task)
+                       (`adaptive_decoder.lpo.collection.collect`, rewards = the evaluation rewards of each task;
+                       drawn by HF generate or, with `backend: vllm`, a vLLM engine, as the eval stage's)
       train-<level>    LPO on best-vs-worst pairs of that collection (`adaptive_decoder.lpo.trainer.LPOTrainer`),
                        starting from (and referencing) the collecting head
       eval             greedy, the fixed-temperature grid, random, the per-task oracle (fitted on DEV prompts),
@@ -142,7 +143,7 @@ class Experiment:
                 "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
                 "rewards": {t: self.tasks[t].reward_spec for t in self.tasks},
                 "task_contents": {t: task_digest(task) for t, task in self.tasks.items()},
-                "stop_when_scored": cfg.stop_when_scored, "load": cfg.load_identity()}
+                "stop_when_scored": cfg.stop_when_scored, "backend": cfg.backend, "load": cfg.load_identity()}
 
     def collect_stage(self, seed: int, level: str) -> dict:
         out = stage_dir(self.root, seed, "collect", level)
@@ -152,8 +153,7 @@ class Experiment:
     def _collect(self, seed: int, level: str, out: Path) -> dict:
         """The collect stage's work: LPO samples on the train prompts, explored by the seed's collecting head (made
         and saved on first need), and the pair statistics of the collection."""
-        from ..lpo.collection import collect, group_size_mismatches
-        from ..modeling.generation import AdaptiveDecodingModel
+        from ..lpo.collection import collect, group_size_mismatches, sampling_model
         from ..modeling.head import build_head
         from ..lpo.pairs import collection_pair_report
 
@@ -173,8 +173,8 @@ class Experiment:
         for t, spec in specs.items():  # a task's own generation length, as the evaluation uses it
             if spec["task_options"].get("max_new_tokens"):
                 spec["max_new_tokens"] = int(spec["task_options"]["max_new_tokens"])
-        adm = AdaptiveDecodingModel(self.model, self.tokenizer, head.to(self.model.device))
-        summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
+        with sampling_model(self.model, self.tokenizer, head.to(self.model.device), settings) as adm:
+            summary = collect(adm, self._train_prompts(), rewards, out, settings, task_specs=specs, progress=cfg.progress)
         summary["pairs"] = collection_pair_report(out, mode=option(cfg, "lpo", "pair_mode"), k=option(cfg, "lpo", "pair_k"),
                                                   eps=option(cfg, "lpo", "pair_eps"))
         return summary

@@ -5,9 +5,10 @@ TRL's pattern (one parser, several typed dataclasses), with the experiment in th
 YAML holds one delta per stage dataclass (`collect:`, `lpo:`, `eval:`); the `ExperimentConfig` field holding it
 names the dataclass in its type (`Annotated[..., StageOf("module:Class")]`), and the delta is checked against that
 dataclass's fields when the config is built. The experiment sets some fields of every stage itself, from its
-top-level options (the seed, the run directory's paths, the generation length, the chat template, the base LM):
-those are the stage dataclass's fields typed `Managed[...]` (`adaptive_decoder.configs`), plus, in a stage that is a
-`ModelArguments`, every base-LM field (one experiment runs one LM). A delta may not set a managed field.
+top-level options (the seed, the run directory's paths, the generation length, the chat template, the sampling
+backend, the base LM): those are the stage dataclass's fields typed `Managed[...]` (`adaptive_decoder.configs`),
+plus, in a stage that is a `ModelArguments`, every base-LM field (one experiment runs one LM). A delta may not set a
+managed field.
 
 `stage_config` builds a stage's dataclass from three layers, later ones winning: the user's delta, the values the
 experiment derives from it and its other options (a default it picks where the delta is silent, a mapping of the
@@ -104,7 +105,7 @@ def _collect(cfg, seed, level) -> tuple[dict, dict]:
     # their head inputs with the LM (a small MLP epoch becoming an LM forward per sample)
     wide = "cache_which" not in cfg.collect and option(cfg, "lpo", "pair_mode") != "best_vs_worst"
     return {"seed": seed, "max_new_tokens": cfg.max_new_tokens, "chat": cfg.chat,
-            "stop_when_scored": cfg.stop_when_scored}, {"cache_which": "all"} if wide else {}
+            "stop_when_scored": cfg.stop_when_scored, "backend": cfg.backend}, {"cache_which": "all"} if wide else {}
 
 
 def _train(cfg, seed, level) -> tuple[dict, dict]:
@@ -128,7 +129,7 @@ def _eval(cfg, seed, level) -> tuple[dict, dict]:
             "head_paths": [str(head_path(cfg.run_dir, seed, lv)) for lv in cfg.levels],
             "output_dir": str(stage_dir(cfg.run_dir, seed, "eval")), "seed": seed, "max_new_tokens": cfg.max_new_tokens,
             "progress": cfg.progress, "report_to": cfg.report_to, "n_bootstrap": cfg.n_bootstrap,
-            "stop_when_scored": cfg.stop_when_scored}, {"method_options": _method_options(cfg)}
+            "stop_when_scored": cfg.stop_when_scored, "backend": cfg.backend}, {"method_options": _method_options(cfg)}
 
 
 def _method_options(cfg) -> dict:

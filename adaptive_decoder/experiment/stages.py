@@ -65,9 +65,19 @@ def _stage_v1(rec: dict) -> dict:
     return rec if part is None else _with_contents(rec, part, None)
 
 
+def _stage_v2(rec: dict) -> dict:
+    """Format 2 -> 3: a collect fingerprint (a train stage's collect part) gains the sampling backend, which every
+    collection of format 2 drew with HF generate ("hf"); an eval fingerprint already held its own."""
+    if "train_ids" in rec:
+        return {**rec, "backend": "hf"}
+    if "lpo" in rec and isinstance(rec.get("collect"), dict):
+        return {**rec, "collect": {**rec["collect"], "backend": "hf"}}
+    return rec
+
+
 DONE = "stage_done.json"
-STAGE = RecordKind(DONE, "experiment stage", version=2, state=("summary", "wall_s", "finished_at"),
-                   migrations={0: _stage_v0, 1: _stage_v1})
+STAGE = RecordKind(DONE, "experiment stage", version=3, state=("summary", "wall_s", "finished_at"),
+                   migrations={0: _stage_v0, 1: _stage_v1, 2: _stage_v2})
 
 
 def stage_record(stage_dir: Path, fingerprint: dict) -> tuple[dict | None, list[str]]:

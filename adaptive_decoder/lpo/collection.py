@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from contextlib import contextmanager
 
 import torch
 
@@ -68,6 +69,21 @@ def _to_cache(totals: list[float], which: str) -> list[int]:
 
 def _jsonable(v):
     return v.item() if v.dim() == 0 else v.tolist()
+
+
+@contextmanager
+def sampling_model(model, tokenizer, head, settings: CollectionSettings):
+    """The decoding model `collect` samples with under `settings.backend`: HF generate, or one vLLM engine on `model`
+    (closed on exit) sized for a batch's rows, prompts_per_batch * num_samples * twins requests at a time (the
+    twins are one more engine call per batch); the HF model still gives the head inputs and token tables."""
+    if settings.backend != "vllm":
+        yield AdaptiveDecodingModel(model, tokenizer, head)
+        return
+    from ..integrations.vllm.backend import VLLMDecodingModel, VLLMEngine
+
+    rows = settings.prompts_per_batch * settings.num_samples * int(settings.twins)
+    with VLLMEngine(model, tokenizer, max_num_seqs=rows) as engine:
+        yield VLLMDecodingModel(model, tokenizer, head, engine=engine)
 
 
 def collect(adm: AdaptiveDecodingModel, prompts: list[dict], rewards: dict, output_dir, settings: CollectionSettings,

@@ -98,11 +98,12 @@ class CollectionSettings:
     stop_when_scored: Managed[bool] = field(default=False, metadata={"help": (
         "Stop each sample once its task's scored text is final (the reward is a TaskReward whose task has a "
         "stop_predicate, e.g. the first line). Rewards are unchanged; the stored completions, token tables (and so "
-        "response_logp) and a token-level head's per-step choices end there. Backend 'hf' only.")})
+        "response_logp) and a token-level head's per-step choices end there; either backend ends a row at the same "
+        "token (`integrations.vllm.stops`).")})
     shard: Managed[str | None] = field(default=None, metadata={"help": (
         "'INDEX/COUNT': collect only the INDEX-th (from 0) of COUNT interleaved parts of the prompts, e.g. one per "
         "Slurm array task; merge the parts with `adaptive-decoder merge` (adaptive_decoder.lpo.shards).")})
-    backend: str = field(default="hf", metadata={"help": (
+    backend: Managed[str] = field(default="hf", metadata={"help": (
         "Where samples are drawn: 'hf' (transformers generate) or 'vllm' (a vLLM engine, "
         "adaptive_decoder.integrations.vllm.backend; head inputs and token tables still come from the HF model).")})
 
@@ -121,9 +122,6 @@ class CollectionSettings:
             raise ValueError(f"twins must be an integer >= 1, got {self.twins}")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
-        if self.stop_when_scored and self.backend != "hf":
-            raise ValueError(f"stop_when_scored needs backend 'hf' (it stops rows inside HF generate's loop), "
-                             f"got {self.backend!r}")
         if self.shard is not None:
             from .shards import parse_shard
 
