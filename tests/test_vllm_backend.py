@@ -8,6 +8,7 @@ RNG). With `row_seeds=` (the library's scored sampling) both backends draw the s
 
 import json
 import os
+import string
 
 import pytest
 import torch
@@ -383,3 +384,88 @@ def test_collection_backend_vllm(setup, tmp_path):
         go(tmp_path / "a", AdaptiveDecodingModel(model, tok, head), backend="hf")
     with pytest.raises(ValueError, match="settings.backend is 'hf' but the decoding model samples with 'vllm'"):
         go(tmp_path / "c", vadm, backend="hf")
+
+
+class _StopsAfterALetter:
+    """A TaskReward stand-in whose task's scored text is final once a letter follows its first character (with
+    `stop_chars`: vLLM stops rows at letter tokens, and redraws the rows that start with one)."""
+
+    class task:
+        @staticmethod
+        def stop_predicate():
+            return after_first(string.ascii_letters)
+
+    def __init__(self, reward):
+        self.reward = reward
+
+    def score_components(self, completions, examples):
+        return self.reward.score_components(completions, examples)
+
+
+def test_collection_stop_when_scored_on_vllm_is_the_hf_collection(setup, tmp_path):
+    """stop_when_scored in a collection on the engine (what an experiment with `backend: vllm` runs, e.g.
+    configs/experiments/mixed_traffic.yaml): every record, its tokens, text, a token head's sampled per-step
+    choices, rewards and log-probabilities, is the HF collection's record, rows ending at the scored end."""
+    from adaptive_decoder.lpo.store import CollectionSettings, read_collection
+    from adaptive_decoder.lpo.collection import collect
+    from adaptive_decoder.tasks.recipe import load_task_prompts
+    from adaptive_decoder.modeling.models import prepare_tokenizer
+    from adaptive_decoder.rewards import build_reward
+
+    model, engine = setup
+    tok = prepare_tokenizer(tiny_tokenizer(), model)
+    head = token_head(selection="sample", seed=4)
+    reward = {"repetition": {"weight": 1.0, "n": 1}}
+    ps = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": 4, "data_seed": 0, "reward": reward})
+    recs = {}
+    for name, adm in (("hf", AdaptiveDecodingModel(model, tok, head)),
+                      ("vllm", VLLMDecodingModel(model, tok, head, engine=engine))):
+        settings = CollectionSettings(num_samples=3, max_new_tokens=12, epsilon=0.3, prompts_per_batch=2,
+                                      stop_when_scored=True, backend=name)
+        collect(adm, ps, {"arith": _StopsAfterALetter(build_reward(reward, model, tok))}, tmp_path / name, settings,
+                progress=False)
+        manifest, recs[name] = read_collection(tmp_path / name)
+        assert manifest["settings"]["stop_when_scored"] is True and manifest["settings"]["backend"] == name
+    assert recs["vllm"] == recs["hf"] and len(recs["hf"]) == 12
+    cut = [r for r in recs["hf"] if len(r["completion_ids"]) < 12]
+    assert len(cut) >= 6, "hardly any row stopped: the test would not see a wrong stop"
+    assert all(len(r["choices"]["temperature"]) == len(r["completion_ids"]) for r in cut)
+
+
+def test_experiment_backend_vllm(tmp_path):
+    """An experiment with `backend: vllm` (float32): its collection and evaluation sample in the engine, its greedy
+    units are the hf backend's, every stage records the backend, and a resume under hf is refused by name."""
+    from adaptive_decoder.experiment.config import ExperimentConfig
+    from adaptive_decoder.experiment.pipeline import run_experiment
+
+    model_dir = tmp_path / "model"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+
+    def cfg(backend, run):
+        return ExperimentConfig(
+            model=str(model_dir), dtype="float32", torch_threads=1, run_dir=str(tmp_path / run), backend=backend,
+            tasks={"gsm8k": {"reward": {"gsm8k": {"weight": 1.0}, "fluency": {"weight": 0.1}}}},
+            num_train=2, num_dev=1, num_test=2, levels=["sequence"], max_new_tokens=6,
+            head={"num_layers": 1, "temperature_bins": [0.0, 1.0]}, collect={"num_samples": 2, "prompts_per_batch": 2},
+            lpo={"num_train_epochs": 1, "per_device_train_batch_size": 2, "plot": False},
+            methods=["greedy", "fixed", "adaptive"], temperatures=[0.0, 1.0],
+            eval={"num_samples": 2, "batch_size": 2, "fluency": False}, n_bootstrap=20, report_to="none",
+            progress=False, plots=False)
+
+    def units(run, method):
+        lines = (tmp_path / run / "seed-0" / "eval" / "units.jsonl").read_text().splitlines()
+        return {(u["task"], u["prompt_id"], u["split"]): [s["text"] for s in u["samples"]]
+                for u in map(json.loads, lines) if u["method"] == method}
+
+    summary = run_experiment(cfg("vllm", "v"))
+    run_experiment(cfg("hf", "h"))
+    assert len(summary["stages_run"]) == 3
+    assert units("v", "greedy") == units("h", "greedy") and len(units("v", "greedy")) == 2
+    assert len(units("v", "adseq")) == 2
+    seed = tmp_path / "v" / "seed-0"
+    assert json.loads((seed / "collect-sequence" / "stage_done.json").read_text())["backend"] == "vllm"
+    assert json.loads((seed / "collect-sequence" / "manifest.json").read_text())["settings"]["backend"] == "vllm"
+    assert json.loads((seed / "eval" / "run_config.json").read_text())["backend"] == "vllm"
+    with pytest.raises(ValueError, match=r"collect-sequence finished with different settings \(backend differ\)"):
+        run_experiment(cfg("hf", "v"))
