@@ -450,7 +450,7 @@ def test_experiment_backend_vllm(tmp_path):
             head={"num_layers": 1, "temperature_bins": [0.0, 1.0]}, collect={"num_samples": 2, "prompts_per_batch": 2},
             lpo={"num_train_epochs": 1, "per_device_train_batch_size": 2, "plot": False},
             methods=["greedy", "fixed", "adaptive"], temperatures=[0.0, 1.0],
-            eval={"num_samples": 2, "batch_size": 2, "fluency": False}, n_bootstrap=20, report_to="none",
+            eval={"num_samples": 2, "batch_size": 2}, n_bootstrap=20, report_to="none",
             progress=False, plots=False)
 
     def units(run, method):
