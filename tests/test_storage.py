@@ -148,11 +148,11 @@ def test_experiment_stage_records_of_format_0_are_migrated_by_their_shape(tmp_pa
 
     collect = {"model": "m", "level": "sequence", "seed": 0, "train_ids": {"gsm8k": ["1"]}, "collect": {"n": 2}}
     cases = {  # stage: (format 0 fingerprint, its summary, the fingerprint now, the summary now)
-        "collect": (collect, {"samples": 4}, {**collect, "stop_when_scored": False, "load": {}, "task_contents": None},
-                    {"samples": 4}),
+        "collect": (collect, {"samples": 4}, {**collect, "stop_when_scored": False, "backend": "hf", "load": {},
+                                              "task_contents": None}, {"samples": 4}),
         "train": ({"collect": {**collect, "load": {"revision": "r"}}, "lpo": {"beta": 0.1}}, {},
-                  {"collect": {**collect, "stop_when_scored": False, "load": {"revision": "r"}, "task_contents": None},
-                   "lpo": {"beta": 0.1}}, {}),
+                  {"collect": {**collect, "stop_when_scored": False, "backend": "hf", "load": {"revision": "r"},
+                               "task_contents": None}, "lpo": {"beta": 0.1}}, {}),
         # the eval stage as first recorded: the whole EvalConfig (paths, threads, methods and their options) + heads
         "eval": ({"eval": {**EVAL_FP_V0, "output_dir": "x", "torch_threads": 1, "methods": ["greedy"],
                            "method_options": {}}, "splits": "abc", "heads": {"sequence": "h"}},
@@ -168,9 +168,12 @@ def test_experiment_stage_records_of_format_0_are_migrated_by_their_shape(tmp_pa
                                           "finished_at": "2026-01-01T00:00:00Z"}))
         rec = stage_done(d, fp)
         assert rec == {**fp, "summary": summary_now, "wall_s": 2.5, "finished_at": "2026-01-01T00:00:00Z",
-                       "format_version": 2}, name
+                       "format_version": 3}, name
     with pytest.raises(ValueError, match=r"collect finished with different settings \(stop_when_scored differ\)"):
         stage_done(tmp_path / "collect", {**cases["collect"][2], "stop_when_scored": True})
+    # every collection before the backend was recorded was drawn by HF generate
+    with pytest.raises(ValueError, match=r"collect finished with different settings \(backend differ\)"):
+        stage_done(tmp_path / "collect", {**cases["collect"][2], "backend": "vllm"})
     # a stage recorded before its tasks' contents were: accepted (a warning); once recorded, checked by task
     assert stage_done(tmp_path / "train", {**cases["train"][2], "collect": {**cases["train"][2]["collect"],
                                                                             "task_contents": {"gsm8k": "a"}}})
