@@ -66,8 +66,8 @@ def head_identity(head) -> dict:
 @dataclass
 class CollectionSettings:
     """How samples are drawn and stored (library-level; `training/collect.py` fills it from YAML). The fields typed
-    `Managed[...]` are the ones the experiment sets for every stage (one seed, generation length and chat setting for
-    collection and evaluation alike; `adaptive_decoder.configs.Managed`)."""
+    `Managed[...]` are the ones the experiment sets for every stage (one seed, generation length, chat setting and
+    sampling backend for collection and evaluation alike; `adaptive_decoder.configs.Managed`)."""
 
     num_samples: int = field(default=8, metadata={"help": "Samples per prompt (the paper: best-vs-worst of N)."})
     max_new_tokens: Managed[int] = field(default=128, metadata={"help": "Default generation length (tasks may override)."})
