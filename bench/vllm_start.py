@@ -1,20 +1,25 @@
 """Where the fixed cost of a `backend: vllm` suite start goes: the phases of one start, per engine mode, side by side.
 
-    .venv-vllm/bin/python bench/vllm_start.py [--variants spawned in_process] [--out FILE]
+    .venv-vllm/bin/python bench/vllm_start.py [--variants spawned in_process+cache in_process+cache] [--out FILE]
     #   with the environment of `make test-vllm`
 
 Each variant runs in a fresh process, in order, what `eval/run_suite.py` does before and after its sampling with
 the natural copy config (SmolLM2, dtype auto): imports, the HF model load (the embedded GGUF, dequantized),
 `VLLMEngine` (its head-less export, then `vllm.LLM`), a small check workload, and `close`. Variants:
 `spawned` is `VLLMEngine(in_process=False)` (vLLM's engine-core and worker processes), `in_process` the default
-(`integrations.vllm.inproc`). Every output line of the child (its own markers, vLLM's log lines from every
-process it starts) is stamped when it arrives, and the engine start is split at vLLM's log lines: the first line
-of the engine-core process, the first of the worker, "Starting to load model", "init engine ... took".
+(`integrations.vllm.inproc`); `+cache` loads the GGUF through the conversion cache (`modeling.gguf_cache`) in a
+directory fresh for this invocation, so its first variant converts and stores and a later one reads the entry
+(without `+cache` the cache is off: every load converts). Every output line of the child (its own markers, vLLM's
+log lines from every process it starts) is stamped when it arrives, and the engine start is split at vLLM's log
+lines: the first line of the engine-core process, the first of the worker, "Starting to load model", "init
+engine ... took".
 
 The check workload: 8 prompts greedy, 40 tokens, with the top-2 log-probabilities of every step, and the same 8
 prompts x 8 copies (64 requests, the natural copy's max_num_seqs). After the variants, the script says whether
-their tokens and log-probabilities are identical bit for bit (the in-process engine must not move any token).
-Prints one JSON line per variant (phase seconds, load average before and after) and one comparison line.
+each run's tokens and log-probabilities are those of the first run, bit for bit (neither the in-process engine
+nor the cached model may move any token).
+Prints one JSON line per variant (phase seconds, load average before and after), then one per later run against the
+first.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,7 +72,7 @@ def child(variant: str, out: str) -> None:
         return path
 
     backend.export_sampler = timed_export
-    engine = backend.VLLMEngine(model, tok, max_num_seqs=64, in_process=variant == "in_process")
+    engine = backend.VLLMEngine(model, tok, max_num_seqs=64, in_process=variant.startswith("in_process"))
     mark("engine")
     ids = [tok(p)["input_ids"] for p in PROMPTS]
     params = engine.SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True, logprobs=2)
@@ -80,10 +87,13 @@ def child(variant: str, out: str) -> None:
         "torch_threads": torch.get_num_threads(), "dtype": str(model.dtype)}))
 
 
-def run_variant(variant: str, out: Path) -> dict:
+def run_variant(variant: str, out: Path, cache: Path) -> dict:
     """Run the child, stamping every line on arrival; the phase seconds from its markers and vLLM's log lines."""
+    from adaptive_decoder.modeling.gguf_cache import ENV
+
     load0, t0 = os.getloadavg(), time.time()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", variant, "--out", str(out)], text=True,
+    env = {**os.environ, ENV: str(cache) if variant.endswith("+cache") else ""}
+    proc = subprocess.Popen([sys.executable, __file__, "--child", variant, "--out", str(out)], text=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
     lines = [(time.time() - t0, line.rstrip()) for line in proc.stdout]
     if proc.wait():
@@ -105,7 +115,8 @@ def run_variant(variant: str, out: Path) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", nargs="+", default=["spawned", "in_process"], choices=["spawned", "in_process"])
+    ap.add_argument("--variants", nargs="+", default=["spawned", "in_process+cache", "in_process+cache"],
+                    choices=["spawned", "in_process", "spawned+cache", "in_process+cache"])
     ap.add_argument("--out", default=None, help="also write the JSON lines here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -120,19 +131,18 @@ def main():
             "start_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     rows, results = [head], {}
     print(json.dumps(head), flush=True)
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    for v in args.variants:
-        out = tmp / f"vllm_start_{os.getpid()}_{v}.json"
-        rows.append(run_variant(v, out))
-        results[v] = json.loads(out.read_text())
-        out.unlink()
+    tmp = Path(tempfile.mkdtemp(prefix="vllm_start_"))
+    for i, v in enumerate(args.variants):
+        out = tmp / f"{i}.json"
+        rows.append({"run": i, **run_variant(v, out, tmp / "cache")})
+        results[i] = json.loads(out.read_text())
         print(json.dumps(rows[-1]), flush=True)
-    if len(results) > 1:
-        ref, *others = args.variants
-        rows.append({"against": ref, **{v: {"tokens_identical": results[v]["tokens"] == results[ref]["tokens"],
-                                            "logprobs_identical": results[v]["logprobs"] == results[ref]["logprobs"],
-                                            "torch_threads": [results[ref]["torch_threads"], results[v]["torch_threads"]]}
-                                        for v in others}})
+    shutil.rmtree(tmp)
+    ref = results[0]
+    for i in range(1, len(results)):
+        rows.append({"run": i, "against_run": 0, "tokens_identical": results[i]["tokens"] == ref["tokens"],
+                     "logprobs_identical": results[i]["logprobs"] == ref["logprobs"],
+                     "torch_threads": [ref["torch_threads"], results[i]["torch_threads"]]})
         print(json.dumps(rows[-1]), flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")

@@ -2,8 +2,8 @@
 
 transformers reads a GGUF three times per `from_pretrained` pair (tokenizer, config, weights), each time parsing
 every metadata field (SmolLM2's 49k-token vocabulary and its merges) through numpy memmaps, then maps tensor names
-once per module: ~20 s of a SmolLM2 load on the 2-core bench machine, against ~1 s to load the same model from
-safetensors (bench/vllm_natural_copy.md, "Engine start"). `load_base_model` therefore saves what it converted
+once per module: 16.5 s of a SmolLM2 load on the 2-core bench machine, against 1.2 s to load the same model from
+safetensors (bench/vllm_natural_copy.md, "Fixed cost of a start"). `load_base_model` therefore saves what it converted
 (`store`: the dequantized weights in the loaded dtype as safetensors, the config, the tokenizer and generation
 config, all by `save_pretrained`) and later loads that directory instead (`lookup`).
 

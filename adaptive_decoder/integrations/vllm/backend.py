@@ -2,13 +2,13 @@
 else (prompts, scoring, head inputs, token log-probabilities) stays on the HF model.
 
 `VLLMEngine(model, tokenizer)` exports the loaded HF model as a head-less servable directory
-(`export.export_sampler`, a temporary directory) and starts one `vllm.LLM` on it, shared by every method of a
-run. `VLLMDecodingModel` is an `AdaptiveDecodingModel` whose `generate` sends each (prompt, sample) row to that
-engine as one greedy request carrying its own values and seed (`per_request`): forced values (`force=`, every
-fixed-config method) or this object's head (saved once into the engine's directory; token or sequence level,
-argmax or sampled bins). So policies, the harness and `collection.collect` call it exactly as they call the HF
-model, and get the same `AdaptiveGenerateOutput` layout (left-padded prompts + right-padded completions in
-`sequences`, `step_mask`, `values`, `choices`, `head_inputs`).
+(`export.export_sampler`, a temporary directory) and starts one `vllm.LLM` on it, in this process (`inproc`),
+shared by every method of a run. `VLLMDecodingModel` is an `AdaptiveDecodingModel` whose `generate` sends each
+(prompt, sample) row to that engine as one greedy request carrying its own values and seed (`per_request`):
+forced values (`force=`, every fixed-config method) or this object's head (saved once into the engine's
+directory; token or sequence level, argmax or sampled bins). So policies, the harness and `collection.collect`
+call it exactly as they call the HF model, and get the same `AdaptiveGenerateOutput` layout (left-padded prompts
++ right-padded completions in `sequences`, `step_mask`, `values`, `choices`, `head_inputs`).
 
 Common random numbers: with `row_seeds=` (the library's scored sampling always passes them) row r's token and
 head-bin draws come from row_seeds[r] and the step (`crn`), exactly as HF `generate(row_seeds=)` draws them.

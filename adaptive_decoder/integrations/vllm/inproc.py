@@ -2,8 +2,9 @@
 
 On the CPU, vLLM's default engine is two spawned processes (the engine core, and its one worker that the CPU
 platform always runs through the multiprocessing executor), and each imports torch, vLLM and this package again
-before it loads a 270 MB model in under a second: on the 2-core bench machine that was ~26 of the ~32 s an
-engine took to start (bench/vllm_natural_copy.md, "Engine start"). vLLM's own in-process mode
+before it loads a 270 MB model in under a second: on the 2-core bench machine the two spawns took 20 of the 23 s
+an engine took to start, and waiting for them to exit 4 of the 6 s `close` took (bench/vllm_natural_copy.md, "Fixed
+cost of a start"). vLLM's own in-process mode
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, the uni-process executor) runs the same worker class on the same weights,
 kernels and KV-cache layout in the caller's process, with no process to spawn or to wait for at shutdown.
 
