@@ -1,6 +1,7 @@
 """`backend: vllm` (`integrations.vllm.backend`): sampling in a vLLM engine with common random numbers, on a tiny
-random Llama (head_dim 64: vLLM's CPU attention refuses 16). One engine for the module (~20 s to start), one more
-for the evaluation-suite run. Skipped where vLLM is not installed (the main venv); `make test-vllm` runs it.
+random Llama (head_dim 64: vLLM's CPU attention refuses 16). One engine for the module (in this process, ~5 s to
+start), and two in vLLM's own processes (~20 s each): the evaluation-suite run's and the check that both modes draw
+the same tokens. Skipped where vLLM is not installed (the main venv); `make test-vllm` runs it.
 
 Not tested, because it does not hold: that vLLM draws the samples HF `generate` draws for a global seed (another
 RNG). With `row_seeds=` (the library's scored sampling) both backends draw the same samples: that is tested.
@@ -18,6 +19,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed here; `make tes
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from adaptive_decoder import AdaptiveDecoderConfig, AdaptiveDecoderHead, AdaptiveDecodingModel, apply_sampling_params  # noqa: E402
+from adaptive_decoder.integrations.vllm import inproc  # noqa: E402
 from adaptive_decoder.integrations.vllm.backend import VLLMDecodingModel, VLLMEngine  # noqa: E402
 from adaptive_decoder.integrations.vllm.crn import NOISE_VERSION, draw_tokens, request_seed  # noqa: E402
 from adaptive_decoder.modeling.noise import prompt_seed, row_seeds  # noqa: E402
@@ -279,6 +281,48 @@ def test_unsupported_options_are_refused_by_name(setup):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def test_in_process_engine_leaves_the_process_state_as_it_was(monkeypatch):
+    """What vLLM's in-process mode does to its process (seed the RNGs, replace torch.set_num_threads, cache its
+    environment) is undone when the engine is built, and the multiprocessing switch is set only meanwhile."""
+    import random
+
+    import numpy as np
+    import vllm.envs
+
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+
+    def draws():
+        return torch.rand(3).tolist(), random.random(), float(np.random.rand())
+
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    want = draws()
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    real = torch.set_num_threads
+    with inproc.in_process_engine():
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and not vllm.envs.VLLM_ENABLE_V1_MULTIPROCESSING
+        torch.manual_seed(0), random.seed(0), np.random.seed(0)  # what the engine's worker does
+        torch.set_num_threads = lambda n: None
+        vllm.envs.enable_envs_cache()
+    assert torch.set_num_threads is real
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ and vllm.envs.VLLM_ENABLE_V1_MULTIPROCESSING
+    assert draws() == want
+
+
+def test_a_second_engine_runs_in_vllms_processes_and_draws_the_same_tokens(setup):
+    """The module's engine runs in this process; one opened while it is open gets vLLM's own processes (one
+    in-process engine per process), and both draw the same rows, greedy and seeded."""
+    model, engine = setup
+    assert engine.in_process and inproc.live == 1
+    ids, mask = left_pad(PROMPTS)
+    common = dict(max_new_tokens=8, num_return_sequences=2, row_seeds=list(range(100, 108)), eos_token_id=None)
+    with VLLMEngine(model, None, max_model_len=256, max_num_seqs=32, kv_cache_gib=1) as other:
+        assert not other.in_process
+        for force in ({"temperature": 0.0}, {"temperature": 1.0, "top_k": 40}):
+            a, b = (VLLMDecodingModel(model, engine=e).generate(ids, mask, force=force, **common) for e in (engine, other))
+            assert a.completion_ids == b.completion_ids
+    assert inproc.live == 1
+
+
 def test_eval_suite_backend_vllm(tmp_path):
     """A suite run on the vllm backend: greedy equals the hf backend's greedy units, the fixed grid, an adaptive
     head and the untrained HAG run, the backend is in the fingerprint, and a resume under hf is refused by name."""

@@ -80,7 +80,7 @@ class EvalConfig(ModelArguments):
                 "end a row at the same token."})
     vllm_options: dict | str | None = field(default=None, metadata={
         "help": "backend 'vllm' only: VLLMEngine options {max_model_len, max_num_seqs, kv_cache_gib, block_size, "
-                "prompts_per_call, share_prefix} (JSON on the CLI)."})
+                "prompts_per_call, share_prefix, in_process} (JSON on the CLI)."})
 
     def __post_init__(self):
         super().__post_init__()  # dtype resolved: the fingerprint (and results.json) hold the one that runs

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..paths import local_path, shown_path
+from . import gguf_cache
 from .loading import LOAD_IDENTITY_ATTR, check_load_options, kbit_device_map, load_identity, quantization_config
 
 logger = logging.getLogger(__name__)
@@ -202,8 +203,15 @@ def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | No
     if dtype is not None:
         dtype = resolve_dtype(dtype, device)
     source, extra, identity = resolve_model_source(name_or_path)
+    cache_key = None  # a GGUF dequantized by us into `dtype`: converted once, then read from `gguf_cache`
     if "gguf_file" in extra:
         check_load_options(name_or_path, embedded, True, **quant)  # a directory holding one .gguf
+        if dtype is not None and "quantization_config" not in kwargs:
+            cache_key = gguf_cache.fingerprint(Path(source) / extra["gguf_file"], dtype)
+            cached = gguf_cache.lookup(cache_key)
+            if cached is not None:  # the same weights, config and tokenizer as safetensors: nothing to convert
+                source, extra, cache_key = str(cached), {}, None
+    if "gguf_file" in extra:
         # Dequantize explicitly: the head, LPO and the exactness contract need plain float Linear weights in
         # `dtype`. Left to itself transformers keeps GGUF weights packed wherever the `kernels` package is
         # installed (float32 kernels that cast every bf16 matmul), and where it is not, it warns about that
@@ -223,6 +231,8 @@ def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | No
     model.config._name_or_path = identity
     if "gguf_file" in extra:
         _drop_gguf_quantizer(model)
+    if cache_key is not None:  # before prepare_tokenizer: a cached load goes through it as this one does
+        gguf_cache.store(cache_key, model, tok, identity)
     if device is not None and device_map is None:
         model = model.to(device)
     model.eval().requires_grad_(False)

@@ -2,13 +2,13 @@
 else (prompts, scoring, head inputs, token log-probabilities) stays on the HF model.
 
 `VLLMEngine(model, tokenizer)` exports the loaded HF model as a head-less servable directory
-(`export.export_sampler`, a temporary directory) and starts one `vllm.LLM` on it, shared by every method of a
-run. `VLLMDecodingModel` is an `AdaptiveDecodingModel` whose `generate` sends each (prompt, sample) row to that
-engine as one greedy request carrying its own values and seed (`per_request`): forced values (`force=`, every
-fixed-config method) or this object's head (saved once into the engine's directory; token or sequence level,
-argmax or sampled bins). So policies, the harness and `collection.collect` call it exactly as they call the HF
-model, and get the same `AdaptiveGenerateOutput` layout (left-padded prompts + right-padded completions in
-`sequences`, `step_mask`, `values`, `choices`, `head_inputs`).
+(`export.export_sampler`, a temporary directory) and starts one `vllm.LLM` on it, in this process (`inproc`),
+shared by every method of a run. `VLLMDecodingModel` is an `AdaptiveDecodingModel` whose `generate` sends each
+(prompt, sample) row to that engine as one greedy request carrying its own values and seed (`per_request`):
+forced values (`force=`, every fixed-config method) or this object's head (saved once into the engine's
+directory; token or sequence level, argmax or sampled bins). So policies, the harness and `collection.collect`
+call it exactly as they call the HF model, and get the same `AdaptiveGenerateOutput` layout (left-padded prompts
++ right-padded completions in `sequences`, `step_mask`, `values`, `choices`, `head_inputs`).
 
 Common random numbers: with `row_seeds=` (the library's scored sampling always passes them) row r's token and
 head-bin draws come from row_seeds[r] and the step (`crn`), exactly as HF `generate(row_seeds=)` draws them.
@@ -34,6 +34,7 @@ prefilled once, then its whole `block_size` blocks are reused by the k requests)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 from collections import Counter
@@ -48,6 +49,7 @@ from ...modeling.generation import (AdaptiveDecodingModel, AdaptiveGenerateOutpu
 from ...modeling.models import model_max_length
 from ...validation import positive_int
 from .crn import request_seed, select_rows
+from . import inproc
 from .export import export_sampler
 from .per_request import REQUEST_KEY
 from .stops import needs_rerun, stop_length, stop_token_ids
@@ -61,11 +63,13 @@ class VLLMEngine:
 
     def __init__(self, model, tokenizer=None, *, max_model_len: int | None = None, max_num_seqs: int = 64,
                  kv_cache_gib: float = 2.0, block_size: int | None = 32, prompts_per_call: int | None = None,
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, in_process: bool = True):
         """`prompts_per_call`: how many prompts a caller that batches (the evaluation harness) hands to one
         `generate`; None: all of a job's. `block_size`: KV-cache block, the unit the prefix cache shares (None:
         vLLM's, 128 on the CPU: longer than most prompts here; the CPU backend wants multiples of 32).
-        `share_prefix`: prefill each prompt that several requests of a call share once first (see `generate`)."""
+        `share_prefix`: prefill each prompt that several requests of a call share once first (see `generate`).
+        `in_process`: run the engine in this process (`inproc`: no engine-core and worker processes to spawn);
+        False, or while another in-process engine of this process is open, vLLM's own processes."""
         # vLLM-CPU sizes its KV cache from this variable only (an unset one is a warning and a small default)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         import vllm
@@ -80,11 +84,14 @@ class VLLMEngine:
         self.share_prefix = bool(share_prefix)
         self.max_model_len = int(max_model_len or model_max_length(model, tokenizer) or 4096)
         self.SamplingParams = vllm.SamplingParams
+        self.in_process = bool(in_process) and inproc.live == 0
         # async scheduling off: the per-request step index is the length of the request's output list, which
         # must hold every earlier token when the step is sampled
-        self.llm = vllm.LLM(model=str(path), skip_tokenizer_init=True, dtype=str(model.dtype).removeprefix("torch."),
-                            enforce_eager=True, seed=0, max_model_len=self.max_model_len, max_num_seqs=max_num_seqs,
-                            async_scheduling=False, **({"block_size": int(block_size)} if block_size else {}))
+        with inproc.in_process_engine() if self.in_process else contextlib.nullcontext():
+            self.llm = vllm.LLM(model=str(path), skip_tokenizer_init=True, dtype=str(model.dtype).removeprefix("torch."),
+                                enforce_eager=True, seed=0, max_model_len=self.max_model_len, max_num_seqs=max_num_seqs,
+                                async_scheduling=False, **({"block_size": int(block_size)} if block_size else {}))
+        inproc.live += self.in_process
 
     def head_path(self, head) -> str:
         """The directory the engine loads `head` from, written on first use (the head as it is then)."""
@@ -112,6 +119,7 @@ class VLLMEngine:
         if getattr(self, "llm", None) is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
+            inproc.live -= self.in_process
             gc.collect()
         self._tmp.cleanup()
 
