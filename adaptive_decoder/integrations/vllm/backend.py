@@ -62,7 +62,7 @@ class VLLMEngine:
     """One vLLM engine on a loaded HF model (its own dtype), for every method of a run. Close it (or use `with`)."""
 
     def __init__(self, model, tokenizer=None, *, max_model_len: int | None = None, max_num_seqs: int = 64,
-                 kv_cache_gib: float = 2.0, block_size: int | None = 32, prompts_per_call: int | None = None,
+                 kv_cache_gib: int = 2, block_size: int | None = 32, prompts_per_call: int | None = None,
                  share_prefix: bool = True, in_process: bool = True):
         """`prompts_per_call`: how many prompts a caller that batches (the evaluation harness) hands to one
         `generate`; None: all of a job's. `block_size`: KV-cache block, the unit the prefix cache shares (None:
@@ -70,8 +70,12 @@ class VLLMEngine:
         `share_prefix`: prefill each prompt that several requests of a call share once first (see `generate`).
         `in_process`: run the engine in this process (`inproc`: no engine-core and worker processes to spawn);
         False, or while another in-process engine of this process is open, vLLM's own processes."""
-        # vLLM-CPU sizes its KV cache from this variable only (an unset one is a warning and a small default)
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        # vLLM-CPU sizes its KV cache from this variable only (an unset one is a warning and a small default), and
+        # reads it with int(): "2.0" would fail the engine start
+        if isinstance(kv_cache_gib, bool) or not float(kv_cache_gib).is_integer() or kv_cache_gib < 1:
+            raise ValueError(f"kv_cache_gib must be a whole number of GiB >= 1 (vLLM-CPU reads an integer), "
+                             f"got {kv_cache_gib!r}")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
         import vllm
 
         self._tmp = tempfile.TemporaryDirectory(prefix="adaptive-decoder-vllm-")
