@@ -60,7 +60,7 @@ class LPOConfig(TrainingArguments):
     beta: float = field(default=0.1, metadata={
         "help": "LPO strength beta; for expected_reward the weight of KL(head || reference), the same beta."})
     importance_clip: float = field(default=10.0, metadata={
-        "help": "expected_reward: importance weights pi / mu above this count as this (bounds their variance)."})
+        "help": "expected_reward, policy_gradient: importance weights pi / mu above this count as this (bounds their variance)."})
     advantage_scale: str = field(default="none", metadata={
         "help": f"expected_reward, {ADVANTAGE_SCALES}: advantages = reward - prompt mean, or that / the prompt's spread."})
     expected_reward_estimator: str = field(default="policy_gradient", metadata={

@@ -37,7 +37,8 @@ variance grows with the length), and the steps sum (or average) as LPO's token a
 Estimators (`LPOConfig.expected_reward_estimator`). The policy gradient above ("policy_gradient") follows J's
 gradient, which scales each logit's update by pi(c): from a non-uniform reference the probable bins grow fastest, a
 near-deterministic pi has a vanishing gradient, and weights pi / mu ~ 0 silence the other bins' samples, so with a
-large step it can settle on the reference's most probable bin instead of J's maximiser. "regression" (REBEL, Gao et
+large step it can settle on the reference's most probable bin instead of J's maximiser; on a finite group its
+stationary point also moves with the draw (the counts n_c / N against mu(c)). "regression" (REBEL, Gao et
 al. 2024, arXiv 2404.16767) uses J's closed-form maximiser pi* = pi_ref exp(Q / beta) / Z, Q(h, c) = E[R | h, c]:
 beta * log(pi* / pi_ref) = Q - beta log Z(h), so it regresses the scaled log-ratio on the group-relative reward,
 
