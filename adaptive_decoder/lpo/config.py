@@ -18,7 +18,7 @@ from transformers import TrainingArguments
 
 from ..configs import Managed, as_mapping
 from ..modeling.head import AdaptiveDecoderConfig
-from .expected_reward import ADVANTAGE_SCALES, GROUP_LOSS_TYPES
+from .expected_reward import ADVANTAGE_SCALES, ESTIMATORS, GROUP_LOSS_TYPES
 from .losses import AGGREGATIONS, LOSS_TYPES, NEEDS_RESPONSE_LOGPS
 
 REFERENCES = ("initial", "none")
@@ -55,14 +55,21 @@ class LPOConfig(TrainingArguments):
     # --- loss ---------------------------------------------------------------------------------------------
     loss_type: str = field(default="lpo", metadata={
         "help": f"{LOSS_TYPES}: LPO on the latent choices (separate), the NLL-on-chosen baseline, joint (temperatures as tokens "
-                "with the LM's response term), latent (temperature marginalised per token) or expected_reward (a policy gradient "
-                "on whole prompt groups that maximises the mean reward, lpo.expected_reward)."})
+                "with the LM's response term), latent (temperature marginalised per token) or expected_reward "
+                "(mean reward - beta * KL on whole prompt groups, lpo.expected_reward; see expected_reward_estimator)."})
     beta: float = field(default=0.1, metadata={
         "help": "LPO strength beta; for expected_reward the weight of KL(head || reference), the same beta."})
     importance_clip: float = field(default=10.0, metadata={
-        "help": "expected_reward: importance weights pi / mu above this count as this (bounds their variance)."})
+        "help": "expected_reward, policy_gradient: importance weights pi / mu above this count as this (bounds their variance)."})
     advantage_scale: str = field(default="none", metadata={
         "help": f"expected_reward, {ADVANTAGE_SCALES}: advantages = reward - prompt mean, or that / the prompt's spread."})
+    expected_reward_estimator: str = field(default="policy_gradient", metadata={
+        "help": f"expected_reward, {ESTIMATORS}: both maximise mean reward - beta * KL(head || reference). "
+                "policy_gradient follows its gradient with truncated importance weights (for small steps near the "
+                "collecting head; from a skewed reference it can settle on the reference's most probable bin); "
+                "regression fits beta * log(pi / pi_ref) to the group-relative rewards (REBEL), whose minimum is the "
+                "optimum pi_ref * exp(Q / beta) / Z from any start (pick it to reach that optimum; needs reference "
+                "'initial')."})
     reference: str = field(default="initial", metadata={
         "help": f"{REFERENCES}: frozen copy of the initial head as pi_ref, or no reference terms (paper Eq. 10)."})
     token_aggregation: str = field(default="sum", metadata={
@@ -115,6 +122,11 @@ class LPOConfig(TrainingArguments):
                              "probabilities: synthetic pairs have neither (use a collection_dir)")
         if self.advantage_scale not in ADVANTAGE_SCALES:
             raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {self.advantage_scale!r}")
+        if self.expected_reward_estimator not in ESTIMATORS:
+            raise ValueError(f"expected_reward_estimator must be one of {ESTIMATORS}, got {self.expected_reward_estimator!r}")
+        if self.expected_reward_estimator == "regression" and self.reference == "none":
+            raise ValueError("expected_reward_estimator 'regression' fits beta * log(pi / pi_ref): it needs "
+                             "reference 'initial', got 'none'")
         if not self.importance_clip > 0:
             raise ValueError(f"importance_clip must be > 0, got {self.importance_clip}")
         if self.push_to_hub and not self.hub_model_id:

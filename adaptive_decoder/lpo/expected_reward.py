@@ -1,4 +1,4 @@
-"""The expected-reward objective: a policy gradient on a collection's scored groups, beside LPO's pairwise loss.
+"""The expected-reward objective on a collection's scored groups, beside LPO's pairwise loss, and its two estimators.
 
 What it optimizes. A sequence-level head picks a latent choice c (one bin per active factor) from pi(c | h) at a
 prompt's last hidden state h, and the sample decoded with c scores R. The bar scores the MEAN reward, so the head
@@ -12,9 +12,10 @@ bin WINS within a prompt, not by how much. A bin that wins most head-to-heads by
 a lot is favoured by LPO and disfavoured by J (`pairs.preference_mean_disagreements` names such bins in a
 collection; tests/test_expected_reward.py builds one by hand).
 
-The estimate, from the collection alone (no LM forward). The N samples of a prompt were drawn from the behaviour
-policy mu of the collection: per factor (1 - epsilon) * softmax(collecting head's logits) + epsilon / K, i.e.
-`AdaptiveDecoderHead.select` with the collection's recorded epsilon (`behaviour_log_probs`). For sample i:
+The policy-gradient estimate ("policy_gradient"), from the collection alone (no LM forward). The N samples of a
+prompt were drawn from the behaviour policy mu of the collection: per factor (1 - epsilon) * softmax(collecting
+head's logits) + epsilon / K, i.e. `AdaptiveDecoderHead.select` with the collection's recorded epsilon
+(`behaviour_log_probs`). For sample i:
 
     A_i  = R_i - mean_j R_j          group-relative advantage (advantage_scale="std": / (std_j R_j + 1e-6))
     w_i  = pi(c_i | h) / mu(c_i | h) importance weight, truncated at `clip` and not differentiated
@@ -32,6 +33,30 @@ weighs every prompt alike whatever its reward spread, at the price of no longer 
 Token level. A token-level head decides at every step; the sample's advantage is each step's, each step has its own
 ratio pi(c_t | h_t) / mu(c_t | h_t) (PPO / GRPO's per-step ratio; the product over steps would be exact but its
 variance grows with the length), and the steps sum (or average) as LPO's token aggregation does.
+
+Estimators (`LPOConfig.expected_reward_estimator`). The policy gradient above ("policy_gradient") follows J's
+gradient, which scales each logit's update by pi(c): from a non-uniform reference the probable bins grow fastest, a
+near-deterministic pi has a vanishing gradient, and weights pi / mu ~ 0 silence the other bins' samples, so with a
+large step it can settle on the reference's most probable bin instead of J's maximiser; on a finite group its
+stationary point also moves with the draw (the counts n_c / N against mu(c)). "regression" (REBEL, Gao et
+al. 2024, arXiv 2404.16767) uses J's closed-form maximiser pi* = pi_ref exp(Q / beta) / Z, Q(h, c) = E[R | h, c]:
+beta * log(pi* / pi_ref) = Q - beta log Z(h), so it regresses the scaled log-ratio on the group-relative reward,
+
+    u_i  = beta * (log pi(c_i | h) - log pi_ref(c_i | h))   summed over factors (token level: over the steps, summed
+                                                             or averaged as the token aggregation says)
+    loss = mean over prompts of (1 / N) sum_i ((u_i - mean_j u_j) - A_i)^2       (`regression_loss`)
+
+Centring removes the unknown beta log Z(h). With x_i = u_i - R_i, sum over ordered pairs (i, j) of (x_i - x_j)^2 =
+2N sum_i (x_i - mean x)^2, so the per-prompt term equals (1 / (2 N^2)) sum over all ordered within-prompt pairs of
+((u_i - u_j) - (R_i - R_j))^2: IPO's squared loss on every pair, with the reward gap as the target margin. It needs
+no importance weights: u depends on a sample only through its (prompt, choice) cell, u(c) = Q(h, c) + const zeroes
+every residual of exact rewards whatever the cells' sample counts, and reward noise of mean 0 given the cell adds a
+constant to the expected loss; so mu decides how much each cell counts, not where the minimum is, and the fixed point
+is pi* from any start. Its conditions: every bin sampled at the prompt (the collection's epsilon gives each at least
+epsilon / K), pi_ref present (reference "initial"), and with several factors the fit is the least-squares
+projection of Q onto a sum of per-factor terms (pi factorises). advantage_scale "std" targets A / std, i.e. the
+optimum at beta * std. Pick "regression" to reach J's optimum from a head far from it; "policy_gradient" for small
+steps near the collecting head, where its truncated weights keep the update close to mu.
 """
 
 from __future__ import annotations
@@ -43,6 +68,7 @@ from ..modeling.head import exploration_probs
 
 GROUP_LOSS_TYPES = ("expected_reward",)
 ADVANTAGE_SCALES = ("none", "std")
+ESTIMATORS = ("policy_gradient", "regression")
 
 
 def behaviour_log_probs(head, inputs: torch.Tensor, choices: dict, epsilon: float) -> torch.Tensor:
@@ -66,9 +92,10 @@ def group_advantages(rewards: torch.Tensor, group: torch.Tensor, scale: str = "n
         raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
     n = int(group.max()) + 1
     count = torch.bincount(group, minlength=n).to(rewards.dtype)
-    a = rewards - (torch.zeros(n, dtype=rewards.dtype).index_add_(0, group, rewards) / count)[group]
+    sums = torch.zeros(n, dtype=rewards.dtype, device=rewards.device).index_add_(0, group, rewards)
+    a = rewards - (sums / count)[group]
     if scale == "std":
-        std = (torch.zeros(n, dtype=rewards.dtype).index_add_(0, group, a * a) / count).sqrt()
+        std = (torch.zeros(n, dtype=rewards.dtype, device=rewards.device).index_add_(0, group, a * a) / count).sqrt()
         a = a / (std[group] + 1e-6)
     return a
 
@@ -90,6 +117,20 @@ def expected_reward_loss(logps: torch.Tensor, behaviour_logps: torch.Tensor, adv
     n = int(group.max()) + 1
     count = torch.bincount(group, minlength=n).to(per_sample.dtype)
     return (per_sample / count[group]).sum() / n, weights
+
+
+def regression_loss(logps: torch.Tensor, ref_logps: torch.Tensor, advantages: torch.Tensor, group: torch.Tensor,
+                    mask: torch.Tensor | None = None, beta: float = 0.1, aggregation: str = "sum") -> torch.Tensor:
+    """The regression estimator's loss (module docstring): mean over prompts of (1 / N) sum_i ((u_i - mean_j u_j)
+    - A_i)^2 with u_i = beta * (log pi - log pi_ref) of sample i's choices, aggregated over its real steps.
+
+    logps, ref_logps: [S] or [S, T] (token level, `mask` True on real steps); advantages [S], group [S] as in
+    `group_advantages`, whose "none" scale is exactly the centring by the prompt's mean."""
+    u = beta * aggregate_steps(logps - ref_logps.to(logps.dtype), mask, aggregation)
+    residual = group_advantages(u, group) - advantages.to(u.dtype)
+    n = int(group.max()) + 1
+    count = torch.bincount(group, minlength=n).to(u.dtype)
+    return (torch.zeros(n, dtype=u.dtype, device=u.device).index_add_(0, group, residual * residual) / count).mean()
 
 
 def kl_to_reference(log_dists: dict, ref_log_dists: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,32 +188,44 @@ def group_policy(head, batch: dict) -> dict:
 
 
 def group_loss(head, batch: dict, *, beta: float = 0.1, ref_head=None, aggregation: str = "sum", clip: float = 10.0,
-               advantage_scale: str = "none", policy_out: dict | None = None):
+               advantage_scale: str = "none", estimator: str = "policy_gradient", policy_out: dict | None = None):
     """Mean loss over the batch's prompts and detached scalar metrics, as `losses.compute_loss` returns them.
 
-    `ref_head=None`: no KL term. `policy_out`: `group_policy`'s output computed by the caller (through a wrapped
-    module, so DDP / DeepSpeed see the forward). Metrics: loss, kl, entropy, weights/mean, weights/truncated (the
-    share of decisions whose weight hit `clip`), advantages/abs_mean, rewards/mean."""
+    `estimator`: one of ESTIMATORS (module docstring). `ref_head=None`: no KL term, and refused by "regression",
+    whose target is the log-ratio to it. `policy_out`: `group_policy`'s output computed by the caller (through a
+    wrapped module, so DDP / DeepSpeed see the forward). Metrics: loss, kl, entropy, advantages/abs_mean,
+    rewards/mean, and for "policy_gradient" weights/mean and weights/truncated (the share of decisions whose weight
+    hit `clip`). "regression" reports the KL without adding it: beta already sets the optimum its fit targets."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"expected_reward_estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator == "regression" and ref_head is None:
+        raise ValueError("the regression estimator fits beta * log(pi / pi_ref): it needs a reference head "
+                         "(reference 'initial')")
     out = policy_out if policy_out is not None else group_policy(head, batch)
     mask = batch.get("mask")
     adv = group_advantages(batch["rewards"], batch["group"], advantage_scale)
-    loss, weights = expected_reward_loss(out["logps"], batch["behaviour_logps"], adv, batch["group"], mask, clip,
-                                         aggregation)
     metrics = {}
     if ref_head is not None:
         with torch.no_grad():
-            ref = {f: logits.float().log_softmax(-1) for f, logits in ref_head(batch["inputs"]).items()}
-        kl = kl_to_reference(out["log_dists"], ref, mask)
-        loss = loss + beta * kl
+            ref = group_policy(ref_head, batch)
+        kl = kl_to_reference(out["log_dists"], ref["log_dists"], mask)
         metrics["kl"] = kl.detach()
+    if estimator == "regression":
+        loss = regression_loss(out["logps"], ref["logps"], adv, batch["group"], mask, beta, aggregation)
+    else:
+        loss, weights = expected_reward_loss(out["logps"], batch["behaviour_logps"], adv, batch["group"], mask, clip,
+                                             aggregation)
+        loss = loss + beta * kl if ref_head is not None else loss
+        real = mask if mask is not None else torch.ones_like(weights, dtype=torch.bool)
+        metrics.update({"weights/mean": weights[real].mean(),
+                        "weights/truncated": (weights[real] >= clip).float().mean()})
     with torch.no_grad():
         ent = -sum((lp.exp() * lp).sum(-1) for lp in out["log_dists"].values())
-        real = mask if mask is not None else torch.ones_like(weights, dtype=torch.bool)
-        metrics.update({"loss": loss.detach(), "entropy": ent[real].mean(), "weights/mean": weights[real].mean(),
-                        "weights/truncated": (weights[real] >= clip).float().mean(),
+        metrics.update({"loss": loss.detach(), "entropy": ent[mask].mean() if mask is not None else ent.mean(),
                         "advantages/abs_mean": adv.abs().mean(), "rewards/mean": batch["rewards"].mean()})
     return loss, metrics
 
 
-__all__ = ["ADVANTAGE_SCALES", "GROUP_LOSS_TYPES", "behaviour_log_probs", "collate_groups", "expected_reward_loss",
-           "group_advantages", "group_loss", "group_policy", "kl_to_reference"]
+__all__ = ["ADVANTAGE_SCALES", "ESTIMATORS", "GROUP_LOSS_TYPES", "behaviour_log_probs", "collate_groups",
+           "expected_reward_loss", "group_advantages", "group_loss", "group_policy", "kl_to_reference",
+           "regression_loss"]

@@ -16,8 +16,10 @@ Losses (per pair; the batch loss is the mean):
     "joint":  temperatures as tokens, DPO over P(y, tau) = P(y | tau) pi(tau) (`joint_loss`): the "lpo" margin
             plus a response term from the frozen LM; it has no gradient, so it only re-weights pairs.
     "latent": temperatures as latents (`latent_log_probs`): DPO on P'(y) = prod_t sum_tau P(y_t | tau) pi(tau).
-    "expected_reward": not a pair loss: a policy gradient on whole prompt groups that maximises the mean reward
-            (`adaptive_decoder.lpo.expected_reward`, with its own collator and dataset, `lpo.groups.GroupDataset`).
+    "expected_reward": not a pair loss: maximises mean reward - beta * KL(pi || pi_ref) on whole prompt groups
+            (`adaptive_decoder.lpo.expected_reward`, with its own collator and dataset, `lpo.groups.GroupDataset`),
+            by a policy gradient or by regressing beta * log(pi / pi_ref) on the group-relative rewards (REBEL,
+            whose minimum is pi_ref exp(Q / beta) / Z from any start): `LPOConfig.expected_reward_estimator`.
 The LM's log P(y_t | tau) come from the collection (`adaptive_decoder.modeling.response_logps`, via the pair dataset with
 `response_logps=True`).
 """

@@ -190,7 +190,8 @@ class LPOTrainer(Trainer):
         if a.loss_type in GROUP_LOSS_TYPES:
             loss, metrics = group_loss(self.head, inputs, beta=a.beta, ref_head=self.ref_head,
                                        aggregation=a.token_aggregation, clip=a.importance_clip,
-                                       advantage_scale=a.advantage_scale, policy_out=logps)
+                                       advantage_scale=a.advantage_scale, estimator=a.expected_reward_estimator,
+                                       policy_out=logps)
         else:
             loss, metrics = compute_loss(self.head, inputs, loss_type=a.loss_type, beta=a.beta, ref_head=self.ref_head,
                                          aggregation=a.token_aggregation, policy_logps=logps)
