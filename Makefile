@@ -77,7 +77,7 @@ VLLM_ENV = VLLM_CPU_KVCACHE_SPACE=1 LD_PRELOAD=$(abspath $(VLLM_VENV))/lib/libio
 
 test-vllm: setup-vllm
 	$(VLLM_ENV) $(VLLM_PY) -m pytest -q tests/test_vllm_engines.py tests/test_vllm_export.py tests/test_vllm_plugin.py tests/test_vllm_crn.py tests/test_vllm_backend_config.py \
-		tests/test_vllm_backend.py tests/test_vllm_serve.py
+		tests/test_vllm_backend.py tests/test_vllm_experiment.py tests/test_vllm_serve.py
 
 # a served head's cost: head / head-off / stock vLLM at equal values, batch 1/16/64 (bench/vllm_overhead.py)
 bench-vllm: setup-vllm
