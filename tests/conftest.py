@@ -8,9 +8,11 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the GGUF conversion cache off (modeling.gguf_cache): some tests load a tiny model in place of a GGUF one, which
-# must never be stored under the real file's key, and none may write to the user's cache
-os.environ.setdefault("ADAPTIVE_DECODER_CACHE", "")
+# the GGUF conversion cache off (modeling.gguf_cache), whatever the environment says: some tests load a tiny model in
+# place of a GGUF one, which must never be stored under the real file's key (with an exported cache directory, one
+# such test made every later load_base_model("smollm2") in that directory return the tiny model), and none may write
+# to the user's cache; the cache's own tests point it at a temporary directory
+os.environ["ADAPTIVE_DECODER_CACHE"] = ""
 
 SHARED = Path(os.environ.get("ADAPTIVE_DECODER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 # the tasks' public datasets are read from the project's local copies (tasks.io.PUBLIC_DATASETS), never downloaded

@@ -125,3 +125,14 @@ def test_load_base_model_reads_the_cache_and_gets_the_same_model(cache, monkeypa
     assert t1.apply_chat_template(chat, tokenize=False) == t2.apply_chat_template(chat, tokenize=False)
     assert (t1.pad_token_id, t1.eos_token_id, t1.padding_side, len(t1)) == (t2.pad_token_id, t2.eos_token_id,
                                                                             t2.padding_side, len(t2))
+
+
+def test_the_test_suite_turns_the_cache_off_even_where_it_is_exported(monkeypatch):
+    """tests/conftest.py sets the cache off over an exported ADAPTIVE_DECODER_CACHE: test_models.py loads a tiny
+    model in place of SmolLM2's GGUF, which would otherwise be stored under SmolLM2's key in the user's cache."""
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setenv(gguf_cache.ENV, "/home/someone/.cache/shared-models")
+    runpy.run_path(str(Path(__file__).with_name("conftest.py")))
+    assert gguf_cache.cache_root() is None
