@@ -136,3 +136,15 @@ def test_the_test_suite_turns_the_cache_off_even_where_it_is_exported(monkeypatc
     monkeypatch.setenv(gguf_cache.ENV, "/home/someone/.cache/shared-models")
     runpy.run_path(str(Path(__file__).with_name("conftest.py")))
     assert gguf_cache.cache_root() is None
+
+
+@pytest.mark.parametrize("package", ["transformers", "gguf"])
+def test_key_changes_with_the_converters_versions(gguf_file, monkeypatch, package):
+    """transformers and gguf-py do the conversion (gguf-py dequantizes): another installed version of either is a
+    miss. gguf-py has no __version__ attribute, so its version is the installed distribution's."""
+    import importlib.metadata
+
+    key = gguf_cache.fingerprint(gguf_file, torch.float32)
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.1" if name == package else real(name))
+    assert gguf_cache.fingerprint(gguf_file, torch.float32) != key

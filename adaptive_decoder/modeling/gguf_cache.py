@@ -48,15 +48,15 @@ def cache_root() -> Path | None:
 
 def fingerprint(gguf_path, dtype) -> str:
     """The entry key of `gguf_path` loaded in `dtype` (a torch dtype or its name): file bytes, dtype, converter."""
-    import gguf
-    import transformers
+    import importlib.metadata
 
     h = hashlib.sha256()
     with open(gguf_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    h.update(json.dumps([str(dtype).removeprefix("torch."), transformers.__version__,
-                         getattr(gguf, "__version__", "?"), FORMAT]).encode())
+    # the installed distributions' versions: the gguf package has no __version__ attribute (0.19.0)
+    versions = [importlib.metadata.version(name) for name in ("transformers", "gguf")]
+    h.update(json.dumps([str(dtype).removeprefix("torch."), *versions, FORMAT]).encode())
     return h.hexdigest()[:32]
 
 
