@@ -148,3 +148,23 @@ def test_key_changes_with_the_converters_versions(gguf_file, monkeypatch, packag
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.1" if name == package else real(name))
     assert gguf_cache.fingerprint(gguf_file, torch.float32) != key
+
+
+def test_a_full_disk_while_the_weights_are_written_is_a_warning(cache, caplog):
+    """safetensors reports a failed write as its own SafetensorError, not an OSError: the store still warns and
+    returns None (the run goes on with the model it loaded), and leaves nothing behind. The full disk is a file-size
+    limit of 1 MiB under the 3 MB of weights (the config files before them fit)."""
+    resource = pytest.importorskip("resource")
+    import signal
+
+    model, tok = tiny_llama(vocab_size=259, hidden_size=256), tiny_tokenizer()
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, limits[1]))
+        with caplog.at_level(logging.WARNING, logger=gguf_cache.__name__):
+            entry = gguf_cache.store("k6", model, tok, "tiny")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert entry is None and "could not write the GGUF conversion cache" in caplog.text and "File too large" in caplog.text
+    assert gguf_cache.lookup("k6") is None and list((cache / "gguf").iterdir()) == []

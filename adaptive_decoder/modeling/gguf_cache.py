@@ -93,7 +93,7 @@ def store(key: str, model, tokenizer, source: str) -> Path | None:
         tmp = None
     except FileExistsError:
         pass  # another process stored the same key first; its entry is as good
-    except OSError as e:
+    except Exception as e:  # OSError, and safetensors' SafetensorError for a failed weights write (a full disk)
         if lookup(key) is None:
             logger.warning("could not write the GGUF conversion cache at %s (%s); set %s to another directory, or "
                            "to an empty value to turn the cache off", entry, e, ENV)
