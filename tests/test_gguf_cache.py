@@ -168,3 +168,33 @@ def test_a_full_disk_while_the_weights_are_written_is_a_warning(cache, caplog):
         signal.signal(signal.SIGXFSZ, handler)
     assert entry is None and "could not write the GGUF conversion cache" in caplog.text and "File too large" in caplog.text
     assert gguf_cache.lookup("k6") is None and list((cache / "gguf").iterdir()) == []
+
+
+def test_a_load_with_other_from_pretrained_options_is_neither_stored_nor_read(cache, monkeypatch, tiny_model_dir):
+    """The key holds the file, the dtype and the converter, not load_base_model's **kwargs (from_pretrained's
+    options, config overrides among them): a model loaded with one is not stored under the plain key, where every
+    later plain load would get it, and a plain entry is not served to such a load. from_pretrained is a stand-in
+    that returns the tiny model and records where it read from."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adaptive_decoder.modeling.models import load_base_model
+
+    sources = []
+    real_model, real_tok = AutoModelForCausalLM.from_pretrained, AutoTokenizer.from_pretrained
+
+    def model(source, **kw):
+        sources.append(kw.get("gguf_file") or source)
+        return real_model(str(tiny_model_dir), dtype=kw.get("dtype"))
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda source, **kw: real_tok(str(tiny_model_dir)))
+    try:
+        load_base_model("smollm2", dtype=torch.float32, num_hidden_layers=1)
+    except ImportError as e:  # the embedded SmolLM2 package is not installed
+        pytest.skip(str(e))
+    assert not (cache / "gguf").exists()
+    load_base_model("smollm2", dtype=torch.float32)  # a plain load: stored
+    (entry,) = (cache / "gguf").iterdir()
+    load_base_model("smollm2", dtype=torch.float32, num_hidden_layers=1)
+    load_base_model("smollm2", dtype=torch.float32)
+    assert [s.endswith(".gguf") for s in sources] == [True, True, True, False] and sources[3] == str(entry)

@@ -206,7 +206,9 @@ def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | No
     cache_key = None  # a GGUF dequantized by us into `dtype`: converted once, then read from `gguf_cache`
     if "gguf_file" in extra:
         check_load_options(name_or_path, embedded, True, **quant)  # a directory holding one .gguf
-        if dtype is not None and "quantization_config" not in kwargs:
+        # the key holds the file, dtype and converter only: a load with any other from_pretrained option (a config
+        # override such as num_hidden_layers, a caller's own quantization_config) is neither read nor stored
+        if dtype is not None and not kwargs:
             cache_key = gguf_cache.fingerprint(Path(source) / extra["gguf_file"], dtype)
             cached = gguf_cache.lookup(cache_key)
             if cached is not None:  # the same weights, config and tokenizer as safetensors: nothing to convert
