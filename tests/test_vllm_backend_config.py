@@ -4,6 +4,7 @@ the main suite and in `make test-vllm`; the engine itself is tested in tests/tes
 """
 
 import json
+import os
 
 import pytest
 
@@ -70,3 +71,40 @@ def test_kv_cache_size_must_be_whole_gib_before_the_engine_starts(gib, monkeypat
         VLLMEngine(tiny_llama(), None, kv_cache_gib=gib)
     import os
     assert "VLLM_CPU_KVCACHE_SPACE" not in os.environ
+
+
+@pytest.fixture
+def recording_vllm(monkeypatch):
+    """A stand-in `vllm` whose LLM records the KV-cache size each engine is built with (VLLM_CPU_KVCACHE_SPACE,
+    the one thing vLLM-CPU sizes it from) and builds nothing."""
+    import sys
+    import types
+
+    seen = []
+
+    class LLM:
+        def __init__(self, **kw):
+            seen.append(os.environ.get("VLLM_CPU_KVCACHE_SPACE"))
+            self.llm_engine = types.SimpleNamespace(engine_core=types.SimpleNamespace(shutdown=lambda: None))
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, object
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    return seen
+
+
+def test_each_engine_is_built_with_its_own_kv_cache_size(recording_vllm, monkeypatch):
+    """An experiment builds engines one after another in one process (each collect stage's, then the eval stage's
+    with its vllm_options): each gets the kv_cache_gib it was given, the default 2 GiB or an exported
+    VLLM_CPU_KVCACHE_SPACE where it gives none, and the process's environment is left as it was."""
+    from adaptive_decoder.integrations.vllm.backend import VLLMEngine
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    for gib in (3, 5, None):
+        with VLLMEngine(tiny_llama(), None, kv_cache_gib=gib, in_process=False):
+            assert "VLLM_CPU_KVCACHE_SPACE" not in os.environ
+    assert recording_vllm == ["3", "5", "2"]
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # exported (the Makefile's test-vllm and bench targets)
+    for gib in (None, 4):
+        VLLMEngine(tiny_llama(), None, kv_cache_gib=gib, in_process=False).close()
+    assert recording_vllm[3:] == ["1", "4"] and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"

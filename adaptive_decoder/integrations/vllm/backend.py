@@ -56,26 +56,45 @@ from .stops import needs_rerun, stop_length, stop_token_ids
 
 # generate kwargs this backend honours; any other one is refused by name
 _ALLOWED = {"max_new_tokens", "num_return_sequences", "eos_token_id", "pad_token_id"}
+_KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    """The environment variable `name` set to `value` inside the block, and as it was after it."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 class VLLMEngine:
     """One vLLM engine on a loaded HF model (its own dtype), for every method of a run. Close it (or use `with`)."""
 
     def __init__(self, model, tokenizer=None, *, max_model_len: int | None = None, max_num_seqs: int = 64,
-                 kv_cache_gib: int = 2, block_size: int | None = 32, prompts_per_call: int | None = None,
+                 kv_cache_gib: int | None = None, block_size: int | None = 32, prompts_per_call: int | None = None,
                  share_prefix: bool = True, in_process: bool = True):
         """`prompts_per_call`: how many prompts a caller that batches (the evaluation harness) hands to one
         `generate`; None: all of a job's. `block_size`: KV-cache block, the unit the prefix cache shares (None:
         vLLM's, 128 on the CPU: longer than most prompts here; the CPU backend wants multiples of 32).
         `share_prefix`: prefill each prompt that several requests of a call share once first (see `generate`).
         `in_process`: run the engine in this process (`inproc`: no engine-core and worker processes to spawn);
-        False, or while another in-process engine of this process is open, vLLM's own processes."""
-        # vLLM-CPU sizes its KV cache from this variable only (an unset one is a warning and a small default), and
-        # reads it with int(): "2.0" would fail the engine start
-        if isinstance(kv_cache_gib, bool) or not float(kv_cache_gib).is_integer() or kv_cache_gib < 1:
+        False, or while another in-process engine of this process is open, vLLM's own processes.
+        `kv_cache_gib`: this engine's KV cache in GiB; None: $VLLM_CPU_KVCACHE_SPACE where it is set, else 2."""
+        # vLLM-CPU sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, read with int() while the engine is built ("2.0"
+        # would fail the start; unset, it reserves a fraction of the machine's memory). Set only while this engine
+        # is built, so that each engine of a process gets its own size (an experiment builds one per collect stage,
+        # then one for its eval stage)
+        if kv_cache_gib is not None and (isinstance(kv_cache_gib, bool) or not float(kv_cache_gib).is_integer()
+                                         or kv_cache_gib < 1):
             raise ValueError(f"kv_cache_gib must be a whole number of GiB >= 1 (vLLM-CPU reads an integer), "
                              f"got {kv_cache_gib!r}")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
+        kv_space = str(int(kv_cache_gib)) if kv_cache_gib is not None else os.environ.get(_KV_ENV) or "2"
         import vllm
 
         self._tmp = tempfile.TemporaryDirectory(prefix="adaptive-decoder-vllm-")
@@ -91,7 +110,7 @@ class VLLMEngine:
         self.in_process = bool(in_process) and inproc.live == 0
         # async scheduling off: the per-request step index is the length of the request's output list, which
         # must hold every earlier token when the step is sampled
-        with inproc.in_process_engine() if self.in_process else contextlib.nullcontext():
+        with _environ(_KV_ENV, kv_space), inproc.in_process_engine() if self.in_process else contextlib.nullcontext():
             self.llm = vllm.LLM(model=str(path), skip_tokenizer_init=True, dtype=str(model.dtype).removeprefix("torch."),
                                 enforce_eager=True, seed=0, max_model_len=self.max_model_len, max_num_seqs=max_num_seqs,
                                 async_scheduling=False, **({"block_size": int(block_size)} if block_size else {}))
