@@ -198,3 +198,15 @@ def test_a_load_with_other_from_pretrained_options_is_neither_stored_nor_read(ca
     load_base_model("smollm2", dtype=torch.float32, num_hidden_layers=1)
     load_base_model("smollm2", dtype=torch.float32)
     assert [s.endswith(".gguf") for s in sources] == [True, True, True, False] and sources[3] == str(entry)
+
+
+def test_a_store_that_loses_the_race_keeps_the_winners_entry(cache, caplog):
+    """Two processes that both missed convert and store the same key: the second's rename meets the first's
+    complete entry (ENOTEMPTY on Linux), which stays as it is; the second returns it, warns nothing and leaves no
+    temporary directory."""
+    first = gguf_cache.store("k7", tiny_llama(vocab_size=259, seed=0), tiny_tokenizer(), "first")
+    with caplog.at_level(logging.WARNING, logger=gguf_cache.__name__):
+        second = gguf_cache.store("k7", tiny_llama(vocab_size=259, seed=1), tiny_tokenizer(), "second")
+    assert second == first and caplog.text == ""
+    assert json.loads((first / gguf_cache.COMPLETE).read_text())["source"] == "first"
+    assert [p.name for p in (cache / "gguf").iterdir()] == ["k7"]

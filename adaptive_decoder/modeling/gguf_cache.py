@@ -93,7 +93,9 @@ def store(key: str, model, tokenizer, source: str) -> Path | None:
         tmp = None
     except FileExistsError:
         pass  # another process stored the same key first; its entry is as good
-    except Exception as e:  # OSError, and safetensors' SafetensorError for a failed weights write (a full disk)
+    # an OSError (Linux's rename gives ENOTEMPTY, not EEXIST, when another process's entry is in place: then it is
+    # returned) or safetensors' SafetensorError for a failed weights write (a full disk)
+    except Exception as e:
         if lookup(key) is None:
             logger.warning("could not write the GGUF conversion cache at %s (%s); set %s to another directory, or "
                            "to an empty value to turn the cache off", entry, e, ENV)
