@@ -33,6 +33,8 @@ COMMANDS = {
                  "eval/headroom.py"),
     "merge": ("adaptive_decoder.cli.merge", "merge the shards of a collection (collect --shard INDEX/COUNT) into one",
               "python -m adaptive_decoder.cli merge"),
+    "compare": ("adaptive_decoder.cli.compare", "one run's trained head minus another's on the same test prompts",
+                "python -m adaptive_decoder.cli compare"),
     "export": ("adaptive_decoder.integrations.vllm.export", "write a model directory vLLM serves with a head",
                "python -m adaptive_decoder.integrations.vllm.export"),
     "serve": ("adaptive_decoder.integrations.vllm.serve", "serve an exported head with vLLM's OpenAI server",
@@ -42,7 +44,7 @@ COMMANDS = {
                "python -m adaptive_decoder.integrations.lmeval"),
 }
 # subcommands that are not YAML recipes: their own argument parsers take the rest of the command line
-PLAIN = ("export", "serve", "lmeval", "merge")
+PLAIN = ("export", "serve", "lmeval", "merge", "compare")
 
 
 def packaged_configs(command: str) -> list[str]:

@@ -65,6 +65,22 @@ def aggregate_units(units: list, methods: dict, tasks: list, n_boot: int, seed: 
     return out
 
 
+def seed_differences(units_by_seed: dict, method: str, baseline: str, scale_free: dict) -> dict:
+    """{training seed: {task: per-prompt normalized difference method - baseline}}, the input of
+    `stats.two_level_bootstrap`: per seed and task of `scale_free` (a `units_report`), on the test prompts of that
+    seed where both methods have a unit, (reward of method - reward of baseline) / the task's normalization scale
+    (its zero cancels in a difference)."""
+    per_seed = {}
+    for s, units in units_by_seed.items():
+        test = rewards_by_prompt(units, "test")
+        per_seed[str(s)] = {}
+        for t, norm in scale_free["tasks"].items():
+            by_m = test.get(t, {})
+            ids = sorted(set(by_m.get(method, {})) & set(by_m.get(baseline, {})))
+            per_seed[str(s)][t] = [(by_m[method][p] - by_m[baseline][p]) / norm["normalization"]["scale"] for p in ids]
+    return per_seed
+
+
 def with_seed_uncertainty(bar: dict, units_by_seed: dict, scale_free: dict, n_boot: int) -> dict:
     """`bar` (`check_bar`'s, over seed-averaged prompts) with its difference's interval from a two-level bootstrap
     over training seeds and, within each, prompts within task (`stats.two_level_bootstrap`), so a seed whose head
@@ -73,15 +89,7 @@ def with_seed_uncertainty(bar: dict, units_by_seed: dict, scale_free: dict, n_bo
     difference}, the per-seed verdicts. With one seed the bar is returned as it is."""
     if not bar.get("evaluated") or len(units_by_seed) < 2:
         return bar
-    head, base = bar["method"], bar["baseline"]
-    per_seed = {}
-    for s, units in units_by_seed.items():
-        test = rewards_by_prompt(units, "test")
-        per_seed[str(s)] = {}
-        for t, norm in scale_free["tasks"].items():
-            by_m = test.get(t, {})
-            ids = sorted(set(by_m.get(head, {})) & set(by_m.get(base, {})))
-            per_seed[str(s)][t] = [(by_m[head][p] - by_m[base][p]) / norm["normalization"]["scale"] for p in ids]
+    per_seed = seed_differences(units_by_seed, bar["method"], bar["baseline"], scale_free)
     two = two_level_bootstrap(per_seed, n_boot=n_boot, seed=0)
     beats = two["lo"] > 0
     return {**bar, "diff_ci": [two["lo"], two["hi"]], "diff_ci_prompts": bar["diff_ci"], "per_seed": two["per_seed"],
@@ -89,4 +97,4 @@ def with_seed_uncertainty(bar: dict, units_by_seed: dict, scale_free: dict, n_bo
             "met": bool(beats and bar["wins_vs_every_fixed"])}
 
 
-__all__ = ["aggregate_units", "with_seed_uncertainty", "comparison_set", "fixed_settings", "learned_heads"]
+__all__ = ["aggregate_units", "seed_differences", "with_seed_uncertainty", "comparison_set", "fixed_settings", "learned_heads"]

@@ -55,7 +55,8 @@ def _iv(iv: dict, digits: int = 3, pct: bool = False) -> str:
     return f"{iv['mean']:.{digits}f} [{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]"
 
 
-def _norm_note(t: str, n: dict) -> str:
+def normalization_note(t: str, n: dict) -> str:
+    """How task `t` is normalized (its `task_normalization` record `n`), in words."""
     if n["source"] == "raw":
         return f"{t}: every fixed temperature scored the same, so its rewards stay raw (scale 1)"
     where = "dev" if n["source"] == "dev" else "test (no usable dev results)"
@@ -74,7 +75,7 @@ def markdown_sections(report: dict, skip_methods=(), skip_pairs=()) -> list[str]
          "Per task, rewards are mapped linearly so that the worst and the best fixed temperature (their mean reward "
          "on the task's dev prompts) score 0 and 1; `overall` is the mean over tasks, each task weighted equally. "
          f"Intervals: paired bootstrap over prompts within each task ({report['n_boot']} resamples).", "",
-         "Normalization: " + "; ".join(_norm_note(t, report["tasks"][t]["normalization"]) for t in tasks) + ".", "",
+         "Normalization: " + "; ".join(normalization_note(t, report["tasks"][t]["normalization"]) for t in tasks) + ".", "",
          head, rule]
     for m in report["methods"]:
         if m in skip_methods:
@@ -123,4 +124,4 @@ def rival_line(report: dict, method: str, skip=()) -> str | None:
             f"{d['mean']:+.3f} [95% CI {d['lo']:+.3f}, {d['hi']:+.3f}], {verdict}; win rate {_iv(r['win_rate'], pct=True)}")
 
 
-__all__ = ["BAR_RULE", "bar_line", "bar_numbers", "markdown_sections", "rival_line"]
+__all__ = ["BAR_RULE", "bar_line", "bar_numbers", "markdown_sections", "normalization_note", "rival_line"]
