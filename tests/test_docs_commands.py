@@ -634,3 +634,16 @@ def test_the_readmes_two_ways_to_point_a_task_at_local_data(tmp_path, monkeypatc
     cfg = ExperimentConfig(run_dir=str(tmp_path / "run"), **yaml.safe_load(entry))
     task = cfg.build_task("copy_text")
     assert Path(task.source).resolve() == tmp_path / "my_copy.jsonl" and len(task.examples()) == 2
+
+
+def test_the_login_command_the_guide_names_exists():
+    """guide.md (publishing): `hf auth login` is a command of the huggingface_hub installed here (2.x ships no
+    `huggingface-cli`, the name the guide used to give)."""
+    import subprocess
+
+    assert "`hf auth login`" in (REPO / "docs/guide.md").read_text()
+    hf = Path(sys.executable).parent / "hf"
+    if not hf.exists():
+        pytest.skip(f"no `hf` command beside {sys.executable}")
+    r = subprocess.run([str(hf), "auth", "login", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--token" in r.stdout, r.stderr[-2000:]
