@@ -79,7 +79,7 @@ RUN_BY = {
         "slurm/submit.sh slurm/eval_suite.sbatch -p gpu": Run(SLURM_PIPELINE, GPU),
         "read AJ ADIR": Run("tests/test_slurm.py::test_collect_array_shards_then_merge", GPU),
         "read MJ MDIR": Run("tests/test_slurm.py::test_collect_array_shards_then_merge", GPU),
-        "slurm/submit.sh slurm/train_lpo.sbatch -p gpu": Run("tests/test_slurm.py::test_collect_array_shards_then_merge", GPU),
+        "slurm/submit.sh slurm/train_lpo.sbatch -p gpu": Run(SLURM_PIPELINE, GPU),  # LPO on a collection, after it
         "RUN_DIR=runs/slurm/lpo-1234": Run("tests/test_slurm.py::test_scancel_then_resubmit_same_run_dir_resumes"),
         "LAUNCHER=python bash slurm/train_lpo.sbatch":
             Run("tests/test_slurm.py::test_outside_slurm_single_node_fallback_and_errors"),
