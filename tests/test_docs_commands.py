@@ -102,7 +102,7 @@ RUN_BY = {
         "python -m adaptive_decoder.integrations.lmeval run --model adaptive-decoder":
             Run("tests/test_lmeval.py::test_command_line_registers_the_model_and_logs_choices", "from the Hub"),
         "python -m adaptive_decoder.integrations.lmeval run --model hf":
-            Run("tests/test_lmeval.py::test_chat_template_applied_as_the_library_applies_it", "from the Hub"),
+            Run("tests/test_lmeval.py::test_chat_template_never_applied_twice", "from the Hub"),
         "adaptive-decoder export --base smollm2": Run(EXPORT),
         "adaptive-decoder serve served": Run(LOCAL_COMPLETIONS),
         "lm_eval run --model local-completions": Run(LOCAL_COMPLETIONS, "from the Hub"),
