@@ -21,11 +21,28 @@ if (SHARED / "data").is_dir():
 
 
 def shared_data(rel: str) -> Path:
-    """Path under ../shared/data, or skip the test with the reason when it is absent."""
-    p = SHARED / "data" / rel
-    if not p.exists():
-        pytest.skip(f"needs {p} (the project's ../shared data directory is not beside this checkout)")
+    """The local copy `rel` (e.g. "gsm8k/test.jsonl") where the library reads it, the first directory of
+    $ADAPTIVE_DECODER_DATA that has it (../shared/data unless the variable names another), or skip the test with
+    the reason when there is none. Looking where the library looks keeps a test that checks for its file and then
+    loads a task by name from failing when the variable points elsewhere."""
+    from adaptive_decoder.tasks.io import DATA_ENV, local_copy
+
+    p = local_copy(rel)
+    if p is None:
+        where = os.environ.get(DATA_ENV) or f"unset: the project's {SHARED / 'data'} is not beside this checkout"
+        pytest.skip(f"needs the local data copy {rel} under ${DATA_ENV} ({where})")
     return p
+
+
+def needs_data(fn):
+    """fn(), or skip the test when fn needs a public dataset that has no local copy here (tasks.io: no
+    $ADAPTIVE_DECODER_DATA file and no datasets cache, offline), with the library's one-line reason."""
+    from adaptive_decoder.tasks.io import DatasetUnavailableError
+
+    try:
+        return fn()
+    except DatasetUnavailableError as e:
+        pytest.skip(f"no local copy of a task's public dataset ({e})")
 
 
 def tiny_llama(vocab_size=128, hidden_size=32, seed=0, eos_token_id=1, pad_token_id=0):

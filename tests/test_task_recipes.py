@@ -13,7 +13,7 @@ from adaptive_decoder.evaluation.harness import eval_tasks
 from adaptive_decoder.modeling.models import encode_prompts, format_prompt
 from adaptive_decoder.tasks import available_tasks, get_task
 from adaptive_decoder.tasks.io import DATA_ENV, DatasetUnavailableError
-from conftest import tiny_tokenizer, training_recipe
+from conftest import needs_data, tiny_tokenizer, training_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 3
@@ -29,13 +29,6 @@ def chat_tokenizer():
     return tok
 
 
-def _needs_data(fn):
-    try:
-        return fn()
-    except DatasetUnavailableError as e:  # a natural-data task without its local copy (no ../shared beside the repo)
-        pytest.skip(f"no local copy of the task's public dataset ({e})")
-
-
 @pytest.mark.parametrize("name", available_tasks())
 def test_training_and_evaluation_prompts_are_rendered_by_the_same_template(name):
     collect = importlib.import_module("adaptive_decoder.cli.collect")  # the recipe training/collect.py runs
@@ -44,7 +37,7 @@ def test_training_and_evaluation_prompts_are_rendered_by_the_same_template(name)
     from adaptive_decoder.experiment.splits import make_splits
 
     # collection (training/collect.py) and the evaluation suite, from one `tasks:` entry each
-    _, train = _needs_data(lambda: collect.collect_prompts({name: {"num_prompts": N}}))
+    _, train = needs_data(lambda: collect.collect_prompts({name: {"num_prompts": N}}))
     (task,) = eval_tasks(EvalConfig(tasks={name: {}}, methods=["greedy"], num_dev_prompts=0)).values()
     evaluated = {ex["id"]: ex for ex in task.examples()}
     assert len(train) == N
