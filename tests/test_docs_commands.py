@@ -43,11 +43,16 @@ SLURM_PIPELINE = "tests/test_slurm.py::test_collect_train_eval_pipeline"
 CLI_TINY = "tests/test_cli.py::test_collect_then_train_subcommands_on_the_tiny_model"
 SUITE_TINY = "tests/test_harness.py::test_end_to_end_every_method"
 GUIDE_SNIPPETS = "tests/test_custom_task_example.py::test_the_guides_snippets_are_the_example_files_and_valid_options"
+REUSE = "tests/test_experiment.py::test_reuse_from_gives_the_results_of_a_run_from_scratch"
 GPU = "except the GPU ones"  # cluster.md's opening: every step was run on the CI machine except these
 RUN_BY = {
     "docs/guide.md": {
         "PYTHONPATH=examples/custom_task adaptive-decoder headroom": Run(CUSTOM),
         "PYTHONPATH=examples/custom_task adaptive-decoder experiment": Run(CUSTOM),
+        # section 7's ablation: the same pipeline and reuse path on the tiny model, then the comparison's command
+        "adaptive-decoder experiment --config configs/experiments/control.yaml": Run(REUSE),
+        "adaptive-decoder experiment --config configs/experiments/control_expected_reward.yaml": Run(REUSE),
+        "adaptive-decoder compare": Run("tests/test_compare.py::test_command_prints_the_table_and_writes_the_json"),
     },
     "docs/serving.md": {
         "adaptive-decoder export --base smollm2": Run(EXPORT),
