@@ -430,6 +430,37 @@ def test_collection_backend_vllm(setup, tmp_path):
         go(tmp_path / "c", vadm, backend="hf")
 
 
+def test_collection_twins_on_vllm_are_the_hf_twins(setup, tmp_path):
+    """A group reward scored among twins (`collect.twins`, a sequence head: each sample scored in a group of itself
+    and twins drawn with its values and their own row seeds) gives the HF collection's rewards on the engine. The
+    twins are not stored, so a wrong twin (another value, a shared seed) shows only in the novelty it scores."""
+    from adaptive_decoder.lpo.store import CollectionSettings, read_collection
+    from adaptive_decoder.lpo.collection import collect
+    from adaptive_decoder.tasks.recipe import load_task_prompts
+    from adaptive_decoder.modeling.models import prepare_tokenizer
+    from adaptive_decoder.rewards import build_reward
+
+    model, engine = setup
+    tok = prepare_tokenizer(tiny_tokenizer(), model)
+    torch.manual_seed(4)
+    # greedy or hot: a greedy sample's twins are its copies (novelty 0), a hot one's differ (the byte-level texts are
+    # one "word" each, so novelty 1); a twin drawn with another value or with the sample's own seed breaks that
+    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=HIDDEN, num_layers=1, level="sequence",
+                                                     selection="sample", temperature_bins=[0.0, 1.4]))
+    reward = {"novelty": {"weight": 1.0, "n": 1}}
+    ps = load_task_prompts("arith", {"task": "arithmetic", "num_prompts": 4, "data_seed": 0, "reward": reward})
+    recs = {}
+    for name, adm in (("hf", AdaptiveDecodingModel(model, tok, head)),
+                      ("vllm", VLLMDecodingModel(model, tok, head, engine=engine))):
+        settings = CollectionSettings(num_samples=3, max_new_tokens=8, epsilon=0.5, prompts_per_batch=2, twins=3,
+                                      backend=name)
+        collect(adm, ps, {"arith": build_reward(reward, model, tok)}, tmp_path / name, settings, progress=False)
+        recs[name] = read_collection(tmp_path / name)[1]
+    assert recs["vllm"] == recs["hf"] and len(recs["hf"]) == 12
+    by_temperature = {(round(r["values"]["temperature"], 3), r["rewards"]["novelty"]) for r in recs["hf"]}
+    assert by_temperature == {(0.0, 0.0), (1.4, 1.0)}, by_temperature
+
+
 class _StopsAfterALetter:
     """A TaskReward stand-in whose task's scored text is final once a letter follows its first character (with
     `stop_chars`: vLLM stops rows at letter tokens, and redraws the rows that start with one)."""
