@@ -432,6 +432,53 @@ def test_changed_settings_are_refused_on_resume(finished_run):
         _load_cli().main(argv + ["--split_seed", "7"])
 
 
+def _files(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_rerun_leaves_the_run_directory_as_it_was(finished_run, tmp_path):
+    """A rerun that a finished stage refuses writes nothing: experiment_config.json keeps the settings the run ran
+    with (the model card, `compare` and users read it), and a seed added by the same rerun is not run under settings
+    that seed 0's records refuse. A rerun that is accepted records its settings."""
+    import shutil
+
+    run_dir, argv, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)  # the stage records hold no paths: the copy resumes as the run does
+    argv = [*argv[:-1], str(run)]
+    before = _files(run)
+    cfg = yaml.safe_load(TINY.read_text())
+    for extra, match in (
+            (["--seeds", "1", "0", "--lpo", json.dumps({**cfg["lpo"], "beta": 0.9})],
+             r"seed-0/train-sequence finished with different settings \(lpo differ\)"),
+            (["--collect", json.dumps({**cfg["collect"], "num_samples": 2})],
+             r"seed-0/collect-sequence finished with different settings \(collect differ\)")):
+        with pytest.raises(ValueError, match=match):
+            _load_cli().main(argv + extra)
+        assert _files(run) == before, extra  # no seed-1/, the config byte for byte
+    # n_bootstrap is no stage's setting: every stage is skipped, the summary redone with it, and the config says so
+    old = json.loads(before["experiment_config.json"])
+    assert _load_cli().main(argv + ["--n_bootstrap", "100"])["stages_run"] == []
+    assert json.loads((run / "experiment_config.json").read_text()) == {**old, "run_dir": str(run), "n_bootstrap": 100}
+
+
+def test_a_first_start_failing_in_its_first_stage_writes_no_config(tiny_model_dir, tmp_path, monkeypatch):
+    """experiment_config.json describes stages that finished: a first start that fails before one does leaves none
+    (splits.json is there: it guards the begun collection against a rerun with other splits)."""
+    from adaptive_decoder.lpo import collection
+
+    def boom(*a, **k):
+        raise RuntimeError("killed while collecting")
+
+    monkeypatch.setattr(collection, "collect", boom)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed while collecting"):
+        _load_cli().main(["--config", str(TINY), "--model", str(tiny_model_dir), "--run_dir", str(run)])
+    assert sorted(p.name for p in run.iterdir()) == ["seed-0", "splits.json"]
+    assert [p.name for p in (run / "seed-0").iterdir()] == ["collect-sequence"]
+    assert not (run / "seed-0" / "collect-sequence" / "stage_done.json").exists()
+
+
 def test_a_resume_under_another_backend_is_refused_by_name(finished_run, vllm_importable, tmp_path, monkeypatch):
     """The collect stage records the backend that drew its samples: a resume under the other one is refused naming
     it, at the first stage, before a model or an engine loads; a record of format 2 (before the backend was recorded:
@@ -604,6 +651,7 @@ def test_reuse_from_refuses_a_run_with_other_settings(finished_run, tiny_model_d
             "--reuse_from", str(run_dir), *extra]
     with pytest.raises(error, match=match):
         _load_cli().main(argv)
+    assert not (tmp_path / "r").exists()  # refused before the run wrote anything: no config, no copied stage
 
 
 def test_reuse_from_names_a_missing_run(tiny_model_dir, tmp_path):

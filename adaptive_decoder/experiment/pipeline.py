@@ -29,7 +29,10 @@ Each stage runs on its typed config, `ExperimentConfig.stage_config(kind, seed, 
 Resume: each stage directory gets a `stage_done.json` (its settings fingerprint, summary and wall time) written
 atomically when the stage finishes; a rerun skips finished stages, and an unfinished stage is resumed by the
 library it calls (collection manifest, LPO checkpoints, evaluation unit log). A finished stage whose settings
-changed is refused (use a new run_dir) rather than silently mixed. The base LM is loaded only if a stage runs.
+changed is refused (use a new run_dir) rather than silently mixed: every planned stage that finished (and every
+reuse_from stage to copy) is checked before the run writes anything, and experiment_config.json, which describes the
+run, is written only once a stage finishes under its settings (or the summary is written), so a refused or failed
+start leaves it as it was. The base LM is loaded only if a stage runs.
 An ablation of training starts from another run's samples with `reuse_from` (its finished collections and the
 evaluation units of methods without a trained head are copied first; `adaptive_decoder.experiment.reuse`).
 
@@ -85,21 +88,49 @@ class Experiment:
         self.timings: dict = {}
         self.stages_run: list[str] = []
         self.stages_skipped: list[str] = []
+        self._eval_fingerprints: dict[int, dict] = {}
+        self._config_recorded = False
 
     # --- setup ---------------------------------------------------------------------------------------------
-    def _prepare_run_dir(self):
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _splits_record(self) -> dict:
+        """What splits.json is to hold: the recorded splits with this run's tasks added; refused if a task's splits
+        changed."""
         digest = splits_digest(self.splits)
         path = self.root / "splits.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            changed = sorted(t for t in set(old) & set(digest) if old[t] != digest[t])
-            if changed:
-                raise ValueError(f"{self.root} was started with other train/dev/test splits for task(s) {changed} "
-                                 "(task data, split sizes or split_seed changed); use a new run_dir")
-            digest = {**old, **digest}
-        atomic_write_bytes(path, json.dumps(digest, indent=1).encode())
-        atomic_write_bytes(self.root / "experiment_config.json", json.dumps(jsonable(asdict(self.cfg)), indent=1).encode())
+        if not path.exists():
+            return digest
+        old = json.loads(path.read_text())
+        changed = sorted(t for t in set(old) & set(digest) if old[t] != digest[t])
+        if changed:
+            raise ValueError(f"{self.root} was started with other train/dev/test splits for task(s) {changed} "
+                             "(task data, split sizes or split_seed changed); use a new run_dir")
+        return {**old, **digest}
+
+    def _check_resume(self) -> tuple[dict, list]:
+        """Every refusal that the records on disk decide, made before this invocation writes anything: the splits,
+        each planned stage that finished (its stage_done.json against this run's settings, in the order the stages
+        run) and, with reuse_from, each source stage to copy. Returns splits.json's content and the copies to make.
+
+        So a refused rerun leaves the run directory as it was, and a seed added in the same rerun is not run under
+        settings that another seed's finished stage refuses."""
+        splits = self._splits_record()
+        for seed in self.cfg.seeds:
+            for lv in self.cfg.levels:
+                stage_done(stage_dir(self.root, seed, "collect", lv), self._collect_fingerprint(seed, lv))
+            for lv in self.cfg.levels:
+                stage_done(stage_dir(self.root, seed, "train", lv), self._train_fingerprint(seed, lv))
+            stage_done(stage_dir(self.root, seed, "eval"), self._eval_fingerprint(seed))
+        return splits, self._reuse_plan(Path(self.cfg.reuse_from)) if self.cfg.reuse_from else []
+
+    def _record_config(self):
+        """Write experiment_config.json, the settings the run's stages finished with (the model card, `compare` and
+        users read it): once per invocation, when its first stage finishes (before that stage's record, so no
+        finished stage lacks it), when stages were copied from reuse_from, and before the summary (aggregated under
+        these settings). A start that is refused, or fails before a stage finishes, leaves the one that was there."""
+        if not self._config_recorded:
+            atomic_write_bytes(self.root / "experiment_config.json",
+                               json.dumps(jsonable(asdict(self.cfg)), indent=1).encode())
+            self._config_recorded = True
 
     def _ensure_model(self):
         if self.model is not None:
@@ -129,6 +160,7 @@ class Experiment:
         stage_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         summary = fn()
+        self._record_config()
         # a stage extended after it finished (a method added to an evaluation) reports its whole compute time
         rec = mark_done(stage_dir, fingerprint, summary, time.time() - t0 + (rec["wall_s"] if rec else 0.0))
         self.stages_run.append(name)
@@ -179,10 +211,13 @@ class Experiment:
                                                   eps=option(cfg, "lpo", "pair_eps"))
         return summary
 
+    def _train_fingerprint(self, seed, level) -> dict:
+        return {"collect": self._collect_fingerprint(seed, level), "lpo": self.cfg.lpo}
+
     def train_stage(self, seed: int, level: str) -> dict:
         out = stage_dir(self.root, seed, "train", level)
-        fp = {"collect": self._collect_fingerprint(seed, level), "lpo": self.cfg.lpo}
-        return self._run_stage(f"seed-{seed}/train-{level}", out, fp, partial(self._train, seed, level))
+        return self._run_stage(f"seed-{seed}/train-{level}", out, self._train_fingerprint(seed, level),
+                               partial(self._train, seed, level))
 
     def _train(self, seed: int, level: str) -> dict:
         """The train stage's work: LPO on the pairs of the seed's collection, from (and against) its collecting head."""
@@ -202,42 +237,61 @@ class Experiment:
     def eval_config(self, seed: int):
         return self.cfg.stage_config("eval", seed)
 
-    def _eval_fingerprint(self, ecfg) -> dict:
+    def _eval_fingerprint(self, seed: int) -> dict:
         # the settings that change results (not paths, threads, progress bars). Methods, their options and the
         # heads are left out: adding one (e.g. --hag_model_path, or a token level, after the run) reruns the stage,
         # and the Evaluator computes only the new units (it refuses changed options of methods that have units
-        # and changed weights of a head that has units).
-        return {"eval": jsonable(ecfg.fingerprint()),
+        # and changed weights of a head that has units). Kept per seed: it builds every task to digest it.
+        if seed not in self._eval_fingerprints:
+            self._eval_fingerprints[seed] = {
+                "eval": jsonable(self.eval_config(seed).fingerprint()),
                 "splits": splits_digest({t: {s: p[s] for s in ("test", "dev")} for t, p in self.splits.items()})}
+        return self._eval_fingerprints[seed]
 
     def eval_stage(self, seed: int) -> dict:
         out = stage_dir(self.root, seed, "eval")
         ecfg = self.eval_config(seed)
-        fp = self._eval_fingerprint(ecfg)
+        fp = self._eval_fingerprint(seed)
         wanted = jsonable({"methods": list(ecfg.methods), "method_options": ecfg.method_options})
         heads = {lv: head_fingerprint(self.head_path(seed, lv)) for lv in self.cfg.levels}
         return self._run_stage(f"seed-{seed}/eval", out, fp, partial(self._evaluate, ecfg, wanted, heads),
                                covers=partial(_eval_covers, wanted=wanted, heads=heads))
 
-    def reuse_stages(self, source: Path):
-        """Copy `source`'s finished collections (unless reuse_collections is off) and the evaluation units of its
-        methods without a trained head into this run (see `adaptive_decoder.experiment.reuse`)."""
-        from .reuse import copy_collection, copy_eval_units
+    def _reuse_plan(self, source: Path) -> list[tuple]:
+        """The copies from `source` into this run, (kind, source stage, this run's stage, fingerprint) each, every
+        source stage checked (see `adaptive_decoder.experiment.reuse`): its finished collections (unless
+        reuse_collections is off) and the evaluation units of its methods without a trained head."""
+        from .reuse import collection_to_copy, eval_units_to_copy
 
-        source = Path(source)
         if not (source / "experiment_config.json").is_file():
             raise FileNotFoundError(f"reuse_from: {source} is not an experiment run_dir (no experiment_config.json)")
         if source.resolve() == self.root.resolve():
             raise ValueError("reuse_from is this run's own run_dir; give the run to copy from")
+        plan = []
         for seed in self.cfg.seeds:
             src, dst = source / f"seed-{seed}", self.seed_dir(seed)
             for lv in self.cfg.levels if self.cfg.reuse_collections else ():
-                if copy_collection(src / f"collect-{lv}", dst / f"collect-{lv}", self._collect_fingerprint(seed, lv)):
-                    logger.info("reuse_from: copied %s", src / f"collect-{lv}")
-            n = copy_eval_units(src / "eval", dst / "eval", self._eval_fingerprint(self.eval_config(seed)))
-            if n:
-                logger.info("reuse_from: copied %d evaluation units of methods without a trained head from %s", n,
-                            src / "eval")
+                copy = ("collect", src / f"collect-{lv}", dst / f"collect-{lv}", self._collect_fingerprint(seed, lv))
+                if collection_to_copy(*copy[1:]):
+                    plan.append(copy)
+            copy = ("eval", src / "eval", dst / "eval", self._eval_fingerprint(seed))
+            if eval_units_to_copy(*copy[1:]):
+                plan.append(copy)
+        return plan
+
+    def reuse_stages(self, plan: list[tuple]):
+        """Make the copies of `_reuse_plan`."""
+        from .reuse import copy_collection, copy_eval_units
+
+        for kind, src, dst, fp in plan:
+            if kind == "collect":
+                copy_collection(src, dst, fp)
+                logger.info("reuse_from: copied %s", src)
+            else:
+                n = copy_eval_units(src, dst, fp)
+                if n:
+                    logger.info("reuse_from: copied %d evaluation units of methods without a trained head from %s", n,
+                                src)
 
     def _evaluate(self, ecfg, wanted: dict, heads: dict) -> dict:
         """The eval stage's work: the Evaluator on the experiment's test and dev prompts; the stage's summary records
@@ -256,9 +310,14 @@ class Experiment:
         from tqdm.auto import tqdm
 
         t0 = time.time()
-        self._prepare_run_dir()
-        if self.cfg.reuse_from:
-            self.reuse_stages(self.cfg.reuse_from)
+        splits, reuse = self._check_resume()
+        # splits.json is written before any stage runs, unlike the config: an unfinished collection's manifest does
+        # not hold which prompts it was given, so this record is what refuses a rerun with other splits there
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.root / "splits.json", json.dumps(splits, indent=1).encode())
+        if reuse:
+            self.reuse_stages(reuse)
+            self._record_config()
         plan = [(s, kind, lv) for s in self.cfg.seeds for kind, lv in
                 [("collect", lv) for lv in self.cfg.levels] + [("train", lv) for lv in self.cfg.levels] + [("eval", None)]]
         bar = tqdm(plan, desc="experiment", unit="stage", disable=not self.cfg.progress, position=0)
@@ -274,6 +333,7 @@ class Experiment:
         summary = aggregate(self.root, self.cfg, self.timings)
         summary["wall_s_this_invocation"] = round(time.time() - t0, 1)
         summary["stages_run"], summary["stages_skipped"] = self.stages_run, self.stages_skipped
+        self._record_config()
         write_summary(self.root, summary, self.cfg)
         return summary
 

@@ -17,8 +17,9 @@ MeanShift, which is fitted on the head's dev units): they are what the ablation 
 Invariant: every copied file is one this run would have written itself, so a reused run's results equal those of
 the same config run from scratch with the same seeds (bit for bit, as resume is). A source stage with other settings is
 refused by name; one that has not finished is not copied (a collection then stops the run; evaluation units are
-simply computed). The source is only read, and a stage this run already has is never overwritten (rerunning an
-ablation resumes it).
+simply computed). Each source stage is checked (`collection_to_copy`, `eval_units_to_copy`) before the first copy, so a
+refusal leaves this run as it was. The source is only read, and a stage this run already has is never overwritten
+(rerunning an ablation resumes it).
 """
 
 from __future__ import annotations
@@ -47,14 +48,22 @@ def _checked(src_stage: Path, fingerprint: dict) -> dict | None:
     return rec
 
 
-def copy_collection(src_stage: Path, dst_stage: Path, fingerprint: dict) -> bool:
-    """Copy a finished collection stage (samples, cached head inputs, collecting head, stage record); False if this
-    run has that stage directory already."""
+def collection_to_copy(src_stage: Path, dst_stage: Path, fingerprint: dict) -> bool:
+    """Whether the source's collection stage is copied: True if it finished with `fingerprint`, False if this run has
+    that stage directory already; a clear error if it finished with other settings or has not finished."""
     if dst_stage.exists():
         return False
     if _checked(src_stage, fingerprint) is None:
         raise ValueError(f"reuse_from: {src_stage} has no finished collection ({DONE} missing); finish that run "
                          "first (rerun its command) or drop reuse_from")
+    return True
+
+
+def copy_collection(src_stage: Path, dst_stage: Path, fingerprint: dict) -> bool:
+    """Copy a finished collection stage (samples, cached head inputs, collecting head, stage record); False if this
+    run has that stage directory already (`collection_to_copy`)."""
+    if not collection_to_copy(src_stage, dst_stage, fingerprint):
+        return False
     tmp = dst_stage.with_name(dst_stage.name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)  # a copy interrupted before its rename
     shutil.copytree(src_stage, tmp)
@@ -67,14 +76,23 @@ def head_methods(results: dict) -> set[str]:
     return {name for name, m in results.get("methods", {}).items() if m.get("head_path")}
 
 
+def eval_units_to_copy(src_eval: Path, dst_eval: Path, fingerprint: dict) -> bool:
+    """Whether units of the source's evaluation are copied: True if it finished with `fingerprint`; False if this run
+    has begun its own evaluation, or the source's has not finished (logged: every unit is then computed here); a
+    clear error if it finished with other settings."""
+    if dst_eval.exists():
+        return False
+    if _checked(src_eval, fingerprint) is None:
+        logger.warning("reuse_from: %s has not finished; every evaluation unit is computed here", src_eval)
+        return False
+    return True
+
+
 def copy_eval_units(src_eval: Path, dst_eval: Path, fingerprint: dict) -> int:
     """Copy the units of the methods without a trained head from a finished evaluation, through the evaluation's
     own record and unit log (the record migrated to the current format, as the evaluator reads it); the number
-    copied (0 if this run has begun its own evaluation, or the source's has not finished)."""
-    if dst_eval.exists():
-        return 0
-    if _checked(src_eval, fingerprint) is None:
-        logger.warning("reuse_from: %s has not finished; every evaluation unit is computed here", src_eval)
+    copied (0 where `eval_units_to_copy` says no)."""
+    if not eval_units_to_copy(src_eval, dst_eval, fingerprint):
         return 0
     drop = head_methods(json.loads((src_eval / "results.json").read_text()))
     units = [u for u in UnitStore(src_eval / "units.jsonl").units.values() if u["method"] not in drop]
