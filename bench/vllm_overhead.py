@@ -15,9 +15,10 @@ Value sets: {T}, {T, top-k}, {T, top-p}, {T, top-k, top-p} at T 0.6, top-k 20, t
 (time of --tokens tokens - time of 1 token) / (--tokens - 1), so prefill is left out. The three engines stay
 alive (KMP_BLOCKTIME=0, so an idle engine's OpenMP threads do not spin on the shared cores), and every round
 runs them in a rotated order. Reported: median ms per step, and per ratio the median over rounds of the paired
-throughput ratio with a bootstrap 95% interval over rounds (raw timings beside the report, as JSON). The load
-average is logged after every round; when it moved by more than 1 between rounds (other work on the machine) the
-verdict is withheld.
+throughput ratio with a bootstrap 95% interval over rounds (raw timings beside the report, as JSON), and per
+batch size the head/head-off ratio over all value sets, which is what the verdict (>= 0.98 at every batch size)
+reads. The load average is logged after every round; when it moved by more than 1 between rounds (other work on
+the machine) the verdict is withheld.
 
     python bench/vllm_overhead.py [--rounds 5] [--tokens 32] [--batches 1 16 64] [--dtype float32] [--out FILE]
 """
@@ -95,6 +96,16 @@ def paired(ratios: list[float], seed: int = 0) -> str:
     return f"{statistics.median(ratios):.3f} [{meds[49]:.3f}, {meds[1949]:.3f}]"
 
 
+def pooled(by_round: list[list[float]], seed: int = 0) -> tuple[float, float, float]:
+    """Median of every ratio at one batch size (all value sets, all rounds) with a 95% interval that resamples
+    whole rounds: the value sets of one round share its machine state, so they are not independent draws."""
+    rng = random.Random(seed)
+    flat = [x for row in by_round for x in row]
+    meds = sorted(statistics.median([x for row in rng.choices(by_round, k=len(by_round)) for x in row])
+                  for _ in range(2000))
+    return statistics.median(flat), meds[49], meds[1949]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -150,24 +161,35 @@ def main(argv=None) -> None:
              f"load average {load0:.1f} -> {load1:.1f}", "",
              "| values | batch | head ms/step | head-off ms/step | stock ms/step | head/head-off | head-off/stock | "
              "head/stock |", "|---|---|---|---|---|---|---|---|"]
-    worst = 9.9
+    cell_worst = 9.9
     for name in VALUE_SETS:
         for b in args.batches:
             a, c, s = (ms[(role, name, b)] for role in roles)
             ac = [y / x for x, y in zip(a, c)]  # throughput ratio = inverse time ratio
             cs = [y / x for x, y in zip(c, s)]
             as_ = [y / x for x, y in zip(a, s)]
-            worst = min(worst, statistics.median(ac))
+            cell_worst = min(cell_worst, statistics.median(ac))
             lines.append(f"| {name} | {b} | {statistics.median(a):.2f} | {statistics.median(c):.2f} | "
                          f"{statistics.median(s):.2f} | {paired(ac)} | {paired(cs)} | {paired(as_)} |")
+    # The target is per batch size: the head's work (one MLP call and an argmax per row) does not depend on which
+    # values it picks, so the four value sets are four measurements of the same cost at that batch size.
+    lines += ["", "| batch | head/head-off, all value sets (median [95% CI, rounds resampled]) | n |", "|---|---|---|"]
+    batch_worst = 9.9
+    for b in args.batches:
+        by_round = [[ms[("head-off", name, b)][r] / ms[("head", name, b)][r] for name in VALUE_SETS]
+                    for r in range(args.rounds)]
+        med, lo, hi = pooled(by_round)
+        batch_worst = min(batch_worst, med)
+        lines.append(f"| {b} | {med:.3f} [{lo:.3f}, {hi:.3f}] | {args.rounds} rounds x {len(VALUE_SETS)} |")
     lines.append("")
     lines.append(f"load average after each round: {', '.join(f'{x:.1f}' for x in loads)}")
     if max(loads) - min(loads) > 1:
         lines.append(f"NO VERDICT: the load average moved by {max(loads) - min(loads):.1f} between rounds (other work)")
     else:
-        verdict = "MET" if worst >= TARGET else "NOT MET"
-        lines.append(f"TARGET {verdict}: the lowest median head/head-off throughput ratio is {worst:.3f} "
-                     f"(target >= {TARGET})")
+        verdict = "MET" if batch_worst >= TARGET else "NOT MET"
+        lines.append(f"TARGET {verdict}: the lowest median head/head-off throughput ratio over a batch size is "
+                     f"{batch_worst:.3f} (target >= {TARGET} at every batch size); the lowest single cell's median "
+                     f"(one value set, one batch size) is {cell_worst:.3f}")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
