@@ -59,20 +59,6 @@ _ALLOWED = {"max_new_tokens", "num_return_sequences", "eos_token_id", "pad_token
 _KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
-@contextlib.contextmanager
-def _environ(name: str, value: str):
-    """The environment variable `name` set to `value` inside the block, and as it was after it."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
-
-
 class VLLMEngine:
     """One vLLM engine on a loaded HF model (its own dtype), for every method of a run. Close it (or use `with`)."""
 
@@ -110,7 +96,7 @@ class VLLMEngine:
         self.in_process = bool(in_process) and inproc.live == 0
         # async scheduling off: the per-request step index is the length of the request's output list, which
         # must hold every earlier token when the step is sampled
-        with _environ(_KV_ENV, kv_space), inproc.in_process_engine() if self.in_process else contextlib.nullcontext():
+        with inproc.environ(_KV_ENV, kv_space), inproc.in_process_engine() if self.in_process else contextlib.nullcontext():
             self.llm = vllm.LLM(model=str(path), skip_tokenizer_init=True, dtype=str(model.dtype).removeprefix("torch."),
                                 enforce_eager=True, seed=0, max_model_len=self.max_model_len, max_num_seqs=max_num_seqs,
                                 async_scheduling=False, **({"block_size": int(block_size)} if block_size else {}))

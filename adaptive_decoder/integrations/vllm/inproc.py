@@ -38,24 +38,34 @@ live = 0  # in-process engines of this process that are not closed yet
 
 
 @contextlib.contextmanager
+def environ(name: str, value: str):
+    """The environment variable `name` set to `value` inside the block, and as it was after it (vLLM reads its
+    settings while an engine is built, so an engine's setting need not outlive the build)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextlib.contextmanager
 def in_process_engine():
     """Build a `vllm.LLM` inside the block in this process (see the module docstring)."""
     import numpy as np
     import vllm.envs
 
-    previous_env = os.environ.get(_ENV)
     states = torch.get_rng_state(), random.getstate(), np.random.get_state()
     set_threads = torch.set_num_threads
-    os.environ[_ENV] = "0"
-    try:
-        yield
-    finally:
-        if previous_env is None:
-            os.environ.pop(_ENV, None)
-        else:
-            os.environ[_ENV] = previous_env
-        torch.set_rng_state(states[0])
-        random.setstate(states[1])
-        np.random.set_state(states[2])
-        torch.set_num_threads = set_threads
-        vllm.envs.disable_envs_cache()
+    with environ(_ENV, "0"):
+        try:
+            yield
+        finally:
+            torch.set_rng_state(states[0])
+            random.setstate(states[1])
+            np.random.set_state(states[2])
+            torch.set_num_threads = set_threads
+            vllm.envs.disable_envs_cache()
