@@ -267,6 +267,38 @@ def test_real_model_greedy_bin_matches_hf(name, package, hidden, tmp_path):
         assert list(out.token_ids) == ref.tolist(), (tok.decode(out.token_ids), tok.decode(ref))
 
 
+def test_a_step_whose_requests_all_asked_for_the_plain_model_skips_the_head(tmp_path):
+    """`adaptive: off` rows get the parent's logits; the head runs only while some row still wants it (a step of
+    off rows alone is the stock path plus a few dict reads: what bench/vllm_overhead.py's `off` role times)."""
+    from types import SimpleNamespace
+
+    from adaptive_decoder.integrations.vllm.model import _ServedHead
+    from adaptive_decoder.modeling.warp import warp
+
+    head = make_head(tmp_path / "head", weight_scale=0.5, **BINS)
+    calls = []
+    select = head.select
+    head.select = lambda *a, **k: calls.append(1) or select(*a, **k)
+    off = {"off": True, "max_temperature": None, "bins": {}}
+    on = {"off": False, "max_temperature": None, "bins": {}}
+    served = object.__new__(_ServedHead)
+    served.head, served.level, served.requests = head, "token", None
+    hidden, logits = torch.randn(2, HIDDEN, generator=torch.Generator().manual_seed(0)), torch.randn(2, VOCAB) * 5
+    for controls, calls_expected in (({0: off, 1: off}, 0), ({0: off, 1: on}, 1)):
+        calls.clear()
+        served.rows = SimpleNamespace(take_sampling_rows=lambda n: True, params={0: neutral(), 1: neutral()},
+                                      controls=controls, outputs={0: [], 1: []}, prompts={0: [], 1: []})
+        out = served.warp(hidden, logits)
+        assert len(calls) == calls_expected
+        torch.testing.assert_close(out[0], logits[0], rtol=0, atol=0)
+        if calls_expected:
+            v = head.values(head.select(hidden, selection="argmax"), shape=(2,))
+            torch.testing.assert_close(out[1], warp(logits, v["temperature"], v["top_p"], v["top_k"],
+                                                    min_p=v["min_p"])[1], rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(out, logits, rtol=0, atol=0)
+
+
 def test_non_neutral_request_values_are_named():
     from adaptive_decoder.integrations.vllm.requests import non_neutral_values
 

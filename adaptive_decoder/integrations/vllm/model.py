@@ -53,8 +53,9 @@ class _ServedHead:
         n = logits.shape[0]
         sampling = self.rows is not None and self.rows.take_sampling_rows(n)
         specs = [request_spec(self.rows.params[i]) for i in range(n)] if sampling else [None] * n
+        off = [i for i, c in self.rows.controls.items() if c["off"] and i < n] if sampling else []
         v = None
-        if self.head is not None:
+        if self.head is not None and len(off) < n:  # a step whose every request asked for the plain model skips the head
             if self.head._temperature_values.device != hidden_states.device:
                 self.head.to(hidden_states.device)
             controls = self._controls(n) if sampling else {}
@@ -79,7 +80,6 @@ class _ServedHead:
         if v is None:
             return logits
         out = warp(logits, v["temperature"], v["top_p"], v["top_k"], min_p=v["min_p"])
-        off = [i for i, c in self.rows.controls.items() if c["off"]] if sampling else []
         if off:  # these requests asked for the plain model: vLLM applies their own sampling values
             out[off] = logits[off]
         return out
