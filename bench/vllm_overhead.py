@@ -107,7 +107,7 @@ def others_cpu(before: dict, after: dict, me: int = os.getpid()) -> float:
         return False
 
     return sum(cpu - before.get(pid, (0, 0.0))[1] for pid, (_, cpu) in after.items()
-               if not mine(pid, after) and pid != me)
+               if not mine(pid, after))
 
 
 def timed_generate(llm, prompts, params) -> float:
@@ -228,8 +228,7 @@ def main(argv=None) -> None:
     lines += ["", "| batch | head/head-off, all value sets (median [95% CI, rounds resampled]) | n |", "|---|---|---|"]
     batch_worst = 9.9
     for b in args.batches:
-        med, lo, hi = pooled([[ms[("head-off", name, b)][r] / ms[("head", name, b)][r] for name in VALUE_SETS]
-                              for r in range(args.rounds)])
+        med, lo, hi = pooled(list(zip(*(ratio("head", "head-off", name, b) for name in VALUE_SETS))))  # rows: rounds
         batch_worst = min(batch_worst, med)
         lines.append(f"| {b} | {med:.3f} [{lo:.3f}, {hi:.3f}] | {args.rounds} rounds x {len(VALUE_SETS)} |")
     lines.append("")
