@@ -76,15 +76,20 @@ def test_kv_cache_size_must_be_whole_gib_before_the_engine_starts(gib, monkeypat
 @pytest.fixture
 def recording_vllm(monkeypatch):
     """A stand-in `vllm` whose LLM records the KV-cache size each engine is built with (VLLM_CPU_KVCACHE_SPACE,
-    the one thing vLLM-CPU sizes it from) and builds nothing."""
+    the one thing vLLM-CPU sizes it from) and its other engine arguments (`.args`), and builds nothing."""
     import sys
     import types
 
-    seen = []
+    class Seen(list):
+        args: list
+
+    seen = Seen()
+    seen.args = []
 
     class LLM:
         def __init__(self, **kw):
             seen.append(os.environ.get("VLLM_CPU_KVCACHE_SPACE"))
+            seen.args.append(kw)
             self.llm_engine = types.SimpleNamespace(engine_core=types.SimpleNamespace(shutdown=lambda: None))
 
     fake = types.ModuleType("vllm")
@@ -108,3 +113,29 @@ def test_each_engine_is_built_with_its_own_kv_cache_size(recording_vllm, monkeyp
     for gib in (None, 4):
         VLLMEngine(tiny_llama(), None, kv_cache_gib=gib, in_process=False).close()
     assert recording_vllm[3:] == ["1", "4"] and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_collection_engine_is_built_with_its_vllm_options(recording_vllm, monkeypatch):
+    """A collection's engine is sized by its settings' vllm_options (a model with a long context needs
+    max_model_len, a GPU its own cache), with max_num_seqs defaulting to a batch's rows; outside backend 'vllm' the
+    options are refused by name, and text from the command line is read as a mapping."""
+    from adaptive_decoder.lpo.collection import sampling_model
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    with pytest.raises(ValueError, match="vllm_options .* given with backend 'hf'"):
+        CollectionSettings(vllm_options={"max_num_seqs": 4})
+    model = tiny_llama(vocab_size=259, hidden_size=32)
+    head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=32, num_layers=1, selection="sample"))
+    base = {"backend": "vllm", "num_samples": 4, "prompts_per_batch": 2, "twins": 3}
+    # in_process: False keeps the stand-in out of vLLM's in-process engine machinery (its `envs` module)
+    runs = [CollectionSettings(**base, vllm_options={"in_process": False}),
+            CollectionSettings(**base, vllm_options='{"in_process": false, "kv_cache_gib": 3, "max_model_len": 96}'),
+            CollectionSettings(**base, vllm_options={"in_process": False, "max_num_seqs": 5})]
+    for settings in runs:
+        with sampling_model(model, tiny_tokenizer(), head, settings) as adm:
+            assert adm.backend == "vllm"
+    assert recording_vllm == ["2", "3", "2"]
+    assert [a["max_num_seqs"] for a in recording_vllm.args] == [2 * 4 * 3, 2 * 4 * 3, 5]
+    assert recording_vllm.args[1]["max_model_len"] == 96
+    # the engine's options size it and are not the collection's identity: a resume may size it otherwise
+    assert runs[1].identity() == runs[0].identity()

@@ -74,15 +74,16 @@ def _jsonable(v):
 @contextmanager
 def sampling_model(model, tokenizer, head, settings: CollectionSettings):
     """The decoding model `collect` samples with under `settings.backend`: HF generate, or one vLLM engine on `model`
-    (closed on exit) sized for a batch's rows, prompts_per_batch * num_samples * twins requests at a time (the
-    twins are one more engine call per batch); the HF model still gives the head inputs and token tables."""
+    (closed on exit) built with `settings.vllm_options`, by default sized for a batch's rows, prompts_per_batch *
+    num_samples * twins requests at a time (the twins are one more engine call per batch); the HF model still gives
+    the head inputs and token tables."""
     if settings.backend != "vllm":
         yield AdaptiveDecodingModel(model, tokenizer, head)
         return
     from ..integrations.vllm.backend import VLLMDecodingModel, VLLMEngine
 
     rows = settings.prompts_per_batch * settings.num_samples * int(settings.twins)
-    with VLLMEngine(model, tokenizer, max_num_seqs=rows) as engine:
+    with VLLMEngine(model, tokenizer, **{"max_num_seqs": rows, **settings.vllm_options}) as engine:
         yield VLLMDecodingModel(model, tokenizer, head, engine=engine)
 
 

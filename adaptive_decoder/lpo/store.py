@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..configs import Managed, describe_changes
+from ..configs import Managed, as_mapping, describe_changes
 from ..modeling.noise import NOISE_VERSION
 from ..storage import RecordKind, RunRecord, atomic_write_bytes
 from ..tasks.identity import recorded_contents, unrecorded_contents
@@ -106,6 +106,10 @@ class CollectionSettings:
     backend: Managed[str] = field(default="hf", metadata={"help": (
         "Where samples are drawn: 'hf' (transformers generate) or 'vllm' (a vLLM engine, "
         "adaptive_decoder.integrations.vllm.backend; head inputs and token tables still come from the HF model).")})
+    vllm_options: dict | str | None = field(default=None, metadata={"help": (
+        "backend 'vllm' only: VLLMEngine options {max_model_len, max_num_seqs, kv_cache_gib, block_size, "
+        "prompts_per_call, share_prefix, in_process}, as the evaluation's (YAML/JSON text on the CLI). "
+        "max_num_seqs defaults to a batch's rows (prompts_per_batch * num_samples * twins).")})
 
     def __post_init__(self):
         if self.num_samples < 2:
@@ -122,6 +126,10 @@ class CollectionSettings:
             raise ValueError(f"twins must be an integer >= 1, got {self.twins}")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
+        self.vllm_options = as_mapping("vllm_options", self.vllm_options)
+        if self.vllm_options and self.backend != "vllm":
+            raise ValueError(f"vllm_options {self.vllm_options} given with backend {self.backend!r}; they apply to "
+                             "backend 'vllm'")
         if self.shard is not None:
             from .shards import parse_shard
 
@@ -135,7 +143,8 @@ class CollectionSettings:
         # The cache budget does not. Every option at its value (`storage.record`): another backend or noise scheme
         # (`modeling.noise`) draws other samples for the same seeds, stop_when_scored ends the stored completions
         # earlier, and the shard says which part of the prompts this directory holds (another part is another
-        # collection).
+        # collection). vllm_options are not: they size the engine (memory, concurrency), and vLLM schedules a call's
+        # rows by what fits at each step under any size, so they say nothing the seeds and backend do not.
         out = {k: getattr(self, k) for k in ("num_samples", "epsilon", "selection", "chat", "group_reward_twins",
                                              "prompts_per_batch", "backend", "stop_when_scored", "shard")}
         return {**out, "twins": int(self.twins), "noise_scheme": NOISE_VERSION}
