@@ -139,3 +139,26 @@ def test_collection_engine_is_built_with_its_vllm_options(recording_vllm, monkey
     assert recording_vllm.args[1]["max_model_len"] == 96
     # the engine's options size it and are not the collection's identity: a resume may size it otherwise
     assert runs[1].identity() == runs[0].identity()
+
+
+def test_an_experiments_collect_stage_passes_its_vllm_options_and_resumes_under_others(vllm_importable, monkeypatch):
+    """collect.vllm_options reach the collect stage's settings, and the stage's fingerprint leaves them out (as the
+    eval stage's and the collection's identity do): a finished collection resumes with its engine sized otherwise."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from adaptive_decoder import ExperimentConfig
+    from adaptive_decoder.experiment import pipeline
+    from adaptive_decoder.experiment.pipeline import Experiment
+
+    monkeypatch.setattr(pipeline, "task_digest", lambda task: "digest")  # the stub task below has no contents
+    fps = []
+    for delta in ({"epsilon": 0.2}, {"epsilon": 0.2, "vllm_options": {"kv_cache_gib": 4, "max_model_len": 512}}):
+        cfg = ExperimentConfig(run_dir="x", model="org/x", device="cpu", tasks={"gsm8k": {}}, backend="vllm",
+                               collect=delta)
+        exp = object.__new__(Experiment)  # the fingerprints need no tasks' data and no model
+        exp.cfg, exp.root, exp.tasks = cfg, Path("x"), {"gsm8k": SimpleNamespace(reward_spec={})}
+        exp.splits = {"gsm8k": {"train": [], "dev": [{}], "test": [{}]}}
+        fps.append(exp._collect_fingerprint(0, "sequence"))
+    assert cfg.stage_config("collect", 0, "sequence").vllm_options == {"kv_cache_gib": 4, "max_model_len": 512}
+    assert fps[0] == fps[1] and fps[0]["collect"] == {"epsilon": 0.2}

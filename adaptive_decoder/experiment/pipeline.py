@@ -170,8 +170,10 @@ class Experiment:
     # --- stages --------------------------------------------------------------------------------------------
     def _collect_fingerprint(self, seed, level) -> dict:
         cfg = self.cfg
+        # vllm_options only size the engine (as in the eval stage's fingerprint and the collection's identity)
+        collect = {k: v for k, v in cfg.collect.items() if k != "vllm_options"}
         return {"model": cfg.model, "dtype": cfg.dtype, "chat": cfg.chat, "head": cfg.head, "level": level, "seed": seed,
-                "collect": cfg.collect, "max_new_tokens": cfg.max_new_tokens,
+                "collect": collect, "max_new_tokens": cfg.max_new_tokens,
                 "train_ids": {t: [e["id"] for e in p["train"]] for t, p in self.splits.items()},
                 "rewards": {t: self.tasks[t].reward_spec for t in self.tasks},
                 "task_contents": {t: task_digest(task) for t, task in self.tasks.items()},
