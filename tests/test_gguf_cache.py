@@ -210,3 +210,27 @@ def test_a_store_that_loses_the_race_keeps_the_winners_entry(cache, caplog):
     assert second == first and caplog.text == ""
     assert json.loads((first / gguf_cache.COMPLETE).read_text())["source"] == "first"
     assert [p.name for p in (cache / "gguf").iterdir()] == ["k7"]
+
+
+def test_a_killed_stores_temporary_directory_is_removed_by_the_next_store_once_stale(cache, caplog):
+    """A store killed mid-write leaves its temporary directory (a dequantized model's worth of bytes); the next store
+    removes it once no file in it has been written for STALE_S, and leaves a live store's (recent writes) and
+    every complete entry alone."""
+    import time
+
+    gguf = cache / "gguf"
+    done = gguf_cache.store("k6", tiny_llama(vocab_size=259), tiny_tokenizer(), "tiny")
+    old = time.time() - gguf_cache.STALE_S - 60
+    killed, live = gguf / ".k7-killed", gguf / ".k8-live"
+    for d in (killed, live):
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "model.safetensors").write_bytes(b"\0" * 1024)
+    for p in (killed / "sub" / "model.safetensors", killed / "sub", killed):
+        os.utime(p, (old, old))
+    os.utime(live, (old, old))  # an old directory whose weights file is still being written
+    os.utime(done, (old, old))
+    with caplog.at_level(logging.INFO, logger=gguf_cache.__name__):
+        entry = gguf_cache.store("k9", tiny_llama(vocab_size=259), tiny_tokenizer(), "tiny")
+    assert sorted(p.name for p in gguf.iterdir()) == [".k8-live", "k6", "k9"]
+    assert gguf_cache.lookup("k6") == done and gguf_cache.lookup("k9") == entry
+    assert "did not finish" in caplog.text and ".k7-killed" in caplog.text

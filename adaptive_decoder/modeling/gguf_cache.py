@@ -15,9 +15,11 @@ Location: `$ADAPTIVE_DECODER_CACHE/gguf/<key>`, else `$XDG_CACHE_HOME/adaptive-d
 `~/.cache/adaptive-decoder/gguf/<key>`; `ADAPTIVE_DECODER_CACHE=` (set and empty) turns the cache off.
 
 Invariant: a directory is used only if it holds `COMPLETE` naming its own key. `store` writes everything into a
-fresh temporary directory beside the entry, writes `COMPLETE` last and renames the directory into place (atomic
-on one filesystem), so a crash or a full disk leaves at most a temporary directory that no lookup reads; an entry
-without its `COMPLETE` (cut by hand, say) is a miss and is replaced by the next store.
+fresh temporary directory beside the entry, flushes it to disk, writes `COMPLETE` last and renames the directory
+into place (atomic on one filesystem), so a crash, a power cut or a full disk leaves at most a temporary directory
+that no lookup reads; an entry without its `COMPLETE` (cut by hand, say) is a miss and is replaced by the next store.
+A killed store's temporary directory (a dequantized copy of the model: 0.5 GB for SmolLM2 in float32) is removed by
+the next store once none of its files has been written for `STALE_S`: a live store writes its files continuously.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ logger = logging.getLogger(__name__)
 ENV = "ADAPTIVE_DECODER_CACHE"
 FORMAT = 1
 COMPLETE = "adaptive_decoder_cache.json"
+# An hour without a write: a live store rewrites its weights file every few seconds even for a 7B model at disk
+# speed, so only a killed store's directory gets this old (a cache shared by several machines needs no clock
+# agreement beyond that)
+STALE_S = 3600
 
 
 def cache_root() -> Path | None:
@@ -83,14 +90,18 @@ def store(key: str, model, tokenizer, source: str) -> Path | None:
     tmp = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(entry.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _flush(tmp)  # the files' bytes reach the disk before a record says they are complete
         (tmp / COMPLETE).write_text(json.dumps({"key": key, "source": source, "format": FORMAT}))
+        _flush(tmp, [tmp / COMPLETE])
         if entry.exists() and lookup(key) is None:  # an incomplete entry: never read, so replace it
             shutil.rmtree(entry)
         os.rename(tmp, entry)
         tmp = None
+        _flush(entry.parent, [])  # and the rename itself
     except FileExistsError:
         pass  # another process stored the same key first; its entry is as good
     # an OSError (Linux's rename gives ENOTEMPTY, not EEXIST, when another process's entry is in place: then it is
@@ -104,3 +115,33 @@ def store(key: str, model, tokenizer, source: str) -> Path | None:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return entry
+
+
+def _flush(directory: Path, files=None) -> None:
+    """fsync `files` (default: every file in `directory`), then `directory` itself (its entries)."""
+    for f in (sorted(p for p in directory.iterdir() if p.is_file()) if files is None else files):
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale(gguf_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove the temporary directories of killed stores under `gguf_dir` (named `.<key>-*`; see the module
+    docstring): those whose newest file, or the directory itself when empty, is older than `STALE_S`. Returns them.
+    Complete entries are never touched."""
+    now = time.time() if now is None else now
+    removed = []
+    for tmp in gguf_dir.glob(".*-*"):
+        try:
+            newest = max([tmp.stat().st_mtime] + [p.stat().st_mtime for p in tmp.rglob("*")])
+        except OSError:  # removed meanwhile (another store cleaning up, or its owner finishing)
+            continue
+        if tmp.is_dir() and now - newest > STALE_S:
+            shutil.rmtree(tmp, ignore_errors=True)
+            logger.info("removed %s, the temporary directory of a store that did not finish", tmp)
+            removed.append(tmp)
+    return removed
