@@ -66,7 +66,8 @@ def row_of(summary: dict) -> dict:
     failed += [f"win rate vs {f} CI not above 50%" for f, w in bar.get("win_rates", {}).items()
                if not (w["mean"] > 0.5 and w["ci"][0] > 0.5)]
     tests = sorted({v["num_test"] for t, v in summary["tasks"].items() if t != "overall"})
-    return {"model": summary["model"], "seeds": summary["seeds"], "num_test": tests, "headroom": _iv(oracle),
+    model = summary["model"] + "".join(f", {summary[k]}" for k in ("dtype", "backend") if k in summary)
+    return {"model": model, "seeds": summary["seeds"], "num_test": tests, "headroom": _iv(oracle),
             "head": head, "head_normalized": _iv(sf["normalized"][head]["overall"]), "bar_met": bar["met"],
             "bar": (bar["diff"], *bar["diff_ci"]), "baseline": best, "bar_failed": failed,
             "vs_label_free": vs_head(strongest), "vs_min_p": vs_head(min_p[0]) if min_p else None,

@@ -211,7 +211,9 @@ def test_pipeline_end_to_end(finished_run):
     train = json.loads((seed / "train-sequence" / "stage_done.json").read_text())["summary"]
     assert train["pair_stats"]["samples_recomputed"] == 0 and train["pair_stats"]["pairs"] > 0
 
-    # aggregation: every method on every task; paired comparisons vs every fixed temperature; the bar verdict
+    # aggregation: the conditions it ran under; every method on every task; paired comparisons vs every fixed
+    # temperature; the bar verdict
+    assert (summary["dtype"], summary["backend"]) == ("float32", "hf")
     methods = set(summary["methods"])
     assert {"greedy", "random", "oracle", "adseq", "adtok", "T=0.0", "T=0.5", "T=1.0"} <= methods
     for t in ("gsm8k", "constrained_writing", "overall"):

@@ -62,6 +62,8 @@ def test_row_reads_headroom_bar_and_the_strongest_label_free_baseline():
     assert row["vs_label_free"] == ("meanshift-adseq", (0.117, 0.05, 0.2))
     assert row["vs_min_p"] == ("min_p", (-0.027, -0.08, 0.021))
     assert row["num_test"] == [16] and row["wall_s"] == 3805.0
+    assert row["model"] == "smollm2"  # a summary from before the dtype and backend were recorded
+    assert mr.row_of({**_summary(), "dtype": "float32", "backend": "vllm"})["model"] == "smollm2, float32, vllm"
 
 
 def test_the_best_fixed_temperature_is_compared_through_the_bar_when_it_is_the_strongest():

@@ -74,7 +74,9 @@ def aggregate(root, cfg: ExperimentConfig, timings: dict | None = None) -> dict:
     all_units = [u for res in results.values() for u in res["units"]]
     stats = aggregate_units(all_units, methods, list(cfg.tasks), cfg.n_bootstrap, seed=0)
     tasks = list(stats["tasks"])
-    summary = {"seeds": list(cfg.seeds), "model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "methods": methods,
+    # the dtype that ran (`dtype: auto` resolves by machine) and the backend that sampled: a result's conditions
+    summary = {"seeds": list(cfg.seeds), "model": cfg.model, "dtype": cfg.dtype, "backend": cfg.backend,
+               "max_new_tokens": cfg.max_new_tokens, "methods": methods,
                "tasks": {t: {"num_test": stats["tasks"][t]["num_test"], "methods": {}} for t in tasks},
                "comparisons": stats["comparisons"], "per_seed": {}, "timings": dict(timings or {}),
                "methods_left_out": left_out}
