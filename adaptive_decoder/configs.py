@@ -73,6 +73,15 @@ def as_mapping(name: str, value) -> dict:
     return dict(value)
 
 
+def check_backend(backend: str, vllm_options: dict | None = None) -> None:
+    """The sampling backend of a stage ('hf' or 'vllm'), and its vLLM engine options, which only a vLLM engine reads:
+    refused by name under another backend rather than ignored."""
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")
+    if vllm_options and backend != "vllm":
+        raise ValueError(f"vllm_options {vllm_options} given with backend {backend!r}; they apply to backend 'vllm'")
+
+
 def changed_keys(old: dict, new: dict) -> list[str]:
     """The top-level keys whose values differ between recorded settings and the current ones (a key present on
     one side only counts), sorted."""

@@ -11,7 +11,7 @@ from ..hag import policy as _hag_methods  # noqa: F401  (registers the methods "
 from ..modeling.model_args import ModelArguments
 from ..methods.policies import DEFAULT_TEMPERATURES
 from ..methods.base import POLICIES, method_traits
-from ..configs import Managed, as_mapping
+from ..configs import Managed, as_mapping, check_backend
 from ..storage import RecordKind
 from ..tasks import TASKS
 from ..tasks.identity import task_digest, unrecorded_contents
@@ -111,11 +111,7 @@ class EvalConfig(ModelArguments):
             raise ValueError("give at least one task and one method")
         if self.on_bad_line not in ("fail", "skip"):
             raise ValueError(f"on_bad_line must be 'fail' or 'skip', got {self.on_bad_line!r}")
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
-        if self.vllm_options and self.backend != "vllm":
-            raise ValueError(f"vllm_options {self.vllm_options} given with backend {self.backend!r}; they apply to "
-                             "backend 'vllm'")
+        check_backend(self.backend, self.vllm_options)
         if self.report_to not in ("wandb", "none"):
             raise ValueError(f"report_to must be 'wandb' or 'none', got {self.report_to!r}")
         for name in ("num_prompts", "num_samples", "max_new_tokens", "batch_size", "n_bootstrap"):

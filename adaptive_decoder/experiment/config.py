@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 
-from ..configs import StageOf, as_mapping
+from ..configs import StageOf, as_mapping, check_backend
 from ..modeling.model_args import ModelArguments
 from ..evaluation.results import LEVEL_METHOD
 from .stage_configs import check_delta, stage_class, stage_config, stage_fields
@@ -130,8 +130,7 @@ class ExperimentConfig(ModelArguments):
         if "hag" in self.methods and not self.hag_model_path and "hag" not in (self.eval.get("method_options") or {}):
             raise ValueError("method 'hag' needs hag_model_path (a model saved by training/train_hag.py); "
                              "use 'hag_untrained' to let the base model propose its own config")
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
+        check_backend(self.backend)
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ValueError("backend 'vllm' needs vLLM, which this Python cannot import: run the experiment in the "
                              "venv that `make setup-vllm` builds (.venv-vllm/bin/python)")

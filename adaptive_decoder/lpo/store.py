@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..configs import Managed, as_mapping, describe_changes
+from ..configs import Managed, as_mapping, check_backend, describe_changes
 from ..modeling.noise import NOISE_VERSION
 from ..storage import RecordKind, RunRecord, atomic_write_bytes
 from ..tasks.identity import recorded_contents, unrecorded_contents
@@ -124,12 +124,8 @@ class CollectionSettings:
             raise ValueError(f"cache_which must be one of {CACHE_WHICH}, got {self.cache_which!r}")
         if int(self.twins) != self.twins or self.twins < 1:
             raise ValueError(f"twins must be an integer >= 1, got {self.twins}")
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
         self.vllm_options = as_mapping("vllm_options", self.vllm_options)
-        if self.vllm_options and self.backend != "vllm":
-            raise ValueError(f"vllm_options {self.vllm_options} given with backend {self.backend!r}; they apply to "
-                             "backend 'vllm'")
+        check_backend(self.backend, self.vllm_options)
         if self.shard is not None:
             from .shards import parse_shard
 

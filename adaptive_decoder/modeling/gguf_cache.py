@@ -129,11 +129,11 @@ def _flush(directory: Path, files=None) -> None:
         os.close(fd)
 
 
-def remove_stale(gguf_dir: Path, now: float | None = None) -> list[Path]:
+def remove_stale(gguf_dir: Path) -> list[Path]:
     """Remove the temporary directories of killed stores under `gguf_dir` (named `.<key>-*`; see the module
     docstring): those whose newest file, or the directory itself when empty, is older than `STALE_S`. Returns them.
     Complete entries are never touched."""
-    now = time.time() if now is None else now
+    now = time.time()
     removed = []
     for tmp in gguf_dir.glob(".*-*"):
         try:
