@@ -180,6 +180,43 @@ def test_fewshot_copy_asks_for_copy_texts_records_and_no_shot_is_ever_a_prompt()
     assert s[0]["reward"] == pytest.approx(1.0) and s[1]["reward"] < 0.6
 
 
+# base-model forms of the mixed-traffic tasks: (the chat-model task, one shot as a regex capturing its input, the
+# record field a shot's input stands for, the prompt's last block, a reply that scores 1 built from a record)
+FEWSHOT = {
+    "control_qa_fewshot": ("control_qa", r"Question: (.+)\nAnswer: .+\n\n", "question",
+                           "Question: {question}\nAnswer:", lambda e: " " + e["answer"].split("|")[0]),
+    "arithmetic_simple_fewshot": ("arithmetic_simple", r"Question: What is (.+)\?\nAnswer: .+\n\n", "question",
+                                  "Question: What is {question}?\nAnswer:", lambda e: " " + e["answer"][5:]),
+    "translation_wmt_short_fewshot": ("translation_wmt_short", r"English: (.+)\nGerman: .+\n\n", "source",
+                                      "English: {source}\nGerman:", lambda e: " " + e["reference"]),
+    "list_items_fewshot": ("list_items", r"Name \d+ different (.+): .+\n\n", "category",
+                           "Name {n} different {category}:", lambda e: " " + ", ".join(["apple", "pear", "plum",
+                                                                                        "fig", "kiwi"][:e["n"]])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FEWSHOT))
+def test_fewshot_tasks_ask_their_chat_tasks_records_score_the_first_line_and_no_shot_is_a_prompt(name):
+    plain_name, shot_re, field, last_block, good = FEWSHOT[name]
+    path = str(shared_data("translation/wmt22.en-de.jsonl")) if "translation" in name else None
+    plain, few = get_task(plain_name, path=path), get_task(name, path=path)
+    examples = few.examples()
+    assert [e["id"] for e in examples] == [e["id"] for e in plain.examples()]
+    assert all(e["prompt"].endswith("\n\n" + last_block.format(**e)) for e in examples)
+    shots = re.findall(shot_re, examples[0]["prompt"])
+    assert len(shots) == 3 and not set(shots) & {str(e[field]) for e in examples}
+    # a base model goes on after its answer with the next block: only the first line is scored, and it scores as
+    # the chat task scores the same answer alone
+    ex = examples[1]
+    next_block = examples[0]["prompt"].split("\n\n")[0]
+    ours, _ = few.setup_scoring().score([good(ex) + "\n\n" + next_block, "\n" + next_block], ex)
+    theirs, _ = plain.setup_scoring().score([good(ex).strip(), next_block.splitlines()[0]], ex)
+    assert [s["reward"] for s in ours] == pytest.approx([s["reward"] for s in theirs])
+    assert ours[0]["reward"] > ours[1]["reward"]
+    if name != "list_items_fewshot":  # list_items' novelty term depends on the other samples
+        assert ours[0]["reward"] == pytest.approx(1.0)
+
+
 def test_control_tasks_score_by_construction():
     qa, num, ph = get_task("control_qa"), get_task("control_numbers"), get_task("control_phrase")
     q = next(e for e in qa.examples() if e["answer"] == "Paris")
